@@ -1,0 +1,5 @@
+import sys
+
+from moerl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The ``moerl`` command line: ``train``, ``eval``, ``envs``.
+
+Bad input of any kind ends with one line on stderr (``moerl: error: ...``) and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from moerl.errors import ConfigError, DataNotFoundError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"moerl: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs}")
+    sub.required = True
+
+    train = sub.add_parser("train", help="train one run and write a run directory")
+    train.add_argument("--env", help="Gymnasium id, moerl short name (see 'moerl envs') or dataset suite")
+    train.add_argument("--arch", help="network architecture (MoE DQN: dense, middle, final, all, big, wide)")
+    train.add_argument("--router", help="MoE router (softmoe, topk, hardcoded)")
+    train.add_argument("--algo", help="training algorithm (routing family: router or baseline)")
+    train.add_argument("--experts", type=_positive_int, help="number of experts")
+    train.add_argument("--topk", type=_positive_int, help="experts per sample for the topk router")
+    train.add_argument("--mask", help="mask kind for masked-expert models (none, fixed, lu, lowrank)")
+    train.add_argument("--timesteps", type=_positive_int, help="environment steps (RL)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
+    train.add_argument("--seed", type=_int, help="random seed")
+    train.add_argument("--config", help="YAML config file (see configs/)")
+    train.add_argument("--logdir", default="runs", help="parent directory of run directories (default: runs)")
+    train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
+    train.add_argument("--device", help="cpu, cuda or auto (default: cpu)")
+    train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any config key, e.g. --set dqn.learning_rate=5e-4 (repeatable)",
+    )
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    ev = sub.add_parser("eval", help="reload a finished run and evaluate it")
+    ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
+    ev.add_argument("--episodes", type=_positive_int, help="evaluation episodes per task (RL)")
+    ev.add_argument("--seed", type=_int, help="evaluation seed")
+    ev.add_argument("--device", help="cpu, cuda or auto")
+    ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
+
+    sub.add_parser("envs", help="list the environments and task suites with their tasks")
+    return parser
+
+
+def _env_from_config(path: str | None) -> str | None:
+    if not path:
+        return None
+    from moerl.config import load_yaml
+
+    env = load_yaml(path).get("env")
+    return str(env) if env is not None else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from moerl.experiments.families import TrainRequest, families, family_for_env
+
+    request = TrainRequest(**{k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__})
+    env = request.env or _env_from_config(request.config)
+    if env is None:
+        raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")
+    request.env = env
+    family = family_for_env(env)
+    if family is None:
+        names = [name for fam in families() for name, _ in fam.list_envs()]
+        from moerl.errors import did_you_mean
+
+        raise ConfigError(
+            f"unknown env '{env}'{did_you_mean(env, names)}; valid choices: any Gymnasium id "
+            f"(e.g. CartPole-v1) or one of {', '.join(names)}"
+        )
+    run_dir = family.train(request)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from moerl.experiments.families import family_by_name
+    from moerl.experiments.rundir import RunDir
+
+    run = RunDir.open_finished(args.run_dir)
+    family = family_by_name(run.read_status().get("family", ""))
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run_dir") and v is not None}
+    results = family.evaluate(Path(args.run_dir), options)
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from moerl.experiments.families import families
+
+    for fam in families():
+        print(f"[{fam.name}] {fam.description}")
+        for name, desc in fam.list_envs():
+            print(f"  {name:<24} {desc}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"moerl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("moerl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

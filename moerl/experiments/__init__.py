@@ -1,0 +1,1 @@
+"""User-facing experiment plumbing: run directories, the trainer families behind ``moerl train``."""

@@ -1,0 +1,115 @@
+"""Trainer families: what ``moerl train --env X`` runs depends on what X is.
+
+Three families share one CLI:
+
+* ``moe-dqn`` (seed 001): Gymnasium ids and moerl's RL task suites -> MoE DQN on SB3.
+* ``routing`` (seed 002): multi-task supervised datasets -> routing networks and their baselines.
+* ``masked-experts`` (seed 000): vision suites -> masked-expert models and PackNet.
+
+A family module defines ``FAMILY = Family(...)``. The CLI asks each family in turn whether it
+knows the env name; the first that does trains it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Modules that define a ``FAMILY``; the order is the order of lookup.
+FAMILY_MODULES: tuple[str, ...] = (
+    "moerl.experiments.moe_dqn",
+)
+
+
+@dataclass
+class TrainRequest:
+    """Everything ``moerl train`` was given (None = not given, use the config/default)."""
+
+    env: str | None = None
+    arch: str | None = None
+    router: str | None = None
+    algo: str | None = None
+    experts: int | None = None
+    topk: int | None = None
+    mask: str | None = None
+    timesteps: int | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    config: str | None = None
+    logdir: str = "runs"
+    device: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    run_name: str | None = None
+    progress: bool = True
+
+    def given(self) -> dict[str, Any]:
+        """The options the user set explicitly (for families to reject those they do not use)."""
+        skip = {"logdir", "overrides", "progress", "config", "env", "run_name"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of experiment reachable from ``moerl train``."""
+
+    name: str
+    description: str
+    #: True when this family trains the given env name.
+    matches: Callable[[str], bool]
+    #: (name, description) rows for ``moerl envs``.
+    list_envs: Callable[[], list[tuple[str, str]]]
+    #: Validate, create the run directory, train, evaluate; return the run directory.
+    train: Callable[[TrainRequest], Path]
+    #: Reload a finished run and evaluate it; returns the numbers printed by ``moerl eval``.
+    evaluate: Callable[[Path, dict[str, Any]], dict[str, Any]]
+    #: CLI options (TrainRequest field names) this family uses; others are rejected.
+    options: frozenset[str] = frozenset()
+
+
+def families() -> list[Family]:
+    """Import and return every registered family, in lookup order."""
+    return [importlib.import_module(m).FAMILY for m in FAMILY_MODULES]
+
+
+def family_by_name(name: str) -> Family:
+    from moerl.errors import choice_error
+
+    found = {f.name: f for f in families()}
+    if name not in found:
+        raise choice_error("family", name, found)
+    return found[name]
+
+
+def family_for_env(env: str) -> Family | None:
+    for fam in families():
+        if fam.matches(env):
+            return fam
+    return None
+
+
+def reject_unused(request: TrainRequest, family: Family, used: Sequence[str] | None = None) -> None:
+    """Raise a ConfigError when the user set an option that this family does not use."""
+    from moerl.errors import ConfigError
+
+    allowed = set(used if used is not None else family.options) | {"seed", "device", "data_dir"}
+    for key in request.given():
+        if key not in allowed:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"option {flag} does not apply to env '{request.env}' (family {family.name}); "
+                f"options it takes: {', '.join('--' + o.replace('_', '-') for o in sorted(allowed))}"
+            )
+
+
+def default_run_name(*parts: Any) -> str:
+    """A readable run directory name from its defining parts, e.g. ``cartpole-crl_big_softmoe_s0``."""
+    text = "_".join(str(p) for p in parts if p not in (None, ""))
+    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text)
+
+
+def resolve_path(path: str | None) -> Path | None:
+    return Path(path).expanduser() if path else None
