@@ -21,6 +21,8 @@ from typing import Any
 #: Modules that define a ``FAMILY``; the order is the order of lookup.
 FAMILY_MODULES: tuple[str, ...] = (
     "moerl.experiments.moe_dqn",
+    "moerl.experiments.routing",
+    "moerl.experiments.masked_experts",
 )
 
 

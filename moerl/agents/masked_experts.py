@@ -1,0 +1,479 @@
+"""Supervised learner for masked-expert vision models (seed 000) with an SB3-like surface.
+
+``MaskedExpertLearner(suite, **kwargs).learn()`` trains, ``predict(x, deterministic=True)`` returns
+``(labels, experts)``, ``evaluate(split)`` returns per-dataset numbers, ``save(path)`` /
+``MaskedExpertLearner.load(path)`` round-trip the model. ``arch="packnet"`` selects the PackNet baseline
+(:mod:`moerl.agents.packnet`) through :func:`make_learner`.
+
+Schedules
+---------
+``joint``       all datasets at once, ``experts`` experts, the Gumbel gate learns the routing from the task
+                loss alone (plus the optional balancing loss).
+``sequential``  datasets one after another (continual). Phase 1 trains backbone + expert 1 + head 1; then
+                the backbone, expert 1 and head 1 are frozen, an expert and a classifier block are added,
+                and phase 2 trains them with routing forced to the new expert (the task id is known
+                while training). The gate is trained as a dataset classifier on the features; its remedy
+                against drift (``gate_remedy="replay"``) mixes a small buffer of stored *features* of old
+                datasets into its loss; ``"none"`` shows the drift (everything goes to the newest expert).
+                Evaluation reports task-agnostic (gate) and task-aware (route by known task id) accuracy.
+
+Model selection uses only the stratified validation split (early stopping, best weights restored).
+The test split is only used for reporting, at the end of each phase (the continual accuracy matrix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moerl.agents.vision_metrics import best_matched_routing, continual_metrics, routing_purity, utilisation
+from moerl.agents.vision_training import EpochLog, batched, fit, map_batches, to_input, trainable
+from moerl.config import from_dict, to_dict
+from moerl.data.vision_suites import VisionSuite, check_suite_name
+from moerl.errors import ConfigError, check_choice, check_positive
+from moerl.nn.backbones import BACKBONES, build_backbone
+from moerl.nn.gates import balance_loss
+from moerl.nn.masked_experts import MaskedMoE
+from moerl.nn.masked_linear import MASK_KINDS, MASK_MODES
+
+ARCHS: tuple[str, ...] = ("masked-moe", "packnet")
+SCHEDULES: tuple[str, ...] = ("joint", "sequential")
+GATE_REMEDIES: tuple[str, ...] = ("replay", "none")
+
+
+@dataclass
+class MaskedExpertsConfig:
+    """Everything a masked-expert or PackNet run needs; filled by :func:`moerl.config.from_dict`."""
+
+    env: str = "fashion+animal"
+    arch: str = "masked-moe"
+    schedule: str = "joint"
+    # model
+    backbone: str = "convnet"
+    backbone_weights: str | None = None
+    freeze_backbone: bool | None = None  # None: resnet18 frozen, convnet trained
+    feature_dim: int = 256
+    experts: int = 2
+    expert_dims: list[int] = field(default_factory=lambda: [256, 128, 128, 64])
+    mask: str = "lu"
+    mask_mode: str = "topk"
+    density: float = 0.5
+    rank: int = 32
+    dropout: float = 0.0
+    # losses and gate
+    balance: float = 0.0
+    density_penalty: float = 1.0
+    tau_start: float = 1.0
+    tau_end: float = 0.5
+    gate_remedy: str = "replay"
+    replay_per_task: int = 200
+    # PackNet
+    prune_ratio: float = 0.5
+    finetune_epochs: int = 1
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    mask_lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    # data
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_train: int | None = None
+    max_val: int | None = None
+    max_test: int | None = None
+    data_dir: str | None = None
+    # run
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+    def validate(self) -> MaskedExpertsConfig:
+        """Raise a one-line ConfigError for any impossible value (before any run directory exists)."""
+        check_suite_name(self.env)
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("mask", self.mask, MASK_KINDS)
+        check_choice("mask_mode", self.mask_mode, MASK_MODES)
+        check_choice("gate_remedy", self.gate_remedy, GATE_REMEDIES)
+        check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        for name in ("feature_dim", "experts", "rank", "epochs", "batch_size", "patience", "threads"):
+            check_positive(name, getattr(self, name))
+        for name in ("lr", "mask_lr", "tau_start", "tau_end"):
+            check_positive(name, getattr(self, name))
+        for name in ("balance", "density_penalty", "weight_decay", "replay_per_task", "finetune_epochs"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if not 0.0 < self.density <= 1.0:
+            raise ConfigError(f"density must be in (0, 1], got {self.density}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.prune_ratio < 1.0:
+            raise ConfigError(f"prune_ratio must lie strictly between 0 and 1, got {self.prune_ratio}")
+        if self.tau_end > self.tau_start:
+            raise ConfigError(f"tau_end ({self.tau_end}) must not exceed tau_start ({self.tau_start})")
+        if not self.expert_dims or any(d <= 0 for d in self.expert_dims):
+            raise ConfigError(f"expert_dims must be a non-empty list of positive widths, got {self.expert_dims}")
+        for name in ("max_train", "max_val", "max_test"):
+            v = getattr(self, name)
+            if v is not None:
+                check_positive(name, v)
+        if self.arch == "masked-moe" and self.schedule == "sequential" and self.experts != 1:
+            raise ConfigError(
+                f"experts={self.experts} with schedule 'sequential': a sequential run starts with 1 expert "
+                "and adds one per dataset; set experts: 1"
+            )
+        if self.arch == "packnet" and self.schedule != "sequential":
+            raise ConfigError("arch 'packnet' trains datasets one after another; set schedule: sequential")
+        if self.backbone_weights is not None and self.backbone != "resnet18":
+            raise ConfigError("backbone_weights applies only to backbone 'resnet18'")
+        return self
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> MaskedExpertsConfig:
+        return from_dict(cls, data).validate()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; valid choices: cpu, auto")
+    return torch.device(name)
+
+
+def _tau(cfg: MaskedExpertsConfig, progress: float) -> float:
+    """Linear anneal from tau_start to the floor tau_end over the first 3/4 of a phase."""
+    frac = min(1.0, progress / 0.75)
+    return cfg.tau_start + (cfg.tau_end - cfg.tau_start) * frac
+
+
+class MaskedExpertLearner:
+    """Trains a :class:`~moerl.nn.masked_experts.MaskedMoE` on a :class:`VisionSuite`.
+
+    Args:
+        suite: the datasets (``None`` only when loading a saved model for prediction).
+        config: a :class:`MaskedExpertsConfig`; keyword arguments override its fields.
+        tensorboard_log: directory for TensorBoard event files (``None``: none written).
+    """
+
+    def __init__(
+        self,
+        suite: VisionSuite | None,
+        config: MaskedExpertsConfig | None = None,
+        tensorboard_log: str | Path | None = None,
+        _structure: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        cfg = dataclasses.replace(config or MaskedExpertsConfig(), **kwargs).validate()
+        if cfg.arch != "masked-moe":
+            raise ConfigError(f"MaskedExpertLearner trains arch 'masked-moe', got '{cfg.arch}' (use make_learner)")
+        self.config = cfg
+        self.suite = suite
+        self.device = resolve_device(cfg.device)
+        self.tensorboard_log = tensorboard_log
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        if _structure is not None:
+            classes, n_exp = _structure["classes"], _structure["num_experts"]
+        else:
+            assert suite is not None
+            classes = suite.classes if cfg.schedule == "joint" else suite.classes[:1]
+            n_exp = cfg.experts
+        backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, cfg.freeze_backbone)
+        self.model = MaskedMoE(
+            backbone, n_exp, classes, expert_dims=cfg.expert_dims, mask=cfg.mask, density=cfg.density,
+            rank=cfg.rank, mask_mode=cfg.mask_mode, dropout=cfg.dropout, seed=cfg.seed,
+        ).to(self.device)
+        if _structure is not None:
+            for k in _structure.get("frozen_experts", []):
+                self.model.freeze_expert(k)
+        self.history: list[EpochLog] = []
+        # sequential: test accuracy on datasets seen so far after each phase (reporting only)
+        self.accuracy_matrix: list[list[float]] = []  # task-aware: routed by task id, own classes
+        self.accuracy_matrix_agnostic: list[list[float]] = []  # gate routing, all classes
+        self.tasks_learned = 0 if _structure is None else int(_structure.get("tasks_learned", 0))
+        self._feature_cache: dict[tuple[int, str], torch.Tensor] = {}
+        self._replay: list[tuple[torch.Tensor, int]] = []  # (features, expert) of earlier datasets
+        self.train_seconds = 0.0
+
+    # ---------------------------------------------------------------------------------- data helpers
+    def _backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.model.backbone.parameters())
+
+    def _inputs(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.suite is not None
+        x, y = self.suite.tasks[task].split(split)
+        return to_input(x).to(self.device), torch.as_tensor(y).to(self.device) + self.suite.offsets[task]
+
+    def _features(self, task: int, split: str) -> torch.Tensor:
+        """Backbone features, cached when the backbone is frozen (its function cannot change)."""
+        key = (task, split)
+        if key not in self._feature_cache:
+            x, _ = self._inputs(task, split)
+            self.model.backbone.eval()
+            self._feature_cache[key] = map_batches(self.model.features, x)
+        return self._feature_cache[key]
+
+    # ---------------------------------------------------------------------------------- training
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        mask_ids = {id(p) for p in self.model.mask_parameters()}
+        params = trainable(self.model.parameters())
+        groups = [
+            {"params": [p for p in params if id(p) not in mask_ids], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            # No weight decay on mask factors: it would shrink scores towards the dead all-zero start.
+            {"params": [p for p in params if id(p) in mask_ids], "lr": cfg.mask_lr, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]])
+
+    def learn(self, epochs: int | None = None, progress: bool = False) -> MaskedExpertLearner:
+        """Train on the whole suite (joint) or on each remaining dataset in turn (sequential)."""
+        if self.suite is None:
+            raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
+        writer = None
+        if self.tensorboard_log is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.tensorboard_log))
+        start = time.perf_counter()
+        try:
+            if self.config.schedule == "joint":
+                self._train_phase(list(range(len(self.suite.tasks))), epochs, writer, "joint")
+                self.tasks_learned = len(self.suite.tasks)
+            else:
+                while self.tasks_learned < len(self.suite.tasks):
+                    self.learn_task(self.tasks_learned, epochs, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        self.train_seconds += time.perf_counter() - start
+        return self
+
+    def learn_task(self, task: int, epochs: int | None = None, writer=None) -> None:
+        """Sequential schedule: train dataset ``task``, then freeze what it owns (backbone, expert, head)."""
+        assert self.suite is not None
+        if task != self.tasks_learned:
+            raise ConfigError(f"datasets are learned in order; next is {self.tasks_learned}, got {task}")
+        if task > 0:
+            self.model.add_expert(self.suite.classes[task])
+        self._train_phase([task], epochs, writer, f"task{task + 1}-{self.suite.tasks[task].name}")
+        self.model.freeze_expert(task)
+        self.model.freeze_head(task)
+        for p in self.model.backbone.parameters():
+            p.requires_grad_(False)
+        self._feature_cache.clear()  # features from here on are those of the frozen backbone
+        n = min(self.config.replay_per_task, len(self.suite.tasks[task].y_train))
+        if n > 0:
+            idx = torch.as_tensor(self.rng.choice(len(self.suite.tasks[task].y_train), n, replace=False))
+            self._replay.append((self._features(task, "train")[idx], task))
+        self.tasks_learned = task + 1
+        seen = range(self.tasks_learned)
+        self.accuracy_matrix.append(
+            [self._accuracy(j, "test", task_aware=True, route_expert=j) for j in seen]
+        )
+        self.accuracy_matrix_agnostic.append([self._accuracy(j, "test") for j in seen])
+
+    def _train_phase(self, tasks: list[int], epochs: int | None, writer, phase: str) -> None:
+        cfg = self.config
+        epochs = epochs or cfg.epochs
+        sequential = cfg.schedule == "sequential"
+        frozen_bb = self._backbone_frozen()
+        xs, ys, ts = [], [], []
+        for t in tasks:
+            x, y = (self._features(t, "train"), self._inputs(t, "train")[1]) if frozen_bb else self._inputs(t, "train")
+            xs.append(x)
+            ys.append(y)
+            ts.append(torch.full_like(y, t))
+        X, Y, T = torch.cat(xs), torch.cat(ys), torch.cat(ts)
+        n = len(Y)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        total_steps = max(1, epochs * steps_per_epoch)
+        step = {"i": 0}
+        replay = self._replay if (sequential and cfg.gate_remedy == "replay") else []
+        train_gate = sequential and self.model.num_experts > 1
+
+        def run_epoch(opt: torch.optim.Optimizer, epoch: int) -> tuple[float, float, dict]:
+            tot_loss, correct, seen = 0.0, 0, 0
+            ent_sum, gate_acc = 0.0, 0.0
+            for idx in batched(n, cfg.batch_size, self.rng):
+                self.model.gate.tau = _tau(cfg, step["i"] / total_steps)
+                step["i"] += 1
+                xb, yb, tb = X[idx], Y[idx], T[idx]
+                feats = xb if frozen_bb else self.model.features(xb)
+                route = tb if sequential else None  # sequential: task id known while training
+                logits, weights, gate_logits = self.model.head_forward(feats, route=route)
+                loss = F.cross_entropy(logits, yb)
+                if cfg.balance > 0 and not sequential:
+                    loss = loss + cfg.balance * balance_loss(weights)
+                if cfg.density_penalty > 0:
+                    loss = loss + cfg.density_penalty * self.model.density_penalty().to(loss.device)
+                if train_gate:
+                    g_logits, g_target = gate_logits, tb
+                    if replay:
+                        per = max(1, len(idx) // (2 * len(replay)))
+                        rf = [f[torch.randint(len(f), (per,))] for f, _ in replay]
+                        rt = [torch.full((per,), k, dtype=torch.long, device=tb.device) for _, k in replay]
+                        g_logits = torch.cat([gate_logits, self.model.gate.logits(torch.cat(rf))])
+                        g_target = torch.cat([tb, *rt])
+                    loss = loss + F.cross_entropy(g_logits, g_target)
+                    gate_acc += float((gate_logits.argmax(-1) == tb).float().sum())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot_loss += float(loss.detach()) * len(idx)
+                correct += int((logits.argmax(-1) == yb).sum())
+                seen += len(idx)
+                p = weights.detach().clamp_min(1e-12)
+                ent_sum += float(-(p * p.log()).sum(-1).sum())
+            extra = {"tau": self.model.gate.tau, "gate_weight_entropy": ent_sum / seen}
+            if train_gate:
+                extra["gate_train_acc"] = gate_acc / seen
+            return tot_loss / seen, correct / seen, extra
+
+        def val_acc() -> float:
+            accs = [self._accuracy(t, "val", task_aware=sequential) for t in tasks]
+            return float(np.mean(accs))
+
+        logs = fit(self.model, self._optimizer, run_epoch, val_acc, epochs=epochs, patience=cfg.patience,
+                   phase=phase, writer=writer, global_epoch=len(self.history))
+        self.history.extend(logs)
+
+    # ---------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def _outputs(self, task: int, split: str, route: torch.Tensor | None = None):
+        self.model.eval()
+        feats = self._features(task, split) if self._backbone_frozen() else map_batches(
+            self.model.features, self._inputs(task, split)[0])
+        logits, weights, gate_logits = self.model.head_forward(feats, route=route, deterministic=True)
+        return logits, weights, gate_logits
+
+    def _accuracy(self, task: int, split: str, task_aware: bool = False, route_expert: int | None = None) -> float:
+        assert self.suite is not None
+        _, y = self._inputs(task, split)
+        route = None if route_expert is None else torch.full_like(y, route_expert)
+        logits = self._outputs(task, split, route)[0]
+        return float((self._predict_labels(logits, task if task_aware else None) == y).float().mean())
+
+    def _predict_labels(self, logits: torch.Tensor, task: int | None) -> torch.Tensor:
+        if task is None:
+            return logits.argmax(-1)
+        lo = self.model.offsets[task]
+        return logits[:, lo : lo + self.model.classes[task]].argmax(-1) + lo
+
+    @torch.no_grad()
+    def predict(
+        self, x: np.ndarray | torch.Tensor, deterministic: bool = True, task: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict global labels (dataset d's class c is ``offset_d + c``) and the expert used.
+
+        ``deterministic=True`` routes by the gate's argmax; ``False`` samples the Gumbel-softmax gate.
+        ``task`` restricts the prediction to that dataset's classes and routes to its expert when the
+        schedule was sequential (task-aware inference).
+        """
+        self.model.eval()
+        xt = to_input(x).to(self.device)
+        feats = map_batches(self.model.features, xt)
+        route = None
+        if task is not None and self.config.schedule == "sequential":
+            route = torch.full((len(xt),), task, dtype=torch.long, device=self.device)
+        logits, weights, _ = self.model.head_forward(feats, route=route, deterministic=deterministic)
+        return self._predict_labels(logits, task).cpu().numpy(), weights.argmax(-1).cpu().numpy()
+
+    def evaluate(self, split: str = "test", suite: VisionSuite | None = None) -> dict[str, Any]:
+        """Per-dataset accuracy (task-agnostic, task-aware, forced routing), routing and mask statistics."""
+        if suite is not None:
+            self.suite = suite
+            self._feature_cache.clear()
+        if self.suite is None:
+            raise ConfigError("evaluate needs the data: pass suite=build_suite(...)")
+        check_choice("split", split, ("train", "val", "test"))
+        n_tasks = min(len(self.suite.tasks), len(self.model.classes))
+        E = self.model.num_experts
+        counts = np.zeros((n_tasks, E), dtype=np.int64)
+        per: dict[str, dict[str, float]] = {}
+        entropies = []
+        for t in range(n_tasks):
+            logits, weights, gate_logits = self._outputs(t, split)
+            _, y = self._inputs(t, split)
+            counts[t] = np.bincount(weights.argmax(-1).cpu().numpy(), minlength=E)
+            p = torch.softmax(gate_logits, -1).clamp_min(1e-12)
+            entropies.append(float(-(p * p.log()).sum(-1).mean()))
+            per[self.suite.tasks[t].name] = {
+                "accuracy": float((self._predict_labels(logits, None) == y).float().mean()),
+                "accuracy_task_aware": float((self._predict_labels(logits, t) == y).float().mean()),
+                "n": int(len(y)),
+            }
+        purity = routing_purity(counts)
+        matched, assign = best_matched_routing(counts)
+        for t in range(n_tasks):
+            expert = t if self.config.schedule == "sequential" else assign[t]
+            per[self.suite.tasks[t].name]["accuracy_forced_routing"] = self._accuracy(t, split, route_expert=expert)
+            per[self.suite.tasks[t].name]["forced_expert"] = int(expert)
+        return {
+            "split": split,
+            "datasets": per,
+            "mean_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
+            "mean_accuracy_task_aware": float(np.mean([v["accuracy_task_aware"] for v in per.values()])),
+            "routing": {
+                "counts": counts.tolist(), "purity": purity, "best_matched_accuracy": matched,
+                "assignment": assign, "utilisation": utilisation(counts), "gate_entropy": entropies,
+            },
+            "mask_density": [e.densities() for e in self.model.experts],
+        }
+
+    def continual(self) -> dict[str, Any] | None:
+        if not self.accuracy_matrix or len(self.accuracy_matrix) < 2:
+            return None
+        out: dict[str, Any] = {}
+        for key, rows in (("task_aware", self.accuracy_matrix), ("task_agnostic", self.accuracy_matrix_agnostic)):
+            t = len(rows)
+            acc = np.full((t, t), np.nan)
+            for i, row in enumerate(rows):
+                acc[i, : len(row)] = row
+            out[key] = {"accuracy_matrix": acc.tolist(), **continual_metrics(acc)}
+        return out
+
+    # ---------------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        structure = self.model.structure()
+        structure["tasks_learned"] = self.tasks_learned
+        torch.save({"arch": "masked-moe", "config": to_dict(self.config), "structure": structure,
+                    "state_dict": self.model.state_dict()}, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, suite: VisionSuite | None = None, device: str = "cpu") -> MaskedExpertLearner:
+        blob = torch.load(Path(path), map_location=device, weights_only=False)
+        cfg = from_dict(MaskedExpertsConfig, blob["config"])
+        cfg.device = device
+        learner = cls(suite, cfg, _structure=blob["structure"])
+        learner.model.load_state_dict(blob["state_dict"])
+        learner.model.eval()
+        return learner
+
+
+def make_learner(suite: VisionSuite, config: MaskedExpertsConfig, tensorboard_log: str | Path | None = None):
+    """The learner for ``config.arch`` (masked-moe or packnet)."""
+    if config.arch == "packnet":
+        from moerl.agents.packnet import PackNetLearner
+
+        return PackNetLearner(suite, config, tensorboard_log=tensorboard_log)
+    return MaskedExpertLearner(suite, config, tensorboard_log=tensorboard_log)
+
+
+def load_learner(path: str | Path, suite: VisionSuite | None = None, device: str = "cpu"):
+    blob = torch.load(Path(path), map_location=device, weights_only=False)
+    if blob.get("arch") == "packnet":
+        from moerl.agents.packnet import PackNetLearner
+
+        return PackNetLearner.load(path, suite, device)
+    return MaskedExpertLearner.load(path, suite, device)

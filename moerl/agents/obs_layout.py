@@ -1,0 +1,90 @@
+"""How an observation vector is laid out, and how a Q-network reads it.
+
+moerl's task suites append a one-hot task id to the game's observation (``specs``: the task-id
+convention). :class:`ObsLayout` says where the parts are, the bounds that rescale the game part to
+[-1, 1] (dopamine's classic-control convention), and which actions each task allows (the mixed
+CartPole + MountainCar suite has an action that CartPole lacks). It is plain data, stored with the
+saved policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+
+#: Dopamine's input bounds for classic-control games (gym's own CartPole bounds are infinite).
+KNOWN_BOUNDS: dict[str, tuple[list[float], list[float]]] = {
+    "CartPole": ([-2.4, -5.0, -math.pi / 12, -2 * math.pi], [2.4, 5.0, math.pi / 12, 2 * math.pi]),
+    "MountainCar": ([-1.2, -0.07], [0.6, 0.07]),
+}
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """``obs = [game part (base_dim) | one-hot task id (num_tasks, may be 0)]``."""
+
+    base_dim: int
+    num_tasks: int = 0
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+    #: (num_tasks, n_actions) table of allowed actions; None = every action always allowed.
+    valid_actions: tuple[tuple[bool, ...], ...] | None = None
+    task_names: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ObsLayout:
+        d = dict(data)
+        for key in ("low", "high", "task_names"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        if d.get("valid_actions") is not None:
+            d["valid_actions"] = tuple(tuple(bool(v) for v in row) for row in d["valid_actions"])
+        return cls(**d)
+
+
+def _attr(env: gym.Env, name: str):
+    try:
+        return env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
+
+
+def layout_for_env(env: gym.Env) -> ObsLayout:
+    """Read the layout from a moerl task suite, or infer it for any Box-observation Gymnasium env."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        from moerl.errors import ConfigError
+
+        raise ConfigError(
+            f"MoE DQN needs a flat Box observation space, got {space}; image or dict observations are not supported yet"
+        )
+    num_tasks = int(_attr(env, "num_tasks") or 0) if _attr(env, "task_onehot") else 0
+    base_dim = int(space.shape[0]) - num_tasks
+    bounds = _attr(env, "obs_bounds")
+    if bounds is not None:
+        low, high = (tuple(float(v) for v in np.asarray(b).reshape(-1)) for b in bounds)
+    else:
+        low, high = _default_bounds(env, space, base_dim)
+    valid = _attr(env, "valid_actions")
+    valid_actions = None
+    if valid is not None and num_tasks:
+        valid_actions = tuple(tuple(bool(v) for v in row) for row in np.asarray(valid))
+    names = _attr(env, "task_names")
+    return ObsLayout(base_dim, num_tasks, low, high, valid_actions, tuple(names) if names else ())
+
+
+def _default_bounds(env: gym.Env, space: gym.spaces.Box, base_dim: int):
+    spec_id = env.spec.id if env.spec is not None else ""
+    for prefix, (low, high) in KNOWN_BOUNDS.items():
+        if spec_id.startswith(prefix) and len(low) == base_dim:
+            return tuple(low), tuple(high)
+    lo, hi = space.low[:base_dim], space.high[:base_dim]
+    if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo):
+        return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+    return None, None

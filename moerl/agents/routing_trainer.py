@@ -1,0 +1,235 @@
+"""Joint training of a routed network and its router (the paper's Algorithm 2), and of the baselines.
+
+Why a batched trainer beside the Gymnasium env: routing one sample per episode is faithful but slow;
+here a whole mini-batch is routed at once (grouped by task for the decision, by block for the
+application), the blocks take one SGD step on the task loss along the chosen routes, and the router
+takes one update on the batch's traces, with separate losses as in the paper. Rewards come from the
+same rule as the env's (:func:`moerl.envs.routing_mdp.route_rewards`).
+
+:class:`RoutingLearner` offers SB3's surface: ``RoutingLearner(dataset, algo="wpl", ...)``,
+``learn(epochs)``, ``predict((x, task))``, ``evaluate()`` (per-task accuracy), ``save``/``load``.
+For the baselines (``task-specific-1-fc`` ...) there is no router and training is plain SGD.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from moerl.agents.routers import ROUTER_ALGOS, Router, Trace, make_router
+from moerl.data.mtl import MTLDataset, MTLSplit
+from moerl.envs.routing_mdp import UsageStats, route_rewards
+from moerl.nn.mtl_baselines import BASELINES, make_baseline
+from moerl.nn.routing import RoutedConvNet
+
+ALGOS: tuple[str, ...] = (*ROUTER_ALGOS, *BASELINES)
+
+
+@dataclass
+class LearnerConfig:
+    """Hyper-parameters of one routing/baseline run (paper defaults where it gives them)."""
+
+    algo: str = "wpl"
+    hidden: int = 48  # the paper's appendix; its text says 128
+    channels: int = 32
+    mode: str = "layered"  # layered | recursive
+    n_middle: int = 1  # routed middle depths (3 routed layers in all by default)
+    allow_pass: bool = False
+    batch_size: int = 64
+    lr: float = 0.01  # SGD, divided by 10 every lr_decay_every epochs
+    lr_decay_every: int = 20
+    rho: float = 0.0  # collaboration reward (paper: 0.3 on MNIST-MTL)
+    gamma: float = 1.0
+    router_lr: float | None = None  # None: the router's default (0.1 tabular, 1e-3 MLPs)
+    epsilon: float = 0.1
+    min_prob: float = 0.001
+    samples_per_epoch: int = 0  # 0: the whole training split; else a fresh random subset each epoch
+    seed: int = 0
+
+
+class RoutingLearner:
+    """A routed network + router (or a baseline) trained on an :class:`MTLDataset`."""
+
+    def __init__(self, dataset: MTLDataset, config: LearnerConfig | None = None, **kwargs: Any):
+        self.dataset = dataset
+        self.config = dataclasses.replace(config or LearnerConfig(), **kwargs)
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.rng = np.random.default_rng(c.seed)
+        self.router: Router | None = None
+        if c.algo in ROUTER_ALGOS:
+            self.model: nn.Module = RoutedConvNet(
+                dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=c.hidden, channels=c.channels,
+                mode=c.mode, n_middle=c.n_middle, allow_pass=c.allow_pass)  # type: ignore[arg-type]
+            head = self.model.head
+            depth_actions = [head.n_actions(d) for d in range(head.n_depths)]
+            kw: dict[str, Any] = {"gamma": c.gamma, "seed": c.seed}
+            if c.router_lr is not None:
+                kw["lr"] = c.router_lr
+            if c.algo in ("q-tabular", "q-approx"):
+                kw["epsilon"] = c.epsilon
+            if c.algo == "wpl":
+                kw["min_prob"] = c.min_prob
+            self.router = make_router(c.algo, dataset.n_tasks, depth_actions,
+                                      [head.dim_in(d) for d in range(head.n_depths)], **kw)
+            self.usage = UsageStats(head.n_depths, max(depth_actions))
+            self.choice_counts = np.zeros((dataset.n_tasks, head.n_depths, max(depth_actions)))
+        elif c.algo in BASELINES:
+            self.model = make_baseline(c.algo, dataset.image_shape, dataset.n_tasks, dataset.n_classes,
+                                       hidden=c.hidden, channels=c.channels)
+        else:
+            raise ValueError(f"unknown algo '{c.algo}'; valid choices: {', '.join(ALGOS)}")
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr)
+        self.epoch = 0
+
+    @property
+    def is_routing(self) -> bool:
+        return self.router is not None
+
+    # -- one mini-batch ----------------------------------------------------------------------------
+    def _route(self, x: torch.Tensor, task: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, Trace]:
+        """Forward pass choosing blocks depth by depth; returns logits and the (reward-less) trace."""
+        assert self.router is not None
+        head = self.model.head  # type: ignore[union-attr]
+        v = self.model.trunk(x)  # type: ignore[union-attr]
+        states, actions = [], []
+        for d in range(head.n_depths):
+            s = v.detach()
+            a = self.router.act(s, task, d, deterministic=deterministic)
+            states.append(s)
+            actions.append(a)
+            v = head.step(v, d, a)
+        routes = torch.stack(actions, 1).numpy()
+        trace = Trace(states, task, routes, np.zeros(routes.shape), np.zeros(len(task)), self.router.pop_extra())
+        return v, trace
+
+    def train_batch(self, x: torch.Tensor, task: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        if self.router is None:
+            logits = self.model(x, task)
+        else:
+            logits, trace = self._route(x, task, deterministic=False)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        out = {"loss": loss.item()}
+        if self.router is not None:
+            trace.rewards, trace.r_final = route_rewards(logits.detach(), y, trace.actions, self.usage, self.config.rho)
+            self.usage.update(trace.actions)
+            for d in range(trace.actions.shape[1]):
+                np.add.at(self.choice_counts[:, d], (task.numpy(), trace.actions[:, d]), 1.0)
+            out.update(self.router.update(trace))
+        return out
+
+    def rewards_for_routes(self, x: torch.Tensor, task: torch.Tensor, y: torch.Tensor,
+                           routes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards (immediate (B, n), final (B,)) the trainer would give these routes now (eval mode)."""
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(x, torch.as_tensor(routes).long())
+        return route_rewards(logits, y, routes, self.usage, self.config.rho)
+
+    # -- epochs ------------------------------------------------------------------------------------
+    def current_lr(self) -> float:
+        c = self.config
+        return c.lr * (0.1 ** (self.epoch // c.lr_decay_every)) if c.lr_decay_every > 0 else c.lr
+
+    def learn(self, epochs: int, callback: Callable[[int, RoutingLearner, dict[str, float]], None] | None = None,
+              progress: bool = False) -> RoutingLearner:
+        """Train ``epochs`` more epochs; ``callback(epoch, learner, stats)`` runs after each."""
+        c = self.config
+        n = len(self.dataset.train)
+        per_epoch = min(c.samples_per_epoch, n) if c.samples_per_epoch > 0 else n
+        n_batches = (per_epoch + c.batch_size - 1) // c.batch_size
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs * n_batches, desc=c.algo, unit="batch", leave=False)
+        for _ in range(epochs):
+            for g in self.optimizer.param_groups:
+                g["lr"] = self.current_lr()
+            if self.is_routing:
+                self.choice_counts[:] = 0
+            order = self.rng.permutation(n)[:per_epoch]
+            losses = []
+            for b in range(n_batches):
+                rows = order[b * c.batch_size:(b + 1) * c.batch_size]
+                if len(rows) < 2:  # batch norm needs two samples
+                    continue
+                losses.append(self.train_batch(*self.dataset.tensors(self.dataset.train, rows))["loss"])
+                if bar is not None:
+                    bar.update(1)
+            self.epoch += 1
+            if callback is not None:
+                callback(self.epoch, self, {"loss": float(np.mean(losses)) if losses else float("nan")})
+        if bar is not None:
+            bar.close()
+        return self
+
+    # -- inference ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, obs: tuple[torch.Tensor, torch.Tensor], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels for ``obs = (x, task)``; the second value is the routes (B, depths) or None (baselines)."""
+        x, task = obs
+        self.model.eval()
+        if self.router is None:
+            return self.model(x, task).argmax(1).numpy(), None
+        logits, trace = self._route(x, task, deterministic=deterministic)
+        return logits.argmax(1).numpy(), trace.actions
+
+    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, Any]:
+        """Per-task accuracy on ``split``, plus the mean and (routing) the routes taken per task."""
+        data: MTLSplit = getattr(self.dataset, split)
+        preds, routes = [], []
+        for s in range(0, len(data), batch_size):
+            rows = np.arange(s, min(s + batch_size, len(data)))
+            x, t, _ = self.dataset.tensors(data, rows)
+            p, r = self.predict((x, t))
+            preds.append(p)
+            if r is not None:
+                routes.append(r)
+        pred = np.concatenate(preds)
+        hit = pred == data.label
+        per_task = [float(hit[data.task == k].mean()) for k in range(self.dataset.n_tasks)]
+        out: dict[str, Any] = {"accuracy": float(np.mean(per_task)), "per_task": per_task}
+        if routes:
+            out["route_counts"] = self._route_counts(np.concatenate(routes), data.task)
+        return out
+
+    def _route_counts(self, routes: np.ndarray, task: np.ndarray) -> list[list[list[int]]]:
+        """(task, depth, action) counts of the greedy routes."""
+        n_actions = self.choice_counts.shape[2]
+        counts = np.zeros((self.dataset.n_tasks, routes.shape[1], n_actions), dtype=np.int64)
+        for d in range(routes.shape[1]):
+            np.add.at(counts[:, d], (task, routes[:, d]), 1)
+        return counts.tolist()
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        data: dict[str, Any] = {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
+                                "epoch": self.epoch, "dataset": self.dataset.name}
+        if self.router is not None:
+            data["router"] = {"class": type(self.router).__name__, "state": self.router.get_state()}
+            data["usage"] = self.usage.counts
+        torch.save(data, path)
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: MTLDataset) -> RoutingLearner:
+        data = torch.load(path, weights_only=False)
+        learner = cls(dataset, LearnerConfig(**data["config"]))
+        learner.model.load_state_dict(data["model"])
+        learner.epoch = data["epoch"]
+        if learner.router is not None:
+            learner.router.set_state(data["router"]["state"])
+            learner.usage.counts = np.asarray(data["usage"])
+        return learner

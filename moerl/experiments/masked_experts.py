@@ -1,0 +1,153 @@
+"""``moerl train --env <vision suite>``: masked-expert models and PackNet (seed 000).
+
+Config resolution: defaults of :class:`MaskedExpertsConfig` <- ``--config FILE`` <- CLI flags
+(``--arch --mask --experts --epochs --seed --device --data-dir``) <- ``--set key=value``. Everything is
+validated (and the data loaded) before the run directory is created, so bad input leaves nothing behind.
+
+Run directory: ``config.yaml``, ``status.json``, ``tb/`` (TensorBoard), ``results.json`` (train/val/test
+numbers, train-test gap, routing, continual metrics), ``model.pt``, ``history.csv`` and PNG plots
+(``learning_curves.png``, ``routing.png``, ``mask_density.png``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from moerl.config import apply_overrides, load_yaml, merge, to_dict
+from moerl.errors import ConfigError
+from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
+
+FAMILY_NAME = "masked-experts"
+OPTIONS = frozenset({"arch", "mask", "experts", "epochs", "seed", "device", "data_dir"})
+MODEL_FILE = "model.pt"
+
+
+def _matches(env: str) -> bool:
+    from moerl.data.vision_suites import is_suite_name
+
+    return is_suite_name(env)
+
+
+def _list_envs() -> list[tuple[str, str]]:
+    from moerl.data.vision_suites import DOMAINS, SPECIAL, suite_names
+
+    desc = {**DOMAINS, **SPECIAL}
+    return [(n, desc.get(n, " then ".join(desc[p].split(" (")[0] for p in n.split("+")))) for n in suite_names()]
+
+
+def resolve_config(request: TrainRequest):
+    """Merge config file, flags and overrides into a validated :class:`MaskedExpertsConfig`."""
+    from moerl.agents.masked_experts import MaskedExpertsConfig
+
+    data: dict[str, Any] = load_yaml(request.config) if request.config else {}
+    flags = {"env": request.env, "arch": request.arch, "mask": request.mask, "experts": request.experts,
+             "epochs": request.epochs, "seed": request.seed, "device": request.device,
+             "data_dir": request.data_dir}
+    data = merge(data, {k: v for k, v in flags.items() if v is not None})
+    data = apply_overrides(data, request.overrides)
+    return MaskedExpertsConfig.from_mapping(data)
+
+
+def train(request: TrainRequest) -> Path:
+    import torch
+
+    from moerl.agents.masked_experts import make_learner
+    from moerl.data.vision_suites import build_suite
+    from moerl.experiments.rundir import RunDir, running
+
+    fam = FAMILY
+    reject_unused(request, fam)
+    cfg = resolve_config(request)
+    torch.set_num_threads(cfg.threads)
+    suite = build_suite(cfg.env, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                        test_fraction=cfg.test_fraction, max_train=cfg.max_train, max_val=cfg.max_val,
+                        max_test=cfg.max_test)
+    name = request.run_name or default_run_name(cfg.env, cfg.arch, cfg.mask if cfg.arch != "packnet" else "",
+                                                f"e{cfg.experts}" if cfg.arch != "packnet" else "",
+                                                cfg.schedule, f"s{cfg.seed}")
+    learner = make_learner(suite, cfg)  # builds the model (e.g. resnet18 weights) before the directory
+    run = RunDir.create(request.logdir, name)
+    with running(run, FAMILY_NAME, cfg.seed):
+        run.write_config(to_dict(cfg))
+        learner.tensorboard_log = run.tb_dir
+        learner.learn()
+        results = summarise(learner, suite)
+        learner.save(run.path / MODEL_FILE)
+        run.write_json("results.json", results)
+        write_history(learner, run.path / "history.csv")
+        from moerl.experiments.vision_plots import write_plots
+
+        write_plots(run.path, learner, results)
+        if request.progress:
+            print(one_line(results))
+    return run.path
+
+
+def summarise(learner, suite) -> dict[str, Any]:
+    """Train/val/test numbers, train-test gap, routing and continual metrics, sizes, time."""
+    out: dict[str, Any] = {"suite": suite.name, "arch": learner.config.arch, "schedule": learner.config.schedule,
+                           "sizes": {t.name: t.sizes() for t in suite.tasks}, "notes": suite.notes,
+                           "config": to_dict(learner.config)}
+    for split in ("train", "val", "test"):
+        out[split] = learner.evaluate(split)
+    key = "mean_accuracy" if out["test"]["mean_accuracy"] is not None else "mean_accuracy_task_aware"
+    out["headline_metric"] = key
+    out["train_test_gap"] = out["train"][key] - out["test"][key]
+    out["continual"] = learner.continual()
+    out["train_seconds"] = learner.train_seconds
+    out["epochs_run"] = len(learner.history)
+    return out
+
+
+def one_line(results: dict[str, Any]) -> str:
+    key = results["headline_metric"]
+    parts = [f"{results['suite']} {results['arch']}: {key} train {results['train'][key]:.3f} "
+             f"val {results['val'][key]:.3f} test {results['test'][key]:.3f}"]
+    routing = results["test"].get("routing")
+    if routing:
+        parts.append(f"routing purity {routing['purity']:.3f} counts {routing['counts']}")
+    if results.get("continual"):
+        ta = results["continual"]["task_aware"]
+        parts.append(f"forgetting (task-aware) {ta.get('forgetting', float('nan')):.3f}")
+    return "; ".join(parts)
+
+
+def write_history(learner, path: Path) -> None:
+    import pandas as pd
+
+    rows = [{"phase": h.phase, "epoch": h.epoch, "train_loss": h.train_loss, "train_acc": h.train_acc,
+             "val_acc": h.val_acc, **h.extra} for h in learner.history]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    from moerl.agents.masked_experts import MaskedExpertsConfig, load_learner
+    from moerl.config import from_dict
+    from moerl.data.vision_suites import build_suite
+    from moerl.experiments.rundir import RunDir
+
+    unknown = set(options) - {"seed", "device", "data_dir"}
+    if unknown:
+        raise ConfigError(f"option(s) {', '.join(sorted(unknown))} do not apply to masked-experts runs")
+    run = RunDir(run_path)
+    cfg = from_dict(MaskedExpertsConfig, run.read_config())
+    suite = build_suite(cfg.env, options.get("data_dir", cfg.data_dir), seed=cfg.seed,
+                        val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, max_train=cfg.max_train,
+                        max_val=cfg.max_val, max_test=cfg.max_test)
+    learner = load_learner(run.path / MODEL_FILE, suite, options.get("device", "cpu"))
+    res = learner.evaluate("test")
+    return {"run": str(run_path), "mean_accuracy": res["mean_accuracy"],
+            "mean_accuracy_task_aware": res["mean_accuracy_task_aware"],
+            "datasets": res["datasets"], "routing": res.get("routing")}
+
+
+FAMILY = Family(
+    name=FAMILY_NAME,
+    description="masked-expert vision models and PackNet on image suites (seed 000)",
+    matches=_matches,
+    list_envs=_list_envs,
+    train=train,
+    evaluate=evaluate,
+    options=OPTIONS,
+)

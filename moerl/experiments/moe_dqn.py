@@ -1,0 +1,435 @@
+"""The ``moe-dqn`` family: ``moerl train --env <Gymnasium id or moerl suite> --arch A --router R``.
+
+Config (YAML, every key optional; see ``configs/dqn/``)::
+
+    env: cartpole-crl          # short name, moerl/ id or any Gymnasium id with a Box obs and Discrete actions
+    env_kwargs: {}             # passed to gym.make (tasks, block_steps, cycles, order, ...)
+    timesteps: null            # null = the suite's scheduled budget (CRL) or 50k (CartPole) / 100k (others)
+    seed: 0
+    device: auto               # cpu, cuda or auto (cuda when available)
+    network: {arch, router, experts, topk, hidden, tokens, ...}
+    dqn: {learning_rate, adam_eps, buffer_size, batch_size, ...}   # dopamine classic-control defaults
+    eval: {freq, episodes, final_episodes, reference_runs}
+    logging: {metrics_interval, log_interval}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from moerl.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from moerl.errors import ConfigError, check_choice, check_positive, choice_error
+from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
+from moerl.experiments.rundir import RunDir, running
+
+FAMILY_NAME = "moe-dqn"
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class NetworkSection:
+    """Q-network: placement of the MoE, router and sizes."""
+
+    arch: Literal["dense", "wide", "middle", "final", "all", "big"] = "dense"
+    router: Literal["softmoe", "topk", "hardcoded"] = "softmoe"
+    experts: int = 4
+    topk: int = 1
+    #: Hidden width. 128, not dopamine's 512: on a 2-core CPU one update at batch 128 costs
+    #: ~6.5-10 ms at width 512 (37 ms for a 4-expert softmoe big), too slow for minutes-long runs.
+    hidden: int = 128
+    tokens: int = 1
+    slots_per_expert: int | None = None
+    normalize: bool = False
+    noise_std: float = 0.0
+    balance_loss: Literal["none", "importance", "load", "entropy"] = "none"
+    aux_loss_coef: float = 0.01
+    rescale_inputs: bool = True
+    #: Feed the task one-hot to the network too (not only to the hardcoded router / action masks).
+    task_id_in_features: bool = True
+
+
+@dataclass
+class DQNSection:
+    """SB3 DQN hyper-parameters; defaults are dopamine's classic-control DQN (specs/moe-dqn.md)."""
+
+    learning_rate: float = 1e-3
+    adam_eps: float = 3.125e-4
+    buffer_size: int = 50_000
+    batch_size: int = 128
+    learning_starts: int = 500
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 100
+    gamma: float = 0.99
+    exploration_fraction: float = 0.1
+    exploration_initial_eps: float = 0.01
+    exploration_final_eps: float = 0.01
+    loss: Literal["mse", "huber"] = "mse"
+    #: Dopamine does not clip; SB3 always calls clip_grad_norm_, so "no clipping" is a huge norm.
+    max_grad_norm: float = 1e9
+
+
+@dataclass
+class EvalSection:
+    #: Evaluate every task greedily every ``freq`` env steps (0: only at start and end).
+    freq: int = 5000
+    episodes: int = 5
+    final_episodes: int = 10
+    #: task name -> run directory of a single-task reference run (for forward transfer).
+    reference_runs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoggingSection:
+    #: Env steps between MoE metric computations (dormant neurons, router usage).
+    metrics_interval: int = 1000
+    #: Episodes between SB3 log dumps.
+    log_interval: int = 4
+
+
+@dataclass
+class DQNRunConfig:
+    family: str = FAMILY_NAME
+    env: str = "CartPole-v1"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    timesteps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    network: NetworkSection = field(default_factory=NetworkSection)
+    dqn: DQNSection = field(default_factory=DQNSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+
+# --- env names ---------------------------------------------------------------------------------
+def _suite_names() -> dict[str, str]:
+    from moerl.envs.registration import SHORT_NAMES
+
+    return dict(SHORT_NAMES)
+
+
+def resolve_env(name: str) -> str:
+    """Gymnasium id for a short name, moerl id or Gymnasium id; ConfigError if unknown."""
+    import gymnasium as gym
+
+    import moerl  # noqa: F401  (registers moerl/ ids)
+
+    short = _suite_names()
+    if name in short:
+        return short[name]
+    if name in gym.registry:
+        return name
+    raise choice_error("env", name, [*short, "any Gymnasium id (e.g. CartPole-v1)"])
+
+
+def matches(name: str) -> bool:
+    try:
+        resolve_env(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def list_envs() -> list[tuple[str, str]]:
+    from moerl.envs.registration import describe_suites
+
+    return [*describe_suites(), ("<Gymnasium id>", "any registered id with Box observations and Discrete actions")]
+
+
+# --- config ------------------------------------------------------------------------------------
+def build_config(request: TrainRequest) -> DQNRunConfig:
+    """Defaults <- --config file <- CLI flags <- --set overrides, validated."""
+    data: dict[str, Any] = {}
+    if request.config:
+        data = load_yaml(request.config)
+    from moerl.nn import ARCHS, ROUTERS
+
+    if request.arch is not None:
+        check_choice("arch", request.arch, ARCHS)
+    if request.router is not None:
+        check_choice("router", request.router, ROUTERS)
+    flags: dict[str, Any] = {"env": request.env} if request.env else {}
+    net: dict[str, Any] = {}
+    for key, section_key in (("arch", "arch"), ("router", "router"), ("experts", "experts"), ("topk", "topk")):
+        if getattr(request, key) is not None:
+            net[section_key] = getattr(request, key)
+    if net:
+        flags["network"] = net
+    for key in ("timesteps", "seed", "device"):
+        if getattr(request, key) is not None:
+            flags[key] = getattr(request, key)
+    data = apply_overrides(merge(data, flags), request.overrides)
+    config = from_dict(DQNRunConfig, data)
+    return validate(config)
+
+
+def validate(config: DQNRunConfig) -> DQNRunConfig:
+    check_choice("device", config.device, DEVICES)
+    if config.family != FAMILY_NAME:
+        raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
+    config.env = config.env.strip()
+    resolve_env(config.env)
+    net = config.network
+    for what, value in (("experts", net.experts), ("topk", net.topk), ("hidden", net.hidden), ("tokens", net.tokens),
+                        ("dqn.batch_size", config.dqn.batch_size), ("dqn.buffer_size", config.dqn.buffer_size),
+                        ("dqn.train_freq", config.dqn.train_freq), ("dqn.learning_rate", config.dqn.learning_rate),
+                        ("dqn.target_update_interval", config.dqn.target_update_interval),
+                        ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
+                        ("logging.metrics_interval", config.logging.metrics_interval)):
+        check_positive(what, value)
+    check_positive("eval.freq", config.eval.freq, allow_zero=True)
+    if config.timesteps is not None:
+        check_positive("timesteps", config.timesteps)
+    if net.router == "topk" and net.topk > net.experts:
+        raise ConfigError(f"--topk {net.topk} is more than the number of experts ({net.experts})")
+    if not 0 <= config.dqn.gamma <= 1:
+        raise ConfigError(f"dqn.gamma must be in [0, 1], got {config.dqn.gamma}")
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return config
+
+
+def network_config(net: NetworkSection) -> dict[str, Any]:
+    return {
+        "arch": net.arch, "hidden": net.hidden, "num_tokens": net.tokens,
+        "router": {"kind": net.router, "num_experts": net.experts, "topk": net.topk,
+                   "slots_per_expert": net.slots_per_expert, "normalize": net.normalize,
+                   "noise_std": net.noise_std, "balance_loss": net.balance_loss},
+    }
+
+
+# --- building ----------------------------------------------------------------------------------
+def make_env(config: DQNRunConfig):
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+
+    env_id = resolve_env(config.env)
+    try:
+        env = gym.make(env_id, **config.env_kwargs)
+    except ConfigError:
+        raise
+    except TypeError as exc:
+        raise ConfigError(f"bad env_kwargs for '{config.env}': {exc}") from None
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        env.close()
+        raise ConfigError(f"env '{config.env}' has action space {env.action_space}; DQN needs Discrete actions")
+    return Monitor(env)
+
+
+def default_timesteps(config: DQNRunConfig) -> int:
+    from moerl.envs.registration import default_timesteps as suite_default
+
+    steps = suite_default(resolve_env(config.env), **config.env_kwargs)
+    if steps is not None:
+        return steps
+    return 50_000 if config.env.startswith("CartPole") else 100_000
+
+
+def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
+    """An untrained :class:`MoEDQN` for ``config`` on ``env`` (seeded)."""
+    import torch
+
+    from moerl.agents.moe_dqn import MoEDQN
+    from moerl.agents.obs_layout import layout_for_env
+
+    layout = layout_for_env(env)
+    net = config.network
+    if net.router == "hardcoded" and net.arch not in ("dense", "wide"):
+        if layout.num_tasks == 0:
+            raise ConfigError(
+                f"router 'hardcoded' routes by task id, but env '{config.env}' has no task one-hot; "
+                "use a task suite (e.g. cartpole-mtrl, cartpole-crl)"
+            )
+        if net.experts != layout.num_tasks:
+            raise ConfigError(
+                f"router 'hardcoded' needs one expert per task: env '{config.env}' has {layout.num_tasks} tasks "
+                f"but --experts is {net.experts}"
+            )
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    d = config.dqn
+    return MoEDQN(
+        "MoEPolicy",
+        env,
+        loss=d.loss,
+        aux_loss_coef=net.aux_loss_coef if net.balance_loss != "none" else 0.0,
+        metrics_interval=config.logging.metrics_interval,
+        learning_rate=d.learning_rate,
+        buffer_size=d.buffer_size,
+        learning_starts=d.learning_starts,
+        batch_size=d.batch_size,
+        gamma=d.gamma,
+        train_freq=d.train_freq,
+        gradient_steps=d.gradient_steps,
+        target_update_interval=d.target_update_interval,
+        exploration_fraction=d.exploration_fraction,
+        exploration_initial_eps=d.exploration_initial_eps,
+        exploration_final_eps=d.exploration_final_eps,
+        max_grad_norm=d.max_grad_norm,
+        policy_kwargs={
+            "network": network_config(net),
+            "obs_layout": layout.to_dict(),
+            "task_id_in_features": net.task_id_in_features,
+            "rescale_inputs": net.rescale_inputs,
+            "optimizer_kwargs": {"eps": d.adam_eps},
+        },
+        tensorboard_log=tensorboard_log,
+        seed=config.seed,
+        device=device,
+        verbose=0,
+    )
+
+
+def task_info(env) -> tuple[tuple[str, ...], dict[str, tuple[float, float]], list[dict], int]:
+    """(task names, return bounds per task, CRL schedule, block length) of a suite; empty for plain envs."""
+    import numpy as np
+
+    def attr(name):
+        try:
+            return env.get_wrapper_attr(name)
+        except AttributeError:
+            return None
+
+    names = tuple(attr("task_names") or ())
+    bounds = attr("return_bounds")
+    bounds_by_task = {n: (float(b[0]), float(b[1])) for n, b in zip(names, np.asarray(bounds), strict=True)} \
+        if bounds is not None and names else {}
+    schedule_fn = attr("schedule")
+    schedule = list(schedule_fn()) if callable(schedule_fn) else []
+    block = int(attr("block_steps") or 0) if schedule else 0
+    return names, bounds_by_task, schedule, block
+
+
+# --- the family's train / evaluate ---------------------------------------------------------------
+def train(request: TrainRequest) -> Path:
+    reject_unused(request, FAMILY)
+    config = build_config(request)
+    env = make_env(config)
+    try:
+        model_probe = build_model(config, env)  # raises ConfigError on impossible combinations
+        del model_probe
+        if config.timesteps is None:
+            config.timesteps = default_timesteps(config)
+        name = request.run_name or default_run_name(
+            config.env.replace("/", "-"), config.network.arch,
+            None if config.network.arch in ("dense", "wide") else config.network.router, f"s{config.seed}")
+        run = RunDir.create(request.logdir, name)
+        with running(run, FAMILY_NAME, config.seed):
+            run.write_config(to_dict(config))
+            results = _train_in(run, config, env, request.progress)
+            run.write_json("results.json", results)
+    finally:
+        env.close()
+    return run.path
+
+
+def _train_in(run: RunDir, config: DQNRunConfig, env, progress: bool) -> dict[str, Any]:
+    import torch
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.logger import configure
+
+    from moerl.agents.callbacks import PerTaskEvalCallback, TaskEpisodeCallback
+    from moerl.agents.evaluation import evaluate_tasks, task_env_factories
+    from moerl.experiments.continual import continual_metrics
+    from moerl.nn import count_parameters
+
+    torch.set_num_threads(1)
+    model = build_model(config, env)
+    model.set_logger(configure(str(run.tb_dir), ["tensorboard", "csv"]))
+    names, bounds, schedule, block_steps = task_info(env)
+    env_id = resolve_env(config.env)
+    eval_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+    factories = task_env_factories(env_id, eval_kwargs, names)
+    episodes_cb = TaskEpisodeCallback()
+    eval_cb = PerTaskEvalCallback(factories, config.eval.freq, config.eval.episodes, run.path / "eval.csv",
+                                  bounds, seed=config.seed + 10_000)
+    start = time.perf_counter()
+    model.learn(total_timesteps=config.timesteps, callback=CallbackList([episodes_cb, eval_cb]),
+                log_interval=config.logging.log_interval, progress_bar=progress)
+    seconds = time.perf_counter() - start
+    model.save(run.path / "model.zip")
+    final = evaluate_tasks(model, factories, config.eval.final_episodes, config.seed + 20_000)
+    run.write_json("schedule.json", {"schedule": schedule, "block_steps": block_steps,
+                                     "switches_seen": episodes_cb.switches})
+    reference = _reference_rows(config.eval.reference_runs)
+    results: dict[str, Any] = {
+        "env": config.env,
+        "env_id": env_id,
+        "arch": config.network.arch,
+        "router": config.network.router,
+        "seed": config.seed,
+        "timesteps": config.timesteps,
+        "train_seconds": round(seconds, 2),
+        "steps_per_second": round(config.timesteps / seconds, 1) if seconds > 0 else None,
+        "parameters": count_parameters(model.policy.q_net.q_net),
+        "final_eval": {r.task: {"mean_return": r.mean_return, "std_return": r.std_return,
+                                "normalized": eval_cb.normalize(r.task, r.mean_return),
+                                "episodes": len(r.returns)} for r in final},
+        "continual": continual_metrics(eval_cb.rows, schedule, block_steps, reference) if bounds else None,
+    }
+    return results
+
+
+def _reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
+    import csv
+
+    out = {}
+    for task, path in reference_runs.items():
+        f = Path(path) / "eval.csv"
+        if not f.is_file():
+            raise ConfigError(f"reference run for task '{task}' has no eval.csv: '{path}'")
+        with f.open() as fh:
+            out[task] = list(csv.DictReader(fh))
+    return out
+
+
+def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Reload ``model.zip`` of a finished run and evaluate it greedily on every task."""
+    import torch
+
+    from moerl.agents.evaluation import evaluate_tasks, task_env_factories
+    from moerl.agents.moe_dqn import MoEDQN
+
+    torch.set_num_threads(1)
+    run = RunDir(run_path)
+    config = from_dict(DQNRunConfig, run.read_config())
+    device = options.get("device") or "cpu"
+    check_choice("device", device, DEVICES)
+    model = MoEDQN.load(run.path / "model.zip", device="cpu" if device == "auto" else device)
+    env = make_env(config)
+    try:
+        names, bounds, _, _ = task_info(env)
+    finally:
+        env.close()
+    env_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+    factories = task_env_factories(resolve_env(config.env), env_kwargs, names)
+    episodes = int(options.get("episodes") or config.eval.final_episodes)
+    seed = int(options.get("seed", config.seed + 30_000))
+    results = {}
+    for res in evaluate_tasks(model, factories, episodes, seed):
+        entry = {"mean_return": res.mean_return, "std_return": res.std_return, "episodes": len(res.returns)}
+        if res.task in bounds:
+            low, high = bounds[res.task]
+            entry["normalized"] = float(min(max((res.mean_return - low) / (high - low), 0.0), 1.0))
+        results[res.task] = entry
+    run.write_json("eval_results.json", results)
+    return {"run": str(run.path), "per_task": results}
+
+
+FAMILY = Family(
+    name=FAMILY_NAME,
+    description="MoE DQN on Gymnasium envs and moerl's MTRL/CRL task suites (seed 001)",
+    matches=matches,
+    list_envs=list_envs,
+    train=train,
+    evaluate=evaluate,
+    options=frozenset({"arch", "router", "experts", "topk", "timesteps"}),
+)
+

@@ -1,0 +1,261 @@
+"""The ``routing`` family: ``moerl train --env mnist-mtl --algo wpl`` and friends (seed 002).
+
+Why here: this module turns a :class:`~moerl.experiments.families.TrainRequest` into a validated
+:class:`RoutingConfig`, and only then creates the run directory and trains a
+:class:`~moerl.agents.routing_trainer.RoutingLearner`. Config precedence: dataclass defaults <
+``--config FILE`` < explicit CLI flags (``--algo``, ``--epochs``, ``--seed``, ``--data-dir``) <
+``--set key=value``.
+
+Run directory files (besides the common skeleton): ``model.pt``, ``eval.csv`` (epoch, task, accuracy),
+``results.json`` (final per-task accuracy, accuracy per evaluated epoch, routes), ``routing_map.png``
+(task x depth -> chosen block, the paper's Fig. 11; routing algos only) and ``policy_evolution.png``
+(per task, how often each block was chosen at each depth in each epoch, the paper's Fig. 9).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moerl.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from moerl.errors import ConfigError, check_choice, check_positive
+from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
+from moerl.experiments.rundir import RunDir, running
+
+# Names of the datasets and algos (kept import-light: no torch import at CLI start-up).
+DATASETS: dict[str, str] = {
+    "mnist-mtl": "MNIST-MTL recipe on the offline MNIST subset (10 binary tasks)",
+    "fashion-mtl": "Fashion-MNIST one-vs-rest, 10 binary tasks, full scale",
+    "fashion-5way-mtl": "Fashion-MNIST, 2 tasks x 5 classes (CIFAR-MTL-style structure)",
+    "digits-mtl": "sklearn 8x8 digits one-vs-rest (tiny, for tests and demos)",
+}
+ROUTING_ALGOS = ("wpl", "q-tabular", "q-approx", "reinforce", "reinforce-single", "dispatched-reinforce")
+BASELINE_ALGOS = ("task-specific-1-fc", "task-specific-all-fc", "soft-mixture-all-fc", "cross-stitch-all-fc")
+ALGOS = ROUTING_ALGOS + BASELINE_ALGOS
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class RoutingConfig:
+    """Everything a routing run needs; ``config.yaml`` of a run is this, resolved."""
+
+    env: str = "mnist-mtl"
+    epochs: int = 10
+    data_dir: str | None = None
+    data_seed: int = 0
+    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last)
+    algo: str = "wpl"
+    hidden: int = 48
+    channels: int = 32
+    mode: str = "layered"
+    n_middle: int = 1
+    allow_pass: bool = False
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_decay_every: int = 20
+    rho: float = 0.0
+    gamma: float = 1.0
+    router_lr: float | None = None
+    epsilon: float = 0.1
+    min_prob: float = 0.001
+    samples_per_epoch: int = 0
+    seed: int = 0
+
+    def learner_kwargs(self) -> dict[str, Any]:
+        from moerl.agents.routing_trainer import LearnerConfig
+
+        names = {f.name for f in dataclasses.fields(LearnerConfig)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+
+
+def validate(cfg: RoutingConfig) -> RoutingConfig:
+    """Raise :class:`ConfigError` (one line) for any bad value; return ``cfg`` otherwise."""
+    check_choice("routing env", cfg.env, DATASETS)
+    check_choice("routing algo", cfg.algo, ALGOS)
+    check_choice("routing mode", cfg.mode, ("layered", "recursive"))
+    for name in ("epochs", "hidden", "channels", "batch_size", "lr", "eval_every", "n_middle"):
+        check_positive(name, getattr(cfg, name))
+    for name in ("rho", "gamma", "epsilon", "min_prob", "samples_per_epoch", "lr_decay_every"):
+        check_positive(name, getattr(cfg, name), allow_zero=True)
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size must be at least 2 (batch norm), got {cfg.batch_size}")
+    if cfg.router_lr is not None:
+        check_positive("router_lr", cfg.router_lr)
+    if cfg.allow_pass and cfg.mode == "layered" and cfg.n_middle < 1:
+        raise ConfigError("allow_pass needs at least one middle depth (n_middle >= 1)")
+    if cfg.min_prob * 64 > 1:
+        raise ConfigError(f"min_prob must be small (<= 1/64), got {cfg.min_prob}")
+    if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
+        raise ConfigError(f"data directory '{cfg.data_dir}' does not exist")
+    return cfg
+
+
+def resolve_config(request: TrainRequest) -> RoutingConfig:
+    """Defaults < --config < CLI flags < --set; validated."""
+    data: dict[str, Any] = {}
+    if request.config:
+        data = load_yaml(request.config)
+    flags = {"env": request.env, "algo": request.algo, "epochs": request.epochs, "seed": request.seed,
+             "data_dir": request.data_dir}
+    data = merge(data, {k: v for k, v in flags.items() if v is not None})
+    data = apply_overrides(data, request.overrides)
+    return validate(from_dict(RoutingConfig, data))
+
+
+def _plot_routing_map(run: RunDir, route_counts: np.ndarray, task_names: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = route_counts.argmax(2)  # (tasks, depths)
+    share = route_counts.max(2) / np.maximum(route_counts.sum(2), 1)
+    n_tasks, n_depths = chosen.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n_tasks, 1.2 + 0.8 * n_depths))
+    ax.imshow(chosen.T, cmap="tab10", vmin=0, vmax=9, aspect="auto")
+    for t in range(n_tasks):
+        for d in range(n_depths):
+            ax.text(t, d, f"{chosen[t, d]}\n{share[t, d]:.0%}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(n_tasks), [n[:10] for n in task_names], rotation=60, fontsize=7)
+    ax.set_yticks(range(n_depths), [f"depth {d}" for d in range(n_depths)])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(run.path / "routing_map.png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_policy_evolution(run: RunDir, history: np.ndarray, task_names: list[str]) -> None:
+    """history: (epochs, tasks, depths, actions) choice frequencies during training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_ep, n_tasks, n_depths, n_act = history.shape
+    cols = min(n_tasks, 5)
+    rows = (n_tasks + cols - 1) // cols
+    fig, axes = plt.subplots(rows * n_depths, cols, figsize=(2.4 * cols, 1.4 * rows * n_depths), squeeze=False)
+    epochs = np.arange(1, n_ep + 1)
+    for t in range(n_tasks):
+        for d in range(n_depths):
+            ax = axes[(t // cols) * n_depths + d, t % cols]
+            ax.stackplot(epochs, history[:, t, d, :].T, colors=[f"C{a % 10}" for a in range(n_act)])
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{task_names[t][:12]} d{d}", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("Block choice frequency per epoch (colour = block)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(run.path / "policy_evolution.png", dpi=90)
+    plt.close(fig)
+
+
+def train(request: TrainRequest) -> Path:
+    """Validate, build the data (errors before any directory exists), then train and write the run."""
+    reject_unused(request, FAMILY)
+    cfg = resolve_config(request)
+    from moerl.data.mtl import build
+
+    dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
+    name = request.run_name or default_run_name(cfg.env, cfg.algo, f"s{cfg.seed}")
+    run = RunDir.create(request.logdir, name)
+    with running(run, "routing", cfg.seed):
+        run.write_config(to_dict(cfg))
+        results = _train_into(run, cfg, dataset, request.progress)
+        del results
+    return run.path
+
+
+def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -> dict[str, Any]:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from moerl.agents.routing_trainer import RoutingLearner
+
+    torch.set_num_threads(1)
+    learner = RoutingLearner(dataset, **cfg.learner_kwargs())
+    writer = SummaryWriter(str(run.tb_dir))
+    rows: list[dict[str, Any]] = []
+    acc_by_epoch: dict[int, float] = {}
+    history: list[np.ndarray] = []
+    t_start = time.time()
+
+    def on_epoch(epoch: int, lr: RoutingLearner, stats: dict[str, float]) -> None:
+        writer.add_scalar("train/loss", stats["loss"], epoch)
+        writer.add_scalar("train/lr", lr.current_lr(), epoch)
+        if lr.is_routing:
+            freq = lr.choice_counts / np.maximum(lr.choice_counts.sum(2, keepdims=True), 1)
+            history.append(freq)
+            for t in range(dataset.n_tasks):
+                for d in range(freq.shape[1]):
+                    writer.add_scalar(f"routing/task{t}_depth{d}_top_block", int(freq[t, d].argmax()), epoch)
+                    writer.add_scalar(f"routing/task{t}_depth{d}_top_share", float(freq[t, d].max()), epoch)
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            ev = lr.evaluate("test")
+            acc_by_epoch[epoch] = ev["accuracy"]
+            writer.add_scalar("test/accuracy_mean", ev["accuracy"], epoch)
+            for t, acc in enumerate(ev["per_task"]):
+                writer.add_scalar(f"test/accuracy_task{t}", acc, epoch)
+                rows.append({"epoch": epoch, "task": t, "task_name": dataset.task_names[t], "accuracy": acc})
+            if "route_counts" in ev:
+                routes = np.asarray(ev["route_counts"]).argmax(2)
+                writer.add_text("routing/greedy_routes", "  \n".join(
+                    f"{dataset.task_names[t]}: {routes[t].tolist()}" for t in range(dataset.n_tasks)), epoch)
+
+    learner.learn(cfg.epochs, callback=on_epoch, progress=progress)
+    writer.close()
+    learner.save(run.path / MODEL_FILE)
+    final = learner.evaluate("test")
+    with open(run.path / "eval.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["epoch", "task", "task_name", "accuracy"])
+        w.writeheader()
+        w.writerows(rows)
+    results = {
+        "family": "routing", "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "epochs": cfg.epochs,
+        "dataset": dataset.summary(), "test_accuracy": final["accuracy"], "test_accuracy_per_task": final["per_task"],
+        "task_names": dataset.task_names, "accuracy_by_epoch": acc_by_epoch,
+        "train_seconds": round(time.time() - t_start, 2),
+    }
+    if learner.is_routing:
+        counts = np.asarray(final["route_counts"])
+        results["greedy_routes"] = counts.argmax(2).tolist()
+        results["route_counts"] = final["route_counts"]
+        _plot_routing_map(run, counts, dataset.task_names, f"{cfg.algo} on {cfg.env}: greedy block per task/depth")
+        if history:
+            _plot_policy_evolution(run, np.stack(history), dataset.task_names)
+    run.write_json("results.json", results)
+    return results
+
+
+def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Reload ``model.pt`` of a finished run and return its per-task test accuracy."""
+    import torch
+
+    from moerl.agents.routing_trainer import RoutingLearner
+    from moerl.data.mtl import build
+
+    torch.set_num_threads(1)
+    run = RunDir(run_path)
+    cfg = from_dict(RoutingConfig, run.read_config())
+    data_dir = options.get("data_dir", cfg.data_dir)
+    dataset = build(cfg.env, data_dir=data_dir, seed=cfg.data_seed)
+    learner = RoutingLearner.load(run.path / MODEL_FILE, dataset)
+    ev = learner.evaluate("test")
+    return {"env": cfg.env, "algo": cfg.algo, "test_accuracy": ev["accuracy"],
+            "test_accuracy_per_task": dict(zip(dataset.task_names, ev["per_task"], strict=True))}
+
+
+FAMILY = Family(
+    name="routing",
+    description="routing networks (Rosenbaum et al. 2018) and MTL baselines on multi-task image datasets",
+    matches=lambda env: env in DATASETS,
+    list_envs=lambda: list(DATASETS.items()),
+    train=train,
+    evaluate=evaluate,
+    options=frozenset({"algo", "epochs", "seed", "data_dir"}),
+)

@@ -1,0 +1,118 @@
+"""Q-networks with a mixture of experts at a chosen place.
+
+The dense baseline is ``in -> Linear -> ReLU -> Linear -> ReLU -> Linear(n_actions)``. Placements
+(names from arXiv 2406.18420; see specs/moe-dqn.md):
+
+========  ==============================================================
+``dense``   nothing is a mixture (baseline)
+``wide``    dense with hidden width x num_experts (parameter-count control)
+``middle``  the penultimate (last hidden) layer is an MoE
+``final``   the output layer is an MoE
+``all``     every layer is an MoE
+``big``     one MoE whose experts are whole Q-networks
+========  ==============================================================
+
+The network knows nothing of the algorithm that trains it: it maps features (and, for the
+``hardcoded`` router, a task id) to one value per action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from moerl.nn.moe import MoEBlock
+from moerl.nn.record import ForwardRecord, HiddenRecord
+from moerl.nn.routers import RouterConfig
+
+ARCHS = ("dense", "wide", "middle", "final", "all", "big")
+
+
+@dataclass(frozen=True)
+class QNetworkConfig:
+    """Plain-data description of a Q-network (saved with every model)."""
+
+    arch: Literal["dense", "wide", "middle", "final", "all", "big"] = "dense"
+    hidden: int = 128
+    router: RouterConfig = RouterConfig()
+    num_tokens: int = 1
+
+    def validate(self) -> QNetworkConfig:
+        from moerl.errors import ConfigError, check_choice
+
+        check_choice("arch", self.arch, ARCHS)
+        if self.hidden < 1:
+            raise ConfigError(f"hidden width must be >= 1, got {self.hidden}")
+        if self.num_tokens < 1:
+            raise ConfigError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        self.router.validate()
+        return self
+
+    @property
+    def uses_moe(self) -> bool:
+        return self.arch not in ("dense", "wide")
+
+
+class DenseLayer(nn.Module):
+    """``nn.Linear`` with an optional ReLU, recording its activation when asked."""
+
+    def __init__(self, in_features: int, out_features: int, activate: bool, name: str):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.activate, self.name = activate, name
+
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None,
+                record: ForwardRecord | None = None) -> torch.Tensor:
+        y = self.linear(x)
+        if self.activate:
+            y = torch.relu(y)
+            if record is not None:
+                record.hidden[self.name] = HiddenRecord(y)
+        return y
+
+
+class MoEQNetwork(nn.Module):
+    """Features ``(B, in)`` (+ task ids ``(B,)``) -> Q-values ``(B, n_actions)``."""
+
+    def __init__(self, in_features: int, n_actions: int, config: QNetworkConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.in_features, self.n_actions = in_features, n_actions
+        h, arch, router = config.hidden, config.arch, config.router
+        m = config.num_tokens
+        layers: list[nn.Module]
+        if arch == "big":
+            layers = [MoEBlock(in_features, n_actions, router, expert_hidden=(h, h), num_tokens=m, name="big")]
+        else:
+            width = h * router.num_experts if arch == "wide" else h
+            moe_at = {"middle": {1}, "final": {2}, "all": {0, 1, 2}}.get(arch, set())
+            sizes = [(in_features, width), (width, width), (width, n_actions)]
+            names = ["hidden1", "hidden2", "output"]
+            layers = []
+            for i, ((a, b), name) in enumerate(zip(sizes, names, strict=True)):
+                hidden_layer = i < 2
+                if i in moe_at:
+                    layers.append(MoEBlock(a, b, router, activate_output=hidden_layer, num_tokens=m,
+                                           name=f"{name}_moe"))
+                else:
+                    layers.append(DenseLayer(a, b, hidden_layer, name))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None,
+                record: ForwardRecord | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, task_id, record)
+        return x
+
+
+def with_experts(config: QNetworkConfig, num_experts: int) -> QNetworkConfig:
+    """Copy of ``config`` with a different number of experts."""
+    return replace(config, router=replace(config.router, num_experts=num_experts))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,30 @@
+"""Shared test helpers: one torch thread (the machine has 2 cores), TensorBoard readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """All scalar series in the TensorBoard event files under ``log_dir`` (read with EventAccumulator)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event files under {log_dir}"
+    for f in files:
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+@pytest.fixture
+def tb_scalars():
+    return read_tb_scalars

@@ -1,0 +1,124 @@
+"""The ``moerl`` CLI end to end for the MoE DQN family, and its errors."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from moerl.cli import main
+
+TINY = ["--set", "dqn.learning_starts=50", "--set", "dqn.batch_size=32", "--set", "eval.episodes=2",
+        "--set", "eval.final_episodes=2", "--set", "network.hidden=16", "--no-progress"]
+
+
+def test_headline_crl_run_writes_a_complete_run_directory(tmp_path, tb_scalars, capsys):
+    rc = main(["train", "--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "1200",
+               "--logdir", str(tmp_path), "--set", "env_kwargs.block_steps=300", "--set", "eval.freq=300",
+               "--set", "logging.metrics_interval=100", "--set", "logging.log_interval=1", *TINY])
+    assert rc == 0
+    run = tmp_path / "cartpole-crl_big_softmoe_s0"
+    assert f"run directory: {run}" in capsys.readouterr().out
+    for name in ("config.yaml", "status.json", "results.json", "eval.csv", "model.zip", "schedule.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    results = json.loads((run / "results.json").read_text())
+    tasks = ["cartpole-default", "cartpole-longheavy", "cartpole-lowgrav", "cartpole-mirror"]
+    assert sorted(results["final_eval"]) == tasks
+    assert results["continual"]["average_performance"] is not None
+    assert set(results["continual"]["forgetting_best"]) == set(tasks[:-1])
+    rows = list(csv.DictReader((run / "eval.csv").open()))
+    assert {r["task"] for r in rows} == set(tasks)
+    assert {int(r["step"]) for r in rows} >= {0, 300, 600, 900, 1200}
+    switches = json.loads((run / "schedule.json").read_text())["switches_seen"]
+    assert [s[2] for s in switches] == tasks
+
+    tags = tb_scalars(run / "tb")
+    for tag in ["rollout/ep_rew_mean", "moe/dormant/tau0/all", "moe/dormant/tau0.025/all", "moe/dormant/tau0.1/all",
+                "moe/router/big/usage_expert0", "moe/router/big/usage_expert3", "moe/router/big/entropy",
+                "crl/task_id", "eval/normalized_mean"]:
+        assert tag in tags, tag
+    for task in tasks:
+        assert f"eval/return/{task}" in tags
+        assert f"eval_usage/{task}/big/expert0" in tags
+    assert any(t.startswith("train/return/cartpole-") for t in tags)
+    assert any(t.startswith("moe/dormant/tau0.1/big.expert") for t in tags)
+    assert sorted({v for _, v in tags["crl/task_id"]}) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_eval_reloads_a_finished_run(tmp_path, capsys):
+    assert main(["train", "--env", "CartPole-v1", "--arch", "middle", "--router", "topk", "--timesteps", "300",
+                 "--logdir", str(tmp_path), "--run-name", "r", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r"), "--episodes", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["per_task"]["CartPole-v1"]["episodes"] == 2
+    assert (tmp_path / "r" / "eval_results.json").is_file()
+
+
+def test_envs_lists_suites_with_their_tasks(capsys):
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cartpole-crl", "cartpole-mtrl", "mountaincar-crl", "classic-mtrl", "cartpole-mirror"):
+        assert name in out
+
+
+BAD = [
+    (["--env", "cartpol-crl"], "unknown env 'cartpol-crl' (did you mean 'cartpole-crl'?)"),
+    (["--env", "CartPole-v1", "--arch", "huge"], "'huge'"),
+    (["--env", "CartPole-v1", "--router", "soft"], "unknown router 'soft' (did you mean 'softmoe'?); valid choices: hardcoded, softmoe, topk"),
+    (["--env", "CartPole-v1", "--set", "dqn.learning_rat=1e-3"], "did you mean 'learning_rate'"),
+    (["--env", "CartPole-v1", "--set", "dqn.batch_size=-3"], "dqn.batch_size must be positive, got -3"),
+    (["--env", "CartPole-v1", "--router", "topk", "--topk", "5"], "more than the number of experts"),
+    (["--env", "CartPole-v1", "--mask", "lu"], "option --mask does not apply"),
+    (["--env", "CartPole-v1", "--arch", "big", "--router", "hardcoded"], "no task one-hot"),
+    (["--env", "CartPole-v1", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--env", "CartPole-v1", "--config", "/nonexistent/x.yaml"], "does not exist"),
+    (["--env", "cartpole-crl", "--set", "env_kwargs.tasks=[cartpole-nope]"], "cartpole-nope"),
+    (["--env", "cartpole-crl", "--set", "env_kwargs.block_steps=0"], "block_steps"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_exits_2_with_one_line_and_no_run_dir(args, message, tmp_path, capsys):
+    rc = main(["train", *args, "--logdir", str(tmp_path / "runs"), "--timesteps", "100", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("moerl: error: ")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_malformed_yaml_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: {arch: big\n")
+    assert main(["train", "--config", str(bad), "--logdir", str(tmp_path / "runs")]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_eval_refuses_an_unfinished_run(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "status.json").write_text('{"status": "running"}')
+    assert main(["eval", str(tmp_path / "r")]) == 2
+    assert "not a finished run (status: running)" in capsys.readouterr().err
+
+
+def test_console_script_bad_number_is_exit_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--env", "CartPole-v1", "--timesteps", "-5"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "must be a positive integer, got -5" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("config", ["dense", "big-softmoe", "all-topk", "big-hardcoded"])
+def test_shipped_configs_load_and_validate(config):
+    from pathlib import Path
+
+    from moerl.experiments.families import TrainRequest
+    from moerl.experiments.moe_dqn import build_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "dqn" / f"{config}.yaml"
+    cfg = build_config(TrainRequest(config=str(path), env=None))
+    assert cfg.network.arch == config.split("-")[0]

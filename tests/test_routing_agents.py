@@ -1,0 +1,128 @@
+"""Router agents: hand-computed updates, gradient signs and convergence on a toy routing problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moerl.agents.routers import ReinforceRouter, TabularQRouter, Trace, WPLRouter, make_router
+from moerl.envs.routing_mdp import compute_returns
+
+torch.set_num_threads(1)
+
+
+def _trace(actions, rewards, r_final, task=None, dims=(3,)):
+    actions = np.asarray(actions)
+    b, n = actions.shape
+    task = torch.zeros(b, dtype=torch.long) if task is None else torch.as_tensor(task)
+    states = [torch.zeros(b, dims[min(d, len(dims) - 1)]) for d in range(n)]
+    return Trace(states, task, actions, np.asarray(rewards, dtype=float), np.asarray(r_final, dtype=float))
+
+
+def test_returns_are_not_cumulatively_summed_twice():
+    r = np.array([[0.1, 0.2, 0.3]])
+    np.testing.assert_allclose(compute_returns(r, np.array([1.0]), 1.0), [[1.6, 1.5, 1.3]])
+    np.testing.assert_allclose(compute_returns(r, np.array([1.0]), 0.5), [[1.275, 1.35, 1.3]])
+
+
+def test_wpl_positive_delta_scaled_by_one_minus_pi():
+    w = WPLRouter(1, [2], [3], lr=0.1, min_prob=0.0)
+    w.update(_trace([[0]], [[0.0]], [1.0]))
+    # R_hat = 0.1; Delta = 0.9 > 0 -> 0.9 * (1 - 0.5) = 0.45; pi0 = 0.5 + 0.045 = 0.545; normalise by 1.045
+    assert w.r_hat[0, 0, 0] == pytest.approx(0.1)
+    np.testing.assert_allclose(w.pi[0, 0], [0.545 / 1.045, 0.5 / 1.045])
+
+
+def test_wpl_negative_delta_scaled_by_pi():
+    w = WPLRouter(1, [2], [3], lr=0.1, min_prob=0.0)
+    w.update(_trace([[0]], [[0.0]], [-1.0]))
+    # R_hat = -0.1; Delta = -0.9 < 0 -> -0.9 * 0.5 = -0.45; pi0 = 0.455; normalise by 0.955
+    np.testing.assert_allclose(w.pi[0, 0], [0.455 / 0.955, 0.5 / 0.955])
+    assert w.pi[0, 0, 0] < 0.5
+
+
+def test_wpl_collaboration_reward_enters_the_return_once():
+    w = WPLRouter(1, [2, 2], [3, 3], lr=0.1, min_prob=0.0)
+    w.update(_trace([[0, 1]], [[0.2, 0.3]], [1.0]))
+    # R_0 = 1 + 0.2 + 0.3 = 1.5, R_1 = 1.3 -> R_hat = 0.15 and 0.13
+    assert w.r_hat[0, 0, 0] == pytest.approx(0.15)
+    assert w.r_hat[0, 1, 1] == pytest.approx(0.13)
+
+
+def test_wpl_projection_and_floor():
+    w = WPLRouter(1, [3], [3], min_prob=0.001)
+    valid = np.array([[True, True, True]])
+    p = w.project(np.array([[1.2, -0.1, 0.3]]), valid)
+    # clip -> [1, 0, 0.3] / 1.3, then the floor lifts the 0 to 0.001 and renormalises
+    expected = np.array([1 / 1.3, 0.001, 0.3 / 1.3])
+    np.testing.assert_allclose(p[0], expected / expected.sum())
+    assert p.min() > 0
+
+
+def test_wpl_floor_keeps_actions_alive():
+    w = WPLRouter(1, [2], [3], lr=0.5, min_prob=0.01)
+    for k in range(1, 201):  # ever worse returns keep Delta < 0 (R_hat is a per-action average)
+        w.update(_trace([[1]], [[0.0]], [-float(k)]))
+    assert w.pi[0, 0, 1] >= 0.0099
+    assert w.pi[0, 0, 0] > 0.98
+
+
+def test_tabular_q_hand_computed():
+    q = TabularQRouter(1, [2, 2], [3, 3], lr=0.5, gamma=1.0)
+    tr = _trace([[0, 1]], [[0.2, 0.1]], [1.0])
+    q.update(tr)
+    assert q.q[0, 0, 0] == pytest.approx(0.1)  # target 0.2 + max Q[d1] = 0.2
+    assert q.q[0, 1, 1] == pytest.approx(0.55)  # target 0.1 + r_final 1 = 1.1 (reward added, not subtracted)
+    q.update(tr)
+    assert q.q[0, 0, 0] == pytest.approx(0.1 + 0.5 * (0.2 + 0.55 - 0.1))
+    assert q.q[0, 1, 1] == pytest.approx(0.55 + 0.5 * (1.1 - 0.55))
+
+
+def test_reinforce_gradient_sign_two_armed():
+    for r_final, direction in ((1.0, 1), (-1.0, -1)):
+        agent = ReinforceRouter(1, [2], [3], lr=1e-2, seed=0)
+        v = torch.ones(1, 3)
+        t = torch.zeros(1, dtype=torch.long)
+        before = torch.softmax(agent.net(v, t, t, 0), 1)[0, 0].item()
+        agent.update(Trace([v], t, np.array([[0]]), np.zeros((1, 1)), np.array([r_final])))
+        after = torch.softmax(agent.net(v, t, t, 0), 1)[0, 0].item()
+        assert np.sign(after - before) == direction
+
+
+def _toy_run(algo: str, seed: int, steps: int = 300, batch: int = 32) -> float:
+    """3 tasks, 3 depths, 3 blocks; block (t+d) % 3 is best at depth d for task t.
+
+    Like a real routed net, a route predicts right (+1, else -1) with a probability that grows with the
+    number of good blocks on it: 10% with none, 100% with all three.
+    """
+    n_tasks, k, n = 3, 3, 3
+    router = make_router(algo, n_tasks, [k] * n, [4] * n, seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        task = torch.as_tensor(rng.integers(0, n_tasks, batch))
+        v = torch.nn.functional.one_hot(task, 4).float()
+        acts = np.stack([router.act(v, task, d).numpy() for d in range(n)], 1)
+        best = (task.numpy()[:, None] + np.arange(n)[None]) % k
+        p_right = 0.1 + 0.9 * (acts == best).mean(1)
+        r_final = np.where(rng.random(batch) < p_right, 1.0, -1.0)
+        router.update(Trace([v] * n, task, acts, np.zeros((batch, n)), r_final, router.pop_extra()))
+    task = torch.arange(n_tasks)
+    v = torch.nn.functional.one_hot(task, 4).float()
+    greedy = np.stack([router.act(v, task, d, deterministic=True).numpy() for d in range(n)], 1)
+    return float((greedy == (task.numpy()[:, None] + np.arange(n)) % k).mean())
+
+
+@pytest.mark.parametrize("algo", ["wpl", "q-tabular", "reinforce", "q-approx"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_routers_converge_on_toy(algo, seed):
+    assert _toy_run(algo, seed) == 1.0
+
+
+def test_router_save_load_roundtrip(tmp_path):
+    w = WPLRouter(2, [3, 3], [4, 4], seed=0)
+    w.update(_trace([[0, 2], [1, 1]], np.zeros((2, 2)), [1.0, -1.0], task=[0, 1], dims=(4,)))
+    w.save(tmp_path / "r.pt")
+    w2 = WPLRouter.load(tmp_path / "r.pt")
+    np.testing.assert_allclose(w2.pi, w.pi)
+    assert isinstance(w2, WPLRouter)
