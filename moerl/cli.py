@@ -41,7 +41,7 @@ def _int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report}")
     sub.required = True
 
     train = sub.add_parser("train", help="train one run and write a run directory")
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
 
     sub.add_parser("envs", help="list the environments and task suites with their tasks")
+
+    rep = sub.add_parser("report", help="markdown table over finished MoE DQN run directories")
+    rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
+    rep.add_argument("--out", help="also write the table to this file")
     return parser
 
 
@@ -132,7 +136,14 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs}
+def cmd_report(args: argparse.Namespace) -> int:
+    from moerl.experiments.report import report
+
+    print(report(args.run_dirs, args.out))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,3 +120,20 @@ def test_same_seed_same_training():
         return model.q_values(np.ones((3, 6), dtype=np.float32))
 
     np.testing.assert_array_equal(run(), run())
+
+
+def test_inputs_are_rescaled_per_task_in_the_mixed_suite():
+    env = gym.make("moerl/ClassicControl-MTRL-v0")
+    model = build_model(small_config("classic-mtrl", "dense", "softmoe"), env)
+    q = model.policy.q_net
+    names = q.layout.task_names
+    car, pole = names.index("mountaincar-default"), names.index("cartpole-default")
+    obs = np.zeros((2, env.observation_space.shape[0]), dtype=np.float32)
+    obs[0, :2] = [0.6, 0.07]  # MountainCar at its upper bounds
+    obs[1, :4] = [2.4, 5.0, np.pi / 12, 2 * np.pi]  # CartPole at dopamine's bounds
+    obs[0, q.layout.base_dim + car] = 1
+    obs[1, q.layout.base_dim + pole] = 1
+    feats, task_id = q.split(torch.as_tensor(obs))
+    np.testing.assert_allclose(feats[0, :2].numpy(), [1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(feats[1, :4].numpy(), [1.0, 1.0, 1.0, 1.0], rtol=1e-5)
+    assert task_id.tolist() == [car, pole]

@@ -122,3 +122,27 @@ def test_shipped_configs_load_and_validate(config):
     path = Path(__file__).resolve().parents[1] / "configs" / "dqn" / f"{config}.yaml"
     cfg = build_config(TrainRequest(config=str(path), env=None))
     assert cfg.network.arch == config.split("-")[0]
+
+
+def test_report_tabulates_finished_runs(tmp_path, capsys):
+    for arch in ("dense", "final"):
+        assert main(["train", "--env", "cartpole-mtrl", "--arch", arch, "--timesteps", "200",
+                     "--logdir", str(tmp_path), "--run-name", arch, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "dense"), str(tmp_path / "final"), "--out", str(tmp_path / "t.md")]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| arch | router | seed | steps | steps/s | cartpole-default")
+    assert table[2].startswith("| dense | - | 0 | 200 |") and table[3].startswith("| final | softmoe | 0 | 200 |")
+    assert (tmp_path / "t.md").read_text().strip().splitlines() == table
+    assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_crl_replay_defaults_to_one_block_and_is_recorded(tmp_path):
+    import yaml
+
+    assert main(["train", "--env", "cartpole-crl", "--arch", "dense", "--timesteps", "200", "--logdir", str(tmp_path),
+                 "--run-name", "crl", "--set", "env_kwargs.block_steps=150", *TINY]) == 0
+    assert main(["train", "--env", "cartpole-mtrl", "--arch", "dense", "--timesteps", "200", "--logdir", str(tmp_path),
+                 "--run-name", "mtrl", *TINY]) == 0
+    assert yaml.safe_load((tmp_path / "crl" / "config.yaml").read_text())["dqn"]["buffer_size"] == 150
+    assert yaml.safe_load((tmp_path / "mtrl" / "config.yaml").read_text())["dqn"]["buffer_size"] == 50_000

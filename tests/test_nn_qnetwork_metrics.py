@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from moerl.nn import ARCHS, ROUTERS, ForwardRecord, MoEQNetwork, QNetworkConfig, RouterConfig, count_parameters
+from moerl.nn import (
+    ARCHS,
+    ROUTERS,
+    ForwardRecord,
+    MoEQNetwork,
+    QNetworkConfig,
+    RouterConfig,
+    count_parameters,
+)
 from moerl.nn.metrics import dormant_fraction, dormant_scores, forward_metrics
 
 torch.set_num_threads(1)

@@ -90,7 +90,7 @@ def test_reinforce_gradient_sign_two_armed():
         assert np.sign(after - before) == direction
 
 
-def _toy_run(algo: str, seed: int, steps: int = 300, batch: int = 32) -> float:
+def _toy_run(algo: str, seed: int, steps: int = 300, batch: int = 32, depths: slice = slice(None)) -> float:
     """3 tasks, 3 depths, 3 blocks; block (t+d) % 3 is best at depth d for task t.
 
     Like a real routed net, a route predicts right (+1, else -1) with a probability that grows with the
@@ -110,13 +110,21 @@ def _toy_run(algo: str, seed: int, steps: int = 300, batch: int = 32) -> float:
     task = torch.arange(n_tasks)
     v = torch.nn.functional.one_hot(task, 4).float()
     greedy = np.stack([router.act(v, task, d, deterministic=True).numpy() for d in range(n)], 1)
-    return float((greedy == (task.numpy()[:, None] + np.arange(n)) % k).mean())
+    return float((greedy == (task.numpy()[:, None] + np.arange(n)) % k)[:, depths].mean())
 
 
-@pytest.mark.parametrize("algo", ["wpl", "q-tabular", "reinforce", "q-approx"])
+@pytest.mark.parametrize("algo", ["wpl", "reinforce", "dispatched-reinforce"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_routers_converge_on_toy(algo, seed):
+def test_policy_routers_converge_on_toy(algo, seed):
     assert _toy_run(algo, seed) == 1.0
+
+
+@pytest.mark.parametrize("algo", ["q-tabular", "q-approx"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_q_routers_converge_at_the_last_depth(algo, seed):
+    # With state (t, d) the TD target of depth d is max_a Q(t, d+1, a), the same for every action at
+    # depth d, so earlier depths get no credit: only the last depth is learnable (a known weakness).
+    assert _toy_run(algo, seed, depths=slice(-1, None)) == 1.0
 
 
 def test_router_save_load_roundtrip(tmp_path):

@@ -54,6 +54,11 @@ class MoEQNet(BasePolicy):
             center, half = (high + low) / 2, (high - low) / 2
         else:
             center, half = torch.zeros(lay.base_dim), torch.ones(lay.base_dim)
+        if rescale_inputs and lay.task_low is not None:  # one scale per task: (num_tasks, base_dim)
+            low = torch.tensor(lay.task_low, dtype=torch.float32)
+            high = torch.tensor(lay.task_high, dtype=torch.float32)
+            center, half = (high + low) / 2, (high - low) / 2
+        self.per_task_scale = center.dim() == 2
         self.register_buffer("obs_center", center)
         self.register_buffer("obs_half_range", half)
         n_actions = int(action_space.n)
@@ -68,11 +73,14 @@ class MoEQNet(BasePolicy):
         """(network input features, task ids or None) from a batch of observations."""
         obs = obs.float()
         lay = self.layout
-        base = (obs[:, : lay.base_dim] - self.obs_center) / self.obs_half_range
         if lay.num_tasks == 0:
-            return base, None
+            return (obs[:, : lay.base_dim] - self.obs_center) / self.obs_half_range, None
         onehot = obs[:, lay.base_dim : lay.base_dim + lay.num_tasks]
         task_id = onehot.argmax(dim=1)
+        if self.per_task_scale:
+            base = (obs[:, : lay.base_dim] - self.obs_center[task_id]) / self.obs_half_range[task_id]
+        else:
+            base = (obs[:, : lay.base_dim] - self.obs_center) / self.obs_half_range
         feats = torch.cat([base, onehot], dim=1) if self.task_id_in_features else base
         return feats, task_id
 

@@ -33,6 +33,10 @@ class ObsLayout:
     #: (num_tasks, n_actions) table of allowed actions; None = every action always allowed.
     valid_actions: tuple[tuple[bool, ...], ...] | None = None
     task_names: tuple[str, ...] = ()
+    #: Per-task (num_tasks, base_dim) bounds, when tasks differ (the mixed suite pads MountainCar's 2
+    #: numbers to CartPole's 4: one shared scale would squash MountainCar's +-0.07 velocity by +-5).
+    task_low: tuple[tuple[float, ...], ...] | None = None
+    task_high: tuple[tuple[float, ...], ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +47,9 @@ class ObsLayout:
         for key in ("low", "high", "task_names"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
+        for key in ("task_low", "task_high"):
+            if d.get(key) is not None:
+                d[key] = tuple(tuple(float(v) for v in row) for row in d[key])
         if d.get("valid_actions") is not None:
             d["valid_actions"] = tuple(tuple(bool(v) for v in row) for row in d["valid_actions"])
         return cls(**d)
@@ -76,7 +83,15 @@ def layout_for_env(env: gym.Env) -> ObsLayout:
     if valid is not None and num_tasks:
         valid_actions = tuple(tuple(bool(v) for v in row) for row in np.asarray(valid))
     names = _attr(env, "task_names")
-    return ObsLayout(base_dim, num_tasks, low, high, valid_actions, tuple(names) if names else ())
+    task_low = task_high = None
+    per_task = _attr(env, "task_obs_bounds")
+    if per_task is not None and num_tasks:
+        per_task = np.asarray(per_task, dtype=float)  # (num_tasks, 2, base_dim)
+        if not np.allclose(per_task, per_task[:1]):
+            task_low = tuple(tuple(row) for row in per_task[:, 0].tolist())
+            task_high = tuple(tuple(row) for row in per_task[:, 1].tolist())
+    return ObsLayout(base_dim, num_tasks, low, high, valid_actions, tuple(names) if names else (),
+                     task_low, task_high)
 
 
 def _default_bounds(env: gym.Env, space: gym.spaces.Box, base_dim: int):

@@ -161,7 +161,7 @@ class RoutingMDPEnv(gym.Env):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return loss.item()
 
     # -- Gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -215,4 +215,6 @@ class RoutingMDPEnv(gym.Env):
 def register_routing_envs() -> None:
     """Register ``moerl/RoutingMDP-v0`` (idempotent)."""
     if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="moerl.envs.routing_mdp:RoutingMDPEnv", max_episode_steps=None)
+        # nondeterministic: the collaboration reward depends on the history of choices and the blocks
+        # train between episodes, so the same (reset seed, action) need not give the same reward twice.
+        gym.register(id=ENV_ID, entry_point="moerl.envs.routing_mdp:RoutingMDPEnv", nondeterministic=True)

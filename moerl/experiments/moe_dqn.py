@@ -57,7 +57,10 @@ class DQNSection:
 
     learning_rate: float = 1e-3
     adam_eps: float = 3.125e-4
-    buffer_size: int = 50_000
+    #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
+    #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
+    #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
+    buffer_size: int | None = None
     batch_size: int = 128
     learning_starts: int = 500
     train_freq: int = 4
@@ -174,7 +177,7 @@ def validate(config: DQNRunConfig) -> DQNRunConfig:
     resolve_env(config.env)
     net = config.network
     for what, value in (("experts", net.experts), ("topk", net.topk), ("hidden", net.hidden), ("tokens", net.tokens),
-                        ("dqn.batch_size", config.dqn.batch_size), ("dqn.buffer_size", config.dqn.buffer_size),
+                        ("dqn.batch_size", config.dqn.batch_size),
                         ("dqn.train_freq", config.dqn.train_freq), ("dqn.learning_rate", config.dqn.learning_rate),
                         ("dqn.target_update_interval", config.dqn.target_update_interval),
                         ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
@@ -183,6 +186,8 @@ def validate(config: DQNRunConfig) -> DQNRunConfig:
     check_positive("eval.freq", config.eval.freq, allow_zero=True)
     if config.timesteps is not None:
         check_positive("timesteps", config.timesteps)
+    if config.dqn.buffer_size is not None:
+        check_positive("dqn.buffer_size", config.dqn.buffer_size)
     if net.router == "topk" and net.topk > net.experts:
         raise ConfigError(f"--topk {net.topk} is more than the number of experts ({net.experts})")
     if not 0 <= config.dqn.gamma <= 1:
@@ -231,6 +236,12 @@ def default_timesteps(config: DQNRunConfig) -> int:
     return 50_000 if config.env.startswith("CartPole") else 100_000
 
 
+def default_buffer_size(env) -> int:
+    """Dopamine's 50k, or one CRL block when the env is a CRL suite (see ``DQNSection.buffer_size``)."""
+    _, _, schedule, block_steps = task_info(env)
+    return min(50_000, block_steps) if schedule else 50_000
+
+
 def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
     """An untrained :class:`MoEDQN` for ``config`` on ``env`` (seeded)."""
     import torch
@@ -262,7 +273,7 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
         aux_loss_coef=net.aux_loss_coef if net.balance_loss != "none" else 0.0,
         metrics_interval=config.logging.metrics_interval,
         learning_rate=d.learning_rate,
-        buffer_size=d.buffer_size,
+        buffer_size=d.buffer_size if d.buffer_size is not None else default_buffer_size(env),
         learning_starts=d.learning_starts,
         batch_size=d.batch_size,
         gamma=d.gamma,
@@ -317,6 +328,8 @@ def train(request: TrainRequest) -> Path:
         del model_probe
         if config.timesteps is None:
             config.timesteps = default_timesteps(config)
+        if config.dqn.buffer_size is None:
+            config.dqn.buffer_size = default_buffer_size(env)
         name = request.run_name or default_run_name(
             config.env.replace("/", "-"), config.network.arch,
             None if config.network.arch in ("dense", "wide") else config.network.router, f"s{config.seed}")

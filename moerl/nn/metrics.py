@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from moerl.nn.record import ForwardRecord, HiddenRecord
+from moerl.nn.record import ForwardRecord
 
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 

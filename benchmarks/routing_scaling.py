@@ -1,0 +1,108 @@
+"""Training cost of routing (WPL) vs cross-stitch as tasks (and blocks) grow: 2, 3, 5, 10.
+
+Run::
+
+    nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10]
+
+Why: the paper's claim is that routing's per-sample training cost stays roughly constant as tasks
+and blocks are added (each sample runs through one block per layer), while cross-stitch runs every
+task's column on every sample, so its cost grows linearly. We time a fixed number of training
+mini-batches (64 samples, one torch thread) for (a) the full model on 28x28 inputs (trunk + heads)
+and (b) the routed/cross-stitch FC part alone on 128-d features, where the difference lives.
+Inputs are random: timing does not depend on image content. Each number is the median of 3 repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from moerl.agents.routing_trainer import RoutingLearner
+from moerl.data.mtl import MTLDataset, MTLSplit
+
+
+def _random_dataset(n_tasks: int, n: int = 2048, side: int = 28) -> MTLDataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
+    split = MTLSplit(np.arange(n), rng.integers(0, n_tasks, n), rng.integers(0, 2, n))
+    return MTLDataset("timing", images, split, split, [f"t{i}" for i in range(n_tasks)], 2)
+
+
+def time_full(algo: str, n_tasks: int, batches: int) -> float:
+    ds = _random_dataset(n_tasks)
+    learner = RoutingLearner(ds, algo=algo, samples_per_epoch=64 * batches)
+    learner.learn(1)  # warm-up
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        learner.learn(1)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / batches
+
+
+def time_head(algo: str, n_tasks: int, batches: int) -> float:
+    """FC part only: routed head with WPL routes vs the cross-stitch columns, 128-d inputs."""
+    from moerl.agents.routers import WPLRouter
+    from moerl.nn.mtl_baselines import CrossStitchAllFC
+    from moerl.nn.routing import RoutedFC
+
+    torch.manual_seed(0)
+    v = torch.randn(64, 128)
+    task = torch.randint(0, n_tasks, (64,))
+    y = torch.randint(0, 2, (64,))
+    if algo == "wpl":
+        head = RoutedFC(128, n_tasks, 2, hidden=48)
+        router = WPLRouter(n_tasks, [n_tasks] * 3, [128, 48, 48])
+
+        def fwd():
+            h = v
+            for d in range(3):
+                h = head.step(h, d, router.act(h.detach(), task, d))
+            return h
+        params = head.parameters()
+    else:
+        cs = CrossStitchAllFC((8, 8), n_tasks, 2, hidden=48, channels=32)  # trunk unused here
+        cs.layers[0] = torch.nn.ModuleList(torch.nn.Linear(128, 48) for _ in range(n_tasks))
+
+        def fwd():
+            cols = [layer(v) for layer in cs.layers[0]]
+            for li in range(1, 3):
+                mixed = torch.einsum("ij,jbh->ibh", cs.alphas[li - 1], torch.relu(torch.stack(cols)))
+                cols = [layer(mixed[i]) for i, layer in enumerate(cs.layers[li])]
+            return torch.stack(cols)[task, torch.arange(64)]
+        params = cs.parameters()
+    opt = torch.optim.SGD(params, lr=0.01)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            loss = torch.nn.functional.cross_entropy(fwd(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / batches
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--tasks", default="2,3,5,10")
+    a = p.parse_args()
+    print("| tasks = blocks/layer | routing full ms/batch | cross-stitch full ms/batch | ratio CS/routing "
+          "| routing FC-only ms/batch | cross-stitch FC-only ms/batch | ratio CS/routing |")
+    print("|---|---|---|---|---|---|---|")
+    for n in (int(x) for x in a.tasks.split(",")):
+        rf, cf = time_full("wpl", n, a.batches), time_full("cross-stitch-all-fc", n, a.batches)
+        rh, ch = time_head("wpl", n, a.batches * 5), time_head("cross-stitch-all-fc", n, a.batches * 5)
+        print(f"| {n} | {1e3 * rf:.1f} | {1e3 * cf:.1f} | {cf / rf:.2f} | {1e3 * rh:.2f} | {1e3 * ch:.2f} "
+              f"| {ch / rh:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""End-to-end: ``moerl train`` on the tiny digits suite writes a full run directory; bad input exits 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from moerl.cli import main
+
+torch.set_num_threads(1)
+FAST = ["--set", "samples_per_epoch=256", "--set", "channels=4", "--set", "hidden=8", "--no-progress"]
+
+
+def test_cli_train_and_eval_routing(tmp_path, capsys):
+    rc = main(["train", "--env", "digits-mtl", "--algo", "wpl", "--epochs", "2", "--seed", "1",
+               "--set", "rho=0.3", "--logdir", str(tmp_path), *FAST])
+    assert rc == 0
+    run = tmp_path / "digits-mtl_wpl_s1"
+    for f in ("config.yaml", "status.json", "results.json", "eval.csv", "model.pt", "routing_map.png",
+              "policy_evolution.png"):
+        assert (run / f).is_file(), f
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    res = json.loads((run / "results.json").read_text())
+    assert len(res["test_accuracy_per_task"]) == 10 and len(res["greedy_routes"]) == 10
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert len(rows) == 2 * 10
+    ea = EventAccumulator(str(run / "tb"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("test/accuracy_mean")] == [1, 2]
+    assert "test/accuracy_task9" in ea.Tags()["scalars"]
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert abs(out["test_accuracy"] - res["test_accuracy"]) < 1e-9
+
+
+def test_cli_baseline_with_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("env: digits-mtl\nalgo: cross-stitch-all-fc\nepochs: 1\n")
+    assert main(["train", "--config", str(cfg), "--logdir", str(tmp_path / "runs"), *FAST]) == 0
+    assert (tmp_path / "runs" / "digits-mtl_cross-stitch-all-fc_s0" / "results.json").is_file()
+
+
+def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys):
+    logdir = tmp_path / "runs"
+    assert main(["train", "--env", "digits-mtl", "--algo", "wlp", "--logdir", str(logdir)]) == 2
+    err = capsys.readouterr().err
+    assert "wlp" in err and "did you mean 'wpl'" in err and "cross-stitch-all-fc" in err
+    assert main(["train", "--env", "digits-mtl", "--set", "rhoo=0.3", "--logdir", str(logdir)]) == 2
+    assert "rhoo" in capsys.readouterr().err
+    assert main(["train", "--env", "digits-mtl", "--data-dir", str(tmp_path / "nope"), "--logdir", str(logdir)]) == 2
+    assert main(["train", "--env", "digits-mtl", "--timesteps", "5", "--logdir", str(logdir)]) == 2
+    assert not logdir.exists() or not any(logdir.iterdir())
