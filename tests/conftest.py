@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # render checks run headless (pygame)
 
 
 def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

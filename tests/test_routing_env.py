@@ -12,7 +12,8 @@ import moerl  # noqa: F401  (registers moerl/RoutingMDP-v0)
 from moerl.agents.routers import WPLRouter
 from moerl.agents.routing_trainer import RoutingLearner
 from moerl.data.mtl import build_digits_mtl
-from moerl.envs.routing_mdp import ENV_ID, RoutingMDPEnv
+from moerl.envs.registration import ROUTING_MDP_ID as ENV_ID
+from moerl.envs.routing_mdp import RoutingMDPEnv
 
 torch.set_num_threads(1)
 

@@ -45,6 +45,9 @@ class LearnerConfig:
     batch_size: int = 64
     lr: float = 0.01  # SGD, divided by 10 every lr_decay_every epochs
     lr_decay_every: int = 20
+    #: SGD momentum. The paper's optimiser is plain SGD (0.0, the default); 0.9 reaches the same
+    #: accuracies in far fewer steps, which is what a CPU budget needs (say which in any report).
+    momentum: float = 0.0
     rho: float = 0.0  # collaboration reward (paper: 0.3 on MNIST-MTL)
     gamma: float = 1.0
     router_lr: float | None = None  # None: the router's default (0.1 tabular, 1e-3 MLPs)
@@ -86,7 +89,7 @@ class RoutingLearner:
                                        hidden=c.hidden, channels=c.channels)
         else:
             raise ValueError(f"unknown algo '{c.algo}'; valid choices: {', '.join(ALGOS)}")
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
         self.epoch = 0
 
     @property

@@ -33,6 +33,8 @@ from moerl.envs.tasks import FAMILIES
 from moerl.errors import choice_error
 
 ENTRY_POINT = "moerl.envs.suite:TaskSuiteEnv"
+ROUTING_MDP_ID = "moerl/RoutingMDP-v0"
+ROUTING_MDP_ENTRY_POINT = "moerl.envs.routing_mdp:RoutingMDPEnv"
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,16 @@ SHORT_NAMES: dict[str, str] = {s.short_name: s.env_id for s in _SUITES}
 def register_all() -> None:
     """Register every ``moerl/...`` id with Gymnasium; ids already registered are left alone.
 
-    The task suites are registered here; the routing MDP registers its own id (``moerl/RoutingMDP-v0``).
+    Entry points are strings, so nothing heavy (torch, the routing model) is imported until an env is
+    made: ``import moerl`` stays fast.
     """
     for suite in _SUITES:
         if suite.env_id not in gym.registry:
             gym.register(id=suite.env_id, entry_point=ENTRY_POINT, kwargs=suite.kwargs)
-    from moerl.envs.routing_mdp import register_routing_envs  # deferred: it imports torch
-
-    register_routing_envs()
+    if ROUTING_MDP_ID not in gym.registry:
+        # nondeterministic: the collaboration reward depends on the history of choices and the blocks
+        # train between episodes, so the same (reset seed, action) need not give the same reward twice.
+        gym.register(id=ROUTING_MDP_ID, entry_point=ROUTING_MDP_ENTRY_POINT, nondeterministic=True)
 
 
 def resolve_env_id(name: str) -> str:

@@ -33,8 +33,6 @@ from gymnasium import spaces
 
 from moerl.nn.routing import RoutedConvNet
 
-ENV_ID = "moerl/RoutingMDP-v0"
-
 
 class UsageStats:
     """Historical choice counts per (depth, action), over all tasks: the basis of the collaboration reward."""
@@ -211,10 +209,3 @@ class RoutingMDPEnv(gym.Env):
             info["action_mask"] = self.action_mask()
         return obs, reward, terminated, False, info
 
-
-def register_routing_envs() -> None:
-    """Register ``moerl/RoutingMDP-v0`` (idempotent)."""
-    if ENV_ID not in gym.registry:
-        # nondeterministic: the collaboration reward depends on the history of choices and the blocks
-        # train between episodes, so the same (reset seed, action) need not give the same reward twice.
-        gym.register(id=ENV_ID, entry_point="moerl.envs.routing_mdp:RoutingMDPEnv", nondeterministic=True)

@@ -59,6 +59,7 @@ class RoutingConfig:
     batch_size: int = 64
     lr: float = 0.01
     lr_decay_every: int = 20
+    momentum: float = 0.0  # SGD momentum; the paper's plain SGD is 0.0
     rho: float = 0.0
     gamma: float = 1.0
     router_lr: float | None = None
@@ -81,7 +82,7 @@ def validate(cfg: RoutingConfig) -> RoutingConfig:
     check_choice("routing mode", cfg.mode, ("layered", "recursive"))
     for name in ("epochs", "hidden", "channels", "batch_size", "lr", "eval_every", "n_middle"):
         check_positive(name, getattr(cfg, name))
-    for name in ("rho", "gamma", "epsilon", "min_prob", "samples_per_epoch", "lr_decay_every"):
+    for name in ("rho", "gamma", "epsilon", "min_prob", "samples_per_epoch", "lr_decay_every", "momentum"):
         check_positive(name, getattr(cfg, name), allow_zero=True)
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size must be at least 2 (batch norm), got {cfg.batch_size}")

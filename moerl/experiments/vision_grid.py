@@ -22,15 +22,23 @@ ROWS = ["G0", "G0b", "G1", "G2", "G2b", "G3", "G4", "G4b", "G5", "G6", "G7", "G7
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "vision"
 
 
-def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str]) -> list[dict[str, Any]]:
+def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str],
+             resume: bool = False) -> list[dict[str, Any]]:
+    """Train every row (``resume``: reuse a row's finished run directory under ``logdir``)."""
     from moerl.experiments.families import TrainRequest
     from moerl.experiments.masked_experts import train
+    from moerl.experiments.rundir import RunDir
 
     results = []
     for row in rows:
         cfg = CONFIG_DIR / f"{row}.yaml"
         t0 = time.perf_counter()
-        path = train(TrainRequest(config=str(cfg), logdir=str(logdir), run_name=row, overrides=list(overrides)))
+        previous = RunDir(logdir / row)
+        if resume and previous.read_status().get("status") == "finished":
+            path = previous.path
+            print(f"[grid] {row}: reusing the finished run {path}", flush=True)
+        else:
+            path = train(TrainRequest(config=str(cfg), logdir=str(logdir), run_name=row, overrides=list(overrides)))
         res = json.loads((path / "results.json").read_text())
         res["row"], res["run_dir"], res["wall_seconds"] = row, str(path), time.perf_counter() - t0
         results.append(res)
@@ -107,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logdir", default="runs/vision-grid")
     p.add_argument("--only", help="comma-separated rows (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--resume", action="store_true", help="reuse rows already finished under --logdir")
     args = p.parse_args(argv)
     rows = args.only.split(",") if args.only else ROWS
     bad = [r for r in rows if r not in ROWS]
     if bad:
         print(f"unknown grid row(s) {bad}; valid: {', '.join(ROWS)}", file=sys.stderr)
         return 2
-    run_grid(Path(args.out), Path(args.logdir), rows, args.overrides)
+    run_grid(Path(args.out), Path(args.logdir), rows, args.overrides, resume=args.resume)
     return 0
 
 

@@ -1,9 +1,9 @@
 """Feature extractors for the masked-expert vision models.
 
 ``convnet`` (default) is a small conv net for 28x28 (and 8x8) grey images, trained from scratch.
-``resnet18`` is torchvision's ResNet-18 with its classifier removed (512 features). Weights come only
-from a local file (no download at run time; these machines have no network besides package
-registries). torchvision is an optional extra (``pip install moerl[vision]``) and imported lazily.
+``resnet18`` is ResNet-18 (:mod:`moerl.nn.resnet`, torchvision's architecture and parameter names) with
+its classifier removed (512 features). Weights come only from a local file, e.g. a torchvision ImageNet
+checkpoint the user already has (no download at run time; these machines reach only package registries).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from moerl.errors import ConfigError, check_choice
+from moerl.nn.resnet import ResNet18
 
 BACKBONES: tuple[str, ...] = ("convnet", "resnet18")
 
@@ -39,30 +40,8 @@ class ConvNet(nn.Module):
         return self.features(x)
 
 
-def torchvision_or_error():
-    """Import torchvision, or raise a ConfigError that says how to get a working one."""
-    try:
-        import torchvision  # noqa: F401
-        from torchvision.models import resnet18  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "backbone 'resnet18' needs torchvision, which is not installed; install the optional extra "
-            "(pip install 'moerl[vision]', i.e. torchvision matching your torch) or use backbone 'convnet'"
-        ) from None
-    except Exception as exc:  # installed but broken, e.g. a CUDA wheel next to a CPU-only torch
-        raise ConfigError(
-            f"backbone 'resnet18' needs torchvision, which is installed but fails to import "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); install the torchvision "
-            f"build that matches torch {torch.__version__} (for +cpu torch: "
-            "pip install torchvision --index-url https://download.pytorch.org/whl/cpu) or use 'convnet'"
-        ) from None
-    import torchvision
-
-    return torchvision
-
-
 class ResNet18Features(nn.Module):
-    """torchvision ResNet-18 without its final layer; grey inputs are repeated to 3 channels.
+    """ResNet-18 without its final layer; grey inputs are repeated to 3 channels.
 
     Args:
         weights: path to a local state dict (torchvision's ``resnet18`` keys, e.g. an ImageNet
@@ -72,8 +51,7 @@ class ResNet18Features(nn.Module):
 
     def __init__(self, weights: str | Path | None = None, frozen: bool = True) -> None:
         super().__init__()
-        tv = torchvision_or_error()
-        net = tv.models.resnet18(weights=None)
+        net = ResNet18()
         if weights is not None:
             path = Path(weights).expanduser()
             if not path.is_file():
