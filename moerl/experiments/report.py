@@ -1,8 +1,9 @@
 """``moerl report RUN_DIR...``: one markdown table over finished MoE DQN runs.
 
 Per run: arch, router, seed, steps, steps/s, final greedy return per task, and the continual
-metrics (average normalised performance, mean forgetting). Aggregation over seeds with rliable
-(IQM, bootstrap CIs) is the planned next step of this command.
+metrics (average normalised performance, mean forgetting); then one summary row per (env, arch,
+router) over its seeds: mean and [min, max]. rliable (IQM, stratified bootstrap CIs) is the intended
+aggregator, but rliable 1.2's dependency ``arch`` fails to import with pandas 3, so it is not used yet.
 """
 
 from __future__ import annotations
@@ -13,8 +14,26 @@ from typing import Any
 from moerl.errors import ConfigError
 from moerl.experiments.rundir import RESULTS_FILE, RunDir
 
+DORMANT_TAG = "moe/dormant/tau0.1/all"
+
+
+def last_scalar(tb_dir: Path, tag: str) -> float | None:
+    """Last value of ``tag`` in the run's TensorBoard events (None if never logged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    last: tuple[int, float] | None = None
+    for f in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            e = acc.Scalars(tag)[-1]
+            if last is None or e.step >= last[0]:
+                last = (e.step, e.value)
+    return None if last is None else float(last[1])
+
 
 def load_results(paths: list[str]) -> list[dict[str, Any]]:
+    """results.json of each finished moe-dqn run, plus its final tau=0.1 dormant fraction."""
     out = []
     for p in paths:
         run = RunDir.open_finished(p)
@@ -22,7 +41,9 @@ def load_results(paths: list[str]) -> list[dict[str, Any]]:
             raise ConfigError(f"'{p}' is not a moe-dqn run; 'moerl report' summarises MoE DQN runs")
         if not (run.path / RESULTS_FILE).is_file():
             raise ConfigError(f"'{p}' has no {RESULTS_FILE}")
-        out.append(run.read_json(RESULTS_FILE))
+        results = run.read_json(RESULTS_FILE)
+        results["final_dormant_tau0.1"] = last_scalar(run.tb_dir, DORMANT_TAG)
+        out.append(results)
     return out
 
 
@@ -38,20 +59,42 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     tasks: list[str] = []
     for r in results:
         tasks.extend(t for t in r["final_eval"] if t not in tasks)
-    head = ["arch", "router", "seed", "steps", "steps/s", *tasks, "avg perf", "forgetting (end of block)"]
+    head = ["arch", "router", "seed", "steps", "steps/s", *tasks, "avg perf", "forgetting (end of block)",
+            "dormant (tau 0.1)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cont = r.get("continual") or {}
         router = "-" if r["arch"] in ("dense", "wide") else r["router"]
         cells = [r["arch"], router, r["seed"], r["timesteps"], _fmt(r.get("steps_per_second"), 0)]
         cells += [_fmt(r["final_eval"].get(t, {}).get("mean_return"), 1) for t in tasks]
-        cells += [_fmt(cont.get("average_performance")), _fmt(cont.get("mean_forgetting_end_of_block"))]
+        cells += [_fmt(cont.get("average_performance")), _fmt(cont.get("mean_forgetting_end_of_block")),
+                  _fmt(r.get("final_dormant_tau0.1"))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """Mean and [min, max] over seeds of average performance and forgetting, per (env, arch, router)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        router = "-" if r["arch"] in ("dense", "wide") else r["router"]
+        groups.setdefault((r["env"], r["arch"], router), []).append(r)
+    head = ["env", "arch", "router", "seeds", "avg perf: mean [min, max]", "forgetting: mean [min, max]",
+            "dormant tau 0.1: mean [min, max]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (env, arch, router), runs in groups.items():
+        cells = [env, arch, router, str(len(runs))]
+        for key in ("average_performance", "mean_forgetting_end_of_block", "final_dormant_tau0.1"):
+            vals = [(r.get("continual") or {}).get(key, r.get(key)) for r in runs]
+            vals = [v for v in vals if v is not None]
+            cells.append(f"{sum(vals) / len(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]" if vals else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(paths: list[str], out: str | None = None) -> str:
-    text = markdown_table(load_results(paths))
+    results = load_results(paths)
+    text = markdown_table(results) + "\n\n" + summary_table(results)
     if out:
         Path(out).write_text(text + "\n")
     return text

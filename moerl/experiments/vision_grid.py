@@ -67,9 +67,12 @@ def write_report(out: Path, results: list[dict[str, Any]]) -> None:
     for r in results:
         cfg = json.loads(json.dumps(r.get("config", {})))
         key = r["headline_metric"]
+        packnet = r["arch"] == "packnet"  # no gate, no experts, no learned masks: its own pruning masks
+        mask = "pruned" if packnet else cfg.get("mask", "")
+        experts = "-" if packnet else cfg.get("experts", "")
         lines.append(
-            f"| {r['row']} | {r['suite']} ({r['schedule']}) | {r['arch']} | {cfg.get('mask', '')} | "
-            f"{cfg.get('experts', '')} | {_fmt(r['train'][key])} | {_fmt(r['val'][key])} | {_fmt(r['test'][key])} | "
+            f"| {r['row']} | {r['suite']} ({r['schedule']}) | {r['arch']} | {mask} | {experts} | "
+            f"{_fmt(r['train'][key])} | {_fmt(r['val'][key])} | {_fmt(r['test'][key])} | "
             f"{_fmt(r['train_test_gap'])} | {_fmt(r['test']['mean_accuracy_task_aware'])} | {r['epochs_run']} | "
             f"{r['train_seconds']:.0f} |"
         )
