@@ -43,7 +43,7 @@ def test_headline_crl_run_writes_a_complete_run_directory(tmp_path, tb_scalars, 
         assert f"eval/return/{task}" in tags
         assert f"eval_usage/{task}/big/expert0" in tags
     assert any(t.startswith("train/return/cartpole-") for t in tags)
-    assert any(t.startswith("moe/dormant/tau0.1/big.expert") for t in tags)
+    assert any(t.startswith("moe/dormant/tau0.1/big.hidden") for t in tags)
     assert sorted({v for _, v in tags["crl/task_id"]}) == [0.0, 1.0, 2.0, 3.0]
 
 

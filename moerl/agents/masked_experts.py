@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from moerl.agents.vision_metrics import best_matched_routing, continual_metrics, routing_purity, utilisation
-from moerl.agents.vision_training import EpochLog, batched, fit, map_batches, to_input, trainable
+from moerl.agents.vision_training import (
+    EpochLog,
+    batched,
+    fit,
+    map_batches,
+    tensorboard_writer,
+    to_input,
+    trainable,
+)
 from moerl.config import from_dict, to_dict
 from moerl.data.vision_suites import VisionSuite, check_suite_name
 from moerl.errors import ConfigError, check_choice, check_positive
@@ -240,11 +248,7 @@ class MaskedExpertLearner:
         """Train on the whole suite (joint) or on each remaining dataset in turn (sequential)."""
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
-        writer = None
-        if self.tensorboard_log is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.tensorboard_log))
+        writer = tensorboard_writer(self.tensorboard_log)
         start = time.perf_counter()
         try:
             if self.config.schedule == "joint":

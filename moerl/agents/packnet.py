@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 from moerl.agents.masked_experts import MaskedExpertsConfig, resolve_device
 from moerl.agents.vision_metrics import continual_metrics
-from moerl.agents.vision_training import EpochLog, batched, fit, map_batches, to_input, trainable
+from moerl.agents.vision_training import (
+    EpochLog,
+    batched,
+    fit,
+    map_batches,
+    tensorboard_writer,
+    to_input,
+    trainable,
+)
 from moerl.config import from_dict, to_dict
 from moerl.data.vision_suites import VisionSuite
 from moerl.errors import ConfigError, check_choice
@@ -69,11 +77,7 @@ class PackNetLearner:
     def learn(self, epochs: int | None = None, progress: bool = False) -> PackNetLearner:
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
-        writer = None
-        if self.tensorboard_log is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.tensorboard_log))
+        writer = tensorboard_writer(self.tensorboard_log)
         start = time.perf_counter()
         try:
             while self.tasks_learned < len(self.suite.tasks):

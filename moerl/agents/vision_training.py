@@ -11,10 +11,20 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+
+def tensorboard_writer(log_dir: str | Path | None):
+    """A TensorBoard ``SummaryWriter`` for ``log_dir``, or None when no log directory is set."""
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
 
 
 def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,7 @@ class SoftMoERouter(nn.Module):
         y = torch.einsum("bms,bso->bmo", combine, slot_out)
         if record is not None:
             for i, h in enumerate(hidden):
-                record.hidden[f"{name}.expert{i}"] = HiddenRecord(h)
+                record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h)
             record.routing[name] = RoutingRecord(
                 usage=combine.reshape(b, m, n, p).sum(-1).mean(1),
                 entropy=_entropy(combine).mean(),
@@ -148,7 +148,7 @@ class TopKRouter(nn.Module):
         if record is not None:
             processed = selected.t() > 0
             for i, h in enumerate(hidden):
-                record.hidden[f"{name}.expert{i}"] = HiddenRecord(h, processed)
+                record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(
                 usage=selected.reshape(b, m, -1).mean(1),
                 entropy=_entropy(probs).mean(),
@@ -191,7 +191,7 @@ class HardcodedRouter(nn.Module):
         if record is not None:
             processed = token_gate.t() > 0
             for i, h in enumerate(hidden):
-                record.hidden[f"{name}.expert{i}"] = HiddenRecord(h, processed)
+                record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(usage=onehot, entropy=x.new_zeros(()), aux_loss=x.new_zeros(()))
         return y
 
