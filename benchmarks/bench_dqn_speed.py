@@ -18,16 +18,18 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.monitor import Monitor
 
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
+from moerl.experiments.moe_dqn import DQNRunConfig, build_model, default_buffer_size, validate
 from moerl.nn import count_parameters
 
 
 def sb3_reference(cfg: DQNRunConfig, hidden: int) -> DQN:
     d = cfg.dqn
-    return DQN("MlpPolicy", Monitor(gym.make("CartPole-v1")), learning_rate=d.learning_rate,
-               buffer_size=d.buffer_size, learning_starts=d.learning_starts, batch_size=d.batch_size,
+    env = Monitor(gym.make("CartPole-v1"))
+    return DQN("MlpPolicy", env, learning_rate=d.learning_rate,
+               buffer_size=d.buffer_size or default_buffer_size(env), learning_starts=d.learning_starts, batch_size=d.batch_size,
                gamma=d.gamma, train_freq=d.train_freq, target_update_interval=d.target_update_interval,
                exploration_initial_eps=d.exploration_initial_eps, exploration_final_eps=d.exploration_final_eps,
+               max_grad_norm=d.max_grad_norm,
                policy_kwargs={"net_arch": [hidden, hidden], "optimizer_kwargs": {"eps": d.adam_eps}},
                seed=0, device="cpu")
 

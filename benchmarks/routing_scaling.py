@@ -2,7 +2,7 @@
 
 Run::
 
-    nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10]
+    nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10] [--hidden 48]
 
 Why: the paper's claim is that routing's per-sample training cost stays roughly constant as tasks
 and blocks are added (each sample runs through one block per layer), while cross-stitch runs every
@@ -32,9 +32,9 @@ def _random_dataset(n_tasks: int, n: int = 2048, side: int = 28) -> MTLDataset:
     return MTLDataset("timing", images, split, split, [f"t{i}" for i in range(n_tasks)], 2)
 
 
-def time_full(algo: str, n_tasks: int, batches: int) -> float:
+def time_full(algo: str, n_tasks: int, batches: int, hidden: int = 48) -> float:
     ds = _random_dataset(n_tasks)
-    learner = RoutingLearner(ds, algo=algo, samples_per_epoch=64 * batches)
+    learner = RoutingLearner(ds, algo=algo, samples_per_epoch=64 * batches, hidden=hidden)
     learner.learn(1)  # warm-up
     times = []
     for _ in range(3):
@@ -44,7 +44,7 @@ def time_full(algo: str, n_tasks: int, batches: int) -> float:
     return statistics.median(times) / batches
 
 
-def time_head(algo: str, n_tasks: int, batches: int) -> float:
+def time_head(algo: str, n_tasks: int, batches: int, hidden: int = 48) -> float:
     """FC part only: routed head with WPL routes vs the cross-stitch columns, 128-d inputs."""
     from moerl.agents.routers import WPLRouter
     from moerl.nn.mtl_baselines import CrossStitchAllFC
@@ -55,8 +55,8 @@ def time_head(algo: str, n_tasks: int, batches: int) -> float:
     task = torch.randint(0, n_tasks, (64,))
     y = torch.randint(0, 2, (64,))
     if algo == "wpl":
-        head = RoutedFC(128, n_tasks, 2, hidden=48)
-        router = WPLRouter(n_tasks, [n_tasks] * 3, [128, 48, 48])
+        head = RoutedFC(128, n_tasks, 2, hidden=hidden)
+        router = WPLRouter(n_tasks, [n_tasks] * 3, [128, hidden, hidden])
 
         def fwd():
             h = v
@@ -65,8 +65,8 @@ def time_head(algo: str, n_tasks: int, batches: int) -> float:
             return h
         params = head.parameters()
     else:
-        cs = CrossStitchAllFC((8, 8), n_tasks, 2, hidden=48, channels=32)  # trunk unused here
-        cs.layers[0] = torch.nn.ModuleList(torch.nn.Linear(128, 48) for _ in range(n_tasks))
+        cs = CrossStitchAllFC((8, 8), n_tasks, 2, hidden=hidden, channels=32)  # trunk unused here
+        cs.layers[0] = torch.nn.ModuleList(torch.nn.Linear(128, hidden) for _ in range(n_tasks))
 
         def fwd():
             cols = [layer(v) for layer in cs.layers[0]]
@@ -93,13 +93,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=10)
     p.add_argument("--tasks", default="2,3,5,10")
+    p.add_argument("--hidden", type=int, default=48, help="width of the routed / cross-stitch FC layers")
     a = p.parse_args()
+    print(f"hidden width {a.hidden}, batch 64, one torch thread")
     print("| tasks = blocks/layer | routing full ms/batch | cross-stitch full ms/batch | ratio CS/routing "
           "| routing FC-only ms/batch | cross-stitch FC-only ms/batch | ratio CS/routing |")
     print("|---|---|---|---|---|---|---|")
     for n in (int(x) for x in a.tasks.split(",")):
-        rf, cf = time_full("wpl", n, a.batches), time_full("cross-stitch-all-fc", n, a.batches)
-        rh, ch = time_head("wpl", n, a.batches * 5), time_head("cross-stitch-all-fc", n, a.batches * 5)
+        rf, cf = (time_full(algo, n, a.batches, a.hidden) for algo in ("wpl", "cross-stitch-all-fc"))
+        rh, ch = (time_head(algo, n, a.batches * 5, a.hidden) for algo in ("wpl", "cross-stitch-all-fc"))
         print(f"| {n} | {1e3 * rf:.1f} | {1e3 * cf:.1f} | {cf / rf:.2f} | {1e3 * rh:.2f} | {1e3 * ch:.2f} "
               f"| {ch / rh:.2f} |", flush=True)
 

@@ -1,14 +1,15 @@
 """Results table: routing (WPL) vs the four baselines on mnist-mtl and fashion-mtl, beside the paper.
 
-Run (about 15 CPU-minutes on one core with the defaults)::
+Run (the README's numbers; about 9 CPU-minutes per dataset)::
 
-    nice -n 10 python -m moerl.experiments.routing_report --out docs/routing-results.md
+    python -m moerl.experiments.routing_report --envs mnist-mtl --epochs 20 --samples-per-epoch 8000 \
+        --momentum 0.9 --out docs/routing-results-mnist.md
 
 Why reduced epochs: a full epoch of mnist-mtl (~90k samples) or fashion-mtl (100k) costs about
 1.5 CPU-minutes with the paper's trunk, so 10 runs x 20 epochs would take hours here. Each "epoch" in
 this table is therefore a fresh random subset of ``--samples-per-epoch`` training samples (2,500 by
-default, about 3% of a real epoch); the trunk, heads, optimiser (SGD lr 1e-2) and test sets are the
-paper's. The table says so in its header. Numbers are what the runs give; nothing is tuned to match.
+default, about 3% of a real epoch); the trunk, heads, learning rate (SGD lr 1e-2; momentum 0 by default
+as in the paper, ``--momentum`` to change it) and test sets are the paper's. The table says so in its header. Numbers are what the runs give; nothing is tuned to match.
 """
 
 from __future__ import annotations
