@@ -34,7 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moerl.agents.vision_metrics import best_matched_routing, continual_metrics, routing_purity, utilisation
+from moerl.agents.vision_metrics import (
+    accuracy_matrix_summary,
+    best_matched_routing,
+    routing_purity,
+    utilisation,
+)
 from moerl.agents.vision_training import (
     EpochLog,
     batched,
@@ -438,14 +443,8 @@ class MaskedExpertLearner:
     def continual(self) -> dict[str, Any] | None:
         if not self.accuracy_matrix or len(self.accuracy_matrix) < 2:
             return None
-        out: dict[str, Any] = {}
-        for key, rows in (("task_aware", self.accuracy_matrix), ("task_agnostic", self.accuracy_matrix_agnostic)):
-            t = len(rows)
-            acc = np.full((t, t), np.nan)
-            for i, row in enumerate(rows):
-                acc[i, : len(row)] = row
-            out[key] = {"accuracy_matrix": acc.tolist(), **continual_metrics(acc)}
-        return out
+        return {"task_aware": accuracy_matrix_summary(self.accuracy_matrix),
+                "task_agnostic": accuracy_matrix_summary(self.accuracy_matrix_agnostic)}
 
     # ---------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:

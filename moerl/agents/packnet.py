@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from moerl.agents.masked_experts import MaskedExpertsConfig, resolve_device
-from moerl.agents.vision_metrics import continual_metrics
+from moerl.agents.vision_metrics import accuracy_matrix_summary
 from moerl.agents.vision_training import (
     EpochLog,
     batched,
@@ -160,13 +160,9 @@ class PackNetLearner:
                 "ownership": self.model.ownership()}
 
     def continual(self) -> dict[str, Any] | None:
-        rows = self.accuracy_matrix
-        if len(rows) < 2:
+        if len(self.accuracy_matrix) < 2:
             return None
-        acc = np.full((len(rows), len(rows)), np.nan)
-        for i, row in enumerate(rows):
-            acc[i, : len(row)] = row
-        return {"task_aware": {"accuracy_matrix": acc.tolist(), **continual_metrics(acc)}}
+        return {"task_aware": accuracy_matrix_summary(self.accuracy_matrix)}
 
     def save(self, path: str | Path) -> None:
         torch.save({"arch": "packnet", "config": to_dict(self.config), "classes": [h.out_features for h in

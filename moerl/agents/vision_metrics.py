@@ -10,6 +10,7 @@ average accuracy, backward transfer (BWT, Lopez-Paz and Ranzato 2017) and forget
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,15 @@ def best_matched_routing(counts: np.ndarray) -> tuple[float, list[int]]:
 def utilisation(counts: np.ndarray) -> list[float]:
     counts = np.asarray(counts, dtype=float)
     return (counts.sum(axis=0) / max(counts.sum(), 1)).tolist()
+
+
+def accuracy_matrix_summary(rows: list[list[float]]) -> dict[str, Any]:
+    """Ragged rows (after dataset i: accuracy on datasets 0..i) -> padded T x T matrix and its metrics."""
+    t = len(rows)
+    acc = np.full((t, t), np.nan)
+    for i, row in enumerate(rows):
+        acc[i, : len(row)] = row
+    return {"accuracy_matrix": acc.tolist(), **continual_metrics(acc)}
 
 
 def continual_metrics(acc: np.ndarray) -> dict[str, float]:
