@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's MoE DQN results: a task suite (default cartpole-crl; ENV=cartpole-mtrl for MTRL) with
+# default settings, several archs x seeds, then one table with `moerl report`.
+# Usage: [ENV=cartpole-mtrl] bash scripts/dqn-suite-results.sh [LOGDIR] [SEEDS...]
+# Finished runs already in LOGDIR are reused, so seeds can be run in parallel and the table made after.
+set -euo pipefail
+env="${ENV:-cartpole-crl}"
+logdir="${1:-runs/crl-results}"
+shift || true
+seeds=("${@:-0 1 2}")
+read -r -a seeds <<< "${seeds[*]}"
+runs=()
+for spec in "dense softmoe" "big softmoe" "big topk" "big hardcoded"; do
+  read -r arch router <<< "$spec"
+  for seed in "${seeds[@]}"; do
+    name="${env}_${arch}_${router}_s${seed}"
+    if [ ! -f "$logdir/$name/results.json" ]; then
+      moerl train --env "$env" --arch "$arch" --router "$router" --seed "$seed" \
+        --logdir "$logdir" --run-name "$name" --no-progress
+    fi
+    runs+=("$logdir/$name")
+  done
+done
+moerl report "${runs[@]}" --out "$logdir/table.md"
