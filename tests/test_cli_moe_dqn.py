@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -137,6 +138,8 @@ def test_report_tabulates_finished_runs(tmp_path, capsys):
     summary = table[table.index("") + 1:]
     assert summary[0].startswith("| env | arch | router | seeds | avg perf")
     assert summary[2].startswith("| cartpole-mtrl | dense | - | 1 |")
+    point, lo, hi = (float(x) for x in re.findall(r"[-\d.]+", summary[2].split("|")[-2]))
+    assert lo <= point <= hi
     assert main(["report", str(tmp_path / "nope")]) == 2
 
 
@@ -149,3 +152,19 @@ def test_crl_replay_defaults_to_one_block_and_is_recorded(tmp_path):
                  "--run-name", "mtrl", *TINY]) == 0
     assert yaml.safe_load((tmp_path / "crl" / "config.yaml").read_text())["dqn"]["buffer_size"] == 150
     assert yaml.safe_load((tmp_path / "mtrl" / "config.yaml").read_text())["dqn"]["buffer_size"] == 50_000
+
+
+def test_iqm_with_ci_on_known_scores(monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from moerl.experiments.report import iqm_with_ci
+
+    flat = iqm_with_ci({"g": np.full((3, 4), 0.5)})
+    assert flat == {"g": (0.5, 0.5, 0.5)}
+    # IQM drops the lowest and highest quarter: the outliers 0 and 1 do not count
+    scores = np.array([[0.0, 0.4, 0.4, 0.4], [0.4, 0.4, 0.4, 1.0]])
+    assert iqm_with_ci({"g": scores})["g"][0] == 0.4
+    monkeypatch.setitem(sys.modules, "rliable", None)  # rliable not installed
+    assert iqm_with_ci({"g": scores}) is None
