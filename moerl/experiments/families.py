@@ -112,6 +112,3 @@ def default_run_name(*parts: Any) -> str:
     text = "_".join(str(p) for p in parts if p not in (None, ""))
     return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text)
 
-
-def resolve_path(path: str | None) -> Path | None:
-    return Path(path).expanduser() if path else None

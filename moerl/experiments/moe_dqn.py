@@ -160,31 +160,33 @@ def task_info(env) -> tuple[tuple[str, ...], dict[str, tuple[float, float]], lis
 
 # --- the family's train / evaluate ---------------------------------------------------------------
 def train(request: TrainRequest) -> Path:
+    import torch
+
     reject_unused(request, FAMILY)
     config = build_config(request)
+    torch.set_num_threads(1)
     env = make_env(config)
     try:
-        model_probe = build_model(config, env)  # raises ConfigError on impossible combinations
-        del model_probe
         if config.timesteps is None:
             config.timesteps = default_timesteps(config)
         if config.dqn.buffer_size is None:
             config.dqn.buffer_size = default_buffer_size(env)
+        # Built before the run directory exists: impossible combinations raise ConfigError here.
+        model = build_model(config, env)
         name = request.run_name or default_run_name(
             config.env.replace("/", "-"), config.network.arch,
             None if config.network.arch in ("dense", "wide") else config.network.router, f"s{config.seed}")
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed):
             run.write_config(to_dict(config))
-            results = _train_in(run, config, env, request.progress)
+            results = _train_in(run, config, env, model, request.progress)
             run.write_json("results.json", results)
     finally:
         env.close()
     return run.path
 
 
-def _train_in(run: RunDir, config: DQNRunConfig, env, progress: bool) -> dict[str, Any]:
-    import torch
+def _train_in(run: RunDir, config: DQNRunConfig, env, model, progress: bool) -> dict[str, Any]:
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import configure
 
@@ -193,8 +195,6 @@ def _train_in(run: RunDir, config: DQNRunConfig, env, progress: bool) -> dict[st
     from moerl.experiments.continual import continual_metrics
     from moerl.nn import count_parameters
 
-    torch.set_num_threads(1)
-    model = build_model(config, env)
     model.set_logger(configure(str(run.tb_dir), ["tensorboard", "csv"]))
     names, bounds, schedule, block_steps = task_info(env)
     env_id = resolve_env(config.env)

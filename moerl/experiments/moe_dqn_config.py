@@ -97,24 +97,17 @@ class DQNRunConfig:
 
 
 # --- env names ---------------------------------------------------------------------------------
-def _suite_names() -> dict[str, str]:
-    from moerl.envs.registration import SHORT_NAMES
-
-    return dict(SHORT_NAMES)
-
-
 def resolve_env(name: str) -> str:
     """Gymnasium id for a short name, moerl id or Gymnasium id; ConfigError if unknown."""
     import gymnasium as gym
 
-    import moerl  # noqa: F401  (registers moerl/ ids)
+    from moerl.envs.registration import SHORT_NAMES  # importing moerl.envs registers the moerl/ ids
 
-    short = _suite_names()
-    if name in short:
-        return short[name]
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]
     if name in gym.registry:
         return name
-    raise choice_error("env", name, [*short, "any Gymnasium id (e.g. CartPole-v1)"])
+    raise choice_error("env", name, [*SHORT_NAMES, "any Gymnasium id (e.g. CartPole-v1)"])
 
 
 def matches(name: str) -> bool:

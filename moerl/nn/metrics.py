@@ -68,15 +68,3 @@ def forward_metrics(record: ForwardRecord, taus: tuple[float, ...] = DORMANT_TAU
         out[f"router/{name}/aux_loss"] = float(rout.aux_loss.detach())
     return out
 
-
-def usage_by_task(record: ForwardRecord, task_id: torch.Tensor, num_tasks: int) -> dict[str, list[list[float]]]:
-    """Per MoE layer, a (num_tasks x num_experts) table of mean expert usage by task."""
-    tables: dict[str, list[list[float]]] = {}
-    for name, rout in record.routing.items():
-        usage = rout.usage.detach().float()
-        rows = []
-        for t in range(num_tasks):
-            sel = task_id == t
-            rows.append(usage[sel].mean(0).tolist() if bool(sel.any()) else [float("nan")] * usage.shape[1])
-        tables[name] = rows
-    return tables

@@ -18,7 +18,7 @@ The network knows nothing of the algorithm that trains it: it maps features (and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -107,11 +107,6 @@ class MoEQNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x, task_id, record)
         return x
-
-
-def with_experts(config: QNetworkConfig, num_experts: int) -> QNetworkConfig:
-    """Copy of ``config`` with a different number of experts."""
-    return replace(config, router=replace(config.router, num_experts=num_experts))
 
 
 def count_parameters(module: nn.Module) -> int:
