@@ -40,17 +40,21 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from moerl.devices import DEVICES
+    from moerl.nn.choices import ARCHS, ROUTERS
+
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report}")
     sub.required = True
 
     train = sub.add_parser("train", help="train one run and write a run directory")
     train.add_argument("--env", help="Gymnasium id, moerl short name (see 'moerl envs') or dataset suite")
-    train.add_argument("--arch", help="network architecture (MoE DQN: dense, middle, final, all, big, wide)")
-    train.add_argument("--router", help="MoE router (softmoe, topk, hardcoded)")
+    train.add_argument("--arch", help=f"network architecture (MoE DQN: {ARCHS.help()}; "
+                       "masked experts: masked-moe, packnet)")
+    train.add_argument("--router", help=f"MoE DQN router ({ROUTERS.help()}); archs with a router only")
     train.add_argument("--algo", help="training algorithm (routing family: router or baseline)")
     train.add_argument("--experts", type=_positive_int, help="number of experts")
-    train.add_argument("--topk", type=_positive_int, help="experts per sample for the topk router")
+    train.add_argument("--topk", type=_positive_int, help="experts per sample (router topk only)")
     train.add_argument("--mask", help="mask kind for masked-expert models (none, fixed, lu, lowrank)")
     train.add_argument("--timesteps", type=_positive_int, help="environment steps (RL)")
     train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config file (see configs/)")
     train.add_argument("--logdir", default="runs", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
-    train.add_argument("--device", help="cpu, cuda or auto (default: cpu)")
+    train.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the config's, auto: {DEVICES['auto']})")
     train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
     ev.add_argument("--episodes", type=_positive_int, help="evaluation episodes per task (RL)")
     ev.add_argument("--seed", type=_int, help="evaluation seed")
-    ev.add_argument("--device", help="cpu, cuda or auto")
+    ev.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the run's config)")
     ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
 
     sub.add_parser("envs", help="list the environments and task suites with their tasks")
@@ -115,12 +119,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from moerl.experiments.families import family_by_name
+    from moerl.experiments.families import check_eval_options, family_by_name
     from moerl.experiments.rundir import RunDir
 
     run = RunDir.open_finished(args.run_dir)
     family = family_by_name(run.read_status().get("family", ""))
     options = {k: v for k, v in vars(args).items() if k not in ("command", "run_dir") and v is not None}
+    check_eval_options(family, options)
     results = family.evaluate(Path(args.run_dir), options)
     print(json.dumps(results, indent=2, default=str))
     return 0

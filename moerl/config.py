@@ -8,9 +8,10 @@ the wrong type, so a typo in a config can never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,13 +22,33 @@ from moerl.errors import ConfigError, did_you_mean
 T = TypeVar("T")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads ``5e-4`` / ``1E-3`` as numbers.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot (``5.0e-4``), so ``learning_rate: 5e-4`` was a
+    string; every config a user writes and every ``--set`` value is read with this loader instead.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?\.[0-9_]+[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with moerl's loader (numbers in scientific notation are numbers)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` with clear errors for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist or is not a file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
@@ -47,7 +68,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -104,15 +125,97 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(
-                f"unknown config key '{where}{key}'{did_you_mean(key, fields)}; "
-                f"valid keys: {', '.join(sorted(fields))}"
-            )
+            nested = _nested_home(cls, str(key))
+            hint = f" (it lives under '{where}{nested}')" if nested else did_you_mean(key, fields)
+            raise ConfigError(f"unknown config key '{where}{key}'{hint}; valid keys: {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # missing required fields
         raise ConfigError(f"config section '{where.rstrip('.') or '<root>'}': {exc}") from None
+
+
+def _nested_home(cls: type, key: str) -> str | None:
+    """``section.key`` when ``key`` is a field of one of ``cls``'s dataclass sections (for error hints)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and key in {g.name for g in dataclasses.fields(tp)}:
+            return f"{f.name}.{key}"
+    return None
+
+
+def leaf_keys(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of the non-mapping values of a nested mapping: the keys a user actually gave."""
+    out: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out |= leaf_keys(value, f"{path}.")
+        else:
+            out.add(path)
+    return out
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``path == "a.b.c"``, creating sections as needed."""
+    keys = path.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{path}': '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def unflatten_aliases(data: Mapping[str, Any], aliases: Mapping[str, str], where: str = "config") -> dict[str, Any]:
+    """Move top-level keys that are aliases (the CLI's flat names, e.g. ``arch``) to their nested home.
+
+    ``aliases`` maps a flat name to its dotted key (``arch -> network.arch``); entries mapping a name to
+    itself are ignored. Giving both the flat and the nested key is refused: one of them would be ignored.
+    """
+    out = _deep_copy(dict(data))
+    for flat, path in aliases.items():
+        if flat == path or flat not in out:
+            continue
+        value = out.pop(flat)
+        node: Any = out
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if node is not None:
+            raise ConfigError(f"{where} gives both '{flat}' and '{path}' (the same setting); keep one")
+        set_path(out, path, value)
+    return out
+
+
+def resolve(
+    schema: type[T],
+    *,
+    file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[T, frozenset[str]]:
+    """The one config pipeline of every family: defaults < ``file`` < ``flags`` < ``overrides`` (``--set``).
+
+    ``flags`` maps dotted keys to values (``{"network.arch": "big"}``); ``aliases`` lets files and
+    ``--set`` use the CLI's flat names. Returns the typed config and the set of keys the user gave
+    (file, flags and overrides), so that a family can refuse a setting that would not take effect.
+    """
+    aliases = aliases or {}
+    data = unflatten_aliases(load_yaml(file), aliases, f"config file '{file}'") if file else {}
+    for path, value in (flags or {}).items():
+        set_path(data, path, value)
+    for text in overrides:
+        keys, value = parse_override(text)
+        path = ".".join(keys)
+        set_path(data, aliases.get(path, path), value)
+    return from_dict(schema, data), frozenset(leaf_keys(data))
 
 
 def to_dict(obj: Any) -> Any:

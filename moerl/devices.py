@@ -7,10 +7,13 @@ SB3, resolve devices without importing it; a test checks that both agree.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from moerl.errors import ConfigError
 from moerl.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported when a device is resolved, not when the CLI builds its help
+    import torch
 
 DEVICES = Registry("device", {
     "auto": "the CUDA GPU when torch sees one, else the CPU (as SB3's get_device)",
@@ -29,6 +32,8 @@ def check_device(name: str) -> str:
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """The :class:`torch.device` for ``name``; a one-line :class:`ConfigError` for an unusable one."""
+    import torch
+
     if isinstance(name, torch.device):
         name = str(name)
     check_device(name)

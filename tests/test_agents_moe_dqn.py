@@ -1,5 +1,7 @@
 """MoE DQN under Stable-Baselines3: every arch x router trains, saves and reloads exactly."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -14,13 +16,11 @@ from moerl.nn import ARCHS, ROUTERS
 SMALL = dict(buffer_size=2000, learning_starts=50, batch_size=32, target_update_interval=50)
 
 
-def small_config(env: str, arch: str, router: str, experts: int = 2, **net) -> DQNRunConfig:
+def small_config(env: str, arch: str, router: str, experts: int = 2, aux_loss_coef: float = 0.01,
+                 **net) -> DQNRunConfig:
     cfg = DQNRunConfig(env=env, seed=3, device="cpu")
-    cfg.network.arch, cfg.network.router, cfg.network.experts, cfg.network.hidden = arch, router, experts, 16
-    for k, v in net.items():
-        setattr(cfg.network, k, v)
-    for k, v in SMALL.items():
-        setattr(cfg.dqn, k, v)
+    cfg.network = dataclasses.replace(cfg.network, arch=arch, router=router, experts=experts, hidden=16, **net)
+    cfg.dqn = dataclasses.replace(cfg.dqn, aux_loss_coef=aux_loss_coef, **SMALL)
     return validate(cfg)
 
 

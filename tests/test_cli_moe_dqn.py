@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from moerl.cli import main
+from moerl.errors import ConfigError
 
 TINY = ["--set", "dqn.learning_starts=50", "--set", "dqn.batch_size=32", "--set", "eval.episodes=2",
         "--set", "eval.final_episodes=2", "--set", "network.hidden=16", "--no-progress"]
@@ -71,7 +72,18 @@ BAD = [
     (["--env", "CartPole-v1", "--router", "soft"], "unknown router 'soft' (did you mean 'softmoe'?); valid choices: hardcoded, softmoe, topk"),
     (["--env", "CartPole-v1", "--set", "dqn.learning_rat=1e-3"], "did you mean 'learning_rate'"),
     (["--env", "CartPole-v1", "--set", "dqn.batch_size=-3"], "dqn.batch_size must be positive, got -3"),
-    (["--env", "CartPole-v1", "--router", "topk", "--topk", "5"], "more than the number of experts"),
+    (["--env", "CartPole-v1", "--arch", "big", "--router", "topk", "--topk", "5"],
+     "topk must be between 1 and the number of experts (4), got 5"),
+    # flags that would be silently ignored are refused
+    (["--env", "CartPole-v1", "--router", "topk"], "'network.router' (--router) does not apply to arch 'dense'"),
+    (["--env", "CartPole-v1", "--experts", "8"], "'network.experts' (--experts) does not apply to arch 'dense'"),
+    (["--env", "CartPole-v1", "--arch", "wide", "--topk", "2"], "'network.topk' (--topk) does not apply to arch 'wide'"),
+    (["--env", "CartPole-v1", "--arch", "big", "--topk", "2"], "'network.topk' (--topk) does not apply to router 'softmoe'"),
+    (["--env", "CartPole-v1", "--arch", "big", "--router", "topk", "--set", "network.normalize=true"],
+     "'network.normalize' does not apply to router 'topk'"),
+    (["--env", "CartPole-v1", "--data-dir", "/tmp"], "option --data-dir does not apply"),
+    (["--env", "CartPole-v1", "--epochs", "3"], "option --epochs does not apply"),
+    (["--env", "CartPole-v1", "--set", "learning_rate=1e-3"], "unknown config key 'learning_rate' (it lives under 'dqn.learning_rate')"),
     (["--env", "CartPole-v1", "--mask", "lu"], "option --mask does not apply"),
     (["--env", "CartPole-v1", "--arch", "big", "--router", "hardcoded"], "no task one-hot"),
     (["--env", "CartPole-v1", "--device", "tpu"], "unknown device 'tpu'"),
@@ -89,6 +101,22 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(args, message, tmp_path,
     assert message in err
     assert err.count("\n") == 1 and err.startswith("moerl: error: ")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_flat_cli_names_and_scientific_notation_in_files(tmp_path):
+    """A file written with the CLI's names (arch, router, ...) and 5e-4 style numbers means what it says."""
+    from moerl.experiments.moe_dqn import build_config
+
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("env: CartPole-v1\narch: big\nrouter: topk\nexperts: 3\ntopk: 2\ndqn:\n  learning_rate: 5e-4\n"
+                    "  adam_eps: 1E-8\n")
+    cfg = build_config(str(flat), {}, ["dqn.max_grad_norm=1e1"])
+    assert (cfg.network.arch, cfg.network.router, cfg.network.experts, cfg.network.topk) == ("big", "topk", 3, 2)
+    assert cfg.dqn.learning_rate == 5e-4 and cfg.dqn.adam_eps == 1e-8 and cfg.dqn.max_grad_norm == 10.0
+    both = tmp_path / "both.yaml"
+    both.write_text("arch: big\nnetwork: {arch: dense}\n")
+    with pytest.raises(ConfigError, match="gives both 'arch' and 'network.arch'"):
+        build_config(str(both))
 
 
 def test_malformed_yaml_config(tmp_path, capsys):
@@ -117,11 +145,10 @@ def test_console_script_bad_number_is_exit_2_without_traceback(tmp_path):
 def test_shipped_configs_load_and_validate(config):
     from pathlib import Path
 
-    from moerl.experiments.families import TrainRequest
     from moerl.experiments.moe_dqn import build_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / "dqn" / f"{config}.yaml"
-    cfg = build_config(TrainRequest(config=str(path), env=None))
+    cfg = build_config(str(path))
     assert cfg.network.arch == config.split("-")[0]
 
 

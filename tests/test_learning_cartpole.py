@@ -18,7 +18,7 @@ RANDOM_RETURN = 22.0
 
 def greedy_return(arch: str, router: str, seed: int, steps: int = 4000) -> float:
     cfg = DQNRunConfig(env="CartPole-v1", seed=seed, device="cpu")
-    cfg.network.arch, cfg.network.router = arch, router
+    cfg.network.arch, cfg.network.router = arch, router  # MoENetworkConfig is plain, mutable data
     model = build_model(validate(cfg), Monitor(gym.make("CartPole-v1")))
     model.learn(steps)
     (res,) = evaluate_tasks(model, task_env_factories("CartPole-v1", {}, ()), n_episodes=5, seed=100 + seed)

@@ -9,7 +9,6 @@ from moerl.nn import (
     ForwardRecord,
     MoEQNetwork,
     QNetworkConfig,
-    RouterConfig,
     count_parameters,
 )
 from moerl.nn.metrics import dormant_fraction, dormant_scores, forward_metrics
@@ -20,7 +19,7 @@ torch.set_num_threads(1)
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("router", ROUTERS)
 def test_every_placement_builds_and_records(arch, router):
-    net = MoEQNetwork(6, 3, QNetworkConfig(arch=arch, hidden=16, router=RouterConfig(kind=router, num_experts=2)))
+    net = MoEQNetwork(6, 3, QNetworkConfig(arch=arch, hidden=16, router=router, experts=2))
     rec = ForwardRecord()
     q = net(torch.randn(5, 6), torch.tensor([0, 1, 0, 1, 1]), rec)
     assert q.shape == (5, 3)
@@ -34,7 +33,7 @@ def test_every_placement_builds_and_records(arch, router):
 
 def test_parameter_counts_follow_the_placement():
     def n(arch, experts=4):
-        cfg = QNetworkConfig(arch=arch, hidden=32, router=RouterConfig(kind="hardcoded", num_experts=experts))
+        cfg = QNetworkConfig(arch=arch, hidden=32, router="hardcoded", experts=experts)
         return count_parameters(MoEQNetwork(4, 2, cfg))
 
     dense = 4 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2
@@ -74,7 +73,7 @@ def test_all_silent_layer_is_fully_dormant():
 
 def test_usage_metric_sums_to_one_for_softmoe_and_topk1():
     for router in ("softmoe", "topk"):
-        net = MoEQNetwork(4, 2, QNetworkConfig(arch="big", hidden=8, router=RouterConfig(kind=router, num_experts=3)))
+        net = MoEQNetwork(4, 2, QNetworkConfig(arch="big", hidden=8, router=router, experts=3))
         rec = ForwardRecord()
         net(torch.randn(20, 4), None, rec)
         m = forward_metrics(rec)

@@ -11,6 +11,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from moerl.agents.evaluation import evaluate_tasks
+from moerl.envs.attributes import normalized_return
 
 
 class TaskEpisodeCallback(BaseCallback):
@@ -93,8 +94,7 @@ class PerTaskEvalCallback(BaseCallback):
     def normalize(self, task: str, value: float) -> float | None:
         if task not in self.return_bounds:
             return None
-        low, high = self.return_bounds[task]
-        return float(np.clip((value - low) / (high - low), 0.0, 1.0))
+        return normalized_return(value, self.return_bounds[task])
 
     def evaluate(self) -> list[dict]:
         """Evaluate now, log and append to the CSV; returns this evaluation's rows."""

@@ -9,6 +9,8 @@ the one-hot to the network as features.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,11 +20,37 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from moerl.agents.obs_layout import ObsLayout
-from moerl.config import from_dict
+from moerl.config import from_dict, to_dict
 from moerl.nn import ForwardRecord, MoEQNetwork, QNetworkConfig
 
 #: Value given to invalid actions before a max/argmax (finite, so no NaN can appear in losses).
 INVALID_Q = -1e8
+
+
+@dataclass
+class MoENetworkConfig(QNetworkConfig):
+    """The ``network`` of an MoE DQN: the Q-network (:class:`moerl.nn.QNetworkConfig`) plus how the policy
+    turns observations into its input features.
+
+    One schema for ``moerl train`` flags, the ``network:`` section of YAML configs and
+    ``MoEDQN(policy_kwargs={"network": {...}})``.
+    """
+
+    #: Rescale the game part of observations to [-1, 1] (per task) with the suite's declared bounds.
+    rescale_inputs: bool = True
+    #: Feed the task one-hot to the network too (not only to the hardcoded router and action masks).
+    task_id_in_features: bool = True
+
+    def q_network_config(self) -> QNetworkConfig:
+        names = {f.name for f in dataclasses.fields(QNetworkConfig)}
+        return QNetworkConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetworkConfig:
+    """Accept the network as a config object or a plain dict (as stored in ``policy_kwargs``); validate it."""
+    if isinstance(network, MoENetworkConfig):
+        return network.validate()  # type: ignore[return-value]
+    return from_dict(MoENetworkConfig, network or {}, "network.").validate()  # type: ignore[return-value]
 
 
 class MoEQNet(BasePolicy):
@@ -34,19 +62,17 @@ class MoEQNet(BasePolicy):
         action_space: spaces.Discrete,
         features_extractor: BaseFeaturesExtractor,
         features_dim: int,
-        network: dict[str, Any],
+        network: MoENetworkConfig | dict[str, Any],
         obs_layout: dict[str, Any],
-        task_id_in_features: bool = True,
-        rescale_inputs: bool = True,
         normalize_images: bool = True,
         **_unused: Any,
     ):
         super().__init__(observation_space, action_space, features_extractor=features_extractor,
                          normalize_images=normalize_images)
-        self.network_config = from_dict(QNetworkConfig, network)
+        self.network_config = network_config(network)
         self.layout = ObsLayout.from_dict(obs_layout)
-        self.task_id_in_features = task_id_in_features
-        self.rescale_inputs = rescale_inputs
+        self.task_id_in_features = task_id_in_features = self.network_config.task_id_in_features
+        rescale_inputs = self.network_config.rescale_inputs
         lay = self.layout
         if rescale_inputs and lay.low is not None:
             low = torch.tensor(lay.low, dtype=torch.float32)
@@ -67,7 +93,7 @@ class MoEQNet(BasePolicy):
             valid = torch.tensor(lay.valid_actions, dtype=torch.bool)
         self.register_buffer("valid_actions", valid)
         in_dim = lay.base_dim + (lay.num_tasks if task_id_in_features else 0)
-        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config)
+        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config.q_network_config())
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(network input features, task ids or None) from a batch of observations."""
@@ -106,17 +132,21 @@ class MoEQNet(BasePolicy):
         return self.masked(self(observation), observation).argmax(dim=1).reshape(-1)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        from moerl.config import to_dict
-
         data = super()._get_constructor_parameters()
         data.update(network=to_dict(self.network_config), obs_layout=self.layout.to_dict(),
-                    task_id_in_features=self.task_id_in_features, rescale_inputs=self.rescale_inputs,
                     features_extractor=self.features_extractor)
         return data
 
 
 class MoEDQNPolicy(DQNPolicy):
-    """DQN policy (online + target net) built from an MoE network config and an observation layout."""
+    """DQN policy (online + target net) built from an MoE network config and an observation layout.
+
+    :param network: the network (:class:`MoENetworkConfig` or a dict of its fields, e.g.
+        ``{"arch": "big", "router": "softmoe", "experts": 4}``); defaults: a dense 128-128 network.
+    :param obs_layout: where the task one-hot sits in the observation and the input bounds
+        (:class:`moerl.agents.obs_layout.ObsLayout` as a dict). :class:`moerl.agents.MoEDQN` reads it from the
+        env when not given; without it the observation is taken as plain features.
+    """
 
     q_net: MoEQNet
     q_net_target: MoEQNet
@@ -126,17 +156,13 @@ class MoEDQNPolicy(DQNPolicy):
         observation_space: spaces.Space,
         action_space: spaces.Discrete,
         lr_schedule,
-        network: dict[str, Any] | None = None,
+        network: MoENetworkConfig | dict[str, Any] | None = None,
         obs_layout: dict[str, Any] | None = None,
-        task_id_in_features: bool = True,
-        rescale_inputs: bool = True,
         **kwargs: Any,
     ):
         self.moe_kwargs = {
-            "network": network or {},
+            "network": to_dict(network_config(network)),
             "obs_layout": obs_layout or ObsLayout(int(observation_space.shape[0])).to_dict(),
-            "task_id_in_features": task_id_in_features,
-            "rescale_inputs": rescale_inputs,
         }
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 

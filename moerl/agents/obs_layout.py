@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from moerl.envs.attributes import env_attr
 
 #: Dopamine's input bounds for classic-control games (gym's own CartPole bounds are infinite).
 KNOWN_BOUNDS: dict[str, tuple[list[float], list[float]]] = {
@@ -55,15 +58,12 @@ class ObsLayout:
         return cls(**d)
 
 
-def _attr(env: gym.Env, name: str):
-    try:
-        return env.get_wrapper_attr(name)
-    except AttributeError:
-        return None
+def layout_for_env(env: Any) -> ObsLayout:
+    """Read the layout from a moerl task suite, or infer it for any Box-observation env.
 
-
-def layout_for_env(env: gym.Env) -> ObsLayout:
-    """Read the layout from a moerl task suite, or infer it for any Box-observation Gymnasium env."""
+    ``env`` may be a Gymnasium env (wrapped or not) or an SB3 VecEnv: :class:`moerl.agents.MoEDQN` calls
+    this on the env it was given, so users never build the layout by hand.
+    """
     space = env.observation_space
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
         from moerl.errors import ConfigError
@@ -71,20 +71,20 @@ def layout_for_env(env: gym.Env) -> ObsLayout:
         raise ConfigError(
             f"MoE DQN needs a flat Box observation space, got {space}; image or dict observations are not supported yet"
         )
-    num_tasks = int(_attr(env, "num_tasks") or 0) if _attr(env, "task_onehot") else 0
+    num_tasks = int(env_attr(env, "num_tasks") or 0) if env_attr(env, "task_onehot") else 0
     base_dim = int(space.shape[0]) - num_tasks
-    bounds = _attr(env, "obs_bounds")
+    bounds = env_attr(env, "obs_bounds")
     if bounds is not None:
         low, high = (tuple(float(v) for v in np.asarray(b).reshape(-1)) for b in bounds)
     else:
         low, high = _default_bounds(env, space, base_dim)
-    valid = _attr(env, "valid_actions")
+    valid = env_attr(env, "valid_actions")
     valid_actions = None
     if valid is not None and num_tasks:
         valid_actions = tuple(tuple(bool(v) for v in row) for row in np.asarray(valid))
-    names = _attr(env, "task_names")
+    names = env_attr(env, "task_names")
     task_low = task_high = None
-    per_task = _attr(env, "task_obs_bounds")
+    per_task = env_attr(env, "task_obs_bounds")
     if per_task is not None and num_tasks:
         per_task = np.asarray(per_task, dtype=float)  # (num_tasks, 2, base_dim)
         if not np.allclose(per_task, per_task[:1]):
@@ -94,8 +94,9 @@ def layout_for_env(env: gym.Env) -> ObsLayout:
                      task_low, task_high)
 
 
-def _default_bounds(env: gym.Env, space: gym.spaces.Box, base_dim: int):
-    spec_id = env.spec.id if env.spec is not None else ""
+def _default_bounds(env: Any, space: gym.spaces.Box, base_dim: int):
+    spec = env_attr(env, "spec")
+    spec_id = spec.id if spec is not None else ""
     for prefix, (low, high) in KNOWN_BOUNDS.items():
         if spec_id.startswith(prefix) and len(low) == base_dim:
             return tuple(low), tuple(high)

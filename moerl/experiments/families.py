@@ -13,7 +13,7 @@ knows the env name; the first that does trains it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,9 @@ class TrainRequest:
     run_name: str | None = None
     progress: bool = True
 
-    def given(self) -> dict[str, Any]:
-        """The options the user set explicitly (for families to reject those they do not use)."""
-        skip = {"logdir", "overrides", "progress", "config", "env", "run_name"}
+    def flags(self) -> dict[str, Any]:
+        """The config-setting flags the user gave (``--env``, ``--arch``, ...), by TrainRequest field name."""
+        skip = {"logdir", "overrides", "progress", "config", "run_name"}
         return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
 
 
@@ -68,8 +68,11 @@ class Family:
     train: Callable[[TrainRequest], Path]
     #: Reload a finished run and evaluate it; returns the numbers printed by ``moerl eval``.
     evaluate: Callable[[Path, dict[str, Any]], dict[str, Any]]
-    #: CLI options (TrainRequest field names) this family uses; others are rejected.
-    options: frozenset[str] = frozenset()
+    #: CLI flag (TrainRequest field name) -> the config key it sets. A flag not listed is refused, so a
+    #: flag either takes effect or is an error.
+    flags: Mapping[str, str] = field(default_factory=dict)
+    #: ``moerl eval`` options this family's ``evaluate`` reads; others are refused (see :func:`check_eval_options`).
+    eval_options: frozenset[str] = frozenset({"seed", "device"})
 
 
 def families() -> list[Family]:
@@ -93,17 +96,31 @@ def family_for_env(env: str) -> Family | None:
     return None
 
 
-def reject_unused(request: TrainRequest, family: Family, used: Sequence[str] | None = None) -> None:
-    """Raise a ConfigError when the user set an option that this family does not use."""
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def reject_unused(request: TrainRequest, family: Family) -> None:
+    """Raise a ConfigError when the user gave a flag that this family's config has no key for."""
     from moerl.errors import ConfigError
 
-    allowed = set(used if used is not None else family.options) | {"seed", "device", "data_dir"}
-    for key in request.given():
-        if key not in allowed:
-            flag = "--" + key.replace("_", "-")
+    for key in request.flags():
+        if key not in family.flags:
             raise ConfigError(
-                f"option {flag} does not apply to env '{request.env}' (family {family.name}); "
-                f"options it takes: {', '.join('--' + o.replace('_', '-') for o in sorted(allowed))}"
+                f"option {_flag(key)} does not apply to env '{request.env}' (family {family.name}); "
+                f"options it takes: {', '.join(_flag(o) for o in sorted(family.flags) if o != 'env')}"
+            )
+
+
+def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
+    """Refuse ``moerl eval`` options that this family's evaluation would not read."""
+    from moerl.errors import ConfigError
+
+    for key in sorted(options):
+        if key not in family.eval_options:
+            raise ConfigError(
+                f"option {_flag(key)} does not apply to '{family.name}' runs; "
+                f"options it takes: {', '.join(_flag(o) for o in sorted(family.eval_options))}"
             )
 
 

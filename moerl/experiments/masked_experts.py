@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from moerl.config import apply_overrides, load_yaml, merge, to_dict
-from moerl.errors import ConfigError
 from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
 
 FAMILY_NAME = "masked-experts"
-OPTIONS = frozenset({"arch", "mask", "experts", "epochs", "seed", "device", "data_dir"})
+#: CLI flag -> config key (MaskedExpertsConfig uses the flags' names).
+FLAGS = {name: name for name in ("env", "arch", "mask", "experts", "epochs", "seed", "device", "data_dir")}
 MODEL_FILE = "model.pt"
 
 
@@ -127,9 +127,6 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     from moerl.data.vision_suites import build_suite
     from moerl.experiments.rundir import RunDir
 
-    unknown = set(options) - {"seed", "device", "data_dir"}
-    if unknown:
-        raise ConfigError(f"option(s) {', '.join(sorted(unknown))} do not apply to masked-experts runs")
     run = RunDir(run_path)
     cfg = from_dict(MaskedExpertsConfig, run.read_config())
     suite = build_suite(cfg.env, options.get("data_dir", cfg.data_dir), seed=cfg.seed,
@@ -149,5 +146,6 @@ FAMILY = Family(
     list_envs=_list_envs,
     train=train,
     evaluate=evaluate,
-    options=OPTIONS,
+    flags=FLAGS,
+    eval_options=frozenset({"device", "data_dir"}),
 )

@@ -7,8 +7,8 @@ Config (YAML, every key optional; see ``configs/dqn/``)::
     timesteps: null            # null = the suite's scheduled budget (CRL) or 50k (CartPole) / 100k (others)
     seed: 0
     device: auto               # cpu, cuda or auto (cuda when available)
-    network: {arch, router, experts, topk, hidden, tokens, ...}
-    dqn: {learning_rate, adam_eps, buffer_size, batch_size, ...}   # dopamine classic-control defaults
+    network: {arch, router, experts, topk, hidden, tokens, ...}    # MoENetworkConfig (policy_kwargs["network"])
+    dqn: {learning_rate, adam_eps, buffer_size, batch_size, ...}   # DQNHyperParams = MoEDQN's own defaults
     eval: {freq, episodes, final_episodes, reference_runs}
     logging: {metrics_interval, log_interval}
 
@@ -23,29 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from moerl.config import from_dict, to_dict
-from moerl.errors import ConfigError, check_choice
+from moerl.devices import resolve_device
+from moerl.envs.attributes import normalized_return, suite_info
+from moerl.errors import ConfigError
 from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
 from moerl.experiments.moe_dqn_config import (
-    DEVICES,
     FAMILY_NAME,
+    FLAGS,
     DQNRunConfig,
-    DQNSection,
     EvalSection,
     LoggingSection,
-    NetworkSection,
     build_config,
     list_envs,
     matches,
-    network_config,
     resolve_env,
     validate,
 )
 from moerl.experiments.rundir import RunDir, running
 
 __all__ = [
-    "FAMILY", "DQNRunConfig", "DQNSection", "EvalSection", "LoggingSection", "NetworkSection", "build_config",
-    "build_model", "default_buffer_size", "default_timesteps", "evaluate", "make_env", "resolve_env", "train",
-    "validate",
+    "FAMILY", "DQNRunConfig", "EvalSection", "LoggingSection", "build_config", "build_model",
+    "default_timesteps", "evaluate", "make_env", "resolve_env", "train", "validate",
 ]
 
 
@@ -76,22 +74,21 @@ def default_timesteps(config: DQNRunConfig) -> int:
     return 50_000 if config.env.startswith("CartPole") else 100_000
 
 
-def default_buffer_size(env) -> int:
-    """Dopamine's 50k, or one CRL block when the env is a CRL suite (see ``DQNSection.buffer_size``)."""
-    _, _, schedule, block_steps = task_info(env)
-    return min(50_000, block_steps) if schedule else 50_000
-
-
 def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
-    """An untrained :class:`MoEDQN` for ``config`` on ``env`` (seeded)."""
-    import torch
+    """An untrained :class:`MoEDQN` for ``config`` on ``env`` (seeded).
+
+    The config's sections are MoEDQN's own arguments (``dqn``) and ``policy_kwargs["network"]``
+    (``network``): nothing is renamed or defaulted here, so the Python API and ``moerl train`` cannot
+    drift apart (a test trains both and compares the weights).
+    """
+    import dataclasses
 
     from moerl.agents.moe_dqn import MoEDQN
     from moerl.agents.obs_layout import layout_for_env
 
-    layout = layout_for_env(env)
     net = config.network
-    if net.router == "hardcoded" and net.arch not in ("dense", "wide"):
+    if net.router == "hardcoded" and net.uses_moe:
+        layout = layout_for_env(env)
         if layout.num_tasks == 0:
             raise ConfigError(
                 f"router 'hardcoded' routes by task id, but env '{config.env}' has no task one-hot; "
@@ -102,60 +99,17 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
                 f"router 'hardcoded' needs one expert per task: env '{config.env}' has {layout.num_tasks} tasks "
                 f"but --experts is {net.experts}"
             )
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    d = config.dqn
     return MoEDQN(
         "MoEPolicy",
         env,
-        loss=d.loss,
-        aux_loss_coef=net.aux_loss_coef if net.balance_loss != "none" else 0.0,
+        **dataclasses.asdict(config.dqn),
         metrics_interval=config.logging.metrics_interval,
-        learning_rate=d.learning_rate,
-        buffer_size=d.buffer_size if d.buffer_size is not None else default_buffer_size(env),
-        learning_starts=d.learning_starts,
-        batch_size=d.batch_size,
-        gamma=d.gamma,
-        train_freq=d.train_freq,
-        gradient_steps=d.gradient_steps,
-        target_update_interval=d.target_update_interval,
-        exploration_fraction=d.exploration_fraction,
-        exploration_initial_eps=d.exploration_initial_eps,
-        exploration_final_eps=d.exploration_final_eps,
-        max_grad_norm=d.max_grad_norm,
-        policy_kwargs={
-            "network": network_config(net),
-            "obs_layout": layout.to_dict(),
-            "task_id_in_features": net.task_id_in_features,
-            "rescale_inputs": net.rescale_inputs,
-            "optimizer_kwargs": {"eps": d.adam_eps},
-        },
+        policy_kwargs={"network": to_dict(net)},
         tensorboard_log=tensorboard_log,
         seed=config.seed,
-        device=device,
+        device=resolve_device(config.device),
         verbose=0,
     )
-
-
-def task_info(env) -> tuple[tuple[str, ...], dict[str, tuple[float, float]], list[dict], int]:
-    """(task names, return bounds per task, CRL schedule, block length) of a suite; empty for plain envs."""
-    import numpy as np
-
-    def attr(name):
-        try:
-            return env.get_wrapper_attr(name)
-        except AttributeError:
-            return None
-
-    names = tuple(attr("task_names") or ())
-    bounds = attr("return_bounds")
-    bounds_by_task = {n: (float(b[0]), float(b[1])) for n, b in zip(names, np.asarray(bounds), strict=True)} \
-        if bounds is not None and names else {}
-    schedule_fn = attr("schedule")
-    schedule = list(schedule_fn()) if callable(schedule_fn) else []
-    block = int(attr("block_steps") or 0) if schedule else 0
-    return names, bounds_by_task, schedule, block
 
 
 # --- the family's train / evaluate ---------------------------------------------------------------
@@ -163,19 +117,18 @@ def train(request: TrainRequest) -> Path:
     import torch
 
     reject_unused(request, FAMILY)
-    config = build_config(request)
+    config = build_config(request.config, request.flags(), request.overrides)
     torch.set_num_threads(1)
     env = make_env(config)
     try:
         if config.timesteps is None:
             config.timesteps = default_timesteps(config)
-        if config.dqn.buffer_size is None:
-            config.dqn.buffer_size = default_buffer_size(env)
         # Built before the run directory exists: impossible combinations raise ConfigError here.
         model = build_model(config, env)
+        config.dqn.buffer_size = model.buffer_size  # record the resolved capacity
         name = request.run_name or default_run_name(
             config.env.replace("/", "-"), config.network.arch,
-            None if config.network.arch in ("dense", "wide") else config.network.router, f"s{config.seed}")
+            config.network.router if config.network.uses_moe else None, f"s{config.seed}")
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed):
             run.write_config(to_dict(config))
@@ -196,7 +149,8 @@ def _train_in(run: RunDir, config: DQNRunConfig, env, model, progress: bool) -> 
     from moerl.nn import count_parameters
 
     model.set_logger(configure(str(run.tb_dir), ["tensorboard", "csv"]))
-    names, bounds, schedule, block_steps = task_info(env)
+    info = suite_info(env)
+    names, bounds, schedule, block_steps = info.task_names, info.return_bounds, list(info.schedule), info.block_steps
     env_id = resolve_env(config.env)
     eval_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
     factories = task_env_factories(env_id, eval_kwargs, names)
@@ -216,7 +170,7 @@ def _train_in(run: RunDir, config: DQNRunConfig, env, model, progress: bool) -> 
         "env": config.env,
         "env_id": env_id,
         "arch": config.network.arch,
-        "router": config.network.router,
+        "router": config.network.router if config.network.uses_moe else None,
         "seed": config.seed,
         "timesteps": config.timesteps,
         "train_seconds": round(seconds, 2),
@@ -253,14 +207,13 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = RunDir(run_path)
     config = from_dict(DQNRunConfig, run.read_config())
-    device = options.get("device") or "cpu"
-    check_choice("device", device, DEVICES)
-    model = MoEDQN.load(run.path / "model.zip", device="cpu" if device == "auto" else device)
+    model = MoEDQN.load(run.path / "model.zip", device=resolve_device(options.get("device") or config.device))
     env = make_env(config)
     try:
-        names, bounds, _, _ = task_info(env)
+        info = suite_info(env)
     finally:
         env.close()
+    names, bounds = info.task_names, info.return_bounds
     env_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
     factories = task_env_factories(resolve_env(config.env), env_kwargs, names)
     episodes = int(options.get("episodes") or config.eval.final_episodes)
@@ -269,8 +222,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     for res in evaluate_tasks(model, factories, episodes, seed):
         entry = {"mean_return": res.mean_return, "std_return": res.std_return, "episodes": len(res.returns)}
         if res.task in bounds:
-            low, high = bounds[res.task]
-            entry["normalized"] = float(min(max((res.mean_return - low) / (high - low), 0.0), 1.0))
+            entry["normalized"] = normalized_return(res.mean_return, bounds[res.task])
         results[res.task] = entry
     run.write_json("eval_results.json", results)
     return {"run": str(run.path), "per_task": results}
@@ -283,6 +235,7 @@ FAMILY = Family(
     list_envs=list_envs,
     train=train,
     evaluate=evaluate,
-    options=frozenset({"arch", "router", "experts", "topk", "timesteps"}),
+    flags=FLAGS,
+    eval_options=frozenset({"episodes", "seed", "device"}),
 )
 

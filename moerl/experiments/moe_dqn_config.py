@@ -1,67 +1,50 @@
 """Config of the ``moe-dqn`` family: plain, typed data, validated before anything is built.
 
-Precedence: dataclass defaults < ``--config`` YAML < CLI flags < ``--set key=value``. Every value is
-checked here (unknown keys, wrong types, impossible numbers, unknown env/arch/router/device), so a bad
-run never creates a run directory.
+One schema for the CLI, YAML files and the Python API: the ``network:`` section is
+:class:`moerl.agents.moe_policy.MoENetworkConfig` (what ``MoEDQN(policy_kwargs={"network": ...})`` takes),
+the ``dqn:`` section is :class:`moerl.agents.moe_dqn.DQNHyperParams` (whose defaults are ``MoEDQN``'s own).
+CLI flags are aliases of schema keys (:data:`FLAGS`), also accepted as flat keys in files and ``--set``.
+
+Precedence: schema defaults < ``--config`` YAML < CLI flags < ``--set key=value``. Every value is checked
+here (unknown keys, wrong types, impossible numbers, unknown env/arch/router/device, settings that would
+not take effect), so a bad run never creates a run directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from moerl.config import apply_overrides, from_dict, load_yaml, merge
-from moerl.errors import ConfigError, check_choice, check_positive, choice_error
-from moerl.experiments.families import TrainRequest
+from moerl.agents.moe_dqn import LOSSES, DQNHyperParams
+from moerl.agents.moe_policy import MoENetworkConfig
+from moerl.config import resolve
+from moerl.devices import check_device
+from moerl.errors import ConfigError, check_positive, choice_error
+from moerl.nn.choices import ROUTED_ARCHS
 
 FAMILY_NAME = "moe-dqn"
-DEVICES = ("cpu", "cuda", "auto")
 
+#: CLI flag (TrainRequest field) -> config key. A flag not listed here is refused for this family.
+FLAGS: Mapping[str, str] = {
+    "env": "env",
+    "arch": "network.arch",
+    "router": "network.router",
+    "experts": "network.experts",
+    "topk": "network.topk",
+    "timesteps": "timesteps",
+    "seed": "seed",
+    "device": "device",
+}
 
-@dataclass
-class NetworkSection:
-    """Q-network: placement of the MoE, router and sizes."""
-
-    arch: Literal["dense", "wide", "middle", "final", "all", "big"] = "dense"
-    router: Literal["softmoe", "topk", "hardcoded"] = "softmoe"
-    experts: int = 4
-    topk: int = 1
-    #: Hidden width. 128, not dopamine's 512: on a 2-core CPU one update at batch 128 costs
-    #: ~6.5-10 ms at width 512 (37 ms for a 4-expert softmoe big), too slow for minutes-long runs.
-    hidden: int = 128
-    tokens: int = 1
-    slots_per_expert: int | None = None
-    normalize: bool = False
-    noise_std: float = 0.0
-    balance_loss: Literal["none", "importance", "load", "entropy"] = "none"
-    aux_loss_coef: float = 0.01
-    rescale_inputs: bool = True
-    #: Feed the task one-hot to the network too (not only to the hardcoded router / action masks).
-    task_id_in_features: bool = True
-
-
-@dataclass
-class DQNSection:
-    """SB3 DQN hyper-parameters; defaults are dopamine's classic-control DQN (specs/moe-dqn.md)."""
-
-    learning_rate: float = 1e-3
-    adam_eps: float = 3.125e-4
-    #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
-    #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
-    #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
-    buffer_size: int | None = None
-    batch_size: int = 128
-    learning_starts: int = 500
-    train_freq: int = 4
-    gradient_steps: int = 1
-    target_update_interval: int = 100
-    gamma: float = 0.99
-    exploration_fraction: float = 0.1
-    exploration_initial_eps: float = 0.01
-    exploration_final_eps: float = 0.01
-    loss: Literal["mse", "huber"] = "mse"
-    #: Dopamine does not clip; SB3 always calls clip_grad_norm_, so "no clipping" is a huge norm.
-    max_grad_norm: float = 1e9
+#: Network keys that only some routers read: giving one for another router would be silently ignored.
+ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "network.topk": ("topk",),
+    "network.noise_std": ("topk",),
+    "network.balance_loss": ("topk",),
+    "network.slots_per_expert": ("softmoe",),
+    "network.normalize": ("softmoe",),
+}
 
 
 @dataclass
@@ -87,11 +70,12 @@ class DQNRunConfig:
     family: str = FAMILY_NAME
     env: str = "CartPole-v1"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: None = the suite's scheduled budget (CRL), 50k (CartPole) or 100k (other ids).
     timesteps: int | None = None
     seed: int = 0
     device: str = "auto"
-    network: NetworkSection = field(default_factory=NetworkSection)
-    dqn: DQNSection = field(default_factory=DQNSection)
+    network: MoENetworkConfig = field(default_factory=MoENetworkConfig)
+    dqn: DQNHyperParams = field(default_factory=DQNHyperParams)
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
@@ -125,67 +109,68 @@ def list_envs() -> list[tuple[str, str]]:
 
 
 # --- config ------------------------------------------------------------------------------------
-def build_config(request: TrainRequest) -> DQNRunConfig:
-    """Defaults <- --config file <- CLI flags <- --set overrides, validated."""
-    data: dict[str, Any] = {}
-    if request.config:
-        data = load_yaml(request.config)
-    from moerl.nn import ARCHS, ROUTERS
-
-    if request.arch is not None:
-        check_choice("arch", request.arch, ARCHS)
-    if request.router is not None:
-        check_choice("router", request.router, ROUTERS)
-    flags: dict[str, Any] = {"env": request.env} if request.env else {}
-    net: dict[str, Any] = {}
-    for key, section_key in (("arch", "arch"), ("router", "router"), ("experts", "experts"), ("topk", "topk")):
-        if getattr(request, key) is not None:
-            net[section_key] = getattr(request, key)
-    if net:
-        flags["network"] = net
-    for key in ("timesteps", "seed", "device"):
-        if getattr(request, key) is not None:
-            flags[key] = getattr(request, key)
-    data = apply_overrides(merge(data, flags), request.overrides)
-    config = from_dict(DQNRunConfig, data)
-    return validate(config)
+def build_config(file: str | None = None, flags: Mapping[str, Any] | None = None,
+                 overrides: tuple[str, ...] | list[str] = ()) -> DQNRunConfig:
+    """Defaults <- ``file`` <- ``flags`` (TrainRequest field -> value) <- ``overrides``, validated."""
+    keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None}
+    config, given = resolve(DQNRunConfig, file=file, flags=keyed, overrides=overrides, aliases=FLAGS)
+    return validate(config, given)
 
 
-def validate(config: DQNRunConfig) -> DQNRunConfig:
-    check_choice("device", config.device, DEVICES)
+def _flag_of(key: str) -> str:
+    names = [f"--{name}" for name, path in FLAGS.items() if path == key]
+    return f"'{key}'" + (f" ({names[0]})" if names else "")
+
+
+def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRunConfig:
+    """Check every value; ``given`` (keys the user set) lets settings that would be ignored be refused."""
+    check_device(config.device)
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
     resolve_env(config.env)
-    net = config.network
-    for what, value in (("experts", net.experts), ("topk", net.topk), ("hidden", net.hidden), ("tokens", net.tokens),
-                        ("dqn.batch_size", config.dqn.batch_size),
-                        ("dqn.train_freq", config.dqn.train_freq), ("dqn.learning_rate", config.dqn.learning_rate),
-                        ("dqn.target_update_interval", config.dqn.target_update_interval),
+    net, d = config.network, config.dqn
+    LOSSES.check(d.loss)
+    for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
+                        ("network.hidden", net.hidden), ("network.tokens", net.tokens),
+                        ("dqn.batch_size", d.batch_size), ("dqn.train_freq", d.train_freq),
+                        ("dqn.learning_rate", d.learning_rate), ("dqn.gradient_steps", d.gradient_steps),
+                        ("dqn.target_update_interval", d.target_update_interval),
                         ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
-                        ("logging.metrics_interval", config.logging.metrics_interval)):
+                        ("logging.metrics_interval", config.logging.metrics_interval),
+                        ("logging.log_interval", config.logging.log_interval)):
         check_positive(what, value)
     check_positive("eval.freq", config.eval.freq, allow_zero=True)
+    check_positive("dqn.aux_loss_coef", d.aux_loss_coef, allow_zero=True)
     if config.timesteps is not None:
         check_positive("timesteps", config.timesteps)
-    if config.dqn.buffer_size is not None:
-        check_positive("dqn.buffer_size", config.dqn.buffer_size)
-    if net.router == "topk" and net.topk > net.experts:
-        raise ConfigError(f"--topk {net.topk} is more than the number of experts ({net.experts})")
-    if not 0 <= config.dqn.gamma <= 1:
-        raise ConfigError(f"dqn.gamma must be in [0, 1], got {config.dqn.gamma}")
-    if config.device == "cuda":
-        import torch
+    if d.buffer_size is not None:
+        check_positive("dqn.buffer_size", d.buffer_size)
+    if not 0 <= d.gamma <= 1:
+        raise ConfigError(f"dqn.gamma must be in [0, 1], got {d.gamma}")
+    net.validate()
+    _refuse_ignored(config, given)
+    if config.device.startswith("cuda"):
+        from moerl.devices import resolve_device
 
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+        resolve_device(config.device)
     return config
 
 
-def network_config(net: NetworkSection) -> dict[str, Any]:
-    return {
-        "arch": net.arch, "hidden": net.hidden, "num_tokens": net.tokens,
-        "router": {"kind": net.router, "num_experts": net.experts, "topk": net.topk,
-                   "slots_per_expert": net.slots_per_expert, "normalize": net.normalize,
-                   "noise_std": net.noise_std, "balance_loss": net.balance_loss},
-    }
+def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
+    """A setting the user gave that this network would not read is an error, not a silent no-op."""
+    arch, router = config.network.arch, config.network.router
+    if arch not in ROUTED_ARCHS:
+        ignored = {"network.router", "network.tokens", *ROUTER_ONLY_KEYS}
+        if arch == "dense":
+            ignored.add("network.experts")
+        for key in sorted(ignored & given):
+            raise ConfigError(
+                f"{_flag_of(key)} does not apply to arch '{arch}' (it has no router); "
+                f"archs with a router: {', '.join(ROUTED_ARCHS)}"
+            )
+    for key, routers in ROUTER_ONLY_KEYS.items():
+        if key in given and router not in routers:
+            raise ConfigError(
+                f"{_flag_of(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
+            )

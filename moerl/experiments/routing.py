@@ -258,5 +258,6 @@ FAMILY = Family(
     list_envs=lambda: list(DATASETS.items()),
     train=train,
     evaluate=evaluate,
-    options=frozenset({"algo", "epochs", "seed", "data_dir"}),
+    flags={"env": "env", "algo": "algo", "epochs": "epochs", "seed": "seed", "data_dir": "data_dir"},
+    eval_options=frozenset({"data_dir"}),
 )

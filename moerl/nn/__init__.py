@@ -1,18 +1,33 @@
 """Pure-torch building blocks: experts, routers, MoE layers and placements, metrics.
 
 Nothing here imports Stable-Baselines3 or Gymnasium, so the same networks can be trained by any
-algorithm (DQN today; PPO later) and mapped over seeds with ``torch.func``.
+algorithm (DQN today; PPO later) and mapped over seeds with ``torch.func``. Names are imported lazily
+(``moerl.nn.choices`` is torch-free, so the CLI can read the registries without importing torch).
 """
 
-from moerl.nn.experts import BatchedLinear, ExpertMLP
-from moerl.nn.metrics import DORMANT_TAUS, dormant_fraction, dormant_scores, forward_metrics
-from moerl.nn.moe import MoEBlock
-from moerl.nn.qnetwork import ARCHS, MoEQNetwork, QNetworkConfig, count_parameters
-from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
-from moerl.nn.routers import ROUTERS, RouterConfig, build_router
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ARCHS", "ROUTERS", "DORMANT_TAUS", "BatchedLinear", "ExpertMLP", "ForwardRecord", "HiddenRecord",
-    "MoEBlock", "MoEQNetwork", "QNetworkConfig", "RouterConfig", "RoutingRecord", "build_router",
-    "count_parameters", "dormant_fraction", "dormant_scores", "forward_metrics",
-]
+from moerl._lazy import lazy_exports
+
+_EXPORTS = {
+    "BatchedLinear": "moerl.nn.experts", "ExpertMLP": "moerl.nn.experts",
+    "DORMANT_TAUS": "moerl.nn.metrics", "dormant_fraction": "moerl.nn.metrics",
+    "dormant_scores": "moerl.nn.metrics", "forward_metrics": "moerl.nn.metrics",
+    "MoEBlock": "moerl.nn.moe",
+    "MoEQNetwork": "moerl.nn.qnetwork", "QNetworkConfig": "moerl.nn.qnetwork", "count_parameters": "moerl.nn.qnetwork",
+    "ForwardRecord": "moerl.nn.record", "HiddenRecord": "moerl.nn.record", "RoutingRecord": "moerl.nn.record",
+    "RouterConfig": "moerl.nn.routers", "build_router": "moerl.nn.routers",
+    "ARCHS": "moerl.nn.choices", "ROUTERS": "moerl.nn.choices", "ROUTED_ARCHS": "moerl.nn.choices",
+    "BALANCE_LOSSES": "moerl.nn.choices",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from moerl.nn.choices import ARCHS, BALANCE_LOSSES, ROUTED_ARCHS, ROUTERS  # noqa: F401
+    from moerl.nn.experts import BatchedLinear, ExpertMLP  # noqa: F401
+    from moerl.nn.metrics import DORMANT_TAUS, dormant_fraction, dormant_scores, forward_metrics  # noqa: F401
+    from moerl.nn.moe import MoEBlock  # noqa: F401
+    from moerl.nn.qnetwork import MoEQNetwork, QNetworkConfig, count_parameters  # noqa: F401
+    from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord  # noqa: F401
+    from moerl.nn.routers import RouterConfig, build_router  # noqa: F401

@@ -1,7 +1,7 @@
 """Routers: how tokens reach experts.
 
 Each router owns its experts (an :class:`~moerl.nn.experts.ExpertMLP`) and maps tokens
-``(B, m, d)`` to outputs ``(B, m, o)``. Semantics follow ``specs/moe-dqn.md`` (checked against
+``(B, m, d)`` to outputs ``(B, m, o)``. Semantics follow ``docs/moe-dqn.md`` (checked against
 dopamine's ``labs/moes`` and the Soft MoE paper):
 
 * ``softmoe``: slots, dispatch softmax over tokens, combine softmax over all slots.
@@ -14,24 +14,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moerl.nn.choices import BALANCE_LOSSES, ROUTERS
 from moerl.nn.experts import ExpertMLP
 from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
-
-ROUTERS = ("softmoe", "topk", "hardcoded")
-BALANCE_LOSSES = ("none", "importance", "load", "entropy")
 
 
 @dataclass(frozen=True)
 class RouterConfig:
     """Plain-data description of a router (part of every MoE network's config)."""
 
-    kind: Literal["softmoe", "topk", "hardcoded"] = "softmoe"
+    kind: str = "softmoe"
     num_experts: int = 4
     #: topk: experts per token.
     topk: int = 1
@@ -42,13 +39,13 @@ class RouterConfig:
     #: topk: std of Gaussian noise added to router logits in training (0 = off).
     noise_std: float = 0.0
     #: topk: balancing loss (importance CV^2, switch-style load, entropy of mean routing).
-    balance_loss: Literal["none", "importance", "load", "entropy"] = "none"
+    balance_loss: str = "none"
 
     def validate(self) -> RouterConfig:
-        from moerl.errors import ConfigError, check_choice
+        from moerl.errors import ConfigError
 
-        check_choice("router", self.kind, ROUTERS)
-        check_choice("balance loss", self.balance_loss, BALANCE_LOSSES)
+        ROUTERS.check(self.kind)
+        BALANCE_LOSSES.check(self.balance_loss)
         if self.num_experts < 1:
             raise ConfigError(f"number of experts must be >= 1, got {self.num_experts}")
         if self.kind == "topk" and not 1 <= self.topk <= self.num_experts:

@@ -1,0 +1,31 @@
+"""The named choices of moerl's Q-networks (archs, routers, balancing losses), defined once.
+
+Kept free of torch so that the CLI can build its help and validate flags without importing torch.
+"""
+
+from __future__ import annotations
+
+from moerl.registry import Registry
+
+ARCHS = Registry("arch", {
+    "dense": "no mixture: in -> hidden -> hidden -> actions (the baseline)",
+    "wide": "dense with hidden width x experts (the parameter-count control)",
+    "middle": "the last hidden layer is an MoE",
+    "final": "the output layer is an MoE",
+    "all": "every layer is an MoE",
+    "big": "one MoE whose experts are whole Q-networks",
+})
+#: Archs with a router; ``dense`` and ``wide`` have none (``wide`` still reads ``experts`` as its width factor).
+ROUTED_ARCHS = ("middle", "final", "all", "big")
+
+ROUTERS = Registry("router", {
+    "softmoe": "Soft MoE: slots; dispatch softmax over tokens, combine softmax over all slots",
+    "topk": "softmax over all experts, keep the top k (no renormalisation); optional noise and balancing",
+    "hardcoded": "expert = task id (no parameters); with arch big: independent per-task networks",
+})
+BALANCE_LOSSES = Registry("balance loss", {
+    "none": "no balancing loss",
+    "importance": "squared coefficient of variation of the experts' summed routing weights",
+    "load": "switch-style load balancing (fraction routed x mean probability)",
+    "entropy": "negative entropy of the mean routing distribution",
+})
