@@ -104,11 +104,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     request.env = env
     family = family_for_env(env)
     if family is None:
-        names = [name for fam in families() for name, _ in fam.list_envs()]
+        import gymnasium as gym
+
         from moerl.errors import did_you_mean
 
+        names = [name for fam in families() for name, _ in fam.list_envs() if not name.startswith("<")]
         raise ConfigError(
-            f"unknown env '{env}'{did_you_mean(env, names)}; valid choices: any Gymnasium id "
+            f"unknown env '{env}'{did_you_mean(env, [*names, *gym.registry])}; valid choices: any Gymnasium id "
             f"(e.g. CartPole-v1) or one of {', '.join(names)}"
         )
     run_dir = family.train(request)

@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 
 from moerl.envs.tasks import FAMILIES
-from moerl.errors import choice_error
+from moerl.errors import ConfigError, did_you_mean
 
 ENTRY_POINT = "moerl.envs.suite:TaskSuiteEnv"
 ROUTING_MDP_ID = "moerl/RoutingMDP-v0"
@@ -83,12 +83,20 @@ def register_all() -> None:
 
 
 def resolve_env_id(name: str) -> str:
-    """Map a short name (``cartpole-crl``) or a moerl id to its Gymnasium id, or raise ConfigError."""
+    """The Gymnasium id of a short name (``cartpole-crl``), a moerl id or any registered Gymnasium id.
+
+    Unknown names raise the one-line :class:`ConfigError`, with a "did you mean" over the short names and
+    every registered Gymnasium id (``CartPole-v2`` -> ``CartPole-v1``).
+    """
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
-    if name in _BY_ID:
+    if name in gym.registry:
         return name
-    raise choice_error("environment", name, [*SHORT_NAMES, *_BY_ID])
+    close = did_you_mean(name, [*SHORT_NAMES, *gym.registry])
+    raise ConfigError(
+        f"unknown env '{name}'{close}; valid choices: any Gymnasium id (e.g. CartPole-v1) "
+        f"or one of {', '.join(SHORT_NAMES)}"
+    )
 
 
 def default_timesteps(env_id: str, **overrides: Any) -> int | None:

@@ -20,7 +20,7 @@ from moerl.agents.moe_dqn import LOSSES, DQNHyperParams
 from moerl.agents.moe_policy import MoENetworkConfig
 from moerl.config import resolve
 from moerl.devices import check_device
-from moerl.errors import ConfigError, check_positive, choice_error
+from moerl.errors import ConfigError, check_positive
 from moerl.nn.choices import ROUTED_ARCHS
 
 FAMILY_NAME = "moe-dqn"
@@ -83,15 +83,9 @@ class DQNRunConfig:
 # --- env names ---------------------------------------------------------------------------------
 def resolve_env(name: str) -> str:
     """Gymnasium id for a short name, moerl id or Gymnasium id; ConfigError if unknown."""
-    import gymnasium as gym
+    from moerl.envs.registration import resolve_env_id
 
-    from moerl.envs.registration import SHORT_NAMES  # importing moerl.envs registers the moerl/ ids
-
-    if name in SHORT_NAMES:
-        return SHORT_NAMES[name]
-    if name in gym.registry:
-        return name
-    raise choice_error("env", name, [*SHORT_NAMES, "any Gymnasium id (e.g. CartPole-v1)"])
+    return resolve_env_id(name)
 
 
 def matches(name: str) -> bool:
