@@ -161,7 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataNotFoundError) as exc:
         print(f"moerl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from moerl.experiments.rundir import Terminated
+
+        if isinstance(exc, Terminated):
+            print("moerl: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         print("moerl: interrupted", file=sys.stderr)
         return 130
 

@@ -130,7 +130,7 @@ def test_eval_refuses_an_unfinished_run(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "status.json").write_text('{"status": "running"}')
     assert main(["eval", str(tmp_path / "r")]) == 2
-    assert "not a finished run (status: running)" in capsys.readouterr().err
+    assert "not a finished run (status: running" in capsys.readouterr().err
 
 
 def test_console_script_bad_number_is_exit_2_without_traceback(tmp_path):

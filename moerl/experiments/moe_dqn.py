@@ -161,7 +161,7 @@ def _train_in(run: RunDir, config: DQNRunConfig, env, model, progress: bool) -> 
     model.learn(total_timesteps=config.timesteps, callback=CallbackList([episodes_cb, eval_cb]),
                 log_interval=config.logging.log_interval, progress_bar=progress)
     seconds = time.perf_counter() - start
-    model.save(run.path / "model.zip")
+    run.save_atomic("model.zip", model.save)
     final = evaluate_tasks(model, factories, config.eval.final_episodes, config.seed + 20_000)
     run.write_json("schedule.json", {"schedule": schedule, "block_steps": block_steps,
                                      "switches_seen": episodes_cb.switches})

@@ -3,7 +3,8 @@
 Layout (every family writes the same skeleton, plus its own files)::
 
     RUN_DIR/
-      status.json    {"status": "running" | "finished" | "failed" | "interrupted", "family", "seed", ...}
+      status.json    {"status": "running" | "finished" | "failed" | "interrupted", "family", "seed",
+                      "pid", "host", "heartbeat", "error", ...}
       config.yaml    the fully resolved config (re-runnable with ``moerl train --config``)
       tb/            TensorBoard event files
       results.json   final machine-readable summary (written at the end)
@@ -11,14 +12,23 @@ Layout (every family writes the same skeleton, plus its own files)::
 
 A directory whose ``status.json`` does not say ``finished`` is not a finished run; ``moerl eval``
 refuses it. Config errors are raised before the directory is created, so bad input leaves nothing.
+
+Honest files: every file a later command reads is written to a temporary name in the same directory,
+flushed to disk and renamed (:meth:`RunDir.save_atomic`), so a crash or a full disk leaves the previous
+complete file, never half of one. While a run trains, a heartbeat thread refreshes ``status.json`` every
+:data:`HEARTBEAT_SECONDS`; with the pid and host recorded there, :func:`run_state` tells a live run from one
+whose process died without a word (SIGKILL, out of memory, a machine crash).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,9 @@ STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 TB_DIR = "tb"
+#: Seconds between heartbeats of a running run; a heartbeat older than :data:`STALE_AFTER` means it died.
+HEARTBEAT_SECONDS = 15.0
+STALE_AFTER = 4 * HEARTBEAT_SECONDS
 
 
 class RunDir:
@@ -73,9 +86,14 @@ class RunDir:
         if not run.path.is_dir():
             raise ConfigError(f"run directory '{path}' does not exist")
         status = run.read_status()
-        if status.get("status") != "finished":
+        state = run_state(status)
+        if state != "finished":
+            detail = {
+                "crashed": " (its process died without a word: killed or the machine crashed)",
+                "running": " (still training)",
+            }.get(state, f" ({status['error']})" if status.get("error") else "")
             raise ConfigError(
-                f"'{path}' is not a finished run (status: {status.get('status', 'missing')}); "
+                f"'{path}' is not a finished run (status: {state}{detail}); "
                 "pass a directory written by a completed 'moerl train'"
             )
         return run
@@ -90,11 +108,22 @@ class RunDir:
             return {"status": "corrupt"}
 
     def write_status(self, status: str, **extra: Any) -> None:
-        data = self.read_status()
-        data.update(extra)
-        data["status"] = status
-        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.write_json(STATUS_FILE, data)
+        with _STATUS_LOCK:
+            data = self.read_status()
+            data.update(extra)
+            data["status"] = status
+            data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            data["heartbeat"] = time.time()
+            self.write_json(STATUS_FILE, data)
+
+    def heartbeat(self) -> None:
+        """Refresh the heartbeat of a running run (keeps every other field)."""
+        with _STATUS_LOCK:
+            data = self.read_status()
+            if data.get("status") != "running":
+                return
+            data["heartbeat"] = time.time()
+            self.write_json(STATUS_FILE, data)
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
@@ -109,11 +138,32 @@ class RunDir:
         return json.loads((self.path / name).read_text())
 
     def write_text(self, name: str, text: str) -> None:
-        """Write atomically (temp file + rename) so a crash never leaves half a file."""
+        """Write atomically (temp file, flush, rename) so a crash never leaves half a file."""
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        self.save_atomic(name, write)
+
+    def save_atomic(self, name: str, write: Callable[[Path], Any]) -> Path:
+        """Call ``write(tmp_path)``, fsync the file and rename it to ``name``; return the final path.
+
+        The temporary name keeps the suffix (``.model.tmp-123.zip``) because writers such as SB3's
+        ``save`` add one when it is missing. On any failure the temporary file is removed and the
+        previous ``name`` (if any) is left as it was.
+        """
         target = self.path / name
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{threading.get_ident()}{target.suffix}")
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            tmp.replace(target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return target
 
 
 def _json_default(obj: Any) -> Any:
@@ -126,16 +176,101 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+_STATUS_LOCK = threading.Lock()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _try_status(run: RunDir, status: str, **extra: Any) -> None:
+    """Record a final status; if even that fails (full disk), the stale heartbeat still tells the truth."""
+    try:
+        run.write_status(status, **extra)
+    except OSError:
+        pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Slurm's ``scancel``, ``docker stop``) turned into an interruption of the run."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While training, SIGTERM interrupts like Ctrl-C (the run is marked, files stay whole)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def running(run: RunDir, family: str, seed: int | None) -> Iterator[RunDir]:
-    """Mark ``run`` running; on exit mark it finished, failed or interrupted."""
-    run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted."""
+    run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     pid=os.getpid(), host=socket.gethostname())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                run.heartbeat()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
+    thread.start()
     try:
-        yield run
-    except KeyboardInterrupt:
-        run.write_status("interrupted")
+        with _sigterm_interrupts():
+            yield run
+    except KeyboardInterrupt as exc:
+        stop.set()
+        reason = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
+        _try_status(run, "interrupted", error=reason)
         raise
     except BaseException as exc:
-        run.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+        stop.set()
+        _try_status(run, "failed", error=_one_line(exc))
         raise
+    finally:
+        stop.set()
+        thread.join()
     run.write_status("finished")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def run_state(status: dict[str, Any], now: float | None = None) -> str:
+    """What a status really means: its own word, or ``crashed`` for a "running" run that is not.
+
+    A run is crashed when its process is gone (same host, pid not alive) or, from another host, when its
+    heartbeat is older than :data:`STALE_AFTER` seconds.
+    """
+    state = status.get("status", "missing")
+    if state != "running":
+        return state
+    now = time.time() if now is None else now
+    pid, host = status.get("pid"), status.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return "crashed"
+    beat = status.get("heartbeat")
+    if isinstance(beat, (int, float)) and now - beat > STALE_AFTER:
+        return "crashed"
+    return "running"
