@@ -96,8 +96,11 @@ def _env_from_config(path: str | None) -> str | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from moerl.experiments.families import TrainRequest, families, family_for_env
+    from moerl.experiments.rundir import check_run_name
 
     request = TrainRequest(**{k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__})
+    if request.run_name is not None:
+        check_run_name(request.run_name)
     env = request.env or _env_from_config(request.config)
     if env is None:
         raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")
@@ -150,6 +153,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_ERROR_CHARS = 600
+
+
+def _one_line(text: str) -> str:
+    """An error as one line of bounded length (messages may quote user input of any size)."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report}
 
 
@@ -159,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, DataNotFoundError) as exc:
-        print(f"moerl: error: {exc}", file=sys.stderr)
+        print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         from moerl.experiments.rundir import Terminated

@@ -8,6 +8,7 @@ the wrong type, so a typo in a config can never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -37,9 +38,37 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text with moerl's loader (numbers in scientific notation are numbers)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+#: Limits on YAML input, checked before anything is expanded: a config is a few hundred bytes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 10_000
+
+
+def _check_expanded_size(data: Any, where: str) -> None:
+    """Refuse YAML whose aliases expand to more than :data:`MAX_YAML_NODES` values (an alias bomb).
+
+    PyYAML shares aliased objects, so loading is cheap, but every later copy (merges, ``to_dict``, the run's
+    ``config.yaml``) would expand them; the walk stops as soon as the limit is passed.
+    """
+    count = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{where} expands to more than {MAX_YAML_NODES:,} values (YAML aliases?); refused")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def parse_yaml(text: str, where: str = "YAML input") -> Any:
+    """Parse YAML text with moerl's loader (numbers in scientific notation are numbers), size-limited."""
+    if len(text.encode(errors="replace")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_YAML_BYTES:,} bytes; refused")
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    _check_expanded_size(data, where)
+    return data
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -47,8 +76,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist or is not a file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"config file '{path}' is larger than {MAX_YAML_BYTES:,} bytes; refused")
     try:
-        data = parse_yaml(path.read_text())
+        data = parse_yaml(path.read_text(), f"config file '{path}'")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
@@ -270,12 +301,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or int(value) != value):
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

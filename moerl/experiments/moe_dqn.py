@@ -50,6 +50,7 @@ __all__ = [
 # --- building ----------------------------------------------------------------------------------
 def make_env(config: DQNRunConfig):
     import gymnasium as gym
+    from gymnasium.error import DependencyNotInstalled
     from stable_baselines3.common.monitor import Monitor
 
     env_id = resolve_env(config.env)
@@ -57,7 +58,9 @@ def make_env(config: DQNRunConfig):
         env = gym.make(env_id, **config.env_kwargs)
     except ConfigError:
         raise
-    except TypeError as exc:
+    except DependencyNotInstalled as exc:
+        raise ConfigError(f"env '{config.env}' needs a package that is not installed: {exc}") from None
+    except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(f"bad env_kwargs for '{config.env}': {exc}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
         env.close()
@@ -123,6 +126,11 @@ def train(request: TrainRequest) -> Path:
     try:
         if config.timesteps is None:
             config.timesteps = default_timesteps(config)
+        import numpy as np
+
+        from moerl.experiments.moe_dqn_config import check_sizes
+
+        check_sizes(config, int(np.prod(env.observation_space.shape)))
         # Built before the run directory exists: impossible combinations raise ConfigError here.
         model = build_model(config, env)
         config.dqn.buffer_size = model.buffer_size  # record the resolved capacity

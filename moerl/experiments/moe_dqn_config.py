@@ -12,8 +12,10 @@ not take effect), so a bad run never creates a run directory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from moerl.agents.moe_dqn import LOSSES, DQNHyperParams
@@ -22,6 +24,7 @@ from moerl.config import resolve
 from moerl.devices import check_device
 from moerl.errors import ConfigError, check_positive
 from moerl.nn.choices import ROUTED_ARCHS
+from moerl.seeding import check_seed
 
 FAMILY_NAME = "moe-dqn"
 
@@ -136,6 +139,20 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
         check_positive(what, value)
     check_positive("eval.freq", config.eval.freq, allow_zero=True)
     check_positive("dqn.aux_loss_coef", d.aux_loss_coef, allow_zero=True)
+    check_positive("dqn.adam_eps", d.adam_eps)
+    check_positive("dqn.max_grad_norm", d.max_grad_norm)
+    check_positive("dqn.learning_starts", d.learning_starts, allow_zero=True)
+    check_positive("network.noise_std", net.noise_std, allow_zero=True)
+    for what, value in (("dqn.exploration_initial_eps", d.exploration_initial_eps),
+                        ("dqn.exploration_final_eps", d.exploration_final_eps),
+                        ("dqn.exploration_fraction", d.exploration_fraction)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{what} must be in [0, 1], got {value}")
+    check_seed(config.seed)
+    check_sizes(config)
+    for task, path in config.eval.reference_runs.items():
+        if not (Path(path) / "eval.csv").is_file():
+            raise ConfigError(f"eval.reference_runs.{task}: '{path}' is not a run directory with an eval.csv")
     if config.timesteps is not None:
         check_positive("timesteps", config.timesteps)
     if d.buffer_size is not None:
@@ -149,6 +166,44 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
 
         resolve_device(config.device)
     return config
+
+
+#: Fraction of the machine's memory one run may plan to use (replay buffer + networks) before it is refused.
+MEMORY_FRACTION = 0.5
+
+
+def _machine_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: assume 16 GiB
+        return 16 << 30
+
+
+def check_sizes(config: DQNRunConfig, obs_dim: int = 64) -> None:
+    """Refuse a replay buffer or network that cannot fit in memory, with the estimate in the message.
+
+    ``obs_dim`` is an upper bound on the observation size of our suites (checked again with the real size
+    when the env exists); the estimate counts the replay buffer's observations and next observations in
+    float32 and the parameters of the online and target networks and Adam's two moments.
+    """
+    net, d = config.network, config.dqn
+    limit = int(_machine_bytes() * MEMORY_FRACTION)
+    if d.buffer_size is not None:
+        need = d.buffer_size * (2 * obs_dim * 4 + 16)
+        if need > limit:
+            raise ConfigError(
+                f"dqn.buffer_size={d.buffer_size:,} needs about {need / 2**30:.1f} GiB of replay memory; "
+                f"this machine allows {limit / 2**30:.1f} GiB per run"
+            )
+    width = net.hidden * (net.experts if net.arch == "wide" else 1)
+    experts = net.experts if net.arch in ROUTED_ARCHS else 1
+    params = experts * (obs_dim * width + width * width + width * 8) + width * width
+    need = 4 * 4 * params  # online + target weights, Adam's two moments, float32
+    if need > limit:
+        raise ConfigError(
+            f"network with experts={net.experts}, hidden={net.hidden} ({net.arch}) needs about "
+            f"{need / 2**30:.1f} GiB; this machine allows {limit / 2**30:.1f} GiB per run"
+        )
 
 
 def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:

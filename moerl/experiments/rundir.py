@@ -46,6 +46,20 @@ HEARTBEAT_SECONDS = 15.0
 STALE_AFTER = 4 * HEARTBEAT_SECONDS
 
 
+MAX_RUN_NAME = 120
+
+
+def check_run_name(name: str) -> str:
+    """A run name must be one sane path component: it never reaches outside ``--logdir``."""
+    if (not name or len(name) > MAX_RUN_NAME or name in (".", "..") or name.startswith(".")
+            or "/" in name or "\\" in name or "\0" in name or os.sep in name):
+        raise ConfigError(
+            f"run name {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name "
+            f"of at most {MAX_RUN_NAME} characters, without '/' and not starting with '.'"
+        )
+    return name
+
+
 class RunDir:
     """A run directory on disk, with helpers to write the standard files."""
 
@@ -59,6 +73,7 @@ class RunDir:
     @classmethod
     def create(cls, logdir: str | Path, name: str) -> RunDir:
         """Create a fresh directory ``logdir/name`` (``name-2``, ``name-3``... if taken)."""
+        check_run_name(name)
         logdir = Path(logdir)
         try:
             logdir.mkdir(parents=True, exist_ok=True)
