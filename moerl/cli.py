@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_int, help="evaluation seed")
     ev.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the run's config)")
     ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
+    ev.add_argument("--out", help="also write the results (JSON) to this file; the run directory is never written")
 
     sub.add_parser("envs", help="list the environments and task suites with their tasks")
 
@@ -130,9 +131,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = RunDir.open_finished(args.run_dir)
     family = family_by_name(run.read_status().get("family", ""))
     options = {k: v for k, v in vars(args).items() if k not in ("command", "run_dir") and v is not None}
+    out = options.pop("out", None)
     check_eval_options(family, options)
+    if out is not None:
+        from moerl.experiments.report import check_output_path
+
+        check_output_path(out)
     results = family.evaluate(Path(args.run_dir), options)
-    print(json.dumps(results, indent=2, default=str))
+    text = json.dumps(results, indent=2, default=str)
+    if out is not None:
+        Path(out).write_text(text + "\n")
+    print(text)
     return 0
 
 
@@ -149,7 +158,10 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from moerl.experiments.report import report
 
-    print(report(args.run_dirs, args.out))
+    text, skipped = report(args.run_dirs, args.out)
+    for path, why in skipped:
+        print(f"moerl: skipped {path}: {_one_line(why)}", file=sys.stderr)
+    print(text)
     return 0
 
 

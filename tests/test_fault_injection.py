@@ -84,3 +84,68 @@ def test_a_failing_write_keeps_the_previous_complete_file(tmp_path):
         run.save_atomic("results.json", full_disk)
     assert run.read_json("results.json") == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+# --- read-only commands stay read-only -------------------------------------------------------------
+TINY = ["--set", "dqn.learning_starts=50", "--set", "eval.freq=0", "--set", "eval.final_episodes=1",
+        "--set", "eval.episodes=1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for seed in (0, 1):
+        assert main(["train", "--env", "cartpole-mtrl", "--arch", "final", "--timesteps", "300", "--seed", str(seed),
+                     "--logdir", str(root), "--run-name", f"s{seed}", *TINY]) == 0
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_never_writes_into_the_run_and_works_read_only(two_runs, tmp_path, capsys):
+    run = two_runs / "s0"
+    before = _snapshot(run)
+    os.chmod(run, 0o555)
+    try:
+        assert main(["eval", str(run), "--episodes", "1"]) == 0
+        assert main(["eval", str(run), "--episodes", "1", "--out", str(tmp_path / "e.json")]) == 0
+    finally:
+        os.chmod(run, 0o755)
+    assert _snapshot(run) == before
+    assert json.loads((tmp_path / "e.json").read_text())["per_task"]
+    capsys.readouterr()
+
+
+def test_report_refuses_to_overwrite_run_files_and_directories(two_runs, capsys):
+    before = _snapshot(two_runs / "s0")
+    assert main(["report", str(two_runs / "s0"), "--out", str(two_runs / "s0" / "results.json")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["report", str(two_runs / "s0"), "--out", str(two_runs)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert _snapshot(two_runs / "s0") == before
+
+
+def test_report_counts_a_run_once_and_skips_corrupt_ones(two_runs, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "status.json").write_text('{"status": "finished", "family": "moe-dqn"}')
+    (bad / "results.json").write_text("{not json")
+    s0, s1 = str(two_runs / "s0"), str(two_runs / "s1")
+    assert main(["report", s0, s0, s0, s1, str(bad)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("counted once") == 2 and "results.json is missing or corrupt" in captured.err
+    summary = captured.out.split("\n\n")[1]
+    assert "| cartpole-mtrl | final | softmoe | 2 |" in summary  # two seeds, not four
+
+
+def test_a_run_nested_in_another_runs_folders_does_not_change_its_report(two_runs, capsys):
+    s0 = str(two_runs / "s0")
+    assert main(["report", s0]) == 0
+    first = capsys.readouterr().out
+    assert main(["train", "--env", "cartpole-mtrl", "--arch", "final", "--timesteps", "300", "--seed", "5",
+                 "--logdir", str(two_runs / "s0" / "tb"), "--run-name", "nested", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["report", s0]) == 0
+    assert capsys.readouterr().out == first

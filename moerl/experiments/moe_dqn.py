@@ -232,7 +232,6 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
         if res.task in bounds:
             entry["normalized"] = normalized_return(res.mean_return, bounds[res.task])
         results[res.task] = entry
-    run.write_json("eval_results.json", results)
     return {"run": str(run.path), "per_task": results}
 
 

@@ -24,7 +24,8 @@ def last_scalar(tb_dir: Path, tag: str) -> float | None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     last: tuple[int, float] | None = None
-    for f in sorted(tb_dir.rglob("events.out.tfevents.*")):
+    # Only this run's own event files: a run started inside another run's folders is not part of it.
+    for f in sorted(tb_dir.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
         if tag in acc.Tags()["scalars"]:
@@ -34,19 +35,42 @@ def last_scalar(tb_dir: Path, tag: str) -> float | None:
     return None if last is None else float(last[1])
 
 
-def load_results(paths: list[str]) -> list[dict[str, Any]]:
-    """results.json of each finished moe-dqn run, plus its final tau=0.1 dormant fraction."""
-    out = []
+def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """``(results, skipped)``: results.json of each finished moe-dqn run (plus its final tau=0.1 dormant
+    fraction), and ``(path, reason)`` for every path that was skipped: not a finished run, another
+    family, a corrupt results file, or the same run given twice (counted once, never as two seeds).
+    """
+    import json
+
+    out: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[Path] = set()
     for p in paths:
-        run = RunDir.open_finished(p)
+        key = Path(p).resolve()
+        if key in seen:
+            skipped.append((p, "the same run was given before (counted once)"))
+            continue
+        seen.add(key)
+        try:
+            run = RunDir.open_finished(p)
+        except ConfigError as exc:
+            skipped.append((p, str(exc)))
+            continue
         if run.read_status().get("family") != "moe-dqn":
-            raise ConfigError(f"'{p}' is not a moe-dqn run; 'moerl report' summarises MoE DQN runs")
-        if not (run.path / RESULTS_FILE).is_file():
-            raise ConfigError(f"'{p}' has no {RESULTS_FILE}")
-        results = run.read_json(RESULTS_FILE)
+            skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN runs)"))
+            continue
+        try:
+            results = run.read_json(RESULTS_FILE)
+            results["final_eval"].items()  # noqa: B018  (the field every table reads)
+        except (OSError, ValueError, KeyError, AttributeError, TypeError, json.JSONDecodeError) as exc:
+            skipped.append((p, f"{RESULTS_FILE} is missing or corrupt ({type(exc).__name__})"))
+            continue
         results["final_dormant_tau0.1"] = last_scalar(run.tb_dir, DORMANT_TAG)
         out.append(results)
-    return out
+    if not out:
+        raise ConfigError("no finished moe-dqn run among the given paths: "
+                          + "; ".join(f"{p}: {why}" for p, why in skipped))
+    return out, skipped
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -132,9 +156,27 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(paths: list[str], out: str | None = None) -> str:
-    results = load_results(paths)
+def check_output_path(out: str | Path) -> Path:
+    """An output file for a report or an evaluation: never a directory, never a run's own file."""
+    from moerl.experiments.rundir import STATUS_FILE
+
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"output '{out}' is a directory; give a file name (e.g. {Path(out) / 'report.md'})")
+    if (path.parent / STATUS_FILE).is_file() and path.exists():
+        raise ConfigError(f"output '{out}' is a file of the run directory '{path.parent}'; refusing to overwrite it")
+    if not path.parent.is_dir():
+        raise ConfigError(f"output directory '{path.parent}' does not exist")
+    return path
+
+
+def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The Markdown report over ``paths`` and the skipped paths with their reasons; ``out``: also write it."""
+    target = check_output_path(out) if out else None
+    results, skipped = load_results(paths)
     text = markdown_table(results) + "\n\n" + summary_table(results)
-    if out:
-        Path(out).write_text(text + "\n")
-    return text
+    if target is not None:
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(target)
+    return text, skipped
