@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any config key, e.g. --set dqn.learning_rate=5e-4 (repeatable)",
     )
     train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted, failed or crashed run from its last checkpoint "
+                            "(with --timesteps: to a new total); MoE DQN runs")
 
     ev = sub.add_parser("eval", help="reload a finished run and evaluate it")
     ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
@@ -102,6 +105,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     request = TrainRequest(**{k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__})
     if request.run_name is not None:
         check_run_name(request.run_name)
+    if request.resume is not None:
+        from moerl.experiments.families import family_by_name
+        from moerl.experiments.rundir import RunDir
+
+        family = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
+        if family.resume is None:
+            raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
+        print(f"run directory: {family.resume(request)}")
+        return 0
     env = request.env or _env_from_config(request.config)
     if env is None:
         raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")

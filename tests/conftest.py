@@ -19,8 +19,10 @@ def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
     assert files, f"no TensorBoard event files under {log_dir}"
-    for f in files:
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+    # One accumulator per folder, as TensorBoard reads a run: purge markers of a resumed run then apply
+    # to the events its earlier files hold.
+    for folder in sorted({f.parent for f in files}):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))

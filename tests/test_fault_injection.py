@@ -47,8 +47,8 @@ def test_sigkill_leaves_a_run_that_reads_as_crashed(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("sig,state,rc,reason", [
-    (signal.SIGTERM, "interrupted", 143, "terminated by SIGTERM"),
-    (signal.SIGINT, "interrupted", 130, "interrupted by the user (SIGINT)"),
+    (signal.SIGTERM, "interrupted", 143, "terminated by SIGTERM (checkpoint saved)"),
+    (signal.SIGINT, "interrupted", 130, "interrupted by the user (SIGINT; checkpoint saved)"),
 ])
 def test_sigterm_and_sigint_mark_the_run_interrupted(tmp_path, sig, state, rc, reason):
     proc = _start_training(tmp_path, "t")
@@ -60,6 +60,7 @@ def test_sigterm_and_sigint_mark_the_run_interrupted(tmp_path, sig, state, rc, r
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == state and status["error"] == reason
     assert "Traceback" not in err
+    assert (run / "checkpoint.json").is_file()  # stopped at a clean point and saved
 
 
 def test_a_live_run_is_running_and_a_dead_heartbeat_is_crashed():

@@ -27,6 +27,13 @@ class TaskEpisodeCallback(BaseCallback):
         self.switches: list[tuple[int, int, str, int, int]] = []
         self._episode_returns: dict[str, list[float]] = {}
 
+    def state_dict(self) -> dict:
+        return {"switches": list(self.switches), "episode_returns": {k: list(v) for k, v in self._episode_returns.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.switches = [tuple(s) for s in state["switches"]]  # type: ignore[misc]
+        self._episode_returns = {k: list(v) for k, v in state["episode_returns"].items()}
+
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if "task_id" in info:
@@ -78,18 +85,39 @@ class PerTaskEvalCallback(BaseCallback):
         self._last_eval = -1
 
     def _on_training_start(self) -> None:
-        with self.csv_path.open("w", newline="") as f:
-            csv.writer(f).writerow(self.FIELDS)
-        self.evaluate()
+        # ``learn`` may be called in chunks (checkpoints): only the run's first start evaluates.
+        if self._last_eval < 0:
+            self._write_csv()
+            self.evaluate()
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps - self._last_eval >= self.eval_freq:
             self.evaluate()
         return True
 
-    def _on_training_end(self) -> None:
+    def finish(self) -> None:
+        """The run's last evaluation (unless one just happened); called once, after the last chunk."""
         if self._last_eval != self.num_timesteps:
             self.evaluate()
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows], "last_eval": self._last_eval}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the evaluations up to a checkpoint and rewrite the CSV to them (later rows are dropped)."""
+        self.rows = [dict(r) for r in state["rows"]]
+        self._last_eval = int(state["last_eval"])
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        """The whole CSV from :attr:`rows`, written atomically."""
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        tmp.replace(self.csv_path)
 
     def normalize(self, task: str, value: float) -> float | None:
         if task not in self.return_bounds:
@@ -118,9 +146,31 @@ class PerTaskEvalCallback(BaseCallback):
         if norms:
             self.logger.record("eval/normalized_mean", float(np.mean(norms)))
         self.logger.dump(self.num_timesteps)
-        with self.csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            for row in rows:
-                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         self.rows.extend(rows)
+        self._write_csv()
         return rows
+
+
+class RunProgressBar(BaseCallback):
+    """One progress bar for a whole run, across ``learn`` chunks and resumes (SB3's restarts per ``learn``)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self._bar = None
+
+    def _on_training_start(self) -> None:
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        if self._bar is not None:
+            self._bar.update(self.num_timesteps - self._bar.n)
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -188,8 +188,38 @@ class MoEDQN(DQN):
                 self.buffer_size = default_buffer_size(self.env)
             if self.policy_kwargs.get("obs_layout") is None:
                 self.policy_kwargs["obs_layout"] = layout_for_env(self.env).to_dict()
+        #: Total env steps of the whole run, when ``learn`` is called in several chunks (checkpoints): the
+        #: exploration and learning-rate schedules then follow the run, not the chunk.
+        self.schedule_timesteps: int | None = None
+        self._stop_requested = False
         if _init_setup_model:
             self._setup_model()
+
+    # --- chunked training and clean stops -----------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask ``learn`` to return at the next rollout boundary, where the state is whole (for checkpoints).
+
+        Called from a signal handler: the current rollout (``train_freq`` env steps) and its gradient steps
+        finish first, so the state saved afterwards is one an uninterrupted run also passes through.
+        """
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any):
+        if self._stop_requested:
+            from stable_baselines3.common.type_aliases import RolloutReturn
+
+            return RolloutReturn(0, 0, continue_training=False)
+        return super().collect_rollouts(*args, **kwargs)
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any):
+        total, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
+        if self.schedule_timesteps is not None:
+            self._total_timesteps = self.schedule_timesteps
+        return total, callback
 
     # --- exploration -------------------------------------------------------------------------
     def _random_actions(self, observation: np.ndarray) -> np.ndarray:
@@ -256,7 +286,7 @@ class MoEDQN(DQN):
             self.logger.record(f"moe/{key}", value)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_metrics_step"]
+        return [*super()._excluded_save_params(), "_last_metrics_step", "_stop_requested", "schedule_timesteps"]
 
     def moe_metrics(self, observations: np.ndarray) -> dict[str, float]:
         """MoE metrics of the online network on any batch of observations (no gradient)."""

@@ -47,10 +47,12 @@ class TrainRequest:
     data_dir: str | None = None
     run_name: str | None = None
     progress: bool = True
+    #: A run directory to continue from its last checkpoint (families that support it).
+    resume: str | None = None
 
     def flags(self) -> dict[str, Any]:
         """The config-setting flags the user gave (``--env``, ``--arch``, ...), by TrainRequest field name."""
-        skip = {"logdir", "overrides", "progress", "config", "run_name"}
+        skip = {"logdir", "overrides", "progress", "config", "run_name", "resume"}
         return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
 
 
@@ -73,6 +75,8 @@ class Family:
     flags: Mapping[str, str] = field(default_factory=dict)
     #: ``moerl eval`` options this family's ``evaluate`` reads; others are refused (see :func:`check_eval_options`).
     eval_options: frozenset[str] = frozenset({"seed", "device"})
+    #: Continue an interrupted run (``moerl train --resume``); None when the family cannot yet.
+    resume: Callable[[TrainRequest], Path] | None = None
 
 
 def families() -> list[Family]:

@@ -117,8 +117,11 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
 
 # --- the family's train / evaluate ---------------------------------------------------------------
 def train(request: TrainRequest) -> Path:
+    """``moerl train``: a new run, or (``--resume RUN_DIR``) the continuation of an interrupted one."""
     import torch
 
+    if request.resume:
+        return _resume(request)
     reject_unused(request, FAMILY)
     config = build_config(request.config, request.flags(), request.overrides)
     torch.set_num_threads(1)
@@ -140,56 +143,186 @@ def train(request: TrainRequest) -> Path:
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed):
             run.write_config(to_dict(config))
-            results = _train_in(run, config, env, model, request.progress)
+            trainer = _Trainer(run, config, model, request.progress)
+            results = trainer.run()
             run.write_json("results.json", results)
     finally:
         env.close()
     return run.path
 
 
-def _train_in(run: RunDir, config: DQNRunConfig, env, model, progress: bool) -> dict[str, Any]:
-    from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.logger import configure
+def _resume(request: TrainRequest) -> Path:
+    """Continue a killed, interrupted or crashed run from its last checkpoint to the requested total."""
+    import torch
 
-    from moerl.agents.callbacks import PerTaskEvalCallback, TaskEpisodeCallback
-    from moerl.agents.evaluation import evaluate_tasks, task_env_factories
-    from moerl.experiments.continual import continual_metrics
-    from moerl.nn import count_parameters
+    from moerl.agents.dqn_checkpoint import checkpoint_step, load_checkpoint
+    from moerl.experiments.rundir import run_state
 
-    model.set_logger(configure(str(run.tb_dir), ["tensorboard", "csv"]))
-    info = suite_info(env)
-    names, bounds, schedule, block_steps = info.task_names, info.return_bounds, list(info.schedule), info.block_steps
-    env_id = resolve_env(config.env)
-    eval_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
-    factories = task_env_factories(env_id, eval_kwargs, names)
-    episodes_cb = TaskEpisodeCallback()
-    eval_cb = PerTaskEvalCallback(factories, config.eval.freq, config.eval.episodes, run.path / "eval.csv",
-                                  bounds, seed=config.seed + 10_000)
-    start = time.perf_counter()
-    model.learn(total_timesteps=config.timesteps, callback=CallbackList([episodes_cb, eval_cb]),
-                log_interval=config.logging.log_interval, progress_bar=progress)
-    seconds = time.perf_counter() - start
-    run.save_atomic("model.zip", model.save)
-    final = evaluate_tasks(model, factories, config.eval.final_episodes, config.seed + 20_000)
-    run.write_json("schedule.json", {"schedule": schedule, "block_steps": block_steps,
-                                     "switches_seen": episodes_cb.switches})
-    reference = _reference_rows(config.eval.reference_runs)
-    results: dict[str, Any] = {
-        "env": config.env,
-        "env_id": env_id,
-        "arch": config.network.arch,
-        "router": config.network.router if config.network.uses_moe else None,
-        "seed": config.seed,
-        "timesteps": config.timesteps,
-        "train_seconds": round(seconds, 2),
-        "steps_per_second": round(config.timesteps / seconds, 1) if seconds > 0 else None,
-        "parameters": count_parameters(model.policy.q_net.q_net),
-        "final_eval": {r.task: {"mean_return": r.mean_return, "std_return": r.std_return,
-                                "normalized": eval_cb.normalize(r.task, r.mean_return),
-                                "episodes": len(r.returns)} for r in final},
-        "continual": continual_metrics(eval_cb.rows, schedule, block_steps, reference) if bounds else None,
-    }
-    return results
+    allowed = {"timesteps", "device", "env"}
+    for key in request.flags():
+        if key not in allowed:
+            raise ConfigError(f"option --{key.replace('_', '-')} cannot change a resumed run; "
+                              "with --resume only --timesteps (a new total) and --device apply")
+    if request.overrides or request.config or request.run_name:
+        raise ConfigError("--set, --config and --run-name cannot change a resumed run; it keeps its config.yaml")
+    run = RunDir(request.resume)
+    if not run.path.is_dir():
+        raise ConfigError(f"run directory '{request.resume}' does not exist")
+    status = run.read_status()
+    state = run_state(status)
+    if state in ("running", "finished"):
+        raise ConfigError(f"'{request.resume}' is {state}; only interrupted, failed or crashed runs resume")
+    if status.get("family") != FAMILY_NAME:
+        raise ConfigError(f"'{request.resume}' is not a {FAMILY_NAME} run")
+    try:
+        config = validate(from_dict(DQNRunConfig, run.read_config()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
+    step = checkpoint_step(run.path)
+    if step is None:
+        raise ConfigError(f"'{request.resume}' has no checkpoint (it stopped before the first one); train it anew")
+    if request.timesteps is not None:
+        if request.timesteps < step:
+            raise ConfigError(f"--timesteps {request.timesteps} is below the checkpoint's step {step}")
+        config.timesteps = request.timesteps
+    if request.device is not None:
+        config.device = request.device
+        validate(config)
+    torch.set_num_threads(1)
+    ckpt = load_checkpoint(run.path, device=resolve_device(config.device))
+    with running(run, FAMILY_NAME, config.seed):
+        run.write_status("running", resumed_from=step)
+        run.write_config(to_dict(config))
+        trainer = _Trainer(run, config, ckpt.model, request.progress, resume=ckpt)
+        results = trainer.run()
+        run.write_json("results.json", results)
+    ckpt.model.env.close()
+    return run.path
+
+
+class _Trainer:
+    """The training loop of one run: ``learn`` in chunks of ``checkpoint.every`` env steps, a checkpoint
+    after each, evaluation callbacks, and a clean stop on SIGINT / SIGTERM.
+
+    Chunks do not change what is trained: the schedules follow the whole run
+    (:attr:`MoEDQN.schedule_timesteps`), the callbacks evaluate on the run's clock, and values the logger
+    holds between dumps are carried across checkpoints, so a run cut in chunks, or killed and resumed,
+    gives the same weights, evaluations and TensorBoard curves as one uninterrupted ``learn`` (tested).
+    """
+
+    def __init__(self, run: RunDir, config: DQNRunConfig, model, progress: bool, resume=None) -> None:
+        from stable_baselines3.common.logger import Logger
+
+        from moerl.agents.callbacks import PerTaskEvalCallback, RunProgressBar, TaskEpisodeCallback
+        from moerl.agents.dqn_checkpoint import restore_logger_values
+        from moerl.agents.evaluation import task_env_factories
+
+        self.run_dir, self.config, self.model = run, config, model
+        # Events after the checkpoint's step were written by the killed process and are written again.
+        purge = resume.step + 1 if resume is not None else None
+        model.set_logger(Logger(str(run.tb_dir), [_TensorBoard(str(run.tb_dir), purge_step=purge)]))
+        info = suite_info(model.env)
+        self.schedule, self.block_steps = list(info.schedule), info.block_steps
+        self.env_id = resolve_env(config.env)
+        eval_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+        self.factories = task_env_factories(self.env_id, eval_kwargs, info.task_names)
+        self.bounds = info.return_bounds
+        self.episodes_cb = TaskEpisodeCallback()
+        self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
+                                           run.path / "eval.csv", self.bounds, seed=config.seed + 10_000)
+        self.progress = RunProgressBar(config.timesteps) if progress else None
+        self.seconds = 0.0
+        if resume is not None:
+            self.episodes_cb.load_state_dict(resume.extra["episodes"])
+            self.eval_cb.load_state_dict(resume.extra["eval"])
+            self.seconds = float(resume.extra["seconds"])
+            restore_logger_values(model, getattr(model, "_pending_log", None))
+
+    def _extra(self) -> dict[str, Any]:
+        return {"episodes": self.episodes_cb.state_dict(), "eval": self.eval_cb.state_dict(),
+                "seconds": self.seconds}
+
+    def run(self) -> dict[str, Any]:
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from moerl.agents.dqn_checkpoint import save_checkpoint
+        from moerl.experiments.rundir import stop_on_signals
+
+        model, config = self.model, self.config
+        model.schedule_timesteps = config.timesteps
+        every = _chunk_steps(config)
+        callbacks = [self.episodes_cb, self.eval_cb] + ([self.progress] if self.progress else [])
+        try:
+            with stop_on_signals(lambda name: model.request_stop()) as signals:
+                while model.num_timesteps < config.timesteps and not model.stop_requested:
+                    target = min(config.timesteps, (model.num_timesteps // every + 1) * every)
+                    start = time.perf_counter()
+                    model.learn(total_timesteps=target - model.num_timesteps, callback=CallbackList(callbacks),
+                                log_interval=config.logging.log_interval,
+                                reset_num_timesteps=model._last_obs is None)
+                    self.seconds += time.perf_counter() - start
+                    if model.num_timesteps < config.timesteps:
+                        save_checkpoint(self.run_dir.path, model, self._extra())
+                signals.raise_if_stopped()
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        self.eval_cb.finish()
+        model.logger.close()
+        return self._results()
+
+    def _results(self) -> dict[str, Any]:
+        from moerl.agents.evaluation import evaluate_tasks
+        from moerl.experiments.continual import continual_metrics
+        from moerl.nn import count_parameters
+
+        model, config, run = self.model, self.config, self.run_dir
+        run.save_atomic("model.zip", model.save)
+        final = evaluate_tasks(model, self.factories, config.eval.final_episodes, config.seed + 20_000)
+        run.write_json("schedule.json", {"schedule": self.schedule, "block_steps": self.block_steps,
+                                         "switches_seen": self.episodes_cb.switches})
+        reference = _reference_rows(config.eval.reference_runs)
+        seconds = self.seconds
+        return {
+            "env": config.env,
+            "env_id": self.env_id,
+            "arch": config.network.arch,
+            "router": config.network.router if config.network.uses_moe else None,
+            "seed": config.seed,
+            "timesteps": config.timesteps,
+            "train_seconds": round(seconds, 2),
+            "steps_per_second": round(config.timesteps / seconds, 1) if seconds > 0 else None,
+            "parameters": count_parameters(model.policy.q_net.q_net),
+            "final_eval": {r.task: {"mean_return": r.mean_return, "std_return": r.std_return,
+                                    "normalized": self.eval_cb.normalize(r.task, r.mean_return),
+                                    "episodes": len(r.returns)} for r in final},
+            "continual": (continual_metrics(self.eval_cb.rows, self.schedule, self.block_steps, reference)
+                          if self.bounds else None),
+        }
+
+
+def _chunk_steps(config: DQNRunConfig) -> int:
+    """Env steps between checkpoints, a multiple of ``train_freq`` (a rollout never straddles two chunks)."""
+    every = config.checkpoint.every or config.timesteps or 1
+    freq = config.dqn.train_freq
+    return max(freq, (every // freq) * freq)
+
+
+class _TensorBoard:
+    """SB3's TensorBoard output, opened with ``purge_step`` on resume.
+
+    Events a killed run wrote after its last checkpoint are superseded: TensorBoard drops every event at or
+    after ``purge_step`` written before the purge marker, so resumed curves have no duplicated steps.
+    """
+
+    def __new__(cls, folder: str, purge_step: int | None = None):
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from torch.utils.tensorboard import SummaryWriter
+
+        out = TensorBoardOutputFormat.__new__(TensorBoardOutputFormat)
+        out.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        out._is_closed = False
+        return out
 
 
 def _reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
@@ -244,5 +377,6 @@ FAMILY = Family(
     evaluate=evaluate,
     flags=FLAGS,
     eval_options=frozenset({"episodes", "seed", "device"}),
+    resume=train,
 )
 

@@ -228,6 +228,46 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _SignalStop:
+    """State of :func:`stop_on_signals`: which signal asked to stop, if any."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def raise_if_stopped(self) -> None:
+        """After the loop returned: turn the requested stop into the interruption ``running`` records."""
+        if self.name == "SIGTERM":
+            raise Terminated("terminated by SIGTERM (checkpoint saved)")
+        if self.name == "SIGINT":
+            raise KeyboardInterrupt("interrupted by the user (SIGINT; checkpoint saved)")
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[_SignalStop]:
+    """The first SIGINT / SIGTERM asks the loop to stop at a clean point (``request_stop(name)``), so that a
+    checkpoint can be written; a second one interrupts at once, as usual."""
+    state = _SignalStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if state.name is not None:  # asked twice: stop now
+            if signum == signal.SIGTERM:
+                raise Terminated("terminated by SIGTERM")
+            raise KeyboardInterrupt
+        state.name = name
+        request_stop(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @contextmanager
 def running(run: RunDir, family: str, seed: int | None) -> Iterator[RunDir]:
     """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted."""
@@ -249,8 +289,8 @@ def running(run: RunDir, family: str, seed: int | None) -> Iterator[RunDir]:
             yield run
     except KeyboardInterrupt as exc:
         stop.set()
-        reason = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-        _try_status(run, "interrupted", error=reason)
+        default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
+        _try_status(run, "interrupted", error=str(exc) or default)
         raise
     except BaseException as exc:
         stop.set()
