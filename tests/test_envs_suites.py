@@ -392,3 +392,19 @@ def test_default_timesteps() -> None:
     env = gym.make("moerl/MountainCar-CRL-v0")
     schedule = env.get_wrapper_attr("schedule")()
     assert default_timesteps("mountaincar-crl") == len(schedule) * env.get_wrapper_attr("block_steps")
+
+
+def test_non_boolean_task_onehot_is_refused_not_coerced() -> None:
+    """``task_onehot='no'`` used to become True (a non-empty string)."""
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(ConfigError, match="task_onehot must be true or false"):
+            gym.make("moerl/CartPole-MTRL-v0", task_onehot=bad)
+    assert gym.make("moerl/CartPole-MTRL-v0", task_onehot=False).observation_space.shape == (4,)
+
+
+def test_out_of_range_actions_are_refused() -> None:
+    env = gym.make("moerl/CartPole-MTRL-v0")
+    env.reset(seed=0)
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match="is not in Discrete"):
+            env.step(bad)

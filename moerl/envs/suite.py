@@ -89,6 +89,8 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         self.tasks = resolve_tasks(tasks)
         self.task_names = tuple(t.name for t in self.tasks)
         self.num_tasks = len(self.tasks)
+        if not isinstance(task_onehot, (bool, np.bool_)):
+            raise ConfigError(f"task_onehot must be true or false, got {task_onehot!r}")
         self.task_onehot = bool(task_onehot)
         if render_mode is not None:
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
