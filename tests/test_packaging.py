@@ -7,6 +7,14 @@ source tree (a config, a data file, a module missing from the wheel) fails here 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -73,3 +81,78 @@ def test_a_directory_is_not_a_config(tmp_path, monkeypatch):
     for text in ("dqn", "configs/dqn", "vision/"):
         with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
             resolve_config_file(text)
+
+
+# --- the built wheel, installed into a fresh virtual environment -------------------------------------
+
+#: One shipped config per family, with budgets small enough for CI (seconds each).
+FAMILY_RUNS = {
+    "moe-dqn": ["--config", "dqn/big-softmoe", "--env", "cartpole-mtrl", "--timesteps", "300",
+                "--set", "dqn.learning_starts=50", "--set", "dqn.batch_size=32", "--set", "eval.episodes=1",
+                "--set", "eval.final_episodes=1", "--set", "network.hidden=16"],
+    "routing": ["--config", "routing/quick-digits", "--epochs", "1", "--set", "samples_per_epoch=256",
+                "--set", "channels=4", "--set", "hidden=8"],
+    "masked-experts": ["--config", "vision/quick", "--epochs", "1", "--set", "batch_size=64"],
+}
+
+_SKIP_WHEN_COPYING = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache", ".ruff_cache",
+    ".mypy_cache", ".import_linter_cache",
+)
+
+
+def _build_wheel(out: Path) -> Path:
+    """``pip wheel --no-deps`` on a copy of the source tree (a stale ``build/`` could leak into the wheel)."""
+    src = out / "src"
+    shutil.copytree(REPO, src, ignore=_SKIP_WHEN_COPYING)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out / "dist"), str(src)]
+    try:  # our setuptools is recent enough: build offline; else pip fetches setuptools>=68 (PyPI)
+        if int(metadata.version("setuptools").split(".")[0]) >= 68:
+            cmd.insert(4, "--no-build-isolation")
+    except metadata.PackageNotFoundError:
+        pass
+    subprocess.run(cmd, check=True)
+    (wheel,) = (out / "dist").glob("moerl-*.whl")
+    return wheel
+
+
+def _fresh_venv(where: Path) -> tuple[Path, Path]:
+    """A venv without pip whose ``sys.path`` also sees this environment's site-packages through a ``.pth``.
+
+    The dependencies (torch, SB3, ...) are thus importable without reinstalling them, but the editable
+    moerl of this environment is not: ``.pth`` files inside a directory added by a ``.pth`` line are not
+    processed, so its import finder never activates, and the venv's own site-packages comes first.
+    """
+    venv.create(where, with_pip=False, symlinks=os.name != "nt")
+    python = where / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (site / "zz_moerl_test_deps.pth").write_text("".join(f"{p}\n" for p in ours))
+    return python, site
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_trains_every_family_from_shipped_configs(tmp_path):
+    wheel = _build_wheel(tmp_path / "build")
+    python, site = _fresh_venv(tmp_path / "venv")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet",
+                    str(wheel)], check=True)
+    work = tmp_path / "elsewhere"  # outside the repository: nothing from the source tree can be imported
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(python), *args], cwd=work, env=env, capture_output=True, text=True)
+
+    where = run("-c", "import moerl, moerl.config_files as c; print(moerl.__file__); print(len(c.shipped_configs()))")
+    assert where.returncode == 0, where.stderr
+    module_file, count = where.stdout.split()
+    assert Path(module_file).resolve().is_relative_to(site.resolve())
+    assert int(count) == len(shipped_configs())  # every config made it into the wheel
+
+    for family, args in FAMILY_RUNS.items():
+        proc = run("-m", "moerl", "train", *args, "--logdir", "runs", "--run-name", family, "--no-progress")
+        assert proc.returncode == 0, f"{family}: {proc.stderr[-2000:]}"
+        status = json.loads((work / "runs" / family / "status.json").read_text())
+        assert status["status"] == "finished" and status["family"] == family
