@@ -151,7 +151,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 f"valid choices: {choices}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, f"{key}.")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
