@@ -54,3 +54,26 @@ def test_readme_python_block_runs(index, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, f"README python block {index} failed:\n{code}\n--- stderr ---\n{proc.stderr[-4000:]}"
+
+
+def _marked_block(markdown: str, marker: str) -> list[str]:
+    """Lines of the fenced block right after ``<!-- marker -->`` (what .ci/run executes)."""
+    match = re.search(rf"^<!-- {marker} -->\n```\w*\n(.*?)^```", markdown, re.M | re.S)
+    assert match, f"README.md has no block marked <!-- {marker} -->"
+    return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+def test_first_screen_is_two_commands_with_torch_pinned():
+    """A fresh machine needs exactly two lines: install + headline run, and install + tests (run by CI)."""
+    text = (REPO / "README.md").read_text()
+    (install,) = _marked_block(text, "ci:install")
+    (tests,) = _marked_block(text, "ci:test")
+    assert install.endswith("moerl train --env cartpole-crl --arch big --router softmoe")
+    assert "scripts/install-data.sh" in tests and "ruff check ." in tests and "pytest -n 2" in tests
+    for line in (install, tests):
+        assert line.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+        # torch is installed pinned before anything that depends on it (else pip pulls a multi-GB CUDA build)
+        installs = re.findall(r"pip install ([^&]+)", line)
+        assert installs[0].strip() == "torch==2.13.0", installs
+    assert text.index("<!-- ci:install -->") < text.index("<!-- ci:test -->") < text.index("## Contents")
+    assert "ci:install" in (REPO / ".ci" / "run").read_text() and "ci:test" in (REPO / ".ci" / "run").read_text()
