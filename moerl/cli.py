@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--timesteps", type=_positive_int, help="environment steps (RL)")
     train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
     train.add_argument("--seed", type=_int, help="random seed")
-    train.add_argument("--config", help="YAML config file (see configs/)")
+    train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", default="runs", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
     train.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the config's, auto: {DEVICES['auto']})")

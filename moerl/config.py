@@ -72,8 +72,10 @@ def parse_yaml(text: str, where: str = "YAML input") -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` with clear errors for missing or malformed files."""
-    path = Path(path)
+    """Read a YAML mapping from ``path`` (a file or a shipped config's name) with clear errors."""
+    from moerl.config_files import resolve_config_file
+
+    path = resolve_config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist or is not a file")
     if path.stat().st_size > MAX_YAML_BYTES:
@@ -285,7 +287,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 f"valid choices: {choices}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, f"{key}.")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

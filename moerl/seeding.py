@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ class TorchStream:
         with seeded(seed):
             self._cpu = torch.get_rng_state()
             self._cuda = [torch.cuda.get_rng_state(d) for d in _cuda_devices()]
-        self._fork = None
+        self._fork: AbstractContextManager[object] | None = None
 
     def __enter__(self) -> TorchStream:
         self._fork = torch.random.fork_rng(devices=_cuda_devices())
@@ -76,11 +77,13 @@ class TorchStream:
             torch.cuda.set_rng_state(state, d)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._cpu = torch.get_rng_state()
         self._cuda = [torch.cuda.get_rng_state(d) for d in _cuda_devices()]
         assert self._fork is not None
-        self._fork.__exit__(*exc)
+        self._fork.__exit__(exc_type, exc, tb)
         self._fork = None
 
     def state_dict(self) -> dict[str, object]:

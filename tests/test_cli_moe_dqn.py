@@ -167,7 +167,7 @@ def test_shipped_configs_load_and_validate(config):
 
     from moerl.experiments.moe_dqn import build_config
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "dqn" / f"{config}.yaml"
+    path = Path(__file__).resolve().parents[1] / "moerl" / "configs" / "dqn" / f"{config}.yaml"
     cfg = build_config(str(path))
     assert cfg.network.arch == config.split("-")[0]
 

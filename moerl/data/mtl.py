@@ -137,7 +137,8 @@ def one_vs_rest(
     rng = np.random.default_rng(seed)
     by_class_train = [np.flatnonzero(train_labels == k) for k in range(n_classes)]
     by_class_test = [np.flatnonzero(test_labels == k) for k in range(n_classes)]
-    tr, te = ([], [], []), ([], [], [])
+    tr: tuple[list[np.ndarray], ...] = ([], [], [])
+    te: tuple[list[np.ndarray], ...] = ([], [], [])
     for c in range(n_classes):
         for k in range(n_classes):
             for pools, per, out, off in (
@@ -251,7 +252,7 @@ def build_fashion_5way_mtl(data_dir: str | None = None, seed: int = 0, train_per
     tr = sources.load_fashion_mnist("train", data_dir)
     te = sources.load_fashion_mnist("test", data_dir)
     rng = np.random.default_rng(seed)
-    parts = {"train": ([], [], []), "test": ([], [], [])}
+    parts: dict[str, tuple[list[np.ndarray], ...]] = {"train": ([], [], []), "test": ([], [], [])}
     for t, (_, classes) in enumerate(FASHION_GROUPS):
         for within, k in enumerate(classes):
             for split, src, per, off in (("train", tr, train_per_class, 0), ("test", te, 10**9, len(tr.labels))):
@@ -294,6 +295,7 @@ BUILDERS = {
 def build(name: str, data_dir: str | None = None, seed: int = 0) -> MTLDataset:
     """Build a dataset by name (raises :class:`ConfigError` for unknown names)."""
     check_choice("routing dataset", name, BUILDERS)
-    if name == "digits-mtl":
+    builder = BUILDERS[name][1]
+    if builder is None:  # digits-mtl: sklearn's bundled digits, no data_dir
         return build_digits_mtl(seed=seed)
-    return BUILDERS[name][1](data_dir=data_dir, seed=seed)
+    return builder(data_dir=data_dir, seed=seed)

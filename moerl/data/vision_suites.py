@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,8 @@ class VisionSuite:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return tuple(self.tasks[0].x_train.shape[1:])  # type: ignore[return-value]
+        height, width = self.tasks[0].x_train.shape[1:]
+        return int(height), int(width)
 
 
 def suite_names() -> list[str]:
@@ -120,7 +122,7 @@ def _make_task(
 ) -> VisionTask:
     from moerl.data.sources import stratified_split
 
-    if x_test is None:
+    if x_test is None or y_test is None:
         rest, test = stratified_split(y, test_fraction, seed)
         x_test, y_test = x[test], y[test]
         x, y = x[rest], y[rest]
@@ -151,7 +153,7 @@ def build_suite(
     for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < v < 1.0:
             raise ConfigError(f"{what} must lie strictly between 0 and 1, got {v}")
-    kw = dict(test_fraction=test_fraction, val_fraction=val_fraction, max_train=max_train,
+    kw: dict[str, Any] = dict(test_fraction=test_fraction, val_fraction=val_fraction, max_train=max_train,
               max_test=max_test, seed=seed)
     tasks: list[VisionTask] = []
     notes: list[str] = []

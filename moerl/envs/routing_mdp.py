@@ -129,7 +129,7 @@ class RoutingMDPEnv(gym.Env):
             "task": spaces.Discrete(dataset.n_tasks),
             "depth": spaces.Discrete(self.n_depths),
         })
-        self.action_space = spaces.Discrete(max(self.depth_actions))
+        self.action_space: spaces.Discrete = spaces.Discrete(max(self.depth_actions))
         self._buffer: list[tuple[int, list[int]]] = []
         self._row = 0
         self._depth = 0

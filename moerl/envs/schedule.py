@@ -88,6 +88,8 @@ def cycle_orders(
         if rng is None:
             raise ValueError("order 'random' needs a random generator")
         return [tuple(int(i) for i in rng.permutation(num_tasks)) for _ in range(cycles)]
+    if isinstance(order, str):  # not a name in ORDERS (check_order was bypassed)
+        raise choice_error("order", order, [*ORDERS, "<list of task names>"])
     return [tuple(order)] * cycles
 
 

@@ -125,7 +125,7 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         self.base_obs_dim = max(t.base.obs_dim for t in self.tasks)
         self.action_space = spaces.Discrete(int(self._n_valid.max()))
         self.valid_actions = np.arange(self.action_space.n)[None, :] < self._n_valid[:, None]
-        self.observation_space = self._make_observation_space()
+        self.observation_space: spaces.Box = self._make_observation_space()
         self.task_obs_bounds = self._make_task_obs_bounds()
         self.obs_bounds = self._make_obs_bounds()
         self.return_bounds = np.array([self._return_bounds(i) for i in range(self.num_tasks)])
@@ -151,6 +151,7 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         high = np.zeros(self.base_obs_dim, dtype=np.float32)
         for env in self._envs:
             box = env.observation_space
+            assert isinstance(box, spaces.Box), box  # the classic-control games
             n = box.shape[0]
             low[:n] = np.minimum(low[:n], box.low)
             high[:n] = np.maximum(high[:n], box.high)
@@ -180,6 +181,7 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
     def _return_bounds(self, i: int) -> tuple[float, float]:
         """The task's bounds, moved to the episode limit when it differs from the game's usual one."""
         task, limit = self.tasks[i], int(self._limits[i])
+        assert task.return_bounds is not None  # Task.__post_init__ fills in the game's default
         low, high = task.return_bounds
         if limit == task.base.max_episode_steps:
             return low, high

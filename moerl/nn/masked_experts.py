@@ -19,6 +19,7 @@ sample (routing by known task id), which is also how we check that frozen expert
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class MaskedExpert(nn.Module):
         return x
 
     def freeze(self) -> None:
-        for layer in self.layers:
+        for layer in self.masked_layers:
             layer.freeze()
         self.frozen = True
 
@@ -66,10 +67,15 @@ class MaskedExpert(nn.Module):
         return super().train(mode and not self.frozen)
 
     def density_penalty(self) -> torch.Tensor:
-        return sum((layer.density_penalty() for layer in self.layers), torch.zeros(()))
+        return sum((layer.density_penalty() for layer in self.masked_layers), torch.zeros(()))
 
     def densities(self) -> list[float]:
-        return [layer.density() for layer in self.layers]
+        return [layer.density() for layer in self.masked_layers]
+
+    @property
+    def masked_layers(self) -> list[MaskedLinear]:
+        """``layers`` with their type (to a type checker, ``nn.ModuleList`` items are plain modules)."""
+        return cast(list[MaskedLinear], list(self.layers))
 
 
 class MaskedMoE(nn.Module):
@@ -99,8 +105,8 @@ class MaskedMoE(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.feature_dim = int(backbone.out_dim)
-        self.expert_kwargs = dict(
+        self.feature_dim = int(cast(int, backbone.out_dim))
+        self.expert_kwargs: dict[str, Any] = dict(
             dims=[self.feature_dim, *expert_dims], mask=mask, density=density, rank=rank, mode=mask_mode,
             dropout=dropout,
         )
@@ -114,12 +120,17 @@ class MaskedMoE(nn.Module):
 
     # ------------------------------------------------------------------------------------ shape info
     @property
+    def expert_list(self) -> list[MaskedExpert]:
+        """``experts`` with their type (to a type checker, ``nn.ModuleList`` items are plain modules)."""
+        return cast(list[MaskedExpert], list(self.experts))
+
+    @property
     def num_experts(self) -> int:
         return len(self.experts)
 
     @property
     def classes(self) -> list[int]:
-        return [h.out_features for h in self.heads]
+        return [cast(nn.Linear, h).out_features for h in self.heads]
 
     @property
     def offsets(self) -> list[int]:
@@ -156,15 +167,15 @@ class MaskedMoE(nn.Module):
         return self.head_forward(self.features(x), route=route, deterministic=deterministic)[0]
 
     def density_penalty(self) -> torch.Tensor:
-        return sum((e.density_penalty() for e in self.experts), torch.zeros(()))
+        return sum((e.density_penalty() for e in self.expert_list), torch.zeros(()))
 
     def mask_parameters(self) -> list[nn.Parameter]:
-        return [p for e in self.experts for layer in e.layers for p in layer.mask_factors()]
+        return [p for e in self.expert_list for layer in e.masked_layers for p in layer.mask_factors()]
 
     # ------------------------------------------------------------------------------------ continual
     def freeze_expert(self, k: int) -> None:
         """Make expert ``k`` a fixed function (uint8 masks, no gradients). Rebuild the optimiser after."""
-        self.experts[k].freeze()
+        self.expert_list[k].freeze()
 
     def freeze_head(self, d: int) -> None:
         for p in self.heads[d].parameters():
@@ -176,7 +187,7 @@ class MaskedMoE(nn.Module):
         self.experts.append(self._new_expert().to(device))
         self.gate.add_output()
         if new_classes is not None:
-            self.heads.append(nn.Linear(self.heads[0].in_features, new_classes).to(device))
+            self.heads.append(nn.Linear(cast(nn.Linear, self.heads[0]).in_features, new_classes).to(device))
         return self.num_experts - 1
 
     def structure(self) -> dict:

@@ -72,6 +72,13 @@ class MaskedLinear(nn.Module):
         generator: torch generator for the fixed mask and permutations (reproducible given a seed).
     """
 
+    # Buffers, registered in __init__ (declared here for the type checker; which exist depends on the kind).
+    frozen_mask: torch.Tensor
+    fixed_mask: torch.Tensor
+    row_perm: torch.Tensor
+    col_perm: torch.Tensor
+    unit_diag: torch.Tensor
+
     def __init__(
         self,
         in_features: int,
@@ -193,7 +200,7 @@ class MaskedLinear(nn.Module):
         return w if m is None else w * m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias
+        bias: torch.Tensor | None = self.bias
         if bias is not None and self.frozen:
             bias = bias.detach()
         return F.linear(x, self.effective_weight(), bias)

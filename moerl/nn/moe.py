@@ -10,6 +10,8 @@ are the identity, and one expert with weight 1 gives back exactly the dense laye
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -60,7 +62,7 @@ class MoEBlock(nn.Module):
 
     @property
     def experts(self) -> ExpertMLP:
-        return self.router.experts
+        return cast(ExpertMLP, self.router.experts)
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None,
                 record: ForwardRecord | None = None) -> torch.Tensor:

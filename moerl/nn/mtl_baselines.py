@@ -12,6 +12,7 @@ All models map ``(x, task) -> logits`` with ``x`` float (B, 1, H, W) and ``task`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -81,7 +82,7 @@ class SoftMixtureAllFC(_Base):
         onehot = nn.functional.one_hot(task, self.n_tasks).to(v.dtype)
         for blocks, gate in zip(self.layers, self.gates, strict=True):
             w = torch.softmax(gate(torch.cat([v, onehot], 1)), dim=1)  # (B, k)
-            outs = torch.stack([b(v) for b in blocks], dim=1)  # (B, k, out)
+            outs = torch.stack([b(v) for b in cast(nn.ModuleList, blocks)], dim=1)  # (B, k, out)
             v = (w.unsqueeze(2) * outs).sum(1)
         return v
 
@@ -106,11 +107,12 @@ class CrossStitchAllFC(_Base):
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         v = self.trunk(x)
-        cols = [layer(v) for layer in self.layers[0]]  # T x (B, hidden)
+        columns = [cast(nn.ModuleList, layers) for layers in self.layers]  # per depth: one layer per task
+        cols = [layer(v) for layer in columns[0]]  # T x (B, hidden)
         for li in range(1, len(self.layers)):
             h = torch.relu(torch.stack(cols, 0))  # (T, B, hidden)
             mixed = torch.einsum("ij,jbh->ibh", self.alphas[li - 1], h)
-            cols = [layer(mixed[i]) for i, layer in enumerate(self.layers[li])]
+            cols = [layer(mixed[i]) for i, layer in enumerate(columns[li])]
         out = torch.stack(cols, 0)  # (T, B, n_classes)
         return out[task, torch.arange(x.shape[0])]
 

@@ -12,6 +12,7 @@ Biases (and any normalisation) are trained with task 1 only and frozen afterward
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,7 @@ class PackedConv2d(_Packed):
         super().__init__()
         conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)
         self.weight = nn.Parameter(conv.weight.detach().clone())
+        assert conv.bias is not None
         self.bias = nn.Parameter(conv.bias.detach().clone())
         self.padding = padding
         self.register_buffer("owner", torch.zeros_like(conv.weight, dtype=torch.uint8))
@@ -77,22 +79,23 @@ class PackNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.convs = nn.ModuleList()
+        self.conv_proj: PackedLinear | None
         if backbone is None:
             self.convs.extend([PackedConv2d(1, 16), PackedConv2d(16, 32)])
             self.conv_proj = PackedLinear(32 * 16, feature_dim)
             in_dim = feature_dim
         else:
             self.conv_proj = None
-            in_dim = int(backbone.out_dim)
+            in_dim = int(cast(int, backbone.out_dim))
         dims = [in_dim, *expert_dims]
         self.mlp = nn.ModuleList(PackedLinear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.heads = nn.ModuleList(nn.Linear(expert_dims[-1], c) for c in classes)
 
     def packed_layers(self) -> list[_Packed]:
-        layers: list[_Packed] = list(self.convs)
+        layers = cast(list[_Packed], list(self.convs))
         if self.conv_proj is not None:
             layers.append(self.conv_proj)
-        return layers + list(self.mlp)
+        return layers + cast(list[_Packed], list(self.mlp))
 
     def forward(self, x: torch.Tensor, task: int, training: bool = False) -> torch.Tensor:
         """Logits of task ``task`` (1-based) over that task's classes."""
@@ -105,6 +108,7 @@ class PackNet(nn.Module):
                 x = F.max_pool2d(torch.relu(conv(x, masks[i])), 2)
                 i += 1
             x = F.adaptive_avg_pool2d(x, 4).flatten(1)
+            assert self.conv_proj is not None  # built whenever backbone is None
             x = torch.relu(self.conv_proj(x, masks[i]))
             i += 1
         else:

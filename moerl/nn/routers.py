@@ -82,7 +82,7 @@ class SoftMoERouter(nn.Module):
                 name: str) -> torch.Tensor:
         b, m, d = x.shape
         n, p = self.num_experts, self.slots
-        if self.normalize:
+        if self.scale is not None:  # config.normalize
             logits = torch.einsum("bmd,ds->bms", F.normalize(x, dim=-1),
                                   self.scale * F.normalize(self.phi, dim=0))
         else:
@@ -91,13 +91,13 @@ class SoftMoERouter(nn.Module):
         combine = torch.softmax(logits, dim=2)  # over all n*p slots: each token a convex mix of slots
         slot_in = torch.einsum("bms,bmd->bsd", dispatch, x)
         expert_in = slot_in.reshape(b, n, p, d).transpose(0, 1).reshape(n, b * p, d)
-        hidden = [] if record is not None else None
+        hidden: list[torch.Tensor] | None = [] if record is not None else None
         out = self.experts(expert_in, hidden)
         o = out.shape[-1]
         slot_out = out.reshape(n, b, p, o).transpose(0, 1).reshape(b, n * p, o)
         y = torch.einsum("bms,bso->bmo", combine, slot_out)
         if record is not None:
-            for i, h in enumerate(hidden):
+            for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h)
             record.routing[name] = RoutingRecord(
                 usage=combine.reshape(b, m, n, p).sum(-1).mean(1),
@@ -136,7 +136,7 @@ class TopKRouter(nn.Module):
         b, m, d = x.shape
         tokens = x.reshape(b * m, d)
         probs, gates, selected = self.gates(tokens)
-        hidden = [] if record is not None else None
+        hidden: list[torch.Tensor] | None = [] if record is not None else None
         # All experts on all tokens in one bmm, then zero weight off the top k: for a handful of
         # small experts this beats gathering per-expert token lists (benchmarks/bench_experts.py).
         out = self.experts(tokens.unsqueeze(0).expand(self.num_experts, -1, -1), hidden)
@@ -144,7 +144,7 @@ class TopKRouter(nn.Module):
         aux = self._balance_loss(probs, selected) if self.balance_loss != "none" else x.new_zeros(())
         if record is not None:
             processed = selected.t() > 0
-            for i, h in enumerate(hidden):
+            for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(
                 usage=selected.reshape(b, m, -1).mean(1),
@@ -181,13 +181,13 @@ class HardcodedRouter(nn.Module):
         b, m, d = x.shape
         onehot = F.one_hot(task_id.long(), self.num_experts).to(x.dtype)  # (B, E)
         tokens = x.reshape(b * m, d)
-        hidden = [] if record is not None else None
+        hidden: list[torch.Tensor] | None = [] if record is not None else None
         out = self.experts(tokens.unsqueeze(0).expand(self.num_experts, -1, -1), hidden)
         token_gate = onehot.repeat_interleave(m, dim=0)  # (B*m, E)
         y = torch.einsum("tn,nto->to", token_gate, out).reshape(b, m, -1)
         if record is not None:
             processed = token_gate.t() > 0
-            for i, h in enumerate(hidden):
+            for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(usage=onehot, entropy=x.new_zeros(()), aux_loss=x.new_zeros(()))
         return y

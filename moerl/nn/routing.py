@@ -24,7 +24,7 @@ block that keeps ``v`` and still counts as a step. Pure torch: nothing here know
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -112,7 +112,7 @@ class RoutedFC(nn.Module):
             return self.input_blocks
         if depth == self.n_depths - 1:
             return self.output_blocks
-        return self.middle_blocks[depth - 1 if self.mode == "layered" else 0]
+        return cast(nn.ModuleList, self.middle_blocks[depth - 1 if self.mode == "layered" else 0])
 
     def n_actions(self, depth: int) -> int:
         """Blocks to choose from at ``depth`` (+1 for PASS on middle depths when allowed)."""
