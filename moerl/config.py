@@ -171,7 +171,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
 def _nested_home(cls: type, key: str) -> str | None:
     """``section.key`` when ``key`` is a field of one of ``cls``'s dataclass sections (for error hints)."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp) and key in {g.name for g in dataclasses.fields(tp)}:
             return f"{f.name}.{key}"
