@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from moerl.errors import ConfigError, DataNotFoundError
 
@@ -18,7 +19,7 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line and exit 2 (no usage dump)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"moerl: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -109,10 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from moerl.experiments.families import family_by_name
         from moerl.experiments.rundir import RunDir
 
-        family = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
-        if family.resume is None:
-            raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
-        print(f"run directory: {family.resume(request)}")
+        resumed = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
+        if resumed.resume is None:
+            raise ConfigError(f"runs of family '{resumed.name}' cannot be resumed yet")
+        print(f"run directory: {resumed.resume(request)}")
         return 0
     env = request.env or _env_from_config(request.config)
     if env is None:

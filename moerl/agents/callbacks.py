@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -31,7 +32,7 @@ class TaskEpisodeCallback(BaseCallback):
         return {"switches": list(self.switches), "episode_returns": {k: list(v) for k, v in self._episode_returns.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.switches = [tuple(s) for s in state["switches"]]  # type: ignore[misc]
+        self.switches = [(int(a), int(b), str(c), int(d), int(e)) for a, b, c, d, e in state["switches"]]
         self._episode_returns = {k: list(v) for k, v in state["episode_returns"].items()}
 
     def _on_step(self) -> bool:
@@ -128,7 +129,7 @@ class PerTaskEvalCallback(BaseCallback):
         """Evaluate now, log and append to the CSV; returns this evaluation's rows."""
         self._last_eval = self.num_timesteps
         results = evaluate_tasks(self.model, self.factories, self.n_episodes, self.seed + self.num_timesteps)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for res in results:
             norm = self.normalize(res.task, res.mean_return)
             row = {"step": self.num_timesteps, "task": res.task, "mean_return": res.mean_return,
@@ -161,7 +162,7 @@ class RunProgressBar(BaseCallback):
 
     def _on_training_start(self) -> None:
         if self._bar is None:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
             self._bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
 

@@ -7,6 +7,7 @@ single-observation forward passes per step otherwise).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,10 +72,8 @@ def task_env_factories(env_id: str, env_kwargs: dict, task_names: tuple[str, ...
     """A factory per task: ``gym.make(env_id, fixed_task=i)`` for suites, the env itself otherwise."""
     if not task_names:
         return {env_id: lambda: gym.make(env_id, **env_kwargs)}
-    return {
-        name: (lambda i=i: gym.make(env_id, **{**env_kwargs, "fixed_task": i}))
-        for i, name in enumerate(task_names)
-    }
+    return {name: functools.partial(gym.make, env_id, **{**env_kwargs, "fixed_task": i})
+            for i, name in enumerate(task_names)}
 
 
 def evaluate_tasks(model, factories: dict[str, Callable[[], gym.Env]], n_episodes: int, seed: int) -> list[TaskEvaluation]:

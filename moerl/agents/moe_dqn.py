@@ -192,6 +192,8 @@ class MoEDQN(DQN):
         #: exploration and learning-rate schedules then follow the run, not the chunk.
         self.schedule_timesteps: int | None = None
         self._stop_requested = False
+        #: Logger values carried by a checkpoint until the new logger exists (see dqn_checkpoint).
+        self._pending_log: dict[str, Any] | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -222,10 +224,13 @@ class MoEDQN(DQN):
         return total, callback
 
     # --- exploration -------------------------------------------------------------------------
-    def _random_actions(self, observation: np.ndarray) -> np.ndarray:
+    def _obs_batch(self, observations: Any) -> torch.Tensor:
+        shape = tuple(self.observation_space.shape or ())
+        return torch.as_tensor(np.asarray(observations), device=self.device).reshape(-1, *shape)
+
+    def _random_actions(self, observation: Any) -> np.ndarray:
         """Uniform random actions among those valid for each observation's task."""
-        obs = torch.as_tensor(np.asarray(observation).reshape(-1, *self.observation_space.shape),
-                              device=self.device)
+        obs = self._obs_batch(observation)
         with torch.no_grad():
             mask = self.policy.q_net.action_mask(obs).cpu().numpy()
         return np.array([np.random.choice(np.flatnonzero(row)) for row in mask])
@@ -252,6 +257,7 @@ class MoEDQN(DQN):
         want_metrics = self.num_timesteps - self._last_metrics_step >= self.metrics_interval
         use_aux = self.aux_loss_coef > 0 and q_net.network_config.balance_loss != "none"
         for step in range(gradient_steps):
+            assert self.replay_buffer is not None
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = data.discounts if data.discounts is not None else self.gamma
             with torch.no_grad():
@@ -272,7 +278,7 @@ class MoEDQN(DQN):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-            if want_metrics and step == 0:
+            if want_metrics and step == 0 and record is not None:
                 self._log_metrics(record)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -286,11 +292,12 @@ class MoEDQN(DQN):
             self.logger.record(f"moe/{key}", value)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_metrics_step", "_stop_requested", "schedule_timesteps"]
+        return [*super()._excluded_save_params(), "_last_metrics_step", "_stop_requested", "schedule_timesteps",
+                "_pending_log"]
 
     def moe_metrics(self, observations: np.ndarray) -> dict[str, float]:
         """MoE metrics of the online network on any batch of observations (no gradient)."""
-        obs = torch.as_tensor(np.asarray(observations), device=self.device).reshape(-1, *self.observation_space.shape)
+        obs = self._obs_batch(observations)
         record = ForwardRecord()
         self.policy.set_training_mode(False)
         with torch.no_grad():
@@ -299,7 +306,7 @@ class MoEDQN(DQN):
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
         """Q-values of the online network (used for save/load checks and analysis)."""
-        obs = torch.as_tensor(np.asarray(observations), device=self.device).reshape(-1, *self.observation_space.shape)
+        obs = self._obs_batch(observations)
         self.policy.set_training_mode(False)
         with torch.no_grad():
             return self.policy.q_net(obs).cpu().numpy()

@@ -17,7 +17,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.dqn.policies import DQNPolicy
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
 from moerl.agents.obs_layout import ObsLayout
 from moerl.config import from_dict, to_dict
@@ -53,8 +53,17 @@ def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetw
     return from_dict(MoENetworkConfig, network or {}, "network.").validate()  # type: ignore[return-value]
 
 
-class MoEQNet(BasePolicy):
-    """SB3 ``QNetwork`` replacement: observation -> Q-values through an MoE network."""
+class MoEQNet(QNetwork):
+    """SB3 ``QNetwork`` replacement: observation -> Q-values through an MoE network.
+
+    A subclass of SB3's ``QNetwork`` (the type ``DQNPolicy.make_q_net`` promises) whose ``__init__`` skips
+    ``QNetwork``'s own MLP: the MoE network below replaces it.
+    """
+
+    obs_center: torch.Tensor
+    obs_half_range: torch.Tensor
+    valid_actions: torch.Tensor
+    q_net: MoEQNetwork  # type: ignore[assignment]  # the MoE network replaces QNetwork's nn.Sequential
 
     def __init__(
         self,
@@ -67,8 +76,9 @@ class MoEQNet(BasePolicy):
         normalize_images: bool = True,
         **_unused: Any,
     ):
-        super().__init__(observation_space, action_space, features_extractor=features_extractor,
-                         normalize_images=normalize_images)
+        BasePolicy.__init__(self, observation_space, action_space, features_extractor=features_extractor,
+                            normalize_images=normalize_images)
+        self.features_dim = features_dim
         self.network_config = network_config(network)
         self.layout = ObsLayout.from_dict(obs_layout)
         self.task_id_in_features = task_id_in_features = self.network_config.task_id_in_features
@@ -110,8 +120,9 @@ class MoEQNet(BasePolicy):
         feats = torch.cat([base, onehot], dim=1) if self.task_id_in_features else base
         return feats, task_id
 
-    def forward(self, obs: torch.Tensor, record: ForwardRecord | None = None) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor], record: ForwardRecord | None = None) -> torch.Tensor:
         features = self.extract_features(obs, self.features_extractor)
+        assert isinstance(features, torch.Tensor)
         x, task_id = self.split(features)
         return self.q_net(x, task_id, record)
 
@@ -128,7 +139,8 @@ class MoEQNet(BasePolicy):
             return q
         return torch.where(self.action_mask(obs), q, torch.full_like(q, INVALID_Q))
 
-    def _predict(self, observation: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+    def _predict(self, observation: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
+        assert isinstance(observation, torch.Tensor), "MoE DQN takes flat Box observations"
         return self.masked(self(observation), observation).argmax(dim=1).reshape(-1)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -162,7 +174,7 @@ class MoEDQNPolicy(DQNPolicy):
     ):
         self.moe_kwargs = {
             "network": to_dict(network_config(network)),
-            "obs_layout": obs_layout or ObsLayout(int(observation_space.shape[0])).to_dict(),
+            "obs_layout": obs_layout or ObsLayout(int(spaces.flatdim(observation_space))).to_dict(),
         }
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 

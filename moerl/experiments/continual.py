@@ -14,7 +14,7 @@ task's documented return bounds (``TaskSuiteEnv.return_bounds``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def continual_metrics(
     rows: Sequence[dict],
     schedule: Sequence[dict],
     block_steps: int,
-    reference: dict[str, Sequence[dict]] | None = None,
+    reference: Mapping[str, Sequence[dict]] | None = None,
 ) -> dict[str, object]:
     """Average performance, forgetting and (optional) forward transfer; see the module docstring.
 

@@ -165,6 +165,7 @@ def _resume(request: TrainRequest) -> Path:
                               "with --resume only --timesteps (a new total) and --device apply")
     if request.overrides or request.config or request.run_name:
         raise ConfigError("--set, --config and --run-name cannot change a resumed run; it keeps its config.yaml")
+    assert request.resume is not None
     run = RunDir(request.resume)
     if not run.path.is_dir():
         raise ConfigError(f"run directory '{request.resume}' does not exist")
@@ -230,7 +231,9 @@ class _Trainer:
         self.episodes_cb = TaskEpisodeCallback()
         self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
                                            run.path / "eval.csv", self.bounds, seed=config.seed + 10_000)
-        self.progress = RunProgressBar(config.timesteps) if progress else None
+        assert config.timesteps is not None  # resolved before a trainer is built
+        self.total: int = config.timesteps
+        self.progress = RunProgressBar(self.total) if progress else None
         self.seconds = 0.0
         if resume is not None:
             self.episodes_cb.load_state_dict(resume.extra["episodes"])
@@ -291,7 +294,7 @@ class _Trainer:
             "seed": config.seed,
             "timesteps": config.timesteps,
             "train_seconds": round(seconds, 2),
-            "steps_per_second": round(config.timesteps / seconds, 1) if seconds > 0 else None,
+            "steps_per_second": round(self.total / seconds, 1) if seconds > 0 else None,
             "parameters": count_parameters(model.policy.q_net.q_net),
             "final_eval": {r.task: {"mean_return": r.mean_return, "std_return": r.std_return,
                                     "normalized": self.eval_cb.normalize(r.task, r.mean_return),
@@ -308,21 +311,21 @@ def _chunk_steps(config: DQNRunConfig) -> int:
     return max(freq, (every // freq) * freq)
 
 
-class _TensorBoard:
+def _TensorBoard(folder: str, purge_step: int | None = None):  # noqa: N802  (builds an SB3 output format)
     """SB3's TensorBoard output, opened with ``purge_step`` on resume.
 
     Events a killed run wrote after its last checkpoint are superseded: TensorBoard drops every event at or
-    after ``purge_step`` written before the purge marker, so resumed curves have no duplicated steps.
+    after ``purge_step`` written before the purge marker, so resumed curves have no duplicated steps. SB3's
+    ``TensorBoardOutputFormat`` takes no ``purge_step``, so its writer is replaced by one that has it.
     """
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+    from torch.utils.tensorboard import SummaryWriter
 
-    def __new__(cls, folder: str, purge_step: int | None = None):
-        from stable_baselines3.common.logger import TensorBoardOutputFormat
-        from torch.utils.tensorboard import SummaryWriter
-
-        out = TensorBoardOutputFormat.__new__(TensorBoardOutputFormat)
+    out = TensorBoardOutputFormat(folder)
+    if purge_step is not None:
+        out.writer.close()
         out.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
-        out._is_closed = False
-        return out
+    return out
 
 
 def _reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:

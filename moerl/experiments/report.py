@@ -141,8 +141,8 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     for (env, arch, router), runs in groups.items():
         cells = [env, arch, router, str(len(runs))]
         for key in ("average_performance", "mean_forgetting_end_of_block", "final_dormant_tau0.1"):
-            vals = [(r.get("continual") or {}).get(key, r.get(key)) for r in runs]
-            vals = [v for v in vals if v is not None]
+            raw = [(r.get("continual") or {}).get(key, r.get(key)) for r in runs]
+            vals = [float(v) for v in raw if v is not None]
             cells.append(f"{sum(vals) / len(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]" if vals else "-")
         key = "/".join((env, arch, router))
         if iqm is None:
