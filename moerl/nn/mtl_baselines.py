@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from moerl.agents.routing_config import BASELINES as BASELINE_NAMES
 from moerl.nn.routing import SimpleConvTrunk, apply_blocks
 
 
@@ -115,6 +116,7 @@ class CrossStitchAllFC(_Base):
         return out[task, torch.arange(x.shape[0])]
 
 
+#: Baseline name (one of :data:`moerl.agents.routing_config.BASELINES`, the registry of names) -> class.
 BASELINES = {
     "task-specific-1-fc": TaskSpecific1FC,
     "task-specific-all-fc": TaskSpecificAllFC,
@@ -123,7 +125,11 @@ BASELINES = {
 }
 
 
+if tuple(BASELINES) != BASELINE_NAMES.names:
+    raise ImportError(f"BASELINES {list(BASELINES)} does not match the registry {list(BASELINE_NAMES.names)}")
+
+
 def make_baseline(name: str, image_shape: Sequence[int], n_tasks: int, n_classes: int, hidden: int = 48,
                   channels: int = 32) -> nn.Module:
-    """Build a baseline by name (see :data:`BASELINES`)."""
-    return BASELINES[name](image_shape, n_tasks, n_classes, hidden=hidden, channels=channels)
+    """Build a baseline by name (see :data:`BASELINES`); ConfigError for an unknown one."""
+    return BASELINES[BASELINE_NAMES.check(name)](image_shape, n_tasks, n_classes, hidden=hidden, channels=channels)
