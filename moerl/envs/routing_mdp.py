@@ -117,7 +117,9 @@ class RoutingMDPEnv(gym.Env):
     """One routing decision per step; see the module docstring.
 
     ``dataset`` is a dataset name (``digits-mtl`` by default, so ``gym.make(ENV_ID)`` works offline)
-    or an :class:`~moerl.data.mtl.MTLDataset`; ``net`` defaults to a fresh :class:`RoutedConvNet`.
+    or an :class:`~moerl.data.mtl.MTLDataset`; ``net`` defaults to a fresh :class:`RoutedConvNet` built
+    from ``seed``. ``collab_reward``: ``"count"`` (default: any agent can act) or ``"probability"`` (the
+    paper's; the agent must call :meth:`set_action_probs` before every step, as our routers do).
     """
 
     metadata = {"render_modes": []}
@@ -138,6 +140,7 @@ class RoutingMDPEnv(gym.Env):
         data_dir: str | None = None,
         data_seed: int = 0,
         collab_reward: str = "count",
+        seed: int = 0,
     ):
         super().__init__()
         if isinstance(dataset, str):
@@ -146,8 +149,11 @@ class RoutingMDPEnv(gym.Env):
             dataset = build(dataset, data_dir=data_dir, seed=data_seed)
         self.dataset = dataset
         if net is None:
-            net = RoutedConvNet(dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=hidden,
-                                channels=channels, mode=mode, allow_pass=allow_pass)  # type: ignore[arg-type]
+            from moerl.seeding import seeded
+
+            with seeded(seed):  # the net depends on ``seed`` only; the global torch stream is left alone
+                net = RoutedConvNet(dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=hidden,
+                                    channels=channels, mode=mode, allow_pass=allow_pass)  # type: ignore[arg-type]
         self.net = net
         head = net.head
         self.n_depths = head.n_depths
