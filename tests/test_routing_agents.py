@@ -8,6 +8,7 @@ import torch
 
 from moerl.agents.routers import ReinforceRouter, TabularQRouter, Trace, WPLRouter, make_router
 from moerl.envs.routing_mdp import compute_returns
+from moerl.errors import ConfigError
 
 torch.set_num_threads(1)
 
@@ -26,20 +27,52 @@ def test_returns_are_not_cumulatively_summed_twice():
     np.testing.assert_allclose(compute_returns(r, np.array([1.0]), 0.5), [[1.275, 1.35, 1.3]])
 
 
-def test_wpl_positive_delta_scaled_by_one_minus_pi():
-    w = WPLRouter(1, [2], [3], lr=0.1, min_prob=0.0)
-    w.update(_trace([[0]], [[0.0]], [1.0]))
-    # R_hat = 0.1; Delta = 0.9 > 0 -> 0.9 * (1 - 0.5) = 0.45; pi0 = 0.5 + 0.045 = 0.545; normalise by 1.045
-    assert w.r_hat[0, 0, 0] == pytest.approx(0.1)
-    np.testing.assert_allclose(w.pi[0, 0], [0.545 / 1.045, 0.5 / 1.045])
+# Hand computations on a fresh 3-block table (pi = 1/3 each, lr 0.1, no floor): R_hat = 0.1 * R, so
+# Delta = 0.9 * R. At pi = 1/3 the two forms scale by different factors (1/3 vs 2/3), unlike at pi = 1/2.
+@pytest.mark.parametrize(("form", "r_final", "pi0"), [
+    ("printed", 1.0, 1 / 3 + 0.1 * 0.9 * (1 / 3)),  # Delta > 0 scaled by pi: +0.03 -> 0.36333
+    ("printed", -1.0, 1 / 3 - 0.1 * 0.9 * (2 / 3)),  # Delta < 0 scaled by 1 - pi: -0.06 -> 0.27333
+    ("original", 1.0, 1 / 3 + 0.1 * 0.9 * (2 / 3)),  # Delta > 0 scaled by 1 - pi: +0.06 -> 0.39333
+    ("original", -1.0, 1 / 3 - 0.1 * 0.9 * (1 / 3)),  # Delta < 0 scaled by pi: -0.03 -> 0.30333
+])
+def test_wpl_update_forms_by_hand(form, r_final, pi0):
+    w = WPLRouter(1, [3], [3], lr=0.1, min_prob=0.0, form=form)
+    w.update(_trace([[0]], [[0.0]], [r_final]))
+    assert w.r_hat[0, 0, 0] == pytest.approx(0.1 * r_final)
+    total = pi0 + 2 / 3  # the projection renormalises clip(pi) to sum 1
+    np.testing.assert_allclose(w.pi[0, 0], [pi0 / total, (1 / 3) / total, (1 / 3) / total])
 
 
-def test_wpl_negative_delta_scaled_by_pi():
-    w = WPLRouter(1, [2], [3], lr=0.1, min_prob=0.0)
-    w.update(_trace([[0]], [[0.0]], [-1.0]))
-    # R_hat = -0.1; Delta = -0.9 < 0 -> -0.9 * 0.5 = -0.45; pi0 = 0.455; normalise by 0.955
-    np.testing.assert_allclose(w.pi[0, 0], [0.455 / 0.955, 0.5 / 0.955])
-    assert w.pi[0, 0, 0] < 0.5
+def test_wpl_default_form_is_the_printed_algorithm_3():
+    assert WPLRouter(1, [3], [3]).form == "printed"
+    with pytest.raises(ConfigError, match="unknown WPL form 'algorithm3'; valid choices: original, printed"):
+        WPLRouter(1, [3], [3], form="algorithm3")
+
+
+def _noise_only_wpl(form: str, seed: int, init: np.ndarray | None = None, steps: int = 600, batch: int = 64):
+    """WPL on 10 blocks when the reward (+1 / -1, fair coin) does not depend on the chosen block."""
+    w = WPLRouter(1, [10], [3], form=form, seed=seed)
+    if init is not None:
+        w.pi[0, 0] = init
+    rng = np.random.default_rng(100 + seed)
+    task, v = torch.zeros(batch, dtype=torch.long), torch.zeros(batch, 3)
+    for _ in range(steps):
+        a = w.act(v, task, 0).numpy()[:, None]
+        w.update(Trace([v], task, a, np.zeros((batch, 1)), np.where(rng.random(batch) < 0.5, 1.0, -1.0)))
+    return w.pi[0, 0].max()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wpl_mechanism_route_independent_reward(seed):
+    # The situation of a routed net that predicts the prior: the reward carries no information about the
+    # route. Printed form: uniform is unstable and the agent commits (max prob -> 1 - 9 * floor ~ 0.99).
+    # Original form: uniform is a stable fixed point; it stays near uniform (0.1) and a policy pushed
+    # to 0.5 on one block returns there.
+    skewed = np.array([0.5] + [0.5 / 9] * 9)
+    assert _noise_only_wpl("printed", seed) > 0.9
+    assert _noise_only_wpl("printed", seed, skewed) > 0.9
+    assert _noise_only_wpl("original", seed) < 0.25
+    assert _noise_only_wpl("original", seed, skewed) < 0.25
 
 
 def test_wpl_collaboration_reward_enters_the_return_once():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -25,16 +26,29 @@ def test_cli_train_and_eval_routing(tmp_path, capsys):
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     res = json.loads((run / "results.json").read_text())
     assert len(res["test_accuracy_per_task"]) == 10 and len(res["greedy_routes"]) == 10
+    routes = res["task_routes"]
+    pairs = [(i, j) for i in range(10) for j in range(i + 1, 10)]
+    assert res["collision_fraction"] == sum(routes[i] == routes[j] for i, j in pairs) / len(pairs)
+    assert res["distinct_routes"] == len({tuple(r) for r in routes})
+    assert set(res["collisions_by_epoch"]) == {"1", "2"}
     rows = list(csv.DictReader(open(run / "eval.csv")))
     assert len(rows) == 2 * 10
     ea = EventAccumulator(str(run / "tb"))
     ea.Reload()
     assert [e.step for e in ea.Scalars("test/accuracy_mean")] == [1, 2]
     assert "test/accuracy_task9" in ea.Tags()["scalars"]
+    assert ea.Scalars("routing/collision_fraction")[-1].value == pytest.approx(res["collision_fraction"])
+    assert ea.Scalars("routing/distinct_routes")[-1].value == res["distinct_routes"]
     capsys.readouterr()
     assert main(["eval", str(run)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert abs(out["test_accuracy"] - res["test_accuracy"]) < 1e-9
+    assert out["task_routes"] == routes
+    # RL evaluation knobs are refused, not ignored
+    assert main(["eval", str(run), "--episodes", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--episodes does not apply to 'routing' runs" in err and "--data-dir, --device" in err
+    assert "\n" not in err
 
 
 def test_cli_baseline_with_config_file(tmp_path):
@@ -53,4 +67,7 @@ def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys):
     assert "rhoo" in capsys.readouterr().err
     assert main(["train", "--env", "digits-mtl", "--data-dir", str(tmp_path / "nope"), "--logdir", str(logdir)]) == 2
     assert main(["train", "--env", "digits-mtl", "--timesteps", "5", "--logdir", str(logdir)]) == 2
+    if not torch.cuda.is_available():
+        assert main(["train", "--env", "digits-mtl", "--device", "cuda", "--logdir", str(logdir)]) == 2
+        assert "device 'cuda'" in capsys.readouterr().err
     assert not logdir.exists() or not any(logdir.iterdir())

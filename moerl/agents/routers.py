@@ -12,6 +12,16 @@ by the reward rule, never by an agent. Bugs of the public code that are *not* re
 returns summed twice, ``rho`` applied twice or not at all, a sign flipped in the WPL update, and
 Q-learning targets that subtract the immediate reward.
 
+Randomness and devices: numpy draws come from the router's own ``np.random.default_rng(seed)``, torch
+draws (sampling from MLP policies, epsilon exploration) from its own :class:`~moerl.seeding.TorchStream`,
+and MLP parameters are built inside :func:`~moerl.seeding.seeded`; no router touches torch's global
+generator, so routers built or used in any order give the same results. ``device`` is where an MLP
+router's network lives and where every router returns its actions (tables stay in numpy).
+
+Every ``act`` also records the probabilities with which it chose (``trace.extra["probs"][depth]``,
+(B, n_actions)): the paper's collaboration reward is "the average historical probability of the router
+choosing that block", so the learner needs them.
+
 Mini-batch form of the tabular updates: the paper updates per trace; we update once per mini-batch
 per visited (task, depth, action) with the mean return of the samples that took it. With one sample
 per batch (the env) this is exactly the per-trace rule.
@@ -27,7 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from moerl.agents.routing_config import ROUTERS, WPL_FORMS
 from moerl.envs.routing_mdp import compute_returns
+from moerl.seeding import TorchStream, seeded
 
 
 @dataclass
@@ -49,7 +61,7 @@ class Router:
     tabular = False
 
     def __init__(self, n_tasks: Any, depth_actions: list[int] | None = None, state_dims: list[int] | None = None,
-                 *, gamma: float = 1.0, seed: int = 0, env: Any = None, **_: Any):
+                 *, gamma: float = 1.0, seed: int = 0, env: Any = None, device: str | torch.device = "cpu", **_: Any):
         if not isinstance(n_tasks, (int, np.integer)):  # ``Router(env, ...)``, as in SB3
             env = n_tasks
             base = env.unwrapped
@@ -58,16 +70,29 @@ class Router:
         self.n_tasks, self.depth_actions, self.state_dims = n_tasks, list(depth_actions), list(state_dims)
         self.n_depths, self.max_actions = len(depth_actions), max(depth_actions)
         self.gamma = gamma
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.stream = TorchStream(seed)
+        self.device = torch.device(device)
         self.env = env
         self.kwargs: dict[str, Any] = {"gamma": gamma, "seed": seed}
         self._extra: dict[str, Any] = {}
 
-
     # -- the two core questions -----------------------------------------------------------------
     def act(self, v: torch.Tensor, task: torch.Tensor, depth: int, deterministic: bool = False) -> torch.Tensor:
+        """Blocks (B,) for samples ``v`` (B, dim) of tasks ``task`` (B,) at ``depth``, on ``self.device``."""
+        with self.stream:
+            a = self._act(v, task, depth, deterministic)
+        return a.to(self.device)
+
+    def _act(self, v: torch.Tensor, task: torch.Tensor, depth: int, deterministic: bool) -> torch.Tensor:
         raise NotImplementedError
+
+    def _record_probs(self, depth: int, probs: np.ndarray | torch.Tensor) -> None:
+        """Keep the (B, n_actions) probabilities of this decision for the collaboration reward."""
+        if isinstance(probs, torch.Tensor):
+            probs = probs.detach().cpu().numpy()
+        self._extra.setdefault("probs", {})[depth] = np.asarray(probs, dtype=np.float64)
 
     def update(self, trace: Trace) -> dict[str, float]:
         raise NotImplementedError
@@ -122,6 +147,8 @@ class Router:
             while not done:
                 v, t, d = self._obs_tensors(obs)
                 a = int(self.act(v, t, d, deterministic=False)[0])
+                if getattr(env.unwrapped, "usage", None) is not None and env.unwrapped.usage.mode == "probability":
+                    env.unwrapped.set_action_probs(self._extra["probs"][d][0])
                 states.append(v)
                 obs, _, done, _, info = env.step(a)
                 actions.append(info["block"])
@@ -150,6 +177,13 @@ class Router:
         return None
 
 
+def _epsilon_greedy_probs(greedy: np.ndarray, n_actions: int, epsilon: float) -> np.ndarray:
+    """(B, n_actions) probabilities of epsilon-greedy around ``greedy`` (B,)."""
+    p = np.full((len(greedy), n_actions), epsilon / n_actions)
+    p[np.arange(len(greedy)), greedy] += 1.0 - epsilon
+    return p
+
+
 def _valid_mask(depth_actions: list[int], max_actions: int) -> np.ndarray:
     mask = np.zeros((len(depth_actions), max_actions), dtype=bool)
     for d, n in enumerate(depth_actions):
@@ -169,39 +203,57 @@ def _batch_means(task: np.ndarray, action: np.ndarray, values: np.ndarray, n_tas
 class WPLRouter(Router):
     """Weighted Policy Learner (Abdallah & Lesser 2006), one tabular agent per task, state (t, depth).
 
-    Per step ``i`` of a trace of task ``t`` (the original WPL and the paper's appendix 7.4 form):
-    ``R_hat <- (1-lr) R_hat + lr R_i``; ``Delta = R_i - R_hat``; ``Delta *= pi(a)`` if ``Delta < 0``
-    else ``Delta *= 1 - pi(a)``; ``pi(a) += lr * Delta``; ``pi <- clip(pi, 0, 1) / sum``; then the
-    probability floor ``min_prob`` keeps every action alive. The paper's printed Algorithm 3 swaps the
-    two cases; we do not. Samples at training time, argmax at evaluation.
+    Per step ``i`` of a trace of task ``t``: ``R_hat <- (1-lr) R_hat + lr R_i``; ``Delta = R_i - R_hat``;
+    ``Delta`` is then scaled by a probability that depends on its sign (``form``, below);
+    ``pi(a) += lr * Delta``; ``pi <- clip(pi, 0, 1) / sum``; then the probability floor ``min_prob``
+    keeps every action alive. Samples at training time, argmax at evaluation.
 
-    ``baseline`` says what ``R_hat`` averages. ``"action"`` (the spec's literal ``R_hat[t, i, a]``)
-    keeps one average per action; then ``E[Delta] -> 0`` for *every* action once the averages have
-    caught up, so the policy stops preferring the better block (our toy test shows it failing to
-    converge under noisy rewards). ``"state"`` (default; the paper's Algorithm 3 writes ``R_hat_i``,
-    one average per step/state, and original WPL compares an action's value with the policy's value)
-    makes ``Delta`` an advantage. Both give the same numbers on a fresh table's first update.
+    ``form`` says how the sign decides the scale; the paper states it both ways:
+
+    * ``"printed"`` (default): Algorithm 3 lines 9-12 and section 3.1.2, "scaling the gradient ...
+      according the probability of taking that action pi(a) (if the gradient is positive) or 1 - pi(a)
+      (if the gradient is negative)": ``Delta *= 1 - pi(a)`` if ``Delta < 0`` else ``Delta *= pi(a)``.
+    * ``"original"``: the paper's appendix 7.4 and Abdallah & Lesser: ``Delta *= pi(a)`` if
+      ``Delta < 0`` else ``Delta *= 1 - pi(a)``.
+
+    Why it matters: while the routed network predicts the prior, the reward does not depend on the
+    route and ``Delta`` is zero-mean noise. Under ``"original"`` a rare action gains more from good
+    luck than it loses from bad luck, so the uniform policy is a stable fixed point and the router never
+    commits (routing stays at 90% on mnist-mtl). Under ``"printed"`` the likely action gains more, so
+    uniform is unstable and every agent commits to a route early; the blocks on that route then train
+    for its task. The price: a committed action barely moves on bad news (``1 - pi`` is small), so two
+    tasks can lock onto one route (see the route-collision metrics).
+
+    ``baseline`` says what ``R_hat`` averages. ``"state"`` (default): Algorithm 3 writes ``R_hat_i``,
+    one average per step i of the trace, i.e. per state (t, depth), shared by its actions, so ``Delta``
+    is an advantage (original WPL also compares an action's value with the policy's value).
+    ``"action"`` (the spec's literal ``R_hat[t, i, a]``; the paper's text says "the historical average
+    return R_hat_i for each action a_i") keeps one average per action; then ``E[Delta] -> 0`` for every
+    action once its average has caught up, so the policy stops preferring the better block. Both give
+    the same numbers on a fresh table's first update.
     """
 
     name = "wpl"
     tabular = True
 
     def __init__(self, n_tasks, depth_actions=None, state_dims=None, *, lr: float = 0.1, min_prob: float = 1e-3,
-                 baseline: str = "state", **kw):
+                 baseline: str = "state", form: str = "printed", **kw):
         super().__init__(n_tasks, depth_actions, state_dims, **kw)
         depth_actions, state_dims = self.depth_actions, self.state_dims
         n_tasks = self.n_tasks
         if baseline not in ("state", "action"):
             raise ValueError(f"unknown WPL baseline '{baseline}'; valid choices: action, state")
-        self.lr, self.min_prob, self.baseline = lr, min_prob, baseline
-        self.kwargs.update(lr=lr, min_prob=min_prob, baseline=baseline)
+        WPL_FORMS.check(form)
+        self.lr, self.min_prob, self.baseline, self.form = lr, min_prob, baseline, form
+        self.kwargs.update(lr=lr, min_prob=min_prob, baseline=baseline, form=form)
         self.mask = _valid_mask(self.depth_actions, self.max_actions)
         self.pi = np.where(self.mask, 1.0, 0.0)[None].repeat(n_tasks, 0)
         self.pi /= self.pi.sum(2, keepdims=True)
         self.r_hat = np.zeros((n_tasks, self.n_depths, self.max_actions))
 
-    def act(self, v, task, depth, deterministic=False):
-        p = self.pi[task.numpy(), depth]  # (B, A)
+    def _act(self, v, task, depth, deterministic=False):
+        p = self.pi[task.cpu().numpy(), depth]  # (B, A)
+        self._record_probs(depth, p[:, : self.depth_actions[depth]])
         if deterministic:
             return torch.from_numpy(p.argmax(1))
         u = self.rng.random((p.shape[0], 1))
@@ -218,7 +270,7 @@ class WPLRouter(Router):
 
     def update(self, trace: Trace) -> dict[str, float]:
         R = self.returns(trace)
-        task = trace.task.numpy()
+        task = trace.task.cpu().numpy()
         for d in range(self.n_depths):
             rbar, cnt = _batch_means(task, trace.actions[:, d], R[:, d], self.n_tasks, self.max_actions)
             seen = cnt > 0
@@ -230,7 +282,10 @@ class WPLRouter(Router):
             self.r_hat[:, d] = r_hat
             pi = self.pi[:, d]
             delta = rbar - r_hat
-            delta = np.where(delta < 0, delta * pi, delta * (1.0 - pi))
+            if self.form == "printed":  # Algorithm 3: negative scaled by 1 - pi, positive by pi
+                delta = np.where(delta < 0, delta * (1.0 - pi), delta * pi)
+            else:  # appendix 7.4 / Abdallah & Lesser: negative scaled by pi, positive by 1 - pi
+                delta = np.where(delta < 0, delta * pi, delta * (1.0 - pi))
             new = pi + self.lr * np.where(seen, delta, 0.0)
             rows = seen.any(1)
             self.pi[rows, d] = self.project(new[rows], self.mask[d][None].repeat(rows.sum(), 0))
@@ -269,17 +324,20 @@ class TabularQRouter(Router):
         q = np.where(self.mask[depth], q, -np.inf) + 1e-9 * self.rng.random(q.shape)  # random tie-break
         return q.argmax(1)
 
-    def act(self, v, task, depth, deterministic=False):
-        q = self.q[task.numpy(), depth]
+    def _act(self, v, task, depth, deterministic=False):
+        q = self.q[task.cpu().numpy(), depth]
         if deterministic:
-            return torch.from_numpy(np.where(self.mask[depth], q, -np.inf).argmax(1))
+            a = np.where(self.mask[depth], q, -np.inf).argmax(1)
+            self._record_probs(depth, np.eye(self.depth_actions[depth])[a])
+            return torch.from_numpy(a)
         a = self._greedy(q, depth)
+        self._record_probs(depth, _epsilon_greedy_probs(a, self.depth_actions[depth], self.epsilon))
         explore = self.rng.random(len(a)) < self.epsilon
         a = np.where(explore, self.rng.integers(0, self.depth_actions[depth], len(a)), a)
         return torch.from_numpy(a)
 
     def update(self, trace: Trace) -> dict[str, float]:
-        task = trace.task.numpy()
+        task = trace.task.cpu().numpy()
         td = []
         for d in range(self.n_depths):
             a = trace.actions[:, d]
@@ -339,32 +397,39 @@ class ApproxQRouter(Router):
         super().__init__(n_tasks, depth_actions, state_dims, **kw)
         depth_actions, state_dims = self.depth_actions, self.state_dims
         n_tasks = self.n_tasks
-        torch.manual_seed(kw.get("seed", 0))
         self.lr, self.epsilon = lr, epsilon
         self.kwargs.update(lr=lr, epsilon=epsilon)
-        self.net = _MLPBank(n_tasks, n_tasks, self.state_dims, self.depth_actions)
+        with seeded(self.seed):
+            self.net = _MLPBank(n_tasks, n_tasks, self.state_dims, self.depth_actions).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
 
-    def act(self, v, task, depth, deterministic=False):
+    def _act(self, v, task, depth, deterministic=False):
+        v, task = v.to(self.device), task.to(self.device)
         with torch.no_grad():
             a = self.net(v, task, task, depth).argmax(1)
+        n = self.depth_actions[depth]
         if deterministic:
+            self._record_probs(depth, np.eye(n)[a.cpu().numpy()])
             return a
-        explore = torch.rand(len(a), generator=self.gen) < self.epsilon
-        rand = torch.randint(0, self.depth_actions[depth], (len(a),), generator=self.gen)
+        self._record_probs(depth, _epsilon_greedy_probs(a.cpu().numpy(), n, self.epsilon))
+        explore = torch.rand(len(a), device=self.device) < self.epsilon
+        rand = torch.randint(0, n, (len(a),), device=self.device)
         return torch.where(explore, rand, a)
 
     def update(self, trace: Trace) -> dict[str, float]:
-        t = trace.task
+        t = trace.task.to(self.device)
+        states = [s.to(self.device) for s in trace.states]
+        dev = {"device": self.device, "dtype": torch.float32}
         loss = 0.0
         for d in range(self.n_depths):
-            q = self.net(trace.states[d], t, t, d).gather(1, torch.as_tensor(trace.actions[:, d]).long()[:, None])[:, 0]
-            r = torch.as_tensor(trace.rewards[:, d], dtype=torch.float32)
+            chosen = torch.as_tensor(trace.actions[:, d], device=self.device).long()[:, None]
+            q = self.net(states[d], t, t, d).gather(1, chosen)[:, 0]
+            r = torch.as_tensor(trace.rewards[:, d], **dev)
             if d == self.n_depths - 1:
-                target = r + torch.as_tensor(trace.r_final, dtype=torch.float32)
+                target = r + torch.as_tensor(trace.r_final, **dev)
             else:
                 with torch.no_grad():
-                    target = r + self.gamma * self.net(trace.states[d + 1], t, t, d + 1).max(1).values
+                    target = r + self.gamma * self.net(states[d + 1], t, t, d + 1).max(1).values
             loss = loss + nn.functional.mse_loss(q, target)
         self.opt.zero_grad()
         loss.backward()
@@ -397,14 +462,15 @@ class ReinforceRouter(Router):
         n_tasks = self.n_tasks
         if agents not in ("per-task", "single", "dispatched"):
             raise ValueError(f"unknown agents '{agents}'; valid choices: dispatched, per-task, single")
-        torch.manual_seed(kw.get("seed", 0))
         self.lr, self.agents, self.momentum = lr, agents, baseline_momentum
         self.kwargs.update(lr=lr, agents=agents, baseline_momentum=baseline_momentum)
         n_agents = 1 if agents == "single" else n_tasks
-        self.net = _MLPBank(n_agents, n_tasks, self.state_dims, self.depth_actions)
+        with seeded(self.seed):
+            self.net = _MLPBank(n_agents, n_tasks, self.state_dims, self.depth_actions).to(self.device)
+            if agents == "dispatched":
+                self.dispatcher = _MLPBank(1, n_tasks, self.state_dims[:1], [n_tasks]).to(self.device)
         params = list(self.net.parameters())
         if agents == "dispatched":
-            self.dispatcher = _MLPBank(1, n_tasks, self.state_dims[:1], [n_tasks])
             params += list(self.dispatcher.parameters())
         self.opt = torch.optim.Adam(params, lr=lr)
         self.baseline = np.zeros((n_tasks, self.n_depths + 1))
@@ -418,35 +484,38 @@ class ReinforceRouter(Router):
         if depth == 0 or self._agent is None or len(self._agent) != len(task):
             with torch.no_grad():
                 logits = self.dispatcher(v, task, torch.zeros_like(task), 0)
-            agent = logits.argmax(1) if deterministic else torch.multinomial(
-                torch.softmax(logits, 1), 1, generator=self.gen)[:, 0]
+            agent = logits.argmax(1) if deterministic else torch.multinomial(torch.softmax(logits, 1), 1)[:, 0]
             self._agent = agent
             self._extra["agent"] = agent
         return self._agent
 
-    def act(self, v, task, depth, deterministic=False):
+    def _act(self, v, task, depth, deterministic=False):
+        v, task = v.to(self.device), task.to(self.device)
         agent = self._agent_of(v, task, depth, deterministic)
         with torch.no_grad():
-            logits = self.net(v, task, agent, depth)
+            probs = torch.softmax(self.net(v, task, agent, depth), 1)
+        self._record_probs(depth, probs)
         if deterministic:
-            return logits.argmax(1)
-        return torch.multinomial(torch.softmax(logits, 1), 1, generator=self.gen)[:, 0]
+            return probs.argmax(1)
+        return torch.multinomial(probs, 1)[:, 0]
 
     def update(self, trace: Trace) -> dict[str, float]:
         R = self.returns(trace)
-        task = trace.task
-        tn = task.numpy()
-        agent = trace.extra.get("agent", task if self.agents == "per-task" else torch.zeros_like(task))
+        task = trace.task.to(self.device)
+        tn = trace.task.cpu().numpy()
+        states = [s.to(self.device) for s in trace.states]
+        agent = trace.extra.get("agent", task if self.agents == "per-task" else torch.zeros_like(task)).to(self.device)
+        dev = {"device": self.device, "dtype": torch.float32}
         loss = 0.0
         for d in range(self.n_depths):
-            adv = torch.as_tensor(R[:, d] - self.baseline[tn, d], dtype=torch.float32)
-            logp = torch.log_softmax(self.net(trace.states[d], task, agent, d), 1)
-            chosen = logp.gather(1, torch.as_tensor(trace.actions[:, d]).long()[:, None])[:, 0]
+            adv = torch.as_tensor(R[:, d] - self.baseline[tn, d], **dev)
+            logp = torch.log_softmax(self.net(states[d], task, agent, d), 1)
+            chosen = logp.gather(1, torch.as_tensor(trace.actions[:, d], device=self.device).long()[:, None])[:, 0]
             loss = loss - (adv * chosen).mean()
         if self.agents == "dispatched":
             d = self.n_depths  # baseline column of the dispatcher
-            adv = torch.as_tensor(R[:, 0] - self.baseline[tn, d], dtype=torch.float32)
-            logp = torch.log_softmax(self.dispatcher(trace.states[0], task, torch.zeros_like(task), 0), 1)
+            adv = torch.as_tensor(R[:, 0] - self.baseline[tn, d], **dev)
+            logp = torch.log_softmax(self.dispatcher(states[0], task, torch.zeros_like(task), 0), 1)
             loss = loss - (adv * logp.gather(1, agent[:, None])[:, 0]).mean()
         self.opt.zero_grad()
         loss.backward()
@@ -474,7 +543,7 @@ class ReinforceRouter(Router):
 
 ROUTERS_BY_CLASS = {c.__name__: c for c in (WPLRouter, TabularQRouter, ApproxQRouter, ReinforceRouter)}
 
-#: CLI algorithm name -> (router class, extra kwargs).
+#: Algorithm name (one of :data:`moerl.agents.routing_config.ROUTERS`) -> (router class, extra kwargs).
 ROUTER_ALGOS: dict[str, tuple[type[Router], dict[str, Any]]] = {
     "wpl": (WPLRouter, {}),
     "q-tabular": (TabularQRouter, {}),
@@ -485,7 +554,11 @@ ROUTER_ALGOS: dict[str, tuple[type[Router], dict[str, Any]]] = {
 }
 
 
+if tuple(ROUTER_ALGOS) != ROUTERS.names:  # the registry is the one list of names
+    raise ImportError(f"ROUTER_ALGOS {list(ROUTER_ALGOS)} does not match the ROUTERS registry {list(ROUTERS.names)}")
+
+
 def make_router(algo: str, n_tasks: int, depth_actions: list[int], state_dims: list[int], **kwargs: Any) -> Router:
-    """Build a router by CLI name (see :data:`ROUTER_ALGOS`)."""
-    cls, extra = ROUTER_ALGOS[algo]
+    """Build a router by name (see :data:`moerl.agents.routing_config.ROUTERS`); ConfigError for an unknown one."""
+    cls, extra = ROUTER_ALGOS[ROUTERS.check(algo)]
     return cls(n_tasks, depth_actions, state_dims, **{**extra, **kwargs})

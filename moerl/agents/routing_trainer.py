@@ -9,13 +9,18 @@ same rule as the env's (:func:`moerl.envs.routing_mdp.route_rewards`).
 :class:`RoutingLearner` offers SB3's surface: ``RoutingLearner(dataset, algo="wpl", ...)``,
 ``learn(epochs)``, ``predict((x, task))``, ``evaluate()`` (per-task accuracy), ``save``/``load``.
 For the baselines (``task-specific-1-fc`` ...) there is no router and training is plain SGD.
+
+Seeds and devices: the model is built inside :func:`~moerl.seeding.seeded` (its parameters depend on
+``config.seed`` only), training draws torch randomness from the learner's own
+:class:`~moerl.seeding.TorchStream` and numpy randomness from its own generator, so two learners built or
+trained in any order, or interleaved, give the results each gives alone. ``config.device`` is resolved
+once by :func:`moerl.devices.resolve_device`; model, router networks and every batch live there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +28,49 @@ import numpy as np
 import torch
 from torch import nn
 
-from moerl.agents.routers import ROUTER_ALGOS, Router, Trace, make_router
+from moerl.agents.routers import Router, Trace, make_router
+from moerl.agents.routing_config import ALGOS, BASELINES, ROUTERS, LearnerConfig, validate_learner
 from moerl.data.mtl import MTLDataset, MTLSplit
+from moerl.devices import resolve_device
 from moerl.envs.routing_mdp import UsageStats, route_rewards
-from moerl.nn.mtl_baselines import BASELINES, make_baseline
+from moerl.nn.mtl_baselines import BASELINES as BASELINE_MODELS
+from moerl.nn.mtl_baselines import make_baseline
 from moerl.nn.routing import RoutedConvNet
+from moerl.seeding import TorchStream, seeded
 
-ALGOS: tuple[str, ...] = (*ROUTER_ALGOS, *BASELINES)
+__all__ = ["ALGOS", "LearnerConfig", "RoutingLearner", "route_collisions", "task_routes"]
+
+if tuple(BASELINE_MODELS) != BASELINES.names:  # the registry is the one list of names
+    raise ImportError(f"baseline models {list(BASELINE_MODELS)} do not match the registry {list(BASELINES.names)}")
 
 
-@dataclass
-class LearnerConfig:
-    """Hyper-parameters of one routing/baseline run (paper defaults where it gives them)."""
+def task_routes(routes: np.ndarray, task: np.ndarray, n_tasks: int) -> np.ndarray:
+    """(n_tasks, n_depths): each task's most frequent full route among ``routes`` (N, n_depths).
 
-    algo: str = "wpl"
-    hidden: int = 48  # the paper's appendix; its text says 128
-    channels: int = 32
-    mode: str = "layered"  # layered | recursive
-    n_middle: int = 1  # routed middle depths (3 routed layers in all by default)
-    allow_pass: bool = False
-    batch_size: int = 64
-    lr: float = 0.01  # SGD, divided by 10 every lr_decay_every epochs
-    lr_decay_every: int = 20
-    #: SGD momentum. The paper's optimiser is plain SGD (0.0, the default); 0.9 reaches the same
-    #: accuracies in far fewer steps, which is what a CPU budget needs (say which in any report).
-    momentum: float = 0.0
-    rho: float = 0.0  # collaboration reward (paper: 0.3 on MNIST-MTL)
-    gamma: float = 1.0
-    router_lr: float | None = None  # None: the router's default (0.1 tabular, 1e-3 MLPs)
-    epsilon: float = 0.1
-    min_prob: float = 0.001
-    samples_per_epoch: int = 0  # 0: the whole training split; else a fresh random subset each epoch
-    seed: int = 0
+    Ties go to the smallest route (lexicographic); a task with no sample gets -1 everywhere.
+    """
+    out = np.full((n_tasks, routes.shape[1]), -1, dtype=np.int64)
+    for t in range(n_tasks):
+        rows = routes[task == t]
+        if len(rows):
+            uniq, cnt = np.unique(rows, axis=0, return_counts=True)
+            out[t] = uniq[cnt.argmax()]
+    return out
+
+
+def route_collisions(routes: np.ndarray) -> dict[str, float]:
+    """How often tasks share a whole route, from per-task routes (n_tasks, n_depths).
+
+    ``collision_fraction``: the fraction of task pairs whose routes are identical (0 = every task has
+    its own route; 1 = all tasks share one). ``distinct_routes``: the number of different full routes.
+    Why: the printed WPL form commits each agent to a route for good, so two tasks can lock onto one
+    route even when they would do better apart.
+    """
+    n = len(routes)
+    same = sum(bool(np.array_equal(routes[i], routes[j])) for i in range(n) for j in range(i + 1, n))
+    pairs = n * (n - 1) // 2
+    return {"collision_fraction": same / pairs if pairs else 0.0,
+            "distinct_routes": float(len({tuple(r) for r in routes.tolist()}))}
 
 
 class RoutingLearner:
@@ -62,33 +78,41 @@ class RoutingLearner:
 
     def __init__(self, dataset: MTLDataset, config: LearnerConfig | None = None, **kwargs: Any):
         self.dataset = dataset
-        self.config = dataclasses.replace(config or LearnerConfig(), **kwargs)
+        base = config or LearnerConfig()
+        # a run config (a subclass with run-only keys) is reduced to the learner's own keys
+        fields = {f.name for f in dataclasses.fields(LearnerConfig)}
+        self.config = LearnerConfig(**{k: v for k, v in dataclasses.asdict(base).items() if k in fields})
+        self.config = validate_learner(dataclasses.replace(self.config, **kwargs))
         c = self.config
-        torch.manual_seed(c.seed)
+        self.device = resolve_device(c.device)
         self.rng = np.random.default_rng(c.seed)
+        self.stream = TorchStream(c.seed)
         self.router: Router | None = None
-        if c.algo in ROUTER_ALGOS:
-            self.model: nn.Module = RoutedConvNet(
-                dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=c.hidden, channels=c.channels,
-                mode=c.mode, n_middle=c.n_middle, allow_pass=c.allow_pass)  # type: ignore[arg-type]
+        with seeded(c.seed):  # parameters depend on the seed only, never on what was built before
+            if c.algo in ROUTERS:
+                self.model: nn.Module = RoutedConvNet(
+                    dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=c.hidden, channels=c.channels,
+                    mode=c.mode, n_middle=c.n_middle, allow_pass=c.allow_pass)  # type: ignore[arg-type]
+            else:
+                self.model = make_baseline(ALGOS.check(c.algo), dataset.image_shape, dataset.n_tasks,
+                                           dataset.n_classes, hidden=c.hidden, channels=c.channels)
+        self.model.to(self.device)
+        if c.algo in ROUTERS:
             head = self.model.head
             depth_actions = [head.n_actions(d) for d in range(head.n_depths)]
-            kw: dict[str, Any] = {"gamma": c.gamma, "seed": c.seed}
+            kw: dict[str, Any] = {"gamma": c.gamma, "seed": c.seed, "device": self.device}
             if c.router_lr is not None:
                 kw["lr"] = c.router_lr
             if c.algo in ("q-tabular", "q-approx"):
                 kw["epsilon"] = c.epsilon
             if c.algo == "wpl":
-                kw["min_prob"] = c.min_prob
+                kw.update(min_prob=c.min_prob, form=c.wpl_form, baseline=c.wpl_baseline)
             self.router = make_router(c.algo, dataset.n_tasks, depth_actions,
                                       [head.dim_in(d) for d in range(head.n_depths)], **kw)
-            self.usage = UsageStats(head.n_depths, max(depth_actions))
+            self.usage = UsageStats(head.n_depths, max(depth_actions), c.collab_reward)
             self.choice_counts = np.zeros((dataset.n_tasks, head.n_depths, max(depth_actions)))
-        elif c.algo in BASELINES:
-            self.model = make_baseline(c.algo, dataset.image_shape, dataset.n_tasks, dataset.n_classes,
-                                       hidden=c.hidden, channels=c.channels)
         else:
-            raise ValueError(f"unknown algo '{c.algo}'; valid choices: {', '.join(ALGOS)}")
+            assert c.algo in BASELINES
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
         self.epoch = 0
 
@@ -109,11 +133,24 @@ class RoutingLearner:
             states.append(s)
             actions.append(a)
             v = head.step(v, d, a)
-        routes = torch.stack(actions, 1).numpy()
+        routes = torch.stack(actions, 1).cpu().numpy()
         trace = Trace(states, task, routes, np.zeros(routes.shape), np.zeros(len(task)), self.router.pop_extra())
         return v, trace
 
+    def _decision_probs(self, trace: Trace) -> np.ndarray:
+        """(B, n_depths, max_actions) probabilities of the decisions in ``trace`` (zero-padded)."""
+        probs = trace.extra["probs"]
+        out = np.zeros((len(trace.actions), len(probs), self.choice_counts.shape[2]))
+        for d, p in probs.items():
+            out[:, d, : p.shape[1]] = p
+        return out
+
     def train_batch(self, x: torch.Tensor, task: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One SGD step of the blocks on the task loss along the sampled routes, then one router update."""
+        with self.stream:
+            return self._train_batch(x.to(self.device), task.to(self.device), y.to(self.device))
+
+    def _train_batch(self, x: torch.Tensor, task: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.model.train()
         if self.router is None:
             logits = self.model(x, task)
@@ -126,9 +163,10 @@ class RoutingLearner:
         out = {"loss": loss.item()}
         if self.router is not None:
             trace.rewards, trace.r_final = route_rewards(logits.detach(), y, trace.actions, self.usage, self.config.rho)
-            self.usage.update(trace.actions)
+            self.usage.update(trace.actions, self._decision_probs(trace) if self.usage.mode == "probability" else None)
+            tn = task.cpu().numpy()
             for d in range(trace.actions.shape[1]):
-                np.add.at(self.choice_counts[:, d], (task.numpy(), trace.actions[:, d]), 1.0)
+                np.add.at(self.choice_counts[:, d], (tn, trace.actions[:, d]), 1.0)
             out.update(self.router.update(trace))
         return out
 
@@ -137,7 +175,7 @@ class RoutingLearner:
         """Rewards (immediate (B, n), final (B,)) the trainer would give these routes now (eval mode)."""
         self.model.eval()
         with torch.no_grad():
-            logits = self.model(x, torch.as_tensor(routes).long())
+            logits = self.model(x.to(self.device), torch.as_tensor(routes, device=self.device).long())
         return route_rewards(logits, y, routes, self.usage, self.config.rho)
 
     # -- epochs ------------------------------------------------------------------------------------
@@ -184,14 +222,19 @@ class RoutingLearner:
                 deterministic: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels for ``obs = (x, task)``; the second value is the routes (B, depths) or None (baselines)."""
         x, task = obs
+        x, task = x.to(self.device), task.to(self.device)
         self.model.eval()
         if self.router is None:
-            return self.model(x, task).argmax(1).numpy(), None
+            return self.model(x, task).argmax(1).cpu().numpy(), None
         logits, trace = self._route(x, task, deterministic=deterministic)
-        return logits.argmax(1).numpy(), trace.actions
+        return logits.argmax(1).cpu().numpy(), trace.actions
 
     def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, Any]:
-        """Per-task accuracy on ``split``, plus the mean and (routing) the routes taken per task."""
+        """Per-task accuracy on ``split``, plus the mean and (routing) the routes taken per task.
+
+        Routing learners also return ``task_routes`` (each task's most frequent full greedy route) and
+        the route-collision measures of :func:`route_collisions` on them.
+        """
         data: MTLSplit = getattr(self.dataset, split)
         preds, routes = [], []
         for s in range(0, len(data), batch_size):
@@ -206,7 +249,11 @@ class RoutingLearner:
         per_task = [float(hit[data.task == k].mean()) for k in range(self.dataset.n_tasks)]
         out: dict[str, Any] = {"accuracy": float(np.mean(per_task)), "per_task": per_task}
         if routes:
-            out["route_counts"] = self._route_counts(np.concatenate(routes), data.task)
+            all_routes = np.concatenate(routes)
+            out["route_counts"] = self._route_counts(all_routes, data.task)
+            per_task = task_routes(all_routes, data.task, self.dataset.n_tasks)
+            out["task_routes"] = per_task.tolist()
+            out.update(route_collisions(per_task))
         return out
 
     def _route_counts(self, routes: np.ndarray, task: np.ndarray) -> list[list[list[int]]]:
@@ -227,9 +274,11 @@ class RoutingLearner:
         torch.save(data, path)
 
     @classmethod
-    def load(cls, path: str | Path, dataset: MTLDataset) -> RoutingLearner:
-        data = torch.load(path, weights_only=False)
-        learner = cls(dataset, LearnerConfig(**data["config"]))
+    def load(cls, path: str | Path, dataset: MTLDataset, device: str | None = None) -> RoutingLearner:
+        """Rebuild a saved learner; ``device`` overrides the saved config's device."""
+        data = torch.load(path, weights_only=False, map_location="cpu")
+        config = LearnerConfig(**data["config"])
+        learner = cls(dataset, config if device is None else dataclasses.replace(config, device=device))
         learner.model.load_state_dict(data["model"])
         learner.epoch = data["epoch"]
         if learner.router is not None:

@@ -36,11 +36,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from moerl.errors import ConfigError, check_choice
+from moerl.errors import ConfigError
+from moerl.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the CLI reads DATASETS without torch
+    import torch
+
+#: The routing datasets (``moerl train --env NAME``); the one list every other module reads.
+DATASETS = Registry("routing dataset", {
+    "mnist-mtl": "MNIST-MTL recipe on the offline MNIST subset (10 binary tasks)",
+    "fashion-mtl": "Fashion-MNIST one-vs-rest, 10 binary tasks, full scale",
+    "fashion-5way-mtl": "Fashion-MNIST, 2 tasks x 5 classes (CIFAR-MTL-style structure)",
+    "digits-mtl": "sklearn 8x8 digits one-vs-rest (tiny, for tests and demos)",
+})
 
 #: Fashion-MNIST class groups for ``fashion-5way-mtl`` (class ids of the standard label order).
 FASHION_GROUPS: tuple[tuple[str, tuple[int, ...]], ...] = (
@@ -90,6 +102,8 @@ class MTLDataset:
 
     def tensors(self, split: MTLSplit, rows: np.ndarray | slice | None = None) -> tuple[torch.Tensor, ...]:
         """Return ``(x float (B,1,H,W) in [0,1], task int64, label int64)`` for the given rows."""
+        import torch
+
         if rows is None:
             rows = slice(None)
         idx = split.index[rows]
@@ -284,18 +298,22 @@ def build_digits_mtl(seed: int = 0, n_tasks: int = 10) -> MTLDataset:
     return ds
 
 
+def _build_digits(data_dir: str | None = None, seed: int = 0) -> MTLDataset:
+    del data_dir  # bundled with scikit-learn
+    return build_digits_mtl(seed=seed)
+
+
+#: Dataset name -> builder (keys checked against :data:`DATASETS` at import).
 BUILDERS = {
-    "mnist-mtl": ("MNIST-MTL recipe on the offline MNIST subset (10 binary tasks)", build_mnist_mtl),
-    "fashion-mtl": ("Fashion-MNIST one-vs-rest, 10 binary tasks, full scale", build_fashion_mtl),
-    "fashion-5way-mtl": ("Fashion-MNIST, 2 tasks x 5 classes (CIFAR-MTL-style structure)", build_fashion_5way_mtl),
-    "digits-mtl": ("sklearn 8x8 digits one-vs-rest (tiny, for tests)", None),
+    "mnist-mtl": build_mnist_mtl,
+    "fashion-mtl": build_fashion_mtl,
+    "fashion-5way-mtl": build_fashion_5way_mtl,
+    "digits-mtl": _build_digits,
 }
+if tuple(BUILDERS) != DATASETS.names:
+    raise ImportError(f"BUILDERS {list(BUILDERS)} does not match the DATASETS registry {list(DATASETS.names)}")
 
 
 def build(name: str, data_dir: str | None = None, seed: int = 0) -> MTLDataset:
     """Build a dataset by name (raises :class:`ConfigError` for unknown names)."""
-    check_choice("routing dataset", name, BUILDERS)
-    builder = BUILDERS[name][1]
-    if builder is None:  # digits-mtl: sklearn's bundled digits, no data_dir
-        return build_digits_mtl(seed=seed)
-    return builder(data_dir=data_dir, seed=seed)
+    return BUILDERS[DATASETS.check(name)](data_dir=data_dir, seed=seed)

@@ -8,9 +8,10 @@ Why an environment: it makes the router an ordinary RL agent, so any agent (ours
 * actions: the blocks allowed at that depth (+ PASS on middle depths when the network allows it).
   The action space is ``Discrete(max actions)``; an action that is not valid at this depth is mapped to
   ``action % n_valid`` (``info["action_mask"]`` tells agents which ones are valid);
-* reward of each step: the collaboration reward ``rho * frequency(block at depth)`` (frequency over
-  the whole history of choices, all tasks, *before* this choice); the last step adds the final reward
-  +1 if the prediction is right, -1 otherwise. ``rho`` is applied once, here and nowhere else.
+* reward of each step: the collaboration reward ``rho * usage(block at depth)`` (:class:`UsageStats`:
+  the average historical probability of choosing that block, or its historical frequency, over all
+  tasks, *before* this choice); the last step adds the final reward +1 if the prediction is right, -1
+  otherwise. ``rho`` is applied once, here and nowhere else.
 
 The environment is non-stationary on purpose: finished episodes are buffered and every
 ``block_batch_size`` of them the network (trunk + the blocks on the chosen routes only) takes one SGD
@@ -35,19 +36,50 @@ from moerl.nn.routing import RoutedConvNet
 
 
 class UsageStats:
-    """Historical choice counts per (depth, action), over all tasks: the basis of the collaboration reward."""
+    """History of the router's choices per (depth, block): the basis of the collaboration reward.
 
-    def __init__(self, n_depths: int, max_actions: int):
+    The paper (section 3.1.1) tried two immediate rewards, "the average number of times that block was
+    chosen by the router historically and the average historical probability of the router choosing
+    that block. We found no significant difference between the two approaches and use the average
+    probability in our experiments." ``mode`` picks one:
+
+    * ``"probability"`` (the paper's): ``counts[d, a]`` sums, over every past decision at depth ``d``,
+      the probability the deciding agent gave block ``a``; divided by the number of decisions it is
+      the average historical probability.
+    * ``"count"``: ``counts[d, a]`` counts the past decisions that chose ``a``; divided by the number
+      of decisions it is the historical frequency.
+
+    Pooled or per agent: the paper speaks of "the router", which in the multi-agent form is the set of
+    per-task agents, and motivates the reward by re-use across instances ("condition its decision for
+    one instance on what was historically decided for other instances, to encourage re-use of existing
+    functions for improved compression"; "reducing the number of function blocks ever chosen by the
+    router"). Per-agent statistics would reward a task for re-using its *own* blocks only, which does
+    not compress anything, so the history is pooled over all tasks (agents) at each depth.
+    """
+
+    def __init__(self, n_depths: int, max_actions: int, mode: str = "count"):
+        if mode not in ("probability", "count"):
+            raise ValueError(f"unknown collaboration reward '{mode}'; valid choices: probability, count")
+        self.mode = mode
         self.counts = np.zeros((n_depths, max_actions), dtype=np.float64)
 
     def frequency(self) -> np.ndarray:
-        tot = self.counts.sum(1, keepdims=True)
+        """(n_depths, max_actions): average probability (or frequency) of each block over past decisions."""
+        tot = self.counts.sum(1, keepdims=True)  # = number of decisions per depth (probabilities sum to 1)
         return np.divide(self.counts, tot, out=np.zeros_like(self.counts), where=tot > 0)
 
-    def update(self, actions: np.ndarray) -> None:
-        """Add the choices of ``actions`` (int array (B, n_depths))."""
-        actions = np.asarray(actions).reshape(-1, self.counts.shape[0])
-        for d in range(self.counts.shape[0]):
+    def update(self, actions: np.ndarray, probs: np.ndarray | None = None) -> None:
+        """Add the decisions ``actions`` (int (B, n_depths)) with their probabilities ``probs``
+        ((B, n_depths, n_actions); needed in ``"probability"`` mode, ignored in ``"count"`` mode)."""
+        n_depths = self.counts.shape[0]
+        if self.mode == "probability":
+            if probs is None:
+                raise ValueError("UsageStats(mode='probability') needs the probabilities of the decisions")
+            probs = np.asarray(probs, dtype=np.float64).reshape(-1, n_depths, probs.shape[-1])
+            self.counts[:, : probs.shape[2]] += probs.sum(0)
+            return
+        actions = np.asarray(actions).reshape(-1, n_depths)
+        for d in range(n_depths):
             np.add.at(self.counts[d], actions[:, d], 1.0)
 
 
@@ -85,7 +117,9 @@ class RoutingMDPEnv(gym.Env):
     """One routing decision per step; see the module docstring.
 
     ``dataset`` is a dataset name (``digits-mtl`` by default, so ``gym.make(ENV_ID)`` works offline)
-    or an :class:`~moerl.data.mtl.MTLDataset`; ``net`` defaults to a fresh :class:`RoutedConvNet`.
+    or an :class:`~moerl.data.mtl.MTLDataset`; ``net`` defaults to a fresh :class:`RoutedConvNet` built
+    from ``seed``. ``collab_reward``: ``"count"`` (default: any agent can act) or ``"probability"`` (the
+    paper's; the agent must call :meth:`set_action_probs` before every step, as our routers do).
     """
 
     metadata = {"render_modes": []}
@@ -105,6 +139,8 @@ class RoutingMDPEnv(gym.Env):
         allow_pass: bool = False,
         data_dir: str | None = None,
         data_seed: int = 0,
+        collab_reward: str = "count",
+        seed: int = 0,
     ):
         super().__init__()
         if isinstance(dataset, str):
@@ -113,8 +149,11 @@ class RoutingMDPEnv(gym.Env):
             dataset = build(dataset, data_dir=data_dir, seed=data_seed)
         self.dataset = dataset
         if net is None:
-            net = RoutedConvNet(dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=hidden,
-                                channels=channels, mode=mode, allow_pass=allow_pass)  # type: ignore[arg-type]
+            from moerl.seeding import seeded
+
+            with seeded(seed):  # the net depends on ``seed`` only; the global torch stream is left alone
+                net = RoutedConvNet(dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=hidden,
+                                    channels=channels, mode=mode, allow_pass=allow_pass)  # type: ignore[arg-type]
         self.net = net
         head = net.head
         self.n_depths = head.n_depths
@@ -122,7 +161,10 @@ class RoutingMDPEnv(gym.Env):
         self.state_dims = [head.dim_in(d) for d in range(self.n_depths)]
         self.max_dim = max(self.state_dims)
         self.rho, self.block_batch_size, self.train_blocks = rho, block_batch_size, train_blocks
-        self.usage = UsageStats(self.n_depths, max(self.depth_actions))
+        # "count" by default: an arbitrary agent's probabilities are not observable by the env; with
+        # "probability" the agent must call set_action_probs before every step (our routers do).
+        self.usage = UsageStats(self.n_depths, max(self.depth_actions), collab_reward)
+        self._probs: np.ndarray | None = None
         self.optimizer = torch.optim.SGD(net.parameters(), lr=block_lr)
         self.observation_space = spaces.Dict({
             "v": spaces.Box(-np.inf, np.inf, (self.max_dim,), np.float32),
@@ -148,6 +190,10 @@ class RoutingMDPEnv(gym.Env):
         mask = np.zeros(self.action_space.n, dtype=np.int8)
         mask[: self.depth_actions[d]] = 1
         return mask
+
+    def set_action_probs(self, probs: np.ndarray) -> None:
+        """The acting agent's probabilities over this depth's actions, for the next :meth:`step`."""
+        self._probs = np.asarray(probs, dtype=np.float64).reshape(-1)
 
     def _train_blocks(self) -> float:
         rows = np.array([r for r, _ in self._buffer])
@@ -183,7 +229,13 @@ class RoutingMDPEnv(gym.Env):
         d = self._depth
         a = int(action) % self.depth_actions[d]
         r_collab = float(self.rho * self.usage.frequency()[d, a])
-        self.usage.counts[d, a] += 1.0
+        if self.usage.mode == "probability":
+            if self._probs is None:
+                raise RuntimeError("collab_reward='probability': call set_action_probs(p) before every step")
+            self.usage.counts[d, : len(self._probs)] += self._probs
+            self._probs = None
+        else:
+            self.usage.counts[d, a] += 1.0
         self.net.eval()
         with torch.no_grad():
             self._v = self.net.head.step(self._v, d, torch.tensor([a]))

@@ -3,13 +3,21 @@
 Why here: this module turns a :class:`~moerl.experiments.families.TrainRequest` into a validated
 :class:`RoutingConfig`, and only then creates the run directory and trains a
 :class:`~moerl.agents.routing_trainer.RoutingLearner`. Config precedence: dataclass defaults <
-``--config FILE`` < explicit CLI flags (``--algo``, ``--epochs``, ``--seed``, ``--data-dir``) <
-``--set key=value``.
+``--config FILE`` < explicit CLI flags (``--algo``, ``--epochs``, ``--seed``, ``--data-dir``,
+``--device``) < ``--set key=value``.
+
+One schema: :class:`RoutingConfig` *is* the learner's
+:class:`~moerl.agents.routing_config.LearnerConfig` plus the keys only a run needs (dataset, epochs,
+evaluation cadence); every key is defined once. Names (datasets, algorithms, WPL forms ...) come from
+their registries (:data:`moerl.data.mtl.DATASETS`, :mod:`moerl.agents.routing_config`). Nothing here
+imports torch at module level, so ``moerl --help`` and ``moerl envs`` stay fast.
 
 Run directory files (besides the common skeleton): ``model.pt``, ``eval.csv`` (epoch, task, accuracy),
 ``results.json`` (final per-task accuracy, accuracy per evaluated epoch, routes), ``routing_map.png``
 (task x depth -> chosen block, the paper's Fig. 11; routing algos only) and ``policy_evolution.png``
 (per task, how often each block was chosen at each depth in each epoch, the paper's Fig. 9).
+``results.json`` and TensorBoard also carry route collisions (``routing/collision_fraction``: the
+fraction of task pairs whose greedy routes are identical; ``routing/distinct_routes``).
 """
 
 from __future__ import annotations
@@ -23,90 +31,52 @@ from typing import Any
 
 import numpy as np
 
-from moerl.config import apply_overrides, from_dict, load_yaml, merge, to_dict
-from moerl.errors import ConfigError, check_choice, check_positive
+from moerl.agents.routing_config import LearnerConfig, validate_learner
+from moerl.config import from_dict, resolve, to_dict
+from moerl.data.mtl import DATASETS
+from moerl.errors import ConfigError, check_positive
 from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
 from moerl.experiments.rundir import RunDir, running
 
-# Names of the datasets and algos (kept import-light: no torch import at CLI start-up).
-DATASETS: dict[str, str] = {
-    "mnist-mtl": "MNIST-MTL recipe on the offline MNIST subset (10 binary tasks)",
-    "fashion-mtl": "Fashion-MNIST one-vs-rest, 10 binary tasks, full scale",
-    "fashion-5way-mtl": "Fashion-MNIST, 2 tasks x 5 classes (CIFAR-MTL-style structure)",
-    "digits-mtl": "sklearn 8x8 digits one-vs-rest (tiny, for tests and demos)",
-}
-ROUTING_ALGOS = ("wpl", "q-tabular", "q-approx", "reinforce", "reinforce-single", "dispatched-reinforce")
-BASELINE_ALGOS = ("task-specific-1-fc", "task-specific-all-fc", "soft-mixture-all-fc", "cross-stitch-all-fc")
-ALGOS = ROUTING_ALGOS + BASELINE_ALGOS
 MODEL_FILE = "model.pt"
+#: ``moerl eval`` options the routing family uses (evaluation is deterministic on the whole test split).
+EVAL_OPTIONS = ("data_dir", "device")
 
 
 @dataclass
-class RoutingConfig:
-    """Everything a routing run needs; ``config.yaml`` of a run is this, resolved."""
+class RoutingConfig(LearnerConfig):
+    """Everything a routing run needs: the learner's keys plus the run-only ones below.
+
+    ``config.yaml`` of a run is this, resolved (one flat mapping, as the shipped configs are written).
+    """
 
     env: str = "mnist-mtl"
     epochs: int = 10
     data_dir: str | None = None
     data_seed: int = 0
     eval_every: int = 1  # evaluate on the test split every N epochs (and after the last)
-    algo: str = "wpl"
-    hidden: int = 48
-    channels: int = 32
-    mode: str = "layered"
-    n_middle: int = 1
-    allow_pass: bool = False
-    batch_size: int = 64
-    lr: float = 0.01
-    lr_decay_every: int = 20
-    momentum: float = 0.0  # SGD momentum; the paper's plain SGD is 0.0
-    rho: float = 0.0
-    gamma: float = 1.0
-    router_lr: float | None = None
-    epsilon: float = 0.1
-    min_prob: float = 0.001
-    samples_per_epoch: int = 0
-    seed: int = 0
-
-    def learner_kwargs(self) -> dict[str, Any]:
-        from moerl.agents.routing_trainer import LearnerConfig
-
-        names = {f.name for f in dataclasses.fields(LearnerConfig)}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in names}
 
 
 def validate(cfg: RoutingConfig) -> RoutingConfig:
     """Raise :class:`ConfigError` (one line) for any bad value; return ``cfg`` otherwise."""
-    check_choice("routing env", cfg.env, DATASETS)
-    check_choice("routing algo", cfg.algo, ALGOS)
-    check_choice("routing mode", cfg.mode, ("layered", "recursive"))
-    for name in ("epochs", "hidden", "channels", "batch_size", "lr", "eval_every", "n_middle"):
+    DATASETS.check(cfg.env)
+    validate_learner(cfg)
+    for name in ("epochs", "eval_every"):
         check_positive(name, getattr(cfg, name))
-    for name in ("rho", "gamma", "epsilon", "min_prob", "samples_per_epoch", "lr_decay_every", "momentum"):
-        check_positive(name, getattr(cfg, name), allow_zero=True)
-    if cfg.batch_size < 2:
-        raise ConfigError(f"batch_size must be at least 2 (batch norm), got {cfg.batch_size}")
-    if cfg.router_lr is not None:
-        check_positive("router_lr", cfg.router_lr)
-    if cfg.allow_pass and cfg.mode == "layered" and cfg.n_middle < 1:
-        raise ConfigError("allow_pass needs at least one middle depth (n_middle >= 1)")
-    if cfg.min_prob * 64 > 1:
-        raise ConfigError(f"min_prob must be small (<= 1/64), got {cfg.min_prob}")
     if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory '{cfg.data_dir}' does not exist")
     return cfg
 
 
+#: CLI flag -> config key (the routing schema is flat and uses the flags' names).
+FLAGS = {name: name for name in ("env", "algo", "epochs", "seed", "data_dir", "device")}
+
+
 def resolve_config(request: TrainRequest) -> RoutingConfig:
-    """Defaults < --config < CLI flags < --set; validated."""
-    data: dict[str, Any] = {}
-    if request.config:
-        data = load_yaml(request.config)
-    flags = {"env": request.env, "algo": request.algo, "epochs": request.epochs, "seed": request.seed,
-             "data_dir": request.data_dir}
-    data = merge(data, {k: v for k, v in flags.items() if v is not None})
-    data = apply_overrides(data, request.overrides)
-    return validate(from_dict(RoutingConfig, data))
+    """Defaults < --config < CLI flags < --set, through the one config pipeline; validated."""
+    flags = {FLAGS[k]: v for k, v in request.flags().items() if k in FLAGS}
+    cfg, _ = resolve(RoutingConfig, file=request.config, flags=flags, overrides=request.overrides, aliases=FLAGS)
+    return validate(cfg)
 
 
 def _plot_routing_map(run: RunDir, route_counts: np.ndarray, task_names: list[str], title: str) -> None:
@@ -179,11 +149,12 @@ def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -
     from moerl.agents.routing_trainer import RoutingLearner
 
     torch.set_num_threads(1)
-    learner = RoutingLearner(dataset, **cfg.learner_kwargs())
+    learner = RoutingLearner(dataset, cfg)
     writer = SummaryWriter(str(run.tb_dir))
     rows: list[dict[str, Any]] = []
     acc_by_epoch: dict[int, float] = {}
     history: list[np.ndarray] = []
+    collisions: dict[int, dict[str, float]] = {}
     t_start = time.time()
 
     def on_epoch(epoch: int, lr: RoutingLearner, stats: dict[str, float]) -> None:
@@ -203,10 +174,14 @@ def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -
             for t, acc in enumerate(ev["per_task"]):
                 writer.add_scalar(f"test/accuracy_task{t}", acc, epoch)
                 rows.append({"epoch": epoch, "task": t, "task_name": dataset.task_names[t], "accuracy": acc})
-            if "route_counts" in ev:
-                routes = np.asarray(ev["route_counts"]).argmax(2)
+            if "task_routes" in ev:
+                routes = ev["task_routes"]
                 writer.add_text("routing/greedy_routes", "  \n".join(
-                    f"{dataset.task_names[t]}: {routes[t].tolist()}" for t in range(dataset.n_tasks)), epoch)
+                    f"{dataset.task_names[t]}: {routes[t]}" for t in range(dataset.n_tasks)), epoch)
+                writer.add_scalar("routing/collision_fraction", ev["collision_fraction"], epoch)
+                writer.add_scalar("routing/distinct_routes", ev["distinct_routes"], epoch)
+                collisions[epoch] = {"collision_fraction": ev["collision_fraction"],
+                                     "distinct_routes": ev["distinct_routes"]}
 
     learner.learn(cfg.epochs, callback=on_epoch, progress=progress)
     writer.close()
@@ -224,8 +199,12 @@ def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -
     }
     if learner.is_routing:
         counts = np.asarray(final["route_counts"])
-        results["greedy_routes"] = counts.argmax(2).tolist()
+        results["greedy_routes"] = counts.argmax(2).tolist()  # per depth, the most used block
+        results["task_routes"] = final["task_routes"]  # per task, the most used full route
         results["route_counts"] = final["route_counts"]
+        results["collision_fraction"] = final["collision_fraction"]
+        results["distinct_routes"] = final["distinct_routes"]
+        results["collisions_by_epoch"] = collisions
         _plot_routing_map(run, counts, dataset.task_names, f"{cfg.algo} on {cfg.env}: greedy block per task/depth")
         if history:
             _plot_policy_evolution(run, np.stack(history), dataset.task_names)
@@ -234,7 +213,12 @@ def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Reload ``model.pt`` of a finished run and return its per-task test accuracy."""
+    """Reload ``model.pt`` of a finished run and return its per-task test accuracy.
+
+    Takes ``data_dir`` and ``device`` only (:data:`EVAL_OPTIONS`); the CLI refuses any other option
+    (``--episodes``, ``--seed``: RL evaluation knobs), since the whole test split is evaluated
+    deterministically.
+    """
     import torch
 
     from moerl.agents.routing_trainer import RoutingLearner
@@ -243,12 +227,18 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = RunDir(run_path)
     cfg = from_dict(RoutingConfig, run.read_config())
+    if "device" in options:
+        cfg = dataclasses.replace(cfg, device=options["device"])
     data_dir = options.get("data_dir", cfg.data_dir)
     dataset = build(cfg.env, data_dir=data_dir, seed=cfg.data_seed)
-    learner = RoutingLearner.load(run.path / MODEL_FILE, dataset)
+    learner = RoutingLearner.load(run.path / MODEL_FILE, dataset, device=cfg.device)
     ev = learner.evaluate("test")
-    return {"env": cfg.env, "algo": cfg.algo, "test_accuracy": ev["accuracy"],
-            "test_accuracy_per_task": dict(zip(dataset.task_names, ev["per_task"], strict=True))}
+    out = {"env": cfg.env, "algo": cfg.algo, "test_accuracy": ev["accuracy"],
+           "test_accuracy_per_task": dict(zip(dataset.task_names, ev["per_task"], strict=True))}
+    if "task_routes" in ev:
+        out.update(task_routes=ev["task_routes"], collision_fraction=ev["collision_fraction"],
+                   distinct_routes=ev["distinct_routes"])
+    return out
 
 
 FAMILY = Family(
@@ -258,6 +248,6 @@ FAMILY = Family(
     list_envs=lambda: list(DATASETS.items()),
     train=train,
     evaluate=evaluate,
-    flags={"env": "env", "algo": "algo", "epochs": "epochs", "seed": "seed", "data_dir": "data_dir"},
-    eval_options=frozenset({"data_dir"}),
+    flags=FLAGS,
+    eval_options=frozenset(EVAL_OPTIONS),
 )

@@ -17,6 +17,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from moerl.errors import choice_error
 from moerl.nn.routing import SimpleConvTrunk, apply_blocks
 
 
@@ -117,6 +118,7 @@ class CrossStitchAllFC(_Base):
         return out[task, torch.arange(x.shape[0])]
 
 
+#: Baseline name (one of :data:`moerl.agents.routing_config.BASELINES`, the registry of names) -> class.
 BASELINES = {
     "task-specific-1-fc": TaskSpecific1FC,
     "task-specific-all-fc": TaskSpecificAllFC,
@@ -127,5 +129,7 @@ BASELINES = {
 
 def make_baseline(name: str, image_shape: Sequence[int], n_tasks: int, n_classes: int, hidden: int = 48,
                   channels: int = 32) -> nn.Module:
-    """Build a baseline by name (see :data:`BASELINES`)."""
+    """Build a baseline by name (see :data:`BASELINES`); ConfigError for an unknown one."""
+    if name not in BASELINES:  # the names users see are moerl.agents.routing_config.BASELINES (checked equal there)
+        raise choice_error("routing baseline", name, BASELINES)
     return BASELINES[name](image_shape, n_tasks, n_classes, hidden=hidden, channels=channels)
