@@ -188,3 +188,7 @@ def test_route_collisions_by_hand():
     samples = np.array([[0, 1], [0, 1], [2, 2], [1, 1], [1, 1], [3, 3], [5, 5]])
     task = np.array([0, 0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(task_routes(samples, task, 4), [[0, 1], [1, 1], [3, 3], [-1, -1]])
+
+
+def test_docs_algo_table_is_the_registry():
+    assert ALGOS.markdown(("algo", "what it is")) in (REPO / "docs" / "routing.md").read_text()

@@ -1,6 +1,6 @@
 """Results table: routing (WPL) vs the four baselines on mnist-mtl and fashion-mtl, beside the paper.
 
-Run (the README's numbers; about 9 CPU-minutes per dataset)::
+Run (the README's numbers; about 13 CPU-minutes per dataset)::
 
     python -m moerl.experiments.routing_report --envs mnist-mtl --epochs 20 --samples-per-epoch 8000 \
         --momentum 0.9 --out docs/routing-results-mnist.md
