@@ -419,8 +419,8 @@ class ApproxQRouter(Router):
     def update(self, trace: Trace) -> dict[str, float]:
         t = trace.task.to(self.device)
         states = [s.to(self.device) for s in trace.states]
-        dev = {"device": self.device, "dtype": torch.float32}
-        loss = 0.0
+        dev: dict[str, Any] = {"device": self.device, "dtype": torch.float32}
+        loss = torch.zeros((), **dev)
         for d in range(self.n_depths):
             chosen = torch.as_tensor(trace.actions[:, d], device=self.device).long()[:, None]
             q = self.net(states[d], t, t, d).gather(1, chosen)[:, 0]
@@ -505,8 +505,8 @@ class ReinforceRouter(Router):
         tn = trace.task.cpu().numpy()
         states = [s.to(self.device) for s in trace.states]
         agent = trace.extra.get("agent", task if self.agents == "per-task" else torch.zeros_like(task)).to(self.device)
-        dev = {"device": self.device, "dtype": torch.float32}
-        loss = 0.0
+        dev: dict[str, Any] = {"device": self.device, "dtype": torch.float32}
+        loss = torch.zeros((), **dev)
         for d in range(self.n_depths):
             adv = torch.as_tensor(R[:, d] - self.baseline[tn, d], **dev)
             logp = torch.log_softmax(self.net(states[d], task, agent, d), 1)

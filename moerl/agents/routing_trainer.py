@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from moerl.devices import resolve_device
 from moerl.envs.routing_mdp import UsageStats, route_rewards
 from moerl.nn.mtl_baselines import BASELINES as BASELINE_MODELS
 from moerl.nn.mtl_baselines import make_baseline
-from moerl.nn.routing import RoutedConvNet
+from moerl.nn.routing import RoutedConvNet, RoutedFC
 from moerl.seeding import TorchStream, seeded
 
 __all__ = ["ALGOS", "LearnerConfig", "RoutingLearner", "route_collisions", "task_routes"]
@@ -98,7 +98,7 @@ class RoutingLearner:
                                            dataset.n_classes, hidden=c.hidden, channels=c.channels)
         self.model.to(self.device)
         if c.algo in ROUTERS:
-            head = self.model.head
+            head = self._head()
             depth_actions = [head.n_actions(d) for d in range(head.n_depths)]
             kw: dict[str, Any] = {"gamma": c.gamma, "seed": c.seed, "device": self.device}
             if c.router_lr is not None:
@@ -116,6 +116,10 @@ class RoutingLearner:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
         self.epoch = 0
 
+    def _head(self) -> RoutedFC:
+        """The routed FC layers of a routing model (baselines have none)."""
+        return cast(RoutedConvNet, self.model).head
+
     @property
     def is_routing(self) -> bool:
         return self.router is not None
@@ -124,8 +128,8 @@ class RoutingLearner:
     def _route(self, x: torch.Tensor, task: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, Trace]:
         """Forward pass choosing blocks depth by depth; returns logits and the (reward-less) trace."""
         assert self.router is not None
-        head = self.model.head  # type: ignore[union-attr]
-        v = self.model.trunk(x)  # type: ignore[union-attr]
+        head = self._head()
+        v = cast(RoutedConvNet, self.model).trunk(x)
         states, actions = [], []
         for d in range(head.n_depths):
             s = v.detach()
@@ -192,7 +196,7 @@ class RoutingLearner:
         n_batches = (per_epoch + c.batch_size - 1) // c.batch_size
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
             bar = tqdm(total=epochs * n_batches, desc=c.algo, unit="batch", leave=False)
         for _ in range(epochs):
@@ -251,9 +255,9 @@ class RoutingLearner:
         if routes:
             all_routes = np.concatenate(routes)
             out["route_counts"] = self._route_counts(all_routes, data.task)
-            per_task = task_routes(all_routes, data.task, self.dataset.n_tasks)
-            out["task_routes"] = per_task.tolist()
-            out.update(route_collisions(per_task))
+            greedy = task_routes(all_routes, data.task, self.dataset.n_tasks)
+            out["task_routes"] = greedy.tolist()
+            out.update(route_collisions(greedy))
         return out
 
     def _route_counts(self, routes: np.ndarray, task: np.ndarray) -> list[list[list[int]]]:
