@@ -15,6 +15,8 @@ from typing import Any
 
 from moerl.errors import ConfigError
 from moerl.experiments.rundir import RESULTS_FILE, RunDir
+from moerl.experiments.tables import fmt
+from moerl.experiments.tables import markdown_table as table
 
 DORMANT_TAG = "moe/dormant/tau0.1/all"
 
@@ -73,30 +75,22 @@ def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str
     return out, skipped
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def markdown_table(results: list[dict[str, Any]]) -> str:
     tasks: list[str] = []
     for r in results:
         tasks.extend(t for t in r["final_eval"] if t not in tasks)
     head = ["arch", "router", "seed", "steps", "steps/s", *tasks, "avg perf", "forgetting (end of block)",
             "dormant (tau 0.1)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in results:
         cont = r.get("continual") or {}
         router = "-" if r["arch"] in ("dense", "wide") else r["router"]
-        cells = [r["arch"], router, r["seed"], r["timesteps"], _fmt(r.get("steps_per_second"), 0)]
-        cells += [_fmt(r["final_eval"].get(t, {}).get("mean_return"), 1) for t in tasks]
-        cells += [_fmt(cont.get("average_performance")), _fmt(cont.get("mean_forgetting_end_of_block")),
-                  _fmt(r.get("final_dormant_tau0.1"))]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+        cells = [r["arch"], router, str(r["seed"]), str(r["timesteps"]), fmt(r.get("steps_per_second"), 0)]
+        cells += [fmt(r["final_eval"].get(t, {}).get("mean_return"), 1) for t in tasks]
+        cells += [fmt(cont.get("average_performance")), fmt(cont.get("mean_forgetting_end_of_block")),
+                  fmt(r.get("final_dormant_tau0.1"))]
+        rows.append(cells)
+    return table(head, rows)
 
 
 IQM_REPS = 2000
@@ -137,7 +131,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
             "dormant tau 0.1: mean [min, max]", "IQM normalised return [95% CI]"]
     scores = {"/".join(key): m for key, runs in groups.items() if (m := _normalized_scores(runs)) is not None}
     iqm = iqm_with_ci(scores) if scores else {}
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for (env, arch, router), runs in groups.items():
         cells = [env, arch, router, str(len(runs))]
         for key in ("average_performance", "mean_forgetting_end_of_block", "final_dormant_tau0.1"):
@@ -152,8 +146,8 @@ def summary_table(results: list[dict[str, Any]]) -> str:
             cells.append(f"{p:.2f} [{lo:.2f}, {hi:.2f}]")
         else:
             cells.append("- (no return bounds)")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return table(head, rows)
 
 
 def check_output_path(out: str | Path) -> Path:
