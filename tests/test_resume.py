@@ -115,6 +115,10 @@ def test_resume_refuses_a_finished_run(reference, capsys):
     assert "is finished; only interrupted, failed or crashed runs resume" in capsys.readouterr().err
 
 
+def test_a_finished_run_keeps_no_checkpoint(reference):
+    assert not (reference / "checkpoint.json").exists() and not (reference / "checkpoints").exists()
+
+
 def test_eval_csv_rows(reference):
     rows = list(csv.DictReader((reference / "eval.csv").open()))
     assert sorted({int(r["step"]) for r in rows}) == [0, 500, 1000, 1500, 2000, 2500, 3000]

@@ -94,6 +94,14 @@ def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> 
     return final
 
 
+def remove_checkpoints(run_path: str | Path) -> None:
+    """Drop the checkpoint of a run that finished: its final files hold everything (a study of hundreds of
+    runs would otherwise keep a replay buffer per run)."""
+    run_path = Path(run_path)
+    (run_path / POINTER).unlink(missing_ok=True)
+    shutil.rmtree(run_path / FOLDER, ignore_errors=True)
+
+
 def checkpoint_step(run_path: str | Path) -> int | None:
     """The env step of the run's current checkpoint, or None when it has none."""
     pointer = Path(run_path) / POINTER

@@ -148,7 +148,15 @@ def train(request: TrainRequest) -> Path:
             run.write_json("results.json", results)
     finally:
         env.close()
+    _drop_checkpoints(run)
     return run.path
+
+
+def _drop_checkpoints(run: RunDir) -> None:
+    """Once a run is marked finished, its checkpoint is dead weight (a replay buffer per run in a study)."""
+    from moerl.agents.dqn_checkpoint import remove_checkpoints
+
+    remove_checkpoints(run.path)
 
 
 def _resume(request: TrainRequest) -> Path:
@@ -198,6 +206,7 @@ def _resume(request: TrainRequest) -> Path:
         results = trainer.run()
         run.write_json("results.json", results)
     ckpt.model.env.close()
+    _drop_checkpoints(run)
     return run.path
 
 
