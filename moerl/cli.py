@@ -198,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataNotFoundError) as exc:
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the machine's fault (full disk, read-only storage), not the user's input
+        print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         from moerl.experiments.rundir import Terminated
 

@@ -150,3 +150,48 @@ def test_a_run_nested_in_another_runs_folders_does_not_change_its_report(two_run
     capsys.readouterr()
     assert main(["report", s0]) == 0
     assert capsys.readouterr().out == first
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs (root only); skipped elsewhere, where the patched-writer test above covers ENOSPC."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()}); ENOSPC is covered by a patched writer")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_fails_the_run_honestly(tiny_disk):
+    """A real full disk mid-run: the run is not finished, says why (or reads as crashed), leaves no half file."""
+    proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--env", "cartpole-crl", "--timesteps", "3000",
+                           "--set", "checkpoint.every=1000", "--logdir", str(tiny_disk), "--run-name", "full",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    run = tiny_disk / "full"
+    assert proc.returncode == 1, proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    status = json.loads((run / "status.json").read_text())
+    assert run_state(status) in ("failed", "crashed")
+    if status["status"] == "failed":
+        assert "No space left on device" in status["error"]
+    assert not list(run.rglob(".*tmp*")), "a temporary file was left behind"
+    if (run / "checkpoint.json").exists():  # whatever checkpoint is named is complete
+        folder = run / json.loads((run / "checkpoint.json").read_text())["folder"]
+        assert {p.name for p in folder.iterdir()} == {"model.zip", "replay.pkl", "state.pkl"}
+
+
+def test_read_only_storage_is_refused_before_anything_runs(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()})")
+    try:
+        assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro / "runs")]) == 2
+        assert "cannot create log directory" in capsys.readouterr().err
+        assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro)]) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

@@ -55,15 +55,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> Path:
-    """Write a complete checkpoint of ``model`` (and ``extra``) under ``run_path``; return its folder."""
-    run_path = Path(run_path)
-    step = int(model.num_timesteps)
-    final = run_path / FOLDER / f"step-{step}"
-    work = run_path / FOLDER / f".step-{step}.tmp-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+def _write_state(work: Path, model: Any, extra: dict[str, Any], step: int) -> None:
     model.save(work / "model.zip")
     model.save_replay_buffer(work / "replay.pkl")
     logger = model.logger
@@ -79,15 +71,34 @@ def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> 
     }
     (work / "state.pkl").write_bytes(cloudpickle.dumps(state))
     _fsync_tree(work)
+
+
+def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> Path:
+    """Write a complete checkpoint of ``model`` (and ``extra``) under ``run_path``; return its folder."""
+    run_path = Path(run_path)
+    step = int(model.num_timesteps)
+    final = run_path / FOLDER / f"step-{step}"
+    work = run_path / FOLDER / f".step-{step}.tmp-{os.getpid()}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        _write_state(work, model, extra, step)
+    except BaseException:  # a full disk, a second signal: leave no half-written folder behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     work.rename(final)
     pointer = run_path / POINTER
     tmp = pointer.with_name(f".{POINTER}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"folder": f"{FOLDER}/{final.name}", "step": step}) + "\n")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    tmp.replace(pointer)
+    try:
+        tmp.write_text(json.dumps({"folder": f"{FOLDER}/{final.name}", "step": step}) + "\n")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(pointer)
+    finally:
+        tmp.unlink(missing_ok=True)
     for old in (run_path / FOLDER).iterdir():
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
