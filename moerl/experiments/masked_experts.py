@@ -30,15 +30,14 @@ def _matches(env: str) -> bool:
 
 
 def _list_envs() -> list[tuple[str, str]]:
-    from moerl.data.vision_suites import DOMAINS, SPECIAL, suite_names
+    from moerl.data.vision_suites import VISION_SUITES
 
-    desc = {**DOMAINS, **SPECIAL}
-    return [(n, desc.get(n, " then ".join(desc[p].split(" (")[0] for p in n.split("+")))) for n in suite_names()]
+    return list(VISION_SUITES.items())
 
 
 def resolve_config(request: TrainRequest):
     """Merge config file, flags and overrides into a validated :class:`MaskedExpertsConfig`."""
-    from moerl.agents.masked_experts import MaskedExpertsConfig
+    from moerl.agents.vision_config import MaskedExpertsConfig
 
     data: dict[str, Any] = load_yaml(request.config) if request.config else {}
     flags = {"env": request.env, "arch": request.arch, "mask": request.mask, "experts": request.experts,
@@ -52,7 +51,7 @@ def resolve_config(request: TrainRequest):
 def train(request: TrainRequest) -> Path:
     import torch
 
-    from moerl.agents.masked_experts import make_learner
+    from moerl.agents.vision_learners import make_learner
     from moerl.data.vision_suites import build_suite
     from moerl.experiments.rundir import RunDir, running
 
@@ -122,7 +121,8 @@ def write_history(learner, path: Path) -> None:
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from moerl.agents.masked_experts import MaskedExpertsConfig, load_learner
+    from moerl.agents.vision_config import MaskedExpertsConfig
+    from moerl.agents.vision_learners import load_learner
     from moerl.config import from_dict
     from moerl.data.vision_suites import build_suite
     from moerl.experiments.rundir import RunDir
