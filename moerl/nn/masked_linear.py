@@ -123,7 +123,6 @@ class MaskedLinear(nn.Module):
             self.register_buffer("fixed_mask", fixed.reshape(out_features, in_features))
         elif mask == "lu":
             r = min(rank, in_features, out_features)
-            self.rank = r
             # Scale so that entries of L U have unit-order spread; never all zero (threshold dead start).
             std = 1.0 / math.sqrt(r)
             self.mask_l = nn.Parameter(torch.randn(out_features, r, generator=generator) * std)
@@ -133,7 +132,6 @@ class MaskedLinear(nn.Module):
             self.register_buffer("unit_diag", torch.eye(out_features, r))
         elif mask == "lowrank":
             r = min(rank, in_features, out_features)
-            self.rank = r
             std = 1.0 / math.sqrt(r)
             self.mask_a = nn.Parameter(torch.randn(out_features, r, generator=generator) * std)
             self.mask_b = nn.Parameter(torch.randn(r, in_features, generator=generator) * std)
