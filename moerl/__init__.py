@@ -36,7 +36,7 @@ _EXPORTS = {
     "build_mtl_dataset": "moerl.data.mtl",
     # masked-expert vision models (seed 000)
     "MaskedExpertLearner": "moerl.agents.masked_experts",
-    "MaskedExpertsConfig": "moerl.agents.masked_experts",
+    "MaskedExpertsConfig": "moerl.agents.vision_config",
     "PackNetLearner": "moerl.agents.packnet",
     "build_vision_suite": "moerl.data.vision_suites",
 }
@@ -56,12 +56,13 @@ def __getattr__(name: str):  # noqa: ANN202  (PEP 562)
 
 if TYPE_CHECKING:
     from moerl.agents.evaluation import evaluate_tasks  # noqa: F401
-    from moerl.agents.masked_experts import MaskedExpertLearner, MaskedExpertsConfig  # noqa: F401
+    from moerl.agents.masked_experts import MaskedExpertLearner  # noqa: F401
     from moerl.agents.moe_dqn import DQNHyperParams, MoEDQN  # noqa: F401
     from moerl.agents.moe_policy import MoEDQNPolicy, MoENetworkConfig  # noqa: F401
     from moerl.agents.packnet import PackNetLearner  # noqa: F401
     from moerl.agents.routers import make_router  # noqa: F401
     from moerl.agents.routing_trainer import LearnerConfig, RoutingLearner  # noqa: F401
+    from moerl.agents.vision_config import MaskedExpertsConfig  # noqa: F401
     from moerl.data.mtl import build as build_mtl_dataset  # noqa: F401
     from moerl.data.vision_suites import build_suite as build_vision_suite  # noqa: F401
     from moerl.envs.suite import TaskSuiteEnv  # noqa: F401

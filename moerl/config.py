@@ -107,35 +107,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key=value`` override applied (nested by dots)."""
-    out = _deep_copy(data)
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = out
-        for key in keys[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = {}
-                node[key] = child
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{key}' is not a section")
-            node = child
-        node[keys[-1]] = value
-    return out
-
-
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, other values replace)."""
-    out = _deep_copy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = _deep_copy(value)
-    return out
-
-
 def _deep_copy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _deep_copy(v) for k, v in value.items()}

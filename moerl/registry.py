@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from moerl.errors import choice_error
+from moerl.errors import ConfigError, choice_error
 
 
 class Registry(Mapping[str, str]):
@@ -51,6 +51,10 @@ class Registry(Mapping[str, str]):
         if not isinstance(value, str) or value not in self._entries:
             raise choice_error(self.kind, value, self._entries)
         return value
+
+    def error(self, value: object) -> ConfigError:
+        """The one-line error for a value that is not a choice (with a "did you mean")."""
+        return choice_error(self.kind, value, self._entries)
 
     def help(self) -> str:
         """``a, b, c`` in definition order, for ``--help`` texts."""

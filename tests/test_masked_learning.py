@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from moerl.agents.masked_experts import MaskedExpertLearner, load_learner
+from moerl.agents.masked_experts import MaskedExpertLearner
+from moerl.agents.vision_learners import load_learner
 from moerl.agents.vision_training import fit
 from moerl.data.vision_suites import build_suite
 

@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 def test_task1_weights_unchanged_and_inference_ignores_task2():
     suite = build_suite("digits-split")
     learner = PackNetLearner(suite, arch="packnet", schedule="sequential", epochs=2, batch_size=32, lr=3e-3)
-    learner._learn_task(0, 2, None)
+    learner.learn_task(0)
     model = learner.model
     owned = [(layer.owner == 1).clone() for layer in model.packed_layers()]
     w1 = [layer.weight.detach().clone() for layer in model.packed_layers()]
@@ -21,7 +21,7 @@ def test_task1_weights_unchanged_and_inference_ignores_task2():
     with torch.no_grad():
         out1 = model(x, 1).clone()
     assert all(o.any() for o in owned)
-    learner._learn_task(1, 2, None)
+    learner.learn_task(1)
     for layer, o, w, b in zip(model.packed_layers(), owned, w1, biases, strict=True):
         assert layer.owner.dtype == torch.uint8
         assert torch.equal(layer.weight.detach()[o], w[o])

@@ -3,7 +3,7 @@
 ``MaskedExpertLearner(suite, **kwargs).learn()`` trains, ``predict(x, deterministic=True)`` returns
 ``(labels, experts)``, ``evaluate(split)`` returns per-dataset numbers, ``save(path)`` /
 ``MaskedExpertLearner.load(path)`` round-trip the model. ``arch="packnet"`` selects the PackNet baseline
-(:mod:`moerl.agents.packnet`) through :func:`make_learner`.
+(:mod:`moerl.agents.packnet`) through :func:`moerl.agents.vision_learners.make_learner`.
 
 Schedules
 ---------
@@ -19,6 +19,11 @@ Schedules
 
 Model selection uses only the stratified validation split (early stopping, best weights restored).
 The test split is only used for reporting, at the end of each phase (the continual accuracy matrix).
+
+Randomness (see :mod:`moerl.seeding`): parameters are built inside ``seeded(seed)``; Gumbel noise,
+dropout, replay draws and added experts use the learner's own :class:`~moerl.seeding.TorchStream`;
+batch order uses ``np.random.default_rng(seed)``. So a learner's results depend on its seed alone, not
+on what else was built or trained before, after or between its calls.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moerl.agents.vision_config import MaskedExpertsConfig
 from moerl.agents.vision_metrics import (
     accuracy_matrix_summary,
     best_matched_routing,
@@ -48,120 +53,16 @@ from moerl.agents.vision_training import (
     tensorboard_writer,
     to_input,
     trainable,
+    training_seed,
 )
 from moerl.config import from_dict, to_dict
-from moerl.data.vision_suites import VisionSuite, check_suite_name
-from moerl.errors import ConfigError, check_choice, check_positive
-from moerl.nn.backbones import BACKBONES, build_backbone
-from moerl.nn.gates import balance_loss
+from moerl.data.vision_suites import VisionSuite
+from moerl.devices import resolve_device
+from moerl.errors import ConfigError, check_choice
+from moerl.nn.backbones import build_backbone
+from moerl.nn.gates import balance_loss, gate_entropy
 from moerl.nn.masked_experts import MaskedMoE
-from moerl.nn.masked_linear import MASK_KINDS, MASK_MODES
-
-ARCHS: tuple[str, ...] = ("masked-moe", "packnet")
-SCHEDULES: tuple[str, ...] = ("joint", "sequential")
-GATE_REMEDIES: tuple[str, ...] = ("replay", "none")
-
-
-@dataclass
-class MaskedExpertsConfig:
-    """Everything a masked-expert or PackNet run needs; filled by :func:`moerl.config.from_dict`."""
-
-    env: str = "fashion+animal"
-    arch: str = "masked-moe"
-    schedule: str = "joint"
-    # model
-    backbone: str = "convnet"
-    backbone_weights: str | None = None
-    freeze_backbone: bool | None = None  # None: resnet18 frozen, convnet trained
-    feature_dim: int = 256
-    experts: int = 2
-    expert_dims: list[int] = field(default_factory=lambda: [256, 128, 128, 64])
-    mask: str = "lu"
-    mask_mode: str = "topk"
-    density: float = 0.5
-    rank: int = 32
-    dropout: float = 0.0
-    # losses and gate
-    balance: float = 0.0
-    density_penalty: float = 1.0
-    tau_start: float = 1.0
-    tau_end: float = 0.5
-    gate_remedy: str = "replay"
-    replay_per_task: int = 200
-    # PackNet
-    prune_ratio: float = 0.5
-    finetune_epochs: int = 1
-    # optimisation
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    mask_lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 3
-    # data
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_train: int | None = None
-    max_val: int | None = None
-    max_test: int | None = None
-    data_dir: str | None = None
-    # run
-    seed: int = 0
-    threads: int = 1
-    device: str = "cpu"
-
-    def validate(self) -> MaskedExpertsConfig:
-        """Raise a one-line ConfigError for any impossible value (before any run directory exists)."""
-        check_suite_name(self.env)
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("backbone", self.backbone, BACKBONES)
-        check_choice("mask", self.mask, MASK_KINDS)
-        check_choice("mask_mode", self.mask_mode, MASK_MODES)
-        check_choice("gate_remedy", self.gate_remedy, GATE_REMEDIES)
-        check_choice("device", self.device, ("cpu", "cuda", "auto"))
-        for name in ("feature_dim", "experts", "rank", "epochs", "batch_size", "patience", "threads"):
-            check_positive(name, getattr(self, name))
-        for name in ("lr", "mask_lr", "tau_start", "tau_end"):
-            check_positive(name, getattr(self, name))
-        for name in ("balance", "density_penalty", "weight_decay", "replay_per_task", "finetune_epochs"):
-            check_positive(name, getattr(self, name), allow_zero=True)
-        if not 0.0 < self.density <= 1.0:
-            raise ConfigError(f"density must be in (0, 1], got {self.density}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 < self.prune_ratio < 1.0:
-            raise ConfigError(f"prune_ratio must lie strictly between 0 and 1, got {self.prune_ratio}")
-        if self.tau_end > self.tau_start:
-            raise ConfigError(f"tau_end ({self.tau_end}) must not exceed tau_start ({self.tau_start})")
-        if not self.expert_dims or any(d <= 0 for d in self.expert_dims):
-            raise ConfigError(f"expert_dims must be a non-empty list of positive widths, got {self.expert_dims}")
-        for name in ("max_train", "max_val", "max_test"):
-            v = getattr(self, name)
-            if v is not None:
-                check_positive(name, v)
-        if self.arch == "masked-moe" and self.schedule == "sequential" and self.experts != 1:
-            raise ConfigError(
-                f"experts={self.experts} with schedule 'sequential': a sequential run starts with 1 expert "
-                "and adds one per dataset; set experts: 1"
-            )
-        if self.arch == "packnet" and self.schedule != "sequential":
-            raise ConfigError("arch 'packnet' trains datasets one after another; set schedule: sequential")
-        if self.backbone_weights is not None and self.backbone != "resnet18":
-            raise ConfigError("backbone_weights applies only to backbone 'resnet18'")
-        return self
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> MaskedExpertsConfig:
-        return from_dict(cls, data).validate()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; valid choices: cpu, auto")
-    return torch.device(name)
+from moerl.seeding import TorchStream, seeded
 
 
 def _tau(cfg: MaskedExpertsConfig, progress: float) -> float:
@@ -194,19 +95,20 @@ class MaskedExpertLearner:
         self.suite = suite
         self.device = resolve_device(cfg.device)
         self.tensorboard_log = tensorboard_log
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # batch order, replay subsets
+        self.stream = TorchStream(training_seed(cfg.seed))  # Gumbel noise, dropout, replay draws
         if _structure is not None:
             classes, n_exp = _structure["classes"], _structure["num_experts"]
         else:
             assert suite is not None
             classes = suite.classes if cfg.schedule == "joint" else suite.classes[:1]
             n_exp = cfg.experts
-        backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, cfg.freeze_backbone)
-        self.model = MaskedMoE(
-            backbone, n_exp, classes, expert_dims=cfg.expert_dims, mask=cfg.mask, density=cfg.density,
-            rank=cfg.rank, mask_mode=cfg.mask_mode, dropout=cfg.dropout, seed=cfg.seed,
-        ).to(self.device)
+        with seeded(cfg.seed):
+            backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, cfg.freeze_backbone)
+            self.model = MaskedMoE(
+                backbone, n_exp, classes, expert_dims=cfg.expert_dims, mask=cfg.mask, density=cfg.density,
+                rank=cfg.rank, mask_mode=cfg.mask_mode, dropout=cfg.dropout, seed=cfg.seed,
+            ).to(self.device)
         if _structure is not None:
             for k in _structure.get("frozen_experts", []):
                 self.model.freeze_expert(k)
@@ -249,7 +151,7 @@ class MaskedExpertLearner:
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
-    def learn(self, epochs: int | None = None, progress: bool = False) -> MaskedExpertLearner:
+    def learn(self, epochs: int | None = None) -> MaskedExpertLearner:
         """Train on the whole suite (joint) or on each remaining dataset in turn (sequential)."""
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
@@ -257,7 +159,8 @@ class MaskedExpertLearner:
         start = time.perf_counter()
         try:
             if self.config.schedule == "joint":
-                self._train_phase(list(range(len(self.suite.tasks))), epochs, writer, "joint")
+                with self.stream:
+                    self._train_phase(list(range(len(self.suite.tasks))), epochs, writer, "joint")
                 self.tasks_learned = len(self.suite.tasks)
             else:
                 while self.tasks_learned < len(self.suite.tasks):
@@ -273,9 +176,10 @@ class MaskedExpertLearner:
         assert self.suite is not None
         if task != self.tasks_learned:
             raise ConfigError(f"datasets are learned in order; next is {self.tasks_learned}, got {task}")
-        if task > 0:
-            self.model.add_expert(self.suite.classes[task])
-        self._train_phase([task], epochs, writer, f"task{task + 1}-{self.suite.tasks[task].name}")
+        with self.stream:
+            if task > 0:
+                self.model.add_expert(self.suite.classes[task])
+            self._train_phase([task], epochs, writer, f"task{task + 1}-{self.suite.tasks[task].name}")
         self.model.freeze_expert(task)
         self.model.freeze_head(task)
         for p in self.model.backbone.parameters():
@@ -342,8 +246,7 @@ class MaskedExpertLearner:
                 tot_loss += float(loss.detach()) * len(idx)
                 correct += int((logits.argmax(-1) == yb).sum())
                 seen += len(idx)
-                p = weights.detach().clamp_min(1e-12)
-                ent_sum += float(-(p * p.log()).sum(-1).sum())
+                ent_sum += float(gate_entropy(weights.detach())) * len(idx)
             extra = {"tau": self.model.gate.tau, "gate_weight_entropy": ent_sum / seen}
             if train_gate:
                 extra["gate_train_acc"] = gate_acc / seen
@@ -395,7 +298,8 @@ class MaskedExpertLearner:
         route = None
         if task is not None and self.config.schedule == "sequential":
             route = torch.full((len(xt),), task, dtype=torch.long, device=self.device)
-        logits, weights, _ = self.model.head_forward(feats, route=route, deterministic=deterministic)
+        with self.stream:  # deterministic=False samples Gumbel noise from the learner's own stream
+            logits, weights, _ = self.model.head_forward(feats, route=route, deterministic=deterministic)
         return self._predict_labels(logits, task).cpu().numpy(), weights.argmax(-1).cpu().numpy()
 
     def evaluate(self, split: str = "test", suite: VisionSuite | None = None) -> dict[str, Any]:
@@ -415,8 +319,7 @@ class MaskedExpertLearner:
             logits, weights, gate_logits = self._outputs(t, split)
             _, y = self._inputs(t, split)
             counts[t] = np.bincount(weights.argmax(-1).cpu().numpy(), minlength=E)
-            p = torch.softmax(gate_logits, -1).clamp_min(1e-12)
-            entropies.append(float(-(p * p.log()).sum(-1).mean()))
+            entropies.append(float(gate_entropy(torch.softmax(gate_logits, -1))))
             per[self.suite.tasks[t].name] = {
                 "accuracy": float((self._predict_labels(logits, None) == y).float().mean()),
                 "accuracy_task_aware": float((self._predict_labels(logits, t) == y).float().mean()),
@@ -455,7 +358,7 @@ class MaskedExpertLearner:
 
     @classmethod
     def load(cls, path: str | Path, suite: VisionSuite | None = None, device: str = "cpu") -> MaskedExpertLearner:
-        blob = torch.load(Path(path), map_location=device, weights_only=False)
+        blob = torch.load(Path(path), map_location=resolve_device(device), weights_only=False)
         cfg = from_dict(MaskedExpertsConfig, blob["config"])
         cfg.device = device
         learner = cls(suite, cfg, _structure=blob["structure"])
@@ -463,20 +366,3 @@ class MaskedExpertLearner:
         learner.model.eval()
         return learner
 
-
-def make_learner(suite: VisionSuite, config: MaskedExpertsConfig, tensorboard_log: str | Path | None = None):
-    """The learner for ``config.arch`` (masked-moe or packnet)."""
-    if config.arch == "packnet":
-        from moerl.agents.packnet import PackNetLearner
-
-        return PackNetLearner(suite, config, tensorboard_log=tensorboard_log)
-    return MaskedExpertLearner(suite, config, tensorboard_log=tensorboard_log)
-
-
-def load_learner(path: str | Path, suite: VisionSuite | None = None, device: str = "cpu"):
-    blob = torch.load(Path(path), map_location=device, weights_only=False)
-    if blob.get("arch") == "packnet":
-        from moerl.agents.packnet import PackNetLearner
-
-        return PackNetLearner.load(path, suite, device)
-    return MaskedExpertLearner.load(path, suite, device)

@@ -4,6 +4,10 @@ Per dataset t: train the free weights (earlier owners' gradients zeroed) with ea
 validation accuracy, prune the smallest-magnitude ``prune_ratio`` of the weights t took (they return to
 the free pool, set to 0), fine-tune the kept ones for ``finetune_epochs``. Inference for dataset t uses
 the weights owned by datasets ``1..t`` and head t, so it is always task-aware (PackNet needs the task id).
+
+Randomness as in :mod:`moerl.agents.masked_experts`: parameters built inside ``seeded(seed)``, batch order
+from ``np.random.default_rng(seed)``, any torch randomness while training from the learner's own
+:class:`~moerl.seeding.TorchStream`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moerl.agents.masked_experts import MaskedExpertsConfig, resolve_device
+from moerl.agents.vision_config import MaskedExpertsConfig
 from moerl.agents.vision_metrics import accuracy_matrix_summary
 from moerl.agents.vision_training import (
     EpochLog,
@@ -27,12 +31,15 @@ from moerl.agents.vision_training import (
     tensorboard_writer,
     to_input,
     trainable,
+    training_seed,
 )
 from moerl.config import from_dict, to_dict
 from moerl.data.vision_suites import VisionSuite
+from moerl.devices import resolve_device
 from moerl.errors import ConfigError, check_choice
 from moerl.nn.backbones import build_backbone
 from moerl.nn.packnet import PackNet
+from moerl.seeding import TorchStream, seeded
 
 
 class PackNetLearner:
@@ -50,13 +57,14 @@ class PackNetLearner:
             raise ConfigError(f"PackNetLearner trains arch 'packnet', got '{cfg.arch}'")
         self.config, self.suite, self.tensorboard_log = cfg, suite, tensorboard_log
         self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # batch order
+        self.stream = TorchStream(training_seed(cfg.seed))
         classes = _classes if _classes is not None else suite.classes  # type: ignore[union-attr]
-        backbone = None
-        if cfg.backbone != "convnet":  # resnet18: a frozen feature extractor, only the MLP is packed
-            backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, True)
-        self.model = PackNet(classes, cfg.feature_dim, cfg.expert_dims, backbone).to(self.device)
+        with seeded(cfg.seed):
+            backbone = None
+            if cfg.backbone != "convnet":  # resnet18: a frozen feature extractor, only the MLP is packed
+                backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, True)
+            self.model = PackNet(classes, cfg.feature_dim, cfg.expert_dims, backbone).to(self.device)
         self.tasks_learned = 0
         self.history: list[EpochLog] = []
         self.accuracy_matrix: list[list[float]] = []
@@ -74,19 +82,28 @@ class PackNetLearner:
         logits = map_batches(lambda b: self.model(b, task + 1), x)
         return float((logits.argmax(-1) == y).float().mean())
 
-    def learn(self, epochs: int | None = None, progress: bool = False) -> PackNetLearner:
+    def learn(self, epochs: int | None = None) -> PackNetLearner:
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
         writer = tensorboard_writer(self.tensorboard_log)
         start = time.perf_counter()
         try:
             while self.tasks_learned < len(self.suite.tasks):
-                self._learn_task(self.tasks_learned, epochs or self.config.epochs, writer)
+                self.learn_task(self.tasks_learned, epochs, writer)
         finally:
             if writer is not None:
                 writer.close()
         self.train_seconds += time.perf_counter() - start
         return self
+
+    def learn_task(self, task: int, epochs: int | None = None, writer=None) -> None:
+        """Train dataset ``task`` (the next one), prune, fine-tune; earlier datasets' weights stay fixed."""
+        if self.suite is None:
+            raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
+        if task != self.tasks_learned:
+            raise ConfigError(f"datasets are learned in order; next is {self.tasks_learned}, got {task}")
+        with self.stream:
+            self._learn_task(task, epochs or self.config.epochs, writer)
 
     def _learn_task(self, task: int, epochs: int, writer) -> None:
         cfg = self.config
@@ -136,8 +153,9 @@ class PackNetLearner:
         self.accuracy_matrix.append([self._accuracy(j, "test") for j in range(t1)])
 
     @torch.no_grad()
-    def predict(self, x: np.ndarray | torch.Tensor, deterministic: bool = True, task: int = 0):
-        """Labels of dataset ``task`` (local class ids); PackNet always needs the task id."""
+    def predict(self, x: np.ndarray | torch.Tensor, task: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of dataset ``task`` (local class ids) and the task index (PackNet needs the task id;
+        it has no gate and no sampling, so unlike the masked-expert learner there is no ``deterministic``)."""
         self.model.eval()
         logits = map_batches(lambda b: self.model(b, task + 1), to_input(x).to(self.device))
         return logits.argmax(-1).cpu().numpy(), np.full(len(logits), task)
@@ -152,8 +170,7 @@ class PackNetLearner:
         for t in range(self.tasks_learned):
             acc = self._accuracy(t, split)
             per[self.suite.tasks[t].name] = {"accuracy_task_aware": acc, "accuracy": None,
-                                             "n": int(len(self.suite.tasks[t].y_test if split == "test" else
-                                                          self.suite.tasks[t].split(split)[1]))}
+                                             "n": int(len(self.suite.tasks[t].split(split)[1]))}
         return {"split": split, "datasets": per,
                 "mean_accuracy": None,
                 "mean_accuracy_task_aware": float(np.mean([v["accuracy_task_aware"] for v in per.values()])),
@@ -171,7 +188,7 @@ class PackNetLearner:
 
     @classmethod
     def load(cls, path: str | Path, suite: VisionSuite | None = None, device: str = "cpu") -> PackNetLearner:
-        blob = torch.load(Path(path), map_location=device, weights_only=False)
+        blob = torch.load(Path(path), map_location=resolve_device(device), weights_only=False)
         cfg = from_dict(MaskedExpertsConfig, blob["config"])
         cfg.device = device
         learner = cls(suite, cfg, _classes=blob["classes"])

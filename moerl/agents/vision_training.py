@@ -18,6 +18,12 @@ import torch
 from torch import nn
 
 
+def training_seed(seed: int) -> int:
+    """The seed of a learner's training stream: derived from ``seed`` but not equal to it, so the
+    Gumbel noise and dropout masks are not the same random numbers that initialised the weights."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
 def tensorboard_writer(log_dir: str | Path | None):
     """A TensorBoard ``SummaryWriter`` for ``log_dir``, or None when no log directory is set."""
     if log_dir is None:

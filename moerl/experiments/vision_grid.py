@@ -1,4 +1,4 @@
-"""Run the seed-000 grid (configs/vision/G*.yaml, P1.yaml) and write a markdown report.
+"""Run the masked-expert grid (configs/vision/G*.yaml, P1.yaml) and write a markdown report.
 
     python -m moerl.experiments.vision_grid --out docs/vision-results.md [--logdir runs/vision-grid]
         [--only G0,G3] [--set epochs=2]
@@ -18,8 +18,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROWS = ["G0", "G0b", "G1", "G2", "G2b", "G3", "G4", "G4b", "G5", "G6", "G7", "G7b", "P1"]
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "vision"
+from moerl.registry import Registry
+
+GRID_ROWS = Registry("grid row", {
+    "G0": "one dataset, one expert, no mask (4-layer expert)",
+    "G0b": "one dataset, one expert, no mask, 2-layer expert",
+    "G1": "one dataset, one expert, fixed random mask at 50% density",
+    "G2": "one dataset, one expert, learnable LU mask (top-k, 50%)",
+    "G2b": "lowrank ablation of G2 (S = A B, no triangular structure)",
+    "G3": "one dataset, two experts, LU, gated, no balancing loss",
+    "G4": "two datasets, two experts, LU, no balancing loss (the seed's setting)",
+    "G4b": "G4 with the optional balancing loss",
+    "G5": "two datasets, two experts, no mask",
+    "G6": "two datasets, two experts, fixed 50% masks",
+    "G7": "Fashion then Animal; an expert added, the first frozen; gate replay remedy",
+    "G7b": "G7 without the gate remedy (shows gate drift)",
+    "P1": "PackNet baseline, Fashion then Animal, prune 50% per task, 1 fine-tune epoch",
+})
+
+
+def _grid_config(row: str) -> Path:
+    """The YAML config of grid row ``row``: ``moerl/configs/vision/<row>.yaml``, shipped as package data, so
+    the grid runs from a plain ``pip install .`` too."""
+    from moerl.config_files import CONFIG_ROOT
+
+    return CONFIG_ROOT / "vision" / f"{GRID_ROWS.check(row)}.yaml"
 
 
 def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str],
@@ -31,7 +54,7 @@ def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str],
 
     results = []
     for row in rows:
-        cfg = CONFIG_DIR / f"{row}.yaml"
+        cfg = _grid_config(row)
         t0 = time.perf_counter()
         previous = RunDir(logdir / row)
         if resume and previous.read_status().get("status") == "finished":
@@ -51,6 +74,12 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    """Markdown table lines (header, rule, one line per row) for the report."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
 def write_report(out: Path, results: list[dict[str, Any]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = out.parent / (out.stem + "-plots")
@@ -62,31 +91,29 @@ def write_report(out: Path, results: list[dict[str, Any]]) -> None:
     notes = sorted({n for r in results for n in r.get("notes", [])})
     sizes = {r["row"]: r["sizes"] for r in results}
     lines += [f"Data: {'; '.join(notes) or 'full'}. Sizes of the first row: {next(iter(sizes.values()))}.", ""]
-    lines += ["| row | data | arch | mask | experts | train | val | test | gap | test task-aware | epochs | s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for r in results:
-        cfg = json.loads(json.dumps(r.get("config", {})))
+        cfg = r.get("config", {})
         key = r["headline_metric"]
         packnet = r["arch"] == "packnet"  # no gate, no experts, no learned masks: its own pruning masks
-        mask = "pruned" if packnet else cfg.get("mask", "")
-        experts = "-" if packnet else cfg.get("experts", "")
-        lines.append(
-            f"| {r['row']} | {r['suite']} ({r['schedule']}) | {r['arch']} | {mask} | {experts} | "
-            f"{_fmt(r['train'][key])} | {_fmt(r['val'][key])} | {_fmt(r['test'][key])} | "
-            f"{_fmt(r['train_test_gap'])} | {_fmt(r['test']['mean_accuracy_task_aware'])} | {r['epochs_run']} | "
-            f"{r['train_seconds']:.0f} |"
-        )
+        table.append([r["row"], f"{r['suite']} ({r['schedule']})", r["arch"],
+                      "pruned" if packnet else cfg.get("mask", ""), "-" if packnet else cfg.get("experts", ""),
+                      _fmt(r["train"][key]), _fmt(r["val"][key]), _fmt(r["test"][key]), _fmt(r["train_test_gap"]),
+                      _fmt(r["test"]["mean_accuracy_task_aware"]), r["epochs_run"], f"{r['train_seconds']:.0f}"])
+    lines += _table(["row", "data", "arch", "mask", "experts", "train", "val", "test", "gap", "test task-aware",
+                     "epochs", "s"], table)
     lines += ["", "## Routing (test split; rows: datasets, columns: experts)", ""]
-    lines += ["| row | counts | purity | best-matched | utilisation | forced-routing acc per dataset |",
-              "|---|---|---|---|---|---|"]
+    table = []
     for r in results:
         routing = r["test"].get("routing")
         if not routing or len(routing["utilisation"]) < 2:
             continue
         forced = {k: round(v["accuracy_forced_routing"], 3) for k, v in r["test"]["datasets"].items()}
-        lines.append(f"| {r['row']} | {routing['counts']} | {routing['purity']:.3f} | "
-                     f"{routing['best_matched_accuracy']:.3f} | {[round(u, 3) for u in routing['utilisation']]} | "
-                     f"{forced} |")
+        table.append([r["row"], routing["counts"], f"{routing['purity']:.3f}",
+                      f"{routing['best_matched_accuracy']:.3f}", [round(u, 3) for u in routing["utilisation"]],
+                      forced])
+    lines += _table(["row", "counts", "purity", "best-matched", "utilisation", "forced-routing acc per dataset"],
+                    table)
     lines += ["", "## Continual runs (test accuracy after each phase; rows: after dataset i)", ""]
     for r in results:
         cont = r.get("continual")
@@ -120,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--resume", action="store_true", help="reuse rows already finished under --logdir")
     args = p.parse_args(argv)
-    rows = args.only.split(",") if args.only else ROWS
-    bad = [r for r in rows if r not in ROWS]
+    rows = args.only.split(",") if args.only else list(GRID_ROWS)
+    bad = [r for r in rows if r not in GRID_ROWS]
     if bad:
-        print(f"unknown grid row(s) {bad}; valid: {', '.join(ROWS)}", file=sys.stderr)
+        print(GRID_ROWS.error(bad[0]), file=sys.stderr)
         return 2
     run_grid(Path(args.out), Path(args.logdir), rows, args.overrides, resume=args.resume)
     return 0

@@ -13,10 +13,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moerl.errors import ConfigError, check_choice
+from moerl.errors import ConfigError
 from moerl.nn.resnet import ResNet18
+from moerl.registry import Registry
 
-BACKBONES: tuple[str, ...] = ("convnet", "resnet18")
+BACKBONES = Registry("backbone", {
+    "convnet": "small conv net for grey images, trained from scratch (default)",
+    "resnet18": "ResNet-18 features (512), frozen by default; weights only from a local file",
+})
 
 
 class ConvNet(nn.Module):
@@ -95,7 +99,7 @@ def build_backbone(
     name: str, feature_dim: int = 256, weights: str | None = None, frozen: bool | None = None
 ) -> nn.Module:
     """Build backbone ``name``; ``frozen=None`` means the default (resnet18: frozen, convnet: trained)."""
-    check_choice("backbone", name, BACKBONES)
+    BACKBONES.check(name)
     if name == "convnet":
         if weights is not None:
             raise ConfigError("backbone_weights applies only to backbone 'resnet18'")

@@ -87,7 +87,10 @@ class MaskedMoE(nn.Module):
         classes: classes per dataset, in order (labels of dataset d are offset by ``sum(classes[:d])``).
         expert_dims: output widths of the expert layers (default 4 layers ending at 64).
         mask, density, rank, mask_mode, dropout: see :class:`MaskedExpert` / :class:`MaskedLinear`.
-        seed: seeds the generator for masks and permutations (weights use torch's global RNG).
+        seed: seeds this model's own generator for expert weights, masks and permutations (also of experts
+            added later). The gate, the classifier blocks and the backbone use torch's global generator:
+            build the model inside :func:`moerl.seeding.seeded` (the learners do) so they depend on a seed
+            too, without reseeding anything.
     """
 
     def __init__(

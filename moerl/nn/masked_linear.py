@@ -40,10 +40,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moerl.errors import ConfigError, check_choice
+from moerl.errors import ConfigError
+from moerl.registry import Registry
 
-MASK_KINDS: tuple[str, ...] = ("none", "fixed", "lu", "lowrank")
-MASK_MODES: tuple[str, ...] = ("topk", "threshold")
+MASK_KINDS = Registry("mask", {
+    "none": "plain linear layer (mask of ones)",
+    "fixed": "random binary mask drawn once, exact density",
+    "lu": "learned: top-k of a permuted unit-lower x upper trapezoidal score product",
+    "lowrank": "learned: top-k of a plain low-rank score product (ablation of lu)",
+})
+MASK_MODES = Registry("mask mode", {
+    "topk": "keep the largest scores at exact density (straight-through gradient)",
+    "threshold": "keep scores with sigmoid > 0.5, density held by a penalty",
+})
 
 
 def exact_count(numel: int, density: float) -> int:
@@ -91,8 +100,8 @@ class MaskedLinear(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        check_choice("mask", mask, MASK_KINDS)
-        check_choice("mask mode", mode, MASK_MODES)
+        MASK_KINDS.check(mask)
+        MASK_MODES.check(mode)
         if not 0.0 < density <= 1.0:
             raise ConfigError(f"mask density must be in (0, 1], got {density}")
         if rank < 1:
@@ -121,7 +130,6 @@ class MaskedLinear(nn.Module):
             self.register_buffer("fixed_mask", fixed.reshape(out_features, in_features))
         elif mask == "lu":
             r = min(rank, in_features, out_features)
-            self.rank = r
             # Scale so that entries of L U have unit-order spread; never all zero (threshold dead start).
             std = 1.0 / math.sqrt(r)
             self.mask_l = nn.Parameter(torch.randn(out_features, r, generator=generator) * std)
@@ -131,7 +139,6 @@ class MaskedLinear(nn.Module):
             self.register_buffer("unit_diag", torch.eye(out_features, r))
         elif mask == "lowrank":
             r = min(rank, in_features, out_features)
-            self.rank = r
             std = 1.0 / math.sqrt(r)
             self.mask_a = nn.Parameter(torch.randn(out_features, r, generator=generator) * std)
             self.mask_b = nn.Parameter(torch.randn(r, in_features, generator=generator) * std)

@@ -155,12 +155,6 @@ class PackNet(nn.Module):
             w = layer.weight.data
             w[free & (layer.owner == 0)] = 0.0
 
-    @torch.no_grad()
-    def claim_free(self, task: int) -> None:
-        """For the last task: claim all remaining free weights without pruning."""
-        for layer in self.packed_layers():
-            layer.owner[layer.owner == 0] = task
-
     def ownership(self) -> list[dict[str, float]]:
         """Per packed layer: fraction of weights owned by each task and the free fraction."""
         out = []
