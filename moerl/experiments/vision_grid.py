@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moerl.experiments.tables import markdown_table
 from moerl.registry import Registry
 
 GRID_ROWS = Registry("grid row", {
@@ -75,9 +76,8 @@ def _fmt(v: Any) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
-    """Markdown table lines (header, rule, one line per row) for the report."""
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+    """Markdown table lines for the report (the shared writer; cells as their own text)."""
+    return markdown_table(head, [[str(c) for c in row] for row in rows]).split("\n")
 
 
 def write_report(out: Path, results: list[dict[str, Any]]) -> None:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moerl.nn.metrics import entropy
+
 
 class GumbelGate(nn.Module):
     """One linear layer ``features -> E`` producing mixture weights."""
@@ -57,5 +59,4 @@ def balance_loss(weights: torch.Tensor) -> torch.Tensor:
 
 def gate_entropy(weights: torch.Tensor) -> torch.Tensor:
     """Mean per-sample entropy (nats) of gate weights (or probabilities)."""
-    p = weights.clamp_min(1e-12)
-    return -(p * p.log()).sum(-1).mean()
+    return entropy(weights).mean()

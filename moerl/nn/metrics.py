@@ -15,6 +15,11 @@ from moerl.nn.record import ForwardRecord
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 
 
+def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Entropy (nats) of distributions along ``dim``; zero-probability entries contribute 0."""
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim)
+
+
 def dormant_scores(values: torch.Tensor, processed: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised activity s_i of each neuron.
 

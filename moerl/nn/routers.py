@@ -21,6 +21,7 @@ from torch import nn
 
 from moerl.nn.choices import BALANCE_LOSSES, ROUTERS
 from moerl.nn.experts import ExpertMLP
+from moerl.nn.metrics import entropy
 from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
 
 
@@ -55,10 +56,6 @@ class RouterConfig:
         if self.noise_std < 0:
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
         return self
-
-
-def _entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim)
 
 
 def _cv_squared(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +98,7 @@ class SoftMoERouter(nn.Module):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h)
             record.routing[name] = RoutingRecord(
                 usage=combine.reshape(b, m, n, p).sum(-1).mean(1),
-                entropy=_entropy(combine).mean(),
+                entropy=entropy(combine).mean(),
                 aux_loss=x.new_zeros(()),
             )
         return y
@@ -148,7 +145,7 @@ class TopKRouter(nn.Module):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(
                 usage=selected.reshape(b, m, -1).mean(1),
-                entropy=_entropy(probs).mean(),
+                entropy=entropy(probs).mean(),
                 aux_loss=aux,
             )
         return y
@@ -160,7 +157,7 @@ class TopKRouter(nn.Module):
             frac = selected.mean(0) / self.k
             return self.num_experts * (frac * probs.mean(0)).sum()
         # "entropy": maximise the entropy of the batch-mean routing distribution
-        return -_entropy(probs.mean(0))
+        return -entropy(probs.mean(0))
 
 
 class HardcodedRouter(nn.Module):
