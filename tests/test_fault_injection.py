@@ -195,3 +195,31 @@ def test_read_only_storage_is_refused_before_anything_runs(tmp_path, capsys):
         assert "is not writable" in capsys.readouterr().err
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "is damaged and cannot be loaded"),
+    ("random", "is damaged and cannot be loaded"),
+    ("missing", "has no model.zip"),
+    ("status", "status: corrupt"),
+    ("config", "has a missing or broken config.yaml"),
+])
+def test_eval_on_a_damaged_run_is_one_line(two_runs, tmp_path, damage, message, capsys):
+    import shutil
+
+    run = tmp_path / damage
+    shutil.copytree(two_runs / "s1", run)
+    model = run / "model.zip"
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[:500])
+    elif damage == "random":
+        model.write_bytes(os.urandom(5000))
+    elif damage == "missing":
+        model.unlink()
+    elif damage == "status":
+        (run / "status.json").write_text('{"status": "fin')
+    else:
+        (run / "config.yaml").write_text("env: [\n")
+    assert main(["eval", str(run), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -82,3 +82,14 @@ def test_router_learns_on_env_sb3_style(digits, tmp_path):
     again = WPLRouter.load(tmp_path / "wpl.pt", env=env)
     np.testing.assert_allclose(again.pi, router.pi)
     assert set(router.evaluate(n_episodes=20)) <= {f"task_{i}" for i in range(10)}
+
+
+def test_out_of_space_actions_are_refused_not_wrapped():
+    import gymnasium as gym
+
+
+    env = gym.make("moerl/RoutingMDP-v0")
+    env.reset(seed=0)
+    for bad in (99, -1):
+        with pytest.raises(ValueError, match="is not in Discrete"):
+            env.step(bad)

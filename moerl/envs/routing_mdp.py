@@ -226,6 +226,8 @@ class RoutingMDPEnv(gym.Env):
     def step(self, action):
         if self._v is None:
             raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):  # Gymnasium's contract: refuse, never wrap
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
         d = self._depth
         a = int(action) % self.depth_actions[d]
         r_collab = float(self.rho * self.usage.frequency()[d, a])

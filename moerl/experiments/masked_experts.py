@@ -129,7 +129,8 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     suite = build_suite(cfg.env, options.get("data_dir", cfg.data_dir), seed=cfg.seed,
                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, max_train=cfg.max_train,
                         max_val=cfg.max_val, max_test=cfg.max_test)
-    learner = load_learner(run.path / MODEL_FILE, suite, options.get("device", "cpu"))
+    device = options.get("device") or cfg.device
+    learner = run.load_artifact(MODEL_FILE, lambda path: load_learner(path, suite, device))
     res = learner.evaluate("test")
     return {"run": str(run_path), "mean_accuracy": res["mean_accuracy"],
             "mean_accuracy_task_aware": res["mean_accuracy_task_aware"],

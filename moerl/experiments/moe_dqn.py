@@ -360,7 +360,8 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = RunDir(run_path)
     config = from_dict(DQNRunConfig, run.read_config())
-    model = MoEDQN.load(run.path / "model.zip", device=resolve_device(options.get("device") or config.device))
+    device = resolve_device(options.get("device") or config.device)
+    model = run.load_artifact("model.zip", lambda path: MoEDQN.load(path, device=device))
     env = make_env(config)
     try:
         info = suite_info(env)

@@ -231,7 +231,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, device=options["device"])
     data_dir = options.get("data_dir", cfg.data_dir)
     dataset = build(cfg.env, data_dir=data_dir, seed=cfg.data_seed)
-    learner = RoutingLearner.load(run.path / MODEL_FILE, dataset, device=cfg.device)
+    learner = run.load_artifact(MODEL_FILE, lambda path: RoutingLearner.load(path, dataset, device=cfg.device))
     ev = learner.evaluate("test")
     out = {"env": cfg.env, "algo": cfg.algo, "test_accuracy": ev["accuracy"],
            "test_accuracy_per_task": dict(zip(dataset.task_names, ev["per_task"], strict=True))}

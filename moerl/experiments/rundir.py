@@ -144,7 +144,33 @@ class RunDir:
         self.write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG_FILE).read_text()) or {}
+        """The run's resolved config; a missing or broken ``config.yaml`` is a one-line ConfigError."""
+        path = self.path / CONFIG_FILE
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"run '{self.path}' has a missing or broken {CONFIG_FILE} ({first})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"run '{self.path}' has a broken {CONFIG_FILE} (not a mapping)")
+        return data
+
+    def load_artifact(self, name: str, loader: Callable[[Path], Any]) -> Any:
+        """``loader(path)`` for the run's file ``name``, or one line saying it is missing or damaged.
+
+        Any exception from the loader means the file cannot be used (a truncated zip, random bytes, a pickle
+        from another version), so all are reported the same way rather than as a traceback.
+        """
+        path = self.path / name
+        if not path.is_file():
+            raise ConfigError(f"run '{self.path}' has no {name} (it did not finish writing it)")
+        try:
+            return loader(path)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (see the docstring)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"'{path}' is damaged and cannot be loaded ({type(exc).__name__}: {first})") from None
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json.dumps(data, indent=2, default=_json_default) + "\n")
