@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
     train.add_argument("--seed", type=_int, help="random seed")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
-    train.add_argument("--logdir", default="runs", help="parent directory of run directories (default: runs)")
+    train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
     train.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the config's, auto: {DEVICES['auto']})")
     train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
@@ -103,7 +103,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moerl.experiments.families import TrainRequest, families, family_for_env
     from moerl.experiments.rundir import check_run_name
 
-    request = TrainRequest(**{k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__})
+    given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
+    if given.get("resume") is not None and "logdir" in given:
+        raise ConfigError("--logdir cannot move a resumed run; it continues in its own directory")
+    request = TrainRequest(**given)
     if request.run_name is not None:
         check_run_name(request.run_name)
     if request.resume is not None:

@@ -96,6 +96,7 @@ def test_chunked_training_equals_one_learn_call(reference, tmp_path):
     (["--arch", "dense"], "cannot change a resumed run"),
     (["--set", "dqn.learning_rate=1e-3"], "cannot change a resumed run"),
     (["--timesteps", "10"], "is below the checkpoint's step"),
+    (["--logdir", "elsewhere"], "--logdir cannot move a resumed run"),
 ])
 def test_resume_refuses_changes(reference, tmp_path, extra, message, capsys):
     import shutil
