@@ -16,7 +16,7 @@ def _experts(n, sizes=(6, 5), act=False, seed=0):
 
 
 def test_softmoe_dispatch_and_combine_weights_are_distributions():
-    router = SoftMoERouter(_experts(3), token_dim=6, num_tokens=5, config=RouterConfig(num_experts=3))
+    router = SoftMoERouter(_experts(3), token_dim=6, num_tokens=5, config=RouterConfig(experts=3))
     x = torch.randn(4, 5, 6)
     logits = torch.einsum("bmd,ds->bms", x, router.phi)
     dispatch, combine = torch.softmax(logits, 1), torch.softmax(logits, 2)
@@ -31,7 +31,7 @@ def test_softmoe_dispatch_and_combine_weights_are_distributions():
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_softmoe_one_token_is_softmax_gated_mixture(normalize):
-    cfg = RouterConfig(num_experts=4, slots_per_expert=1, normalize=normalize)
+    cfg = RouterConfig(experts=4, slots_per_expert=1, normalize=normalize)
     router = SoftMoERouter(_experts(4), token_dim=6, num_tokens=1, config=cfg)
     x = torch.randn(7, 1, 6)
     y = router(x, None, None, "m")[:, 0]
@@ -44,7 +44,7 @@ def test_softmoe_one_token_is_softmax_gated_mixture(normalize):
 
 
 def test_topk_output_depends_only_on_chosen_experts():
-    cfg = RouterConfig(kind="topk", num_experts=4, topk=2)
+    cfg = RouterConfig(router="topk", experts=4, topk=2)
     router = TopKRouter(_experts(4), token_dim=6, config=cfg)
     x = torch.randn(10, 1, 6)
     probs, gates, selected = router.gates(x[:, 0])
@@ -65,7 +65,7 @@ def test_topk_output_depends_only_on_chosen_experts():
 
 
 def test_topk_routes_every_sample_without_capacity_drop():
-    router = TopKRouter(_experts(2), token_dim=6, config=RouterConfig(kind="topk", num_experts=2))
+    router = TopKRouter(_experts(2), token_dim=6, config=RouterConfig(router="topk", experts=2))
     with torch.no_grad():  # force every sample onto expert 0
         router.weight.zero_()
         router.weight[0, 0] = 10.0
@@ -78,7 +78,7 @@ def test_topk_routes_every_sample_without_capacity_drop():
 
 
 def test_hardcoded_equals_per_task_networks():
-    block = MoEBlock(6, 3, RouterConfig(kind="hardcoded", num_experts=3), expert_hidden=(8, 8))
+    block = MoEBlock(6, 3, RouterConfig(router="hardcoded", experts=3), expert_hidden=(8, 8))
     per_task = []
     for t in range(3):
         layers = block.experts.layers
@@ -96,7 +96,7 @@ def test_hardcoded_equals_per_task_networks():
 
 
 def test_hardcoded_without_task_id_is_a_clear_error():
-    block = MoEBlock(6, 3, RouterConfig(kind="hardcoded", num_experts=2))
+    block = MoEBlock(6, 3, RouterConfig(router="hardcoded", experts=2))
     with pytest.raises(ValueError, match="task id"):
         block(torch.randn(2, 6))
 
@@ -106,7 +106,7 @@ def test_hardcoded_without_task_id_is_a_clear_error():
 def test_one_expert_equals_the_dense_layer(kind, activate):
     torch.manual_seed(1)
     dense = nn.Linear(6, 4)
-    block = MoEBlock(6, 4, RouterConfig(kind=kind, num_experts=1), activate_output=activate)
+    block = MoEBlock(6, 4, RouterConfig(router=kind, experts=1), activate_output=activate)
     block.experts.layers[0].load_from_linear(0, dense)
     x = torch.randn(9, 6)
     expected = torch.relu(dense(x)) if activate else dense(x)
@@ -115,7 +115,7 @@ def test_one_expert_equals_the_dense_layer(kind, activate):
 
 @pytest.mark.parametrize("kind,param", [("softmoe", "phi"), ("topk", "weight")])
 def test_gradients_reach_router_parameters(kind, param):
-    router = build_router(RouterConfig(kind=kind, num_experts=3), _experts(3), token_dim=6, num_tokens=2)
+    router = build_router(RouterConfig(router=kind, experts=3), _experts(3), token_dim=6, num_tokens=2)
     y = router(torch.randn(5, 2, 6), None, None, "m")
     y.pow(2).sum().backward()
     grad = getattr(router, param).grad
@@ -124,7 +124,7 @@ def test_gradients_reach_router_parameters(kind, param):
 
 def test_topk_balance_losses_are_differentiable_and_prefer_balance():
     for loss in ("importance", "load", "entropy"):
-        cfg = RouterConfig(kind="topk", num_experts=4, balance_loss=loss)
+        cfg = RouterConfig(router="topk", experts=4, balance_loss=loss)
         router = TopKRouter(_experts(4), token_dim=6, config=cfg)
         x = torch.randn(256, 1, 6)
         rec = ForwardRecord()
@@ -144,7 +144,7 @@ def test_topk_balance_losses_are_differentiable_and_prefer_balance():
 
 
 def test_tokenised_block_concatenates_hidden_tokens():
-    block = MoEBlock(8, 6, RouterConfig(num_experts=2), activate_output=True, num_tokens=2)
+    block = MoEBlock(8, 6, RouterConfig(experts=2), activate_output=True, num_tokens=2)
     assert block.experts.sizes == (4, 3)
     assert block(torch.randn(3, 8)).shape == (3, 6)
 
@@ -153,13 +153,13 @@ def test_bad_token_split_is_a_config_error():
     from moerl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="3 equal tokens"):
-        MoEBlock(8, 6, RouterConfig(num_experts=2), num_tokens=3)
+        MoEBlock(8, 6, RouterConfig(experts=2), num_tokens=3)
 
 
 def test_router_config_validation_names_bad_values():
     from moerl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown router 'softmo'.*did you mean 'softmoe'"):
-        RouterConfig(kind="softmo").validate()
+        RouterConfig(router="softmo").validate()
     with pytest.raises(ConfigError, match="topk must be between 1 and the number of experts"):
-        RouterConfig(kind="topk", num_experts=2, topk=3).validate()
+        RouterConfig(router="topk", experts=2, topk=3).validate()

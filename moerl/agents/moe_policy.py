@@ -9,7 +9,6 @@ the one-hot to the network as features.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +40,6 @@ class MoENetworkConfig(QNetworkConfig):
     #: Feed the task one-hot to the network too (not only to the hardcoded router and action masks).
     task_id_in_features: bool = True
 
-    def q_network_config(self) -> QNetworkConfig:
-        names = {f.name for f in dataclasses.fields(QNetworkConfig)}
-        return QNetworkConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
 
 def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetworkConfig:
@@ -103,7 +99,7 @@ class MoEQNet(QNetwork):
             valid = torch.tensor(lay.valid_actions, dtype=torch.bool)
         self.register_buffer("valid_actions", valid)
         in_dim = lay.base_dim + (lay.num_tasks if task_id_in_features else 0)
-        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config.q_network_config())
+        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config)
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(network input features, task ids or None) from a batch of observations."""

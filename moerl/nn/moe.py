@@ -57,7 +57,7 @@ class MoEBlock(nn.Module):
         self.num_tokens, self.name = num_tokens, name
         token_in = in_features // num_tokens
         token_out = out_features // num_tokens if self.concat_tokens else out_features
-        experts = ExpertMLP(router.num_experts, (token_in, *expert_hidden, token_out), activate_output)
+        experts = ExpertMLP(router.experts, (token_in, *expert_hidden, token_out), activate_output)
         self.router = build_router(router, experts, token_in, num_tokens)
 
     @property

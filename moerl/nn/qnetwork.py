@@ -30,38 +30,20 @@ from moerl.nn.routers import RouterConfig
 
 
 @dataclass
-class QNetworkConfig:
-    """Plain-data description of a Q-network (saved with every model).
+class QNetworkConfig(RouterConfig):
+    """Plain-data description of a Q-network (saved with every model): its router's keys
+    (:class:`RouterConfig`: ``router``, ``experts``, ``topk``...) plus the placement and sizes.
 
-    Flat, with the CLI's names (``arch``, ``router``, ``experts``, ``topk``...), so that the same keys are
-    used by ``moerl train`` flags, YAML files and ``MoEDQN(policy_kwargs={"network": {...}})``. The
-    router's own :class:`RouterConfig` is derived from it (:meth:`router_config`).
+    Flat, with the CLI's names, so that the same keys are used by ``moerl train`` flags, YAML files and
+    ``MoEDQN(policy_kwargs={"network": {...}})``.
     """
 
     arch: str = "dense"
     #: Hidden width. 128, not dopamine's 512: on a 2-core CPU one update at batch 128 costs ~6.5-10 ms at
     #: width 512 (37 ms for a 4-expert softmoe big), too slow for minutes-long runs.
     hidden: int = 128
-    router: str = "softmoe"
-    #: Number of experts (for ``wide``: the width multiplier).
-    experts: int = 4
-    #: topk router: experts per token.
-    topk: int = 1
     #: Tokens the features are split into before an MoE layer.
     tokens: int = 1
-    #: softmoe: slots per expert; None = ceil(tokens / experts).
-    slots_per_expert: int | None = None
-    #: softmoe: l2-normalise tokens and Phi with a learnable scale (vmoe does, dopamine does not).
-    normalize: bool = False
-    #: topk: std of Gaussian noise added to router logits in training (0 = off).
-    noise_std: float = 0.0
-    #: topk: balancing loss added to the TD loss (times MoEDQN's ``aux_loss_coef``).
-    balance_loss: str = "none"
-
-    def router_config(self) -> RouterConfig:
-        return RouterConfig(kind=self.router, num_experts=self.experts, topk=self.topk,
-                            slots_per_expert=self.slots_per_expert, normalize=self.normalize,
-                            noise_std=self.noise_std, balance_loss=self.balance_loss)
 
     def validate(self) -> QNetworkConfig:
         from moerl.errors import ConfigError
@@ -71,7 +53,7 @@ class QNetworkConfig:
             raise ConfigError(f"hidden width must be >= 1, got {self.hidden}")
         if self.tokens < 1:
             raise ConfigError(f"tokens must be >= 1, got {self.tokens}")
-        self.router_config().validate()
+        super().validate()
         return self
 
     @property
@@ -105,13 +87,13 @@ class MoEQNetwork(nn.Module):
         config.validate()
         self.config = config
         self.in_features, self.n_actions = in_features, n_actions
-        h, arch, router = config.hidden, config.arch, config.router_config()
+        h, arch, router = config.hidden, config.arch, config
         m = config.tokens
         layers: list[nn.Module]
         if arch == "big":
             layers = [MoEBlock(in_features, n_actions, router, expert_hidden=(h, h), num_tokens=m, name="big")]
         else:
-            width = h * router.num_experts if arch == "wide" else h
+            width = h * router.experts if arch == "wide" else h
             moe_at = {"middle": {1}, "final": {2}, "all": {0, 1, 2}}.get(arch, set())
             sizes = [(in_features, width), (width, width), (width, n_actions)]
             names = ["hidden1", "hidden2", "output"]

@@ -25,12 +25,17 @@ from moerl.nn.metrics import entropy
 from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
 
 
-@dataclass(frozen=True)
+@dataclass
 class RouterConfig:
-    """Plain-data description of a router (part of every MoE network's config)."""
+    """Plain-data description of a router, with the CLI's names (``--router``, ``--experts``, ``--topk``).
 
-    kind: str = "softmoe"
-    num_experts: int = 4
+    :class:`moerl.nn.QNetworkConfig` extends it, so a Q-network's config *is* its router's config: one set
+    of keys from the CLI down to the router modules.
+    """
+
+    router: str = "softmoe"
+    #: Number of experts (for the ``wide`` Q-network: its width multiplier).
+    experts: int = 4
     #: topk: experts per token.
     topk: int = 1
     #: softmoe: slots per expert; None = ceil(tokens / experts) as in the spec.
@@ -45,12 +50,12 @@ class RouterConfig:
     def validate(self) -> RouterConfig:
         from moerl.errors import ConfigError
 
-        ROUTERS.check(self.kind)
+        ROUTERS.check(self.router)
         BALANCE_LOSSES.check(self.balance_loss)
-        if self.num_experts < 1:
-            raise ConfigError(f"number of experts must be >= 1, got {self.num_experts}")
-        if self.kind == "topk" and not 1 <= self.topk <= self.num_experts:
-            raise ConfigError(f"topk must be between 1 and the number of experts ({self.num_experts}), got {self.topk}")
+        if self.experts < 1:
+            raise ConfigError(f"number of experts must be >= 1, got {self.experts}")
+        if self.router == "topk" and not 1 <= self.topk <= self.experts:
+            raise ConfigError(f"topk must be between 1 and the number of experts ({self.experts}), got {self.topk}")
         if self.slots_per_expert is not None and self.slots_per_expert < 1:
             raise ConfigError(f"slots_per_expert must be >= 1, got {self.slots_per_expert}")
         if self.noise_std < 0:
@@ -68,8 +73,8 @@ class SoftMoERouter(nn.Module):
     def __init__(self, experts: ExpertMLP, token_dim: int, num_tokens: int, config: RouterConfig):
         super().__init__()
         self.experts = experts
-        self.num_experts = config.num_experts
-        self.slots = config.slots_per_expert or math.ceil(num_tokens / config.num_experts)
+        self.num_experts = config.experts
+        self.slots = config.slots_per_expert or math.ceil(num_tokens / config.experts)
         self.normalize = config.normalize
         self.phi = nn.Parameter(torch.empty(token_dim, self.num_experts * self.slots))
         nn.init.normal_(self.phi, std=1.0 / math.sqrt(token_dim))
@@ -110,7 +115,7 @@ class TopKRouter(nn.Module):
     def __init__(self, experts: ExpertMLP, token_dim: int, config: RouterConfig):
         super().__init__()
         self.experts = experts
-        self.num_experts = config.num_experts
+        self.num_experts = config.experts
         self.k = config.topk
         self.noise_std = config.noise_std
         self.balance_loss = config.balance_loss
@@ -166,7 +171,7 @@ class HardcodedRouter(nn.Module):
     def __init__(self, experts: ExpertMLP, config: RouterConfig):
         super().__init__()
         self.experts = experts
-        self.num_experts = config.num_experts
+        self.num_experts = config.experts
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:
@@ -191,10 +196,10 @@ class HardcodedRouter(nn.Module):
 
 
 def build_router(config: RouterConfig, experts: ExpertMLP, token_dim: int, num_tokens: int) -> nn.Module:
-    """Router of ``config.kind`` over ``experts`` for tokens of size ``token_dim``."""
+    """Router of ``config.router`` over ``experts`` for tokens of size ``token_dim``."""
     config.validate()
-    if config.kind == "softmoe":
+    if config.router == "softmoe":
         return SoftMoERouter(experts, token_dim, num_tokens, config)
-    if config.kind == "topk":
+    if config.router == "topk":
         return TopKRouter(experts, token_dim, config)
     return HardcodedRouter(experts, config)
