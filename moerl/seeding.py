@@ -2,7 +2,8 @@
 
 Rules (see the README's "Seeds" section):
 
-* a *run* is seeded once, at its start (:func:`seed_everything`, SB3's ``set_random_seed``);
+* a *run* is seeded once, at its start (MoE DQN: SB3's ``set_random_seed``; the supervised learners
+  own their streams below);
 * *constructors* never reseed the global generators: an object that takes a ``seed`` initialises its
   parameters inside :func:`seeded` (the global torch state is saved, seeded, and restored afterwards), so
   what it builds depends on its own seed only, never on what was built before it;
@@ -12,7 +13,6 @@ Rules (see the README's "Seeds" section):
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
@@ -28,14 +28,6 @@ def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= 2**32 - 1:
         raise ConfigError(f"seed must be an integer in [0, 4294967295], got {seed!r}")
     return int(seed)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA) once, at a run's start."""
-    seed = check_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _cuda_devices() -> list[int]:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+
 from moerl.config import from_dict, to_dict
 from moerl.devices import resolve_device
 from moerl.envs.attributes import normalized_return, suite_info
@@ -320,21 +322,19 @@ def _chunk_steps(config: DQNRunConfig) -> int:
     return max(freq, (every // freq) * freq)
 
 
-def _TensorBoard(folder: str, purge_step: int | None = None):  # noqa: N802  (builds an SB3 output format)
+class _TensorBoard(TensorBoardOutputFormat):
     """SB3's TensorBoard output, opened with ``purge_step`` on resume.
 
     Events a killed run wrote after its last checkpoint are superseded: TensorBoard drops every event at or
     after ``purge_step`` written before the purge marker, so resumed curves have no duplicated steps. SB3's
-    ``TensorBoardOutputFormat`` takes no ``purge_step``, so its writer is replaced by one that has it.
+    ``TensorBoardOutputFormat`` takes no ``purge_step``; this subclass only opens its writer with one.
     """
-    from stable_baselines3.common.logger import TensorBoardOutputFormat
-    from torch.utils.tensorboard import SummaryWriter
 
-    out = TensorBoardOutputFormat(folder)
-    if purge_step is not None:
-        out.writer.close()
-        out.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
-    return out
+    def __init__(self, folder: str, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self._is_closed = False
 
 
 def _reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
