@@ -79,8 +79,16 @@ class TorchStream:
         self._fork = None
 
     def state_dict(self) -> dict[str, object]:
+        """The stream's position; inside ``with stream:`` the live one (a checkpoint taken mid-training)."""
+        if self._fork is not None:
+            return {"cpu": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(d) for d in _cuda_devices()]}
         return {"cpu": self._cpu, "cuda": self._cuda}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue from ``state``; inside ``with stream:`` the live generators move there at once."""
         self._cpu = state["cpu"]  # type: ignore[assignment]
         self._cuda = list(state.get("cuda", []))  # type: ignore[call-overload]
+        if self._fork is not None:
+            torch.set_rng_state(self._cpu)
+            for d, cuda in zip(_cuda_devices(), self._cuda, strict=False):
+                torch.cuda.set_rng_state(cuda, d)

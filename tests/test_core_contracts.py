@@ -57,6 +57,23 @@ def test_torch_stream_is_one_stream_across_calls_and_independent_of_others():
         assert torch.equal(torch.rand(8), torch.cat([first, second]))
 
 
+def test_torch_stream_state_taken_inside_the_stream_continues_it_exactly():
+    """A checkpoint taken mid-training (inside ``with stream:``) holds the live position."""
+    s = TorchStream(9)
+    with s:
+        torch.rand(5)
+        saved = s.state_dict()
+        expected = torch.rand(6)
+    copy = TorchStream(0)
+    copy.load_state_dict(saved)
+    with copy:
+        assert torch.equal(torch.rand(6), expected)
+    live = TorchStream(1)
+    with live:  # loading inside the stream moves the live generator at once
+        live.load_state_dict(saved)
+        assert torch.equal(torch.rand(6), expected)
+
+
 @pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True, "3"])
 def test_bad_seeds_are_refused(bad):
     with pytest.raises(ConfigError, match="seed must be an integer"):

@@ -16,17 +16,12 @@ Why our own module rather than SB3's ``CheckpointCallback``: that callback saves
 the buffer) from inside a step, without the env, the random states or the logger, so a run resumed from it
 takes a different path from the uninterrupted one.
 
-Layout: ``RUN/checkpoint.json`` names the current ``RUN/checkpoints/step-<N>/``; it is replaced atomically
-after the new folder is complete, and older folders are then removed, so a kill at any moment leaves one
-complete checkpoint.
+Where it is written: :mod:`moerl.checkpoint_store` (one complete folder, swapped in atomically).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +30,10 @@ import cloudpickle  # type: ignore[import-untyped]
 import numpy as np
 import torch
 
-POINTER = "checkpoint.json"
-FOLDER = "checkpoints"
+from moerl.checkpoint_store import checkpoint_folder, checkpoint_step, remove_checkpoints, write_checkpoint
+
+__all__ = ["Checkpoint", "checkpoint_step", "load_checkpoint", "remove_checkpoints", "restore_logger_values",
+           "save_checkpoint"]
 
 
 @dataclass
@@ -46,13 +43,6 @@ class Checkpoint:
     model: Any
     step: int
     extra: dict[str, Any]
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
 
 
 def _write_state(work: Path, model: Any, extra: dict[str, Any], step: int) -> None:
@@ -70,64 +60,19 @@ def _write_state(work: Path, model: Any, extra: dict[str, Any], step: int) -> No
         "extra": extra,
     }
     (work / "state.pkl").write_bytes(cloudpickle.dumps(state))
-    _fsync_tree(work)
 
 
 def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> Path:
     """Write a complete checkpoint of ``model`` (and ``extra``) under ``run_path``; return its folder."""
-    run_path = Path(run_path)
     step = int(model.num_timesteps)
-    final = run_path / FOLDER / f"step-{step}"
-    work = run_path / FOLDER / f".step-{step}.tmp-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
-        _write_state(work, model, extra, step)
-    except BaseException:  # a full disk, a second signal: leave no half-written folder behind
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    work.rename(final)
-    pointer = run_path / POINTER
-    tmp = pointer.with_name(f".{POINTER}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps({"folder": f"{FOLDER}/{final.name}", "step": step}) + "\n")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        tmp.replace(pointer)
-    finally:
-        tmp.unlink(missing_ok=True)
-    for old in (run_path / FOLDER).iterdir():
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def remove_checkpoints(run_path: str | Path) -> None:
-    """Drop the checkpoint of a run that finished: its final files hold everything (a study of hundreds of
-    runs would otherwise keep a replay buffer per run)."""
-    run_path = Path(run_path)
-    (run_path / POINTER).unlink(missing_ok=True)
-    shutil.rmtree(run_path / FOLDER, ignore_errors=True)
-
-
-def checkpoint_step(run_path: str | Path) -> int | None:
-    """The env step of the run's current checkpoint, or None when it has none."""
-    pointer = Path(run_path) / POINTER
-    if not pointer.is_file():
-        return None
-    return int(json.loads(pointer.read_text())["step"])
+    return write_checkpoint(run_path, step, lambda work: _write_state(work, model, extra, step))
 
 
 def load_checkpoint(run_path: str | Path, device: Any = "cpu") -> Checkpoint:
     """Rebuild the model, its env, replay buffer, random states and logger values from the checkpoint."""
     from moerl.agents.moe_dqn import MoEDQN
 
-    run_path = Path(run_path)
-    pointer = json.loads((run_path / POINTER).read_text())
-    folder = run_path / pointer["folder"]
+    folder = checkpoint_folder(run_path)
     state = cloudpickle.loads((folder / "state.pkl").read_bytes())
     # force_reset=False: SB3 would otherwise drop _last_obs and reset the env mid-episode.
     model = MoEDQN.load(folder / "model.zip", env=state["env"], device=device, force_reset=False)

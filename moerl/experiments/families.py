@@ -128,6 +128,19 @@ def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
             )
 
 
+def check_resume_request(request: TrainRequest, allowed: Mapping[str, str]) -> None:
+    """``--resume`` continues a run with its own config: refuse every flag but ``allowed``
+    (flag -> what it does, e.g. ``{"epochs": "a new total"}``), and ``--set``, ``--config``, ``--run-name``."""
+    from moerl.errors import ConfigError
+
+    for key in request.flags():
+        if key not in allowed and key != "env":
+            took = ", ".join(f"{_flag(k)} ({v})" for k, v in allowed.items())
+            raise ConfigError(f"option {_flag(key)} cannot change a resumed run; with --resume only {took} apply")
+    if request.overrides or request.config or request.run_name:
+        raise ConfigError("--set, --config and --run-name cannot change a resumed run; it keeps its config.yaml")
+
+
 def default_run_name(*parts: Any) -> str:
     """A readable run directory name from its defining parts, e.g. ``cartpole-crl_big_softmoe_s0``."""
     text = "_".join(str(p) for p in parts if p not in (None, ""))

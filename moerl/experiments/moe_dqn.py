@@ -28,7 +28,13 @@ from moerl.config import from_dict, to_dict
 from moerl.devices import resolve_device
 from moerl.envs.attributes import normalized_return, suite_info
 from moerl.errors import ConfigError
-from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
+from moerl.experiments.families import (
+    Family,
+    TrainRequest,
+    check_resume_request,
+    default_run_name,
+    reject_unused,
+)
 from moerl.experiments.moe_dqn_config import (
     FAMILY_NAME,
     FLAGS,
@@ -165,33 +171,15 @@ def _resume(request: TrainRequest) -> Path:
     """Continue a killed, interrupted or crashed run from its last checkpoint to the requested total."""
     import torch
 
-    from moerl.agents.dqn_checkpoint import checkpoint_step, load_checkpoint
-    from moerl.experiments.rundir import run_state
+    from moerl.agents.dqn_checkpoint import load_checkpoint
 
-    allowed = {"timesteps", "device", "env"}
-    for key in request.flags():
-        if key not in allowed:
-            raise ConfigError(f"option --{key.replace('_', '-')} cannot change a resumed run; "
-                              "with --resume only --timesteps (a new total) and --device apply")
-    if request.overrides or request.config or request.run_name:
-        raise ConfigError("--set, --config and --run-name cannot change a resumed run; it keeps its config.yaml")
+    check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     assert request.resume is not None
-    run = RunDir(request.resume)
-    if not run.path.is_dir():
-        raise ConfigError(f"run directory '{request.resume}' does not exist")
-    status = run.read_status()
-    state = run_state(status)
-    if state in ("running", "finished"):
-        raise ConfigError(f"'{request.resume}' is {state}; only interrupted, failed or crashed runs resume")
-    if status.get("family") != FAMILY_NAME:
-        raise ConfigError(f"'{request.resume}' is not a {FAMILY_NAME} run")
+    run, step = RunDir.open_resumable(request.resume, FAMILY_NAME)
     try:
         config = validate(from_dict(DQNRunConfig, run.read_config()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
-    step = checkpoint_step(run.path)
-    if step is None:
-        raise ConfigError(f"'{request.resume}' has no checkpoint (it stopped before the first one); train it anew")
     if request.timesteps is not None:
         if request.timesteps < step:
             raise ConfigError(f"--timesteps {request.timesteps} is below the checkpoint's step {step}")

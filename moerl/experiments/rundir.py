@@ -113,6 +113,29 @@ class RunDir:
             )
         return run
 
+    @classmethod
+    def open_resumable(cls, path: str | Path, family: str) -> tuple[RunDir, int]:
+        """Open a run that ``moerl train --resume`` may continue; return it and its checkpoint's position.
+
+        Refused (one line): a missing directory, a run still running or already finished, a run of another
+        family, a run without a checkpoint (it stopped before the first one).
+        """
+        from moerl.checkpoint_store import checkpoint_step
+
+        run = cls(path)
+        if not run.path.is_dir():
+            raise ConfigError(f"run directory '{path}' does not exist")
+        status = run.read_status()
+        state = run_state(status)
+        if state in ("running", "finished"):
+            raise ConfigError(f"'{path}' is {state}; only interrupted, failed or crashed runs resume")
+        if status.get("family") != family:
+            raise ConfigError(f"'{path}' is not a {family} run")
+        step = checkpoint_step(run.path)
+        if step is None:
+            raise ConfigError(f"'{path}' has no checkpoint (it stopped before the first one); train it anew")
+        return run, step
+
     def read_status(self) -> dict[str, Any]:
         f = self.path / STATUS_FILE
         if not f.is_file():
