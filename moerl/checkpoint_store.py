@@ -38,6 +38,10 @@ def write_checkpoint(run_path: str | Path, step: int, write: Callable[[Path], No
     """
     run_path = Path(run_path)
     final = run_path / FOLDER / f"{kind}-{step}"
+    k = 1
+    while final.exists():  # never replace the folder the pointer may name (a second checkpoint at one step)
+        k += 1
+        final = run_path / FOLDER / f"{kind}-{step}.{k}"
     work = run_path / FOLDER / f".{kind}-{step}.tmp-{os.getpid()}"
     if work.exists():
         shutil.rmtree(work)
@@ -48,8 +52,6 @@ def write_checkpoint(run_path: str | Path, step: int, write: Callable[[Path], No
     except BaseException:  # a full disk, a second signal: leave no half-written folder behind
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(final)
     work.rename(final)
     pointer = run_path / POINTER
     tmp = pointer.with_name(f".{POINTER}.tmp-{os.getpid()}")
