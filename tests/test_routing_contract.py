@@ -111,7 +111,8 @@ def test_run_config_is_the_learner_config_plus_run_keys():
     learner_keys = [f.name for f in dataclasses.fields(LearnerConfig)]
     run_keys = [f.name for f in dataclasses.fields(RoutingConfig)]
     assert issubclass(RoutingConfig, LearnerConfig) and run_keys[: len(learner_keys)] == learner_keys
-    assert set(run_keys) - set(learner_keys) == {"env", "epochs", "data_dir", "data_seed", "eval_every"}
+    assert set(run_keys) - set(learner_keys) == {"env", "epochs", "data_dir", "data_seed", "eval_every",
+                                                    "checkpoint_every"}
     assert len(run_keys) == len(set(run_keys))
 
 

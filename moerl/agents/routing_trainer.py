@@ -19,6 +19,7 @@ once by :func:`moerl.devices.resolve_device`; model, router networks and every b
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -115,6 +116,9 @@ class RoutingLearner:
             assert c.algo in BASELINES
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
         self.epoch = 0
+        #: The epoch in progress when :meth:`learn` returned early (order, next batch, losses so far).
+        self._cursor: dict[str, Any] | None = None
+        self._stop = False
 
     def _head(self) -> RoutedFC:
         """The routed FC layers of a routing model (baselines have none)."""
@@ -189,36 +193,63 @@ class RoutingLearner:
 
     def learn(self, epochs: int, callback: Callable[[int, RoutingLearner, dict[str, float]], None] | None = None,
               progress: bool = False) -> RoutingLearner:
-        """Train ``epochs`` more epochs; ``callback(epoch, learner, stats)`` runs after each."""
+        """Train ``epochs`` more epochs; ``callback(epoch, learner, stats)`` runs after each.
+
+        An epoch left unfinished by :meth:`request_stop` counts as the first of them and continues where it
+        stopped (its batch order and losses are kept), so stopping, saving :meth:`state_dict`, loading it
+        into a fresh learner and learning on gives the very same weights as never stopping.
+        """
         c = self.config
         n = len(self.dataset.train)
         per_epoch = min(c.samples_per_epoch, n) if c.samples_per_epoch > 0 else n
         n_batches = (per_epoch + c.batch_size - 1) // c.batch_size
+        self._stop = False
         bar = None
         if progress:
             from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-            bar = tqdm(total=epochs * n_batches, desc=c.algo, unit="batch", leave=False)
-        for _ in range(epochs):
-            for g in self.optimizer.param_groups:
-                g["lr"] = self.current_lr()
-            if self.is_routing:
-                self.choice_counts[:] = 0
-            order = self.rng.permutation(n)[:per_epoch]
-            losses = []
-            for b in range(n_batches):
-                rows = order[b * c.batch_size:(b + 1) * c.batch_size]
-                if len(rows) < 2:  # batch norm needs two samples
-                    continue
-                losses.append(self.train_batch(*self.dataset.tensors(self.dataset.train, rows))["loss"])
-                if bar is not None:
-                    bar.update(1)
-            self.epoch += 1
-            if callback is not None:
-                callback(self.epoch, self, {"loss": float(np.mean(losses)) if losses else float("nan")})
-        if bar is not None:
-            bar.close()
+            done = self._cursor["next"] if self._cursor else 0
+            bar = tqdm(total=epochs * n_batches, initial=done, desc=c.algo, unit="batch", leave=False)
+        target = self.epoch + epochs
+        try:
+            while self.epoch < target:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = self.current_lr()
+                if self._cursor is None:
+                    if self.is_routing:
+                        self.choice_counts[:] = 0
+                    self._cursor = {"order": self.rng.permutation(n)[:per_epoch], "next": 0, "losses": []}
+                cursor = self._cursor
+                order, losses = cursor["order"], cursor["losses"]
+                while cursor["next"] < n_batches:
+                    if self._stop:
+                        return self
+                    b = cursor["next"]
+                    rows = order[b * c.batch_size:(b + 1) * c.batch_size]
+                    if len(rows) >= 2:  # batch norm needs two samples
+                        losses.append(self.train_batch(*self.dataset.tensors(self.dataset.train, rows))["loss"])
+                    cursor["next"] = b + 1
+                    if bar is not None:
+                        bar.update(1)
+                self._cursor = None
+                self.epoch += 1
+                if callback is not None:
+                    callback(self.epoch, self, {"loss": float(np.mean(losses)) if losses else float("nan")})
+                if self._stop:
+                    return self
+        finally:
+            if bar is not None:
+                bar.close()
         return self
+
+    def request_stop(self) -> None:
+        """Ask :meth:`learn` to return after the current mini-batch (a signal handler calls this)."""
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        """True when the last :meth:`learn` returned early, at :meth:`request_stop`'s request."""
+        return self._stop
 
     # -- inference ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -269,7 +300,42 @@ class RoutingLearner:
         return counts.tolist()
 
     # -- persistence -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training depends on, to continue it exactly (a checkpoint; see :meth:`save` for the model).
+
+        Weights, SGD momentum, the router's state with its own random generators, the collaboration
+        history, the epoch counter, the learner's random generators, and the epoch in progress (batch
+        order, next batch, losses and block choices so far). Copies, so later training does not alter it.
+        """
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+            "rng": self.rng.bit_generator.state, "stream": self.stream.state_dict(), "cursor": self._cursor,
+        }
+        if self.router is not None:
+            state["router"] = {"state": self.router.get_state(), "rng": self.router.rng.bit_generator.state,
+                               "stream": self.router.stream.state_dict()}
+            state["usage"] = self.usage.counts
+            state["choice_counts"] = self.choice_counts
+        return copy.deepcopy(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a learner built with the same config and dataset."""
+        state = copy.deepcopy(state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.rng.bit_generator.state = state["rng"]
+        self.stream.load_state_dict(state["stream"])
+        self._cursor = state["cursor"]
+        if self.router is not None:
+            self.router.set_state(state["router"]["state"])
+            self.router.rng.bit_generator.state = state["router"]["rng"]
+            self.router.stream.load_state_dict(state["router"]["stream"])
+            self.usage.counts = np.asarray(state["usage"])
+            self.choice_counts = np.asarray(state["choice_counts"])
+
     def save(self, path: str | Path) -> None:
+        """The trained model for :meth:`load` (prediction, evaluation); training state is :meth:`state_dict`."""
         data: dict[str, Any] = {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
                                 "epoch": self.epoch, "dataset": self.dataset.name}
         if self.router is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,22 @@ from typing import Any
 import numpy as np
 
 from moerl.agents.routing_config import LearnerConfig, validate_learner
+from moerl.checkpoint_store import remove_checkpoints
 from moerl.config import from_dict, resolve, to_dict
 from moerl.data.mtl import DATASETS
 from moerl.errors import ConfigError, check_positive
-from moerl.experiments.families import Family, TrainRequest, default_run_name, reject_unused
+from moerl.experiments.families import (
+    Family,
+    TrainRequest,
+    check_resume_request,
+    default_run_name,
+    reject_unused,
+)
 from moerl.experiments.rundir import RunDir, running
 
 MODEL_FILE = "model.pt"
+#: The learner's and the run's state inside a checkpoint folder (see :mod:`moerl.checkpoint_store`).
+CHECKPOINT_FILE = "state.pt"
 #: ``moerl eval`` options the routing family uses (evaluation is deterministic on the whole test split).
 EVAL_OPTIONS = ("data_dir", "device")
 
@@ -55,13 +65,14 @@ class RoutingConfig(LearnerConfig):
     data_dir: str | None = None
     data_seed: int = 0
     eval_every: int = 1  # evaluate on the test split every N epochs (and after the last)
+    checkpoint_every: int = 1  # write a checkpoint every N epochs (and on SIGINT / SIGTERM, mid-epoch)
 
 
 def validate(cfg: RoutingConfig) -> RoutingConfig:
     """Raise :class:`ConfigError` (one line) for any bad value; return ``cfg`` otherwise."""
     DATASETS.check(cfg.env)
     validate_learner(cfg)
-    for name in ("epochs", "eval_every"):
+    for name in ("epochs", "eval_every", "checkpoint_every"):
         check_positive(name, getattr(cfg, name))
     if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory '{cfg.data_dir}' does not exist")
@@ -127,7 +138,12 @@ def _plot_policy_evolution(run: RunDir, history: np.ndarray, task_names: list[st
 
 
 def train(request: TrainRequest) -> Path:
-    """Validate, build the data (errors before any directory exists), then train and write the run."""
+    """Validate, build the data (errors before any directory exists), then train and write the run.
+
+    With ``request.resume``: continue that run from its checkpoint instead (:func:`_resume`).
+    """
+    if request.resume:
+        return _resume(request)
     reject_unused(request, FAMILY)
     cfg = resolve_config(request)
     from moerl.data.mtl import build
@@ -137,79 +153,157 @@ def train(request: TrainRequest) -> Path:
     run = RunDir.create(request.logdir, name)
     with running(run, "routing", cfg.seed):
         run.write_config(to_dict(cfg))
-        results = _train_into(run, cfg, dataset, request.progress)
-        del results
+        _RoutingRun(run, cfg, dataset).train(request.progress)
+    remove_checkpoints(run.path)
     return run.path
 
 
-def _train_into(run: RunDir, cfg: RoutingConfig, dataset: Any, progress: bool) -> dict[str, Any]:
+def _resume(request: TrainRequest) -> Path:
+    """Continue a killed, interrupted or crashed routing run from its checkpoint (``--epochs``: a new total)."""
     import torch
-    from torch.utils.tensorboard import SummaryWriter
 
-    from moerl.agents.routing_trainer import RoutingLearner
+    from moerl.checkpoint_store import checkpoint_folder
+    from moerl.data.mtl import build
 
-    torch.set_num_threads(1)
-    learner = RoutingLearner(dataset, cfg)
-    writer = SummaryWriter(str(run.tb_dir))
-    rows: list[dict[str, Any]] = []
-    acc_by_epoch: dict[int, float] = {}
-    history: list[np.ndarray] = []
-    collisions: dict[int, dict[str, float]] = {}
-    t_start = time.time()
+    check_resume_request(request, {"epochs": "a new total", "device": "where to continue"})
+    assert request.resume is not None
+    run, epoch = RunDir.open_resumable(request.resume, FAMILY.name)
+    cfg = validate(from_dict(RoutingConfig, run.read_config()))
+    if request.epochs is not None:
+        if request.epochs < epoch:
+            raise ConfigError(f"--epochs {request.epochs} is below the checkpoint's epoch {epoch}")
+        cfg.epochs = request.epochs
+    if request.device is not None:
+        cfg = validate(dataclasses.replace(cfg, device=request.device))
+    dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
+    state = torch.load(checkpoint_folder(run.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
+    with running(run, "routing", cfg.seed):
+        run.write_status("running", resumed_from=epoch)
+        run.write_config(to_dict(cfg))
+        _RoutingRun(run, cfg, dataset, state).train(request.progress)
+    remove_checkpoints(run.path)
+    return run.path
 
-    def on_epoch(epoch: int, lr: RoutingLearner, stats: dict[str, float]) -> None:
+
+class _RoutingRun:
+    """One routing run: the learner, what its files gather epoch by epoch, checkpoints and a clean stop.
+
+    What the run's files are made of (evaluation rows, accuracy per epoch, block-choice history, route
+    collisions) is kept here and saved in each checkpoint with the learner's
+    :meth:`~moerl.agents.routing_trainer.RoutingLearner.state_dict`, so a resumed run writes the same
+    ``eval.csv``, ``results.json``, plots and TensorBoard curves as one that never stopped (only
+    ``train_seconds`` differs: it sums the time of the processes that trained).
+    """
+
+    def __init__(self, run: RunDir, cfg: RoutingConfig, dataset: Any, resume: dict[str, Any] | None = None):
+        import torch
+
+        from moerl.agents.routing_trainer import RoutingLearner
+
+        torch.set_num_threads(1)
+        self.run, self.cfg, self.dataset = run, cfg, dataset
+        self.learner = RoutingLearner(dataset, cfg)
+        self.rows: list[dict[str, Any]] = []
+        self.acc_by_epoch: dict[int, float] = {}
+        self.history: list[np.ndarray] = []
+        self.collisions: dict[int, dict[str, float]] = {}
+        self.seconds = 0.0
+        self.purge_step: int | None = None
+        if resume is not None:
+            self.learner.load_state_dict(resume["learner"])
+            for key in ("rows", "acc_by_epoch", "history", "collisions", "seconds"):
+                setattr(self, key, resume["run"][key])
+            # Events the killed process wrote after the checkpoint's epoch are superseded.
+            self.purge_step = self.learner.epoch + 1
+
+    def _checkpoint(self) -> None:
+        import torch
+
+        from moerl.checkpoint_store import write_checkpoint
+
+        state = {"learner": self.learner.state_dict(),
+                 "run": {"rows": self.rows, "acc_by_epoch": self.acc_by_epoch, "history": self.history,
+                         "collisions": self.collisions, "seconds": self.seconds + time.perf_counter() - self._t0}}
+        write_checkpoint(self.run.path, self.learner.epoch, lambda folder: torch.save(state, folder / CHECKPOINT_FILE),
+                         kind="epoch")
+
+    def train(self, progress: bool) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from moerl.experiments.rundir import stop_on_signals
+
+        cfg, learner = self.cfg, self.learner
+        self.writer = SummaryWriter(str(self.run.tb_dir), purge_step=self.purge_step)
+        self._t0 = time.perf_counter()
+        with stop_on_signals(lambda name: learner.request_stop()) as signals:
+            learner.learn(cfg.epochs - learner.epoch, callback=self._on_epoch, progress=progress)
+            if learner.stopped:
+                self.writer.close()
+                self._checkpoint()
+            signals.raise_if_stopped()
+        self.writer.close()
+        self.seconds += time.perf_counter() - self._t0
+        return self._finish()
+
+    def _on_epoch(self, epoch: int, lr: Any, stats: dict[str, float]) -> None:
+        cfg, dataset, writer = self.cfg, self.dataset, self.writer
         writer.add_scalar("train/loss", stats["loss"], epoch)
         writer.add_scalar("train/lr", lr.current_lr(), epoch)
         if lr.is_routing:
             freq = lr.choice_counts / np.maximum(lr.choice_counts.sum(2, keepdims=True), 1)
-            history.append(freq)
+            self.history.append(freq)
             for t in range(dataset.n_tasks):
                 for d in range(freq.shape[1]):
                     writer.add_scalar(f"routing/task{t}_depth{d}_top_block", int(freq[t, d].argmax()), epoch)
                     writer.add_scalar(f"routing/task{t}_depth{d}_top_share", float(freq[t, d].max()), epoch)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             ev = lr.evaluate("test")
-            acc_by_epoch[epoch] = ev["accuracy"]
+            self.acc_by_epoch[epoch] = ev["accuracy"]
             writer.add_scalar("test/accuracy_mean", ev["accuracy"], epoch)
             for t, acc in enumerate(ev["per_task"]):
                 writer.add_scalar(f"test/accuracy_task{t}", acc, epoch)
-                rows.append({"epoch": epoch, "task": t, "task_name": dataset.task_names[t], "accuracy": acc})
+                self.rows.append({"epoch": epoch, "task": t, "task_name": dataset.task_names[t], "accuracy": acc})
             if "task_routes" in ev:
                 routes = ev["task_routes"]
                 writer.add_text("routing/greedy_routes", "  \n".join(
                     f"{dataset.task_names[t]}: {routes[t]}" for t in range(dataset.n_tasks)), epoch)
                 writer.add_scalar("routing/collision_fraction", ev["collision_fraction"], epoch)
                 writer.add_scalar("routing/distinct_routes", ev["distinct_routes"], epoch)
-                collisions[epoch] = {"collision_fraction": ev["collision_fraction"],
-                                     "distinct_routes": ev["distinct_routes"]}
+                self.collisions[epoch] = {"collision_fraction": ev["collision_fraction"],
+                                          "distinct_routes": ev["distinct_routes"]}
+        if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+            writer.flush()  # the events up to this epoch are on disk before the checkpoint that covers them
+            self._checkpoint()
 
-    learner.learn(cfg.epochs, callback=on_epoch, progress=progress)
-    writer.close()
-    learner.save(run.path / MODEL_FILE)
-    final = learner.evaluate("test")
-    with open(run.path / "eval.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["epoch", "task", "task_name", "accuracy"])
-        w.writeheader()
-        w.writerows(rows)
-    results = {
-        "family": "routing", "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "epochs": cfg.epochs,
-        "dataset": dataset.summary(), "test_accuracy": final["accuracy"], "test_accuracy_per_task": final["per_task"],
-        "task_names": dataset.task_names, "accuracy_by_epoch": acc_by_epoch,
-        "train_seconds": round(time.time() - t_start, 2),
-    }
-    if learner.is_routing:
-        counts = np.asarray(final["route_counts"])
-        results["greedy_routes"] = counts.argmax(2).tolist()  # per depth, the most used block
-        results["task_routes"] = final["task_routes"]  # per task, the most used full route
-        results["route_counts"] = final["route_counts"]
-        results["collision_fraction"] = final["collision_fraction"]
-        results["distinct_routes"] = final["distinct_routes"]
-        results["collisions_by_epoch"] = collisions
-        _plot_routing_map(run, counts, dataset.task_names, f"{cfg.algo} on {cfg.env}: greedy block per task/depth")
-        if history:
-            _plot_policy_evolution(run, np.stack(history), dataset.task_names)
-    run.write_json("results.json", results)
-    return results
+    def _finish(self) -> dict[str, Any]:
+        run, cfg, dataset, learner = self.run, self.cfg, self.dataset, self.learner
+        run.save_atomic(MODEL_FILE, learner.save)
+        final = learner.evaluate("test")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=["epoch", "task", "task_name", "accuracy"])
+        writer.writeheader()
+        writer.writerows(self.rows)
+        run.write_text("eval.csv", table.getvalue())
+        results = {
+            "family": "routing", "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "epochs": cfg.epochs,
+            "dataset": dataset.summary(), "test_accuracy": final["accuracy"],
+            "test_accuracy_per_task": final["per_task"], "task_names": dataset.task_names,
+            "accuracy_by_epoch": self.acc_by_epoch, "train_seconds": round(self.seconds, 2),
+        }
+        if learner.is_routing:
+            counts = np.asarray(final["route_counts"])
+            results["greedy_routes"] = counts.argmax(2).tolist()  # per depth, the most used block
+            results["task_routes"] = final["task_routes"]  # per task, the most used full route
+            results["route_counts"] = final["route_counts"]
+            results["collision_fraction"] = final["collision_fraction"]
+            results["distinct_routes"] = final["distinct_routes"]
+            results["collisions_by_epoch"] = self.collisions
+            _plot_routing_map(run, counts, dataset.task_names,
+                              f"{cfg.algo} on {cfg.env}: greedy block per task/depth")
+            if self.history:
+                _plot_policy_evolution(run, np.stack(self.history), dataset.task_names)
+        run.write_json("results.json", results)
+        return results
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -250,4 +344,5 @@ FAMILY = Family(
     evaluate=evaluate,
     flags=FLAGS,
     eval_options=frozenset(EVAL_OPTIONS),
+    resume=train,
 )
