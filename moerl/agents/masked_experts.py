@@ -161,7 +161,8 @@ class MaskedExpertLearner(ResumableLearner):
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     def learn(self, epochs: int | None = None) -> MaskedExpertLearner:
-        """Train on the whole suite (joint) or on each remaining dataset in turn (sequential).
+        """Train what remains: the whole suite at once (joint) or each remaining dataset in turn (sequential);
+        a learner that has learned every dataset trains no further.
 
         Returns early, with ``stopped`` true, when :meth:`request_stop` was called; a learner that loaded a
         :meth:`state_dict` continues the phase it was saved in (with that phase's epoch budget).
@@ -362,7 +363,7 @@ class MaskedExpertLearner(ResumableLearner):
                 "counts": counts.tolist(), "purity": purity, "best_matched_accuracy": matched,
                 "assignment": assign, "utilisation": utilisation(counts), "gate_entropy": entropies,
             },
-            "mask_density": [e.densities() for e in self.model.experts],
+            "mask_density": [e.densities() for e in self.model.expert_list],
         }
 
     def continual(self) -> dict[str, Any] | None:

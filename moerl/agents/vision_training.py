@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from moerl.agents.vision_config import MaskedExpertsConfig
 from moerl.errors import ConfigError
 from moerl.seeding import TorchStream
 
@@ -213,7 +214,7 @@ class ResumableLearner:
     """
 
     arch: str = ""
-    config: object
+    config: MaskedExpertsConfig
     history: list[EpochLog]
     rng: np.random.Generator
     stream: TorchStream
