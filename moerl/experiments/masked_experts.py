@@ -118,10 +118,10 @@ def _resume(request: TrainRequest) -> Path:
     suite = _build_suite(cfg)
     learner = make_learner(suite, cfg)
     state_file = (checkpoint_folder(run.path) / STATE_FILE).relative_to(run.path)
-    # Loaded on the CPU (random generator states must stay there); the learner moves what it keeps.
-    state = run.load_artifact(str(state_file), lambda path: torch.load(path, map_location="cpu", weights_only=True))
-    learner.load_state_dict(state)
-    del state
+    # Loaded on the CPU (random generator states must stay there); the learner moves what it keeps. A file
+    # that does not load into this learner is reported in one line as damaged.
+    run.load_artifact(str(state_file), lambda path: learner.load_state_dict(
+        torch.load(path, map_location="cpu", weights_only=True)))
     with running(run, FAMILY_NAME, cfg.seed):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(cfg))
