@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted, failed or crashed run from its last checkpoint "
-                            "(with --timesteps: to a new total); MoE DQN runs")
+                            "(with --timesteps or --epochs: to a new total); every family")
 
     ev = sub.add_parser("eval", help="reload a finished run and evaluate it")
     ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
