@@ -236,7 +236,7 @@ class BatchedQNetwork(nn.Module):
             return q, (_flatten_record(rec) if rec is not None else {"routing": {}, "hidden": {}})
 
         in_dims = (0, 0, 0, None if task_id is None else 0)
-        params = dict(net.named_parameters())
+        params: dict[str, torch.Tensor] = dict(net.named_parameters())
         buffers = dict(net.named_buffers())
         fn = torch.vmap(one_seed, in_dims=in_dims, randomness="different")
         q, flat = fn(params, buffers, x, task_id)
