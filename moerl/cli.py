@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--timesteps", type=_positive_int, help="environment steps (RL)")
     train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
     train.add_argument("--seed", type=_int, help="random seed")
+    train.add_argument("--seeds", metavar="LIST",
+                       help="several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed (MoE DQN)")
+    train.add_argument("--engine", help="MoE DQN engine: sb3 (default, one seed at a time) or batched "
+                                        "(every seed of --seeds in one process)")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
@@ -133,8 +137,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"unknown env '{env}'{did_you_mean(env, [*names, *gym.registry])}; valid choices: any Gymnasium id "
             f"(e.g. CartPole-v1) or one of {', '.join(names)}"
         )
-    run_dir = family.train(request)
-    print(f"run directory: {run_dir}")
+    run_dirs = family.train(request)
+    for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
+        print(f"run directory: {run_dir}")
     return 0
 
 

@@ -32,9 +32,9 @@ def test_early_stopping_restores_best_validation_weights():
         snapshots.append(model.weight.detach().clone())
         return 0.0, 0.0, {}
 
-    logs = fit(model, lambda: torch.optim.SGD(model.parameters(), lr=0.1), run_epoch, lambda: next(vals),
-               epochs=5, patience=2, phase="p")
-    assert len(logs) == 4  # stopped after two epochs without improvement
+    state = fit(model, lambda: torch.optim.SGD(model.parameters(), lr=0.1), run_epoch, lambda: next(vals),
+                epochs=5, patience=2, phase="p")
+    assert len(state.logs) == 4 and state.complete  # stopped after two epochs without improvement
     assert torch.equal(model.weight.detach(), snapshots[1])
 
 

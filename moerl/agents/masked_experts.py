@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +46,10 @@ from moerl.agents.vision_metrics import (
 )
 from moerl.agents.vision_training import (
     EpochLog,
+    ResumableLearner,
     batched,
     fit,
     map_batches,
-    tensorboard_writer,
     to_input,
     trainable,
     training_seed,
@@ -71,14 +70,19 @@ def _tau(cfg: MaskedExpertsConfig, progress: float) -> float:
     return cfg.tau_start + (cfg.tau_end - cfg.tau_start) * frac
 
 
-class MaskedExpertLearner:
+class MaskedExpertLearner(ResumableLearner):
     """Trains a :class:`~moerl.nn.masked_experts.MaskedMoE` on a :class:`VisionSuite`.
 
     Args:
         suite: the datasets (``None`` only when loading a saved model for prediction).
         config: a :class:`MaskedExpertsConfig`; keyword arguments override its fields.
         tensorboard_log: directory for TensorBoard event files (``None``: none written).
+
+    Stopping and resuming (:class:`~moerl.agents.vision_training.ResumableLearner`): ``request_stop()``,
+    ``on_epoch_end``, ``state_dict()`` / ``load_state_dict()``.
     """
+
+    arch = "masked-moe"
 
     def __init__(
         self,
@@ -97,21 +101,11 @@ class MaskedExpertLearner:
         self.tensorboard_log = tensorboard_log
         self.rng = np.random.default_rng(cfg.seed)  # batch order, replay subsets
         self.stream = TorchStream(training_seed(cfg.seed))  # Gumbel noise, dropout, replay draws
-        if _structure is not None:
-            classes, n_exp = _structure["classes"], _structure["num_experts"]
-        else:
+        if _structure is None:
             assert suite is not None
             classes = suite.classes if cfg.schedule == "joint" else suite.classes[:1]
-            n_exp = cfg.experts
-        with seeded(cfg.seed):
-            backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, cfg.freeze_backbone)
-            self.model = MaskedMoE(
-                backbone, n_exp, classes, expert_dims=cfg.expert_dims, mask=cfg.mask, density=cfg.density,
-                rank=cfg.rank, mask_mode=cfg.mask_mode, dropout=cfg.dropout, seed=cfg.seed,
-            ).to(self.device)
-        if _structure is not None:
-            for k in _structure.get("frozen_experts", []):
-                self.model.freeze_expert(k)
+            _structure = {"classes": classes, "num_experts": cfg.experts}
+        self.model = self._build_model(_structure)
         self.history: list[EpochLog] = []
         # sequential: test accuracy on datasets seen so far after each phase (reporting only)
         self.accuracy_matrix: list[list[float]] = []  # task-aware: routed by task id, own classes
@@ -120,6 +114,21 @@ class MaskedExpertLearner:
         self._feature_cache: dict[tuple[int, str], torch.Tensor] = {}
         self._replay: list[tuple[torch.Tensor, int]] = []  # (features, expert) of earlier datasets
         self.train_seconds = 0.0
+        self._init_resumable()
+
+    def _build_model(self, structure: dict) -> MaskedMoE:
+        """The model of ``structure`` (classes, number of experts, frozen experts), built from the seed."""
+        cfg = self.config
+        with seeded(cfg.seed):
+            backbone = build_backbone(cfg.backbone, cfg.feature_dim, cfg.backbone_weights, cfg.freeze_backbone)
+            model = MaskedMoE(
+                backbone, structure["num_experts"], structure["classes"], expert_dims=cfg.expert_dims,
+                mask=cfg.mask, density=cfg.density, rank=cfg.rank, mask_mode=cfg.mask_mode, dropout=cfg.dropout,
+                seed=cfg.seed,
+            ).to(self.device)
+        for k in structure.get("frozen_experts", []):
+            model.freeze_expert(k)
+        return model
 
     # ---------------------------------------------------------------------------------- data helpers
     def _backbone_frozen(self) -> bool:
@@ -152,34 +161,43 @@ class MaskedExpertLearner:
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     def learn(self, epochs: int | None = None) -> MaskedExpertLearner:
-        """Train on the whole suite (joint) or on each remaining dataset in turn (sequential)."""
+        """Train what remains: the whole suite at once (joint) or each remaining dataset in turn (sequential);
+        a learner that has learned every dataset trains no further.
+
+        Returns early, with ``stopped`` true, when :meth:`request_stop` was called; a learner that loaded a
+        :meth:`state_dict` continues the phase it was saved in (with that phase's epoch budget).
+        """
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
-        writer = tensorboard_writer(self.tensorboard_log)
-        start = time.perf_counter()
+        writer = self._begin(self.tensorboard_log)
         try:
             if self.config.schedule == "joint":
-                with self.stream:
-                    self._train_phase(list(range(len(self.suite.tasks))), epochs, writer, "joint")
-                self.tasks_learned = len(self.suite.tasks)
+                if self.tasks_learned < len(self.suite.tasks):
+                    with self.stream:
+                        complete = self._train_phase(list(range(len(self.suite.tasks))), epochs, writer, "joint")
+                    if complete:
+                        self.tasks_learned = len(self.suite.tasks)
             else:
-                while self.tasks_learned < len(self.suite.tasks):
+                while self.tasks_learned < len(self.suite.tasks) and not self.stopped:
                     self.learn_task(self.tasks_learned, epochs, writer)
         finally:
-            if writer is not None:
-                writer.close()
-        self.train_seconds += time.perf_counter() - start
+            self._end(writer)
         return self
 
     def learn_task(self, task: int, epochs: int | None = None, writer=None) -> None:
-        """Sequential schedule: train dataset ``task``, then freeze what it owns (backbone, expert, head)."""
+        """Sequential schedule: train dataset ``task``, then freeze what it owns (backbone, expert, head).
+
+        Stopped on request (``stopped`` true), the dataset stays pending; calling this again continues it.
+        """
         assert self.suite is not None
         if task != self.tasks_learned:
             raise ConfigError(f"datasets are learned in order; next is {self.tasks_learned}, got {task}")
         with self.stream:
-            if task > 0:
+            if task > 0 and self._pending is None:  # a pending dataset got its expert before it was saved
                 self.model.add_expert(self.suite.classes[task])
-            self._train_phase([task], epochs, writer, f"task{task + 1}-{self.suite.tasks[task].name}")
+            complete = self._train_phase([task], epochs, writer, f"task{task + 1}-{self.suite.tasks[task].name}")
+        if not complete:
+            return
         self.model.freeze_expert(task)
         self.model.freeze_head(task)
         for p in self.model.backbone.parameters():
@@ -196,9 +214,11 @@ class MaskedExpertLearner:
         )
         self.accuracy_matrix_agnostic.append([self._accuracy(j, "test") for j in seen])
 
-    def _train_phase(self, tasks: list[int], epochs: int | None, writer, phase: str) -> None:
+    def _train_phase(self, tasks: list[int], epochs: int | None, writer, phase: str) -> bool:
+        """Train ``phase`` (or continue it when it is pending); False when stopped on request."""
         cfg = self.config
-        epochs = epochs or cfg.epochs
+        state = self._phase_state(phase, epochs or cfg.epochs)
+        epochs = int(self._pending["epochs"])  # type: ignore[index]  # a resumed phase keeps its budget
         sequential = cfg.schedule == "sequential"
         frozen_bb = self._backbone_frozen()
         xs, ys, ts = [], [], []
@@ -211,7 +231,7 @@ class MaskedExpertLearner:
         n = len(Y)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total_steps = max(1, epochs * steps_per_epoch)
-        step = {"i": 0}
+        step = {"i": state.epoch * steps_per_epoch}  # the tau schedule runs on this phase's batch count
         replay = self._replay if (sequential and cfg.gate_remedy == "replay") else []
         train_gate = sequential and self.model.num_experts > 1
 
@@ -256,9 +276,12 @@ class MaskedExpertLearner:
             accs = [self._accuracy(t, "val", task_aware=sequential) for t in tasks]
             return float(np.mean(accs))
 
-        logs = fit(self.model, self._optimizer, run_epoch, val_acc, epochs=epochs, patience=cfg.patience,
-                   phase=phase, writer=writer, global_epoch=len(self.history))
-        self.history.extend(logs)
+        fit(self.model, self._optimizer, run_epoch, val_acc, epochs=epochs, patience=cfg.patience, phase=phase,
+            writer=writer, global_epoch=len(self.history), state=state, **self._fit_hooks())
+        if self._halted(state):
+            return False
+        self._phase_done(state)
+        return True
 
     # ---------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -340,7 +363,7 @@ class MaskedExpertLearner:
                 "counts": counts.tolist(), "purity": purity, "best_matched_accuracy": matched,
                 "assignment": assign, "utilisation": utilisation(counts), "gate_entropy": entropies,
             },
-            "mask_density": [e.densities() for e in self.model.experts],
+            "mask_density": [e.densities() for e in self.model.expert_list],
         }
 
     def continual(self) -> dict[str, Any] | None:
@@ -355,6 +378,43 @@ class MaskedExpertLearner:
         structure["tasks_learned"] = self.tasks_learned
         torch.save({"arch": "masked-moe", "config": to_dict(self.config), "structure": structure,
                     "state_dict": self.model.state_dict()}, Path(path))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training depends on (see :class:`~moerl.agents.vision_training.ResumableLearner`).
+
+        Besides the model's ``state_dict``: its structure (experts, classifier blocks, frozen experts), which
+        parameters still learn (frozen heads and backbone are not in a state dict), the experts' generator
+        (an expert added later draws from it), the gate's temperature (an attribute), the replay features,
+        the accuracy matrices, the random streams and the pending phase. Not saved: the feature cache of a
+        frozen backbone, recomputed on demand (the backbone is evaluated in eval mode, so bit for bit alike).
+        """
+        state = self._common_state()
+        state.update({
+            "structure": self.model.structure(),
+            "model": self.model.state_dict(),
+            "requires_grad": {name: p.requires_grad for name, p in self.model.named_parameters()},
+            "expert_generator": self.model.expert_generator.get_state(),
+            "tau": self.model.gate.tau,
+            "replay": [(features, task) for features, task in self._replay],
+            "accuracy_matrix": self.accuracy_matrix,
+            "accuracy_matrix_agnostic": self.accuracy_matrix_agnostic,
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a learner with the same config and data)."""
+        self._load_common_state(state)
+        self.model = self._build_model(state["structure"])
+        self.model.load_state_dict(state["model"])
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(bool(state["requires_grad"][name]))
+        self.model.expert_generator.set_state(state["expert_generator"])
+        self.model.gate.tau = float(state["tau"])
+        self.model.eval()
+        self._replay = [(features.to(self.device), int(task)) for features, task in state["replay"]]
+        self.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
+        self.accuracy_matrix_agnostic = [list(row) for row in state["accuracy_matrix_agnostic"]]
+        self._feature_cache.clear()
 
     @classmethod
     def load(cls, path: str | Path, suite: VisionSuite | None = None, device: str = "cpu") -> MaskedExpertLearner:

@@ -13,7 +13,6 @@ from ``np.random.default_rng(seed)``, any torch randomness while training from t
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ from moerl.agents.vision_config import MaskedExpertsConfig
 from moerl.agents.vision_metrics import accuracy_matrix_summary
 from moerl.agents.vision_training import (
     EpochLog,
+    ResumableLearner,
     batched,
     fit,
     map_batches,
-    tensorboard_writer,
     to_input,
     trainable,
     training_seed,
@@ -42,7 +41,12 @@ from moerl.nn.packnet import PackNet
 from moerl.seeding import TorchStream, seeded
 
 
-class PackNetLearner:
+class PackNetLearner(ResumableLearner):
+    """Trains a :class:`~moerl.nn.packnet.PackNet` dataset by dataset; stopping and resuming as
+    :class:`~moerl.agents.vision_training.ResumableLearner` describes."""
+
+    arch = "packnet"
+
     def __init__(
         self,
         suite: VisionSuite | None,
@@ -69,6 +73,7 @@ class PackNetLearner:
         self.history: list[EpochLog] = []
         self.accuracy_matrix: list[list[float]] = []
         self.train_seconds = 0.0
+        self._init_resumable()
 
     def _data(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.suite is not None
@@ -83,21 +88,23 @@ class PackNetLearner:
         return float((logits.argmax(-1) == y).float().mean())
 
     def learn(self, epochs: int | None = None) -> PackNetLearner:
+        """Train each remaining dataset in turn; returns early, with ``stopped`` true, on :meth:`request_stop`
+        (a learner that loaded a :meth:`state_dict` continues the stage it was saved in)."""
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
-        writer = tensorboard_writer(self.tensorboard_log)
-        start = time.perf_counter()
+        writer = self._begin(self.tensorboard_log)
         try:
-            while self.tasks_learned < len(self.suite.tasks):
+            while self.tasks_learned < len(self.suite.tasks) and not self.stopped:
                 self.learn_task(self.tasks_learned, epochs, writer)
         finally:
-            if writer is not None:
-                writer.close()
-        self.train_seconds += time.perf_counter() - start
+            self._end(writer)
         return self
 
     def learn_task(self, task: int, epochs: int | None = None, writer=None) -> None:
-        """Train dataset ``task`` (the next one), prune, fine-tune; earlier datasets' weights stay fixed."""
+        """Train dataset ``task`` (the next one), prune, fine-tune; earlier datasets' weights stay fixed.
+
+        Stopped on request (``stopped`` true), the dataset stays pending; calling this again continues it.
+        """
         if self.suite is None:
             raise ConfigError("this learner has no data (loaded for prediction); pass a suite to train")
         if task != self.tasks_learned:
@@ -108,9 +115,11 @@ class PackNetLearner:
     def _learn_task(self, task: int, epochs: int, writer) -> None:
         cfg = self.config
         t1 = task + 1
-        self.model.start_task(t1)
+        self.model.start_task(t1)  # idempotent: also right when the dataset is resumed
         x, y = self._data(task, "train")
         name = self.suite.tasks[task].name  # type: ignore[union-attr]
+        phase = f"task{t1}-{name}"
+        stage = self._pending["stage"] if self._pending is not None else "train"
 
         def make_opt() -> torch.optim.Optimizer:
             return torch.optim.Adam(trainable(self.model.parameters()), lr=cfg.lr)
@@ -141,14 +150,23 @@ class PackNetLearner:
                 logits = map_batches(lambda b: self.model(b, t1, training=True), xv)
                 return float((logits.argmax(-1) == yv).float().mean())
 
-        self.history += fit(self.model, make_opt, epoch_fn(True), val_train_path, epochs=epochs,
-                            patience=cfg.patience, phase=f"task{t1}-{name}", writer=writer,
-                            global_epoch=len(self.history))
-        self.model.prune(t1, cfg.prune_ratio)
+        if stage == "train":
+            state = self._phase_state(phase, epochs, task=task, stage="train")
+            fit(self.model, make_opt, epoch_fn(True), val_train_path, epochs=int(self._pending["epochs"]),  # type: ignore[index]
+                patience=cfg.patience, phase=phase, writer=writer, global_epoch=len(self.history), state=state,
+                **self._fit_hooks())
+            if self._halted(state):
+                return
+            self._phase_done(state)
+            self.model.prune(t1, cfg.prune_ratio)
         if cfg.finetune_epochs > 0:
-            self.history += fit(self.model, make_opt, epoch_fn(False), val, epochs=cfg.finetune_epochs,
-                                patience=cfg.patience, phase=f"task{t1}-{name}-finetune", writer=writer,
-                                global_epoch=len(self.history))
+            state = self._phase_state(f"{phase}-finetune", cfg.finetune_epochs, task=task, stage="finetune")
+            fit(self.model, make_opt, epoch_fn(False), val, epochs=cfg.finetune_epochs, patience=cfg.patience,
+                phase=f"{phase}-finetune", writer=writer, global_epoch=len(self.history), state=state,
+                **self._fit_hooks())
+            if self._halted(state):
+                return
+            self._phase_done(state)
         self.tasks_learned = t1
         self.accuracy_matrix.append([self._accuracy(j, "test") for j in range(t1)])
 
@@ -180,6 +198,27 @@ class PackNetLearner:
         if len(self.accuracy_matrix) < 2:
             return None
         return {"task_aware": accuracy_matrix_summary(self.accuracy_matrix)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training depends on (see :class:`~moerl.agents.vision_training.ResumableLearner`):
+        the model's ``state_dict`` (the owner buffers included), which parameters learn, the accuracy
+        matrix, the random streams and the pending stage (``train`` or ``finetune``) of the pending dataset."""
+        state = self._common_state()
+        state.update({
+            "model": self.model.state_dict(),
+            "requires_grad": {name: p.requires_grad for name, p in self.model.named_parameters()},
+            "accuracy_matrix": self.accuracy_matrix,
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a learner with the same config and data)."""
+        self._load_common_state(state)
+        self.model.load_state_dict(state["model"])
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(bool(state["requires_grad"][name]))
+        self.model.eval()
+        self.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
 
     def save(self, path: str | Path) -> None:
         torch.save({"arch": "packnet", "config": to_dict(self.config), "classes": [h.out_features for h in

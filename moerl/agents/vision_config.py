@@ -81,6 +81,10 @@ class MaskedExpertsConfig:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    #: ``moerl train`` writes a checkpoint every this many epochs (counted over all phases; also on the first
+    #: SIGINT / SIGTERM), from which ``moerl train --resume RUN_DIR`` continues exactly. Not read by the
+    #: learners themselves: it changes nothing that is trained.
+    checkpoint_every: int = 1
 
     def validate(self) -> MaskedExpertsConfig:
         """Raise a one-line ConfigError for any impossible value (before any run directory exists)."""
@@ -93,7 +97,8 @@ class MaskedExpertsConfig:
         GATE_REMEDIES.check(self.gate_remedy)
         check_device(self.device)
         check_seed(self.seed)
-        for name in ("feature_dim", "experts", "rank", "epochs", "batch_size", "patience", "threads"):
+        for name in ("feature_dim", "experts", "rank", "epochs", "batch_size", "patience", "threads",
+                     "checkpoint_every"):
             check_positive(name, getattr(self, name))
         for name in ("lr", "mask_lr", "tau_start", "tau_end"):
             check_positive(name, getattr(self, name))

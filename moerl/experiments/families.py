@@ -49,6 +49,9 @@ class TrainRequest:
     progress: bool = True
     #: A run directory to continue from its last checkpoint (families that support it).
     resume: str | None = None
+    #: Several seeds of one config (``--seeds 0-9``): moe-dqn only.
+    seeds: str | None = None
+    engine: str | None = None
 
     def flags(self) -> dict[str, Any]:
         """The config-setting flags the user gave (``--env``, ``--arch``, ...), by TrainRequest field name."""
@@ -66,8 +69,8 @@ class Family:
     matches: Callable[[str], bool]
     #: (name, description) rows for ``moerl envs``.
     list_envs: Callable[[], list[tuple[str, str]]]
-    #: Validate, create the run directory, train, evaluate; return the run directory.
-    train: Callable[[TrainRequest], Path]
+    #: Validate, create the run directory, train, evaluate; return the run directory (one per seed with --seeds).
+    train: Callable[[TrainRequest], Path | list[Path]]
     #: Reload a finished run and evaluate it; returns the numbers printed by ``moerl eval``.
     evaluate: Callable[[Path, dict[str, Any]], dict[str, Any]]
     #: CLI flag (TrainRequest field name) -> the config key it sets. A flag not listed is refused, so a
@@ -76,7 +79,7 @@ class Family:
     #: ``moerl eval`` options this family's ``evaluate`` reads; others are refused (see :func:`check_eval_options`).
     eval_options: frozenset[str] = frozenset({"seed", "device"})
     #: Continue an interrupted run (``moerl train --resume``); None when the family cannot yet.
-    resume: Callable[[TrainRequest], Path] | None = None
+    resume: Callable[[TrainRequest], Path | list[Path]] | None = None
 
 
 def families() -> list[Family]:

@@ -18,6 +18,7 @@ builds the env and the model, trains, evaluates and writes the run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ from moerl.experiments.moe_dqn_config import (
     EvalSection,
     LoggingSection,
     build_config,
+    default_timesteps,
     list_envs,
     matches,
+    reference_rows,
     resolve_env,
     validate,
 )
@@ -74,15 +77,6 @@ def make_env(config: DQNRunConfig):
         env.close()
         raise ConfigError(f"env '{config.env}' has action space {env.action_space}; DQN needs Discrete actions")
     return Monitor(env)
-
-
-def default_timesteps(config: DQNRunConfig) -> int:
-    from moerl.envs.registration import default_timesteps as suite_default
-
-    steps = suite_default(resolve_env(config.env), **config.env_kwargs)
-    if steps is not None:
-        return steps
-    return 50_000 if config.env.startswith("CartPole") else 100_000
 
 
 def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
@@ -124,14 +118,18 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
 
 
 # --- the family's train / evaluate ---------------------------------------------------------------
-def train(request: TrainRequest) -> Path:
-    """``moerl train``: a new run, or (``--resume RUN_DIR``) the continuation of an interrupted one."""
+def train(request: TrainRequest) -> Path | list[Path]:
+    """``moerl train``: a new run, or (``--resume RUN_DIR``) the continuation of an interrupted one, or
+    (``--seeds``, ``engine: batched``) one run per seed."""
     import torch
 
     if request.resume:
         return _resume(request)
+    seeds_spec, request = request.seeds, dataclasses.replace(request, seeds=None)
     reject_unused(request, FAMILY)
     config = build_config(request.config, request.flags(), request.overrides)
+    if seeds_spec is not None or config.engine == "batched":
+        return _train_seeds(request, config, seeds_spec)
     torch.set_num_threads(1)
     env = make_env(config)
     try:
@@ -158,6 +156,23 @@ def train(request: TrainRequest) -> Path:
         env.close()
     _drop_checkpoints(run)
     return run.path
+
+
+def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | None) -> list[Path]:
+    """Several seeds: together (``engine: batched``) or one after another (``engine: sb3``)."""
+    from moerl.experiments.batched_runs import parse_seeds, train_seeds
+
+    if seeds_spec is not None and request.seed is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    seeds = parse_seeds(seeds_spec) if seeds_spec is not None else [config.seed]
+    if config.engine == "batched":
+        return train_seeds(config, seeds, request.logdir, request.run_name, request.progress)
+    paths = []
+    for seed in seeds:
+        name = f"{request.run_name}_s{seed}" if request.run_name else None
+        one = dataclasses.replace(request, seed=seed, run_name=name)
+        paths.append(Path(train(one)))  # type: ignore[arg-type]
+    return paths
 
 
 def _drop_checkpoints(run: RunDir) -> None:
@@ -283,7 +298,7 @@ class _Trainer:
         final = evaluate_tasks(model, self.factories, config.eval.final_episodes, config.seed + 20_000)
         run.write_json("schedule.json", {"schedule": self.schedule, "block_steps": self.block_steps,
                                          "switches_seen": self.episodes_cb.switches})
-        reference = _reference_rows(config.eval.reference_runs)
+        reference = reference_rows(config.eval.reference_runs)
         seconds = self.seconds
         return {
             "env": config.env,
@@ -323,19 +338,6 @@ class _TensorBoard(TensorBoardOutputFormat):
 
         self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
         self._is_closed = False
-
-
-def _reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
-    import csv
-
-    out = {}
-    for task, path in reference_runs.items():
-        f = Path(path) / "eval.csv"
-        if not f.is_file():
-            raise ConfigError(f"reference run for task '{task}' has no eval.csv: '{path}'")
-        with f.open() as fh:
-            out[task] = list(csv.DictReader(fh))
-    return out
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:

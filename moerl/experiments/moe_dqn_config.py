@@ -24,9 +24,14 @@ from moerl.config import resolve
 from moerl.devices import check_device
 from moerl.errors import ConfigError, check_positive
 from moerl.nn.choices import ROUTED_ARCHS
+from moerl.registry import Registry
 from moerl.seeding import check_seed
 
 FAMILY_NAME = "moe-dqn"
+ENGINES = Registry("engine", {
+    "sb3": "Stable-Baselines3's DQN, one seed at a time (the reference; default)",
+    "batched": "moerl's batched engine: every seed of --seeds in one process, as a batch dimension",
+})
 
 #: CLI flag (TrainRequest field) -> config key. A flag not listed here is refused for this family.
 FLAGS: Mapping[str, str] = {
@@ -38,6 +43,7 @@ FLAGS: Mapping[str, str] = {
     "timesteps": "timesteps",
     "seed": "seed",
     "device": "device",
+    "engine": "engine",
 }
 
 #: Network keys that only some routers read: giving one for another router would be silently ignored.
@@ -90,6 +96,8 @@ class DQNRunConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    #: Which engine trains the run (:data:`ENGINES`); ``batched`` trains ``--seeds`` together.
+    engine: str = "sb3"
 
 
 # --- env names ---------------------------------------------------------------------------------
@@ -131,6 +139,7 @@ def _flag_of(key: str) -> str:
 def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRunConfig:
     """Check every value; ``given`` (keys the user set) lets settings that would be ignored be refused."""
     check_device(config.device)
+    ENGINES.check(config.engine)
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
@@ -233,3 +242,27 @@ def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
             raise ConfigError(
                 f"{_flag_of(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
             )
+
+
+def default_timesteps(config: DQNRunConfig) -> int:
+    """The run's budget when ``timesteps`` is not set: the suite's schedule, else 50k (CartPole) or 100k."""
+    from moerl.envs.registration import default_timesteps as suite_default
+
+    steps = suite_default(resolve_env(config.env), **config.env_kwargs)
+    if steps is not None:
+        return steps
+    return 50_000 if config.env.startswith("CartPole") else 100_000
+
+
+def reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
+    """Per task, the eval.csv rows of its single-task reference run (for forward transfer)."""
+    import csv
+
+    out = {}
+    for task, path in reference_runs.items():
+        f = Path(path) / "eval.csv"
+        if not f.is_file():
+            raise ConfigError(f"reference run for task '{task}' has no eval.csv: '{path}'")
+        with f.open() as fh:
+            out[task] = list(csv.DictReader(fh))
+    return out

@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -320,35 +320,48 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[_SignalStop
 @contextmanager
 def running(run: RunDir, family: str, seed: int | None) -> Iterator[RunDir]:
     """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted."""
-    run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     pid=os.getpid(), host=socket.gethostname())
+    with running_many([run], family, [seed]):
+        yield run
+
+
+@contextmanager
+def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None]) -> Iterator[Sequence[RunDir]]:
+    """:func:`running` for several runs one process trains together (the batched engine's seeds): one
+    heartbeat thread for all of them, and all marked finished, failed or interrupted together."""
+    for run, seed in zip(runs, seeds, strict=True):
+        run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         pid=os.getpid(), host=socket.gethostname())
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                run.heartbeat()
-            except OSError:
-                pass
+            for run in runs:
+                try:
+                    run.heartbeat()
+                except OSError:
+                    pass
 
     thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
     thread.start()
     try:
         with _sigterm_interrupts():
-            yield run
+            yield runs
     except KeyboardInterrupt as exc:
         stop.set()
         default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-        _try_status(run, "interrupted", error=str(exc) or default)
+        for run in runs:
+            _try_status(run, "interrupted", error=str(exc) or default)
         raise
     except BaseException as exc:
         stop.set()
-        _try_status(run, "failed", error=_one_line(exc))
+        for run in runs:
+            _try_status(run, "failed", error=_one_line(exc))
         raise
     finally:
         stop.set()
         thread.join()
-    run.write_status("finished")
+    for run in runs:
+        run.write_status("finished")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -121,6 +121,12 @@ class MaskedMoE(nn.Module):
     def _new_expert(self) -> MaskedExpert:
         return MaskedExpert(generator=self._gen, **self.expert_kwargs)
 
+    @property
+    def expert_generator(self) -> torch.Generator:
+        """The generator experts draw their weights, masks and permutations from (also those added later);
+        not part of ``state_dict``: a learner saves its state to resume training exactly."""
+        return self._gen
+
     # ------------------------------------------------------------------------------------ shape info
     @property
     def expert_list(self) -> list[MaskedExpert]:

@@ -1,0 +1,98 @@
+"""The batched MoE-DQN engine: seed i starts from the SB3 path's weights, one batched update is S updates of
+SB3's own ``MoEDQN.train`` on the same minibatches, a seed runs the same alone or in a batch, runs are
+deterministic, and 16 seeds learn CartPole within 5k steps."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+from moerl import MoEDQN
+from moerl.agents.batched_dqn import BatchedDQN, linear_schedule
+from moerl.agents.moe_dqn import DQNHyperParams
+from moerl.envs.suite import TaskSuiteEnv
+from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
+
+torch.set_num_threads(1)
+NETWORKS = [
+    {"arch": "dense"},
+    {"arch": "big", "router": "softmoe", "hidden": 16},
+    {"arch": "middle", "router": "topk", "hidden": 16, "balance_loss": "importance"},
+    {"arch": "all", "router": "hardcoded", "hidden": 16, "experts": 8},
+]
+
+
+def _sb3(suite: TaskSuiteEnv, network: dict, seed: int, hp: DQNHyperParams) -> MoEDQN:
+    cfg = DQNRunConfig(env="moerl/ClassicControl-MTRL-v0", seed=seed, device="cpu")
+    cfg.dqn = hp
+    for key, value in network.items():
+        setattr(cfg.network, key, value)
+    return build_model(validate(cfg), suite)
+
+
+@pytest.mark.parametrize("network", NETWORKS, ids=lambda n: "-".join(map(str, n.values())))
+def test_one_batched_update_is_sb3s_update_for_every_seed(network):
+    """Same starting weights, same minibatch: the batched update equals MoEDQN.train seed by seed (Adam,
+    clipping, masks, aux loss included), over three updates so that Adam's state matters."""
+    suite = TaskSuiteEnv("classic", "mtrl")
+    hp = DQNHyperParams(max_grad_norm=0.5, aux_loss_coef=0.1)
+    seeds = [0, 1, 2]
+    agent = BatchedDQN(suite, seeds, network, hp)
+    agent.learn(hp.learning_starts)  # fill the buffers with warm-up transitions, no update yet
+    models = [_sb3(suite, network, s, hp) for s in seeds]
+    for model in models:
+        model.set_logger(configure(None, []))  # train() records its losses
+    for i, model in enumerate(models):  # the SB3 path builds seed i's weights: the same
+        for key, value in model.policy.q_net.q_net.state_dict().items():
+            assert torch.equal(value, agent.q_net.state_dict_of(i)[key]), key
+    for _ in range(3):
+        batch = agent.buffer.sample(hp.batch_size)
+        agent.buffer._streams.counter -= hp.batch_size  # train() draws this very minibatch again
+        agent.train(1)
+        for i, model in enumerate(models):
+            samples = ReplayBufferSamples(batch.observations[i], batch.actions[i][:, None],
+                                          batch.next_observations[i], batch.dones[i][:, None],
+                                          batch.rewards[i][:, None], None)
+            model.replay_buffer.sample = lambda *a, s=samples, **k: s  # SB3's own train() on our minibatch
+            model.train(gradient_steps=1, batch_size=hp.batch_size)
+    for i, model in enumerate(models):
+        theirs = model.policy.q_net.q_net.state_dict()
+        ours = agent.q_net.state_dict_of(i)
+        for key, value in theirs.items():
+            torch.testing.assert_close(ours[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_seed_runs_the_same_alone_or_in_a_batch_and_runs_are_deterministic():
+    suite = TaskSuiteEnv("cartpole", "crl", block_steps=300)
+    hp = DQNHyperParams(learning_starts=200, batch_size=32)
+    pair = BatchedDQN(suite, [4, 9], {"arch": "dense", "hidden": 32}, hp).learn(900)
+    again = BatchedDQN(suite, [4, 9], {"arch": "dense", "hidden": 32}, hp).learn(900)
+    alone = BatchedDQN(suite, [9], {"arch": "dense", "hidden": 32}, hp).learn(900)
+    for key, value in pair.q_net.state_dict_of(1).items():
+        assert torch.equal(value, again.q_net.state_dict_of(1)[key]), key
+        assert torch.equal(value, alone.q_net.state_dict_of(0)[key]), key
+    assert not torch.equal(pair.q_net.state_dict_of(0)["layers.0.linear.weight"],
+                           pair.q_net.state_dict_of(1)["layers.0.linear.weight"])
+
+
+def test_exploration_follows_sb3s_linear_schedule():
+    from stable_baselines3.common.utils import LinearSchedule
+
+    fn = LinearSchedule(1.0, 0.05, 0.1)  # what SB3's DQN builds for its exploration rate
+    for progress in (1.0, 0.97, 0.93, 0.9, 0.5, 0.0):
+        assert linear_schedule(1.0, 0.05, 0.1, progress) == pytest.approx(fn(progress))
+
+
+@pytest.mark.slow
+def test_sixteen_seeds_learn_cartpole():
+    """CartPole-v1 (the suite's stock task without a one-hot): random play scores about 22."""
+    suite = TaskSuiteEnv(["cartpole-default"], "mtrl", task_onehot=False)
+    agent = BatchedDQN(suite, range(16), {"arch": "dense"}).learn(5000)
+    greedy = agent.evaluate(suite, episodes=3, seed=100)
+    medians = np.median(greedy, axis=1)
+    assert statistics.median(medians.tolist()) > 4 * 22.0, medians

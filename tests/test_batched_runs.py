@@ -1,0 +1,115 @@
+"""``moerl train --seeds ... --engine batched``: one run directory per seed, in the SB3 path's layout, read by
+``moerl eval``, ``moerl report`` and ``MoEDQN.load``; deterministic; bad input refused before anything is made."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from moerl import MoEDQN
+from moerl.cli import main
+from moerl.experiments.batched_runs import parse_seeds
+from tests.conftest import read_tb_scalars
+
+ARGS = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "1200",
+        "--set", "env_kwargs.block_steps=300", "--set", "eval.freq=400", "--set", "eval.episodes=2",
+        "--set", "eval.final_episodes=2", "--set", "dqn.learning_starts=200", "--set", "network.hidden=16",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batched")
+    assert main(["train", *ARGS, "--seeds", "3,5", "--engine", "batched", "--logdir", str(root)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def sb3(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sb3")
+    assert main(["train", *ARGS, "--seed", "3", "--logdir", str(root), "--run-name", "ref"]) == 0
+    return root / "ref"
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path / "eval.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_run_directory_per_seed_in_the_sb3_layout(batched, sb3):
+    runs = sorted(p.name for p in batched.iterdir())
+    assert runs == ["cartpole-crl_big_softmoe_s3", "cartpole-crl_big_softmoe_s5"]
+    for name in runs:
+        run = batched / name
+        assert {p.name for p in run.iterdir()} == {p.name for p in sb3.iterdir()}
+        assert json.loads((run / "status.json").read_text())["status"] == "finished"
+        ours, theirs = _rows(run), _rows(sb3)
+        assert ours[0].keys() == theirs[0].keys()
+        assert [(r["step"], r["task"]) for r in ours] == [(r["step"], r["task"]) for r in theirs]
+        res, ref = (json.loads((p / "results.json").read_text()) for p in (run, sb3))
+        assert set(ref) <= set(res) and res["engine"] == "batched" and res["seeds_in_batch"] == 2
+        assert res["final_eval"].keys() == ref["final_eval"].keys()
+        assert res["continual"].keys() == ref["continual"].keys()
+        tags = set(read_tb_scalars(run / "tb"))
+        assert {"eval/normalized_mean", "eval/return/cartpole-mirror", "train/loss"} <= tags
+        assert {t for t in tags if t.startswith("eval/")} == {t for t in read_tb_scalars(sb3 / "tb")
+                                                               if t.startswith("eval/")}
+    config = (batched / runs[1] / "config.yaml").read_text()
+    assert "seed: 5" in config and "engine: batched" in config
+
+
+def test_models_load_in_sb3_and_moerl_eval_and_report_read_the_runs(batched, capsys):
+    run = batched / "cartpole-crl_big_softmoe_s5"
+    model = MoEDQN.load(run / "model.zip", device="cpu")
+    assert model.num_timesteps == 1200 and model.policy.q_net.network_config.arch == "big"
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_task"]["cartpole-mirror"]["episodes"] == 2
+    assert main(["report", *map(str, sorted(batched.iterdir()))]) == 0
+    assert "| cartpole-crl | big | softmoe | 2 |" in capsys.readouterr().out
+
+
+def test_the_same_seeds_give_the_same_runs(batched, tmp_path):
+    assert main(["train", *ARGS, "--seeds", "3,5", "--engine", "batched", "--logdir", str(tmp_path)]) == 0
+    for name in ("cartpole-crl_big_softmoe_s3", "cartpole-crl_big_softmoe_s5"):
+        assert (tmp_path / name / "eval.csv").read_text() == (batched / name / "eval.csv").read_text()
+        a = MoEDQN.load(tmp_path / name / "model.zip", device="cpu").policy.state_dict()
+        b = MoEDQN.load(batched / name / "model.zip", device="cpu").policy.state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_seeds_with_the_sb3_engine_run_one_after_another(tmp_path):
+    assert main(["train", *ARGS, "--timesteps", "300", "--seeds", "1-2", "--logdir", str(tmp_path),
+                 "--run-name", "x"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_s1", "x_s2"]
+    assert "engine" not in json.loads((tmp_path / "x_s1" / "results.json").read_text())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seeds", "5-2"], "--seeds '5-2' is not a list or range of seeds"),
+    (["--seeds", "a,b"], "--seeds 'a,b' is not a list or range of seeds"),
+    (["--seeds", "1,1"], "names a seed twice"),
+    (["--seeds", "0-99999"], "names more than 65,536 seeds"),
+    (["--seeds", "4294967296"], "seed must be an integer in [0, 4294967295]"),
+    (["--seeds", "0-1", "--seed", "3"], "give --seed or --seeds, not both"),
+    (["--engine", "jax"], "unknown engine 'jax'; valid choices: batched, sb3"),
+    (["--seeds", "0-1", "--engine", "batched", "--env", "Acrobot-v1"], "the batched engine runs moerl's task suites"),
+])
+def test_bad_input_is_refused_in_one_line_before_anything_exists(tmp_path, capsys, args, message):
+    assert main(["train", *ARGS, *args, "--logdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_seeds_are_refused_by_the_supervised_families(tmp_path, capsys):
+    assert main(["train", "--env", "digits-mtl", "--seeds", "0-1", "--logdir", str(tmp_path)]) == 2
+    assert "option --seeds does not apply to env 'digits-mtl'" in capsys.readouterr().err
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,10,12-13") == [0, 1, 2, 3, 10, 12, 13]
+    assert parse_seeds(" 7 ") == [7]
