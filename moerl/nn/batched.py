@@ -164,9 +164,9 @@ class BatchedQNetwork(nn.Module):
         states = [dict(n.named_parameters()) for n in networks]
         buffers = [dict(n.named_buffers()) for n in networks]
         with torch.no_grad():
-            for name, param in list(self.net.named_parameters()):
+            for name, _ in list(self.net.named_parameters()):
                 stacked = torch.stack([s[name].detach() for s in states])
-                _set_tensor(self.net, name, nn.Parameter(stacked, requires_grad=param.requires_grad))
+                _set_tensor(self.net, name, nn.Parameter(stacked, requires_grad=states[0][name].requires_grad))
             for name, _ in list(self.net.named_buffers()):
                 _set_tensor(self.net, name, torch.stack([b[name].detach() for b in buffers]))
         self.train(first.training)
@@ -236,7 +236,7 @@ class BatchedQNetwork(nn.Module):
             return q, (_flatten_record(rec) if rec is not None else {"routing": {}, "hidden": {}})
 
         in_dims = (0, 0, 0, None if task_id is None else 0)
-        params = dict(net.named_parameters())
+        params: dict[str, torch.Tensor] = dict(net.named_parameters())
         buffers = dict(net.named_buffers())
         fn = torch.vmap(one_seed, in_dims=in_dims, randomness="different")
         q, flat = fn(params, buffers, x, task_id)
