@@ -4,7 +4,8 @@ The public API, in Stable-Baselines3's shape (``from moerl import MoEDQN`` as ``
 import DQN``), for the three research lines:
 
 * MoE value networks in multi-task and continual RL: :class:`MoEDQN`, :class:`MoEDQNPolicy`,
-  :class:`MoENetworkConfig`, :class:`DQNHyperParams`, :func:`evaluate_tasks`, :class:`TaskSuiteEnv`;
+  :class:`MoENetworkConfig`, :class:`DQNHyperParams`, :func:`evaluate_tasks`, :class:`TaskSuiteEnv`, and
+  the batched engine (many seeds at once): :class:`BatchedDQN`, :class:`BatchedTaskSuite`;
 * routing networks: :class:`RoutingLearner`, :class:`LearnerConfig`, :func:`make_router`,
   :func:`build_mtl_dataset`;
 * masked-expert vision models: :class:`MaskedExpertLearner`, :class:`PackNetLearner`,
@@ -29,6 +30,8 @@ _EXPORTS = {
     "MoENetworkConfig": "moerl.agents.moe_policy",
     "evaluate_tasks": "moerl.agents.evaluation",
     "TaskSuiteEnv": "moerl.envs.suite",
+    "BatchedDQN": "moerl.agents.batched_dqn",
+    "BatchedTaskSuite": "moerl.envs.batched",
     # routing networks (seed 002)
     "RoutingLearner": "moerl.agents.routing_trainer",
     "LearnerConfig": "moerl.agents.routing_trainer",
@@ -55,6 +58,7 @@ def __getattr__(name: str):  # noqa: ANN202  (PEP 562)
 
 
 if TYPE_CHECKING:
+    from moerl.agents.batched_dqn import BatchedDQN  # noqa: F401
     from moerl.agents.evaluation import evaluate_tasks  # noqa: F401
     from moerl.agents.masked_experts import MaskedExpertLearner  # noqa: F401
     from moerl.agents.moe_dqn import DQNHyperParams, MoEDQN  # noqa: F401
@@ -65,4 +69,5 @@ if TYPE_CHECKING:
     from moerl.agents.vision_config import MaskedExpertsConfig  # noqa: F401
     from moerl.data.mtl import build as build_mtl_dataset  # noqa: F401
     from moerl.data.vision_suites import build_suite as build_vision_suite  # noqa: F401
+    from moerl.envs.batched import BatchedTaskSuite  # noqa: F401
     from moerl.envs.suite import TaskSuiteEnv  # noqa: F401

@@ -97,24 +97,23 @@ def test_layout_is_read_from_an_sb3_vec_env_too():
 
 
 def test_device_auto_means_the_same_in_train_and_eval(tmp_path, capsys, monkeypatch):
-    """``auto`` resolves through one function everywhere (``moerl eval`` used to mean the CPU)."""
-    from moerl import devices
-
-    seen = []
-    real = devices.resolve_device
-
-    def spy(name="auto"):
-        seen.append(str(name))
-        return real(name)
-
-    monkeypatch.setattr(devices, "resolve_device", spy)
+    """``auto`` resolves through one function everywhere (``moerl eval`` used to mean the CPU): for the SB3
+    engine it is the CPU in both (``engine_device``)."""
     import moerl.experiments.moe_dqn as fam
 
-    monkeypatch.setattr(fam, "resolve_device", spy)
+    seen = []
+    real = fam.engine_device
+
+    def spy(config, device=None):
+        out = real(config, device)
+        seen.append((config.device, device, str(out)))
+        return out
+
+    monkeypatch.setattr(fam, "engine_device", spy)
     assert main(["train", "--env", "CartPole-v1", "--timesteps", "200", "--logdir", str(tmp_path),
                  "--run-name", "r", "--no-progress"]) == 0
     assert main(["eval", str(tmp_path / "r"), "--episodes", "1"]) == 0
-    assert seen == ["auto", "auto"]
+    assert seen == [("auto", None, "cpu"), ("auto", None, "cpu")]
 
 
 def test_moedqn_weights_do_not_depend_on_what_was_built_before():

@@ -113,3 +113,13 @@ def test_seeds_are_refused_by_the_supervised_families(tmp_path, capsys):
 def test_parse_seeds():
     assert parse_seeds("0-3,10,12-13") == [0, 1, 2, 3, 10, 12, 13]
     assert parse_seeds(" 7 ") == [7]
+
+
+def test_auto_device_is_the_faster_one_for_each_engine():
+    """The SB3 path's small networks are launch-bound on a GPU: auto is the CPU there; batched: any GPU."""
+    from moerl.devices import resolve_device
+    from moerl.experiments.moe_dqn_config import DQNRunConfig, engine_device
+
+    assert engine_device(DQNRunConfig(engine="sb3")) == torch.device("cpu")
+    assert engine_device(DQNRunConfig(engine="batched")) == resolve_device("auto")
+    assert engine_device(DQNRunConfig(engine="sb3"), "cpu") == torch.device("cpu")

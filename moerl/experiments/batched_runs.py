@@ -129,9 +129,9 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
                                    fixed_task=name) for name in spec.task_names} if env_id not in _PLAIN_IDS \
         else {spec.task_names[0]: spec}
     torch.set_num_threads(1)
-    from moerl.devices import resolve_device
+    from moerl.experiments.moe_dqn_config import engine_device
 
-    device = resolve_device(config.device)
+    device = engine_device(config)
     agent = BatchedDQN(spec, seeds, config.network, config.dqn, device)  # errors before any directory
     base = run_name or default_run_name(config.env.replace("/", "-"), config.network.arch,
                                         config.network.router if config.network.uses_moe else None)

@@ -26,7 +26,6 @@ from typing import Any
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
 from moerl.config import from_dict, to_dict
-from moerl.devices import resolve_device
 from moerl.envs.attributes import normalized_return, suite_info
 from moerl.errors import ConfigError
 from moerl.experiments.families import (
@@ -44,6 +43,7 @@ from moerl.experiments.moe_dqn_config import (
     LoggingSection,
     build_config,
     default_timesteps,
+    engine_device,
     list_envs,
     matches,
     reference_rows,
@@ -112,7 +112,7 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
         policy_kwargs={"network": to_dict(net)},
         tensorboard_log=tensorboard_log,
         seed=config.seed,
-        device=resolve_device(config.device),
+        device=engine_device(config),
         verbose=0,
     )
 
@@ -203,7 +203,7 @@ def _resume(request: TrainRequest) -> Path:
         config.device = request.device
         validate(config)
     torch.set_num_threads(1)
-    ckpt = load_checkpoint(run.path, device=resolve_device(config.device))
+    ckpt = load_checkpoint(run.path, device=engine_device(config))
     with running(run, FAMILY_NAME, config.seed):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(config))
@@ -350,7 +350,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = RunDir(run_path)
     config = from_dict(DQNRunConfig, run.read_config())
-    device = resolve_device(options.get("device") or config.device)
+    device = engine_device(config, options.get("device"))
     model = run.load_artifact("model.zip", lambda path: MoEDQN.load(path, device=device))
     env = make_env(config)
     try:

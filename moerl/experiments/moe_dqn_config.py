@@ -90,6 +90,7 @@ class DQNRunConfig:
     #: None = the suite's scheduled budget (CRL), 50k (CartPole) or 100k (other ids).
     timesteps: int | None = None
     seed: int = 0
+    #: ``auto``: the faster device for the engine (:func:`engine_device`): the CPU for ``sb3``, else a GPU if any.
     device: str = "auto"
     network: MoENetworkConfig = field(default_factory=MoENetworkConfig)
     dqn: DQNHyperParams = field(default_factory=DQNHyperParams)
@@ -242,6 +243,21 @@ def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
             raise ConfigError(
                 f"{_flag_of(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
             )
+
+
+def engine_device(config: DQNRunConfig, device: str | None = None):
+    """The torch device the run's engine uses: ``auto`` means the faster one for that engine.
+
+    Measured (issue 10, an H100 machine): one SB3-path run of these small networks is launch-bound on a GPU
+    (the headline run took 131 s with ``--device cuda``, 116 s on one CPU core), so ``auto`` is the CPU for
+    the ``sb3`` engine; the batched engine gains from a GPU, so there ``auto`` is the GPU when torch sees one.
+    """
+    from moerl.devices import resolve_device
+
+    name = device or config.device
+    if name == "auto" and config.engine == "sb3":
+        name = "cpu"
+    return resolve_device(name)
 
 
 def default_timesteps(config: DQNRunConfig) -> int:
