@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +128,64 @@ def test_auto_device_is_the_faster_one_for_each_engine():
     assert engine_device(DQNRunConfig(engine="sb3")) == torch.device("cpu")
     assert engine_device(DQNRunConfig(engine="batched")) == resolve_device("auto")
     assert engine_device(DQNRunConfig(engine="sb3"), "cpu") == torch.device("cpu")
+
+
+# -- a killed batch resumes to the uninterrupted result -------------------------------------------------
+LONG = [*ARGS, "--timesteps", "3000", "--set", "checkpoint.every=500", "--seeds", "3,5", "--engine", "batched"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    assert main(["train", *LONG, "--logdir", str(root), "--run-name", "b"]) == 0
+    return root
+
+
+def _same_batch(a: Path, b: Path) -> None:
+    for name in ("b_s3", "b_s5"):
+        assert (a / name / "eval.csv").read_text() == (b / name / "eval.csv").read_text()
+        ra, rb = (json.loads((p / name / "results.json").read_text()) for p in (a, b))
+        for key in ("train_seconds", "steps_per_second"):
+            ra.pop(key), rb.pop(key)
+        assert ra == rb
+        ma = MoEDQN.load(a / name / "model.zip", device="cpu").policy.state_dict()
+        mb = MoEDQN.load(b / name / "model.zip", device="cpu").policy.state_dict()
+        assert all(torch.equal(v, mb[k]) for k, v in ma.items())
+        ta, tb = read_tb_scalars(a / name / "tb"), read_tb_scalars(b / name / "tb")
+        assert ta.keys() == tb.keys()
+        for tag in ta:
+            steps = [s for s, _ in tb[tag]]
+            assert len(steps) == len(set(steps)), f"duplicated steps in {tag}"
+            assert sorted(ta[tag]) == sorted(tb[tag]), tag
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_batch_resumes_from_any_member_to_the_uninterrupted_result(uninterrupted, tmp_path, sig):
+    rng = random.Random(int(time.time()))
+    proc = subprocess.Popen([sys.executable, "-m", "moerl", "train", *LONG, "--logdir", str(tmp_path),
+                             "--run-name", "b"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    leader = tmp_path / "b_s3"
+    deadline = time.time() + 180
+    while not (leader / "checkpoint.json").is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.5))
+    assert proc.poll() is None, "the batch finished before it could be killed; lengthen it"
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    for name in ("b_s3", "b_s5"):
+        status = json.loads((tmp_path / name / "status.json").read_text())
+        assert status["status"] == ("interrupted" if sig == signal.SIGTERM else "running")
+        assert not (tmp_path / name / "results.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "b_s5"), "--no-progress"]) == 0  # any member
+    for name in ("b_s3", "b_s5"):
+        assert json.loads((tmp_path / name / "status.json").read_text())["status"] == "finished"
+    assert not (leader / "checkpoints").exists()
+    _same_batch(uninterrupted, tmp_path)
+
+
+def test_a_finished_batch_does_not_resume(uninterrupted, capsys):
+    assert main(["train", "--resume", str(uninterrupted / "b_s5")]) == 2
+    assert "is finished; only interrupted, failed or crashed runs resume" in capsys.readouterr().err

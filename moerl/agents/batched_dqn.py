@@ -46,7 +46,7 @@ from moerl.agents.obs_layout import layout_for_env
 from moerl.envs.batched import BatchedTaskSuite
 from moerl.envs.suite import TaskSuiteEnv
 from moerl.nn.batched import BatchedQNetwork, clip_grad_norm_per_seed
-from moerl.seed_streams import SeedStreams
+from moerl.seed_streams import SeedStreams, splitmix64
 
 #: Stream purpose of exploration draws (see :class:`SeedStreams`).
 _EXPLORE_STREAM = 3
@@ -109,6 +109,7 @@ class BatchedDQN:
         self.exploration_rate = self.hp.exploration_initial_eps
         self.log = TrainLog()
         self._obs: torch.Tensor | None = None
+        self._stop = False
 
     # ------------------------------------------------------------------ observations -> network
     def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,7 +148,8 @@ class BatchedDQN:
         total_for_schedule = schedule_timesteps or total_timesteps
         if self._obs is None:
             self._obs = self.env.reset()
-        while self.num_timesteps < total_timesteps:
+        self._stop = False
+        while self.num_timesteps < total_timesteps and not self._stop:
             obs = self._obs
             draws = self._explore.uniform(2, dtype=torch.float32)  # (S, 2): explore?, which random action
             random_actions = self._random_valid(obs, draws[:, 1])
@@ -172,6 +174,40 @@ class BatchedDQN:
             if self.num_timesteps % hp.train_freq == 0 and self.num_timesteps > hp.learning_starts:
                 self.train(hp.gradient_steps)
         return self
+
+    def request_stop(self) -> None:
+        """Ask :meth:`learn` to return after the current env step (a signal handler calls this): the state is
+        then one an uninterrupted run also passes through, so a checkpoint taken there resumes exactly."""
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the rest of training depends on: weights, Adam, replay, environments, streams, counters."""
+        import copy
+
+        return copy.deepcopy({
+            "q_net": self.q_net.state_dict(), "q_net_target": self.q_net_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
+            "env": self.env.state_dict(), "explore": self._explore.state_dict(), "obs": self._obs,
+            "num_timesteps": self.num_timesteps, "n_updates": self.n_updates,
+            "exploration_rate": self.exploration_rate, "log": self.log,
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of an engine built with the same suite, seeds and config."""
+        self.q_net.load_state_dict(state["q_net"])
+        self.q_net_target.load_state_dict(state["q_net_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.env.load_state_dict(state["env"])
+        self._explore.load_state_dict(state["explore"])
+        self._obs = None if state["obs"] is None else state["obs"].to(self.device)
+        self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
+        self.exploration_rate = float(state["exploration_rate"])
+        self.log = state["log"]
 
     def train(self, gradient_steps: int) -> None:
         """``gradient_steps`` updates of every seed (see the module docstring)."""
@@ -214,7 +250,8 @@ class BatchedDQN:
         training streams, so evaluating does not change training.
         """
         s = self.num_seeds
-        keys = [seed * 1_000_003 + k for k in range(s * episodes)]
+        # One key per (run seed, evaluation seed, episode): a seed evaluates the same alone or in a batch.
+        keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for e in range(episodes)]
         env = BatchedTaskSuite(suite, keys, self.device)
         obs = env.reset()
         returns = torch.zeros(s * episodes, dtype=torch.float64, device=self.device)

@@ -13,9 +13,9 @@ land exactly where and as the SB3 path's do, one run directory per seed, so that
 * ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
 * ``results.json`` (final evaluation over ``eval.final_episodes``, continual metrics) and ``schedule.json``.
 
-Not yet: checkpoints and ``--resume`` for a batched run (a killed batch is marked crashed and starts
-over); the per-step MoE metrics (dormant neurons, router usage) the SB3 path logs every
-``logging.metrics_interval`` steps.
+Checkpoints, signals and ``--resume`` work for a batch as for one run (see :class:`_Batch`). Not yet: the
+per-step MoE metrics (dormant neurons, router usage) the SB3 path logs every ``logging.metrics_interval``
+steps.
 """
 
 from __future__ import annotations
@@ -98,108 +98,228 @@ def check_batch_size(config: Any, num_seeds: int, obs_dim: int, capacity: int) -
 class _SeedRun:
     """One seed's run directory while the batch trains: TensorBoard writer and evaluation rows."""
 
-    def __init__(self, run: Any, seed: int) -> None:
+    def __init__(self, run: Any, seed: int, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run, self.seed = run, seed
-        self.writer = SummaryWriter(str(run.tb_dir))
+        self.writer = SummaryWriter(str(run.tb_dir), purge_step=purge_step)
         self.rows: list[dict[str, Any]] = []
 
 
-def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, progress: bool) -> list[Path]:
-    """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
-    import torch
+#: Checkpoint file of a batch, in its first seed's run directory (see :class:`_Batch`).
+CHECKPOINT_FILE = "batch.pt"
 
-    from moerl.agents.batched_dqn import BatchedDQN
-    from moerl.agents.moe_dqn import default_buffer_size
-    from moerl.envs.attributes import normalized_return
-    from moerl.experiments.families import default_run_name
-    from moerl.experiments.moe_dqn_config import default_timesteps, resolve_env
-    from moerl.experiments.rundir import RunDir, running_many
 
-    env_id = resolve_env(config.env)
-    spec = suite_spec(env_id, config.env_kwargs)
-    if config.timesteps is None:
-        config.timesteps = default_timesteps(config)
-    capacity = config.dqn.buffer_size or default_buffer_size(spec)
-    config.dqn.buffer_size = capacity
-    obs_dim = int(spec.observation_space.shape[0])
-    check_batch_size(config, len(seeds), obs_dim, capacity)
-    eval_specs = {name: suite_spec(env_id, {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"},
-                                   fixed_task=name) for name in spec.task_names} if env_id not in _PLAIN_IDS \
-        else {spec.task_names[0]: spec}
-    torch.set_num_threads(1)
-    from moerl.experiments.moe_dqn_config import engine_device
+class _Batch:
+    """The training loop of a batch of seeds: evaluations, checkpoints, a clean stop on SIGINT / SIGTERM.
 
-    device = engine_device(config)
-    agent = BatchedDQN(spec, seeds, config.network, config.dqn, device)  # errors before any directory
-    base = run_name or default_run_name(config.env.replace("/", "-"), config.network.arch,
-                                        config.network.router if config.network.uses_moe else None)
-    runs = [RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds]
-    bounds = {name: tuple(spec.return_bounds[i]) for i, name in enumerate(spec.task_names)}
-    seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
-    started = time.perf_counter()
-    with running_many(runs, "moe-dqn", list(seeds)):
-        for seed_run, seed in zip(seed_runs, seeds, strict=True):
-            seed_run.run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
+    The batch's checkpoint (every ``checkpoint.every`` env steps and on the first signal) lives in the first
+    seed's run directory (the *leader*); every member's ``status.json`` names the leader and the members, so
+    ``moerl train --resume`` on any of them continues the whole batch. A resumed batch gives the same files
+    as an uninterrupted one (tested), TensorBoard included (events after the checkpoint are purged).
+    """
 
-        def evaluate(step: int, episodes: int) -> dict[str, np.ndarray]:
-            out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step)
-                   for name, task_spec in eval_specs.items()}
-            log = agent.pop_log()
-            for i, sr in enumerate(seed_runs):
-                norms = []
-                for name, returns in out.items():
-                    mean = float(returns[i].mean())
-                    norm = normalized_return(mean, bounds[name]) if name in bounds else None
-                    sr.rows.append({"step": step, "task": name, "mean_return": mean,
-                                    "std_return": float(returns[i].std()), "normalized": norm,
-                                    "episodes": episodes})
-                    sr.writer.add_scalar(f"eval/return/{name}", mean, step)
-                    if norm is not None:
-                        sr.writer.add_scalar(f"eval/normalized/{name}", norm, step)
-                        norms.append(norm)
-                if norms:
-                    sr.writer.add_scalar("eval/normalized_mean", float(np.mean(norms)), step)
-                if log.td_loss:
-                    sr.writer.add_scalar("train/loss", float(np.mean([t[i] for t in log.td_loss])), step)
-                if log.aux_loss:
-                    sr.writer.add_scalar("train/aux_loss", float(np.mean([a[i] for a in log.aux_loss])), step)
-                per_task: dict[int, list[float]] = {}
-                for _, done, task, ret, _length in log.episodes:
-                    if done[i]:
-                        per_task.setdefault(int(task[i]), []).append(float(ret[i]))
-                for t, rets in per_task.items():
-                    sr.writer.add_scalar(f"train/return/{spec.task_names[t]}", float(np.mean(rets)), step)
+    def __init__(self, config: Any, seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
+        import torch
+
+        from moerl.agents.batched_dqn import BatchedDQN
+        from moerl.experiments.moe_dqn_config import engine_device, resolve_env
+
+        self.config, self.seeds, self.runs = config, seeds, runs
+        self.env_id = resolve_env(config.env)
+        self.spec = suite_spec(self.env_id, config.env_kwargs)
+        plain = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+        self.eval_specs = ({self.spec.task_names[0]: self.spec} if self.env_id in _PLAIN_IDS else
+                           {name: suite_spec(self.env_id, plain, fixed_task=name) for name in self.spec.task_names})
+        self.bounds = {name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
+        torch.set_num_threads(1)
+        self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config))
+        self.last_eval = -1
+        self.seconds = 0.0
+        purge = None
+        if resume is not None:
+            self.agent.load_state_dict(resume["agent"])
+            self.last_eval, self.seconds = int(resume["last_eval"]), float(resume["seconds"])
+            purge = self.agent.num_timesteps + 1
+        self.seed_runs = [_SeedRun(run, seed, purge) for run, seed in zip(runs, seeds, strict=True)] if runs else []
+        if resume is not None:
+            for sr, rows in zip(self.seed_runs, resume["rows"], strict=True):
+                sr.rows = rows
                 _write_eval_csv(sr)
-            return out
 
-        # When the SB3 path evaluates: at the start, every eval.freq steps, at the end (PerTaskEvalCallback).
-        evaluate(0, config.eval.episodes)
-        last_eval, freq = 0, config.eval.freq or config.timesteps
+    # -- evaluation -------------------------------------------------------------------------------------
+    def evaluate(self, step: int, episodes: int) -> None:
+        """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
+        from moerl.envs.attributes import normalized_return
+
+        config, agent = self.config, self.agent
+        out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step)
+               for name, task_spec in self.eval_specs.items()}
+        log = agent.pop_log()
+        self.last_eval = step
+        for i, sr in enumerate(self.seed_runs):
+            norms = []
+            for name, returns in out.items():
+                mean = float(returns[i].mean())
+                norm = normalized_return(mean, self.bounds[name]) if name in self.bounds else None
+                sr.rows.append({"step": step, "task": name, "mean_return": mean,
+                                "std_return": float(returns[i].std()), "normalized": norm, "episodes": episodes})
+                sr.writer.add_scalar(f"eval/return/{name}", mean, step)
+                if norm is not None:
+                    sr.writer.add_scalar(f"eval/normalized/{name}", norm, step)
+                    norms.append(norm)
+            if norms:
+                sr.writer.add_scalar("eval/normalized_mean", float(np.mean(norms)), step)
+            if log.td_loss:
+                sr.writer.add_scalar("train/loss", float(np.mean([t[i] for t in log.td_loss])), step)
+            if log.aux_loss:
+                sr.writer.add_scalar("train/aux_loss", float(np.mean([a[i] for a in log.aux_loss])), step)
+            per_task: dict[int, list[float]] = {}
+            for _, done, task, ret, _length in log.episodes:
+                if done[i]:
+                    per_task.setdefault(int(task[i]), []).append(float(ret[i]))
+            for t, rets in per_task.items():
+                sr.writer.add_scalar(f"train/return/{self.spec.task_names[t]}", float(np.mean(rets)), step)
+            sr.writer.flush()
+            _write_eval_csv(sr)
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint(self, started: float) -> None:
+        import torch
+
+        from moerl.checkpoint_store import write_checkpoint
+
+        state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
+                 "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
+        write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
+                         lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self, progress: bool) -> None:
+        from moerl.experiments.rundir import stop_on_signals
+
+        config, agent = self.config, self.agent
+        total = config.timesteps
+        started = time.perf_counter()
+        if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
+            self.evaluate(0, config.eval.episodes)
+        every = [f for f in (config.eval.freq, _checkpoint_steps(config)) if f]
         bar = None
         if progress:
             from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-            bar = tqdm(total=config.timesteps, unit="step", desc=f"{len(seeds)} seeds")
-        while agent.num_timesteps < config.timesteps:
-            agent.learn(min(config.timesteps, (agent.num_timesteps // freq + 1) * freq),
-                        schedule_timesteps=config.timesteps)
+            bar = tqdm(total=total, initial=agent.num_timesteps, unit="step", desc=f"{len(self.seeds)} seeds")
+        try:
+            with stop_on_signals(lambda name: agent.request_stop()) as signals:
+                while agent.num_timesteps < total and not agent.stopped:
+                    target = min([total, *((agent.num_timesteps // f + 1) * f for f in every)])
+                    agent.learn(target, schedule_timesteps=total)
+                    if bar is not None:
+                        bar.update(agent.num_timesteps - bar.n)
+                    if agent.stopped:
+                        break
+                    n = agent.num_timesteps
+                    if config.eval.freq and n % config.eval.freq == 0:
+                        self.evaluate(n, config.eval.episodes)
+                    if n < total and _checkpoint_steps(config) and n % _checkpoint_steps(config) == 0:
+                        self.checkpoint(started)
+                if agent.stopped:
+                    for sr in self.seed_runs:
+                        sr.writer.flush()
+                    self.checkpoint(started)
+                signals.raise_if_stopped()
+        finally:
             if bar is not None:
-                bar.update(agent.num_timesteps - bar.n)
-            if config.eval.freq and agent.num_timesteps % config.eval.freq == 0:
-                evaluate(agent.num_timesteps, config.eval.episodes)
-                last_eval = agent.num_timesteps
-        if bar is not None:
-            bar.close()
-        if last_eval != agent.num_timesteps:
-            evaluate(agent.num_timesteps, config.eval.episodes)
-        seconds = time.perf_counter() - started
+                bar.close()
+        if self.last_eval != agent.num_timesteps:
+            self.evaluate(agent.num_timesteps, config.eval.episodes)
+        self.seconds += time.perf_counter() - started
         final = {name: agent.evaluate(task_spec, config.eval.final_episodes, seed=config.seed + 20_000)
-                 for name, task_spec in eval_specs.items()}
-        for i, sr in enumerate(seed_runs):
+                 for name, task_spec in self.eval_specs.items()}
+        for i, sr in enumerate(self.seed_runs):
             sr.writer.close()
-            _finish_seed(sr, i, agent, config, spec, env_id, final, bounds, seconds, len(seeds))
+            _finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds, self.seconds,
+                         len(self.seeds))
+
+
+def _checkpoint_steps(config: Any) -> int:
+    """Env steps between batch checkpoints (0: none), a multiple of ``train_freq`` as on the SB3 path."""
+    every, freq = config.checkpoint.every, config.dqn.train_freq
+    return max(freq, (every // freq) * freq) if every else 0
+
+
+def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
+    return {"leader": runs[0].path.name, "members": [r.path.name for r in runs], "seeds": seeds}
+
+
+def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, progress: bool) -> list[Path]:
+    """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
+    from moerl.agents.moe_dqn import default_buffer_size
+    from moerl.checkpoint_store import remove_checkpoints
+    from moerl.experiments.families import default_run_name
+    from moerl.experiments.moe_dqn_config import default_timesteps, resolve_env
+    from moerl.experiments.rundir import RunDir, running_many
+
+    spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+    if config.timesteps is None:
+        config.timesteps = default_timesteps(config)
+    capacity = config.dqn.buffer_size or default_buffer_size(spec)
+    config.dqn.buffer_size = capacity
+    check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
+    base = run_name or default_run_name(config.env.replace("/", "-"), config.network.arch,
+                                        config.network.router if config.network.uses_moe else None)
+    from moerl.experiments.rundir import check_run_name
+
+    check_run_name(f"{base}_s{max(seeds)}")
+    runs: list[Any] = []
+    batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
+    runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
+    batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
+    with running_many(runs, "moe-dqn", list(seeds)):
+        for run, seed in zip(runs, seeds, strict=True):
+            run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
+            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
+        batch.train(progress)
+    remove_checkpoints(runs[0].path)
+    return [r.path for r in runs]
+
+
+def resume_seeds(request: Any) -> list[Path]:
+    """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint."""
+    import torch
+
+    from moerl.checkpoint_store import checkpoint_folder, remove_checkpoints
+    from moerl.config import from_dict
+    from moerl.experiments.families import check_resume_request
+    from moerl.experiments.moe_dqn_config import DQNRunConfig, validate
+    from moerl.experiments.rundir import RunDir, run_state, running_many
+
+    check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
+    member = RunDir(request.resume)
+    info = member.read_status().get("batch") or {}
+    leader, step = RunDir.open_resumable(member.path.parent / str(info.get("leader", "")), "moe-dqn")
+    runs = [RunDir(member.path.parent / name) for name in info["members"]]
+    for run in runs:
+        state = run_state(run.read_status())
+        if state in ("running", "finished"):
+            raise ConfigError(f"'{run.path}' (a member of this batch) is {state}; the batch cannot resume")
+    seeds = [int(s) for s in info["seeds"]]
+    config = from_dict(DQNRunConfig, leader.read_config())
+    config.seed = int(member.read_status().get("batch_seed", 0))
+    if request.timesteps is not None:
+        if request.timesteps < step:
+            raise ConfigError(f"--timesteps {request.timesteps} is below the checkpoint's step {step}")
+        config.timesteps = request.timesteps
+    if request.device is not None:
+        config.device = request.device
+    validate(config)
+    state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
+    with running_many(runs, "moe-dqn", seeds):
+        for run, seed in zip(runs, seeds, strict=True):
+            run.write_status("running", resumed_from=step)
+            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
+        _Batch(config, seeds, runs, resume=state).train(request.progress)
+    remove_checkpoints(leader.path)
     return [r.path for r in runs]
 
 

@@ -182,12 +182,17 @@ def _drop_checkpoints(run: RunDir) -> None:
     remove_checkpoints(run.path)
 
 
-def _resume(request: TrainRequest) -> Path:
+def _resume(request: TrainRequest) -> Path | list[Path]:
     """Continue a killed, interrupted or crashed run from its last checkpoint to the requested total."""
     import torch
 
     from moerl.agents.dqn_checkpoint import load_checkpoint
 
+    assert request.resume is not None
+    if RunDir(request.resume).read_status().get("batch"):  # a member of a batched-engine batch
+        from moerl.experiments.batched_runs import resume_seeds
+
+        return resume_seeds(request)
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     assert request.resume is not None
     run, step = RunDir.open_resumable(request.resume, FAMILY_NAME)
