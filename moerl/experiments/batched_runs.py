@@ -131,7 +131,9 @@ class _Batch:
         plain = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
         self.eval_specs = ({self.spec.task_names[0]: self.spec} if self.env_id in _PLAIN_IDS else
                            {name: suite_spec(self.env_id, plain, fixed_task=name) for name in self.spec.task_names})
-        self.bounds = {name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
+        # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
+        self.bounds = {} if self.env_id in _PLAIN_IDS else {
+            name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
         torch.set_num_threads(1)
         self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config))
         self.last_eval = -1
