@@ -61,8 +61,9 @@ def test_one_run_directory_per_seed_in_the_sb3_layout(batched, sb3):
         assert res["continual"].keys() == ref["continual"].keys()
         tags = set(read_tb_scalars(run / "tb"))
         assert {"eval/normalized_mean", "eval/return/cartpole-mirror", "train/loss"} <= tags
-        assert {t for t in tags if t.startswith("eval/")} == {t for t in read_tb_scalars(sb3 / "tb")
-                                                               if t.startswith("eval/")}
+        theirs = set(read_tb_scalars(sb3 / "tb"))
+        for prefix in ("eval/", "moe/"):  # evaluations and MoE metrics (dormant neurons, router usage)
+            assert {t for t in tags if t.startswith(prefix)} == {t for t in theirs if t.startswith(prefix)}, prefix
     config = (batched / runs[1] / "config.yaml").read_text()
     assert "seed: 5" in config and "engine: batched" in config
 

@@ -66,6 +66,8 @@ class TrainLog:
 
     td_loss: list[np.ndarray] = field(default_factory=list)
     aux_loss: list[np.ndarray] = field(default_factory=list)
+    #: (env step, {metric: (S,)}) every ``metrics_interval`` steps: dormant neurons, router usage and entropy.
+    metrics: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
     episodes: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -78,10 +80,13 @@ class BatchedDQN:
         network: the Q-network, as for :class:`~moerl.agents.moe_dqn.MoEDQN`'s ``policy_kwargs["network"]``.
         dqn: the algorithm's settings (defaults: :class:`DQNHyperParams`).
         device: where everything lives.
+        metrics_interval: env steps between MoE metrics of a training minibatch (as ``logging.metrics_interval``
+            on the SB3 path), gathered in :attr:`log`.
     """
 
     def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], network: MoENetworkConfig | dict[str, Any] | None = None,
-                 dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu") -> None:
+                 dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu",
+                 metrics_interval: int = 1000) -> None:
         self.device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
         self.num_seeds = len(self.seeds)
@@ -106,6 +111,8 @@ class BatchedDQN:
         self.use_aux = self.hp.aux_loss_coef > 0 and self.network_config.balance_loss != "none"
         self.num_timesteps = 0
         self.n_updates = 0
+        self.metrics_interval = metrics_interval
+        self._last_metrics_step = 0
         self.exploration_rate = self.hp.exploration_initial_eps
         self.log = TrainLog()
         self._obs: torch.Tensor | None = None
@@ -194,6 +201,7 @@ class BatchedDQN:
             "env": self.env.state_dict(), "explore": self._explore.state_dict(), "obs": self._obs,
             "num_timesteps": self.num_timesteps, "n_updates": self.n_updates,
             "exploration_rate": self.exploration_rate, "log": self.log,
+            "last_metrics_step": self._last_metrics_step,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -208,19 +216,21 @@ class BatchedDQN:
         self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
         self.exploration_rate = float(state["exploration_rate"])
         self.log = state["log"]
+        self._last_metrics_step = int(state["last_metrics_step"])
 
     def train(self, gradient_steps: int) -> None:
         """``gradient_steps`` updates of every seed (see the module docstring)."""
         hp = self.hp
         self.q_net.train(True)
-        for _ in range(gradient_steps):
+        want_metrics = self.num_timesteps - self._last_metrics_step >= self.metrics_interval
+        for step in range(gradient_steps):
             data = self.buffer.sample(hp.batch_size)
             with torch.no_grad():
                 next_feats, next_task = self._split(data.next_observations)
                 next_q = self._masked(self.q_net_target(next_feats, next_task), data.next_observations)
                 target = data.rewards + (1 - data.dones) * hp.gamma * next_q.max(-1).values
             feats, task = self._split(data.observations)
-            if self.use_aux:
+            if self.use_aux or (want_metrics and step == 0):
                 q_all, record = self.q_net.forward_record(feats, task)
             else:
                 q_all, record = self.q_net(feats, task), None
@@ -230,7 +240,11 @@ class BatchedDQN:
             else:
                 td = F.smooth_l1_loss(q, target, reduction="none").mean(1)
             loss = td.sum()  # a sum over seeds: each seed's gradients are those of its own loss
-            if record is not None:
+            if record is not None and want_metrics and step == 0:
+                self._last_metrics_step = self.num_timesteps
+                self.log.metrics.append((self.num_timesteps, {k: v.detach().cpu().numpy()
+                                                              for k, v in record.metrics().items()}))
+            if record is not None and self.use_aux:
                 aux = record.aux_loss()
                 loss = loss + hp.aux_loss_coef * aux.sum()
                 self.log.aux_loss.append(aux.detach().cpu().numpy())

@@ -9,13 +9,13 @@ land exactly where and as the SB3 path's do, one run directory per seed, so that
 * ``eval.csv``: greedy per-task evaluation every ``eval.freq`` steps, at the start and at the end (rows:
   step, task, mean_return, std_return, normalized, episodes), the SB3 path's columns;
 * TensorBoard: ``eval/return/<task>``, ``eval/normalized/<task>``, ``eval/normalized_mean``,
-  ``train/loss``, ``train/aux_loss`` and ``train/return/<task>`` (training episodes), at each evaluation;
+  ``train/loss``, ``train/aux_loss``, ``train/return/<task>`` (training episodes) and ``moe/*``;
 * ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
 * ``results.json`` (final evaluation over ``eval.final_episodes``, continual metrics) and ``schedule.json``.
 
-Checkpoints, signals and ``--resume`` work for a batch as for one run (see :class:`_Batch`). Not yet: the
-per-step MoE metrics (dormant neurons, router usage) the SB3 path logs every ``logging.metrics_interval``
-steps.
+Checkpoints, signals and ``--resume`` work for a batch as for one run (see :class:`_Batch`). MoE metrics
+(``moe/dormant/...``, ``moe/router/...``) are measured every ``logging.metrics_interval`` env steps on a
+training minibatch, as on the SB3 path, and written at the next evaluation with the step they were taken at.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class _Batch:
         self.bounds = {} if self.env_id in _PLAIN_IDS else {
             name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
         torch.set_num_threads(1)
-        self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config))
+        self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config),
+                                metrics_interval=config.logging.metrics_interval)
         self.last_eval = -1
         self.seconds = 0.0
         purge = None
@@ -182,6 +183,9 @@ class _Batch:
                     per_task.setdefault(int(task[i]), []).append(float(ret[i]))
             for t, rets in per_task.items():
                 sr.writer.add_scalar(f"train/return/{self.spec.task_names[t]}", float(np.mean(rets)), step)
+            for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
+                for key, values in metrics.items():
+                    sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
             sr.writer.flush()
             _write_eval_csv(sr)
 
