@@ -96,3 +96,12 @@ def test_sixteen_seeds_learn_cartpole():
     greedy = agent.evaluate(suite, episodes=3, seed=100)
     medians = np.median(greedy, axis=1)
     assert statistics.median(medians.tolist()) > 4 * 22.0, medians
+
+
+def test_a_hardcoded_router_that_the_suite_cannot_feed_is_refused_in_one_line():
+    from moerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs one expert per task: env .* has 4 tasks but --experts is 3"):
+        BatchedDQN(TaskSuiteEnv("cartpole", "mtrl"), [0], {"arch": "big", "router": "hardcoded", "experts": 3})
+    with pytest.raises(ConfigError, match="routes by task id, but env .* has no task one-hot"):
+        BatchedDQN(TaskSuiteEnv("cartpole", "mtrl", task_onehot=False), [0], {"arch": "big", "router": "hardcoded"})

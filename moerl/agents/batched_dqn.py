@@ -42,7 +42,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from moerl.agents.batched_replay import BatchedReplayBuffer
 from moerl.agents.moe_dqn import DQNHyperParams, default_buffer_size
 from moerl.agents.moe_policy import INVALID_Q, MoENetworkConfig, MoEQNet, network_config
-from moerl.agents.obs_layout import layout_for_env
+from moerl.agents.obs_layout import check_layout_fits, layout_for_env
 from moerl.envs.batched import BatchedTaskSuite
 from moerl.envs.suite import TaskSuiteEnv
 from moerl.nn.batched import BatchedQNetwork, clip_grad_norm_per_seed
@@ -93,11 +93,13 @@ class BatchedDQN:
         self.hp = dqn or DQNHyperParams()
         self.network_config = network_config(network)
         self.env = BatchedTaskSuite(suite, self.seeds, self.device)
+        layout = layout_for_env(suite)
+        check_layout_fits(self.network_config, layout, repr(suite))
         obs_space = suite.observation_space
         act_space = spaces.Discrete(self.env.n_actions)
         # The SB3 policy's own preprocessing (rescaling, task id, action masks): one rule for both engines.
         self.policy_io = MoEQNet(obs_space, act_space, FlattenExtractor(obs_space), int(obs_space.shape[0]),
-                                 self.network_config, layout_for_env(suite).to_dict()).to(self.device)
+                                 self.network_config, layout.to_dict()).to(self.device)
         q = self.policy_io.q_net
         self.q_net = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)
         self.q_net_target = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)

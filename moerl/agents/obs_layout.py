@@ -100,3 +100,23 @@ def _default_bounds(env: Any, space: gym.spaces.Box, base_dim: int):
     if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo):
         return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
     return None, None
+
+
+def check_layout_fits(network: Any, layout: ObsLayout, env_name: str) -> None:
+    """Refuse (one line) a network the observation layout cannot feed: the ``hardcoded`` router routes by
+    task id, so it needs a task one-hot and one expert per task. Checked by every engine (the SB3 path's
+    :class:`~moerl.agents.moe_dqn.MoEDQN`, the batched engine) before anything is trained."""
+    from moerl.errors import ConfigError
+
+    if network.router != "hardcoded" or not network.uses_moe:
+        return
+    if layout.num_tasks == 0:
+        raise ConfigError(
+            f"router 'hardcoded' routes by task id, but env '{env_name}' has no task one-hot; "
+            "use a task suite (e.g. cartpole-mtrl, cartpole-crl)"
+        )
+    if network.experts != layout.num_tasks:
+        raise ConfigError(
+            f"router 'hardcoded' needs one expert per task: env '{env_name}' has {layout.num_tasks} tasks "
+            f"but --experts is {network.experts}"
+        )

@@ -89,21 +89,10 @@ def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
     import dataclasses
 
     from moerl.agents.moe_dqn import MoEDQN
-    from moerl.agents.obs_layout import layout_for_env
+    from moerl.agents.obs_layout import check_layout_fits, layout_for_env
 
     net = config.network
-    if net.router == "hardcoded" and net.uses_moe:
-        layout = layout_for_env(env)
-        if layout.num_tasks == 0:
-            raise ConfigError(
-                f"router 'hardcoded' routes by task id, but env '{config.env}' has no task one-hot; "
-                "use a task suite (e.g. cartpole-mtrl, cartpole-crl)"
-            )
-        if net.experts != layout.num_tasks:
-            raise ConfigError(
-                f"router 'hardcoded' needs one expert per task: env '{config.env}' has {layout.num_tasks} tasks "
-                f"but --experts is {net.experts}"
-            )
+    check_layout_fits(net, layout_for_env(env), config.env)
     return MoEDQN(
         "MoEPolicy",
         env,
