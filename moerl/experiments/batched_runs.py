@@ -297,7 +297,7 @@ def resume_seeds(request: Any) -> list[Path]:
     from moerl.checkpoint_store import checkpoint_folder, remove_checkpoints
     from moerl.config import from_dict
     from moerl.experiments.families import check_resume_request
-    from moerl.experiments.moe_dqn_config import DQNRunConfig, validate
+    from moerl.experiments.moe_dqn_config import DQNRunConfig, apply_resume_flags
     from moerl.experiments.rundir import RunDir, run_state, running_many
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
@@ -312,13 +312,7 @@ def resume_seeds(request: Any) -> list[Path]:
     seeds = [int(s) for s in info["seeds"]]
     config = from_dict(DQNRunConfig, leader.read_config())
     config.seed = int(member.read_status().get("batch_seed", 0))
-    if request.timesteps is not None:
-        if request.timesteps < step:
-            raise ConfigError(f"--timesteps {request.timesteps} is below the checkpoint's step {step}")
-        config.timesteps = request.timesteps
-    if request.device is not None:
-        config.device = request.device
-    validate(config)
+    config = apply_resume_flags(config, request.timesteps, request.device, step)
     state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
     with running_many(runs, "moe-dqn", seeds):
         for run, seed in zip(runs, seeds, strict=True):

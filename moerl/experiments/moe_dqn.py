@@ -41,6 +41,7 @@ from moerl.experiments.moe_dqn_config import (
     DQNRunConfig,
     EvalSection,
     LoggingSection,
+    apply_resume_flags,
     build_config,
     default_timesteps,
     engine_device,
@@ -189,13 +190,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
         config = validate(from_dict(DQNRunConfig, run.read_config()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
-    if request.timesteps is not None:
-        if request.timesteps < step:
-            raise ConfigError(f"--timesteps {request.timesteps} is below the checkpoint's step {step}")
-        config.timesteps = request.timesteps
-    if request.device is not None:
-        config.device = request.device
-        validate(config)
+    config = apply_resume_flags(config, request.timesteps, request.device, step)
     torch.set_num_threads(1)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
     with running(run, FAMILY_NAME, config.seed):

@@ -260,6 +260,17 @@ def engine_device(config: DQNRunConfig, device: str | None = None):
     return resolve_device(name)
 
 
+def apply_resume_flags(config: DQNRunConfig, timesteps: int | None, device: str | None, step: int) -> DQNRunConfig:
+    """What ``--resume`` may change (a new total, the device), checked against the checkpoint's step."""
+    if timesteps is not None:
+        if timesteps < step:
+            raise ConfigError(f"--timesteps {timesteps} is below the checkpoint's step {step}")
+        config.timesteps = timesteps
+    if device is not None:
+        config.device = device
+    return validate(config)
+
+
 def default_timesteps(config: DQNRunConfig) -> int:
     """The run's budget when ``timesteps`` is not set: the suite's schedule, else 50k (CartPole) or 100k."""
     from moerl.envs.registration import default_timesteps as suite_default
