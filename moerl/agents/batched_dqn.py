@@ -106,7 +106,11 @@ class BatchedDQN:
         self.q_net.to(self.device)
         self.q_net_target.to(self.device).copy_from_(self.q_net)
         self.q_net_target.train(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps)
+        # fused: one kernel per parameter for the whole update instead of ~10 elementwise passes (5x less
+        # optimiser time at 10 seeds on one CPU thread); the same arithmetic as the SB3 path's Adam up to
+        # float rounding (the update-equivalence test bounds it).
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
+                                          fused=True)
         capacity = self.hp.buffer_size or default_buffer_size(suite)
         self.buffer = BatchedReplayBuffer(self.seeds, capacity, int(obs_space.shape[0]), self.device)
         self._explore = SeedStreams(self.seeds, _EXPLORE_STREAM, self.device)

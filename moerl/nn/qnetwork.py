@@ -73,7 +73,7 @@ class DenseLayer(nn.Module):
                 record: ForwardRecord | None = None) -> torch.Tensor:
         y = self.linear(x)
         if self.activate:
-            y = torch.relu(y)
+            y = torch.relu_(y)  # in place: a fresh tensor (see ExpertMLP.forward)
             if record is not None:
                 record.hidden[self.name] = HiddenRecord(y)
         return y
