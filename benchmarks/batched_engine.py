@@ -1,15 +1,24 @@
-"""Aggregate env steps per second of the batched MoE-DQN engine against the SB3 path, in one process.
+"""Aggregate env steps per second of the batched MoE-DQN engine against the SB3 path, on the same cores.
 
-For each arch and each number of seeds S, the batched engine trains S seeds of cartpole-crl for
-``--steps`` env steps (after a warm-up that fills the buffers and reaches the first updates); the SB3
-path trains one seed of the same config for the same steps. Both use the same threads
-(``--threads``). Reported: the batched engine's env steps per second over all seeds, the SB3 path's
-per run, their ratio (how many SB3 runs on the same cores one batched process replaces), memory per
-seed (replay buffer + weights + Adam state), and the share of the batched step spent in each part
-(``--profile``). Timings are only comparable within one run of this script (shared, noisy machines).
+For each thread count T (``--threads 1,2``), each arch and each number of seeds S:
 
-    python benchmarks/batched_engine.py [--seeds 1,8,64] [--archs dense,big:softmoe] [--steps 2000]
-        [--threads 1] [--device cpu] [--out /tmp/batched_engine.json] [--profile]
+* batched: one process (this one, ``torch.set_num_threads(T)``) trains S seeds of cartpole-crl; after a
+  warm-up that fills the buffers and passes ``learning_starts`` (so updates are included), it is timed
+  over ``--steps`` env steps (fewer when S is large: ``--steps * 64 / S``, at least ``--min-steps``) and
+  reports env steps per second over all seeds;
+* SB3 path: T separate processes (one torch thread each, as ``moerl train`` runs) each train one seed of
+  the same config for ``--steps`` env steps at the same time; their rates are summed. That is what the
+  same cores give when a study runs one SB3 run per core.
+
+Reported per point: both rates and their ratio (how many SB3-path runs one batched process replaces on the
+same cores), memory per seed (replay buffer, weights, target, Adam state), and per arch the update FLOPs
+per seed (``torch.utils.flop_counter`` on one update) as a ratio to dense, beside the measured time ratio
+per env step to dense at the same S: where the per-seed cost follows the work, the two ratios meet.
+``--profile`` adds the share of the time in the top functions (cProfile). Timings are comparable only
+within one run of this script (shared, noisy machines); the JSON records the device, threads and torch.
+
+    python benchmarks/batched_engine.py [--seeds 1,8,64,256] [--archs dense,big:softmoe] [--threads 1,2]
+        [--steps 800] [--device cpu] [--out /tmp/batched_engine.json] [--profile]
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import multiprocessing as mp
 import platform
 import pstats
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from moerl.agents.batched_dqn import BatchedDQN
 from moerl.agents.moe_dqn import DQNHyperParams
@@ -36,7 +47,8 @@ def network(spec: str) -> dict:
     return {"arch": arch, **({"router": router} if router else {})}
 
 
-def sb3_rate(spec: str, steps: int) -> float:
+def _sb3_worker(spec: str, steps: int, queue: mp.Queue) -> None:
+    torch.set_num_threads(1)
     cfg = DQNRunConfig(env="cartpole-crl", seed=0, device="cpu")
     for key, value in network(spec).items():
         setattr(cfg.network, key, value)
@@ -45,7 +57,30 @@ def sb3_rate(spec: str, steps: int) -> float:
     model.learn(WARMUP)
     start = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - start)
+    queue.put(steps / (time.perf_counter() - start))
+
+
+def sb3_rate(spec: str, steps: int, processes: int) -> float:
+    """Summed env steps/s of ``processes`` SB3-path runs training at the same time, one thread each."""
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    workers = [ctx.Process(target=_sb3_worker, args=(spec, steps, queue)) for _ in range(processes)]
+    for w in workers:
+        w.start()
+    rates = [queue.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return sum(rates)
+
+
+def update_flops(spec: str) -> int:
+    """FLOPs of one update of one seed (target and online forwards, backward; the optimiser is not counted)."""
+    agent = BatchedDQN(TaskSuiteEnv("cartpole", "crl"), [0], network(spec), DQNHyperParams())
+    agent.learn(WARMUP)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        agent.train(1)
+    return counter.get_total_flops()
 
 
 def batched_rate(spec: str, seeds: int, steps: int, device: str, profile: bool) -> tuple[float, int, list]:
@@ -77,35 +112,55 @@ def batched_rate(spec: str, seeds: int, steps: int, device: str, profile: bool) 
     return seeds * steps / seconds, (weights + replay) // seeds, top
 
 
+def steps_for(seeds: int, steps: int, min_steps: int) -> int:
+    """Env steps to time at ``seeds`` seeds: ``steps`` up to 64 seeds, then fewer (same work per point)."""
+    return max(min_steps, steps * 64 // max(seeds, 64))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="1,8,64")
     p.add_argument("--archs", default="dense,big:softmoe")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--min-steps", type=int, default=40)
+    p.add_argument("--threads", default="1")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="/tmp/batched_engine.json")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    archs = args.archs.split(",")
+    seed_counts = [int(x) for x in args.seeds.split(",")]
+    torch.set_num_threads(1)
+    flops = {spec: update_flops(spec) for spec in archs}
     rows = []
-    for spec in args.archs.split(","):
-        reference = sb3_rate(spec, args.steps)
-        for s in (int(x) for x in args.seeds.split(",")):
-            rate, mem, top = batched_rate(spec, s, args.steps, args.device, args.profile)
-            rows.append({"arch": spec, "seeds": s, "batched_steps_per_s": round(rate), "sb3_steps_per_s": round(reference),
-                         "ratio": round(rate / reference, 2), "bytes_per_seed": mem, "profile": top})
-            print(f"{spec:14s} S={s:5d}  batched {rate:9.0f} steps/s  sb3 {reference:6.0f}/run  "
-                  f"ratio {rate / reference:6.2f}  {mem / 2**20:6.1f} MiB/seed", flush=True)
+    for threads in (int(t) for t in args.threads.split(",")):
+        for spec in archs:
+            reference = sb3_rate(spec, args.steps, threads)
+            torch.set_num_threads(threads)
+            for s in seed_counts:
+                rate, mem, top = batched_rate(spec, s, steps_for(s, args.steps, args.min_steps), args.device,
+                                              args.profile)
+                rows.append({"threads": threads, "arch": spec, "seeds": s, "batched_steps_per_s": round(rate),
+                             "sb3_steps_per_s": round(reference), "ratio": round(rate / reference, 2),
+                             "bytes_per_seed": mem, "update_flops": flops[spec], "profile": top})
+                print(f"T={threads} {spec:14s} S={s:5d}  batched {rate:9.0f} steps/s  sb3 {reference:6.0f} "
+                      f"({threads} runs)  ratio {rate / reference:6.2f}  {mem / 2**20:6.1f} MiB/seed", flush=True)
+            torch.set_num_threads(1)
+    dense = {(r["threads"], r["seeds"]): r["batched_steps_per_s"] for r in rows if r["arch"] == "dense"}
+    for r in rows:
+        key = (r["threads"], r["seeds"])
+        r["flops_over_dense"] = round(r["update_flops"] / flops["dense"], 2) if "dense" in flops else None
+        r["time_over_dense"] = round(dense[key] / r["batched_steps_per_s"], 2) if key in dense else None
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    out = {"device": device, "threads": args.threads, "steps": args.steps, "torch": torch.__version__, "rows": rows}
+    out = {"device": device, "steps": args.steps, "torch": torch.__version__, "rows": rows}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
-    print("| arch | seeds | batched env steps/s | SB3 path steps/s (one run) | ratio | MiB per seed |")
-    print("|---|---|---|---|---|---|")
+    print("| threads | arch | seeds | batched env steps/s | SB3 path env steps/s (threads x 1 run) | ratio "
+          "| MiB per seed | update FLOPs / dense | time per step / dense |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['seeds']} | {r['batched_steps_per_s']:,} | {r['sb3_steps_per_s']:,} | "
-              f"{r['ratio']} | {r['bytes_per_seed'] / 2**20:.1f} |")
+        print(f"| {r['threads']} | {r['arch']} | {r['seeds']} | {r['batched_steps_per_s']:,} | {r['sb3_steps_per_s']:,} "
+              f"| {r['ratio']} | {r['bytes_per_seed'] / 2**20:.1f} | {r['flops_over_dense']} | {r['time_over_dense']} |")
 
 
 if __name__ == "__main__":

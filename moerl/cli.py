@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from moerl.nn.choices import ARCHS, ROUTERS
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep}")
     sub.required = True
 
     train = sub.add_parser("train", help="train one run and write a run directory")
@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="markdown table over finished MoE DQN run directories")
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
     rep.add_argument("--out", help="also write the table to this file")
+
+    sw = sub.add_parser("sweep", help="train every run of a sweep file (grid x seeds): skips finished runs, "
+                                      "resumes interrupted ones")
+    sw.add_argument("sweep_file", help="a sweep YAML file (see configs/paper/ and the README's 'Studies')")
+    sw.add_argument("--backend", default="local", help="local (default: a process pool here) or ray (Ray Tune)")
+    sw.add_argument("--workers", type=_positive_int, help="jobs at a time (default: the number of cores)")
+    sw.add_argument("--device", help=f"device for every job ({', '.join(DEVICES)}; default: each config's)")
+    sw.add_argument("--logdir", help="where the run directories go (default: the sweep file's logdir)")
+    sw.add_argument("--address", help="ray backend: the cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
+    sw.add_argument("--gpus-per-job", type=float, default=0.0,
+                    help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU)")
+    sw.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     return parser
 
 
@@ -186,6 +198,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from moerl.experiments.sweep import summary, sweep
+    from moerl.experiments.sweep_jobs import plan_job
+    from moerl.experiments.sweep_spec import load_sweep
+
+    if args.backend not in ("local", "ray"):
+        raise ConfigError(f"--backend '{args.backend}' is not one of local, ray")
+    if args.gpus_per_job < 0 or args.gpus_per_job > 1:
+        raise ConfigError(f"--gpus-per-job must be between 0 and 1, got {args.gpus_per_job}")
+    if args.backend == "local" and (args.address or args.gpus_per_job):
+        raise ConfigError("--address and --gpus-per-job apply to --backend ray only")
+    if args.dry_run:
+        spec = load_sweep(args.sweep_file, args.logdir)
+        for job in spec.jobs:
+            plan = plan_job(job)
+            print(f"{plan.action:7s} {job.job_id}  seeds {','.join(map(str, plan.seeds or job.seeds))}")
+        print(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}")
+        return 0
+    outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir, args.address,
+                           args.gpus_per_job)
+    print(summary(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} jobs finished; runs in {spec.logdir}"
+          + (f"; {len(failed)} failed (logs in {spec.logdir}/.sweep/logs)" if failed else ""))
+    return 1 if failed else 0
+
+
 MAX_ERROR_CHARS = 600
 
 
@@ -195,7 +234,7 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

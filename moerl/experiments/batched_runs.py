@@ -263,7 +263,7 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     from moerl.agents.moe_dqn import default_buffer_size
     from moerl.checkpoint_store import remove_checkpoints
     from moerl.experiments.families import default_run_name
-    from moerl.experiments.moe_dqn_config import default_timesteps, resolve_env
+    from moerl.experiments.moe_dqn_config import default_timesteps, engine_device, resolve_env
     from moerl.experiments.rundir import RunDir, running_many
 
     spec = suite_spec(resolve_env(config.env), config.env_kwargs)
@@ -281,7 +281,7 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
     runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
     batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
-    with running_many(runs, "moe-dqn", list(seeds)):
+    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(config))):
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
@@ -297,7 +297,7 @@ def resume_seeds(request: Any) -> list[Path]:
     from moerl.checkpoint_store import checkpoint_folder, remove_checkpoints
     from moerl.config import from_dict
     from moerl.experiments.families import check_resume_request
-    from moerl.experiments.moe_dqn_config import DQNRunConfig, apply_resume_flags
+    from moerl.experiments.moe_dqn_config import DQNRunConfig, apply_resume_flags, engine_device
     from moerl.experiments.rundir import RunDir, run_state, running_many
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
@@ -314,7 +314,7 @@ def resume_seeds(request: Any) -> list[Path]:
     config.seed = int(member.read_status().get("batch_seed", 0))
     config = apply_resume_flags(config, request.timesteps, request.device, step)
     state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
-    with running_many(runs, "moe-dqn", seeds):
+    with running_many(runs, "moe-dqn", seeds, str(engine_device(config))):
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", resumed_from=step)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))

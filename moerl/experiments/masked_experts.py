@@ -89,7 +89,7 @@ def train(request: TrainRequest) -> Path:
                                                 cfg.schedule, f"s{cfg.seed}")
     learner = make_learner(suite, cfg)  # builds the model (e.g. resnet18 weights) before the directory
     run = RunDir.create(request.logdir, name)
-    with running(run, FAMILY_NAME, cfg.seed):
+    with running(run, FAMILY_NAME, cfg.seed, cfg.device):
         run.write_config(to_dict(cfg))
         _learn(run, learner)
         _write_results(run, learner, suite, request.progress)
@@ -122,7 +122,7 @@ def _resume(request: TrainRequest) -> Path:
     # that does not load into this learner is reported in one line as damaged.
     run.load_artifact(str(state_file), lambda path: learner.load_state_dict(
         torch.load(path, map_location="cpu", weights_only=True)))
-    with running(run, FAMILY_NAME, cfg.seed):
+    with running(run, FAMILY_NAME, cfg.seed, cfg.device):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(cfg))
         _learn(run, learner)

@@ -137,7 +137,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
             config.env.replace("/", "-"), config.network.arch,
             config.network.router if config.network.uses_moe else None, f"s{config.seed}")
         run = RunDir.create(request.logdir, name)
-        with running(run, FAMILY_NAME, config.seed):
+        with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
             run.write_config(to_dict(config))
             trainer = _Trainer(run, config, model, request.progress)
             results = trainer.run()
@@ -193,7 +193,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     config = apply_resume_flags(config, request.timesteps, request.device, step)
     torch.set_num_threads(1)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
-    with running(run, FAMILY_NAME, config.seed):
+    with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(config))
         trainer = _Trainer(run, config, ckpt.model, request.progress, resume=ckpt)

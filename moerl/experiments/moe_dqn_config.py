@@ -129,7 +129,33 @@ def build_config(file: str | None = None, flags: Mapping[str, Any] | None = None
     """Defaults <- ``file`` <- ``flags`` (TrainRequest field -> value) <- ``overrides``, validated."""
     keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None}
     config, given = resolve(DQNRunConfig, file=file, flags=keyed, overrides=overrides, aliases=FLAGS)
+    if file:
+        given = given - default_valued_file_keys(file, config, set(keyed), overrides)
     return validate(config, given)
+
+
+def default_valued_file_keys(file: str, config: DQNRunConfig, flag_keys: set[str],
+                              overrides: tuple[str, ...] | list[str]) -> set[str]:
+    """Keys only a config file gives, at their default value: not a request for a setting, so never refused.
+
+    A run's own ``config.yaml`` lists every key (``router: softmoe`` for a dense run too); re-running it with
+    ``--config`` must work, while a non-default value a network would ignore is still refused.
+    """
+    from moerl.config import leaf_keys, load_yaml, parse_override, to_dict, unflatten_aliases
+
+    file_keys = leaf_keys(unflatten_aliases(load_yaml(file), FLAGS))
+    override_keys = {".".join(parse_override(text)[0]) for text in overrides}
+    override_keys |= {FLAGS.get(k, k) for k in override_keys}
+    ours, defaults = to_dict(config), to_dict(DQNRunConfig())
+    out = set()
+    for key in file_keys - flag_keys - override_keys:
+        mine, default = ours, defaults
+        for part in key.split("."):
+            mine = mine.get(part) if isinstance(mine, dict) else None
+            default = default.get(part) if isinstance(default, dict) else None
+        if mine == default:
+            out.add(key)
+    return out
 
 
 def _flag_of(key: str) -> str:

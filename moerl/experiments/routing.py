@@ -151,7 +151,7 @@ def train(request: TrainRequest) -> Path:
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
     name = request.run_name or default_run_name(cfg.env, cfg.algo, f"s{cfg.seed}")
     run = RunDir.create(request.logdir, name)
-    with running(run, "routing", cfg.seed):
+    with running(run, "routing", cfg.seed, cfg.device):
         run.write_config(to_dict(cfg))
         _RoutingRun(run, cfg, dataset).train(request.progress)
     remove_checkpoints(run.path)
@@ -177,7 +177,7 @@ def _resume(request: TrainRequest) -> Path:
         cfg = validate(dataclasses.replace(cfg, device=request.device))
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
     state = torch.load(checkpoint_folder(run.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
-    with running(run, "routing", cfg.seed):
+    with running(run, "routing", cfg.seed, cfg.device):
         run.write_status("running", resumed_from=epoch)
         run.write_config(to_dict(cfg))
         _RoutingRun(run, cfg, dataset, state).train(request.progress)

@@ -8,6 +8,7 @@ Layout (every family writes the same skeleton, plus its own files)::
       config.yaml    the fully resolved config (re-runnable with ``moerl train --config``)
       tb/            TensorBoard event files
       results.json   final machine-readable summary (written at the end)
+      stack.json     what produced the run, one record per training session (:mod:`.provenance`)
       ...            family files: model, eval.csv, plots
 
 A directory whose ``status.json`` does not say ``finished`` is not a finished run; ``moerl eval``
@@ -317,20 +318,49 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[_SignalStop
             signal.signal(sig, old)
 
 
+def _record_stack(run: RunDir, device: str | None) -> None:
+    """Append this session's :func:`~moerl.experiments.provenance.stack_record` to ``stack.json``."""
+    from moerl.experiments.provenance import STACK_FILE, stack_record
+
+    try:
+        records = run.read_json(STACK_FILE)
+    except (OSError, ValueError):
+        records = []
+    run.write_json(STACK_FILE, [*(records if isinstance(records, list) else []), stack_record(device)])
+
+
+def _refresh_threads(run: RunDir) -> None:
+    """The thread count of this session as it trained (families set it after the run starts)."""
+    import torch
+
+    from moerl.experiments.provenance import STACK_FILE
+
+    try:
+        records = run.read_json(STACK_FILE)
+        if records and records[-1].get("torch_threads") != torch.get_num_threads():
+            records[-1]["torch_threads"] = torch.get_num_threads()
+            run.write_json(STACK_FILE, records)
+    except (OSError, ValueError, AttributeError, IndexError):
+        pass
+
+
 @contextmanager
-def running(run: RunDir, family: str, seed: int | None) -> Iterator[RunDir]:
-    """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted."""
-    with running_many([run], family, [seed]):
+def running(run: RunDir, family: str, seed: int | None, device: str | None = None) -> Iterator[RunDir]:
+    """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted.
+    ``stack.json`` gets this session's software stack and machine (``device``: where it trains)."""
+    with running_many([run], family, [seed], device):
         yield run
 
 
 @contextmanager
-def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None]) -> Iterator[Sequence[RunDir]]:
+def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
+                 device: str | None = None) -> Iterator[Sequence[RunDir]]:
     """:func:`running` for several runs one process trains together (the batched engine's seeds): one
     heartbeat thread for all of them, and all marked finished, failed or interrupted together."""
     for run, seed in zip(runs, seeds, strict=True):
         run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                          pid=os.getpid(), host=socket.gethostname())
+        _record_stack(run, device)
     stop = threading.Event()
 
     def beat() -> None:
@@ -360,6 +390,8 @@ def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None
     finally:
         stop.set()
         thread.join()
+        for run in runs:
+            _refresh_threads(run)
     for run in runs:
         run.write_status("finished")
 
@@ -371,7 +403,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:  # a killed process whose parent died too stays a zombie until init reaps it: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def run_state(status: dict[str, Any], now: float | None = None) -> str:

@@ -1,0 +1,97 @@
+"""What produced a run: moerl's commit, the versions of the packages that shape results, the machine.
+
+Why: the same command and seed give different numbers on another software stack (a new torch or
+gymnasium changes kernels, float rounding or an environment's physics), and a results table is only
+reproducible with the stack that made it. Every run directory therefore keeps ``stack.json``, a list
+with one record per session that trained it (a resumed run adds one), and ``moerl report`` shows the
+stacks it read and warns when a comparison mixes several. ``constraints.txt`` at the repository root pins
+the stack the README's results came from (``pip install -c constraints.txt .``).
+
+A record::
+
+    {"moerl": "0.1.0", "commit": "62d3c8d...", "dirty": false, "python": "3.11.2",
+     "packages": {"torch": "2.13.0+cpu", "numpy": "2.4.6", ...}, "platform": "Linux-...",
+     "cpu": "x86_64", "cpu_count": 2, "torch_threads": 1, "device": "cpu", "gpu": null,
+     "started": "2026-11-23T18:30:00", "host": "..."}
+
+``commit`` is the git commit of the moerl source tree when moerl runs from a git checkout (an editable
+install), else null; ``dirty`` says whether tracked files differed from that commit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions can change a result (kernels, physics, algorithms, statistics).
+RESULT_PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "scipy", "rliable", "pandas")
+STACK_FILE = "stack.json"
+
+
+def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None where it is not installed)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def source_commit(path: Path | None = None) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git checkout holding moerl's source, or ``(None, None)`` (a wheel install,
+    no git, or a source tree that is not a repository)."""
+    root = path or Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(changes)
+
+
+def stack_record(device: str | None = None) -> dict[str, Any]:
+    """The record of the current process (see the module docstring)."""
+    import torch
+
+    commit, dirty = source_commit()
+    gpu = None
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "moerl": package_versions(("moerl",))["moerl"], "commit": commit, "dirty": dirty, "python": platform.python_version(),
+        "packages": package_versions(), "platform": platform.platform(), "cpu": platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": None if device is None else str(device), "gpu": gpu,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(),
+    }
+
+
+def stack_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What must be equal for two runs to count as made by the same stack: moerl's commit (and whether it
+    was modified), Python and the result-shaping packages. The machine and thread count are shown, not
+    compared (the same stack gives the same numbers on CPU)."""
+    packages = record.get("packages") or {}
+    return (record.get("commit"), record.get("dirty"), record.get("python"),
+            tuple(sorted((k, v) for k, v in packages.items())))
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line naming a stack: commit, Python and package versions."""
+    commit = record.get("commit")
+    head = f"moerl {record.get('moerl')} @ {commit[:10] if commit else 'no git commit'}"
+    if record.get("dirty"):
+        head += " (modified)"
+    packages = ", ".join(f"{k} {v}" for k, v in (record.get("packages") or {}).items() if v)
+    return f"{head}; Python {record.get('python')}; {packages}"

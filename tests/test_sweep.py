@@ -1,0 +1,177 @@
+"""``moerl sweep``: real tiny sweeps (real ``moerl train`` subprocesses, real Ray): layout, skipping, resuming
+after a kill, failures reported while the rest finish, bad sweep files refused, Ray = local."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moerl.checkpoint_store import checkpoint_step
+from moerl.cli import main
+from moerl.experiments.rundir import _pid_alive
+from moerl.experiments.sweep_spec import load_sweep
+
+TINY = {"timesteps": 400, "eval.freq": 200, "eval.episodes": 1, "eval.final_episodes": 1,
+        "dqn.learning_starts": 100, "dqn.batch_size": 16, "network.hidden": 8}
+VARIANTS = [{"arch": "dense"}, {"arch": "big", "router": "softmoe"}]
+NOT_COMPARED = ("train_seconds", "steps_per_second")
+
+
+def _write(tmp_path: Path, name: str, **sweep) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"base": TINY, "grid": {"env": ["CartPole-v1"]}, "variants": VARIANTS,
+                                    "seeds": "0-1", "logdir": str(tmp_path / name), **sweep}))
+    return path
+
+
+def _results(run: Path) -> dict:
+    data = json.loads((run / "results.json").read_text())
+    return {k: v for k, v in data.items() if k not in NOT_COMPARED}
+
+
+def _same_runs(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir() if (p / "status.json").is_file())
+    assert names == sorted(p.name for p in b.iterdir() if (p / "status.json").is_file())
+    for name in names:
+        assert _results(a / name) == _results(b / name), name
+        assert (a / name / "eval.csv").read_text() == (b / name / "eval.csv").read_text(), name
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    path = _write(tmp, "study")
+    assert main(["sweep", str(path), "--workers", "2"]) == 0
+    return path, tmp / "study"
+
+
+def test_every_run_gets_a_stable_directory_and_a_record(local_sweep, capsys):
+    path, logdir = local_sweep
+    spec = load_sweep(path)
+    assert [job.seeds for job in spec.jobs] == [(0, 1), (0, 1)]  # batched: one job per config
+    for job in spec.jobs:
+        for seed in job.seeds:
+            run = job.run_dir(seed)
+            assert run.name == f"{job.name}_s{seed}" and job.config_id in run.name
+            assert json.loads((run / "status.json").read_text())["status"] == "finished"
+            stack = json.loads((run / "stack.json").read_text())
+            assert stack[0]["packages"]["torch"] and stack[0]["torch_threads"] == 1
+            assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
+    record = json.loads((logdir / "sweep.json").read_text())
+    assert [j["status"] for j in record["jobs"]] == ["finished", "finished"]
+    assert load_sweep(path).jobs == spec.jobs  # the same file gives the same ids on every launch
+
+
+def test_relaunching_a_finished_sweep_runs_nothing(local_sweep, capsys):
+    path, logdir = local_sweep
+    before = {p: p.stat().st_mtime_ns for p in logdir.glob("*/results.json")}
+    assert main(["sweep", str(path)]) == 0
+    assert "0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in logdir.glob("*/results.json")} == before
+    assert [j["action"] for j in json.loads((logdir / "sweep.json").read_text())["jobs"]] == ["skip", "skip"]
+
+
+def test_the_sb3_engine_gives_one_job_per_seed_in_the_same_layout(local_sweep, tmp_path):
+    _, batched = local_sweep
+    path = _write(tmp_path, "sb3", engine="sb3", variants=[{"arch": "dense"}])
+    assert [job.seeds for job in load_sweep(path).jobs] == [(0,), (1,)]
+    assert main(["sweep", str(path), "--workers", "2"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "sb3").glob("*_s*"))
+    assert len(runs) == 2 and all((tmp_path / "sb3" / r / "model.zip").is_file() for r in runs)
+    # an engine is part of a config: the sb3 runs never collide with the batched runs' directories
+    assert not set(runs) & {p.name for p in batched.iterdir()}
+
+
+def test_a_failing_job_is_reported_and_the_others_finish(tmp_path, capsys):
+    path = _write(tmp_path, "faulty", variants=[{"arch": "dense"}, {"arch": "dense", "env_kwargs": {"bogus": 1}}],
+                  seeds="0")
+    assert main(["sweep", str(path), "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "env_kwargs do not apply to 'CartPole-v1'" in out
+    jobs = json.loads((tmp_path / "faulty" / "sweep.json").read_text())["jobs"]
+    assert sorted(j["status"] for j in jobs) == ["failed", "finished"]
+    good = next(j for j in jobs if j["status"] == "finished")
+    assert json.loads((tmp_path / "faulty" / f"{good['job']}_s0" / "status.json").read_text())["status"] == "finished"
+
+
+def test_a_killed_sweep_resumes_from_checkpoints_to_the_uninterrupted_result(tmp_path):
+    long = {**TINY, "timesteps": 3000, "checkpoint.every": 400, "eval.freq": 1000}
+    killed = _write(tmp_path, "killed", base=long, variants=[{"arch": "dense"}])
+    whole = _write(tmp_path, "whole", base=long, variants=[{"arch": "dense"}])
+    assert main(["sweep", str(whole)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(killed)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (job,) = load_sweep(killed).jobs
+    deadline = time.time() + 240
+    while checkpoint_step(job.run_dir(0)) is None:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
+        time.sleep(0.2)
+    trainer = json.loads((job.run_dir(0) / "status.json").read_text())["pid"]
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its training process, as a lost machine would
+    proc.wait()
+    while _pid_alive(trainer):  # SIGKILL is delivered at once but a process takes a moment to go
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert json.loads((job.run_dir(0) / "status.json").read_text())["status"] == "running"  # crashed, not finished
+    assert main(["sweep", str(killed)]) == 0
+    record = json.loads((tmp_path / "killed" / "sweep.json").read_text())
+    assert [j["action"] for j in record["jobs"]] == ["resume"]
+    _same_runs(tmp_path / "killed", tmp_path / "whole")
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"seeds": "0", "grid": {"env": ["CartPole-v1"]}, "colour": 1}, "unknown key 'colour'"),
+    ({"seeds": "0", "engine": "jax"}, "engine 'jax' is not one of batched, sb3"),
+    ({"grid": {"env": ["CartPole-v1"]}}, "needs 'seeds'"),
+    ({"seeds": "0", "grid": {"arch": "big"}}, "grid key 'arch' needs a non-empty list"),
+    ({"seeds": "0", "grid": {"arch": ["dense"], "router": ["topk"]}}, "does not apply to arch 'dense'"),
+    ({"seeds": "0", "base": {"dqn.gamma": "high"}}, "dqn.gamma"),
+    ({"seeds": "0", "base": {"seed": 3}}, "'seed' is set by the sweep itself"),
+    ({"seeds": "3-1"}, "3-1"),
+])
+def test_bad_sweep_files_are_refused_in_one_line_before_anything_exists(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**content, "logdir": str(tmp_path / "out")}))
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "slurm"], "--backend 'slurm' is not one of local, ray"),
+    (["--workers", "0"], "--workers"),
+    (["--gpus-per-job", "0.5"], "apply to --backend ray only"),
+    (["--device", "tpu"], "tpu"),
+])
+def test_bad_sweep_options_are_refused(local_sweep, capsys, args, message):
+    path, _ = local_sweep
+    try:
+        code = main(["sweep", str(path), *args])
+    except SystemExit as exc:  # argparse's own checks (types) exit from inside the parser
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_jobs_and_trains_nothing(tmp_path, capsys):
+    path = _write(tmp_path, "dry")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("train ") == 2 and "2 jobs, 4 runs" in out
+    assert not (tmp_path / "dry").exists()
+
+
+@pytest.mark.slow
+def test_the_ray_backend_gives_the_local_backends_runs(local_sweep, tmp_path, capsys):
+    path, logdir = local_sweep
+    assert main(["sweep", str(path), "--backend", "ray", "--workers", "2", "--logdir", str(tmp_path / "ray")]) == 0
+    _same_runs(logdir, tmp_path / "ray")
