@@ -121,8 +121,8 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))  # an empty mapping adds nothing: {} and a missing key agree
         else:
             out[name] = value
     return out
@@ -214,16 +214,31 @@ def group_runs(runs: list[Run]) -> list[Group]:
         g.tasks = list(dict.fromkeys(t for r in g.runs for t in r.results["final_eval"]))
     out = list(groups.values())
     for g in out:
-        g.label = g.base_label
-        rivals = [h for h in out if h is not g and h.env == g.env and h.base_label == g.base_label]
-        if rivals:
-            mine = json.loads(g.key) if g.first.config else {}
-            differ = sorted({k for h in rivals for k, v in (json.loads(h.key) if h.first.config else {}).items()
-                             if mine.get(k) != v} | {k for h in rivals for k in mine
-                                                     if k not in (json.loads(h.key) if h.first.config else {})})
-            if differ:
-                g.label += " [" + ", ".join(f"{k}={mine.get(k)}" for k in differ) + "]"
+        g.label = g.base_label + _distinguishing(g, [h for h in out if h is not g and h.env == g.env
+                                                     and h.base_label == g.base_label])
     return out
+
+
+#: Config keys named first when a label must tell two groups of one arch/router apart.
+LABEL_PRIORITY = ("env_kwargs.order", "engine", "timesteps", "network.experts", "network.hidden", "network.tokens",
+                  "network.topk", "env_kwargs.fixed_task")
+
+
+def _distinguishing(group: Group, rivals: list[Group]) -> str:
+    """`` [k=v, ...]``: the fewest config keys (by :data:`LABEL_PRIORITY`, then by name) that tell ``group``
+    from each rival; empty without rivals."""
+    if not rivals or not group.first.config:
+        return ""
+    mine = json.loads(group.key)
+    chosen: list[str] = []
+    for rival in rivals:
+        theirs = json.loads(rival.key) if rival.first.config else {}
+        differ = [k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)]
+        if not differ or any(k in chosen for k in differ):
+            continue
+        chosen.append(min(differ, key=lambda k: (LABEL_PRIORITY.index(k) if k in LABEL_PRIORITY
+                                                 else len(LABEL_PRIORITY), k)))
+    return " [" + ", ".join(f"{k}={mine.get(k, '-')}" for k in chosen) + "]" if chosen else ""
 
 
 def references_for(group: Group, groups: list[Group]) -> dict[int, dict[str, list[dict[str, Any]]]]:

@@ -49,6 +49,14 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
+def _schedule_note(study: EnvStudy, plotted: list[Group]) -> str:
+    """Whose task switches the dashed lines show, when the plotted variants do not share one schedule."""
+    if not plotted or len({tuple((b["task_name"], int(b["start_step"])) for b in g.first.schedule)
+                           for g in plotted}) == 1:
+        return ""
+    return f"; switches of {plotted[0].label}"
+
+
 def _switches(ax: Any, group: Group, label_tasks: bool) -> None:
     """Dashed vertical lines at the CRL block starts of ``group``'s schedule, named by the task that starts."""
     run = group.first
@@ -85,8 +93,9 @@ def eval_curves(study: EnvStudy, out: Path) -> str | None:
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
     normalised = all(g.label in study.scores for g in study.groups)
+    plotted = [g for g in study.groups if any(r.eval_rows for r in g.runs)]
     for ax, task in zip(axes.flat, study.tasks, strict=False):
-        for g in study.groups:
+        for g in plotted:
             c = _curves(g, task)
             if c is None:
                 continue
@@ -95,17 +104,19 @@ def eval_curves(study: EnvStudy, out: Path) -> str | None:
             ax.plot(steps, mean, color=colors[g.label], label=f"{g.label} (n={values.shape[0]})", linewidth=1.6)
             ax.fill_between(steps, lo, hi, color=colors[g.label], alpha=0.2, linewidth=0)
         if study.setting == "crl":
-            _switches(ax, study.groups[0], label_tasks=True)
+            _switches(ax, plotted[0], label_tasks=True)
         ax.set_title(f"task: {task}", fontsize=10)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("normalised return" if normalised else "return")
+        if normalised:  # a two-seed t band can reach far outside [0, 1]; the scores cannot
+            ax.set_ylim(-0.05, 1.08)
         ax.grid(alpha=0.25)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
                frameon=False, fontsize=9)
-    extra = " (dashed: task switches)" if study.setting == "crl" else ""
+    extra = f" (dashed: task switches{_schedule_note(study, plotted)})" if study.setting == "crl" else ""
     fig.suptitle(f"{study.env} ({study.setting}): greedy evaluation per task, mean and 95% CI over seeds{extra}",
                  fontsize=11)
     fig.tight_layout()
@@ -125,7 +136,7 @@ def aggregates(study: EnvStudy, out: Path) -> str | None:
                                                 algorithms=labels, colors=_colors(labels),
                                                 xlabel="normalised score (final greedy return)",
                                                 subfigure_width=3.6, row_height=0.45, xlabel_y_coordinate=-0.35)
-    fig.suptitle(f"{study.env} ({study.setting}): aggregate scores, 95% stratified bootstrap CIs", y=1.05,
+    fig.suptitle(f"{study.env} ({study.setting}): aggregate scores, 95% stratified bootstrap CIs", y=1.2,
                  fontsize=11)
     return _save(fig, out, f"{slug(study.env)}-{study.setting}-aggregates.png")
 
@@ -135,14 +146,20 @@ def improvement(study: EnvStudy, out: Path) -> str | None:
         return None
     from rliable import plot_utils
 
-    keys = {f"{k},{study.dense}": v for k, v in study.p_improve.items()}
+    keys = {f"{k}\t{study.dense}": v for k, v in study.p_improve.items()}
     point = {k: v[0] for k, v in keys.items()}
     interval = {k: np.array([[v[1]], [v[2]]]) for k, v in keys.items()}
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 0.5 + 0.45 * len(keys)))
-    plot_utils.plot_probability_of_improvement(point, interval, ax=ax, xlabel=f"P(X > {study.dense})",
+    colors = _colors([g.label for g in study.groups])
+    fig, ax = plt.subplots(figsize=(6.0, 0.9 + 0.45 * len(keys)))
+    plot_utils.plot_probability_of_improvement(point, interval, pair_separator="\t", ax=ax,
+                                               colors=[colors[k.split("\t")[0]] for k in keys],
+                                               xlabel=f"P(X > {study.dense})",
                                                left_ylabel="variant X", right_ylabel="baseline")
-    ax.set_title(f"{study.env} ({study.setting}): probability of improvement over {study.dense}", fontsize=10)
+    ax.axvline(0.5, color="0.3", linestyle=":", linewidth=1.0)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_title(f"{study.env} ({study.setting}): probability of improvement over {study.dense}\n"
+                 "(95% CIs; dotted: 0.5, no difference)", fontsize=10, pad=22)
     return _save(fig, out, f"{slug(study.env)}-{study.setting}-improvement.png")
 
 
@@ -169,20 +186,24 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
     plt = _plt()
     colors = _colors([g.label for g in study.groups])
     fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    plotted = []
     for g in study.groups:
         series = [dict(r.metric_series(DORMANT_KEY)) for r in g.runs if r.metric_rows]
         if not series or not any(series):
             continue
+        plotted.append(g)
         steps = np.array(sorted({s for d in series for s in d}))
         values = np.array([[d.get(int(s), np.nan) for s in steps] for d in series])
         mean, lo, hi = stats.mean_ci_over_seeds(values)
         ax.plot(steps, mean, color=colors[g.label], label=f"{g.label} (n={len(series)})", linewidth=1.6)
         ax.fill_between(steps, lo, hi, color=colors[g.label], alpha=0.2, linewidth=0)
-    if study.setting == "crl":
-        _switches(ax, study.groups[0], label_tasks=True)
+    if study.setting == "crl" and plotted:
+        _switches(ax, plotted[0], label_tasks=True)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(r"dormant fraction ($\tau$ = 0.1, all hidden neurons)")
-    ax.set_title(f"{study.env} ({study.setting}): dormant neurons over training, mean and 95% CI over seeds",
+    ax.set_ylim(-0.02, 1.05)
+    note = f"\n(dashed: task switches{_schedule_note(study, plotted)})" if study.setting == "crl" else ""
+    ax.set_title(f"{study.env} ({study.setting}): dormant neurons over training, mean and 95% CI over seeds{note}",
                  fontsize=10)
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

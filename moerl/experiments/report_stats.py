@@ -9,6 +9,7 @@ is installed, and the report says so instead of leaving sections out silently.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -69,11 +70,21 @@ def _pairwise(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
     return {k: (float(point[k][0]), float(interval[k][0, 0]), float(interval[k][1, 0])) for k in pairs}
 
 
+def prob_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """rliable's ``metrics.probability_of_improvement`` computed without a Mann-Whitney call per task.
+
+    The same number (the U statistic of X over Y, ties counted half, over n_x * n_y, averaged over tasks; a
+    test checks equality with rliable's), vectorised: rliable's own is ~9 ms per call, and a bootstrap calls
+    it ``REPS`` times per pair, which made a ten-variant report take minutes.
+    """
+    x, y = scores_x[:, None, :], scores_y[None, :, :]
+    per_task = (x > y).mean(axis=(0, 1)) + 0.5 * (x == y).mean(axis=(0, 1))
+    return float(np.mean(per_task))
+
+
 def probability_of_improvement(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Interval]:
     """P(X > Y) with its CI for each ``name: (scores_x, scores_y)`` (rliable's average over tasks)."""
-    from rliable import metrics
-
-    return _pairwise(pairs, metrics.probability_of_improvement)
+    return _pairwise(pairs, prob_improvement)
 
 
 def iqm_difference(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Interval]:
@@ -103,10 +114,12 @@ def mean_ci_over_seeds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """
     from scipy import stats
 
-    mean = np.nanmean(values, axis=0)
-    n = np.sum(~np.isnan(values), axis=0)
-    sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
-    half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+    with warnings.catch_warnings():  # a point seen by one seed only: no spread, the band is the line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
+        n = np.sum(~np.isnan(values), axis=0)
+        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+        half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1)), 0.0)
     half = np.nan_to_num(half)
     return mean, mean - half, mean + half
 
