@@ -136,21 +136,22 @@ def claim_dormant(studies: list[EnvStudy]) -> Claim:
     evidence: list[str] = []
     verdicts: list[str] = []
     for s in studies:
-        if _no_dense(s, evidence):
+        if _no_dense(s, evidence) or s.dense is None:
             continue
+        dense = s.dense
         for g in s.groups:
             if not _is_moe(s, g.label):
                 continue
             where = f"{s.env} ({s.setting}): dormant(dense) - dormant({g.label})"
             if g.label not in s.dormant_diff:
                 missing = "no metrics.csv (runs written before it existed)" if not any(
-                    r.metric_rows for r in g.runs + s.group(s.dense).runs) else f"needs {MIN_SEEDS}+ seeds of each"
+                    r.metric_rows for r in g.runs + s.group(dense).runs) else f"needs {MIN_SEEDS}+ seeds of each"
                 evidence.append(f"{where}: {UNTESTED} ({missing})")
                 verdicts.append(UNTESTED)
                 continue
             v = compare(s.dormant_diff[g.label])
             evidence.append(f"{where} at the end of training: {stats.fmt_interval(s.dormant_diff[g.label])} "
-                            f"(dense {s.dormant[s.dense].mean():.3f}, {g.label} {s.dormant[g.label].mean():.3f}) -> {v}")
+                            f"(dense {s.dormant[dense].mean():.3f}, {g.label} {s.dormant[g.label].mean():.3f}) -> {v}")
             verdicts.append(v)
     return Claim(3, CLAIMS[2], combine(verdicts), evidence or ["no runs to compare"])
 

@@ -112,7 +112,7 @@ def mean_ci_over_seeds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
     For learning curves: a few seeds make a bootstrap CI too narrow; with one seed the band is the line.
     """
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]
 
     with warnings.catch_warnings():  # a point seen by one seed only: no spread, the band is the line
         warnings.simplefilter("ignore", RuntimeWarning)
