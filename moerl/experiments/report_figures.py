@@ -133,11 +133,15 @@ def aggregates(study: EnvStudy, out: Path) -> str | None:
     interval = {k: np.array([[study.aggregates[k][m][1] for m in stats.AGGREGATES],
                              [study.aggregates[k][m][2] for m in stats.AGGREGATES]]) for k in labels}
     fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=list(stats.AGGREGATES),
-                                                algorithms=labels, colors=_colors(labels),
-                                                xlabel="normalised score (final greedy return)",
-                                                subfigure_width=3.6, row_height=0.45, xlabel_y_coordinate=-0.35)
-    fig.suptitle(f"{study.env} ({study.setting}): aggregate scores, 95% stratified bootstrap CIs", y=1.2,
-                 fontsize=11)
+                                                algorithms=labels, colors=_colors(labels), xlabel="",
+                                                subfigure_width=3.6, row_height=0.45)
+    # rliable sizes the figure to the rows alone: make room above for the title and below for the x label.
+    height = 0.45 * len(labels) + 1.6
+    fig.set_figheight(height)
+    fig.subplots_adjust(top=1 - 0.85 / height, bottom=0.75 / height)
+    fig.supxlabel("normalised score (final greedy return per task)", y=0.02, fontsize=11)
+    fig.suptitle(f"{study.env} ({study.setting}): aggregate scores over runs x tasks, 95% stratified "
+                 "bootstrap CIs", y=0.99, fontsize=11)
     return _save(fig, out, f"{slug(study.env)}-{study.setting}-aggregates.png")
 
 
@@ -202,6 +206,7 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
     ax.set_xlabel("environment steps")
     ax.set_ylabel(r"dormant fraction ($\tau$ = 0.1, all hidden neurons)")
     ax.set_ylim(-0.02, 1.05)
+    ax.set_xlim(left=0)  # the first block starts at 0; metrics start after learning_starts
     note = f"\n(dashed: task switches{_schedule_note(study, plotted)})" if study.setting == "crl" else ""
     ax.set_title(f"{study.env} ({study.setting}): dormant neurons over training, mean and 95% CI over seeds{note}",
                  fontsize=10)
