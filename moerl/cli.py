@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="list the environments and task suites with their tasks")
 
-    rep = sub.add_parser("report", help="markdown table over finished MoE DQN run directories")
+    rep = sub.add_parser("report", help="study report (tables, rliable figures, claims) over finished MoE DQN runs")
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
-    rep.add_argument("--out", help="also write the table to this file")
+    rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
 
     sw = sub.add_parser("sweep", help="train every run of a sweep file (grid x seeds): skips finished runs, "
                                       "resumes interrupted ones")

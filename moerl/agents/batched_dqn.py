@@ -262,12 +262,18 @@ class BatchedDQN:
         self.n_updates += gradient_steps
 
     @torch.no_grad()
-    def evaluate(self, suite: TaskSuiteEnv, episodes: int, seed: int) -> np.ndarray:
+    def evaluate(self, suite: TaskSuiteEnv, episodes: int, seed: int,
+                 usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512) -> np.ndarray:
         """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``
         (e.g. one task, ``fixed_task``) in ``S * episodes`` environments at once.
 
         Evaluation environments draw from streams keyed by ``seed`` and the episode's index, never from the
         training streams, so evaluating does not change training.
+
+        ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``,
+        over the first ``usage_observations`` (about; whole steps) observations each seed's episodes visit,
+        as the SB3 path measures ``eval_usage`` (:func:`moerl.agents.evaluation.run_episodes` keeps 512). An
+        extra forward pass in eval mode: actions, returns and random streams are the same with or without it.
         """
         s = self.num_seeds
         # One key per (run seed, evaluation seed, episode): a seed evaluates the same alone or in a batch.
@@ -276,13 +282,33 @@ class BatchedDQN:
         obs = env.reset()
         returns = torch.zeros(s * episodes, dtype=torch.float64, device=self.device)
         finished = torch.zeros(s * episodes, dtype=torch.bool, device=self.device)
+        usage_sum: dict[str, torch.Tensor] = {}
+        seen = torch.zeros(s, dtype=torch.float64, device=self.device)
         while not bool(finished.all()):
+            if usage is not None and bool((seen < usage_observations).any()):
+                self._add_usage(obs.reshape(s, episodes, -1), ~finished.reshape(s, episodes), usage_sum, seen,
+                                usage_observations)
             actions = self.greedy_actions(obs.reshape(s, episodes, -1)).reshape(-1)
             out = env.step(actions)
             returns = torch.where(out.done & ~finished, out.episode_return, returns)
             finished |= out.done
             obs = out.obs
+        if usage is not None:
+            usage.update({name: (total / seen.clamp_min(1.0)[:, None]).cpu().numpy()
+                          for name, total in usage_sum.items()})
         return returns.reshape(s, episodes).cpu().numpy()
+
+    def _add_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
+                   seen: torch.Tensor, limit: int) -> None:
+        """Add the router usage of the live observations ``obs`` (S, B, obs_dim) of seeds still under ``limit``."""
+        self.q_net.train(False)
+        feats, task = self._split(obs)
+        _, record = self.q_net.forward_record(feats, task)
+        keep = (live & (seen < limit)[:, None]).to(torch.float64)  # (S, B)
+        for name, rout in record.routing.items():
+            add = (rout.usage.to(torch.float64) * keep[..., None]).sum(1)  # (S, E)
+            usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
+        seen += keep.sum(1)
 
     def pop_log(self) -> TrainLog:
         """What training gathered since the last call (for logging), and start a new log."""

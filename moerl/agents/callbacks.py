@@ -1,4 +1,10 @@
-"""SB3 callbacks for the MoE study: per-task training returns, task switches, per-task evaluation."""
+"""SB3 callbacks for the MoE study: per-task training returns, task switches, per-task evaluation, and the
+plain files beside TensorBoard (``eval.csv``, ``eval_usage.csv``, ``metrics.csv``) that ``moerl report`` reads.
+
+Every file is rewritten whole from the rows held in memory, to a temporary name and renamed, so a crash
+leaves the previous complete file; the rows are part of the checkpoint, so a resumed run rewrites each file
+to the checkpoint's rows and never duplicates one. Nothing here draws random numbers or changes training.
+"""
 
 from __future__ import annotations
 
@@ -55,15 +61,47 @@ class TaskEpisodeCallback(BaseCallback):
         return True
 
 
+#: Columns of ``eval.csv`` (one row per evaluation and task; both engines write it).
+EVAL_FIELDS = ("step", "task", "mean_return", "std_return", "normalized", "episodes")
+#: Columns of ``eval_usage.csv``: mean router usage of each expert on the observations of one task's greedy
+#: evaluation episodes (mean combine weight for softmoe, selection frequency for topk).
+USAGE_FIELDS = ("step", "task", "layer", "expert", "usage")
+#: Columns of ``metrics.csv``: the ``moe/*`` TensorBoard scalars (dormant neurons, router usage, entropy) at
+#: the env step they were measured on a training minibatch.
+METRIC_FIELDS = ("step", "key", "value")
+
+
+def write_csv_atomic(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """The whole CSV from ``rows`` (None as an empty cell), written to a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    tmp.replace(path)
+
+
+def usage_rows(step: int, task: str, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """``eval_usage.csv`` rows from :func:`moerl.nn.metrics.forward_metrics` keys ``router/<layer>/usage_expert<e>``."""
+    rows = []
+    for key, value in metrics.items():
+        if key.startswith("router/") and "/usage_expert" in key:
+            layer, expert = key[len("router/"):].split("/usage_expert")
+            rows.append({"step": step, "task": task, "layer": layer, "expert": int(expert), "usage": float(value)})
+    return rows
+
+
 class PerTaskEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps, greedy returns on every task and per-task router usage.
 
     TensorBoard tags: ``eval/return/<task>``, ``eval/normalized/<task>`` (when return bounds are
     known), ``eval/normalized_mean``, ``eval_usage/<task>/<layer>/expert<e>``. Each evaluation also
-    appends rows to ``csv_path``: step, task, mean_return, std_return, normalized, episodes.
+    appends rows to ``csv_path`` (:data:`EVAL_FIELDS`) and, for networks with a router, to
+    ``usage_path`` (:data:`USAGE_FIELDS`; default: ``eval_usage.csv`` beside ``csv_path``).
     """
 
-    FIELDS = ("step", "task", "mean_return", "std_return", "normalized", "episodes")
+    FIELDS = EVAL_FIELDS
 
     def __init__(
         self,
@@ -74,6 +112,7 @@ class PerTaskEvalCallback(BaseCallback):
         return_bounds: dict[str, tuple[float, float]] | None = None,
         seed: int = 0,
         verbose: int = 0,
+        usage_path: str | Path | None = None,
     ):
         super().__init__(verbose)
         self.factories = factories
@@ -82,7 +121,9 @@ class PerTaskEvalCallback(BaseCallback):
         self.csv_path = Path(csv_path)
         self.return_bounds = return_bounds or {}
         self.seed = seed
+        self.usage_path = Path(usage_path) if usage_path is not None else self.csv_path.with_name("eval_usage.csv")
         self.rows: list[dict] = []
+        self.usage: list[dict[str, Any]] = []
         self._last_eval = -1
 
     def _on_training_start(self) -> None:
@@ -102,23 +143,24 @@ class PerTaskEvalCallback(BaseCallback):
             self.evaluate()
 
     def state_dict(self) -> dict:
-        return {"rows": [dict(r) for r in self.rows], "last_eval": self._last_eval}
+        return {"rows": [dict(r) for r in self.rows], "last_eval": self._last_eval,
+                "usage": [dict(r) for r in self.usage]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the evaluations up to a checkpoint and rewrite the CSV to them (later rows are dropped)."""
+        """Restore the evaluations up to a checkpoint and rewrite the CSVs to them (later rows are dropped).
+
+        A checkpoint written before ``eval_usage.csv`` existed has no usage rows: the file then starts anew.
+        """
         self.rows = [dict(r) for r in state["rows"]]
+        self.usage = [dict(r) for r in state.get("usage", [])]
         self._last_eval = int(state["last_eval"])
         self._write_csv()
 
     def _write_csv(self) -> None:
-        """The whole CSV from :attr:`rows`, written atomically."""
-        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        tmp.replace(self.csv_path)
+        """The whole CSVs from :attr:`rows` and :attr:`usage`, written atomically."""
+        write_csv_atomic(self.csv_path, EVAL_FIELDS, self.rows)
+        if self.usage or self.usage_path.exists():
+            write_csv_atomic(self.usage_path, USAGE_FIELDS, self.usage)
 
     def normalize(self, task: str, value: float) -> float | None:
         if task not in self.return_bounds:
@@ -139,10 +181,10 @@ class PerTaskEvalCallback(BaseCallback):
             if norm is not None:
                 self.logger.record(f"eval/normalized/{res.task}", norm)
             if hasattr(self.model, "moe_metrics") and len(res.observations):
-                for key, value in self.model.moe_metrics(res.observations).items():
-                    if key.startswith("router/") and "/usage_expert" in key:
-                        layer, expert = key[len("router/"):].split("/usage_")
-                        self.logger.record(f"eval_usage/{res.task}/{layer}/{expert}", value)
+                for usage in usage_rows(self.num_timesteps, res.task, self.model.moe_metrics(res.observations)):
+                    self.logger.record(f"eval_usage/{res.task}/{usage['layer']}/expert{usage['expert']}",
+                                       usage["usage"])
+                    self.usage.append(usage)
         norms = [r["normalized"] for r in rows if r["normalized"] is not None]
         if norms:
             self.logger.record("eval/normalized_mean", float(np.mean(norms)))
@@ -150,6 +192,42 @@ class PerTaskEvalCallback(BaseCallback):
         self.rows.extend(rows)
         self._write_csv()
         return rows
+
+
+class MetricsFileCallback(BaseCallback):
+    """``metrics.csv`` (:data:`METRIC_FIELDS`): the ``moe/*`` metrics the model measured, in a plain file.
+
+    The model (:meth:`MoEDQN.pop_metrics`) keeps what it sent to TensorBoard; this callback takes it after
+    every env step and at the end of each ``learn`` chunk (so a checkpoint, taken between chunks, holds every
+    row so far) and rewrites the file when rows arrived. Models without ``pop_metrics`` write nothing.
+    """
+
+    def __init__(self, csv_path: str | Path, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.csv_path = Path(csv_path)
+        self.rows: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the rows up to a checkpoint and rewrite the file to them (later rows are dropped)."""
+        self.rows = [dict(r) for r in state["rows"]]
+        write_csv_atomic(self.csv_path, METRIC_FIELDS, self.rows)
+
+    def _take(self) -> None:
+        pop = getattr(self.model, "pop_metrics", None)
+        new = pop() if pop is not None else []
+        if new:
+            self.rows.extend({"step": step, "key": key, "value": value} for step, key, value in new)
+            write_csv_atomic(self.csv_path, METRIC_FIELDS, self.rows)
+
+    def _on_step(self) -> bool:
+        self._take()
+        return True
+
+    def _on_training_end(self) -> None:
+        self._take()
 
 
 class RunProgressBar(BaseCallback):

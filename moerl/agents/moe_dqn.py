@@ -194,6 +194,8 @@ class MoEDQN(DQN):
         self._stop_requested = False
         #: Logger values carried by a checkpoint until the new logger exists (see dqn_checkpoint).
         self._pending_log: dict[str, Any] | None = None
+        #: ``(step, tag, value)`` of every MoE metric since the last :meth:`pop_metrics` (for ``metrics.csv``).
+        self._metric_rows: list[tuple[int, str, float]] = []
         if _init_setup_model:
             self._setup_model()
 
@@ -290,10 +292,20 @@ class MoEDQN(DQN):
         self._last_metrics_step = self.num_timesteps
         for key, value in forward_metrics(record).items():
             self.logger.record(f"moe/{key}", value)
+            self._metric_rows.append((self.num_timesteps, f"moe/{key}", float(value)))
+
+    def pop_metrics(self) -> list[tuple[int, str, float]]:
+        """The MoE metrics measured since the last call, as ``(env step, tag, value)``, and start anew.
+
+        The values sent to TensorBoard as ``moe/*``, kept for a plain file too (a report reads files, not
+        event logs); reading them draws nothing random and changes nothing that trains.
+        """
+        rows, self._metric_rows = self._metric_rows, []
+        return rows
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_metrics_step", "_stop_requested", "schedule_timesteps",
-                "_pending_log"]
+                "_pending_log", "_metric_rows"]
 
     def moe_metrics(self, observations: np.ndarray) -> dict[str, float]:
         """MoE metrics of the online network on any batch of observations (no gradient)."""

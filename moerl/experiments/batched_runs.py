@@ -8,6 +8,9 @@ land exactly where and as the SB3 path's do, one run directory per seed, so that
 * ``config.yaml`` (the run's config with its own ``seed`` and ``engine: batched``), ``status.json``;
 * ``eval.csv``: greedy per-task evaluation every ``eval.freq`` steps, at the start and at the end (rows:
   step, task, mean_return, std_return, normalized, episodes), the SB3 path's columns;
+* ``eval_usage.csv`` (networks with a router): per evaluation, task, layer and expert, the mean router usage
+  on that task's evaluation observations; ``metrics.csv``: the ``moe/*`` scalars (step, key, value), as the
+  SB3 path writes them (:mod:`moerl.agents.callbacks`);
 * TensorBoard: ``eval/return/<task>``, ``eval/normalized/<task>``, ``eval/normalized_mean``,
   ``train/loss``, ``train/aux_loss``, ``train/return/<task>`` (training episodes) and ``moe/*``;
 * ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
@@ -104,6 +107,8 @@ class _SeedRun:
         self.run, self.seed = run, seed
         self.writer = SummaryWriter(str(run.tb_dir), purge_step=purge_step)
         self.rows: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
 
 
 #: Checkpoint file of a batch, in its first seed's run directory (see :class:`_Batch`).
@@ -146,17 +151,22 @@ class _Batch:
             purge = self.agent.num_timesteps + 1
         self.seed_runs = [_SeedRun(run, seed, purge) for run, seed in zip(runs, seeds, strict=True)] if runs else []
         if resume is not None:
-            for sr, rows in zip(self.seed_runs, resume["rows"], strict=True):
-                sr.rows = rows
+            # A checkpoint from before eval_usage.csv and metrics.csv existed has no such rows: they start anew.
+            n = len(self.seed_runs)
+            for sr, rows, usage, metrics in zip(self.seed_runs, resume["rows"], resume.get("usage", [[]] * n),
+                                                resume.get("metrics", [[]] * n), strict=True):
+                sr.rows, sr.usage, sr.metrics = rows, usage, metrics
                 _write_eval_csv(sr)
 
     # -- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, step: int, episodes: int) -> None:
         """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
+        from moerl.agents.callbacks import usage_rows
         from moerl.envs.attributes import normalized_return
 
         config, agent = self.config, self.agent
-        out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step)
+        usage: dict[str, dict[str, np.ndarray]] = {name: {} for name in self.eval_specs}
+        out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step, usage=usage[name])
                for name, task_spec in self.eval_specs.items()}
         log = agent.pop_log()
         self.last_eval = step
@@ -186,6 +196,11 @@ class _Batch:
             for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
                 for key, values in metrics.items():
                     sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
+                    sr.metrics.append({"step": at, "key": f"moe/{key}", "value": float(values[i])})
+            for name, layers in usage.items():
+                sr.usage.extend(usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
+                                                        for layer, per_seed in layers.items()
+                                                        for e, u in enumerate(per_seed[i])}))
             sr.writer.flush()
             _write_eval_csv(sr)
 
@@ -196,6 +211,7 @@ class _Batch:
         from moerl.checkpoint_store import write_checkpoint
 
         state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
+                 "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
                  "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
         write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
                          lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
@@ -324,16 +340,26 @@ def resume_seeds(request: Any) -> list[Path]:
 
 
 def _write_eval_csv(sr: _SeedRun) -> None:
+    """``eval.csv``, ``eval_usage.csv`` (when the network has a router) and ``metrics.csv`` of one seed, whole."""
+    from moerl.agents.callbacks import EVAL_FIELDS, METRIC_FIELDS, USAGE_FIELDS
+
+    sr.run.write_text("eval.csv", _csv_text(EVAL_FIELDS, sr.rows))
+    if sr.usage or (sr.run.path / "eval_usage.csv").exists():
+        sr.run.write_text("eval_usage.csv", _csv_text(USAGE_FIELDS, sr.usage))
+    if sr.metrics or (sr.run.path / "metrics.csv").exists():
+        sr.run.write_text("metrics.csv", _csv_text(METRIC_FIELDS, sr.metrics))
+
+
+def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     import csv
     import io
 
-    fields = ("step", "task", "mean_return", "std_return", "normalized", "episodes")
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=fields)
     writer.writeheader()
-    for row in sr.rows:
+    for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    sr.run.write_text("eval.csv", table.getvalue())
+    return table.getvalue()
 
 
 def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_id: str,

@@ -217,7 +217,12 @@ class _Trainer:
     def __init__(self, run: RunDir, config: DQNRunConfig, model, progress: bool, resume=None) -> None:
         from stable_baselines3.common.logger import Logger
 
-        from moerl.agents.callbacks import PerTaskEvalCallback, RunProgressBar, TaskEpisodeCallback
+        from moerl.agents.callbacks import (
+            MetricsFileCallback,
+            PerTaskEvalCallback,
+            RunProgressBar,
+            TaskEpisodeCallback,
+        )
         from moerl.agents.dqn_checkpoint import restore_logger_values
         from moerl.agents.evaluation import task_env_factories
 
@@ -234,6 +239,7 @@ class _Trainer:
         self.episodes_cb = TaskEpisodeCallback()
         self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
                                            run.path / "eval.csv", self.bounds, seed=config.seed + 10_000)
+        self.metrics_cb = MetricsFileCallback(run.path / "metrics.csv")
         assert config.timesteps is not None  # resolved before a trainer is built
         self.total: int = config.timesteps
         self.progress = RunProgressBar(self.total) if progress else None
@@ -241,12 +247,14 @@ class _Trainer:
         if resume is not None:
             self.episodes_cb.load_state_dict(resume.extra["episodes"])
             self.eval_cb.load_state_dict(resume.extra["eval"])
+            # A checkpoint from before metrics.csv existed: the file starts at the resumed step.
+            self.metrics_cb.load_state_dict(resume.extra.get("metrics", {"rows": []}))
             self.seconds = float(resume.extra["seconds"])
             restore_logger_values(model, getattr(model, "_pending_log", None))
 
     def _extra(self) -> dict[str, Any]:
         return {"episodes": self.episodes_cb.state_dict(), "eval": self.eval_cb.state_dict(),
-                "seconds": self.seconds}
+                "metrics": self.metrics_cb.state_dict(), "seconds": self.seconds}
 
     def run(self) -> dict[str, Any]:
         from stable_baselines3.common.callbacks import CallbackList
@@ -257,7 +265,7 @@ class _Trainer:
         model, config = self.model, self.config
         model.schedule_timesteps = config.timesteps
         every = _chunk_steps(config)
-        callbacks = [self.episodes_cb, self.eval_cb] + ([self.progress] if self.progress else [])
+        callbacks = [self.episodes_cb, self.eval_cb, self.metrics_cb] + ([self.progress] if self.progress else [])
         try:
             with stop_on_signals(lambda name: model.request_stop()) as signals:
                 while model.num_timesteps < config.timesteps and not model.stop_requested:

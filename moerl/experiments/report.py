@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from moerl.errors import ConfigError
-from moerl.experiments.rundir import RESULTS_FILE, RunDir
+from moerl.experiments.report_data import Run, load_runs
 from moerl.experiments.tables import fmt
 from moerl.experiments.tables import markdown_table as table
 
@@ -39,40 +41,19 @@ def last_scalar(tb_dir: Path, tag: str) -> float | None:
 
 def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """``(results, skipped)``: results.json of each finished moe-dqn run (plus its final tau=0.1 dormant
-    fraction), and ``(path, reason)`` for every path that was skipped: not a finished run, another
-    family, a corrupt results file, or the same run given twice (counted once, never as two seeds).
-    """
-    import json
+    fraction), and ``(path, reason)`` for every path that was skipped (see :func:`report_data.load_runs`)."""
+    runs, skipped = load_runs(paths)
+    return [_with_dormant(run) for run in runs], skipped
 
-    out: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-    for p in paths:
-        key = Path(p).resolve()
-        if key in seen:
-            skipped.append((p, "the same run was given before (counted once)"))
-            continue
-        seen.add(key)
-        try:
-            run = RunDir.open_finished(p)
-        except ConfigError as exc:
-            skipped.append((p, str(exc)))
-            continue
-        if run.read_status().get("family") != "moe-dqn":
-            skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN runs)"))
-            continue
-        try:
-            results = run.read_json(RESULTS_FILE)
-            results["final_eval"].items()  # noqa: B018  (the field every table reads)
-        except (OSError, ValueError, KeyError, AttributeError, TypeError, json.JSONDecodeError) as exc:
-            skipped.append((p, f"{RESULTS_FILE} is missing or corrupt ({type(exc).__name__})"))
-            continue
-        results["final_dormant_tau0.1"] = last_scalar(run.tb_dir, DORMANT_TAG)
-        out.append(results)
-    if not out:
-        raise ConfigError("no finished moe-dqn run among the given paths: "
-                          + "; ".join(f"{p}: {why}" for p, why in skipped))
-    return out, skipped
+
+def _with_dormant(run: Run) -> dict[str, Any]:
+    """The run's results plus ``final_dormant_tau0.1``: from metrics.csv, or (runs written before it
+    existed) from the run's TensorBoard events, so the per-run table keeps its column for older runs."""
+    results = dict(run.results)
+    dormant = run.final_dormant()
+    results["final_dormant_tau0.1"] = dormant if run.metric_rows is not None else last_scalar(run.path / "tb",
+                                                                                              DORMANT_TAG)
+    return results
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -164,13 +145,184 @@ def check_output_path(out: str | Path) -> Path:
     return path
 
 
+REPORT_FILE = "report.md"
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """A report directory: new, or a report written before (replaced whole); never a run or other folder."""
+    from moerl.experiments.rundir import STATUS_FILE
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output '{out}' is a file; give a directory for the report and its figures")
+    if (path.parent / STATUS_FILE).is_file() or (path / STATUS_FILE).is_file():
+        raise ConfigError(f"output '{out}' is inside a run directory; refusing to write there")
+    if path.is_dir():
+        files = list(path.iterdir())
+        if files and not ((path / REPORT_FILE).is_file()
+                          and all(f.is_file() and (f.name == REPORT_FILE or f.suffix == ".png") for f in files)):
+            raise ConfigError(f"output '{out}' is a directory with other files (not a report written by "
+                              f"'moerl report'); give a new directory, e.g. {path / 'report'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"output directory '{path.parent}' does not exist")
+    return path
+
+
+def _is_file_target(out: str) -> bool:
+    """``--out FILE.md`` (or an existing file) writes the Markdown alone, as before figures existed."""
+    path = Path(out)
+    return path.suffix.lower() == ".md" or path.is_file()
+
+
 def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[str, str]]]:
-    """The Markdown report over ``paths`` and the skipped paths with their reasons; ``out``: also write it."""
-    target = check_output_path(out) if out else None
-    results, skipped = load_results(paths)
+    """The Markdown report over ``paths`` and the skipped paths with their reasons.
+
+    ``out``: ``DIR`` writes ``DIR/report.md`` and the figures (``DIR/*.png``), built in a temporary folder
+    beside it and renamed, so a failure leaves nothing half-written; ``FILE.md`` writes the Markdown alone.
+    Without ``out`` (or with ``FILE.md``) the report has no figures, and says how to get them.
+    """
+    from moerl.experiments.report_data import group_runs
+    from moerl.experiments.report_study import build_studies
+
+    file_target = check_output_path(out) if out and _is_file_target(out) else None
+    dir_target = check_output_dir(out) if out and file_target is None else None
+    runs, skipped = load_runs(paths)
+    results = [_with_dormant(run) for run in runs]
     text = markdown_table(results) + "\n\n" + summary_table(results)
-    if target is not None:
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(target)
+    studies = build_studies(group_runs(runs))
+    if dir_target is None:
+        text += "\n\n" + study_markdown(studies, None)
+        if file_target is not None:
+            tmp = file_target.with_name(f".{file_target.name}.tmp")
+            tmp.write_text(text + "\n")
+            tmp.replace(file_target)
+        return text, skipped
+    text += "\n\n" + _write_dir(studies, dir_target, text)
     return text, skipped
+
+
+def _write_dir(studies: list[Any], target: Path, head: str) -> str:
+    import os
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        body = study_markdown(studies, tmp)
+        (tmp / REPORT_FILE).write_text(head + "\n\n" + body + "\n")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return body
+
+
+def _image(files: dict[str, str | None], kind: str, alt: str, missing: str) -> str:
+    name = files.get(kind)
+    return f"![{alt}]({name})" if name else f"_{missing}_"
+
+
+def study_markdown(studies: list[Any], figures_dir: Path | None) -> str:
+    """The study sections (per env: aggregates, curves, dormant neurons, expert usage, CRL metrics) and the
+    claims; figures go to ``figures_dir`` (None: no figures, the text says how to get them)."""
+    from moerl.experiments import report_claims, report_figures
+    from moerl.experiments import report_stats as stats
+
+    lines = ["# Study report", ""]
+    if figures_dir is None:
+        lines += ["_Figures: pass `--out DIR` to write `DIR/report.md` with its PNG figures._", ""]
+    if not stats.have_rliable():
+        lines += ["_Aggregate scores, probabilities of improvement, profiles and claims need rliable "
+                  "(pip install 'moerl[stats]')._", ""]
+    for study in studies:
+        files = report_figures.write_all(study, figures_dir) if figures_dir is not None else {}
+        lines += _env_section(study, files, figures_dir is not None)
+    if stats.have_rliable():
+        lines.append(report_claims.markdown(report_claims.claims(studies)))
+    return "\n".join(lines).rstrip()
+
+
+def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> list[str]:
+    from moerl.experiments import report_stats as stats
+    from moerl.experiments.report_study import MIN_SEEDS
+
+    def image(kind: str, alt: str, missing: str) -> list[str]:
+        return [_image(files, kind, alt, missing), ""] if figures else []
+
+    lines = [f"## {study.env} ({study.setting})", ""]
+    lines += [f"- {n}" for n in study.notes]
+    variants = [[g.label, str(len(g.runs)), ", ".join(str(r.seed) for r in g.runs),
+                 ", ".join(sorted({str(r.results.get("engine", "sb3")) for r in g.runs})),
+                 fmt(np.mean([r.results.get("timesteps") or 0 for r in g.runs]), 0)] for g in study.groups]
+    lines += [table(["variant", "seeds", "seed values", "engine", "steps"], variants), ""]
+    lines += ["### Aggregate scores", "",
+              "Final normalised greedy return per task (runs x tasks); rliable's IQM, optimality gap and mean with "
+              f"95% stratified bootstrap CIs ({stats.REPS} resamples); P(X > {study.dense or 'dense'}) over tasks.",
+              ""]
+    if study.aggregates:
+        rows = []
+        for label, agg in study.aggregates.items():
+            p = ("(baseline)" if label == study.dense else stats.fmt_interval(study.p_improve.get(label))
+                 if label in study.p_improve else f"- (needs {MIN_SEEDS}+ seeds and dense runs)")
+            rows.append([label, str(study.scores[label].shape[0]), *(stats.fmt_interval(agg[m]) for m in stats.AGGREGATES),
+                         p])
+        lines += [table(["variant", "seeds", *(f"{m} [95% CI]" for m in stats.AGGREGATES),
+                         f"P(X > {study.dense or 'dense'}) [95% CI]"], rows), ""]
+    else:
+        lines += ["_no aggregate scores (needs rliable and normalised returns)_", ""]
+    lines += image("aggregates", f"{study.env} aggregate scores", "no aggregate figure")
+    lines += image("improvement", f"{study.env} probability of improvement",
+                   "no probability-of-improvement figure (needs dense runs and 2+ seeds per variant)")
+    lines += image("profiles", f"{study.env} performance profiles", "no performance profiles")
+    lines += ["### Evaluation curves", ""]
+    lines += image("eval curves", f"{study.env} evaluation curves", "no eval.csv in these runs")
+    lines += ["### Dormant neurons", ""]
+    if study.dormant:
+        rows = []
+        for g in study.groups:
+            d = study.dormant.get(g.label)
+            if d is None:
+                rows.append([g.label, "-", "-", "- (no metrics.csv)"])
+                continue
+            mean, lo, hi = stats.mean_ci_over_seeds(d[:, None])
+            diff = ("(baseline)" if g.label == study.dense else stats.fmt_interval(study.dormant_diff.get(g.label)))
+            rows.append([g.label, str(len(d)), f"{mean[0]:.3f} [{lo[0]:.3f}, {hi[0]:.3f}]", diff])
+        lines += [table(["variant", "seeds", "final dormant fraction, tau 0.1 [95% CI]",
+                         "dense - X [95% bootstrap CI]"], rows), ""]
+    else:
+        lines += ["_no metrics.csv in these runs (written by moerl since the study report; older runs have the "
+                  "dormant fraction only in TensorBoard): dormant neurons cannot be shown_", ""]
+    lines += image("dormant", f"{study.env} dormant fraction", "no dormant-neuron figure")
+    routed = [g for g in study.groups if g.first.router is not None]
+    if routed:
+        lines += ["### Expert usage per task", ""]
+        for g in routed:
+            if figures:
+                lines += [_image(files, f"usage {g.label}", f"{g.label} expert usage",
+                                 f"{g.label}: no eval_usage.csv in these runs (older runs)"), ""]
+            elif not any(r.usage_rows for r in g.runs):
+                lines += [f"_{g.label}: no eval_usage.csv in these runs (older runs)_", ""]
+    if study.setting == "crl":
+        lines += ["### Continual metrics", "",
+                  "Mean [min, max] over seeds. Average performance: mean final normalised return; forgetting: value "
+                  "at the end of a task's last block minus its final value; forward transfer: versus single-task "
+                  "reference runs (given beside these runs with `env_kwargs.fixed_task`, or named in "
+                  "`eval.reference_runs`), '-' without them.", ""]
+        rows = []
+        for g in study.groups:
+            vals = study.continual.get(g.label, {})
+            rows.append([g.label, *(_mean_range(vals.get(k, [])) for k in
+                                    ("average performance", "forgetting", "forward transfer"))])
+        lines += [table(["variant", "average performance", "forgetting (end of block)", "forward transfer"], rows), ""]
+    return lines
+
+
+def _mean_range(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"

@@ -1,0 +1,284 @@
+"""``moerl report``'s study report: numbers equal rliable's, figures are written, claims follow the data, older
+run directories still report, bad input leaves nothing, and the new run files change nothing that trains."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from moerl.cli import main
+
+TASKS = ["cartpole-default", "cartpole-longheavy", "cartpole-lowgrav", "cartpole-mirror"]
+BLOCK = 1000
+
+
+def _config(arch: str, router: str | None, seed: int, order: str = "sequential") -> dict:
+    env_kwargs = {} if order == "sequential" else {"order": order}
+    return {"family": "moe-dqn", "env": "cartpole-crl", "env_kwargs": env_kwargs, "timesteps": 4 * BLOCK,
+            "seed": seed, "device": "cpu", "engine": "sb3",
+            "network": {"arch": arch, "router": router or "softmoe", "experts": 4, "hidden": 16},
+            "dqn": {"learning_rate": 0.001}, "eval": {"freq": 500, "episodes": 2, "reference_runs": {}},
+            "logging": {"metrics_interval": 250, "log_interval": 4}, "checkpoint": {"every": 1000}}
+
+
+def make_run(root: Path, name: str, arch: str, router: str | None, seed: int, finals: list[float],
+             dormant: float = 0.3, new_files: bool = True, order: str = "sequential") -> Path:
+    """A finished run directory with known final normalised scores (one per task), written by hand."""
+    run = root / name
+    (run / "tb").mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": "finished", "family": "moe-dqn", "seed": seed}))
+    (run / "config.yaml").write_text(yaml.safe_dump(_config(arch, router, seed, order)))
+    names = TASKS if order == "sequential" else TASKS[::-1]
+    schedule = [{"block": i, "cycle": 0, "task_id": TASKS.index(t), "task_name": t, "start_step": i * BLOCK}
+                for i, t in enumerate(names)]
+    (run / "schedule.json").write_text(json.dumps({"schedule": schedule, "block_steps": BLOCK}))
+    steps = range(0, 4 * BLOCK + 1, 500)
+    with (run / "eval.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "task", "mean_return", "std_return", "normalized", "episodes"])
+        for step in steps:
+            for t, final in zip(TASKS, finals, strict=True):
+                v = final * step / (4 * BLOCK)
+                w.writerow([step, t, 500 * v, 1.0, v, 2])
+    if new_files:
+        with (run / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "key", "value"])
+            for step in range(250, 4 * BLOCK + 1, 250):
+                w.writerow([step, "moe/dormant/tau0.1/all", dormant * step / (4 * BLOCK)])
+        if router is not None:
+            with (run / "eval_usage.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["step", "task", "layer", "expert", "usage"])
+                for step in steps:
+                    for i, t in enumerate(TASKS):
+                        for e in range(4):
+                            w.writerow([step, t, "big", e, 0.7 if e == i else 0.1])
+    results = {"env": "cartpole-crl", "env_id": "moerl/CartPole-CRL-v0", "arch": arch,
+               "router": router, "seed": seed, "timesteps": 4 * BLOCK, "engine": "sb3",
+               "final_eval": {t: {"mean_return": 500 * v, "std_return": 1.0, "normalized": v, "episodes": 2}
+                              for t, v in zip(TASKS, finals, strict=True)},
+               "continual": {"average_performance": float(np.mean(finals)), "mean_forgetting_end_of_block": 0.1}}
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def study(root: Path, dense_scores: np.ndarray, big_scores: np.ndarray, new_files: bool = True,
+          dense_dormant: float = 0.5, big_dormant: float = 0.2) -> list[str]:
+    paths = []
+    for seed, row in enumerate(dense_scores):
+        paths.append(str(make_run(root, f"dense_s{seed}", "dense", None, seed, list(row), dense_dormant, new_files)))
+    for seed, row in enumerate(big_scores):
+        paths.append(str(make_run(root, f"big_s{seed}", "big", "softmoe", seed, list(row), big_dormant, new_files)))
+    return paths
+
+
+RNG = np.random.default_rng(7)
+LOW = np.round(RNG.uniform(0.1, 0.3, (4, 4)), 3)
+HIGH = np.round(RNG.uniform(0.6, 0.9, (4, 4)), 3)
+
+
+def _report(paths: list[str], out: Path, capsys) -> str:
+    assert main(["report", *paths, "--out", str(out)]) == 0
+    capsys.readouterr()
+    return (out / "report.md").read_text()
+
+
+def _claim(text: str, number: int) -> str:
+    return re.search(rf"^{number}\. \*\*.*?\*\* Verdict: \*\*(.+?)\*\*", text, re.M).group(1)
+
+
+def _aggregate_row(text: str, label: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} | 4 | ") and "[" in line)
+
+
+@pytest.fixture(scope="module")
+def big_wins(tmp_path_factory):
+    """(runs, report dir, report text): big/softmoe's scores and dormant fractions beat dense's."""
+    root = tmp_path_factory.mktemp("big_wins")
+    paths = study(root / "runs", LOW, HIGH, dense_dormant=0.5, big_dormant=0.1)
+    assert main(["report", *paths, "--out", str(root / "rep")]) == 0
+    return paths, root / "rep", (root / "rep" / "report.md").read_text()
+
+
+def test_numbers_equal_a_direct_rliable_computation(big_wins):
+    from rliable import library as rly
+    from rliable import metrics
+
+    _, _, text = big_wins
+    scores = {"dense": LOW, "big/softmoe": HIGH}
+    np.random.seed(0)
+    point, ci = rly.get_interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_optimality_gap(x),
+                                    metrics.aggregate_mean(x)]), reps=2000)
+    for label in scores:
+        row = _aggregate_row(text, label)
+        for i in range(3):
+            assert f"{point[label][i]:.3f} [{ci[label][0, i]:.3f}, {ci[label][1, i]:.3f}]" in row, (label, i)
+    np.random.seed(0)
+    p_point, p_ci = rly.get_interval_estimates({"p": (HIGH, LOW)},
+                                               lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
+                                               reps=2000)
+    expected = f"{p_point['p'][0]:.3f} [{p_ci['p'][0, 0]:.3f}, {p_ci['p'][1, 0]:.3f}]"
+    assert expected in _aggregate_row(text, "big/softmoe")
+
+
+def test_figures_are_written_and_are_pngs(big_wins):
+    _, rep, text = big_wins
+    pngs = sorted(rep.glob("*.png"))
+    kinds = {"eval-curves", "aggregates", "improvement", "profiles", "dormant", "usage-big-softmoe"}
+    assert {k for k in kinds for p in pngs if k in p.name} == kinds
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png.name
+        assert f"]({png.name})" in text  # every figure is linked from the report
+    assert sorted(p.name for p in rep.iterdir()) == sorted([*(p.name for p in pngs), "report.md"])
+
+
+def test_stdout_without_out_has_the_same_study_but_no_figures(big_wins, capsys):
+    paths, _, text = big_wins
+    assert main(["report", *paths]) == 0
+    out = capsys.readouterr().out
+    assert "# Study report" in out and "pass `--out DIR`" in out and ".png" not in out
+    for label in ("dense", "big/softmoe"):  # deterministic: the same numbers as the report made before
+        assert _aggregate_row(out, label) == _aggregate_row(text, label)
+    assert _claim(out, 1) == _claim(text, 1)
+
+
+def test_claims_follow_the_data(big_wins, tmp_path, capsys):
+    _, _, big = big_wins
+    dense = _report(study(tmp_path / "b", HIGH, LOW, dense_dormant=0.1, big_dormant=0.5), tmp_path / "rb", capsys)
+    assert _claim(big, 1) == "supported" and _claim(dense, 1) == "not supported"
+    assert _claim(big, 3) == "supported" and _claim(dense, 3) == "not supported"
+    assert _claim(big, 2) == "not enough runs to tell"  # no MTRL runs
+    assert "no MTRL runs among the given runs" in big
+    assert "task order: not testable with these runs" in big
+    # the numbers the verdict rests on are printed
+    line = next(x for x in big.splitlines() if "big/softmoe vs dense: IQM difference" in x)
+    point, lo, hi = (float(v) for v in re.findall(r"-?\d+\.\d+", line.split("IQM difference")[1])[:3])
+    assert 0 < lo <= point <= hi
+
+
+def test_task_order_is_compared_when_both_orders_ran(tmp_path, capsys):
+    root = tmp_path / "runs"
+    paths = [str(make_run(root, f"seq_s{s}", "big", "softmoe", s, list(row))) for s, row in enumerate(HIGH)]
+    paths += [str(make_run(root, f"rev_s{s}", "big", "softmoe", s, list(row), order="reverse"))
+              for s, row in enumerate(LOW)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    assert "big/softmoe [env_kwargs.order=reverse]" in text
+    order_line = next(x for x in text.splitlines() if "orders cartpole-default > " in x)
+    assert order_line.endswith("-> supported")
+    assert _claim(text, 1) == "not enough runs to tell"  # no dense runs
+
+
+def test_older_runs_without_the_new_files_still_report(tmp_path, capsys):
+    text = _report(study(tmp_path / "runs", LOW[:2], HIGH[:2], new_files=False), tmp_path / "rep", capsys)
+    assert _claim(text, 1) in ("supported", "mixed")
+    assert "no metrics.csv in these runs" in text and "no eval_usage.csv in these runs" in text
+    assert _claim(text, 3) == "not enough runs to tell"
+    assert not list((tmp_path / "rep").glob("*dormant*.png")) and list((tmp_path / "rep").glob("*eval-curves*"))
+
+
+@pytest.mark.parametrize("case", ["no-runs", "inside-run", "foreign-dir", "missing-parent"])
+def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys, case):
+    paths = study(tmp_path / "runs", LOW[:2], HIGH[:2])
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "keep.txt").write_text("mine")
+    args, out = {
+        "no-runs": ([str(tmp_path / "nope")], tmp_path / "rep"),
+        "inside-run": (paths, Path(paths[0]) / "rep"),
+        "foreign-dir": (paths, tmp_path / "foreign"),
+        "missing-parent": (paths, tmp_path / "missing" / "rep"),
+    }[case]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert main(["report", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moerl: error: ") and err.count("\n") == 1
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing half-written, no temp folder left
+
+
+def test_a_report_directory_is_replaced_whole(tmp_path, capsys):
+    paths = study(tmp_path / "runs", LOW[:2], HIGH[:0])
+    _report(paths, tmp_path / "rep", capsys)
+    (tmp_path / "rep" / "stale.png").write_bytes(b"old")
+    _report(paths, tmp_path / "rep", capsys)  # a report written before is replaced, stale figures and all
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert "stale.png" not in names and "report.md" in names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep")]
+
+
+def test_probability_of_improvement_equals_rliables():
+    from rliable import metrics
+
+    from moerl.experiments.report_stats import prob_improvement
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        x = rng.integers(0, 4, (rng.integers(1, 6), 3)) / 3
+        y = rng.integers(0, 4, (rng.integers(1, 6), 3)) / 3
+        assert prob_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y), abs=1e-12)
+
+
+# -- real runs: both engines write the new files without changing training, and report end to end -----------
+TINY = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "800",
+        "--set", "env_kwargs.block_steps=200", "--set", "eval.freq=400", "--set", "eval.episodes=2",
+        "--set", "eval.final_episodes=2", "--set", "dqn.learning_starts=100", "--set", "network.hidden=16",
+        "--set", "logging.metrics_interval=200", "--no-progress"]
+
+
+def test_real_runs_of_both_engines_report_end_to_end(tmp_path, capsys):
+    assert main(["train", *TINY, "--seeds", "0,1", "--engine", "batched", "--logdir", str(tmp_path),
+                 "--run-name", "bat"]) == 0
+    assert main(["train", *TINY, "--seed", "0", "--logdir", str(tmp_path), "--run-name", "sb3"]) == 0
+    capsys.readouterr()
+    for name in ("bat_s0", "bat_s1", "sb3"):
+        run = tmp_path / name
+        metrics = list(csv.DictReader((run / "metrics.csv").open()))
+        usage = list(csv.DictReader((run / "eval_usage.csv").open()))
+        evals = list(csv.DictReader((run / "eval.csv").open()))
+        assert {r["key"] for r in metrics} >= {"moe/dormant/tau0.1/all", "moe/router/big/usage_expert0"}
+        assert all(0.0 <= float(r["value"]) for r in metrics)
+        # one usage row per (evaluation, task, expert); the usages of a task sum to 1 (softmax combine weights)
+        assert len(usage) == len(evals) * 4
+        for (step, task) in {(r["step"], r["task"]) for r in usage}:
+            total = sum(float(r["usage"]) for r in usage if r["step"] == step and r["task"] == task)
+            assert total == pytest.approx(1.0, abs=1e-5)
+    paths = [str(tmp_path / n) for n in ("bat_s0", "bat_s1", "sb3")]
+    assert main(["report", *paths, "--out", str(tmp_path / "rep")]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "big/softmoe [engine=batched]" in text and "big/softmoe [engine=sb3]" in text
+    assert len(list((tmp_path / "rep").glob("*usage*.png"))) == 2 and list((tmp_path / "rep").glob("*dormant*"))
+
+
+def test_the_new_files_leave_training_and_random_streams_untouched(tmp_path):
+    """Measuring router usage during a batched evaluation changes no return, no random state and no later
+    weight: two identical agents, one evaluated with usage and one without, train on to the same weights."""
+    import random
+
+    import torch
+
+    from moerl.agents.batched_dqn import BatchedDQN
+    from moerl.experiments.batched_runs import suite_spec
+
+    spec = suite_spec("moerl/CartPole-CRL-v0", {"block_steps": 200})
+    a, b = (BatchedDQN(spec, [0, 1], {"arch": "big", "router": "softmoe", "hidden": 16}) for _ in range(2))
+    for agent in (a, b):
+        agent.learn(300)
+    states = (np.random.get_state()[1].copy(), torch.get_rng_state().clone(), random.getstate())
+    plain = a.evaluate(spec, 2, seed=5)
+    usage: dict = {}
+    with_usage = b.evaluate(spec, 2, seed=5, usage=usage)
+    assert np.array_equal(plain, with_usage) and set(usage) == {"big"} and usage["big"].shape == (2, 4)
+    assert np.array_equal(np.random.get_state()[1], states[0]) and torch.equal(torch.get_rng_state(), states[1])
+    assert random.getstate() == states[2]
+    for agent in (a, b):
+        agent.learn(600)
+    sa, sb = a.q_net.state_dict(), b.q_net.state_dict()
+    assert all(torch.equal(v, sb[k]) for k, v in sa.items())
