@@ -72,7 +72,7 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
         if started_here:
             ray.shutdown()
     by_job: dict[str, JobOutcome] = {}
-    for result in results:
+    for result in (results[i] for i in range(len(results))):
         plan_cfg = result.config["plan"]
         job_id = _job_id(plan_cfg)
         metrics = result.metrics or {}
