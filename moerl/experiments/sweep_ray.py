@@ -73,7 +73,7 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
             ray.shutdown()
     by_job: dict[str, JobOutcome] = {}
     for result in (results[i] for i in range(len(results))):
-        plan_cfg = result.config["plan"]
+        plan_cfg = (result.config or {})["plan"]
         job_id = _job_id(plan_cfg)
         metrics = result.metrics or {}
         if result.error is not None or metrics.get("status") is None:
