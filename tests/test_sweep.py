@@ -175,3 +175,20 @@ def test_the_ray_backend_gives_the_local_backends_runs(local_sweep, tmp_path, ca
     path, logdir = local_sweep
     assert main(["sweep", str(path), "--backend", "ray", "--workers", "2", "--logdir", str(tmp_path / "ray")]) == 0
     _same_runs(logdir, tmp_path / "ray")
+
+
+def test_the_report_names_the_stack_and_warns_when_runs_mix_stacks(local_sweep, tmp_path, capsys):
+    import shutil
+
+    _, logdir = local_sweep
+    runs = sorted(p for p in logdir.glob("*_s*"))
+    assert main(["report", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert "## Software stacks" in out and f"{len(runs)} run(s)" in out and "Warning" not in out
+    other = tmp_path / runs[0].name
+    shutil.copytree(runs[0], other)
+    records = json.loads((other / "stack.json").read_text())
+    records[0]["packages"]["numpy"] = "0.0.1"
+    (other / "stack.json").write_text(json.dumps(records))
+    assert main(["report", *map(str, runs[1:]), str(other)]) == 0
+    assert "different software stacks" in capsys.readouterr().out

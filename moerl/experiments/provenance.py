@@ -95,3 +95,37 @@ def describe(record: dict[str, Any]) -> str:
         head += " (modified)"
     packages = ", ".join(f"{k} {v}" for k, v in (record.get("packages") or {}).items() if v)
     return f"{head}; Python {record.get('python')}; {packages}"
+
+
+def read_stacks(run_path: Path) -> list[dict[str, Any]]:
+    """The records of a run directory's ``stack.json`` (empty for runs made before it existed)."""
+    import json
+
+    try:
+        records = json.loads((Path(run_path) / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def stacks_markdown(run_paths: list[Path]) -> tuple[str, str | None]:
+    """A Markdown section naming the software stacks of ``run_paths`` (runs per stack) and a warning when
+    they are more than one: numbers from different stacks may differ for that reason alone. A resumed run
+    trained on two stacks counts under each; a run without ``stack.json`` counts as an unknown stack."""
+    runs_of: dict[tuple[Any, ...], list[str]] = {}
+    names: dict[tuple[Any, ...], str] = {}
+    for path in run_paths:
+        records = read_stacks(path) or [{}]
+        for record in records:
+            key = stack_key(record) if record else ("unknown",)
+            names[key] = describe(record) if record else "unknown (the run has no stack.json: made before moerl recorded it)"
+            runs_of.setdefault(key, [])
+            if path.name not in runs_of[key]:
+                runs_of[key].append(path.name)
+    lines = ["## Software stacks", ""]
+    lines += [f"- {names[key]}: {len(runs)} run(s)" for key, runs in runs_of.items()]
+    warning = None
+    if len(runs_of) > 1:
+        warning = (f"**Warning**: these runs come from {len(runs_of)} different software stacks (see 'Software "
+                   "stacks'); differences between them may come from the stack rather than the method.")
+    return "\n".join(lines), warning

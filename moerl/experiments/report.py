@@ -186,9 +186,13 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
 
     file_target = check_output_path(out) if out and _is_file_target(out) else None
     dir_target = check_output_dir(out) if out and file_target is None else None
+    from moerl.experiments.provenance import stacks_markdown
+
     runs, skipped = load_runs(paths)
     results = [_with_dormant(run) for run in runs]
-    text = markdown_table(results) + "\n\n" + summary_table(results)
+    stacks, warning = stacks_markdown([run.path for run in runs])
+    text = (warning + "\n\n" if warning else "") + markdown_table(results) + "\n\n" + summary_table(results)
+    text += "\n\n" + stacks
     studies = build_studies(group_runs(runs))
     if dir_target is None:
         text += "\n\n" + study_markdown(studies, None)
