@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_int, help="random seed")
     train.add_argument("--seeds", metavar="LIST",
                        help="several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed (MoE DQN)")
-    train.add_argument("--engine", help="MoE DQN engine: sb3 (default, one seed at a time) or batched "
-                                        "(every seed of --seeds in one process)")
+    train.add_argument("--engine", help="MoE DQN engine: auto (default: batched for two or more --seeds of a "
+                       "suite, else sb3), batched (every seed in one process) or sb3 (one seed at a time)")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")

@@ -113,7 +113,7 @@ def test_device_auto_means_the_same_in_train_and_eval(tmp_path, capsys, monkeypa
     assert main(["train", "--env", "CartPole-v1", "--timesteps", "200", "--logdir", str(tmp_path),
                  "--run-name", "r", "--no-progress"]) == 0
     assert main(["eval", str(tmp_path / "r"), "--episodes", "1"]) == 0
-    assert seen == [("auto", None, "cpu"), ("auto", None, "cpu")]
+    assert len(seen) >= 2 and set(seen) == {("auto", None, "cpu")}  # train (model, stack record) and eval
 
 
 def test_moedqn_weights_do_not_depend_on_what_was_built_before():

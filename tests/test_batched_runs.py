@@ -88,10 +88,24 @@ def test_the_same_seeds_give_the_same_runs(batched, tmp_path):
 
 
 def test_seeds_with_the_sb3_engine_run_one_after_another(tmp_path):
-    assert main(["train", *ARGS, "--timesteps", "300", "--seeds", "1-2", "--logdir", str(tmp_path),
-                 "--run-name", "x"]) == 0
+    assert main(["train", *ARGS, "--timesteps", "300", "--seeds", "1-2", "--engine", "sb3", "--logdir",
+                 str(tmp_path), "--run-name", "x"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_s1", "x_s2"]
     assert "engine" not in json.loads((tmp_path / "x_s1" / "results.json").read_text())
+    assert "engine: sb3" in (tmp_path / "x_s1" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(("args", "engine"), [
+    (["--seeds", "1-2"], "batched"),  # several seeds of a suite: together
+    (["--seeds", "1"], "sb3"),  # one seed alone is faster on the SB3 path
+    (["--seed", "1"], "sb3"),
+    (["--seeds", "1-2", "--env", "Acrobot-v1"], "sb3"),  # an env the batched engine does not run
+])
+def test_the_default_engine_is_batched_for_several_seeds_of_a_suite_and_sb3_otherwise(tmp_path, args, engine):
+    base = ARGS if "Acrobot-v1" not in args else ["--arch", "big", "--router", "softmoe", "--no-progress"]
+    assert main(["train", *base, "--timesteps", "300", *args, "--logdir", str(tmp_path)]) == 0
+    configs = [p / "config.yaml" for p in tmp_path.iterdir()]
+    assert configs and all(f"engine: {engine}" in c.read_text() for c in configs)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -101,7 +115,7 @@ def test_seeds_with_the_sb3_engine_run_one_after_another(tmp_path):
     (["--seeds", "0-99999"], "names more than 65,536 seeds"),
     (["--seeds", "4294967296"], "seed must be an integer in [0, 4294967295]"),
     (["--seeds", "0-1", "--seed", "3"], "give --seed or --seeds, not both"),
-    (["--engine", "jax"], "unknown engine 'jax'; valid choices: batched, sb3"),
+    (["--engine", "jax"], "unknown engine 'jax'; valid choices: auto, batched, sb3"),
     (["--seeds", "0-1", "--engine", "batched", "--env", "Acrobot-v1"], "the batched engine runs moerl's task suites"),
 ])
 def test_bad_input_is_refused_in_one_line_before_anything_exists(tmp_path, capsys, args, message):

@@ -48,6 +48,7 @@ from moerl.experiments.moe_dqn_config import (
     list_envs,
     matches,
     reference_rows,
+    resolve_engine,
     resolve_env,
     validate,
 )
@@ -118,6 +119,11 @@ def train(request: TrainRequest) -> Path | list[Path]:
     seeds_spec, request = request.seeds, dataclasses.replace(request, seeds=None)
     reject_unused(request, FAMILY)
     config = build_config(request.config, request.flags(), request.overrides)
+    if seeds_spec is not None and request.seed is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    from moerl.experiments.batched_runs import parse_seeds
+
+    config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
     if seeds_spec is not None or config.engine == "batched":
         return _train_seeds(request, config, seeds_spec)
     torch.set_num_threads(1)

@@ -29,7 +29,8 @@ from moerl.seeding import check_seed
 
 FAMILY_NAME = "moe-dqn"
 ENGINES = Registry("engine", {
-    "sb3": "Stable-Baselines3's DQN, one seed at a time (the reference; default)",
+    "auto": "batched for two or more --seeds of an env the batched engine runs, else sb3 (default)",
+    "sb3": "Stable-Baselines3's DQN, one seed at a time (the reference)",
     "batched": "moerl's batched engine: every seed of --seeds in one process, as a batch dimension",
 })
 
@@ -97,8 +98,9 @@ class DQNRunConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    #: Which engine trains the run (:data:`ENGINES`); ``batched`` trains ``--seeds`` together.
-    engine: str = "sb3"
+    #: Which engine trains the run (:data:`ENGINES`); ``batched`` trains ``--seeds`` together; ``auto`` is
+    #: resolved before the run starts (:func:`resolve_engine`), so a run's config.yaml names the engine it used.
+    engine: str = "auto"
 
 
 # --- env names ---------------------------------------------------------------------------------
@@ -271,6 +273,22 @@ def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
             )
 
 
+def resolve_engine(config: DQNRunConfig, num_seeds: int) -> str:
+    """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
+    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
+    if config.engine != "auto":
+        return config.engine
+    if num_seeds < 2:
+        return "sb3"
+    from moerl.experiments.batched_runs import suite_spec
+
+    try:
+        suite_spec(resolve_env(config.env), config.env_kwargs)
+    except ConfigError:
+        return "sb3"
+    return "batched"
+
+
 def engine_device(config: DQNRunConfig, device: str | None = None):
     """The torch device the run's engine uses: ``auto`` means the faster one for that engine.
 
@@ -281,7 +299,7 @@ def engine_device(config: DQNRunConfig, device: str | None = None):
     from moerl.devices import resolve_device
 
     name = device or config.device
-    if name == "auto" and config.engine == "sb3":
+    if name == "auto" and config.engine in ("sb3", "auto"):
         name = "cpu"
     return resolve_device(name)
 
