@@ -192,3 +192,17 @@ def test_the_report_names_the_stack_and_warns_when_runs_mix_stacks(local_sweep, 
     (other / "stack.json").write_text(json.dumps(records))
     assert main(["report", *map(str, runs[1:]), str(other)]) == 0
     assert "different software stacks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_the_paper_sweeps_are_valid_and_cover_the_study(path):
+    spec = load_sweep(path)
+    envs = {job.config["env"] for job in spec.jobs}
+    assert any(e.endswith("-mtrl") for e in envs) and any(e.endswith("-crl") for e in envs)
+    orders = {job.config["env_kwargs"].get("order") for job in spec.jobs if job.config["env"].endswith("-crl")}
+    assert orders == {"sequential", "reverse"}  # two CRL task orders
+    archs = {(job.config["network"]["arch"], job.config["network"]["router"]) for job in spec.jobs}
+    assert ("dense", "softmoe") in archs and ("big", "hardcoded") in archs
+    if path.stem.startswith("full"):
+        assert len(spec.jobs) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)

@@ -7,8 +7,11 @@ train --config`` files, dotted for nested sections, or the CLI's flat names ``en
 
     config: dqn/big-softmoe        # optional base config (a file or a shipped name)
     base: {timesteps: 20000}       # keys every run gets
+    settings:                      # optional: a list of key sets, each combined with everything below
+      - {env: cartpole-mtrl}
+      - {env: cartpole-crl, env_kwargs: {order: reverse}}
     grid:                          # every combination of these values
-      env: [cartpole-crl, cartpole-mtrl]
+      dqn.learning_rate: [0.001, 0.0003]
     variants:                      # each entry is combined with every grid point (non-product grids)
       - {arch: dense}
       - {arch: big, router: softmoe}
@@ -17,7 +20,7 @@ train --config`` files, dotted for nested sections, or the CLI's flat names ``en
     engine: batched                # batched (default): the seeds of a config train together; sb3: one by one
     logdir: runs/my-study          # default: runs/<file name without .yaml>
 
-A *config* is one grid point x variant, resolved and validated (a bad key or value is refused before
+A *config* is one setting x grid point x variant, resolved and validated (a bad key or value is refused before
 anything runs). Its id is a hash of the resolved config without seed and device, so the same point gets
 the same directory on every launch and every machine: ``<logdir>/<env>_<arch>[_<router>]-<id>_s<seed>``.
 A *job* is what one process trains: all seeds of a config with the batched engine, one seed with sb3.
@@ -36,7 +39,7 @@ from typing import Any
 
 from moerl.errors import ConfigError
 
-SWEEP_KEYS = ("config", "base", "grid", "variants", "seeds", "engine", "logdir", "name")
+SWEEP_KEYS = ("config", "base", "settings", "grid", "variants", "seeds", "engine", "logdir", "name")
 SWEEP_ENGINES = ("batched", "sb3")
 #: Config keys that do not change what a run computes (left out of the id).
 NOT_IN_ID = ("seed", "device")
@@ -96,6 +99,14 @@ def _as_mapping(value: Any, key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _axis(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    """A list of key sets (``variants``, ``settings``); ``[{}]`` when absent."""
+    axis = data.get(key) or [{}]
+    if not isinstance(axis, list) or not all(isinstance(v, Mapping) for v in axis):
+        raise ConfigError(f"{where}: '{key}' must be a list of mappings of config keys to values")
+    return axis
+
+
 def _grid_points(grid: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -147,32 +158,30 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
                         else ",".join(str(s) for s in data["seeds"]))
     base = _as_mapping(data.get("base"), "base", where)
     grid = _as_mapping(data.get("grid"), "grid", where)
-    variants = data.get("variants") or [{}]
-    if not isinstance(variants, list) or not all(isinstance(v, Mapping) for v in variants):
-        raise ConfigError(f"{where}: 'variants' must be a list of mappings of config keys to values")
+    variants = _axis(data, "variants", where)
+    settings = _axis(data, "settings", where)
     for key in ("seed", "engine", "device"):
-        if any(key in part for part in (base, grid, *variants)):
+        if any(key in part for part in (base, grid, *variants, *settings)):
             raise ConfigError(f"{where}: '{key}' is set by the sweep itself (top-level 'seeds'/'engine', "
                               f"'moerl sweep --device'), not per run")
     name = str(data.get("name") or path.stem)
     out = logdir or str(data.get("logdir") or Path("runs") / name)
     jobs: list[SweepJob] = []
     seen: dict[str, str] = {}
-    for point in _grid_points(grid, where):
-        for variant in variants:
-            keys = {**base, **point, **dict(variant), "engine": engine}
-            config = _resolve(data.get("config"), keys, where)
-            cid = config_id(config)
-            net = config["network"]
-            routed = net["arch"] not in ("dense", "wide")
-            label = default_run_name(config["env"].replace("/", "-"), net["arch"], net["router"] if routed else None)
-            run_name = f"{label}-{cid}"
-            if cid in seen:
-                raise ConfigError(f"{where}: two grid entries give the same config ({seen[cid]} and "
-                                  f"{keys}); remove one (e.g. a router on a dense arch is not a new config)")
-            seen[cid] = str(keys)
-            if engine == "batched":
-                jobs.append(SweepJob(cid, run_name, config, tuple(seeds), engine, out))
-            else:
-                jobs.extend(SweepJob(cid, run_name, config, (s,), engine, out) for s in seeds)
+    for setting, point, variant in itertools.product(settings, _grid_points(grid, where), variants):
+        keys = {**base, **dict(setting), **point, **dict(variant), "engine": engine}
+        config = _resolve(data.get("config"), keys, where)
+        cid = config_id(config)
+        net = config["network"]
+        routed = net["arch"] not in ("dense", "wide")
+        label = default_run_name(config["env"].replace("/", "-"), net["arch"], net["router"] if routed else None)
+        run_name = f"{label}-{cid}"
+        if cid in seen:
+            raise ConfigError(f"{where}: two grid entries give the same config ({seen[cid]} and "
+                              f"{keys}); remove one (e.g. a router on a dense arch is not a new config)")
+        seen[cid] = str(keys)
+        if engine == "batched":
+            jobs.append(SweepJob(cid, run_name, config, tuple(seeds), engine, out))
+        else:
+            jobs.extend(SweepJob(cid, run_name, config, (s,), engine, out) for s in seeds)
     return Sweep(name=name, logdir=out, engine=engine, jobs=tuple(jobs))
