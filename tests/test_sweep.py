@@ -206,3 +206,14 @@ def test_the_paper_sweeps_are_valid_and_cover_the_study(path):
     assert ("dense", "softmoe") in archs and ("big", "hardcoded") in archs
     if path.stem.startswith("full"):
         assert len(spec.jobs) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)
+
+
+def test_report_takes_the_sweep_folder_and_names_what_is_not_a_run(local_sweep, capsys):
+    _, logdir = local_sweep
+    runs = sorted(str(p) for p in logdir.glob("*_s*"))
+    assert main(["report", *runs]) == 0
+    explicit = capsys.readouterr().out
+    assert main(["report", str(logdir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == explicit  # the same runs, found below the folder
+    assert "sweep.json: not a run directory" in captured.err and ".sweep" not in captured.err

@@ -170,6 +170,29 @@ def load_run(run: RunDir) -> Run:
     return Run(run.path, config, results, schedule, block_steps, eval_rows, usage_rows, metric_rows)
 
 
+def expand_run_folders(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
+    directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
+    ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
+    ``table.md`` a script wrote beside the runs)."""
+    if not path.is_dir() or (path / "status.json").is_file():
+        return [str(path)], []
+    runs: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("."):
+            continue  # .sweep state, temporary folders
+        found, _ = expand_run_folders(child) if child.is_dir() else ([], [])
+        found = [f for f in found if (Path(f) / "status.json").is_file()]
+        if found:
+            runs.extend(found)
+        else:
+            skipped.append((str(child), "not a run directory and holds none"))
+    if not runs:
+        skipped.append((str(path), "a folder with no run directory below it"))
+    return runs, skipped
+
+
 def load_runs(paths: list[str]) -> tuple[list[Run], list[tuple[str, str]]]:
     """``(runs, skipped)``: every finished moe-dqn run among ``paths``, and ``(path, reason)`` for the rest:
     not a finished run, another family, a corrupt results file, or the same run given twice (counted once,
@@ -178,7 +201,12 @@ def load_runs(paths: list[str]) -> tuple[list[Run], list[tuple[str, str]]]:
     out: list[Run] = []
     skipped: list[tuple[str, str]] = []
     seen: set[Path] = set()
+    expanded: list[str] = []
     for p in paths:
+        found, not_runs = expand_run_folders(Path(p))
+        expanded.extend(found)
+        skipped.extend(not_runs)
+    for p in expanded:
         key = Path(p).resolve()
         if key in seen:
             skipped.append((p, "the same run was given before (counted once)"))
