@@ -87,6 +87,22 @@ def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None =
     return env
 
 
+def resolve_engine(config: Any, num_seeds: int) -> str:
+    """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
+    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
+    if config.engine != "auto":
+        return config.engine
+    if num_seeds < 2:
+        return "sb3"
+    from moerl.experiments.moe_dqn_config import resolve_env
+
+    try:
+        suite_spec(resolve_env(config.env), config.env_kwargs)
+    except ConfigError:
+        return "sb3"
+    return "batched"
+
+
 def check_batch_size(config: Any, num_seeds: int, obs_dim: int, capacity: int) -> None:
     """Refuse S replay buffers that cannot fit in memory (the estimate in the message)."""
     from moerl.experiments.moe_dqn_config import MEMORY_FRACTION, _machine_bytes

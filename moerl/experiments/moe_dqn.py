@@ -48,7 +48,6 @@ from moerl.experiments.moe_dqn_config import (
     list_envs,
     matches,
     reference_rows,
-    resolve_engine,
     resolve_env,
     validate,
 )
@@ -121,7 +120,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
     config = build_config(request.config, request.flags(), request.overrides)
     if seeds_spec is not None and request.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
-    from moerl.experiments.batched_runs import parse_seeds
+    from moerl.experiments.batched_runs import parse_seeds, resolve_engine
 
     config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
     if seeds_spec is not None or config.engine == "batched":

@@ -273,22 +273,6 @@ def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
             )
 
 
-def resolve_engine(config: DQNRunConfig, num_seeds: int) -> str:
-    """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
-    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
-    if config.engine != "auto":
-        return config.engine
-    if num_seeds < 2:
-        return "sb3"
-    from moerl.experiments.batched_runs import suite_spec
-
-    try:
-        suite_spec(resolve_env(config.env), config.env_kwargs)
-    except ConfigError:
-        return "sb3"
-    return "batched"
-
-
 def engine_device(config: DQNRunConfig, device: str | None = None):
     """The torch device the run's engine uses: ``auto`` means the faster one for that engine.
 
