@@ -215,3 +215,25 @@ def test_iqm_with_ci_on_known_scores(monkeypatch):
     assert iqm_with_ci({"g": scores})["g"][0] == 0.4
     monkeypatch.setitem(sys.modules, "rliable", None)  # rliable not installed
     assert iqm_with_ci({"g": scores}) is None
+
+
+def test_a_runs_own_config_yaml_trains_again_and_non_default_ignored_keys_are_still_refused(tmp_path, capsys):
+    """config.yaml lists every key (``router: softmoe`` for a dense run too): re-running it with --config works;
+    a key a dense network would ignore, set to a non-default value in a file, is still refused."""
+    import yaml
+
+    assert main(["train", "--env", "CartPole-v1", "--timesteps", "200", "--logdir", str(tmp_path),
+                 "--run-name", "first", "--no-progress"]) == 0
+    saved = tmp_path / "first" / "config.yaml"
+    assert "router: softmoe" in saved.read_text()
+    assert main(["train", "--config", str(saved), "--logdir", str(tmp_path), "--run-name", "again",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "again" / "config.yaml").read_text() == saved.read_text()
+    config = yaml.safe_load(saved.read_text())
+    config["network"]["router"] = "topk"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main(["train", "--config", str(bad), "--logdir", str(tmp_path / "no"), "--no-progress"]) == 2
+    assert "'network.router' (--router) does not apply to arch 'dense'" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
