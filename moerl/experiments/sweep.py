@@ -70,7 +70,11 @@ def run_local(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: s
         with progress.lock:
             progress.running += 1
             say(progress.line(f"{plan.action} {plan.job.job_id} (seeds {_seeds(plan.seeds)})"))
-        outcome = run_job(plan, state_dir, device)
+        try:
+            outcome = run_job(plan, state_dir, device)
+        except Exception as exc:  # a job that cannot even start is a failed job, not a failed sweep
+            outcome = JobOutcome(plan.job.job_id, plan.seeds, "failed", 0.0, f"{type(exc).__name__}: {exc}",
+                                 plan.action)
         with progress.lock:
             progress.running -= 1
             if outcome.status == "finished":

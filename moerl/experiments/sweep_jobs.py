@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,10 @@ def prepare(plan: JobPlan, state_dir: Path) -> Path:
     if plan.action == "train":
         for seed in plan.seeds:
             shutil.rmtree(plan.job.run_dir(seed), ignore_errors=True)
-    config_file = state_dir / "configs" / f"{plan.job.name}.yaml"
+    # One file per job (the sb3 engine's seeds of a config are separate jobs running at the same time).
+    config_file = state_dir / "configs" / f"{plan.job.job_id}.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config_file.with_suffix(".tmp")
+    tmp = config_file.with_name(f".{config_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(yaml.safe_dump(plan.job.config, sort_keys=False))
     tmp.replace(config_file)
     return config_file
