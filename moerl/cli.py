@@ -203,12 +203,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from moerl.experiments.sweep_jobs import plan_job
     from moerl.experiments.sweep_spec import load_sweep
 
-    if args.backend not in ("local", "ray"):
-        raise ConfigError(f"--backend '{args.backend}' is not one of local, ray")
-    if args.gpus_per_job < 0 or args.gpus_per_job > 1:
-        raise ConfigError(f"--gpus-per-job must be between 0 and 1, got {args.gpus_per_job}")
-    if args.backend == "local" and (args.address or args.gpus_per_job):
-        raise ConfigError("--address and --gpus-per-job apply to --backend ray only")
     if args.dry_run:
         spec = load_sweep(args.sweep_file, args.logdir)
         for job in spec.jobs:

@@ -125,7 +125,11 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
     from moerl.experiments.sweep_spec import load_sweep
 
     if backend not in ("local", "ray"):
-        raise ConfigError(f"backend '{backend}' is not one of local, ray")
+        raise ConfigError(f"--backend '{backend}' is not one of local, ray")
+    if not 0 <= gpus_per_job <= 1:
+        raise ConfigError(f"--gpus-per-job must be between 0 and 1, got {gpus_per_job}")
+    if backend == "local" and (address or gpus_per_job):
+        raise ConfigError("--address and --gpus-per-job apply to --backend ray only")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if device is not None:

@@ -7,7 +7,6 @@ Shared by both backends of ``moerl sweep`` (:mod:`moerl.experiments.sweep` runs 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -43,27 +41,19 @@ class JobOutcome:
     action: str = ""
 
 
-def _status(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def plan_job(job: SweepJob) -> JobPlan:
     """Decide from the run directories what ``job`` needs (see the module docstring)."""
     from moerl.checkpoint_store import checkpoint_step
-    from moerl.experiments.rundir import run_state
+    from moerl.experiments.rundir import RunDir, run_state
 
-    states = {seed: (run_state(_status(job.run_dir(seed))) if job.run_dir(seed).exists() else "missing")
+    states = {seed: (run_state(RunDir(job.run_dir(seed)).read_status()) if job.run_dir(seed).exists() else "missing")
               for seed in job.seeds}
     unfinished = tuple(s for s, state in states.items() if state != "finished")
     if not unfinished:
         return JobPlan(job, "done")
     if any(states[s] == "running" for s in unfinished):
         return JobPlan(job, "busy", unfinished)
-    present = [s for s in unfinished if states[s] != "missing"]
-    if present and len(present) == len(unfinished) and len(unfinished) == len(job.seeds):
+    if all(states[s] != "missing" for s in job.seeds):  # the whole batch (or the one sb3 run) was started
         leader = _leader(job)
         if leader is not None and checkpoint_step(leader) is not None:
             return JobPlan(job, "resume", unfinished, resume_from=job.run_dir(unfinished[0]))
@@ -75,7 +65,9 @@ def _leader(job: SweepJob) -> Path | None:
     first = job.run_dir(job.seeds[0])
     if job.engine != "batched":
         return first
-    leader = (_status(first).get("batch") or {}).get("leader")
+    from moerl.experiments.rundir import RunDir
+
+    leader = (RunDir(first).read_status().get("batch") or {}).get("leader")
     return first.parent / leader if leader else None
 
 
