@@ -27,8 +27,10 @@ IGNORED_KEYS = ("seed", "device", "checkpoint.every", "logging.log_interval", "e
 #: Archs without a router: their ``network.router`` is never read.
 ROUTERLESS = ("dense", "wide")
 DORMANT_KEY = "moe/dormant/tau0.1/all"
-#: Keys in which a single-task reference run may differ from the continual run it serves.
-REFERENCE_FREE_KEYS = ("env_kwargs.fixed_task", "timesteps", "dqn.buffer_size")
+#: Keys in which a single-task reference run may differ from the continual run it serves (a pinned task has
+#: no schedule, so the schedule's keys do not matter; one reference serves every task order).
+REFERENCE_FREE_KEYS = ("env_kwargs.fixed_task", "timesteps", "dqn.buffer_size", "env_kwargs.order",
+                       "env_kwargs.block_steps", "env_kwargs.cycles")
 
 
 @dataclass
