@@ -20,7 +20,8 @@ def test_headline_crl_run_writes_a_complete_run_directory(tmp_path, tb_scalars, 
                "--logdir", str(tmp_path), "--set", "env_kwargs.block_steps=300", "--set", "eval.freq=300",
                "--set", "logging.metrics_interval=100", "--set", "logging.log_interval=1", *TINY])
     assert rc == 0
-    run = tmp_path / "cartpole-crl_big_softmoe_s0"
+    (run,) = tmp_path.iterdir()
+    assert re.fullmatch(r"cartpole-crl_big_softmoe-[0-9a-f]{8}_s0", run.name)  # readable name + config id
     assert f"run directory: {run}" in capsys.readouterr().out
     for name in ("config.yaml", "status.json", "results.json", "eval.csv", "model.zip", "schedule.json"):
         assert (run / name).is_file(), name

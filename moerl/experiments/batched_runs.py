@@ -294,18 +294,16 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
     from moerl.agents.moe_dqn import default_buffer_size
     from moerl.checkpoint_store import remove_checkpoints
-    from moerl.experiments.families import default_run_name
-    from moerl.experiments.moe_dqn_config import default_timesteps, engine_device, resolve_env
+    from moerl.experiments.moe_dqn_config import default_timesteps, engine_device, resolve_env, run_label
     from moerl.experiments.rundir import RunDir, running_many
 
     spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+    base = run_name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
     if config.timesteps is None:
         config.timesteps = default_timesteps(config)
     capacity = config.dqn.buffer_size or default_buffer_size(spec)
     config.dqn.buffer_size = capacity
     check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
-    base = run_name or default_run_name(config.env.replace("/", "-"), config.network.arch,
-                                        config.network.router if config.network.uses_moe else None)
     from moerl.experiments.rundir import check_run_name
 
     check_run_name(f"{base}_s{max(seeds)}")

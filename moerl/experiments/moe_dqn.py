@@ -32,7 +32,6 @@ from moerl.experiments.families import (
     Family,
     TrainRequest,
     check_resume_request,
-    default_run_name,
     reject_unused,
 )
 from moerl.experiments.moe_dqn_config import (
@@ -49,6 +48,7 @@ from moerl.experiments.moe_dqn_config import (
     matches,
     reference_rows,
     resolve_env,
+    run_label,
     validate,
 )
 from moerl.experiments.rundir import RunDir, running
@@ -125,6 +125,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
     config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
     if seeds_spec is not None or config.engine == "batched":
         return _train_seeds(request, config, seeds_spec)
+    label = run_label(to_dict(config))  # before the budget is resolved: the name a sweep gives this config
     torch.set_num_threads(1)
     env = make_env(config)
     try:
@@ -138,9 +139,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
         # Built before the run directory exists: impossible combinations raise ConfigError here.
         model = build_model(config, env)
         config.dqn.buffer_size = model.buffer_size  # record the resolved capacity
-        name = request.run_name or default_run_name(
-            config.env.replace("/", "-"), config.network.arch,
-            config.network.router if config.network.uses_moe else None, f"s{config.seed}")
+        name = request.run_name or f"{label}_s{config.seed}"
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
             run.write_config(to_dict(config))
