@@ -1,4 +1,4 @@
-"""The ``moerl`` command line: ``train``, ``eval``, ``envs``.
+"""The ``moerl`` command line: ``train``, ``eval``, ``envs``, ``report``, ``sweep``, ``runs``.
 
 Bad input of any kind ends with one line on stderr (``moerl: error: ...``) and exit status 2.
 """
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from moerl.nn.choices import ARCHS, ROUTERS
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep,runs}")
     sub.required = True
 
     train = sub.add_parser("train", help="train one run and write a run directory")
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="study report (tables, rliable figures, claims) over finished MoE DQN runs")
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
     rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
+
+    runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")
+    runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR",
+                      help="run directories or folders holding them (default: runs)")
 
     sw = sub.add_parser("sweep", help="train every run of a sweep file (grid x seeds): skips finished runs, "
                                       "resumes interrupted ones")
@@ -198,6 +202,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from moerl.experiments.runs_table import runs_report
+
+    text, skipped = runs_report(args.dirs)
+    print(text)
+    if skipped:
+        print(f"moerl: skipped (not runs): {_one_line(', '.join(p for p, _ in skipped))}", file=sys.stderr)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from moerl.experiments.sweep import summary, sweep
     from moerl.experiments.sweep_jobs import plan_job
@@ -228,7 +242,8 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep,
+            "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
