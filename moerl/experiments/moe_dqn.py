@@ -229,6 +229,7 @@ class _Trainer:
         )
         from moerl.agents.dqn_checkpoint import restore_logger_values
         from moerl.agents.evaluation import task_env_factories
+        from moerl.agents.tb_layout import TaskSchedule, return_scale
 
         self.run_dir, self.config, self.model = run, config, model
         # Events after the checkpoint's step were written by the killed process and are written again.
@@ -241,8 +242,10 @@ class _Trainer:
         self.factories = task_env_factories(self.env_id, eval_kwargs, info.task_names)
         self.bounds = info.return_bounds
         self.episodes_cb = TaskEpisodeCallback()
+        schedule = TaskSchedule(self.schedule, info.task_names, return_scale(self.bounds)) if self.bounds else None
         self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
-                                           run.path / "eval.csv", self.bounds, seed=config.seed + 10_000)
+                                           run.path / "eval.csv", self.bounds, seed=config.seed + 10_000,
+                                           schedule=schedule)
         self.metrics_cb = MetricsFileCallback(run.path / "metrics.csv")
         assert config.timesteps is not None  # resolved before a trainer is built
         self.total: int = config.timesteps
