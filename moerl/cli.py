@@ -62,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_int, help="random seed")
     train.add_argument("--seeds", metavar="LIST",
                        help="several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed (MoE DQN)")
-    train.add_argument("--engine", help="MoE DQN engine: auto (default: batched for two or more --seeds of a "
-                       "suite, else sb3), batched (every seed in one process) or sb3 (one seed at a time)")
+    train.add_argument("--engine", help="MoE DQN engine: auto (batched for two or more --seeds of a suite, else "
+                       "sb3), batched (every seed in one process) or sb3 (one seed at a time); default: auto")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
-    train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
-    train.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the config's, auto: {DEVICES['auto']})")
+    train.add_argument("--run-name", help="name of the run directory (default: <env>_<arch>[_<router>]-<config id>"
+                       "_s<seed>, the id a hash of the config without seed and device)")
+    train.add_argument("--device", help=f"{', '.join(DEVICES)}; default: the config's, moe-dqn auto, routing auto, "
+                       f"masked-experts cpu (auto: {DEVICES['auto']}; a single MoE DQN run on the sb3 engine "
+                       "stays on the CPU, where its small networks are faster)")
     train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -99,13 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="train every run of a sweep file (grid x seeds): skips finished runs, "
                                       "resumes interrupted ones")
     sw.add_argument("sweep_file", help="a sweep YAML file (see configs/paper/ and the README's 'Studies')")
-    sw.add_argument("--backend", default="local", help="local (default: a process pool here) or ray (Ray Tune)")
+    sw.add_argument("--backend", default="local", help="local (a process pool here) or ray (Ray Tune); default: local")
     sw.add_argument("--workers", type=_positive_int, help="jobs at a time (default: the number of cores)")
     sw.add_argument("--device", help=f"device for every job ({', '.join(DEVICES)}; default: each config's)")
     sw.add_argument("--logdir", help="where the run directories go (default: the sweep file's logdir)")
     sw.add_argument("--address", help="ray backend: the cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
     sw.add_argument("--gpus-per-job", type=float, default=0.0,
-                    help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU)")
+                    help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU); "
+                         "default: 0.0")
     sw.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     return parser
 
