@@ -28,8 +28,8 @@ def _dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Real tiny runs: dense at two budgets, big/topk with another learning rate, a routing run; a killed and a
-    failed copy; and what a script leaves beside runs (``table.md``, a folder of notes)."""
+    """Real tiny runs: dense at two budgets, big/topk with another learning rate, a routing and a masked-experts
+    run; a killed and a failed copy; and what a script leaves beside runs (``table.md``, a folder of notes)."""
     root = tmp_path_factory.mktemp("study")
     log = ["--logdir", str(root)]
     assert main(["train", *TINY, "--arch", "dense", "--timesteps", "600", *log]) == 0
@@ -38,6 +38,8 @@ def study(tmp_path_factory):
                  "--set", "dqn.learning_rate=5e-4", *log]) == 0
     assert main(["train", "--env", "digits-mtl", "--algo", "wpl", "--epochs", "1", "--set", "samples_per_epoch=256",
                  "--set", "channels=4", "--set", "hidden=8", "--no-progress", *log]) == 0
+    assert main(["train", "--env", "digits-split", "--arch", "masked-moe", "--mask", "lu", "--experts", "2",
+                 "--epochs", "1", "--set", "batch_size=64", "--no-progress", *log]) == 0
     first = sorted(p for p in root.iterdir() if p.name.startswith("cartpole-crl_dense"))[0]
     for name, status in (("killed_s0", {"status": "running", "pid": _dead_pid()}),
                          ("failed_s0", {"status": "failed", "error": "RuntimeError: boom"})):
@@ -56,11 +58,12 @@ def _names(root):
 
 def test_runs_that_differ_in_any_setting_get_different_readable_names(study):
     names = _names(study)
-    assert len(names) == 4 and not [n for n in names if re.search(r"-\d+$", n)]  # no silent -2
+    assert len(names) == 5 and not [n for n in names if re.search(r"-\d+$", n)]  # no silent -2
     dense = [n for n in names if n.startswith("cartpole-crl_dense")]
     assert len(dense) == 2 and all(re.fullmatch(rf"cartpole-crl_dense-{ID}_s0", n) for n in dense)  # no router
     assert any(re.fullmatch(rf"cartpole-crl_big_topk-{ID}_s0", n) for n in names)
     assert any(re.fullmatch(rf"digits-mtl_wpl-{ID}_s0", n) for n in names)
+    assert any(re.fullmatch(rf"digits-split_masked-moe_lu_e2_joint-{ID}_s0", n) for n in names)
 
 
 def test_train_and_sweep_name_the_same_config_alike(study, tmp_path):
@@ -86,7 +89,7 @@ def test_moerl_runs_lists_status_differences_and_final_numbers(study, capsys, mo
     assert main(["runs", str(study)]) == 0
     out, err = capsys.readouterr()
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in out.splitlines() if line.startswith(f"| {study}")}
-    assert len(rows) == 6
+    assert len(rows) == 7
     by_name = {path.rsplit("/", 1)[-1]: line for path, line in rows.items()}
     assert "| moe-dqn | killed |" in by_name["killed_s0"] and "| moe-dqn | failed |" in by_name["failed_s0"]
     topk = next(line for name, line in by_name.items() if "_big_topk-" in name)
@@ -95,7 +98,10 @@ def test_moerl_runs_lists_status_differences_and_final_numbers(study, capsys, mo
     assert {"timesteps=600" in d for d in dense} == {True, False} and all("network.router" not in d for d in dense)
     wpl = next(line for name, line in by_name.items() if name.startswith("digits-mtl"))
     assert "| routing | finished | - | test acc " in wpl  # the only routing run: nothing differs
-    assert "6 runs: 1 failed, 4 finished, 1 killed" in out
+    masked = next(line for name, line in by_name.items() if name.startswith("digits-split"))
+    results = json.loads(next(study.glob("digits-split*/results.json")).read_text())
+    assert f"| masked-experts | finished | - | test acc {results['test']['mean_accuracy']:.3f} |" in masked
+    assert "7 runs: 1 failed, 5 finished, 1 killed" in out
     assert err.count("\n") == 1 and "table.md" in err and "notes" in err  # named on one line
     monkeypatch.chdir(study)
     assert main(["runs"]) == 2  # the default folder runs/ does not exist here
@@ -109,5 +115,6 @@ def test_report_on_a_folder_skips_and_names_what_is_not_a_run(study, capsys):
     assert "not a run directory" in skipped[str(study / "table.md")]
     assert "not a run directory" in skipped[str(study / "notes")]
     assert "not a moe-dqn run" in next(why for path, why in skipped.items() if "digits-mtl" in path)
+    assert "not a moe-dqn run" in next(why for path, why in skipped.items() if "digits-split" in path)
     assert "not a finished run" in skipped[str(study / "broken" / "failed_s0")]
     assert "| cartpole-crl |" in out
