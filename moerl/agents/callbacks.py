@@ -27,8 +27,9 @@ class TaskEpisodeCallback(BaseCallback):
 
     TensorBoard tags: ``train/return/<task>`` (mean over the episodes since the last dump),
     ``schedule/task_id``, ``schedule/block``, ``schedule/cycle`` (named so that they sort after ``eval/``:
-    the default scalars page shows tag groups alphabetically, and its first cards should be the returns). Task switches seen in training are kept in
-    :attr:`switches` as ``(step, task_id, task_name, block, cycle)`` rows.
+    the default scalars page shows tag groups alphabetically, and its first cards should be the returns).
+    Task switches seen in training are kept in :attr:`switches` as ``(step, task_id, task_name, block,
+    cycle)`` rows.
     """
 
     def __init__(self, verbose: int = 0):
@@ -100,9 +101,9 @@ class PerTaskEvalCallback(BaseCallback):
     TensorBoard tags: ``eval/return/<task>``, ``eval/normalized/<task>`` (when return bounds are
     known), ``eval/normalized_mean``, ``eval_usage/<task>/<layer>/expert<e>``, the task-schedule series
     when ``schedule`` is given, and at the first evaluation the custom-scalars layout
-    (:mod:`moerl.agents.tb_layout`). Each evaluation also
-    appends rows to ``csv_path`` (:data:`EVAL_FIELDS`) and, for networks with a router, to
-    ``usage_path`` (:data:`USAGE_FIELDS`; default: ``eval_usage.csv`` beside ``csv_path``).
+    (:mod:`moerl.agents.tb_layout`). Each evaluation also appends rows to ``csv_path`` (:data:`EVAL_FIELDS`)
+    and, for networks with a router, to ``usage_path`` (:data:`USAGE_FIELDS`; default: ``eval_usage.csv``
+    beside ``csv_path``).
     """
 
     FIELDS = EVAL_FIELDS
