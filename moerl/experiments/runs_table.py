@@ -140,4 +140,4 @@ def runs_report(paths: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     tail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    return f"{runs_table(rows)}\n\n{len(rows)} runs: {tail}", skipped
+    return f"{runs_table(rows)}\n\n{len(rows)} run{'s' if len(rows) != 1 else ''}: {tail}", skipped
