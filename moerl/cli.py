@@ -1,4 +1,4 @@
-"""The ``moerl`` command line: ``train``, ``eval``, ``envs``.
+"""The ``moerl`` command line: ``train``, ``eval``, ``envs``, ``report``, ``sweep``, ``runs``.
 
 Bad input of any kind ends with one line on stderr (``moerl: error: ...``) and exit status 2.
 """
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from moerl.nn.choices import ARCHS, ROUTERS
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep,runs}")
     sub.required = True
 
     train = sub.add_parser("train", help="train one run and write a run directory")
@@ -62,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_int, help="random seed")
     train.add_argument("--seeds", metavar="LIST",
                        help="several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed (MoE DQN)")
-    train.add_argument("--engine", help="MoE DQN engine: auto (default: batched for two or more --seeds of a "
-                       "suite, else sb3), batched (every seed in one process) or sb3 (one seed at a time)")
+    train.add_argument("--engine", help="MoE DQN engine: auto (batched for two or more --seeds of a suite, else "
+                       "sb3), batched (every seed in one process) or sb3 (one seed at a time); default: auto")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
-    train.add_argument("--run-name", help="name of the run directory (default: derived from the options)")
-    train.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the config's, auto: {DEVICES['auto']})")
+    train.add_argument("--run-name", help="name of the run directory (default: <env>_<arch>[_<router>]-<config id>"
+                       "_s<seed>, the id a hash of the config without seed and device)")
+    train.add_argument("--device", help=f"{', '.join(DEVICES)}; default: the config's, moe-dqn auto, routing auto, "
+                       f"masked-experts cpu (auto: {DEVICES['auto']}; a single MoE DQN run on the sb3 engine "
+                       "stays on the CPU, where its small networks are faster)")
     train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -92,16 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
     rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
 
+    runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")
+    runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR",
+                      help="run directories or folders holding them (default: runs)")
+
     sw = sub.add_parser("sweep", help="train every run of a sweep file (grid x seeds): skips finished runs, "
                                       "resumes interrupted ones")
     sw.add_argument("sweep_file", help="a sweep YAML file (see configs/paper/ and the README's 'Studies')")
-    sw.add_argument("--backend", default="local", help="local (default: a process pool here) or ray (Ray Tune)")
+    sw.add_argument("--backend", default="local", help="local (a process pool here) or ray (Ray Tune); default: local")
     sw.add_argument("--workers", type=_positive_int, help="jobs at a time (default: the number of cores)")
     sw.add_argument("--device", help=f"device for every job ({', '.join(DEVICES)}; default: each config's)")
     sw.add_argument("--logdir", help="where the run directories go (default: the sweep file's logdir)")
     sw.add_argument("--address", help="ray backend: the cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
     sw.add_argument("--gpus-per-job", type=float, default=0.0,
-                    help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU)")
+                    help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU); "
+                         "default: 0.0")
     sw.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     return parser
 
@@ -198,6 +206,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from moerl.experiments.runs_table import runs_report
+
+    text, skipped = runs_report(args.dirs)
+    print(text)
+    if skipped:
+        print(f"moerl: skipped (not runs): {_one_line(', '.join(p for p, _ in skipped))}", file=sys.stderr)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from moerl.experiments.sweep import summary, sweep
     from moerl.experiments.sweep_jobs import plan_job
@@ -228,7 +246,8 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep,
+            "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -161,6 +161,18 @@ def leaf_keys(data: Mapping[str, Any], prefix: str = "") -> set[str]:
     return out
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{"a.b": value}`` (lists and other leaves kept as they are)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))  # an empty mapping adds nothing: {} and a missing key agree
+        else:
+            out[name] = value
+    return out
+
+
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     """Set ``data[a][b][c] = value`` for ``path == "a.b.c"``, creating sections as needed."""
     keys = path.split(".")

@@ -10,12 +10,13 @@ shift || true
 seeds=("${@:-0 1 2}")
 read -r -a seeds <<< "${seeds[*]}"
 runs=()
-for spec in "dense softmoe" "big softmoe" "big topk" "big hardcoded"; do
+for spec in "dense" "big softmoe" "big topk" "big hardcoded"; do
   read -r arch router <<< "$spec"
   for seed in "${seeds[@]}"; do
-    name="${env}_${arch}_${router}_s${seed}"
+    # a fixed name so that a finished run is found again; dense has no router (none in its name or flags)
+    name="${env}_${arch}${router:+_$router}_s${seed}"
     if [ ! -f "$logdir/$name/results.json" ]; then
-      moerl train --env "$env" --arch "$arch" --router "$router" --seed "$seed" \
+      moerl train --env "$env" --arch "$arch" ${router:+--router "$router"} --seed "$seed" \
         --logdir "$logdir" --run-name "$name" --no-progress
     fi
     runs+=("$logdir/$name")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -47,7 +48,9 @@ def _rows(path: Path) -> list[dict]:
 
 def test_one_run_directory_per_seed_in_the_sb3_layout(batched, sb3):
     runs = sorted(p.name for p in batched.iterdir())
-    assert runs == ["cartpole-crl_big_softmoe_s3", "cartpole-crl_big_softmoe_s5"]
+    assert [re.sub("-[0-9a-f]{8}_", "-ID_", r) for r in runs] == ["cartpole-crl_big_softmoe-ID_s3",
+                                                                   "cartpole-crl_big_softmoe-ID_s5"]
+    assert len({r[:-3] for r in runs}) == 1  # the seeds of one config share its id
     for name in runs:
         run = batched / name
         assert {p.name for p in run.iterdir()} == {p.name for p in sb3.iterdir()}
@@ -69,7 +72,7 @@ def test_one_run_directory_per_seed_in_the_sb3_layout(batched, sb3):
 
 
 def test_models_load_in_sb3_and_moerl_eval_and_report_read_the_runs(batched, capsys):
-    run = batched / "cartpole-crl_big_softmoe_s5"
+    run = sorted(batched.iterdir())[1]  # seed 5
     model = MoEDQN.load(run / "model.zip", device="cpu")
     assert model.num_timesteps == 1200 and model.policy.q_net.network_config.arch == "big"
     assert main(["eval", str(run), "--episodes", "2"]) == 0
@@ -80,7 +83,8 @@ def test_models_load_in_sb3_and_moerl_eval_and_report_read_the_runs(batched, cap
 
 def test_the_same_seeds_give_the_same_runs(batched, tmp_path):
     assert main(["train", *ARGS, "--seeds", "3,5", "--engine", "batched", "--logdir", str(tmp_path)]) == 0
-    for name in ("cartpole-crl_big_softmoe_s3", "cartpole-crl_big_softmoe_s5"):
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in batched.iterdir())
+    for name in (p.name for p in batched.iterdir()):
         assert (tmp_path / name / "eval.csv").read_text() == (batched / name / "eval.csv").read_text()
         a = MoEDQN.load(tmp_path / name / "model.zip", device="cpu").policy.state_dict()
         b = MoEDQN.load(batched / name / "model.zip", device="cpu").policy.state_dict()

@@ -20,7 +20,8 @@ def test_headline_crl_run_writes_a_complete_run_directory(tmp_path, tb_scalars, 
                "--logdir", str(tmp_path), "--set", "env_kwargs.block_steps=300", "--set", "eval.freq=300",
                "--set", "logging.metrics_interval=100", "--set", "logging.log_interval=1", *TINY])
     assert rc == 0
-    run = tmp_path / "cartpole-crl_big_softmoe_s0"
+    (run,) = tmp_path.iterdir()
+    assert re.fullmatch(r"cartpole-crl_big_softmoe-[0-9a-f]{8}_s0", run.name)  # readable name + config id
     assert f"run directory: {run}" in capsys.readouterr().out
     for name in ("config.yaml", "status.json", "results.json", "eval.csv", "model.zip", "schedule.json"):
         assert (run / name).is_file(), name
@@ -39,14 +40,14 @@ def test_headline_crl_run_writes_a_complete_run_directory(tmp_path, tb_scalars, 
     tags = tb_scalars(run / "tb")
     for tag in ["rollout/ep_rew_mean", "moe/dormant/tau0/all", "moe/dormant/tau0.025/all", "moe/dormant/tau0.1/all",
                 "moe/router/big/usage_expert0", "moe/router/big/usage_expert3", "moe/router/big/entropy",
-                "crl/task_id", "eval/normalized_mean"]:
+                "schedule/task_id", "eval/normalized_mean"]:
         assert tag in tags, tag
     for task in tasks:
         assert f"eval/return/{task}" in tags
         assert f"eval_usage/{task}/big/expert0" in tags
     assert any(t.startswith("train/return/cartpole-") for t in tags)
     assert any(t.startswith("moe/dormant/tau0.1/big.hidden") for t in tags)
-    assert sorted({v for _, v in tags["crl/task_id"]}) == [0.0, 1.0, 2.0, 3.0]
+    assert sorted({v for _, v in tags["schedule/task_id"]}) == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_eval_reloads_a_finished_run(tmp_path, capsys):

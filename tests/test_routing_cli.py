@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ def test_cli_train_and_eval_routing(tmp_path, capsys):
     rc = main(["train", "--env", "digits-mtl", "--algo", "wpl", "--epochs", "2", "--seed", "1",
                "--set", "rho=0.3", "--logdir", str(tmp_path), *FAST])
     assert rc == 0
-    run = tmp_path / "digits-mtl_wpl_s1"
+    (run,) = tmp_path.iterdir()
+    assert re.fullmatch(r"digits-mtl_wpl-[0-9a-f]{8}_s1", run.name)
     for f in ("config.yaml", "status.json", "results.json", "eval.csv", "model.pt", "routing_map.png",
               "policy_evolution.png"):
         assert (run / f).is_file(), f
@@ -55,7 +57,9 @@ def test_cli_baseline_with_config_file(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("env: digits-mtl\nalgo: cross-stitch-all-fc\nepochs: 1\n")
     assert main(["train", "--config", str(cfg), "--logdir", str(tmp_path / "runs"), *FAST]) == 0
-    assert (tmp_path / "runs" / "digits-mtl_cross-stitch-all-fc_s0" / "results.json").is_file()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"digits-mtl_cross-stitch-all-fc-[0-9a-f]{8}_s0", run.name)
+    assert (run / "results.json").is_file()
 
 
 def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys):

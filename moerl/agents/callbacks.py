@@ -18,6 +18,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from moerl.agents.evaluation import evaluate_tasks
+from moerl.agents.tb_layout import TaskSchedule, layout, tensorboard_writer, usage_layers, write_schedule
 from moerl.envs.attributes import normalized_return
 
 
@@ -25,8 +26,10 @@ class TaskEpisodeCallback(BaseCallback):
     """Log each finished training episode's return under its task, and the CRL schedule position.
 
     TensorBoard tags: ``train/return/<task>`` (mean over the episodes since the last dump),
-    ``crl/task_id``, ``crl/block``, ``crl/cycle``. Task switches seen in training are kept in
-    :attr:`switches` as ``(step, task_id, task_name, block, cycle)`` rows.
+    ``schedule/task_id``, ``schedule/block``, ``schedule/cycle`` (named so that they sort after ``eval/``:
+    the default scalars page shows tag groups alphabetically, and its first cards should be the returns).
+    Task switches seen in training are kept in :attr:`switches` as ``(step, task_id, task_name, block,
+    cycle)`` rows.
     """
 
     def __init__(self, verbose: int = 0):
@@ -48,10 +51,10 @@ class TaskEpisodeCallback(BaseCallback):
                 block, cycle = int(info.get("block", 0)), int(info.get("cycle", 0))
                 if not self.switches or self.switches[-1][1] != task_id or self.switches[-1][3] != block:
                     self.switches.append((self.num_timesteps, task_id, name, block, cycle))
-                self.logger.record("crl/task_id", task_id)
+                self.logger.record("schedule/task_id", task_id)
                 if "block" in info:
-                    self.logger.record("crl/block", block)
-                    self.logger.record("crl/cycle", cycle)
+                    self.logger.record("schedule/block", block)
+                    self.logger.record("schedule/cycle", cycle)
             else:
                 name = "main"
             episode = info.get("episode")
@@ -96,9 +99,11 @@ class PerTaskEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps, greedy returns on every task and per-task router usage.
 
     TensorBoard tags: ``eval/return/<task>``, ``eval/normalized/<task>`` (when return bounds are
-    known), ``eval/normalized_mean``, ``eval_usage/<task>/<layer>/expert<e>``. Each evaluation also
-    appends rows to ``csv_path`` (:data:`EVAL_FIELDS`) and, for networks with a router, to
-    ``usage_path`` (:data:`USAGE_FIELDS`; default: ``eval_usage.csv`` beside ``csv_path``).
+    known), ``eval/normalized_mean``, ``eval_usage/<task>/<layer>/expert<e>``, the task-schedule series
+    when ``schedule`` is given, and at the first evaluation the custom-scalars layout
+    (:mod:`moerl.agents.tb_layout`). Each evaluation also appends rows to ``csv_path`` (:data:`EVAL_FIELDS`)
+    and, for networks with a router, to ``usage_path`` (:data:`USAGE_FIELDS`; default: ``eval_usage.csv``
+    beside ``csv_path``).
     """
 
     FIELDS = EVAL_FIELDS
@@ -113,8 +118,10 @@ class PerTaskEvalCallback(BaseCallback):
         seed: int = 0,
         verbose: int = 0,
         usage_path: str | Path | None = None,
+        schedule: TaskSchedule | None = None,
     ):
         super().__init__(verbose)
+        self.schedule = schedule
         self.factories = factories
         self.eval_freq = eval_freq
         self.n_episodes = n_episodes
@@ -169,7 +176,8 @@ class PerTaskEvalCallback(BaseCallback):
 
     def evaluate(self) -> list[dict]:
         """Evaluate now, log and append to the CSV; returns this evaluation's rows."""
-        self._last_eval = self.num_timesteps
+        previous, self._last_eval = self._last_eval, self.num_timesteps
+        usage_tags: list[str] = []
         results = evaluate_tasks(self.model, self.factories, self.n_episodes, self.seed + self.num_timesteps)
         rows: list[dict[str, Any]] = []
         for res in results:
@@ -182,12 +190,19 @@ class PerTaskEvalCallback(BaseCallback):
                 self.logger.record(f"eval/normalized/{res.task}", norm)
             if hasattr(self.model, "moe_metrics") and len(res.observations):
                 for usage in usage_rows(self.num_timesteps, res.task, self.model.moe_metrics(res.observations)):
-                    self.logger.record(f"eval_usage/{res.task}/{usage['layer']}/expert{usage['expert']}",
-                                       usage["usage"])
+                    usage_tags.append(f"eval_usage/{res.task}/{usage['layer']}/expert{usage['expert']}")
+                    self.logger.record(usage_tags[-1], usage["usage"])
                     self.usage.append(usage)
         norms = [r["normalized"] for r in rows if r["normalized"] is not None]
         if norms:
             self.logger.record("eval/normalized_mean", float(np.mean(norms)))
+        writer = tensorboard_writer(self.logger)
+        if writer is not None:  # the layout once, at the run's first evaluation; the schedule at every one
+            if previous < 0:
+                writer.add_custom_scalars(layout(list(self.factories), usage_layers(usage_tags),
+                                                 bool(self.return_bounds)))
+            if self.schedule is not None:
+                write_schedule(writer, self.schedule, previous, self.num_timesteps)
         self.logger.dump(self.num_timesteps)
         self.rows.extend(rows)
         self._write_csv()

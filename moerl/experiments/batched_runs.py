@@ -12,7 +12,9 @@ land exactly where and as the SB3 path's do, one run directory per seed, so that
   on that task's evaluation observations; ``metrics.csv``: the ``moe/*`` scalars (step, key, value), as the
   SB3 path writes them (:mod:`moerl.agents.callbacks`);
 * TensorBoard: ``eval/return/<task>``, ``eval/normalized/<task>``, ``eval/normalized_mean``,
-  ``train/loss``, ``train/aux_loss``, ``train/return/<task>`` (training episodes) and ``moe/*``;
+  ``eval_usage/<task>/<layer>/expert<e>``, ``train/loss``, ``train/aux_loss``, ``train/return/<task>``
+  (training episodes) and ``moe/*``, with the SB3 path's custom-scalars layout and task-schedule series
+  (:mod:`moerl.agents.tb_layout`);
 * ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
 * ``results.json`` (final evaluation over ``eval.final_episodes``, continual metrics) and ``schedule.json``.
 
@@ -144,6 +146,7 @@ class _Batch:
         import torch
 
         from moerl.agents.batched_dqn import BatchedDQN
+        from moerl.agents.tb_layout import TaskSchedule, return_scale
         from moerl.experiments.moe_dqn_config import engine_device, resolve_env
 
         self.config, self.seeds, self.runs = config, seeds, runs
@@ -155,6 +158,8 @@ class _Batch:
         # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
         self.bounds = {} if self.env_id in _PLAIN_IDS else {
             name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
+        self.schedule = (TaskSchedule(self.spec.schedule(), self.spec.task_names, return_scale(self.bounds))
+                         if self.bounds else None)  # the task-schedule series on the TensorBoard charts
         torch.set_num_threads(1)
         self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config),
                                 metrics_interval=config.logging.metrics_interval)
@@ -178,6 +183,7 @@ class _Batch:
     def evaluate(self, step: int, episodes: int) -> None:
         """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
         from moerl.agents.callbacks import usage_rows
+        from moerl.agents.tb_layout import layout, usage_layers, write_schedule
         from moerl.envs.attributes import normalized_return
 
         config, agent = self.config, self.agent
@@ -185,7 +191,7 @@ class _Batch:
         out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step, usage=usage[name])
                for name, task_spec in self.eval_specs.items()}
         log = agent.pop_log()
-        self.last_eval = step
+        previous, self.last_eval = self.last_eval, step
         for i, sr in enumerate(self.seed_runs):
             norms = []
             for name, returns in out.items():
@@ -213,10 +219,18 @@ class _Batch:
                 for key, values in metrics.items():
                     sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
                     sr.metrics.append({"step": at, "key": f"moe/{key}", "value": float(values[i])})
+            usage_tags: list[str] = []
             for name, layers in usage.items():
-                sr.usage.extend(usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
-                                                        for layer, per_seed in layers.items()
-                                                        for e, u in enumerate(per_seed[i])}))
+                rows = usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
+                                               for layer, per_seed in layers.items() for e, u in enumerate(per_seed[i])})
+                for row in rows:  # the SB3 path's eval_usage/* tags
+                    usage_tags.append(f"eval_usage/{name}/{row['layer']}/expert{row['expert']}")
+                    sr.writer.add_scalar(usage_tags[-1], row["usage"], step)
+                sr.usage.extend(rows)
+            if previous < 0:  # the custom-scalars layout once, at the run's first evaluation
+                sr.writer.add_custom_scalars(layout(list(out), usage_layers(usage_tags), bool(self.bounds)))
+            if self.schedule is not None:
+                write_schedule(sr.writer, self.schedule, previous, step)
             sr.writer.flush()
             _write_eval_csv(sr)
 
@@ -294,18 +308,16 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
     from moerl.agents.moe_dqn import default_buffer_size
     from moerl.checkpoint_store import remove_checkpoints
-    from moerl.experiments.families import default_run_name
-    from moerl.experiments.moe_dqn_config import default_timesteps, engine_device, resolve_env
+    from moerl.experiments.moe_dqn_config import default_timesteps, engine_device, resolve_env, run_label
     from moerl.experiments.rundir import RunDir, running_many
 
     spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+    base = run_name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
     if config.timesteps is None:
         config.timesteps = default_timesteps(config)
     capacity = config.dqn.buffer_size or default_buffer_size(spec)
     config.dqn.buffer_size = capacity
     check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
-    base = run_name or default_run_name(config.env.replace("/", "-"), config.network.arch,
-                                        config.network.router if config.network.uses_moe else None)
     from moerl.experiments.rundir import check_run_name
 
     check_run_name(f"{base}_s{max(seeds)}")

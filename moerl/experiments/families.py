@@ -12,7 +12,9 @@ knows the env name; the first that does trains it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +147,34 @@ def check_resume_request(request: TrainRequest, allowed: Mapping[str, str]) -> N
 
 
 def default_run_name(*parts: Any) -> str:
-    """A readable run directory name from its defining parts, e.g. ``cartpole-crl_big_softmoe_s0``."""
+    """A readable run directory name from its defining parts, e.g. ``cartpole-crl_big_softmoe``."""
     text = "_".join(str(p) for p in parts if p not in (None, ""))
     return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text)
+
+
+#: Config keys that do not change what a run computes (left out of its id): the seed (named apart), where it
+#: trains and where its data files lie.
+NOT_IN_ID = ("seed", "device", "data_dir")
+
+
+def config_id(config: Mapping[str, Any]) -> str:
+    """8 hex digits identifying a resolved config (without the keys in :data:`NOT_IN_ID`).
+
+    One function for ``moerl train`` (every family) and ``moerl sweep``, so the same config gets the same
+    id wherever it is trained.
+    """
+    kept = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def hashed_run_name(config: Mapping[str, Any], parts: tuple[Any, ...], seed: int | None) -> str:
+    """``<readable parts>-<config id>_s<seed>``, e.g. ``cartpole-crl_big_softmoe-1a2b3c4d_s0``.
+
+    Why a hash: two runs that differ in any setting (a learning rate, a budget) get different names instead
+    of a silent ``-2`` suffix; the readable parts say what the run is, the id tells configs apart, and
+    ``moerl runs`` shows which keys differ. ``seed=None`` leaves the seed suffix off (the batched engine
+    adds one per seed).
+    """
+    name = f"{default_run_name(*parts)}-{config_id(config)}"
+    return name if seed is None else f"{name}_s{seed}"
 

@@ -28,7 +28,7 @@ from moerl.experiments.families import (
     Family,
     TrainRequest,
     check_resume_request,
-    default_run_name,
+    hashed_run_name,
     reject_unused,
 )
 
@@ -84,9 +84,9 @@ def train(request: TrainRequest) -> Path:
     cfg = resolve_config(request)
     torch.set_num_threads(cfg.threads)
     suite = _build_suite(cfg)
-    name = request.run_name or default_run_name(cfg.env, cfg.arch, cfg.mask if cfg.arch != "packnet" else "",
-                                                f"e{cfg.experts}" if cfg.arch != "packnet" else "",
-                                                cfg.schedule, f"s{cfg.seed}")
+    name = request.run_name or hashed_run_name(
+        to_dict(cfg), (cfg.env, cfg.arch, cfg.mask if cfg.arch != "packnet" else "",
+                       f"e{cfg.experts}" if cfg.arch != "packnet" else "", cfg.schedule), cfg.seed)
     learner = make_learner(suite, cfg)  # builds the model (e.g. resnet18 weights) before the directory
     run = RunDir.create(request.logdir, name)
     with running(run, FAMILY_NAME, cfg.seed, cfg.device):

@@ -32,7 +32,6 @@ from moerl.experiments.families import (
     Family,
     TrainRequest,
     check_resume_request,
-    default_run_name,
     reject_unused,
 )
 from moerl.experiments.moe_dqn_config import (
@@ -49,6 +48,7 @@ from moerl.experiments.moe_dqn_config import (
     matches,
     reference_rows,
     resolve_env,
+    run_label,
     validate,
 )
 from moerl.experiments.rundir import RunDir, running
@@ -125,6 +125,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
     config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
     if seeds_spec is not None or config.engine == "batched":
         return _train_seeds(request, config, seeds_spec)
+    label = run_label(to_dict(config))  # before the budget is resolved: the name a sweep gives this config
     torch.set_num_threads(1)
     env = make_env(config)
     try:
@@ -138,9 +139,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
         # Built before the run directory exists: impossible combinations raise ConfigError here.
         model = build_model(config, env)
         config.dqn.buffer_size = model.buffer_size  # record the resolved capacity
-        name = request.run_name or default_run_name(
-            config.env.replace("/", "-"), config.network.arch,
-            config.network.router if config.network.uses_moe else None, f"s{config.seed}")
+        name = request.run_name or f"{label}_s{config.seed}"
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
             run.write_config(to_dict(config))
@@ -230,6 +229,7 @@ class _Trainer:
         )
         from moerl.agents.dqn_checkpoint import restore_logger_values
         from moerl.agents.evaluation import task_env_factories
+        from moerl.agents.tb_layout import TaskSchedule, return_scale
 
         self.run_dir, self.config, self.model = run, config, model
         # Events after the checkpoint's step were written by the killed process and are written again.
@@ -242,8 +242,10 @@ class _Trainer:
         self.factories = task_env_factories(self.env_id, eval_kwargs, info.task_names)
         self.bounds = info.return_bounds
         self.episodes_cb = TaskEpisodeCallback()
+        schedule = TaskSchedule(self.schedule, info.task_names, return_scale(self.bounds)) if self.bounds else None
         self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
-                                           run.path / "eval.csv", self.bounds, seed=config.seed + 10_000)
+                                           run.path / "eval.csv", self.bounds, seed=config.seed + 10_000,
+                                           schedule=schedule)
         self.metrics_cb = MetricsFileCallback(run.path / "metrics.csv")
         assert config.timesteps is not None  # resolved before a trainer is built
         self.total: int = config.timesteps

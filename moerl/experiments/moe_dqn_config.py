@@ -321,3 +321,18 @@ def reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
         with f.open() as fh:
             out[task] = list(csv.DictReader(fh))
     return out
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """``<env>_<arch>[_<router>]-<config id>`` for a resolved config (as :func:`moerl.config.to_dict` gives it).
+
+    One name for ``moerl train`` (both engines) and ``moerl sweep``: the same config gets the same
+    directory wherever it is trained. Archs without a router (dense, wide) never carry one in the name,
+    whatever ``network.router`` holds. The id is the config's hash before the run resolves its budget and
+    replay capacity (a sweep names its jobs before that), so it is computed on the validated config.
+    """
+    from moerl.experiments.families import hashed_run_name
+
+    net = config["network"]
+    router = net["router"] if net["arch"] in ROUTED_ARCHS else None
+    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), net["arch"], router), None)

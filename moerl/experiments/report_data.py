@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moerl.config import flatten
 from moerl.errors import ConfigError
 from moerl.experiments.rundir import RESULTS_FILE, RunDir
+from moerl.experiments.rundir import find_run_dirs as expand_run_folders
 
 #: Config keys that do not change what a run trains, so runs differing only there are seeds of one variant.
 IGNORED_KEYS = ("seed", "device", "checkpoint.every", "logging.log_interval", "eval.reference_runs")
@@ -118,18 +120,6 @@ class Group:
         return self.first.arch == "dense"
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> ``{"a.b": value}`` (lists and other leaves kept as they are)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))  # an empty mapping adds nothing: {} and a missing key agree
-        else:
-            out[name] = value
-    return out
-
-
 def config_key(config: dict[str, Any]) -> str:
     """What makes two runs the same variant: the flattened config without :data:`IGNORED_KEYS`."""
     flat = {k: v for k, v in flatten(config).items() if not any(k == i or k.startswith(f"{i}.") for i in IGNORED_KEYS)}
@@ -170,29 +160,6 @@ def load_run(run: RunDir) -> Run:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"a CSV file of the run is unreadable ({type(exc).__name__})") from None
     return Run(run.path, config, results, schedule, block_steps, eval_rows, usage_rows, metric_rows)
-
-
-def expand_run_folders(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
-    directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
-    ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
-    ``table.md`` a script wrote beside the runs)."""
-    if not path.is_dir() or (path / "status.json").is_file():
-        return [str(path)], []
-    runs: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    for child in sorted(path.iterdir()):
-        if child.name.startswith("."):
-            continue  # .sweep state, temporary folders
-        found, _ = expand_run_folders(child) if child.is_dir() else ([], [])
-        found = [f for f in found if (Path(f) / "status.json").is_file()]
-        if found:
-            runs.extend(found)
-        else:
-            skipped.append((str(child), "not a run directory and holds none"))
-    if not runs:
-        skipped.append((str(path), "a folder with no run directory below it"))
-    return runs, skipped
 
 
 def load_runs(paths: list[str]) -> tuple[list[Run], list[tuple[str, str]]]:

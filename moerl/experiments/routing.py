@@ -41,7 +41,7 @@ from moerl.experiments.families import (
     Family,
     TrainRequest,
     check_resume_request,
-    default_run_name,
+    hashed_run_name,
     reject_unused,
 )
 from moerl.experiments.rundir import RunDir, running
@@ -149,7 +149,7 @@ def train(request: TrainRequest) -> Path:
     from moerl.data.mtl import build
 
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
-    name = request.run_name or default_run_name(cfg.env, cfg.algo, f"s{cfg.seed}")
+    name = request.run_name or hashed_run_name(to_dict(cfg), (cfg.env, cfg.algo), cfg.seed)
     run = RunDir.create(request.logdir, name)
     with running(run, "routing", cfg.seed, cfg.device):
         run.write_config(to_dict(cfg))

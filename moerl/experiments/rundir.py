@@ -231,6 +231,29 @@ class RunDir:
         return target
 
 
+def find_run_dirs(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
+    directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
+    ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
+    ``table.md`` a script wrote beside the runs)."""
+    if not path.is_dir() or (path / "status.json").is_file():
+        return [str(path)], []
+    runs: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("."):
+            continue  # .sweep state, temporary folders
+        found, _ = find_run_dirs(child) if child.is_dir() else ([], [])
+        found = [f for f in found if (Path(f) / "status.json").is_file()]
+        if found:
+            runs.extend(found)
+        else:
+            skipped.append((str(child), "not a run directory and holds none"))
+    if not runs:
+        skipped.append((str(path), "a folder with no run directory below it"))
+    return runs, skipped
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()

@@ -29,20 +29,19 @@ A *job* is what one process trains: all seeds of a config with the batched engin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moerl.errors import ConfigError
+from moerl.experiments.families import NOT_IN_ID, config_id
+
+__all__ = ["NOT_IN_ID", "Sweep", "SweepJob", "config_id", "load_sweep"]
 
 SWEEP_KEYS = ("config", "base", "settings", "grid", "variants", "seeds", "engine", "logdir", "name")
 SWEEP_ENGINES = ("batched", "sb3")
-#: Config keys that do not change what a run computes (left out of the id).
-NOT_IN_ID = ("seed", "device")
 
 
 @dataclass(frozen=True)
@@ -83,12 +82,6 @@ class Sweep:
     @property
     def runs(self) -> int:
         return sum(len(job.seeds) for job in self.jobs)
-
-
-def config_id(config: Mapping[str, Any]) -> str:
-    """8 hex digits identifying a resolved config (without seed and device)."""
-    kept = {k: v for k, v in config.items() if k not in NOT_IN_ID}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _as_mapping(value: Any, key: str, where: str) -> dict[str, Any]:
@@ -137,7 +130,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     """Parse and expand ``path``; every config is validated before anything is written."""
     from moerl.config import load_yaml
     from moerl.experiments.batched_runs import parse_seeds
-    from moerl.experiments.families import default_run_name
+    from moerl.experiments.moe_dqn_config import run_label
 
     path = Path(path)
     where = f"sweep file '{path}'"
@@ -172,10 +165,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
         keys = {**base, **dict(setting), **point, **dict(variant), "engine": engine}
         config = _resolve(data.get("config"), keys, where)
         cid = config_id(config)
-        net = config["network"]
-        routed = net["arch"] not in ("dense", "wide")
-        label = default_run_name(config["env"].replace("/", "-"), net["arch"], net["router"] if routed else None)
-        run_name = f"{label}-{cid}"
+        run_name = run_label(config)
         if cid in seen:
             raise ConfigError(f"{where}: two grid entries give the same config ({seen[cid]} and "
                               f"{keys}); remove one (e.g. a router on a dense arch is not a new config)")
