@@ -171,10 +171,30 @@ def test_task_order_is_compared_when_both_orders_ran(tmp_path, capsys):
     paths += [str(make_run(root, f"rev_s{s}", "big", "softmoe", s, list(row), order="reverse"))
               for s, row in enumerate(LOW)]
     text = _report(paths, tmp_path / "rep", capsys)
-    assert "big/softmoe [env_kwargs.order=reverse]" in text
-    order_line = next(x for x in text.splitlines() if "orders cartpole-default > " in x)
+    # each task order is its own study, named by what sets it apart
+    assert "## cartpole-crl (crl, env_kwargs.order=reverse)" in text
+    assert "## cartpole-crl (crl, env_kwargs.order=(default))" in text  # the runs without the key
+    order_line = next(x for x in text.splitlines() if "big/softmoe: IQM(cartpole-" in x)
+    assert "cartpole-default > cartpole-longheavy" in order_line and "cartpole-mirror > cartpole-lowgrav" in order_line
     assert order_line.endswith("-> supported")
     assert _claim(text, 1) == "not enough runs to tell"  # no dense runs
+    assert len(list((tmp_path / "rep").glob("*-aggregates.png"))) == 2  # one figure per study, none overwritten
+
+
+def test_each_variant_is_compared_with_the_dense_runs_of_its_own_task_order(tmp_path, capsys):
+    """Sequential runs score HIGH, reverse runs LOW, dense and MoE alike: within an order MoE equals dense, so
+    claim 1 is not supported; comparing sequential MoE with reverse dense would wrongly support it."""
+    root = tmp_path / "runs"
+    paths = []
+    for arch, router in (("dense", None), ("big", "softmoe")):
+        paths += [str(make_run(root, f"{arch}_seq_s{s}", arch, router, s, list(row))) for s, row in enumerate(HIGH)]
+        paths += [str(make_run(root, f"{arch}_rev_s{s}", arch, router, s, list(row), order="reverse"))
+                  for s, row in enumerate(LOW)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    evidence = [x for x in text.splitlines() if ": big/softmoe vs dense: IQM difference" in x]
+    assert len(evidence) == 2 and all("IQM difference 0.000 [" in x and not x.endswith("-> supported")
+                                      for x in evidence)
+    assert _claim(text, 1) != "supported"
 
 
 def test_older_runs_without_the_new_files_still_report(tmp_path, capsys):

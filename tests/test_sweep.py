@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import yaml
 
 from moerl.checkpoint_store import checkpoint_step
 from moerl.cli import main
+from moerl.envs.registration import resolve_env_id
 from moerl.experiments.rundir import _pid_alive
 from moerl.experiments.sweep_spec import load_sweep
 
@@ -200,12 +202,19 @@ def test_the_paper_sweeps_are_valid_and_cover_the_study(path):
     spec = load_sweep(path)
     envs = {job.config["env"] for job in spec.jobs}
     assert any(e.endswith("-mtrl") for e in envs) and any(e.endswith("-crl") for e in envs)
-    orders = {job.config["env_kwargs"].get("order") for job in spec.jobs if job.config["env"].endswith("-crl")}
+    orders = {job.config["env_kwargs"].get("order") for job in spec.jobs
+              if job.config["env"].endswith("-crl") and "fixed_task" not in job.config["env_kwargs"]}
     assert orders == {"sequential", "reverse"}  # two CRL task orders
     archs = {(job.config["network"]["arch"], job.config["network"]["router"]) for job in spec.jobs}
     assert ("dense", "softmoe") in archs and ("big", "hardcoded") in archs
+    studied = [job for job in spec.jobs if "fixed_task" not in job.config["env_kwargs"]]
+    references = {(job.config["network"]["arch"], job.config["network"]["router"], job.config["env_kwargs"]["fixed_task"])
+                  for job in spec.jobs if "fixed_task" in job.config["env_kwargs"]}
+    crl = next(e for e in envs if e.endswith("-crl"))
+    tasks = len(gym.make(resolve_env_id(crl)).unwrapped.task_names)
+    assert references == {(arch, router, task) for arch, router in archs for task in range(tasks)}  # every task, variant
     if path.stem.startswith("full"):
-        assert len(spec.jobs) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)
+        assert len(studied) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)
 
 
 def test_report_takes_the_sweep_folder_and_names_what_is_not_a_run(local_sweep, capsys):
@@ -217,3 +226,12 @@ def test_report_takes_the_sweep_folder_and_names_what_is_not_a_run(local_sweep, 
     captured = capsys.readouterr()
     assert captured.out == explicit  # the same runs, found below the folder
     assert "sweep.json: not a run directory" in captured.err and ".sweep" not in captured.err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper" / "evidence").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_the_evidence_sweeps_are_valid_single_task_runs_of_every_task(path):
+    spec = load_sweep(path)
+    env = {job.config["env"] for job in spec.jobs}.pop()
+    tasks = {job.config["env_kwargs"]["fixed_task"] for job in spec.jobs}
+    assert tasks == set(range(len(gym.make(resolve_env_id(env)).unwrapped.task_names)))

@@ -258,7 +258,7 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
     def image(kind: str, alt: str, missing: str) -> list[str]:
         return [_image(files, kind, alt, missing), ""] if figures else []
 
-    lines = [f"## {study.env} ({study.setting})", ""]
+    lines = [f"## {study.title}", ""]
     lines += [f"- {n}" for n in study.notes]
     variants = [[g.label, str(len(g.runs)), ", ".join(str(r.seed) for r in g.runs),
                  ", ".join(sorted({str(r.results.get("engine", "sb3")) for r in g.runs})),
@@ -279,12 +279,12 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
                          f"P(X > {study.dense or 'dense'}) [95% CI]"], rows), ""]
     else:
         lines += ["_no aggregate scores (needs rliable and normalised returns)_", ""]
-    lines += image("aggregates", f"{study.env} aggregate scores", "no aggregate figure")
-    lines += image("improvement", f"{study.env} probability of improvement",
+    lines += image("aggregates", f"{study.title} aggregate scores", "no aggregate figure")
+    lines += image("improvement", f"{study.title} probability of improvement",
                    "no probability-of-improvement figure (needs dense runs and 2+ seeds per variant)")
-    lines += image("profiles", f"{study.env} performance profiles", "no performance profiles")
+    lines += image("profiles", f"{study.title} performance profiles", "no performance profiles")
     lines += ["### Evaluation curves", ""]
-    lines += image("eval curves", f"{study.env} evaluation curves", "no eval.csv in these runs")
+    lines += image("eval curves", f"{study.title} evaluation curves", "no eval.csv in these runs")
     lines += ["### Dormant neurons", ""]
     if study.dormant:
         rows = []
@@ -301,7 +301,7 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
     else:
         lines += ["_no metrics.csv in these runs (written by moerl since the study report; older runs have the "
                   "dormant fraction only in TensorBoard): dormant neurons cannot be shown_", ""]
-    lines += image("dormant", f"{study.env} dormant fraction", "no dormant-neuron figure")
+    lines += image("dormant", f"{study.title} dormant fraction", "no dormant-neuron figure")
     routed = [g for g in study.groups if g.first.router is not None]
     if routed:
         lines += ["### Expert usage per task", ""]

@@ -74,7 +74,7 @@ def _is_moe(study: EnvStudy, label: str) -> bool:
 def _vs_dense(study: EnvStudy, labels: list[str], evidence: list[str]) -> list[str]:
     verdicts = []
     for label in labels:
-        where = f"{study.env} ({study.setting}): {label} vs {study.dense}"
+        where = f"{study.title}: {label} vs {study.dense}"
         if label not in study.iqm_diff:
             evidence.append(f"{where}: {UNTESTED} (needs {MIN_SEEDS}+ seeds of each with normalised returns)")
             verdicts.append(UNTESTED)
@@ -88,7 +88,7 @@ def _vs_dense(study: EnvStudy, labels: list[str], evidence: list[str]) -> list[s
 
 def _no_dense(study: EnvStudy, evidence: list[str]) -> bool:
     if study.dense is None:
-        evidence.append(f"{study.env} ({study.setting}): no dense runs to compare with -> {UNTESTED}")
+        evidence.append(f"{study.title}: no dense runs to compare with -> {UNTESTED}")
         return True
     return False
 
@@ -102,7 +102,7 @@ def claim_crl(studies: list[EnvStudy]) -> Claim:
             continue
         labels = ["big/softmoe"] if "big/softmoe" in s.scores else [g.label for g in s.groups if _is_moe(s, g.label)]
         if not labels:
-            evidence.append(f"{s.env} (crl): no MoE runs -> {UNTESTED}")
+            evidence.append(f"{s.title}: no MoE runs -> {UNTESTED}")
             verdicts.append(UNTESTED)
             continue
         verdicts += _vs_dense(s, labels, evidence)
@@ -142,7 +142,7 @@ def claim_dormant(studies: list[EnvStudy]) -> Claim:
         for g in s.groups:
             if not _is_moe(s, g.label):
                 continue
-            where = f"{s.env} ({s.setting}): dormant(dense) - dormant({g.label})"
+            where = f"{s.title}: dormant(dense) - dormant({g.label})"
             if g.label not in s.dormant_diff:
                 missing = "no metrics.csv (runs written before it existed)" if not any(
                     r.metric_rows for r in g.runs + s.group(dense).runs) else f"needs {MIN_SEEDS}+ seeds of each"
@@ -166,7 +166,7 @@ def _routing_part(studies: list[EnvStudy], evidence: list[str]) -> str:
             for h in s.groups:
                 if h.first.arch != run.arch or h.first.router in (None, "hardcoded"):
                     continue
-                where = f"{s.env} ({s.setting}): IQM({g.label}) - IQM({h.label})"
+                where = f"{s.title}: IQM({g.label}) - IQM({h.label})"
                 if not (s.enough(g.label) and s.enough(h.label)):
                     evidence.append(f"{where}: {UNTESTED}")
                     verdicts.append(UNTESTED)
@@ -186,26 +186,32 @@ def _routing_part(studies: list[EnvStudy], evidence: list[str]) -> str:
 
 
 def _order_part(studies: list[EnvStudy], evidence: list[str]) -> str:
+    """Each CRL task order is its own study: pair the variants of two CRL studies of one env whose configs
+    differ only in ``env_kwargs.order``."""
     import json
 
     verdicts: list[str] = []
-    for s in (s for s in studies if s.setting == "crl"):
-        for i, g in enumerate(s.groups):
-            for h in s.groups[i + 1:]:
-                a, b = json.loads(g.key) if g.first.config else {}, json.loads(h.key) if h.first.config else {}
-                differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
-                if not differ or not differ <= {"env_kwargs.order"} or g.first.order == h.first.order:
-                    continue
-                where = (f"{s.env}: IQM({g.label}) - IQM({h.label}), orders "
-                         f"{' > '.join(g.first.order)} vs {' > '.join(h.first.order)}")
-                if not (s.enough(g.label) and s.enough(h.label)):
-                    evidence.append(f"{where}: {UNTESTED}")
-                    verdicts.append(UNTESTED)
-                    continue
-                iv = stats.iqm_difference({"d": (s.scores[g.label], s.scores[h.label])})["d"]
-                v = SUPPORTED if iv[1] > 0 or iv[2] < 0 else NOT_SUPPORTED
-                evidence.append(f"{where}: {stats.fmt_interval(iv)} -> {v}")
-                verdicts.append(v)
+    crl = [s for s in studies if s.setting == "crl"]
+    for i, s in enumerate(crl):
+        for t in crl[i + 1:]:
+            if t.env != s.env:
+                continue
+            for g in s.groups:
+                for h in t.groups:
+                    a, b = json.loads(g.key) if g.first.config else {}, json.loads(h.key) if h.first.config else {}
+                    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+                    if not differ or not differ <= {"env_kwargs.order"} or g.first.order == h.first.order:
+                        continue
+                    where = (f"{s.env}, {g.label}: IQM({' > '.join(g.first.order)}) - "
+                             f"IQM({' > '.join(h.first.order)})")
+                    if not (s.enough(g.label) and t.enough(h.label)):
+                        evidence.append(f"{where}: {UNTESTED}")
+                        verdicts.append(UNTESTED)
+                        continue
+                    iv = stats.iqm_difference({"d": (s.scores[g.label], t.scores[h.label])})["d"]
+                    v = SUPPORTED if iv[1] > 0 or iv[2] < 0 else NOT_SUPPORTED
+                    evidence.append(f"{where}: {stats.fmt_interval(iv)} -> {v}")
+                    verdicts.append(v)
     if not verdicts:
         evidence.append("task order: not testable with these runs (no CRL variants that differ only in "
                         "env_kwargs.order)")

@@ -221,6 +221,23 @@ LABEL_PRIORITY = ("env_kwargs.order", "engine", "timesteps", "network.experts", 
                   "network.topk", "env_kwargs.fixed_task")
 
 
+def relabel(groups: list[Group]) -> None:
+    """Give each group ``arch/router`` plus the fewest config keys that tell it from the other groups of
+    ``groups`` with the same ``arch/router`` (labels are unique within ``groups``)."""
+    for g in groups:
+        g.label = g.base_label + _distinguishing(g, [h for h in groups if h is not g and h.base_label == g.base_label])
+
+
+def context_key(group: Group) -> str:
+    """What a group was trained *under*, as opposed to which network it trained: its config key without the
+    ``network.*`` keys (env, task order, budget, algorithm settings). Variants are compared with the dense
+    baseline of the same context only."""
+    if not group.first.config:
+        return ""
+    return json.dumps({k: v for k, v in json.loads(group.key).items() if not k.startswith("network.")},
+                      sort_keys=True, default=str)
+
+
 def _distinguishing(group: Group, rivals: list[Group]) -> str:
     """`` [k=v, ...]``: the fewest config keys (by :data:`LABEL_PRIORITY`, then by name) that tell ``group``
     from each rival; empty without rivals."""

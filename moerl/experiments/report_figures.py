@@ -117,10 +117,10 @@ def eval_curves(study: EnvStudy, out: Path) -> str | None:
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
                frameon=False, fontsize=9)
     extra = f" (dashed: task switches{_schedule_note(study, plotted)})" if study.setting == "crl" else ""
-    fig.suptitle(f"{study.env} ({study.setting}): greedy evaluation per task, mean and 95% CI over seeds{extra}",
+    fig.suptitle(f"{study.title}: greedy evaluation per task, mean and 95% CI over seeds{extra}",
                  fontsize=11)
     fig.tight_layout()
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-eval-curves.png")
+    return _save(fig, out, f"{study.file_stem}-eval-curves.png")
 
 
 def aggregates(study: EnvStudy, out: Path) -> str | None:
@@ -140,9 +140,9 @@ def aggregates(study: EnvStudy, out: Path) -> str | None:
     fig.set_figheight(height)
     fig.subplots_adjust(top=1 - 0.85 / height, bottom=0.75 / height)
     fig.supxlabel("normalised score (final greedy return per task)", y=0.02, fontsize=11)
-    fig.suptitle(f"{study.env} ({study.setting}): aggregate scores over runs x tasks, 95% stratified "
+    fig.suptitle(f"{study.title}: aggregate scores over runs x tasks, 95% stratified "
                  "bootstrap CIs", y=0.99, fontsize=11)
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-aggregates.png")
+    return _save(fig, out, f"{study.file_stem}-aggregates.png")
 
 
 def improvement(study: EnvStudy, out: Path) -> str | None:
@@ -162,9 +162,9 @@ def improvement(study: EnvStudy, out: Path) -> str | None:
                                                left_ylabel="variant X", right_ylabel="baseline")
     ax.axvline(0.5, color="0.3", linestyle=":", linewidth=1.0)
     ax.set_xlim(0.0, 1.0)
-    ax.set_title(f"{study.env} ({study.setting}): probability of improvement over {study.dense}\n"
+    ax.set_title(f"{study.title}: probability of improvement over {study.dense}\n"
                  "(95% CIs; dotted: 0.5, no difference)", fontsize=10, pad=22)
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-improvement.png")
+    return _save(fig, out, f"{study.file_stem}-improvement.png")
 
 
 def profiles(study: EnvStudy, out: Path) -> str | None:
@@ -180,8 +180,8 @@ def profiles(study: EnvStudy, out: Path) -> str | None:
                                          ticklabelsize="small")
     ax.set_ylabel(r"fraction of runs with score > $\tau$", fontsize="medium")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"{study.env} ({study.setting}): performance profiles (95% CIs)", fontsize=10)
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-profiles.png")
+    ax.set_title(f"{study.title}: performance profiles (95% CIs)", fontsize=10)
+    return _save(fig, out, f"{study.file_stem}-profiles.png")
 
 
 def dormant(study: EnvStudy, out: Path) -> str | None:
@@ -208,11 +208,11 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlim(left=0)  # the first block starts at 0; metrics start after learning_starts
     note = f"\n(dashed: task switches{_schedule_note(study, plotted)})" if study.setting == "crl" else ""
-    ax.set_title(f"{study.env} ({study.setting}): dormant neurons over training, mean and 95% CI over seeds{note}",
+    ax.set_title(f"{study.title}: dormant neurons over training, mean and 95% CI over seeds{note}",
                  fontsize=10)
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-dormant.png")
+    return _save(fig, out, f"{study.file_stem}-dormant.png")
 
 
 def usage_table(group: Group) -> tuple[list[str], dict[str, np.ndarray]] | None:
@@ -254,10 +254,10 @@ def usage_heatmap(study: EnvStudy, group: Group, out: Path) -> str | None:
         ax.set_xlabel("expert")
         fig.colorbar(im, ax=ax, fraction=0.05, label="mean router usage")
     axes[0][0].set_ylabel("evaluated task")
-    fig.suptitle(f"{study.env} ({study.setting}), {group.label}: expert usage per task at the last evaluation "
+    fig.suptitle(f"{study.title}, {group.label}: expert usage per task at the last evaluation "
                  f"(mean over {len(group.runs)} seeds)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, f"{slug(study.env)}-{study.setting}-usage-{slug(group.label)}.png")
+    return _save(fig, out, f"{study.file_stem}-usage-{slug(group.label)}.png")
 
 
 def write_all(study: EnvStudy, out: Path) -> dict[str, str | None]:

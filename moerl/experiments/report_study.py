@@ -12,12 +12,13 @@ Per env (its continual or multi-task variants; single-task reference runs only s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from moerl.experiments import report_stats as stats
-from moerl.experiments.report_data import Group, references_for
+from moerl.experiments.report_data import Group, context_key, references_for, relabel
 
 #: A comparison needs at least this many seeds on each side; fewer: "not enough runs to tell".
 MIN_SEEDS = 2
@@ -29,6 +30,9 @@ class EnvStudy:
     setting: str
     groups: list[Group]
     tasks: list[str]
+    #: ``k=v, ...``: what sets this study apart from the other studies of the same env and setting (e.g. the
+    #: task order); empty when it is the only one.
+    context: str = ""
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     aggregates: dict[str, dict[str, stats.Interval]] = field(default_factory=dict)
     dense: str | None = None
@@ -42,6 +46,18 @@ class EnvStudy:
     continual: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def title(self) -> str:
+        """``env (setting[, context])``: names the study in headings, figure titles and claims."""
+        return f"{self.env} ({self.setting}{', ' + self.context if self.context else ''})"
+
+    @property
+    def file_stem(self) -> str:
+        """The figures' file-name prefix, unique per study."""
+        import re
+
+        return re.sub(r"[^A-Za-z0-9]+", "-", self.title).strip("-").lower()
+
     def group(self, label: str) -> Group:
         return next(g for g in self.groups if g.label == label)
 
@@ -50,17 +66,30 @@ class EnvStudy:
 
 
 def build_studies(groups: list[Group]) -> list[EnvStudy]:
-    """One :class:`EnvStudy` per (env, setting) of the non-reference groups, in the order first seen."""
-    keyed: dict[tuple[str, str], list[Group]] = {}
+    """One :class:`EnvStudy` per env, setting and context (:func:`context_key`: e.g. each CRL task order is
+    its own study with its own dense baseline) of the non-reference groups, in the order first seen."""
+    keyed: dict[tuple[str, str, str], list[Group]] = {}
     for g in groups:  # single-task runs of an env that also has continual / multi-task runs are its references
         if g.setting != "single" or not any(h.setting != "single" and h.env == g.env for h in groups):
-            keyed.setdefault((g.env, g.setting), []).append(g)
-    return [_study(env, setting, members, groups) for (env, setting), members in keyed.items()]
+            keyed.setdefault((g.env, g.setting, context_key(g)), []).append(g)
+    studies = []
+    for (env, setting, context), members in keyed.items():
+        relabel(members)
+        rivals = [json.loads(c) for (e, s, c) in keyed if (e, s) == (env, setting) and c != context]
+        studies.append(_study(env, setting, members, groups, _context_text(json.loads(context) if context else {},
+                                                                            rivals)))
+    return studies
 
 
-def _study(env: str, setting: str, members: list[Group], all_groups: list[Group]) -> EnvStudy:
+def _context_text(mine: dict, rivals: list[dict]) -> str:
+    """``k=v, ...`` for the context keys that differ from any rival context (empty without rivals)."""
+    keys = sorted({k for r in rivals for k in mine.keys() | r.keys() if mine.get(k) != r.get(k)})
+    return ", ".join(f"{k}={mine.get(k, '(default)')}" for k in keys)
+
+
+def _study(env: str, setting: str, members: list[Group], all_groups: list[Group], context: str = "") -> EnvStudy:
     tasks = list(dict.fromkeys(t for g in members for t in g.tasks))
-    study = EnvStudy(env, setting, members, tasks)
+    study = EnvStudy(env, setting, members, tasks, context)
     for g in members:
         m = stats.score_matrix([r.results["final_eval"] for r in g.runs], tasks)
         if m is None:

@@ -1,0 +1,89 @@
+"""How fast does DQN learn each task alone? A table from single-task runs, to choose CRL block lengths.
+
+    python scripts/learning_curves.py runs/mountaincar-budget [--at 10000,25000,50000,100000]
+
+For every run below the folders whose config pins one task (``env_kwargs.fixed_task``), the greedy
+normalised return on *that* task at the given steps (the eval.csv row at the largest evaluated step not
+after it), grouped by task: median and [min, max] over seeds, and the first evaluated step at which the
+median reaches 90% of its best value over the run. A block shorter than that step ends before DQN has
+learned the task alone, so what the continual agent "forgets" would be a task it never learned.
+
+Why a script and not ``moerl report``: the report aggregates final scores and draws the curves; this table
+reads the curves at chosen steps, which only the budget question needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+LEVEL = 0.9
+
+
+def single_task_runs(folders: list[str]) -> dict[str, list[dict[int, float]]]:
+    """task name -> per run, {step: normalised return on that task}."""
+    out: dict[str, list[dict[int, float]]] = {}
+    for folder in folders:
+        for cfg in sorted(Path(folder).glob("**/config.yaml")):
+            run = cfg.parent
+            config = yaml.safe_load(cfg.read_text()) or {}
+            fixed = (config.get("env_kwargs") or {}).get("fixed_task")
+            results = run / "results.json"
+            if fixed is None or not results.is_file() or not (run / "eval.csv").is_file():
+                continue
+            tasks = list(json.loads(results.read_text())["final_eval"])
+            task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
+            with open(run / "eval.csv", newline="") as f:
+                curve = {int(r["step"]): float(r["normalized"]) for r in csv.DictReader(f) if r["task"] == task}
+            out.setdefault(task, []).append(curve)
+    return out
+
+
+def value_at(curve: dict[int, float], step: int) -> float:
+    return curve[max(s for s in curve if s <= step)]
+
+
+def table(curves: dict[str, list[dict[int, float]]], at: list[int]) -> str:
+    head = ["task", "seeds", *(f"{s // 1000}k steps: median [min, max]" for s in at),
+            f"first step with median >= {LEVEL:.0%} of its best"]
+    rows = []
+    for task, runs in curves.items():
+        cells = []
+        for step in at:
+            v = np.array([value_at(c, step) for c in runs])
+            cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]")
+        steps = sorted(set.intersection(*(set(c) for c in runs)))
+        median = np.array([np.median([c[s] for c in runs]) for s in steps])
+        reached = next(s for s, m in zip(steps, median, strict=True) if m >= LEVEL * median.max())
+        rows.append([task, str(len(runs)), *cells, f"{reached:,} (best median {median.max():.2f})"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--at", default="10000,25000,50000,100000", help="steps to read the curves at")
+    args = parser.parse_args(argv)
+    try:
+        at = [int(s) for s in args.at.split(",")]
+    except ValueError:
+        print(f"learning_curves: --at '{args.at}' is not a comma-separated list of steps", file=sys.stderr)
+        return 2
+    curves = single_task_runs(args.folders)
+    if not curves:
+        print(f"learning_curves: no single-task runs (env_kwargs.fixed_task) below {', '.join(args.folders)}",
+              file=sys.stderr)
+        return 2
+    print(table(curves, at))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
