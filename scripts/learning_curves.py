@@ -4,7 +4,7 @@
 
 For every run below the folders whose config pins one task (``env_kwargs.fixed_task``), the greedy
 normalised return on *that* task at the given steps (the eval.csv row at the largest evaluated step not
-after it), grouped by task: median and [min, max] over seeds, and the first evaluated step at which the
+after it), grouped by variant (arch/router) and task: median and [min, max] over seeds, and the first evaluated step at which the
 median reaches 90% of its best value over the run. A block shorter than that step ends before DQN has
 learned the task alone, so what the continual agent "forgets" would be a task it never learned.
 
@@ -26,9 +26,9 @@ import yaml
 LEVEL = 0.9
 
 
-def single_task_runs(folders: list[str]) -> dict[str, list[dict[int, float]]]:
-    """task name -> per run, {step: normalised return on that task}."""
-    out: dict[str, list[dict[int, float]]] = {}
+def single_task_runs(folders: list[str]) -> dict[tuple[str, str], list[dict[int, float]]]:
+    """(variant, task name) -> per run, {step: normalised return on that task}; variant: ``arch[/router]``."""
+    out: dict[tuple[str, str], list[dict[int, float]]] = {}
     for folder in folders:
         for cfg in sorted(Path(folder).glob("**/config.yaml")):
             run = cfg.parent
@@ -41,7 +41,9 @@ def single_task_runs(folders: list[str]) -> dict[str, list[dict[int, float]]]:
             task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
             with open(run / "eval.csv", newline="") as f:
                 curve = {int(r["step"]): float(r["normalized"]) for r in csv.DictReader(f) if r["task"] == task}
-            out.setdefault(task, []).append(curve)
+            net = config.get("network") or {}
+            variant = net.get("arch", "?") if net.get("arch") in ("dense", "wide") else f"{net.get('arch')}/{net.get('router')}"
+            out.setdefault((variant, task), []).append(curve)
     return out
 
 
@@ -49,11 +51,11 @@ def value_at(curve: dict[int, float], step: int) -> float:
     return curve[max(s for s in curve if s <= step)]
 
 
-def table(curves: dict[str, list[dict[int, float]]], at: list[int]) -> str:
-    head = ["task", "seeds", *(f"{s // 1000}k steps: median [min, max]" for s in at),
+def table(curves: dict[tuple[str, str], list[dict[int, float]]], at: list[int]) -> str:
+    head = ["variant", "task", "seeds", *(f"{s / 1000:g}k steps: median [min, max]" for s in at),
             f"first step with median >= {LEVEL:.0%} of its best"]
     rows = []
-    for task, runs in curves.items():
+    for (variant, task), runs in sorted(curves.items()):
         cells = []
         for step in at:
             v = np.array([value_at(c, step) for c in runs])
@@ -61,7 +63,7 @@ def table(curves: dict[str, list[dict[int, float]]], at: list[int]) -> str:
         steps = sorted(set.intersection(*(set(c) for c in runs)))
         median = np.array([np.median([c[s] for c in runs]) for s in steps])
         reached = next(s for s, m in zip(steps, median, strict=True) if m >= LEVEL * median.max())
-        rows.append([task, str(len(runs)), *cells, f"{reached:,} (best median {median.max():.2f})"])
+        rows.append([variant, task, str(len(runs)), *cells, f"{reached:,} (best median {median.max():.2f})"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
