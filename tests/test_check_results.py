@@ -1,5 +1,6 @@
 """scripts/check_results.py on a tiny real sweep: a block written from runs matches a rerun of its sweep, a
-changed number fails the check with a diff, provenance lines are not compared, bad input exits 2."""
+changed number fails the check with a diff, provenance lines are not compared, bad input exits 2. And
+scripts/learning_curves.py on the sweep's single-task runs: its medians are those of the runs' eval.csv."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_results.py"
+CURVES = Path(__file__).resolve().parents[1] / "scripts" / "learning_curves.py"
 TINY = {"timesteps": 600, "eval.freq": 150, "eval.episodes": 1, "eval.final_episodes": 2,
         "env_kwargs.block_steps": 150, "dqn.learning_starts": 100, "dqn.batch_size": 16, "network.hidden": 8,
         "checkpoint.every": 0}
@@ -26,7 +28,8 @@ def tiny_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("check")
     (root / "tiny.yaml").write_text(yaml.safe_dump({
         "name": "tiny", "logdir": "runs/tiny", "seeds": "0-1", "base": TINY,
-        "settings": [{"env": "cartpole-crl"}], "variants": [{"arch": "dense"}, {"arch": "big", "router": "softmoe"}]}))
+        "settings": [{"env": "cartpole-crl"}, {"env": "cartpole-crl", "env_kwargs.fixed_task": 1, "timesteps": 300}],
+        "variants": [{"arch": "dense"}, {"arch": "big", "router": "softmoe"}]}))
     done = subprocess.run([sys.executable, "-m", "moerl", "sweep", "tiny.yaml"], cwd=root, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -79,3 +82,29 @@ def test_bad_input_exits_2_with_one_line(tiny_study, args, message):
     done = _check(tiny_study, *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert (tiny_study / "README.md").read_text() == before
+
+
+def test_learning_curves_reads_each_single_task_run_on_its_own_task(tiny_study):
+    import csv
+
+    import numpy as np
+
+    done = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--at", "150,300"], cwd=tiny_study,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {("dense", "cartpole-longheavy"), ("big/softmoe", "cartpole-longheavy")}  # fixed_task 1
+    for run_glob, variant in (("*_dense-*", "dense"), ("*_big_softmoe-*", "big/softmoe")):
+        finals = []
+        for run in sorted((tiny_study / "runs" / "tiny").glob(run_glob)):
+            if "fixed_task" not in (run / "config.yaml").read_text():
+                continue
+            with open(run / "eval.csv", newline="") as f:
+                finals += [float(r["normalized"]) for r in csv.DictReader(f)
+                           if r["task"] == "cartpole-longheavy" and r["step"] == "300"]
+        assert len(finals) == 2
+        v = np.array(finals)
+        assert f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" in rows[(variant, "cartpole-longheavy")]
+    bad = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--at", "x"], cwd=tiny_study,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--at 'x'" in bad.stderr
