@@ -42,6 +42,11 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def plural(unit: str) -> str:
+    """``step`` -> ``steps``, ``batch`` -> ``batches``."""
+    return {"batch": "batches"}.get(unit, unit + "s")
+
+
 def number(value: Any, digits: int = 2) -> str:
     """A table cell: ``-`` for missing, floats to ``digits`` places, ints with thousands separators."""
     if value is None:
@@ -154,12 +159,12 @@ class Console:
         made = self._done - self._initial
         rate = made / elapsed if elapsed > 0 and made > 0 else None
         if self._total:
-            where = f"{self._done:,}/{self._total:,} {self._unit}s ({100 * self._done / self._total:.0f}%)"
+            where = f"{self._done:,}/{self._total:,} {plural(self._unit)} ({100 * self._done / self._total:.0f}%)"
         else:
-            where = f"{self._done:,} {self._unit}s"
+            where = f"{self._done:,} {plural(self._unit)}"
         parts = [f"{self._label}: {where}", f"elapsed {duration(elapsed)}"]
         if rate is not None:
-            parts.append(f"{rate:,.1f} {self._unit}s/s" if rate < 100 else f"{rate:,.0f} {self._unit}s/s")
+            parts.append(f"{rate:,.1f} {plural(self._unit)}/s" if rate < 100 else f"{rate:,.0f} {plural(self._unit)}/s")
             if self._total:
                 parts.append(f"ETA {duration((self._total - self._done) / rate)}")
         if self._fields:

@@ -28,6 +28,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from moerl.config import from_dict, to_dict
 from moerl.envs.attributes import normalized_return, suite_info
 from moerl.errors import ConfigError
+from moerl.experiments.console import Console
 from moerl.experiments.families import (
     Family,
     TrainRequest,
@@ -51,7 +52,6 @@ from moerl.experiments.moe_dqn_config import (
     resolve_env,
     validate,
 )
-from moerl.experiments.console import Console
 from moerl.experiments.moe_dqn_console import ProgressCallback, last_eval_returns, summary_lines
 from moerl.experiments.rundir import RunDir, running
 
