@@ -87,6 +87,7 @@ class Console:
         self.show_progress = progress and verbosity > QUIET
         self.plain_seconds = plain_seconds
         self._bar: Any = None
+        self._status: Any = None
         self._label = ""
         self._unit = "step"
         self._total: int | None = None
@@ -122,8 +123,11 @@ class Console:
         if self.live:
             from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
+            # two lines: the bar (rate, ETA) and under it the quantities, which would not fit beside it
             self._bar = tqdm(total=total, initial=initial, unit=unit, desc=label, file=self.stream,
-                             dynamic_ncols=True, leave=True)
+                             dynamic_ncols=True, leave=True, bar_format="{l_bar}{bar:20}{r_bar}")
+            self._status = tqdm(total=0, position=1, bar_format="  {desc}", file=self.stream, dynamic_ncols=True,
+                                leave=True)
         else:
             self._plain_line()
 
@@ -136,16 +140,21 @@ class Console:
             return
         if self._bar is not None:
             self._bar.update(done - self._bar.n)
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            now = time.perf_counter()
+            if fields is not None and now - self._last_line >= 0.2:  # as tqdm, a few redraws a second
+                self._last_line = now
+                self._status.set_description_str(self._postfix(), refresh=True)
         elif time.perf_counter() - self._last_line >= self.plain_seconds:
             self._plain_line()
 
     def close(self) -> None:
         """Progress ends: the bar closes, or the last plain line is written (once)."""
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=True)
+            self._bar.refresh()
+            self._status.set_description_str(self._postfix(), refresh=True)
             self._bar.close()
-            self._bar = None
+            self._status.close()
+            self._bar = self._status = None
         elif self._label and self.show_progress and not self.live:
             self._plain_line()
         self._label = ""
