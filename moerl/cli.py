@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
                       help="print nothing but errors and the run directory")
     loud.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
-                      help="also print every evaluation as it happens, and MoE metrics (MoE DQN)")
+                      help="also print each evaluation (MoE DQN, routing) or epoch (masked experts) as it "
+                      "happens, and MoE metrics (MoE DQN)")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted, failed or crashed run from its last checkpoint "
                             "(with --timesteps or --epochs: to a new total); every family")
