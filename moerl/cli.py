@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override any config key, e.g. --set dqn.learning_rate=5e-4 (repeatable)",
     )
-    train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    train.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar or periodic progress lines (the summary is still printed)")
+    loud = train.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
+                      help="print nothing but errors and the run directory")
+    loud.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                      help="also print each evaluation (MoE DQN, routing) or epoch (masked experts) as it "
+                      "happens, and MoE metrics (MoE DQN)")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted, failed or crashed run from its last checkpoint "
                             "(with --timesteps or --epochs: to a new total); every family")

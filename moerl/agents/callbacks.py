@@ -44,6 +44,10 @@ class TaskEpisodeCallback(BaseCallback):
         self.switches = [(int(a), int(b), str(c), int(d), int(e)) for a, b, c, d, e in state["switches"]]
         self._episode_returns = {k: list(v) for k, v in state["episode_returns"].items()}
 
+    def recent_returns(self, n: int) -> dict[str, float]:
+        """Per task, the mean return of its last ``n`` finished training episodes (for the console)."""
+        return {task: float(np.mean(r[-n:])) for task, r in self._episode_returns.items() if r}
+
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if "task_id" in info:
@@ -244,27 +248,3 @@ class MetricsFileCallback(BaseCallback):
     def _on_training_end(self) -> None:
         self._take()
 
-
-class RunProgressBar(BaseCallback):
-    """One progress bar for a whole run, across ``learn`` chunks and resumes (SB3's restarts per ``learn``)."""
-
-    def __init__(self, total: int) -> None:
-        super().__init__()
-        self.total = total
-        self._bar = None
-
-    def _on_training_start(self) -> None:
-        if self._bar is None:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-            self._bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
-
-    def _on_step(self) -> bool:
-        if self._bar is not None:
-            self._bar.update(self.num_timesteps - self._bar.n)
-        return True
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None

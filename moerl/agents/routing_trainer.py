@@ -191,9 +191,20 @@ class RoutingLearner:
         c = self.config
         return c.lr * (0.1 ** (self.epoch // c.lr_decay_every)) if c.lr_decay_every > 0 else c.lr
 
+    @property
+    def batches_per_epoch(self) -> int:
+        """Mini-batches in one epoch (``samples_per_epoch`` or the whole training split)."""
+        c = self.config
+        n = len(self.dataset.train)
+        per_epoch = min(c.samples_per_epoch, n) if c.samples_per_epoch > 0 else n
+        return (per_epoch + c.batch_size - 1) // c.batch_size
+
     def learn(self, epochs: int, callback: Callable[[int, RoutingLearner, dict[str, float]], None] | None = None,
-              progress: bool = False) -> RoutingLearner:
+              progress: bool = False, on_batch: Callable[[int], None] | None = None) -> RoutingLearner:
         """Train ``epochs`` more epochs; ``callback(epoch, learner, stats)`` runs after each.
+
+        ``progress``: a tqdm bar; ``on_batch(b)``: called after mini-batch ``b`` (0-based) of the epoch in
+        progress (``moerl train``'s console); neither changes what is trained.
 
         An epoch left unfinished by :meth:`request_stop` counts as the first of them and continues where it
         stopped (its batch order and losses are kept), so stopping, saving :meth:`state_dict`, loading it
@@ -231,6 +242,8 @@ class RoutingLearner:
                     cursor["next"] = b + 1
                     if bar is not None:
                         bar.update(1)
+                    if on_batch is not None:
+                        on_batch(b)
                 self._cursor = None
                 self.epoch += 1
                 if callback is not None:

@@ -234,6 +234,13 @@ class ResumableLearner:
         """Epochs trained so far over all phases (the TensorBoard step of the next one)."""
         return len(self.history) + (len(self._pending["fit"].logs) if self._pending is not None else 0)
 
+    @property
+    def last_epoch_log(self) -> EpochLog | None:
+        """The log of the last epoch trained (in the phase in progress, else the last phase), for the console."""
+        if self._pending is not None and self._pending["fit"].logs:
+            return self._pending["fit"].logs[-1]
+        return self.history[-1] if self.history else None
+
     def request_stop(self) -> None:
         """Stop ``learn()`` at the end of the current epoch (a clean point for a checkpoint)."""
         self.stop_requested = True

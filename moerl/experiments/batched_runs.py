@@ -34,7 +34,10 @@ import numpy as np
 
 from moerl.config import to_dict
 from moerl.errors import ConfigError
+from moerl.experiments.console import Console
 
+#: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
+PROGRESS_STEPS = 1000
 #: Most seeds one ``--seeds`` may name.
 MAX_SEEDS = 65_536
 #: Gymnasium ids the batched engine reproduces, as one-task suites without a task one-hot.
@@ -165,6 +168,8 @@ class _Batch:
                                 metrics_interval=config.logging.metrics_interval)
         self.last_eval = -1
         self.seconds = 0.0
+        self.view: Any = None  # the console's progress view (set by train)
+        self.results: list[dict[str, Any]] = []
         purge = None
         if resume is not None:
             self.agent.load_state_dict(resume["agent"])
@@ -192,6 +197,10 @@ class _Batch:
                for name, task_spec in self.eval_specs.items()}
         log = agent.pop_log()
         previous, self.last_eval = self.last_eval, step
+        if self.view is not None:
+            self.view.popped()
+            self.view.evaluated(step, out, self.bounds, log.metrics)
+            self.view.show(step)
         for i, sr in enumerate(self.seed_runs):
             norms = []
             for name, returns in out.items():
@@ -247,27 +256,29 @@ class _Batch:
                          lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
 
     # -- the loop ------------------------------------------------------------------------------------------
-    def train(self, progress: bool) -> None:
+    def train(self, console: Console) -> None:
+        from moerl.experiments.moe_dqn_console import BatchProgress
         from moerl.experiments.rundir import stop_on_signals
 
         config, agent = self.config, self.agent
         total = config.timesteps
         started = time.perf_counter()
+        label = (f"{config.env} {config.network.arch}" + (f"/{config.network.router}" if config.network.uses_moe
+                                                          else "") + f" {len(self.seeds)} seeds")
+        self.view = BatchProgress(console, total, label, self.spec.task_names, len(self.seeds), self.spec.schedule(),
+                                  self.spec.block_steps)
+        console.start(label, total, "step", initial=agent.num_timesteps)
         if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
             self.evaluate(0, config.eval.episodes)
-        every = [f for f in (config.eval.freq, _checkpoint_steps(config)) if f]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-            bar = tqdm(total=total, initial=agent.num_timesteps, unit="step", desc=f"{len(self.seeds)} seeds")
+        # PROGRESS_STEPS only splits learn() for the view: a run learned in any chunks is the same run (tested)
+        every = [f for f in (config.eval.freq, _checkpoint_steps(config), PROGRESS_STEPS) if f]
         try:
             with stop_on_signals(lambda name: agent.request_stop()) as signals:
                 while agent.num_timesteps < total and not agent.stopped:
                     target = min([total, *((agent.num_timesteps // f + 1) * f for f in every)])
                     agent.learn(target, schedule_timesteps=total)
-                    if bar is not None:
-                        bar.update(agent.num_timesteps - bar.n)
+                    self.view.episodes(agent.log.episodes)
+                    self.view.show(agent.num_timesteps)
                     if agent.stopped:
                         break
                     n = agent.num_timesteps
@@ -281,17 +292,24 @@ class _Batch:
                     self.checkpoint(started)
                 signals.raise_if_stopped()
         finally:
-            if bar is not None:
-                bar.close()
+            console.close()
         if self.last_eval != agent.num_timesteps:
             self.evaluate(agent.num_timesteps, config.eval.episodes)
         self.seconds += time.perf_counter() - started
+        console.say(f"final evaluation: {config.eval.final_episodes} greedy episodes per task and seed ...")
         final = {name: agent.evaluate(task_spec, config.eval.final_episodes, seed=config.seed + 20_000)
                  for name, task_spec in self.eval_specs.items()}
         for i, sr in enumerate(self.seed_runs):
             sr.writer.close()
-            _finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds, self.seconds,
-                         len(self.seeds))
+            self.results.append(_finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds,
+                                             self.seconds, len(self.seeds)))
+
+    def summary(self, console: Console) -> None:
+        """The closing table of the batch (median over seeds; see :mod:`moerl.experiments.moe_dqn_console`)."""
+        from moerl.experiments.moe_dqn_console import last_eval_returns, summary_lines
+
+        last = [last_eval_returns(sr.rows) for sr in self.seed_runs]
+        console.summary(summary_lines(self.results, [r for _, r in last], last[0][0], self.config.eval.episodes))
 
 
 def _checkpoint_steps(config: Any) -> int:
@@ -304,7 +322,7 @@ def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
     return {"leader": runs[0].path.name, "members": [r.path.name for r in runs], "seeds": seeds}
 
 
-def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, progress: bool) -> list[Path]:
+def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, console: Console) -> list[Path]:
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
     from moerl.agents.moe_dqn import default_buffer_size
     from moerl.checkpoint_store import remove_checkpoints
@@ -329,8 +347,9 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
-        batch.train(progress)
+        batch.train(console)
     remove_checkpoints(runs[0].path)
+    batch.summary(console)
     return [r.path for r in runs]
 
 
@@ -362,8 +381,11 @@ def resume_seeds(request: Any) -> list[Path]:
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", resumed_from=step)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
-        _Batch(config, seeds, runs, resume=state).train(request.progress)
+        batch = _Batch(config, seeds, runs, resume=state)
+        console = request.console()
+        batch.train(console)
     remove_checkpoints(leader.path)
+    batch.summary(console)
     return [r.path for r in runs]
 
 
@@ -392,7 +414,7 @@ def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
 
 def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_id: str,
                  final: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]], seconds: float,
-                 num_seeds: int) -> None:
+                 num_seeds: int) -> dict[str, Any]:
     """Write seed ``i``'s model (an SB3 zip), results.json and schedule.json."""
     from moerl.agents.moe_dqn import MoEDQN
     from moerl.envs.attributes import normalized_return
@@ -428,6 +450,7 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
         "continual": continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None,
     }
     sr.run.write_json("results.json", results)
+    return results
 
 
 def _dqn_kwargs(config: Any) -> dict[str, Any]:

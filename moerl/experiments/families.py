@@ -18,7 +18,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moerl.experiments.console import Console
 
 #: Modules that define a ``FAMILY``; the order is the order of lookup.
 FAMILY_MODULES: tuple[str, ...] = (
@@ -49,6 +52,8 @@ class TrainRequest:
     data_dir: str | None = None
     run_name: str | None = None
     progress: bool = True
+    #: 0 ``--quiet``, 1 default, 2 ``--verbose`` (:mod:`moerl.experiments.console`).
+    verbosity: int = 1
     #: A run directory to continue from its last checkpoint (families that support it).
     resume: str | None = None
     #: Several seeds of one config (``--seeds 0-9``): moe-dqn only.
@@ -57,8 +62,14 @@ class TrainRequest:
 
     def flags(self) -> dict[str, Any]:
         """The config-setting flags the user gave (``--env``, ``--arch``, ...), by TrainRequest field name."""
-        skip = {"logdir", "overrides", "progress", "config", "run_name", "resume"}
+        skip = {"logdir", "overrides", "progress", "verbosity", "config", "run_name", "resume"}
         return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+
+    def console(self) -> Console:
+        """The console this request asked for (``--quiet``, ``--verbose``, ``--no-progress``)."""
+        from moerl.experiments.console import Console
+
+        return Console(self.verbosity, self.progress)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moerl.config import resolve, to_dict
+from moerl.experiments.console import Console, duration, text_table
 from moerl.experiments.families import (
     Family,
     TrainRequest,
@@ -83,6 +84,8 @@ def train(request: TrainRequest) -> Path:
     reject_unused(request, fam)
     cfg = resolve_config(request)
     torch.set_num_threads(cfg.threads)
+    console = request.console()
+    console.say(f"masked-experts: building {cfg.env} and the {cfg.arch} model ...")
     suite = _build_suite(cfg)
     name = request.run_name or hashed_run_name(
         to_dict(cfg), (cfg.env, cfg.arch, cfg.mask if cfg.arch != "packnet" else "",
@@ -91,9 +94,10 @@ def train(request: TrainRequest) -> Path:
     run = RunDir.create(request.logdir, name)
     with running(run, FAMILY_NAME, cfg.seed, cfg.device):
         run.write_config(to_dict(cfg))
-        _learn(run, learner)
-        _write_results(run, learner, suite, request.progress)
+        _learn(run, learner, console)
+        results = _write_results(run, learner, suite, console)
     _drop_checkpoints(run)
+    console.summary(summary_lines(results))
     return run.path
 
 
@@ -115,6 +119,8 @@ def _resume(request: TrainRequest) -> Path:
         cfg.device = request.device
     cfg.validate()
     torch.set_num_threads(cfg.threads)
+    console = request.console()
+    console.say(f"masked-experts: building {cfg.env} and the {cfg.arch} model, resuming at epoch {step} ...")
     suite = _build_suite(cfg)
     learner = make_learner(suite, cfg)
     state_file = (checkpoint_folder(run.path) / STATE_FILE).relative_to(run.path)
@@ -125,20 +131,40 @@ def _resume(request: TrainRequest) -> Path:
     with running(run, FAMILY_NAME, cfg.seed, cfg.device):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(cfg))
-        _learn(run, learner)
-        _write_results(run, learner, suite, request.progress)
+        _learn(run, learner, console)
+        results = _write_results(run, learner, suite, console)
     _drop_checkpoints(run)
+    console.summary(summary_lines(results))
     return run.path
 
 
-def _learn(run, learner) -> None:
+def epoch_budget(cfg, n_tasks: int) -> int:
+    """The most epochs a run trains over all its phases (early stopping may end a phase sooner)."""
+    per_task = cfg.epochs + (cfg.finetune_epochs if cfg.arch == "packnet" else 0)
+    return per_task if cfg.schedule == "joint" else per_task * n_tasks
+
+
+def _learn(run, learner, console: Console) -> None:
     """Train with a checkpoint every ``checkpoint_every`` epochs; the first SIGINT / SIGTERM stops the learner
-    at its next epoch end, writes a checkpoint and raises the interruption that ``running`` records."""
+    at its next epoch end, writes a checkpoint and raises the interruption that ``running`` records.
+
+    The console shows, after every epoch, the phase (a dataset, a fine-tuning stage) and the epoch's training
+    loss and accuracy and validation accuracy (the numbers ``history.csv`` keeps)."""
     from moerl.experiments.rundir import stop_on_signals
 
-    every = learner.config.checkpoint_every
+    cfg = learner.config
+    every = cfg.checkpoint_every
+    console.start(f"{cfg.env} {cfg.arch} s{cfg.seed}", epoch_budget(cfg, len(learner.suite.tasks)), "epoch",
+                  initial=learner.epochs_done)
 
     def on_epoch_end() -> None:
+        log = learner.last_epoch_log
+        if log is not None:
+            console.detail(f"epoch {learner.epochs_done} [{log.phase} {log.epoch + 1}]: train loss {log.train_loss:.4f}"
+                           f" | train acc {log.train_acc:.4f} | val acc {log.val_acc:.4f}")
+            console.update(learner.epochs_done, {"phase": f"{log.phase} epoch {log.epoch + 1}",
+                                                 "loss": f"{log.train_loss:.3f}", "train acc": f"{log.train_acc:.3f}",
+                                                 "val acc": f"{log.val_acc:.3f}"})
         if learner.epochs_done % every == 0:
             _save_checkpoint(run, learner)
 
@@ -152,6 +178,7 @@ def _learn(run, learner) -> None:
             signals.raise_if_stopped()
     finally:
         learner.on_epoch_end = None
+        console.close()
 
 
 def _save_checkpoint(run, learner) -> None:
@@ -170,7 +197,8 @@ def _drop_checkpoints(run) -> None:
     remove_checkpoints(run.path)
 
 
-def _write_results(run, learner, suite, progress: bool) -> None:
+def _write_results(run, learner, suite, console: Console) -> dict[str, Any]:
+    console.say("final evaluation on the train, validation and test splits ...")
     results = summarise(learner, suite)
     run.save_atomic(MODEL_FILE, learner.save)
     run.write_json("results.json", results)
@@ -178,8 +206,56 @@ def _write_results(run, learner, suite, progress: bool) -> None:
     from moerl.experiments.vision_plots import write_plots
 
     write_plots(run.path, learner, results)
-    if progress:
-        print(one_line(results))
+    console.detail(one_line(results))
+    return results
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """The closing table: per dataset, the accuracies results.json holds, with the means beside them."""
+    key = results["headline_metric"]
+    per = "accuracy" if key == "mean_accuracy" else "accuracy_task_aware"
+    seconds = float(results.get("train_seconds") or 0.0)
+    head = (f"{results['suite']} {results['arch']}, {results['schedule']}, seed {results['config']['seed']}: "
+            f"{results['epochs_run']} epochs in {duration(seconds)}")
+    lines = ["", f"== summary: {head}"]
+    names = list(results["test"]["datasets"])
+    rows: list[list[Any]] = []
+    aware = per == "accuracy"  # a task-agnostic headline: the task-aware test accuracy beside it
+    for name in names:
+        rows.append([name, *(_acc(results[split]["datasets"][name].get(per)) for split in ("train", "val", "test")),
+                     *([_acc(results["test"]["datasets"][name].get("accuracy_task_aware"))] if aware else [])])
+    rows.append(["mean", *(_acc(results[split][key]) for split in ("train", "val", "test")),
+                 *([_acc(results["test"]["mean_accuracy_task_aware"])] if aware else [])])
+    label = "task-agnostic" if aware else "task-aware"
+    lines += text_table(["dataset", f"train acc ({label})", "val acc", "test acc",
+                         *(["test acc (task-aware)"] if aware else [])], rows)
+    lines.append(f"train-test gap {results['train_test_gap']:.4f} (train minus test, {key})")
+    routing = results["test"].get("routing")
+    if routing:
+        lines.append(f"routing (test): purity {routing['purity']:.3f}, samples per dataset and expert {routing['counts']}")
+    for kind, metrics in (results.get("continual") or {}).items():
+        last = metrics["accuracy_matrix"][-1]
+        cells = " ".join(f"{n} {_acc(a)}" for n, a in zip(names, last, strict=False))
+        parts = [f"average accuracy {metrics['average_accuracy']:.4f} (mean of: {cells})"]
+        for k in ("forgetting", "backward_transfer"):
+            if k in metrics:
+                parts.append(f"{k.replace('_', ' ')} {metrics[k]:.4f}")
+        lines.append(f"continual ({kind.replace('_', '-')}): " + " | ".join(parts))
+    lines += ["how:",
+              "  acc = fraction of a dataset's samples classified right by the final model (best validation epoch)",
+              f"  {label}: " + ("the model routes each sample itself; task-aware: the dataset's expert is given"
+                                 if per == "accuracy" else "the dataset's expert/head is given"),
+              "  mean = mean over datasets of the column above (results.json train/val/test "
+              f"{key}" + (", test mean_accuracy_task_aware)" if aware else ")")]
+    if results.get("continual"):
+        lines += ["  continual: accuracy matrix on test after each dataset; average accuracy = mean of its last row,",
+                  "    forgetting = mean over earlier datasets of best earlier row minus last row, backward transfer =",
+                  "    mean of last row minus the row right after learning the dataset"]
+    return lines
+
+
+def _acc(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
 
 
 def summarise(learner, suite) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from moerl.config import from_dict, to_dict
 from moerl.envs.attributes import normalized_return, suite_info
 from moerl.errors import ConfigError
+from moerl.experiments.console import Console
 from moerl.experiments.families import (
     Family,
     TrainRequest,
@@ -51,6 +52,7 @@ from moerl.experiments.moe_dqn_config import (
     run_label,
     validate,
 )
+from moerl.experiments.moe_dqn_console import ProgressCallback, last_eval_returns, summary_lines
 from moerl.experiments.rundir import RunDir, running
 
 __all__ = [
@@ -143,12 +145,13 @@ def train(request: TrainRequest) -> Path | list[Path]:
         run = RunDir.create(request.logdir, name)
         with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
             run.write_config(to_dict(config))
-            trainer = _Trainer(run, config, model, request.progress)
+            trainer = _Trainer(run, config, model, request.console())
             results = trainer.run()
             run.write_json("results.json", results)
     finally:
         env.close()
     _drop_checkpoints(run)
+    trainer.summary(results)
     return run.path
 
 
@@ -160,7 +163,7 @@ def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | 
         raise ConfigError("give --seed or --seeds, not both")
     seeds = parse_seeds(seeds_spec) if seeds_spec is not None else [config.seed]
     if config.engine == "batched":
-        return train_seeds(config, seeds, request.logdir, request.run_name, request.progress)
+        return train_seeds(config, seeds, request.logdir, request.run_name, request.console())
     paths = []
     for seed in seeds:
         name = f"{request.run_name}_s{seed}" if request.run_name else None
@@ -200,11 +203,12 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
         run.write_status("running", resumed_from=step)
         run.write_config(to_dict(config))
-        trainer = _Trainer(run, config, ckpt.model, request.progress, resume=ckpt)
+        trainer = _Trainer(run, config, ckpt.model, request.console(), resume=ckpt)
         results = trainer.run()
         run.write_json("results.json", results)
     ckpt.model.env.close()
     _drop_checkpoints(run)
+    trainer.summary(results)
     return run.path
 
 
@@ -218,13 +222,12 @@ class _Trainer:
     gives the same weights, evaluations and TensorBoard curves as one uninterrupted ``learn`` (tested).
     """
 
-    def __init__(self, run: RunDir, config: DQNRunConfig, model, progress: bool, resume=None) -> None:
+    def __init__(self, run: RunDir, config: DQNRunConfig, model, console: Console, resume=None) -> None:
         from stable_baselines3.common.logger import Logger
 
         from moerl.agents.callbacks import (
             MetricsFileCallback,
             PerTaskEvalCallback,
-            RunProgressBar,
             TaskEpisodeCallback,
         )
         from moerl.agents.dqn_checkpoint import restore_logger_values
@@ -249,7 +252,10 @@ class _Trainer:
         self.metrics_cb = MetricsFileCallback(run.path / "metrics.csv")
         assert config.timesteps is not None  # resolved before a trainer is built
         self.total: int = config.timesteps
-        self.progress = RunProgressBar(self.total) if progress else None
+        self.console = console
+        label = f"{config.env} {config.network.arch}" + (f"/{config.network.router}" if config.network.uses_moe
+                                                         else "") + f" s{config.seed}"
+        self.progress = ProgressCallback(console, self.total, label, self.episodes_cb, self.eval_cb, self.metrics_cb)
         self.seconds = 0.0
         if resume is not None:
             self.episodes_cb.load_state_dict(resume.extra["episodes"])
@@ -272,7 +278,7 @@ class _Trainer:
         model, config = self.model, self.config
         model.schedule_timesteps = config.timesteps
         every = _chunk_steps(config)
-        callbacks = [self.episodes_cb, self.eval_cb, self.metrics_cb] + ([self.progress] if self.progress else [])
+        callbacks = [self.episodes_cb, self.eval_cb, self.metrics_cb, self.progress]
         try:
             with stop_on_signals(lambda name: model.request_stop()) as signals:
                 while model.num_timesteps < config.timesteps and not model.stop_requested:
@@ -286,11 +292,17 @@ class _Trainer:
                         save_checkpoint(self.run_dir.path, model, self._extra())
                 signals.raise_if_stopped()
         finally:
-            if self.progress is not None:
-                self.progress.close()
+            self.console.close()
         self.eval_cb.finish()
+        self.progress.report_evaluations()
         model.logger.close()
+        self.console.say(f"final evaluation: {config.eval.final_episodes} greedy episodes per task ...")
         return self._results()
+
+    def summary(self, results: dict[str, Any]) -> None:
+        """The closing table (see :mod:`moerl.experiments.moe_dqn_console`)."""
+        step, returns = last_eval_returns(self.eval_cb.rows)
+        self.console.summary(summary_lines([results], [returns], step, self.config.eval.episodes))
 
     def _results(self) -> dict[str, Any]:
         from moerl.agents.evaluation import evaluate_tasks

@@ -37,6 +37,7 @@ from moerl.checkpoint_store import remove_checkpoints
 from moerl.config import from_dict, resolve, to_dict
 from moerl.data.mtl import DATASETS
 from moerl.errors import ConfigError, check_positive
+from moerl.experiments.console import Console, duration, text_table
 from moerl.experiments.families import (
     Family,
     TrainRequest,
@@ -148,13 +149,16 @@ def train(request: TrainRequest) -> Path:
     cfg = resolve_config(request)
     from moerl.data.mtl import build
 
+    console = request.console()
+    console.say(f"routing: building {cfg.env} and the {cfg.algo} model ...")
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
     name = request.run_name or hashed_run_name(to_dict(cfg), (cfg.env, cfg.algo), cfg.seed)
     run = RunDir.create(request.logdir, name)
     with running(run, "routing", cfg.seed, cfg.device):
         run.write_config(to_dict(cfg))
-        _RoutingRun(run, cfg, dataset).train(request.progress)
+        results = _RoutingRun(run, cfg, dataset).train(console)
     remove_checkpoints(run.path)
+    console.summary(summary_lines(results))
     return run.path
 
 
@@ -175,13 +179,16 @@ def _resume(request: TrainRequest) -> Path:
         cfg.epochs = request.epochs
     if request.device is not None:
         cfg = validate(dataclasses.replace(cfg, device=request.device))
+    console = request.console()
+    console.say(f"routing: building {cfg.env} and the {cfg.algo} model, resuming at epoch {epoch} ...")
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
     state = torch.load(checkpoint_folder(run.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
     with running(run, "routing", cfg.seed, cfg.device):
         run.write_status("running", resumed_from=epoch)
         run.write_config(to_dict(cfg))
-        _RoutingRun(run, cfg, dataset, state).train(request.progress)
+        results = _RoutingRun(run, cfg, dataset, state).train(console)
     remove_checkpoints(run.path)
+    console.summary(summary_lines(results))
     return run.path
 
 
@@ -227,22 +234,36 @@ class _RoutingRun:
         write_checkpoint(self.run.path, self.learner.epoch, lambda folder: torch.save(state, folder / CHECKPOINT_FILE),
                          kind="epoch")
 
-    def train(self, progress: bool) -> dict[str, Any]:
+    def train(self, console: Console) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
         from moerl.experiments.rundir import stop_on_signals
 
         cfg, learner = self.cfg, self.learner
+        self.console = console
+        self._fields: dict[str, str] = {}
+        per_epoch = learner.batches_per_epoch
         self.writer = SummaryWriter(str(self.run.tb_dir), purge_step=self.purge_step)
         self._t0 = time.perf_counter()
-        with stop_on_signals(lambda name: learner.request_stop()) as signals:
-            learner.learn(cfg.epochs - learner.epoch, callback=self._on_epoch, progress=progress)
-            if learner.stopped:
-                self.writer.close()
-                self._checkpoint()
-            signals.raise_if_stopped()
+        console.start(f"{cfg.env} {cfg.algo} s{cfg.seed}", cfg.epochs * per_epoch, "batch",
+                      initial=learner.epoch * per_epoch)
+
+        def on_batch(b: int) -> None:
+            console.update(learner.epoch * per_epoch + b + 1, {"epoch": f"{learner.epoch + 1}/{cfg.epochs}",
+                                                               **self._fields})
+
+        try:
+            with stop_on_signals(lambda name: learner.request_stop()) as signals:
+                learner.learn(cfg.epochs - learner.epoch, callback=self._on_epoch, on_batch=on_batch)
+                if learner.stopped:
+                    self.writer.close()
+                    self._checkpoint()
+                signals.raise_if_stopped()
+        finally:
+            console.close()
         self.writer.close()
         self.seconds += time.perf_counter() - self._t0
+        console.say("final evaluation on the test split ...")
         return self._finish()
 
     def _on_epoch(self, epoch: int, lr: Any, stats: dict[str, float]) -> None:
@@ -271,9 +292,26 @@ class _RoutingRun:
                 writer.add_scalar("routing/distinct_routes", ev["distinct_routes"], epoch)
                 self.collisions[epoch] = {"collision_fraction": ev["collision_fraction"],
                                           "distinct_routes": ev["distinct_routes"]}
+        self._show_epoch(epoch, stats["loss"])
         if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
             writer.flush()  # the events up to this epoch are on disk before the checkpoint that covers them
             self._checkpoint()
+
+    def _show_epoch(self, epoch: int, loss: float) -> None:
+        """The console's quantities after an epoch: its mean training loss and the latest test accuracy."""
+        self._fields = {"loss": f"{loss:.3f}"}
+        if self.acc_by_epoch:
+            at = max(self.acc_by_epoch)
+            accs = [r["accuracy"] for r in self.rows if r["epoch"] == at]
+            self._fields[f"test acc@{at}"] = (f"{self.acc_by_epoch[at]:.3f} (tasks {min(accs):.2f}-{max(accs):.2f})")
+            if at == epoch:
+                names = self.dataset.task_names
+                self.console.detail(f"epoch {epoch}: train loss {loss:.4f} | test accuracy mean "
+                                    f"{self.acc_by_epoch[at]:.4f} | " + " ".join(
+                                        f"{names[r['task']]} {r['accuracy']:.3f}" for r in self.rows
+                                        if r["epoch"] == at))
+        self.console.update(epoch * self.learner.batches_per_epoch,
+                            {"epoch": f"{epoch}/{self.cfg.epochs}", **self._fields})
 
     def _finish(self) -> dict[str, Any]:
         run, cfg, dataset, learner = self.run, self.cfg, self.dataset, self.learner
@@ -304,6 +342,26 @@ class _RoutingRun:
                 _plot_policy_evolution(run, np.stack(self.history), dataset.task_names)
         run.write_json("results.json", results)
         return results
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """The closing table: final test accuracy per task (results.json ``test_accuracy_per_task``) and its mean."""
+    names, accs = results["task_names"], results["test_accuracy_per_task"]
+    head = (f"{results['env']} {results['algo']}, seed {results['seed']}: {results['epochs']} epochs in "
+            f"{duration(float(results['train_seconds']))}")
+    lines = ["", f"== summary: {head}"]
+    lines += text_table(["task", "test accuracy"], [[n, f"{a:.4f}"] for n, a in zip(names, accs, strict=True)])
+    lines.append(f"mean test accuracy {results['test_accuracy']:.4f}")
+    if "collision_fraction" in results:
+        lines.append(f"routing: {int(results['distinct_routes'])} distinct greedy routes over {len(names)} tasks, "
+                     f"collision fraction {results['collision_fraction']:.3f}")
+    lines += ["how:",
+              "  test accuracy = fraction of a task's test samples classified right after training"
+              + (", greedy routes" if "collision_fraction" in results else ""),
+              "  mean = mean over tasks of the column above (results.json test_accuracy)"]
+    if "collision_fraction" in results:
+        lines.append("  collision fraction = share of task pairs whose most frequent greedy routes are identical")
+    return lines
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
