@@ -1,6 +1,6 @@
 """Run the masked-expert grid (configs/vision/G*.yaml, P1.yaml) and write a markdown report.
 
-    python -m moerl.experiments.vision_grid --out docs/vision-results.md [--logdir runs/vision-grid]
+    python -m moerl.experiments.vision_grid --out runs/vision-grid-report/vision-results.md [--logdir runs/vision-grid]
         [--only G0,G3] [--set epochs=2]
 
 Each row is one ``moerl train --config configs/vision/<row>.yaml`` run; the report lists train/val/test
