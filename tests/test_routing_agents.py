@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from moerl.agents.route_collisions import route_collisions
 from moerl.agents.routers import ReinforceRouter, TabularQRouter, Trace, WPLRouter, make_router
 from moerl.envs.routing_mdp import compute_returns
 from moerl.errors import ConfigError
@@ -73,6 +74,56 @@ def test_wpl_mechanism_route_independent_reward(seed):
     assert _noise_only_wpl("printed", seed, skewed) > 0.9
     assert _noise_only_wpl("original", seed) < 0.25
     assert _noise_only_wpl("original", seed, skewed) < 0.25
+
+
+def test_wpl_own_prior_start_by_hand():
+    # 5 tasks, 4 blocks: task t leans to block t mod 4 at the first depth only; 0.8 * 1/4 + 0.2 = 0.4
+    w = WPLRouter(5, [4, 4], [3, 3], own_prior=0.2)
+    for t in range(5):
+        expected = np.full(4, 0.2)
+        expected[t % 4] = 0.4
+        np.testing.assert_allclose(w.pi[t, 0], expected)
+        np.testing.assert_allclose(w.pi[t, 1], 0.25)
+    np.testing.assert_allclose(WPLRouter(5, [4, 4], [3, 3]).pi, 0.25)  # default: the paper's uniform start
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match=r"wpl_own_prior must be in \[0, 1\)"):
+            WPLRouter(5, [4], [3], own_prior=bad)
+
+
+def _ten_task_wpl(own_prior: float, seed: int, good_block: int | None = None, steps: int = 400, batch: int = 128):
+    """Printed WPL, 10 tasks, one depth of 10 blocks. Reward +-1: a fair coin whatever the block
+    (``good_block=None``), else +1 exactly when the sample took ``good_block``. Returns the final table."""
+    w = WPLRouter(10, [10], [3], form="printed", seed=seed, own_prior=own_prior)
+    rng = np.random.default_rng(100 + seed)
+    task, v = torch.arange(batch) % 10, torch.zeros(batch, 3)
+    for _ in range(steps):
+        a = w.act(v, task, 0).numpy()
+        r = np.where(rng.random(batch) < 0.5, 1.0, -1.0) if good_block is None else np.where(a == good_block, 1.0, -1.0)
+        w.update(Trace([v], task, a[:, None], np.zeros((batch, 1)), r))
+    return w.pi[:, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_wpl_own_prior_keeps_whole_routes_apart(seed):
+    # The remedy's claim, on the situation that makes collisions: the reward does not depend on the
+    # route. From the uniform start every agent commits (printed form) to a block drawn by noise, and
+    # with 10 tasks on 10 blocks some share one (measured: 7-20% of pairs, seeds 0-3). With own_prior
+    # 0.2 every agent commits to its own block: no collision.
+    uniform = _ten_task_wpl(0.0, seed)
+    assert uniform.max(1).min() > 0.98  # all committed
+    assert route_collisions(uniform.argmax(1)[:, None])["collision_fraction"] > 0
+    prior = _ten_task_wpl(0.2, seed)
+    assert prior.max(1).min() > 0.98
+    np.testing.assert_array_equal(prior.argmax(1), np.arange(10))
+    assert route_collisions(prior.argmax(1)[:, None])["collision_fraction"] == 0.0
+
+
+def test_wpl_own_prior_is_a_prior_not_a_constraint():
+    # When the reward does depend on the block (only block 9 pays), every agent leaves its own block
+    # and all ten tasks share block 9: the prior breaks ties, it does not forbid sharing.
+    pi = _ten_task_wpl(0.2, seed=0, good_block=9)
+    np.testing.assert_array_equal(pi.argmax(1), np.full(10, 9))
+    assert pi[:, 9].min() > 0.9
 
 
 def test_wpl_collaboration_reward_enters_the_return_once():

@@ -33,6 +33,16 @@ def test_cli_train_and_eval_routing(tmp_path, capsys):
     assert res["collision_fraction"] == sum(routes[i] == routes[j] for i, j in pairs) / len(pairs)
     assert res["distinct_routes"] == len({tuple(r) for r in routes})
     assert set(res["collisions_by_epoch"]) == {"1", "2"}
+    groups = [sorted(i for i in range(10) if routes[i] == r) for r in {tuple(r) for r in routes}]
+    assert sorted(res["collision_groups"]) == sorted(g for g in groups if len(g) > 1)
+    acc = res["test_accuracy_per_task"]
+    collided = [t for g in res["collision_groups"] for t in g]
+    if collided:
+        assert res["collided_accuracy"] == pytest.approx(sum(acc[t] for t in collided) / len(collided))
+    if len(collided) < 10:
+        free = [t for t in range(10) if t not in collided]
+        assert res["free_accuracy"] == pytest.approx(sum(acc[t] for t in free) / len(free))
+    assert res["collisions_by_epoch"]["2"]["collision_groups"] == res["collision_groups"]
     rows = list(csv.DictReader(open(run / "eval.csv")))
     assert len(rows) == 2 * 10
     ea = EventAccumulator(str(run / "tb"))
@@ -41,11 +51,12 @@ def test_cli_train_and_eval_routing(tmp_path, capsys):
     assert "test/accuracy_task9" in ea.Tags()["scalars"]
     assert ea.Scalars("routing/collision_fraction")[-1].value == pytest.approx(res["collision_fraction"])
     assert ea.Scalars("routing/distinct_routes")[-1].value == res["distinct_routes"]
+    assert ea.Scalars("routing/collided_tasks")[-1].value == len(collided)
     capsys.readouterr()
     assert main(["eval", str(run)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert abs(out["test_accuracy"] - res["test_accuracy"]) < 1e-9
-    assert out["task_routes"] == routes
+    assert out["task_routes"] == routes and out["collision_groups"] == res["collision_groups"]
     # RL evaluation knobs are refused, not ignored
     assert main(["eval", str(run), "--episodes", "5"]) == 2
     err = capsys.readouterr().err.strip()
@@ -74,4 +85,11 @@ def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["train", "--env", "digits-mtl", "--device", "cuda", "--logdir", str(logdir)]) == 2
         assert "device 'cuda'" in capsys.readouterr().err
+    # the routing choices of issue 12: one line naming the bad value and the valid choices
+    for key, bad, valid in (("wpl_form", "algorithm3", "original, printed"),
+                            ("collab_reward", "frequency", "count, probability"),
+                            ("wpl_own_prior", "1.5", "[0, 1)")):
+        assert main(["train", "--env", "digits-mtl", "--set", f"{key}={bad}", "--logdir", str(logdir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert bad in err and valid in err and "\n" not in err, err
     assert not logdir.exists() or not any(logdir.iterdir())

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from moerl.agents.route_collisions import collision_groups, route_collisions, task_routes
 from moerl.agents.routers import ROUTER_ALGOS, Trace, WPLRouter
 from moerl.agents.routing_config import ALGOS, BASELINES, ROUTERS, LearnerConfig
-from moerl.agents.routing_trainer import RoutingLearner, route_collisions, task_routes
+from moerl.agents.routing_trainer import RoutingLearner
 from moerl.data.mtl import BUILDERS, DATASETS, build_digits_mtl
 from moerl.devices import resolve_device
 from moerl.envs.routing_mdp import RoutingMDPEnv, UsageStats, collaboration_rewards
@@ -184,8 +185,19 @@ def test_env_probability_mode_takes_the_agents_probabilities(digits):
 def test_route_collisions_by_hand():
     routes = np.array([[0, 1], [0, 1], [2, 3], [0, 1]])
     # pairs (0,1), (0,3), (1,3) share a route out of 6 pairs; routes {(0,1), (2,3)}
-    assert route_collisions(routes) == {"collision_fraction": 0.5, "distinct_routes": 2.0}
-    assert route_collisions(np.array([[0], [1], [2]])) == {"collision_fraction": 0.0, "distinct_routes": 3.0}
+    assert route_collisions(routes) == {"collision_fraction": 0.5, "distinct_routes": 2.0,
+                                        "collision_groups": [[0, 1, 3]], "collided_tasks": 3}
+    assert route_collisions(np.array([[0], [1], [2]])) == {"collision_fraction": 0.0, "distinct_routes": 3.0,
+                                                           "collision_groups": [], "collided_tasks": 0}
+    # what the collision costs: tasks 0, 1, 3 share a route (mean 0.9), task 2 has its own (0.99)
+    cost = route_collisions(routes, [0.91, 0.89, 0.99, 0.90])
+    assert cost["collided_accuracy"] == pytest.approx(0.9) and cost["free_accuracy"] == pytest.approx(0.99)
+    assert route_collisions(np.array([[0], [1]]), [0.5, 0.7])["collided_accuracy"] is None
+    # two groups, ordered by their first task; a task without samples (-1 route) never collides
+    six = np.array([[4, 4], [1, 2], [-1, -1], [1, 2], [4, 4], [-1, -1]])
+    assert collision_groups(six) == [[0, 4], [1, 3]]
+    assert route_collisions(six)["collision_fraction"] == pytest.approx(2 / 15)
+    assert route_collisions(six)["distinct_routes"] == 2.0
     samples = np.array([[0, 1], [0, 1], [2, 2], [1, 1], [1, 1], [3, 3], [5, 5]])
     task = np.array([0, 0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(task_routes(samples, task, 4), [[0, 1], [1, 1], [3, 3], [-1, -1]])

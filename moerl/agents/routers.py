@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moerl.agents.routing_config import ROUTERS, WPL_FORMS
+from moerl.agents.routing_config import ROUTERS, WPL_FORMS, check_own_prior
 from moerl.envs.routing_mdp import compute_returns
 from moerl.seeding import TorchStream, seeded
 
@@ -231,24 +231,39 @@ class WPLRouter(Router):
     return R_hat_i for each action a_i") keeps one average per action; then ``E[Delta] -> 0`` for every
     action once its average has caught up, so the policy stops preferring the better block. Both give
     the same numbers on a fresh table's first update.
+
+    ``own_prior`` (default 0: the paper's uniform start) is an optional remedy for route collisions:
+    task ``t``'s agent starts at the first routed depth from ``(1 - own_prior) * uniform + own_prior *
+    onehot(t mod n_blocks)`` instead of uniform. Why: under ``"printed"`` the uniform policy is unstable,
+    so where an agent commits is decided by the early noise (and, with ``rho > 0``, by the pooled
+    collaboration reward, which pulls agents to the same blocks); two tasks that draw the same block
+    at every depth share a whole route, and the network, which sees the task only through the route,
+    cannot tell them apart. A small bias towards a task's own first block breaks that symmetry, so
+    whole routes stay distinct while the deeper depths remain free to share blocks. It is a prior,
+    not a constraint: the update moves it like any other policy.
     """
 
     name = "wpl"
     tabular = True
 
     def __init__(self, n_tasks, depth_actions=None, state_dims=None, *, lr: float = 0.1, min_prob: float = 1e-3,
-                 baseline: str = "state", form: str = "printed", **kw):
+                 baseline: str = "state", form: str = "printed", own_prior: float = 0.0, **kw):
         super().__init__(n_tasks, depth_actions, state_dims, **kw)
         depth_actions, state_dims = self.depth_actions, self.state_dims
         n_tasks = self.n_tasks
         if baseline not in ("state", "action"):
             raise ValueError(f"unknown WPL baseline '{baseline}'; valid choices: action, state")
         WPL_FORMS.check(form)
-        self.lr, self.min_prob, self.baseline, self.form = lr, min_prob, baseline, form
-        self.kwargs.update(lr=lr, min_prob=min_prob, baseline=baseline, form=form)
+        check_own_prior(own_prior)
+        self.lr, self.min_prob, self.baseline, self.form, self.own_prior = lr, min_prob, baseline, form, own_prior
+        self.kwargs.update(lr=lr, min_prob=min_prob, baseline=baseline, form=form, own_prior=own_prior)
         self.mask = _valid_mask(self.depth_actions, self.max_actions)
         self.pi = np.where(self.mask, 1.0, 0.0)[None].repeat(n_tasks, 0)
         self.pi /= self.pi.sum(2, keepdims=True)
+        if own_prior > 0:  # task t's first-depth policy leans towards block t (mod the number of blocks)
+            n0 = self.depth_actions[0]
+            own = np.eye(n0)[np.arange(n_tasks) % n0]
+            self.pi[:, 0, :n0] = (1.0 - own_prior) * self.pi[:, 0, :n0] + own_prior * own
         self.r_hat = np.zeros((n_tasks, self.n_depths, self.max_actions))
 
     def _act(self, v, task, depth, deterministic=False):

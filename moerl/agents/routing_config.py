@@ -74,9 +74,22 @@ class LearnerConfig:
     min_prob: float = 0.001
     wpl_form: str = "printed"  # see WPL_FORMS
     wpl_baseline: str = "state"  # state | action: what WPL's R_hat averages (see WPLRouter)
+    #: Remedy for route collisions, off by default (0.0 = the paper's uniform start): WPL agent t starts
+    #: its first-depth policy as (1 - p) * uniform + p * onehot(block t). Under the printed form the
+    #: uniform start is unstable, so early noise and the pooled collaboration reward decide where each
+    #: agent commits and two tasks can lock onto one whole route; the bias keeps first blocks apart
+    #: (see WPLRouter and docs/routing.md, "Route collisions"). In [0, 1).
+    wpl_own_prior: float = 0.0
     samples_per_epoch: int = 0  # 0: the whole training split; else a fresh random subset each epoch
     device: str = "auto"  # moerl.devices.resolve_device: auto = the CUDA GPU if torch sees one, else CPU
     seed: int = 0
+
+
+def check_own_prior(value: float) -> float:
+    """Refuse (one line) a ``wpl_own_prior`` outside [0, 1): 1 would be a fixed route, not a prior."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"wpl_own_prior must be in [0, 1) (0 = the paper's uniform start), got {value}")
+    return value
 
 
 def validate_learner(cfg: LearnerConfig) -> LearnerConfig:
@@ -91,6 +104,7 @@ def validate_learner(cfg: LearnerConfig) -> LearnerConfig:
     COLLAB_REWARDS.check(cfg.collab_reward)
     Registry("WPL baseline", {"state": "one average per (task, depth)",
                               "action": "one average per (task, depth, block)"}).check(cfg.wpl_baseline)
+    check_own_prior(cfg.wpl_own_prior)
     resolve_device(cfg.device)  # refuses cuda where torch sees no GPU (one line)
     check_seed(cfg.seed)
     for name in ("hidden", "channels", "batch_size", "lr", "n_middle"):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from moerl.agents.route_collisions import route_collisions, task_routes
 from moerl.agents.routers import Router, Trace, make_router
 from moerl.agents.routing_config import ALGOS, BASELINES, ROUTERS, LearnerConfig, validate_learner
 from moerl.data.mtl import MTLDataset, MTLSplit
@@ -43,35 +44,6 @@ __all__ = ["ALGOS", "LearnerConfig", "RoutingLearner", "route_collisions", "task
 
 if tuple(BASELINE_MODELS) != BASELINES.names:  # the registry is the one list of names
     raise ImportError(f"baseline models {list(BASELINE_MODELS)} do not match the registry {list(BASELINES.names)}")
-
-
-def task_routes(routes: np.ndarray, task: np.ndarray, n_tasks: int) -> np.ndarray:
-    """(n_tasks, n_depths): each task's most frequent full route among ``routes`` (N, n_depths).
-
-    Ties go to the smallest route (lexicographic); a task with no sample gets -1 everywhere.
-    """
-    out = np.full((n_tasks, routes.shape[1]), -1, dtype=np.int64)
-    for t in range(n_tasks):
-        rows = routes[task == t]
-        if len(rows):
-            uniq, cnt = np.unique(rows, axis=0, return_counts=True)
-            out[t] = uniq[cnt.argmax()]
-    return out
-
-
-def route_collisions(routes: np.ndarray) -> dict[str, float]:
-    """How often tasks share a whole route, from per-task routes (n_tasks, n_depths).
-
-    ``collision_fraction``: the fraction of task pairs whose routes are identical (0 = every task has
-    its own route; 1 = all tasks share one). ``distinct_routes``: the number of different full routes.
-    Why: the printed WPL form commits each agent to a route for good, so two tasks can lock onto one
-    route even when they would do better apart.
-    """
-    n = len(routes)
-    same = sum(bool(np.array_equal(routes[i], routes[j])) for i in range(n) for j in range(i + 1, n))
-    pairs = n * (n - 1) // 2
-    return {"collision_fraction": same / pairs if pairs else 0.0,
-            "distinct_routes": float(len({tuple(r) for r in routes.tolist()}))}
 
 
 class RoutingLearner:
@@ -107,7 +79,7 @@ class RoutingLearner:
             if c.algo in ("q-tabular", "q-approx"):
                 kw["epsilon"] = c.epsilon
             if c.algo == "wpl":
-                kw.update(min_prob=c.min_prob, form=c.wpl_form, baseline=c.wpl_baseline)
+                kw.update(min_prob=c.min_prob, form=c.wpl_form, baseline=c.wpl_baseline, own_prior=c.wpl_own_prior)
             self.router = make_router(c.algo, dataset.n_tasks, depth_actions,
                                       [head.dim_in(d) for d in range(head.n_depths)], **kw)
             self.usage = UsageStats(head.n_depths, max(depth_actions), c.collab_reward)
@@ -281,7 +253,8 @@ class RoutingLearner:
         """Per-task accuracy on ``split``, plus the mean and (routing) the routes taken per task.
 
         Routing learners also return ``task_routes`` (each task's most frequent full greedy route) and
-        the route-collision measures of :func:`route_collisions` on them.
+        the route-collision measures of :func:`~moerl.agents.route_collisions.route_collisions` on them
+        (with the per-task accuracies, so what a collision costs can be read).
         """
         data: MTLSplit = getattr(self.dataset, split)
         preds, routes = [], []
@@ -301,7 +274,7 @@ class RoutingLearner:
             out["route_counts"] = self._route_counts(all_routes, data.task)
             greedy = task_routes(all_routes, data.task, self.dataset.n_tasks)
             out["task_routes"] = greedy.tolist()
-            out.update(route_collisions(greedy))
+            out.update(route_collisions(greedy, per_task))
         return out
 
     def _route_counts(self, routes: np.ndarray, task: np.ndarray) -> list[list[list[int]]]:

@@ -17,7 +17,10 @@ Run directory files (besides the common skeleton): ``model.pt``, ``eval.csv`` (e
 (task x depth -> chosen block, the paper's Fig. 11; routing algos only) and ``policy_evolution.png``
 (per task, how often each block was chosen at each depth in each epoch, the paper's Fig. 9).
 ``results.json`` and TensorBoard also carry route collisions (``routing/collision_fraction``: the
-fraction of task pairs whose greedy routes are identical; ``routing/distinct_routes``).
+fraction of task pairs whose greedy routes are identical; ``routing/distinct_routes``;
+``routing/collided_tasks`` and ``routing/collided_accuracy``, the mean test accuracy of the tasks that
+share a route); ``results.json`` adds the groups of tasks that share a route and ``free_accuracy`` (the
+other tasks' mean), final and per evaluated epoch (:data:`COLLISION_KEYS`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "state.pt"
 #: ``moerl eval`` options the routing family uses (evaluation is deterministic on the whole test split).
 EVAL_OPTIONS = ("data_dir", "device")
+#: Route-collision measures (:func:`moerl.agents.route_collisions.route_collisions`) written to
+#: ``results.json`` (final, and per evaluated epoch under ``collisions_by_epoch``) and by ``moerl eval``.
+COLLISION_KEYS = ("collision_fraction", "distinct_routes", "collision_groups", "collided_tasks",
+                  "collided_accuracy", "free_accuracy")
 
 
 @dataclass
@@ -290,8 +297,10 @@ class _RoutingRun:
                     f"{dataset.task_names[t]}: {routes[t]}" for t in range(dataset.n_tasks)), epoch)
                 writer.add_scalar("routing/collision_fraction", ev["collision_fraction"], epoch)
                 writer.add_scalar("routing/distinct_routes", ev["distinct_routes"], epoch)
-                self.collisions[epoch] = {"collision_fraction": ev["collision_fraction"],
-                                          "distinct_routes": ev["distinct_routes"]}
+                writer.add_scalar("routing/collided_tasks", ev["collided_tasks"], epoch)
+                if ev["collided_accuracy"] is not None:
+                    writer.add_scalar("routing/collided_accuracy", ev["collided_accuracy"], epoch)
+                self.collisions[epoch] = {k: ev[k] for k in COLLISION_KEYS}
         self._show_epoch(epoch, stats["loss"])
         if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
             writer.flush()  # the events up to this epoch are on disk before the checkpoint that covers them
@@ -333,8 +342,7 @@ class _RoutingRun:
             results["greedy_routes"] = counts.argmax(2).tolist()  # per depth, the most used block
             results["task_routes"] = final["task_routes"]  # per task, the most used full route
             results["route_counts"] = final["route_counts"]
-            results["collision_fraction"] = final["collision_fraction"]
-            results["distinct_routes"] = final["distinct_routes"]
+            results.update({k: final[k] for k in COLLISION_KEYS})
             results["collisions_by_epoch"] = self.collisions
             _plot_routing_map(run, counts, dataset.task_names,
                               f"{cfg.algo} on {cfg.env}: greedy block per task/depth")
@@ -388,8 +396,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     out = {"env": cfg.env, "algo": cfg.algo, "test_accuracy": ev["accuracy"],
            "test_accuracy_per_task": dict(zip(dataset.task_names, ev["per_task"], strict=True))}
     if "task_routes" in ev:
-        out.update(task_routes=ev["task_routes"], collision_fraction=ev["collision_fraction"],
-                   distinct_routes=ev["distinct_routes"])
+        out.update(task_routes=ev["task_routes"], **{k: ev[k] for k in COLLISION_KEYS})
     return out
 
 

@@ -49,7 +49,7 @@ def run_one(dataset, algo: str, epochs: int, samples: int, seed: int, rho: float
     if learner.is_routing:
         ev = learner.evaluate("test")
         out.update(routes=ev["task_routes"], collision_fraction=ev["collision_fraction"],
-                   distinct_routes=ev["distinct_routes"])
+                   distinct_routes=ev["distinct_routes"], collision_groups=ev["collision_groups"])
     return out
 
 
