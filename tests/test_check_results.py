@@ -76,6 +76,7 @@ def test_a_rerun_of_the_sweep_matches_the_block_and_a_changed_number_fails(tiny_
     (["missing.md"], "'missing.md' is not a file"),
     (["--write"], "--write needs --runs"),
     (["--runs", "nowhere"], "--runs 'nowhere' is not a folder"),
+    (["--only", "other.yaml"], "has no block of 'other.yaml'"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_study, args, message):
     before = (tiny_study / "README.md").read_text()

@@ -228,7 +228,7 @@ def test_report_takes_the_sweep_folder_and_names_what_is_not_a_run(local_sweep, 
     assert "sweep.json: not a run directory" in captured.err and ".sweep" not in captured.err
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper" / "evidence").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper" / "evidence").glob("*-budget.yaml")),
                          ids=lambda p: p.stem)
 def test_the_evidence_sweeps_are_valid_single_task_runs_of_every_task(path):
     spec = load_sweep(path)
