@@ -36,6 +36,10 @@ def test_sigkill_leaves_a_run_that_reads_as_crashed(tmp_path, capsys):
     proc = _start_training(tmp_path, "k")
     run = tmp_path / "k"
     _wait_until_training(run, proc)
+    # Kill between writes: right after the first evaluation the run writes several files in a burst, and a
+    # SIGKILL inside an atomic write leaves its hidden temp file (never a half-written visible one); the next
+    # evaluation is thousands of steps away.
+    time.sleep(1.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     status = json.loads((run / "status.json").read_text())
@@ -44,6 +48,8 @@ def test_sigkill_leaves_a_run_that_reads_as_crashed(tmp_path, capsys):
     assert main(["eval", str(run)]) == 2
     assert "status: crashed" in capsys.readouterr().err
     assert not (run / "model.zip").exists() and not list(run.glob(".*tmp*"))
+    header, *rows = (run / "eval.csv").read_text().splitlines()  # the visible files are whole
+    assert header.startswith("step,task,") and rows and all(len(r.split(",")) == len(header.split(",")) for r in rows)
 
 
 @pytest.mark.parametrize("sig,state,rc,reason", [
