@@ -15,35 +15,33 @@ reads the curves at chosen steps, which only the budget question needs.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 LEVEL = 0.9
 
 
 def single_task_runs(folders: list[str]) -> dict[tuple[str, str], list[dict[int, float]]]:
-    """(variant, task name) -> per run, {step: normalised return on that task}; variant: ``arch[/router]``."""
+    """(variant, task name) -> per run, {step: normalised return on that task}; variant: ``arch[/router]``.
+    Runs are found and read by ``moerl report``'s loader."""
+    from moerl.errors import ConfigError
+    from moerl.experiments.report_data import load_runs
+
+    try:
+        runs, _ = load_runs(folders)
+    except ConfigError:
+        return {}
     out: dict[tuple[str, str], list[dict[int, float]]] = {}
-    for folder in folders:
-        for cfg in sorted(Path(folder).glob("**/config.yaml")):
-            run = cfg.parent
-            config = yaml.safe_load(cfg.read_text()) or {}
-            fixed = (config.get("env_kwargs") or {}).get("fixed_task")
-            results = run / "results.json"
-            if fixed is None or not results.is_file() or not (run / "eval.csv").is_file():
-                continue
-            tasks = list(json.loads(results.read_text())["final_eval"])
-            task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
-            with open(run / "eval.csv", newline="") as f:
-                curve = {int(r["step"]): float(r["normalized"]) for r in csv.DictReader(f) if r["task"] == task}
-            net = config.get("network") or {}
-            variant = net.get("arch", "?") if net.get("arch") in ("dense", "wide") else f"{net.get('arch')}/{net.get('router')}"
-            out.setdefault((variant, task), []).append(curve)
+    for run in runs:
+        fixed = run.fixed_task
+        if fixed is None or not run.eval_rows:
+            continue
+        tasks = list(run.results["final_eval"])
+        task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
+        curve = {int(r["step"]): float(r["normalized"]) for r in run.eval_rows if r["task"] == task}
+        variant = run.arch if run.router is None else f"{run.arch}/{run.router}"
+        out.setdefault((variant, task), []).append(curve)
     return out
 
 

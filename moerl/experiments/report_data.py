@@ -210,9 +210,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
         g.runs.sort(key=lambda r: r.seed)
         g.tasks = list(dict.fromkeys(t for r in g.runs for t in r.results["final_eval"]))
     out = list(groups.values())
-    for g in out:
-        g.label = g.base_label + _distinguishing(g, [h for h in out if h is not g and h.env == g.env
-                                                     and h.base_label == g.base_label])
+    for env in dict.fromkeys(g.env for g in out):
+        relabel([g for g in out if g.env == env])
     return out
 
 

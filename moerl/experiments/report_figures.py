@@ -120,7 +120,7 @@ def eval_curves(study: EnvStudy, out: Path) -> str | None:
     fig.suptitle(f"{study.title}: greedy evaluation per task, mean and 95% CI over seeds{extra}",
                  fontsize=11)
     fig.tight_layout()
-    return _save(fig, out, f"{study.file_stem}-eval-curves.png")
+    return _save(fig, out, f"{slug(study.title)}-eval-curves.png")
 
 
 def aggregates(study: EnvStudy, out: Path) -> str | None:
@@ -142,7 +142,7 @@ def aggregates(study: EnvStudy, out: Path) -> str | None:
     fig.supxlabel("normalised score (final greedy return per task)", y=0.02, fontsize=11)
     fig.suptitle(f"{study.title}: aggregate scores over runs x tasks, 95% stratified "
                  "bootstrap CIs", y=0.99, fontsize=11)
-    return _save(fig, out, f"{study.file_stem}-aggregates.png")
+    return _save(fig, out, f"{slug(study.title)}-aggregates.png")
 
 
 def improvement(study: EnvStudy, out: Path) -> str | None:
@@ -164,7 +164,7 @@ def improvement(study: EnvStudy, out: Path) -> str | None:
     ax.set_xlim(0.0, 1.0)
     ax.set_title(f"{study.title}: probability of improvement over {study.dense}\n"
                  "(95% CIs; dotted: 0.5, no difference)", fontsize=10, pad=22)
-    return _save(fig, out, f"{study.file_stem}-improvement.png")
+    return _save(fig, out, f"{slug(study.title)}-improvement.png")
 
 
 def profiles(study: EnvStudy, out: Path) -> str | None:
@@ -181,7 +181,7 @@ def profiles(study: EnvStudy, out: Path) -> str | None:
     ax.set_ylabel(r"fraction of runs with score > $\tau$", fontsize="medium")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"{study.title}: performance profiles (95% CIs)", fontsize=10)
-    return _save(fig, out, f"{study.file_stem}-profiles.png")
+    return _save(fig, out, f"{slug(study.title)}-profiles.png")
 
 
 def dormant(study: EnvStudy, out: Path) -> str | None:
@@ -212,7 +212,7 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
                  fontsize=10)
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _save(fig, out, f"{study.file_stem}-dormant.png")
+    return _save(fig, out, f"{slug(study.title)}-dormant.png")
 
 
 def usage_table(group: Group) -> tuple[list[str], dict[str, np.ndarray]] | None:
@@ -257,7 +257,7 @@ def usage_heatmap(study: EnvStudy, group: Group, out: Path) -> str | None:
     fig.suptitle(f"{study.title}, {group.label}: expert usage per task at the last evaluation "
                  f"(mean over {len(group.runs)} seeds)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, f"{study.file_stem}-usage-{slug(group.label)}.png")
+    return _save(fig, out, f"{slug(study.title)}-usage-{slug(group.label)}.png")
 
 
 def write_all(study: EnvStudy, out: Path) -> dict[str, str | None]:

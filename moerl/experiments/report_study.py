@@ -51,13 +51,6 @@ class EnvStudy:
         """``env (setting[, context])``: names the study in headings, figure titles and claims."""
         return f"{self.env} ({self.setting}{', ' + self.context if self.context else ''})"
 
-    @property
-    def file_stem(self) -> str:
-        """The figures' file-name prefix, unique per study."""
-        import re
-
-        return re.sub(r"[^A-Za-z0-9]+", "-", self.title).strip("-").lower()
-
     def group(self, label: str) -> Group:
         return next(g for g in self.groups if g.label == label)
 
