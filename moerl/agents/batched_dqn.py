@@ -263,52 +263,67 @@ class BatchedDQN:
 
     @torch.no_grad()
     def evaluate(self, suite: TaskSuiteEnv, episodes: int, seed: int,
-                 usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512) -> np.ndarray:
+                 usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512,
+                 tasks: Sequence[int] | None = None) -> np.ndarray:
         """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``
         (e.g. one task, ``fixed_task``) in ``S * episodes`` environments at once.
+
+        ``tasks``: task indices of ``suite`` to evaluate together in one batch of ``S * len(tasks) *
+        episodes`` environments (each keeps its task); the returns are then ``(S, len(tasks), episodes)``
+        and equal, task by task, those of evaluating ``suite`` with ``fixed_task`` set to that task (tested):
+        the environments draw the same numbers, and a network's forward pass of one observation does not
+        depend on the others in the batch. One batch instead of one per task: the per-step cost here is
+        dispatch overhead, so evaluating 4 tasks together costs about what one does.
 
         Evaluation environments draw from streams keyed by ``seed`` and the episode's index, never from the
         training streams, so evaluating does not change training.
 
-        ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``,
-        over the first ``usage_observations`` (about; whole steps) observations each seed's episodes visit,
-        as the SB3 path measures ``eval_usage`` (:func:`moerl.agents.evaluation.run_episodes` keeps 512). An
-        extra forward pass in eval mode: actions, returns and random streams are the same with or without it.
+        ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``
+        (``(S, len(tasks), E)`` with ``tasks``), over the first ``usage_observations`` (about; whole steps)
+        observations each seed's episodes of a task visit, as the SB3 path measures ``eval_usage``
+        (:func:`moerl.agents.evaluation.run_task_episodes` keeps 512). An extra forward pass in eval mode:
+        actions, returns and random streams are the same with or without it.
         """
-        s = self.num_seeds
-        # One key per (run seed, evaluation seed, episode): a seed evaluates the same alone or in a batch.
-        keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for e in range(episodes)]
-        env = BatchedTaskSuite(suite, keys, self.device)
+        s, t = self.num_seeds, 1 if tasks is None else len(tasks)
+        # One key per (run seed, evaluation seed, episode), the same for every task: a seed evaluates the
+        # same alone or in a batch, and a task the same alone or with others.
+        keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for _ in range(t)
+                for e in range(episodes)]
+        fixed = None if tasks is None else [k for _ in self.seeds for k in tasks for _ in range(episodes)]
+        env = BatchedTaskSuite(suite, keys, self.device, fixed_tasks=fixed)
         obs = env.reset()
-        returns = torch.zeros(s * episodes, dtype=torch.float64, device=self.device)
-        finished = torch.zeros(s * episodes, dtype=torch.bool, device=self.device)
+        returns = torch.zeros(s * t * episodes, dtype=torch.float64, device=self.device)
+        finished = torch.zeros(s * t * episodes, dtype=torch.bool, device=self.device)
         usage_sum: dict[str, torch.Tensor] = {}
-        seen = torch.zeros(s, dtype=torch.float64, device=self.device)
+        seen = torch.zeros(s, t, dtype=torch.float64, device=self.device)
         while not bool(finished.all()):
             if usage is not None and bool((seen < usage_observations).any()):
-                self._add_usage(obs.reshape(s, episodes, -1), ~finished.reshape(s, episodes), usage_sum, seen,
-                                usage_observations)
-            actions = self.greedy_actions(obs.reshape(s, episodes, -1)).reshape(-1)
+                self._add_usage(obs.reshape(s, t, episodes, -1), ~finished.reshape(s, t, episodes), usage_sum,
+                                seen, usage_observations)
+            actions = self.greedy_actions(obs.reshape(s, t * episodes, -1)).reshape(-1)
             out = env.step(actions)
             returns = torch.where(out.done & ~finished, out.episode_return, returns)
             finished |= out.done
             obs = out.obs
         if usage is not None:
-            usage.update({name: (total / seen.clamp_min(1.0)[:, None]).cpu().numpy()
-                          for name, total in usage_sum.items()})
-        return returns.reshape(s, episodes).cpu().numpy()
+            mean = {name: total / seen.clamp_min(1.0)[..., None] for name, total in usage_sum.items()}
+            usage.update({name: (m[:, 0] if tasks is None else m).cpu().numpy() for name, m in mean.items()})
+        shape = (s, episodes) if tasks is None else (s, t, episodes)
+        return returns.reshape(shape).cpu().numpy()
 
     def _add_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
                    seen: torch.Tensor, limit: int) -> None:
-        """Add the router usage of the live observations ``obs`` (S, B, obs_dim) of seeds still under ``limit``."""
+        """Add the router usage of the live observations ``obs`` (S, T, B, obs_dim) of the (seed, task) pairs
+        still under ``limit`` observations (``seen``: (S, T)); sums per (seed, task)."""
+        s, t, b, _ = obs.shape
         self.q_net.train(False)
-        feats, task = self._split(obs)
+        feats, task = self._split(obs.reshape(s, t * b, -1))
         _, record = self.q_net.forward_record(feats, task)
-        keep = (live & (seen < limit)[:, None]).to(torch.float64)  # (S, B)
+        keep = (live & (seen < limit)[..., None]).to(torch.float64)  # (S, T, B)
         for name, rout in record.routing.items():
-            add = (rout.usage.to(torch.float64) * keep[..., None]).sum(1)  # (S, E)
+            add = (rout.usage.to(torch.float64).reshape(s, t, b, -1) * keep[..., None]).sum(2)  # (S, T, E)
             usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
-        seen += keep.sum(1)
+        seen += keep.sum(2)
 
     def pop_log(self) -> TrainLog:
         """What training gathered since the last call (for logging), and start a new log."""

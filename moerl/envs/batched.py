@@ -83,9 +83,12 @@ class BatchedTaskSuite:
             Its ``fixed_task`` is honoured (per-task evaluation).
         seeds: one environment per seed.
         device: where every tensor lives.
+        fixed_tasks: one task index per environment, each kept for every episode (no CRL schedule, no MTRL
+            draw): every task of a suite evaluated in one batch. Overrides ``suite.fixed_task``.
     """
 
-    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], device: str | torch.device = "cpu") -> None:
+    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], device: str | torch.device = "cpu",
+                 fixed_tasks: Sequence[int] | None = None) -> None:
         self.device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
         n = self.num_envs = len(self.seeds)
@@ -101,6 +104,14 @@ class BatchedTaskSuite:
         self.return_bounds = suite.return_bounds
         self.obs_bounds = suite.obs_bounds
         self.fixed_task = suite.fixed_task
+        if fixed_tasks is None and suite.fixed_task is not None:
+            fixed_tasks = [suite.fixed_task] * n
+        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(0 <= k < self.num_tasks for k in fixed_tasks)):
+            raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
+                             f"got {list(fixed_tasks)}")
+        #: (N,) the task each environment keeps, or None (CRL schedule / MTRL draws).
+        self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
+                                                                      device=dev)
         tasks = suite.tasks
         self.valid_actions = torch.as_tensor(suite.valid_actions, device=dev)
         self._n_valid = self.valid_actions.sum(1)
@@ -118,7 +129,7 @@ class BatchedTaskSuite:
         self._length, self._force_mag, self._force = column("length", 0.5), column("force_mag", 10.0), column(
             "force", 0.001)
         self._probs_cdf = torch.as_tensor(np.cumsum(suite.task_probs), dtype=f64, device=dev)
-        schedules = self._schedules(suite)
+        schedules = self._schedules(suite, self._fixed is not None)
         self.num_blocks = schedules.shape[1]
         self.schedule_tasks = torch.as_tensor(schedules, device=dev)  # (N, blocks); 0 blocks: not CRL
         self._streams = SeedStreams(self.seeds, _RESET_STREAM, dev)
@@ -131,9 +142,9 @@ class BatchedTaskSuite:
         self._arange = torch.arange(n, device=dev)
 
     # ------------------------------------------------------------------ construction
-    def _schedules(self, suite: TaskSuiteEnv) -> np.ndarray:
-        """Each seed's CRL task per block, ``(N, blocks)``; ``(N, 0)`` outside CRL."""
-        if suite.mode != "crl" or suite.fixed_task is not None:
+    def _schedules(self, suite: TaskSuiteEnv, fixed: bool) -> np.ndarray:
+        """Each seed's CRL task per block, ``(N, blocks)``; ``(N, 0)`` outside CRL or with fixed tasks."""
+        if suite.mode != "crl" or fixed:
             return np.zeros((self.num_envs, 0), dtype=np.int64)
         rows = []
         for seed in self.seeds:
@@ -148,8 +159,8 @@ class BatchedTaskSuite:
 
     # ------------------------------------------------------------------ episodes
     def _pick_tasks(self, u: torch.Tensor) -> torch.Tensor:
-        if self.fixed_task is not None:
-            return torch.full_like(self.task, self.fixed_task)
+        if self._fixed is not None:
+            return self._fixed
         if self.crl:
             return self.schedule_tasks[self._arange, self.block]
         return torch.searchsorted(self._probs_cdf, u.contiguous(), right=True).clamp_(max=self.num_tasks - 1)

@@ -156,8 +156,9 @@ class _Batch:
         self.env_id = resolve_env(config.env)
         self.spec = suite_spec(self.env_id, config.env_kwargs)
         plain = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
-        self.eval_specs = ({self.spec.task_names[0]: self.spec} if self.env_id in _PLAIN_IDS else
-                           {name: suite_spec(self.env_id, plain, fixed_task=name) for name in self.spec.task_names})
+        # Every task evaluated in one batch (BatchedDQN.evaluate's ``tasks``); a plain env is its own task.
+        self.eval_suite = self.spec if self.env_id in _PLAIN_IDS else suite_spec(self.env_id, plain)
+        self.eval_names = list(self.spec.task_names)
         # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
         self.bounds = {} if self.env_id in _PLAIN_IDS else {
             name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
@@ -185,6 +186,20 @@ class _Batch:
                 _write_eval_csv(sr)
 
     # -- evaluation -------------------------------------------------------------------------------------
+    def evaluate_tasks(self, episodes: int, seed: int, usage: dict[str, dict[str, np.ndarray]] | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Greedy returns ``{task: (S, episodes)}`` of every task, all in one batch; ``usage`` (when given) is
+        filled with ``{task: {layer: (S, E)}}``."""
+        tasks = None if self.env_id in _PLAIN_IDS else list(range(len(self.eval_names)))
+        layers: dict[str, np.ndarray] | None = None if usage is None else {}
+        returns = self.agent.evaluate(self.eval_suite, episodes, seed, usage=layers, tasks=tasks)
+        if tasks is None:  # a plain env: (S, episodes) -> one task
+            returns, layers = returns[:, None], layers and {name: u[:, None] for name, u in layers.items()}
+        if usage is not None and layers is not None:
+            usage.update({name: {layer: u[:, k] for layer, u in layers.items()}
+                          for k, name in enumerate(self.eval_names)})
+        return {name: returns[:, k] for k, name in enumerate(self.eval_names)}
+
     def evaluate(self, step: int, episodes: int) -> None:
         """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
         from moerl.agents.callbacks import usage_rows
@@ -192,9 +207,8 @@ class _Batch:
         from moerl.envs.attributes import normalized_return
 
         config, agent = self.config, self.agent
-        usage: dict[str, dict[str, np.ndarray]] = {name: {} for name in self.eval_specs}
-        out = {name: agent.evaluate(task_spec, episodes, seed=config.seed + 10_000 + step, usage=usage[name])
-               for name, task_spec in self.eval_specs.items()}
+        usage: dict[str, dict[str, np.ndarray]] = {}
+        out = self.evaluate_tasks(episodes, config.seed + 10_000 + step, usage)
         log = agent.pop_log()
         previous, self.last_eval = self.last_eval, step
         if self.view is not None:
@@ -297,8 +311,7 @@ class _Batch:
             self.evaluate(agent.num_timesteps, config.eval.episodes)
         self.seconds += time.perf_counter() - started
         console.say(f"final evaluation: {config.eval.final_episodes} greedy episodes per task and seed ...")
-        final = {name: agent.evaluate(task_spec, config.eval.final_episodes, seed=config.seed + 20_000)
-                 for name, task_spec in self.eval_specs.items()}
+        final = self.evaluate_tasks(config.eval.final_episodes, config.seed + 20_000)
         for i, sr in enumerate(self.seed_runs):
             sr.writer.close()
             self.results.append(_finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds,
