@@ -281,8 +281,8 @@ class BatchedDQN:
         ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``
         (``(S, len(tasks), E)`` with ``tasks``), over the first ``usage_observations`` (about; whole steps)
         observations each seed's episodes of a task visit, as the SB3 path measures ``eval_usage``
-        (:func:`moerl.agents.evaluation.run_task_episodes` keeps 512). An extra forward pass in eval mode:
-        actions, returns and random streams are the same with or without it.
+        (:func:`moerl.agents.evaluation.run_task_episodes` keeps 512), read from the forward pass that chooses the
+        actions: actions, returns and random streams are the same with or without it (tested).
         """
         s, t = self.num_seeds, 1 if tasks is None else len(tasks)
         # One key per (run seed, evaluation seed, episode), the same for every task: a seed evaluates the
@@ -297,10 +297,14 @@ class BatchedDQN:
         usage_sum: dict[str, torch.Tensor] = {}
         seen = torch.zeros(s, t, dtype=torch.float64, device=self.device)
         while not bool(finished.all()):
-            if usage is not None and bool((seen < usage_observations).any()):
-                self._add_usage(obs.reshape(s, t, episodes, -1), ~finished.reshape(s, t, episodes), usage_sum,
-                                seen, usage_observations)
-            actions = self.greedy_actions(obs.reshape(s, t * episodes, -1)).reshape(-1)
+            # Usage only while some (seed, task) pair under the limit still has an episode running.
+            if usage is not None and bool(((seen < usage_observations)
+                                           & ~finished.reshape(s, t, episodes).all(2)).any()):
+                actions = self._greedy_with_usage(obs.reshape(s, t, episodes, -1), ~finished.reshape(s, t, episodes),
+                                                  usage_sum, seen, usage_observations).reshape(-1)
+            else:
+                actions = self._live_greedy_actions(obs.reshape(s, t * episodes, -1),
+                                                    ~finished.reshape(s, t * episodes)).reshape(-1)
             out = env.step(actions)
             returns = torch.where(out.done & ~finished, out.episode_return, returns)
             finished |= out.done
@@ -311,19 +315,38 @@ class BatchedDQN:
         shape = (s, episodes) if tasks is None else (s, t, episodes)
         return returns.reshape(shape).cpu().numpy()
 
-    def _add_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
-                   seen: torch.Tensor, limit: int) -> None:
-        """Add the router usage of the live observations ``obs`` (S, T, B, obs_dim) of the (seed, task) pairs
-        still under ``limit`` observations (``seen``: (S, T)); sums per (seed, task)."""
+    def _live_greedy_actions(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """:meth:`greedy_actions` (S, B) for the ``live`` (S, B) observations only; 0 for the others.
+
+        Why: an evaluation runs until its longest episode ends, and most episodes end long before it (a
+        CartPole evaluation often has a few 500-step episodes among 10-step ones), so the forward pass is
+        run on each seed's live rows, gathered to the front (as many per seed as the seed with the most);
+        a row's Q-values do not depend on the other rows."""
+        n = obs.shape[1]
+        k = int(live.sum(1).max())
+        if k == n:
+            return self.greedy_actions(obs)
+        order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)[:, :k]  # live rows first
+        sub = obs.gather(1, order[..., None].expand(-1, -1, obs.shape[2]))
+        return torch.zeros_like(live, dtype=torch.long).scatter_(1, order, self.greedy_actions(sub))
+
+    def _greedy_with_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
+                           seen: torch.Tensor, limit: int) -> torch.Tensor:
+        """:meth:`greedy_actions` of ``obs`` (S, T, B, obs_dim), (S, T * B), from a forward pass that also adds
+        the router usage of the live observations of the (seed, task) pairs still under ``limit`` observations
+        (``seen``: (S, T)) to ``usage_sum`` (per layer, (S, T, E)). One pass for both: the recorded forward
+        gives the same Q-values as the plain one (tested), and costs about as much."""
         s, t, b, _ = obs.shape
         self.q_net.train(False)
-        feats, task = self._split(obs.reshape(s, t * b, -1))
-        _, record = self.q_net.forward_record(feats, task)
+        flat = obs.reshape(s, t * b, -1)
+        feats, task = self._split(flat)
+        q, record = self.q_net.forward_record(feats, task)
         keep = (live & (seen < limit)[..., None]).to(torch.float64)  # (S, T, B)
         for name, rout in record.routing.items():
             add = (rout.usage.to(torch.float64).reshape(s, t, b, -1) * keep[..., None]).sum(2)  # (S, T, E)
             usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
         seen += keep.sum(2)
+        return self._masked(q, flat).argmax(-1)
 
     def pop_log(self) -> TrainLog:
         """What training gathered since the last call (for logging), and start a new log."""
