@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="list the environments and task suites with their tasks")
 
-    rep = sub.add_parser("report", help="study report (tables, rliable figures, claims) over finished MoE DQN runs")
-    rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train'")
+    rep = sub.add_parser("report", help="study report over finished runs: MoE DQN (tables, rliable figures, "
+                                        "claims), routing and masked experts (mean and 95%% CI over seeds)")
+    rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train', or folders of them")
     rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
 
     runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")

@@ -92,3 +92,36 @@ class TorchStream:
             torch.set_rng_state(self._cpu)
             for d, cuda in zip(_cuda_devices(), self._cuda, strict=False):
                 torch.cuda.set_rng_state(cuda, d)
+
+
+#: The most seeds one ``--seeds`` may name.
+MAX_SEEDS = 65_536
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0-9"``, ``"0,3,7"`` or ``"0-3,10-12"`` -> the seeds, in order; one-line error otherwise.
+
+    Shared by ``moerl train --seeds``, sweep files and the vision grid's ``--seeds``."""
+    from moerl.errors import ConfigError
+
+    seeds: list[int] = []
+    bad = ConfigError(f"--seeds '{spec}' is not a list or range of seeds, e.g. 0-9 or 0,3,7 or 0-3,10-12")
+    for part in str(spec).split(","):
+        part = part.strip()
+        lo_text, dash, hi_text = part.partition("-") if "-" in part[1:] else (part, "", "")
+        try:
+            lo, hi = int(lo_text), int(hi_text) if dash else int(lo_text)
+        except ValueError:
+            raise bad from None
+        if hi < lo:
+            raise bad
+        if hi - lo + 1 > MAX_SEEDS:
+            raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
+        seeds.extend(range(lo, hi + 1))
+    for seed in seeds:
+        check_seed(seed)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds '{spec}' names a seed twice")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
+    return seeds

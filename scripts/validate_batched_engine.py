@@ -101,7 +101,7 @@ def compare(sb3: np.ndarray, batched: np.ndarray, reps: int = 2000) -> dict[str,
 
 
 def main() -> None:
-    from moerl.experiments.batched_runs import parse_seeds
+    from moerl.seeding import parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/validation")

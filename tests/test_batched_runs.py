@@ -18,7 +18,7 @@ import torch
 
 from moerl import MoEDQN
 from moerl.cli import main
-from moerl.experiments.batched_runs import parse_seeds
+from moerl.seeding import parse_seeds
 from tests.conftest import read_tb_scalars
 
 ARGS = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "1200",

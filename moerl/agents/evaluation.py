@@ -72,11 +72,11 @@ def run_task_episodes(
             live = np.flatnonzero(~done)
             live_obs = obs[live]
             actions = predict(live_obs)
-            for k in np.flatnonzero(n_seen < max_observations):
+            for k in np.flatnonzero(n_seen < max_observations).tolist():
                 rows = live_obs[task_ids[live] == k]
                 seen[k].append(rows)
                 n_seen[k] += len(rows)
-            for a, i in zip(actions, live, strict=True):
+            for a, i in zip(actions, live.tolist(), strict=True):
                 o, r, term, trunc, _ = envs[i].step(a)
                 obs[i] = o
                 returns[i] += float(r)

@@ -39,36 +39,10 @@ from moerl.experiments.console import Console
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
 PROGRESS_STEPS = 1000
 #: Most seeds one ``--seeds`` may name.
-MAX_SEEDS = 65_536
 #: Gymnasium ids the batched engine reproduces, as one-task suites without a task one-hot.
 _PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-default"}
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """``"0-9"``, ``"0,3,7"`` or ``"0-3,10-12"`` -> the seeds, in order; one-line error otherwise."""
-    from moerl.seeding import check_seed
-
-    seeds: list[int] = []
-    bad = ConfigError(f"--seeds '{spec}' is not a list or range of seeds, e.g. 0-9 or 0,3,7 or 0-3,10-12")
-    for part in str(spec).split(","):
-        part = part.strip()
-        lo_text, dash, hi_text = part.partition("-") if "-" in part[1:] else (part, "", "")
-        try:
-            lo, hi = int(lo_text), int(hi_text) if dash else int(lo_text)
-        except ValueError:
-            raise bad from None
-        if hi < lo:
-            raise bad
-        if hi - lo + 1 > MAX_SEEDS:
-            raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
-        seeds.extend(range(lo, hi + 1))
-    for seed in seeds:
-        check_seed(seed)
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds '{spec}' names a seed twice")
-    if len(seeds) > MAX_SEEDS:
-        raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
-    return seeds
 
 
 def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):

@@ -122,7 +122,8 @@ def train(request: TrainRequest) -> Path | list[Path]:
     config = build_config(request.config, request.flags(), request.overrides)
     if seeds_spec is not None and request.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
-    from moerl.experiments.batched_runs import parse_seeds, resolve_engine
+    from moerl.experiments.batched_runs import resolve_engine
+    from moerl.seeding import parse_seeds
 
     config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
     if seeds_spec is not None or config.engine == "batched":
@@ -157,7 +158,8 @@ def train(request: TrainRequest) -> Path | list[Path]:
 
 def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | None) -> list[Path]:
     """Several seeds: together (``engine: batched``) or one after another (``engine: sb3``)."""
-    from moerl.experiments.batched_runs import parse_seeds, train_seeds
+    from moerl.experiments.batched_runs import train_seeds
+    from moerl.seeding import parse_seeds
 
     if seeds_spec is not None and request.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")

@@ -6,6 +6,9 @@ router) over its seeds: mean and [min, max] of the run-level metrics, and rliabl
 (IQM) of the final normalised returns (runs x tasks) with a 95% stratified bootstrap confidence interval
 (Agarwal et al. 2021). rliable is the optional extra ``moerl[stats]`` (in ``dev``); without it the IQM
 column says so instead of silently disappearing.
+
+Routing and masked-expert runs among the paths are summarised per family by
+:mod:`moerl.experiments.report_supervised` (mean and 95% t-interval over seeds per variant).
 """
 
 from __future__ import annotations
@@ -186,26 +189,43 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
 
     file_target = check_output_path(out) if out and _is_file_target(out) else None
     dir_target = check_output_dir(out) if out and file_target is None else None
+    from moerl.experiments import report_supervised
     from moerl.experiments.provenance import stacks_markdown
 
-    runs, skipped = load_runs(paths)
+    supervised, sup_skipped = report_supervised.load_supervised(paths)
+    runs, skipped = load_runs(paths, required=not supervised)
+    taken = {str(r.path.resolve()) for r in supervised}
+    skipped = [(p, why) for p, why in skipped if str(Path(p).resolve()) not in taken] + sup_skipped
+    stacks, warning = stacks_markdown([run.path for run in runs] + [run.path for run in supervised])
+    if not runs:  # masked-expert and routing runs only
+        text = (warning + "\n\n" if warning else "") + report_supervised.markdown(supervised) + "\n\n" + stacks
+        if dir_target is not None:
+            _write_dir([], dir_target, text, studies_section=False)
+        elif file_target is not None:
+            _write_file(file_target, text)
+        return text, skipped
     results = [_with_dormant(run) for run in runs]
-    stacks, warning = stacks_markdown([run.path for run in runs])
     text = (warning + "\n\n" if warning else "") + markdown_table(results) + "\n\n" + summary_table(results)
+    if supervised:
+        text += "\n\n" + report_supervised.markdown(supervised)
     text += "\n\n" + stacks
     studies = build_studies(group_runs(runs))
     if dir_target is None:
         text += "\n\n" + study_markdown(studies, None)
         if file_target is not None:
-            tmp = file_target.with_name(f".{file_target.name}.tmp")
-            tmp.write_text(text + "\n")
-            tmp.replace(file_target)
+            _write_file(file_target, text)
         return text, skipped
     text += "\n\n" + _write_dir(studies, dir_target, text)
     return text, skipped
 
 
-def _write_dir(studies: list[Any], target: Path, head: str) -> str:
+def _write_file(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(target)
+
+
+def _write_dir(studies: list[Any], target: Path, head: str, studies_section: bool = True) -> str:
     import os
     import shutil
 
@@ -213,8 +233,8 @@ def _write_dir(studies: list[Any], target: Path, head: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        body = study_markdown(studies, tmp)
-        (tmp / REPORT_FILE).write_text(head + "\n\n" + body + "\n")
+        body = study_markdown(studies, tmp) if studies_section else ""
+        (tmp / REPORT_FILE).write_text((head + "\n\n" + body).rstrip() + "\n")
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             target.rename(old)

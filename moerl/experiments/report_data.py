@@ -162,10 +162,10 @@ def load_run(run: RunDir) -> Run:
     return Run(run.path, config, results, schedule, block_steps, eval_rows, usage_rows, metric_rows)
 
 
-def load_runs(paths: list[str]) -> tuple[list[Run], list[tuple[str, str]]]:
+def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[tuple[str, str]]]:
     """``(runs, skipped)``: every finished moe-dqn run among ``paths``, and ``(path, reason)`` for the rest:
     not a finished run, another family, a corrupt results file, or the same run given twice (counted once,
-    never as two seeds). ConfigError when no run is left.
+    never as two seeds). ConfigError when no run is left (``required``; else an empty list).
     """
     out: list[Run] = []
     skipped: list[tuple[str, str]] = []
@@ -193,7 +193,7 @@ def load_runs(paths: list[str]) -> tuple[list[Run], list[tuple[str, str]]]:
             out.append(load_run(run))
         except ConfigError as exc:
             skipped.append((p, str(exc)))
-    if not out:
+    if not out and required:
         raise ConfigError("no finished moe-dqn run among the given paths: "
                           + "; ".join(f"{p}: {why}" for p, why in skipped))
     return out, skipped

@@ -9,10 +9,11 @@ is installed, and the report says so instead of leaving sections out silently.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
+
+from moerl.experiments.seed_intervals import mean_ci_over_seeds  # noqa: F401  (the report's name for it)
 
 #: Bootstrap replications for every interval in a report.
 REPS = 2000
@@ -105,23 +106,6 @@ def performance_profiles(scores: Mapping[str, np.ndarray]) -> tuple[dict[str, np
 
     np.random.seed(SEED)
     return rly.create_performance_profile(dict(scores), TAUS, reps=REPS)
-
-
-def mean_ci_over_seeds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% Student-t CI over axis 0 (seeds) of ``values`` (seeds x points); NaN-aware.
-
-    For learning curves: a few seeds make a bootstrap CI too narrow; with one seed the band is the line.
-    """
-    from scipy import stats  # type: ignore[import-untyped]
-
-    with warnings.catch_warnings():  # a point seen by one seed only: no spread, the band is the line
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=0)
-        n = np.sum(~np.isnan(values), axis=0)
-        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
-        half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1)), 0.0)
-    half = np.nan_to_num(half)
-    return mean, mean - half, mean + half
 
 
 def fmt_interval(iv: Interval | None, digits: int = 3) -> str:

@@ -129,8 +129,8 @@ def _resolve(base_file: str | None, keys: Mapping[str, Any], where: str) -> dict
 def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     """Parse and expand ``path``; every config is validated before anything is written."""
     from moerl.config import load_yaml
-    from moerl.experiments.batched_runs import parse_seeds
     from moerl.experiments.moe_dqn_config import run_label
+    from moerl.seeding import parse_seeds
 
     path = Path(path)
     where = f"sweep file '{path}'"

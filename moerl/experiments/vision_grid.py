@@ -1,11 +1,15 @@
 """Run the masked-expert grid (configs/vision/G*.yaml, P1.yaml) and write a markdown report.
 
-    python -m moerl.experiments.vision_grid --out runs/vision-grid-report/vision-results.md [--logdir runs/vision-grid]
-        [--only G0,G3] [--set epochs=2]
+    python -m moerl.experiments.vision_grid [--out runs/vision-grid-report/vision-results.md] [--logdir runs/vision-grid]
+        [--only G0,G3] [--seeds 0-2] [--set epochs=2] [--resume]
 
-Each row is one ``moerl train --config configs/vision/<row>.yaml`` run; the report lists train/val/test
-accuracy and the train-test gap per row, routing counts and purity for the gated runs, the continual
-metrics for the sequential runs, and copies the PNG plots next to the report.
+Each row is one ``moerl train --config configs/vision/<row>.yaml`` run per seed (run directory ``<row>``
+for seed 0 alone, ``<row>_s<seed>`` with ``--seeds``); the report lists train/val/test accuracy and the
+train-test gap per row (seed 0, or the first seed), routing counts and purity for the gated runs, the
+continual metrics for the sequential runs, and copies the PNG plots next to the report. With several seeds
+it adds, per row, the mean and 95% interval over seeds of every metric (``moerl report``'s section for
+masked-expert runs, :mod:`moerl.experiments.report_supervised`). Everything is written under ``runs/`` by
+default, never into tracked files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moerl.errors import ConfigError
 from moerl.experiments.tables import markdown_table
 from moerl.registry import Registry
 
@@ -47,27 +52,35 @@ def _grid_config(row: str) -> Path:
 
 
 def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str],
-             resume: bool = False) -> list[dict[str, Any]]:
-    """Train every row (``resume``: reuse a row's finished run directory under ``logdir``)."""
+             resume: bool = False, seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """Train every row for every seed (``resume``: reuse a finished run directory under ``logdir``)."""
     from moerl.experiments.families import TrainRequest
     from moerl.experiments.masked_experts import train
     from moerl.experiments.rundir import RunDir
 
     results = []
+    all_runs: list[Path] = []
     for row in rows:
         cfg = _grid_config(row)
-        t0 = time.perf_counter()
-        previous = RunDir(logdir / row)
-        if resume and previous.read_status().get("status") == "finished":
-            path = previous.path
-            print(f"[grid] {row}: reusing the finished run {path}", flush=True)
-        else:
-            path = train(TrainRequest(config=str(cfg), logdir=str(logdir), run_name=row, overrides=list(overrides)))
-        res = json.loads((path / "results.json").read_text())
-        res["row"], res["run_dir"], res["wall_seconds"] = row, str(path), time.perf_counter() - t0
-        results.append(res)
-        print(f"[grid] {row} done in {res['wall_seconds']:.0f}s", flush=True)
-    write_report(out, results)
+        members: list[tuple[str, int | None]] = [(f"{row}_s{seed}", seed) for seed in seeds] if seeds else [(row, None)]
+        for name, seed in members:
+            t0 = time.perf_counter()
+            previous = RunDir(logdir / name)
+            if resume and previous.read_status().get("status") == "finished":
+                path = previous.path
+                print(f"[grid] {name}: reusing the finished run {path}", flush=True)
+            else:
+                extra = [] if seed is None else [f"seed={seed}"]
+                path = train(TrainRequest(config=str(cfg), logdir=str(logdir), run_name=name,
+                                          overrides=[*overrides, *extra]))
+            all_runs.append(path)
+            print(f"[grid] {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
+            if seeds and seed != seeds[0]:
+                continue  # the per-row tables show the first seed; the seeds table shows them all
+            res = json.loads((path / "results.json").read_text())
+            res["row"], res["run_dir"], res["wall_seconds"] = row, str(path), time.perf_counter() - t0
+            results.append(res)
+    write_report(out, results, all_runs if seeds and len(seeds) > 1 else None)
     return results
 
 
@@ -80,7 +93,8 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
     return markdown_table(head, [[str(c) for c in row] for row in rows]).split("\n")
 
 
-def write_report(out: Path, results: list[dict[str, Any]]) -> None:
+def write_report(out: Path, results: list[dict[str, Any]], seed_runs: list[Path] | None = None) -> None:
+    """The grid's Markdown (+ JSON and plots) at ``out``; ``seed_runs``: every seed's run, summarised per row."""
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = out.parent / (out.stem + "-plots")
     plots.mkdir(exist_ok=True)
@@ -102,6 +116,12 @@ def write_report(out: Path, results: list[dict[str, Any]]) -> None:
                       _fmt(r["test"]["mean_accuracy_task_aware"]), r["epochs_run"], f"{r['train_seconds']:.0f}"])
     lines += _table(["row", "data", "arch", "mask", "experts", "train", "val", "test", "gap", "test task-aware",
                      "epochs", "s"], table)
+    if seed_runs:
+        from moerl.experiments import report_supervised
+
+        runs, _ = report_supervised.load_supervised([str(p) for p in seed_runs])
+        lines += ["", "## Over seeds", "", "The tables above show the first seed of each row; this one every seed.",
+                  "", report_supervised.markdown(runs).replace("## masked-experts runs", "### Every row")]
     lines += ["", "## Routing (test split; rows: datasets, columns: experts)", ""]
     table = []
     for r in results:
@@ -141,18 +161,28 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(prog="python -m moerl.experiments.vision_grid")
-    p.add_argument("--out", default="docs/vision-results.md")
+    p.add_argument("--out", default="runs/vision-grid-report/vision-results.md")
     p.add_argument("--logdir", default="runs/vision-grid")
     p.add_argument("--only", help="comma-separated rows (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--resume", action="store_true", help="reuse rows already finished under --logdir")
+    p.add_argument("--seeds", help="e.g. 0-2 or 0,3: every row once per seed (run directories <row>_s<seed>)")
     args = p.parse_args(argv)
+    seeds = None
+    if args.seeds:
+        from moerl.seeding import parse_seeds
+
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ConfigError as exc:  # one line and exit 2, as every moerl command
+            print(f"--seeds: {exc}", file=sys.stderr)
+            return 2
     rows = args.only.split(",") if args.only else list(GRID_ROWS)
     bad = [r for r in rows if r not in GRID_ROWS]
     if bad:
         print(GRID_ROWS.error(bad[0]), file=sys.stderr)
         return 2
-    run_grid(Path(args.out), Path(args.logdir), rows, args.overrides, resume=args.resume)
+    run_grid(Path(args.out), Path(args.logdir), rows, args.overrides, resume=args.resume, seeds=seeds)
     return 0
 
 

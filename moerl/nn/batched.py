@@ -245,12 +245,13 @@ class BatchedQNetwork(nn.Module):
         """The stacked parameters and buffers by name, built once: walking the module tree on every forward
         costs about a tenth of a small network's greedy forward. ``_apply`` (``.to()``, ``.float()``...),
         which may replace tensors, clears it; in-place updates (optimisers, ``load_state_dict``) keep it valid."""
-        cached = self.__dict__.get("_tensor_cache")
+        cached: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = self.__dict__.get("_tensor_cache")
         if cached is None:
-            cached = self.__dict__["_tensor_cache"] = (dict(self.net.named_parameters()), dict(self.net.named_buffers()))
+            cached = (dict(self.net.named_parameters()), dict(self.net.named_buffers()))
+            self.__dict__["_tensor_cache"] = cached
         return cached
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, recurse=True):
         self.__dict__.pop("_tensor_cache", None)
         return super()._apply(fn, recurse)
 

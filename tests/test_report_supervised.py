@@ -1,0 +1,104 @@
+"""``moerl report`` over masked-expert and routing runs (real runs on the tiny digits suites): seeds of one
+config form a variant whose cells are the mean and 95% t-interval of the per-seed numbers; configs that
+differ are told apart; the vision grid's ``--seeds`` runs every row per seed and reports them through the
+same code."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from moerl.cli import main
+from moerl.experiments import vision_grid
+
+torch.set_num_threads(1)
+ROUTING_FAST = ["--set", "samples_per_epoch=256", "--set", "channels=4", "--set", "hidden=8", "--no-progress"]
+
+
+def _cell(text: str) -> tuple[float, float, float]:
+    mean, lo, hi = re.fullmatch(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", text.strip()).groups()
+    return float(mean), float(lo), float(hi)
+
+
+def _rows(markdown: str, first_col_prefix: str) -> list[list[str]]:
+    """Rows of the variants tables (not the per-seed tables below them) whose first cell starts so."""
+    rows, per_seed = [], False
+    for line in markdown.splitlines():
+        per_seed = (per_seed or line.startswith("Per seed:")) and not line.startswith("## ")
+        if not per_seed and line.startswith(f"| {first_col_prefix}"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("supervised")
+    for seed in (0, 1, 2):
+        assert main(["train", "--env", "digits-mtl", "--algo", "wpl", "--epochs", "1", "--seed", str(seed),
+                     "--logdir", str(root / "routing"), *ROUTING_FAST]) == 0
+    for seed in (0, 1):
+        assert main(["train", "--env", "digits-mtl", "--algo", "task-specific-all-fc", "--epochs", "1", "--seed",
+                     str(seed), "--logdir", str(root / "routing"), *ROUTING_FAST]) == 0
+    for seed in (0, 1):
+        assert main(["train", "--env", "digits-split", "--arch", "masked-moe", "--mask", "lu", "--experts", "2",
+                     "--epochs", "1", "--seed", str(seed), "--logdir", str(root / "vision"), "--no-progress",
+                     "--set", "batch_size=64"]) == 0
+    (root / "routing" / "notes.md").write_text("not a run")
+    return root
+
+
+def test_routing_variants_are_seed_means_with_t_intervals(runs, capsys):
+    capsys.readouterr()
+    assert main(["report", str(runs / "routing")]) == 0
+    out = capsys.readouterr()
+    assert "## routing runs" in out.out and "notes.md" in out.err  # a non-run is named, not fatal
+    results = {p.name: json.loads((p / "results.json").read_text()) for p in (runs / "routing").iterdir()
+               if p.is_dir()}
+    rows = {r[0]: r for r in _rows(out.out, "digits-mtl_")}
+    wpl = next(r for label, r in rows.items() if "algo=wpl" in label)
+    baseline = next(r for label, r in rows.items() if "algo=task-specific-all-fc" in label)
+    assert wpl[1] == "3" and wpl[2] == "0, 1, 2" and baseline[1] == "2"
+    for row, algo in ((wpl, "_wpl-"), (baseline, "_task-specific-all-fc-")):
+        accs = [r["test_accuracy"] for name, r in sorted(results.items()) if algo in name]
+        mean, lo, hi = _cell(row[3])
+        half = stats.t.ppf(0.975, len(accs) - 1) * np.std(accs, ddof=1) / np.sqrt(len(accs))
+        assert mean == pytest.approx(np.mean(accs), abs=6e-4)
+        assert (lo, hi) == (pytest.approx(np.mean(accs) - half, abs=6e-4), pytest.approx(np.mean(accs) + half, abs=6e-4))
+    assert len({r["test_accuracy"] for n, r in results.items() if "_task-specific" in n}) == 2  # a real interval
+    assert baseline[5] == "-" and wpl[5] != "-"  # a baseline has no routes: its route cells say so
+
+
+def test_masked_expert_runs_and_a_mixed_folder(runs, capsys, tmp_path):
+    out_dir = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out_dir)]) == 0
+    text = (out_dir / "report.md").read_text()
+    assert "## masked-experts runs" in text and "## routing runs" in text
+    (row,) = _rows(text, "digits-split_masked-moe")[:1]
+    accs = [json.loads((p / "results.json").read_text())["test"]["mean_accuracy"]
+            for p in sorted((runs / "vision").iterdir())]
+    assert row[1] == "2" and _cell(row[3])[0] == pytest.approx(np.mean(accs), abs=6e-4)
+    assert _cell(row[6])[0] == pytest.approx(np.mean(
+        [json.loads((p / "results.json").read_text())["test"]["routing"]["purity"]
+         for p in sorted((runs / "vision").iterdir())]), abs=6e-4)
+
+
+def test_vision_grid_seeds(tmp_path, capsys):
+    out = tmp_path / "report" / "grid.md"
+    small = ["epochs=1", "max_train=300", "max_val=100", "max_test=100"]
+    vision_grid.run_grid(out, tmp_path / "runs", ["G0", "G4"], small, seeds=[0, 1])
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["G0_s0", "G0_s1", "G4_s0", "G4_s1"]
+    text = out.read_text()
+    section = text[text.index("### Every row"):text.index("Per seed:")]
+    rows = {r[0].split(" ")[0]: r for r in _rows(section, "G")}
+    assert rows["G4"][1] == "2" and rows["G4"][2] == "0, 1"
+    seeds = [json.loads((tmp_path / "runs" / f"G4_s{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["config"]["seed"] for r in seeds] == [0, 1]
+    assert _cell(rows["G4"][3])[0] == pytest.approx(np.mean([r["test"]["mean_accuracy"] for r in seeds]), abs=6e-4)
+    capsys.readouterr()
+    assert vision_grid.main(["--seeds", "2-1", "--only", "G0", "--logdir", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "bad").exists()
