@@ -59,7 +59,7 @@ def test_routing_variants_are_seed_means_with_t_intervals(runs, capsys):
     assert "## routing runs" in out.out and "notes.md" in out.err  # a non-run is named, not fatal
     results = {p.name: json.loads((p / "results.json").read_text()) for p in (runs / "routing").iterdir()
                if p.is_dir()}
-    rows = {r[0]: r for r in _rows(out.out, "digits-mtl_")}
+    rows = {r[0]: r for r in _rows(out.out[:out.out.index("Test accuracy after")], "digits-mtl_")}
     wpl = next(r for label, r in rows.items() if "algo=wpl" in label)
     baseline = next(r for label, r in rows.items() if "algo=task-specific-all-fc" in label)
     assert wpl[1] == "3" and wpl[2] == "0, 1, 2" and baseline[1] == "2"
@@ -71,6 +71,10 @@ def test_routing_variants_are_seed_means_with_t_intervals(runs, capsys):
         assert (lo, hi) == (pytest.approx(np.mean(accs) - half, abs=6e-4), pytest.approx(np.mean(accs) + half, abs=6e-4))
     assert len({r["test_accuracy"] for n, r in results.items() if "_task-specific" in n}) == 2  # a real interval
     assert baseline[5] == "-" and wpl[5] != "-"  # a baseline has no routes: its route cells say so
+    table2 = out.out[out.out.index("Table 2 layout"):out.out.index("Per seed:")]
+    (row,) = [r for r in _rows(table2, "digits-mtl_") if "algo=task-specific-all-fc" in r[0]]
+    epoch1 = [r["accuracy_by_epoch"]["1"] for n, r in sorted(results.items()) if "_task-specific" in n]
+    assert "| variant | epoch 1 |" in table2 and _cell(row[1])[0] == pytest.approx(np.mean(epoch1), abs=6e-4)
 
 
 def test_masked_expert_runs_and_a_mixed_folder(runs, capsys, tmp_path):

@@ -67,6 +67,8 @@ METRICS: dict[str, list[tuple[str, Callable[[dict[str, Any]], float | None], str
     ],
 }
 FAMILIES = tuple(METRICS)
+#: Routing: the epochs of the paper's Table 2 (test accuracy after 1, 5, ... epochs), shown where runs reached them.
+TABLE2_EPOCHS = (1, 5, 10, 20, 50, 100)
 
 
 @dataclass
@@ -173,10 +175,27 @@ def markdown(runs: list[SupervisedRun]) -> str:
                  *(_cell([m[1](r.results) for r in v.runs]) for m in used)] for v in variants]
         lines += [markdown_table(["variant", "seeds", "seed values", *(m[0] for m in used)], rows), ""]
         lines += [f"- {name}: {what}" for name, _, what in used] + [""]
+        if family == "routing":
+            lines += _by_epoch(variants)
         per_seed = [[v.label, str(r.seed), *(_fmt(m[1](r.results)) for m in used), str(r.path)]
                     for v in variants for r in v.runs]
         lines += ["Per seed:", "", markdown_table(["variant", "seed", *(m[0] for m in used), "run"], per_seed), ""]
     return "\n".join(lines).rstrip()
+
+
+def _by_epoch(variants: list[Variant]) -> list[str]:
+    """Routing: mean test accuracy after each of :data:`TABLE2_EPOCHS` that a variant's runs reached (the
+    paper's Table 2 layout), from ``accuracy_by_epoch`` in results.json."""
+    def at(run: SupervisedRun, epoch: int) -> float | None:
+        value = (run.results.get("accuracy_by_epoch") or {}).get(str(epoch))
+        return None if value is None else float(value)
+
+    epochs = [e for e in TABLE2_EPOCHS if any(at(r, e) is not None for v in variants for r in v.runs)]
+    if not epochs:
+        return []
+    rows = [[v.label, *(_cell([at(r, e) for r in v.runs]) for e in epochs)] for v in variants]
+    return ["Test accuracy after each epoch (the paper's Table 2 layout), mean [95% t-interval] over seeds:", "",
+            markdown_table(["variant", *(f"epoch {e}" for e in epochs)], rows), ""]
 
 
 def _fmt(value: float | None) -> str:
