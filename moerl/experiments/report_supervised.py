@@ -51,7 +51,8 @@ METRICS: dict[str, list[tuple[str, Callable[[dict[str, Any]], float | None], str
          "prediction restricted to the dataset's own classes"),
         ("train-test gap", lambda r: r.get("train_test_gap"), "train minus test accuracy"),
         ("purity", lambda r: (_routing(r) or {}).get("purity"),
-         "share of test samples routed to their dataset's majority expert (gated runs with 2+ experts)"),
+         "share of test samples whose expert's majority dataset is their own (gated runs with 2+ experts; "
+         "1 by definition with one dataset)"),
         ("avg acc (agnostic)", lambda r: _continual(r, "task_agnostic", "average_accuracy"),
          "sequential runs: mean task-agnostic test accuracy after the last phase"),
         ("forgetting (agnostic)", lambda r: _continual(r, "task_agnostic", "forgetting"),
@@ -140,7 +141,10 @@ def group_variants(runs: list[SupervisedRun]) -> list[Variant]:
             shown = ", ".join([f"{name}={flat[k].get(name)}" for name in differing] or [_default_label(flat[k])])
             stems = {re.sub(r"_s\d+$", "", r.path.name) for r in variant.runs}
             # runs named <stem>_s<seed> (moerl's names, the vision grid's rows): the stem says which variant
-            variant.label = f"{stems.pop()} ({shown})" if len(stems) == 1 else shown
+            if len(stems) == 1:  # a long list of differing keys (a grid of unlike rows) is left to `moerl runs`
+                variant.label = stems.pop() + (f" ({shown})" if len(shown) <= 60 else "")
+            else:
+                variant.label = shown
     return list(keyed.values())
 
 
