@@ -106,3 +106,28 @@ def test_vision_grid_seeds(tmp_path, capsys):
     capsys.readouterr()
     assert vision_grid.main(["--seeds", "2-1", "--only", "G0", "--logdir", str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "bad").exists()
+
+
+def test_routing_seeds_script_makes_runs_that_report_and_resumes(tmp_path):
+    """scripts/routing_seeds.py: one run directory per (algo, seed), kept when finished (a rerun trains
+    nothing); moerl report reads them. (A stopped run is continued with `moerl train --resume`, tested
+    with the routing family in tests/test_routing_resume.py.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "routing_seeds.py"
+    cmd = [sys.executable, str(script), "--env", "digits-mtl", "--epochs", "1", "--samples-per-epoch", "256",
+           "--seeds", "0-1", "--algos", "wpl,task-specific-1-fc", "--logdir", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["digits-mtl_task-specific-1-fc_s0", "digits-mtl_task-specific-1-fc_s1", "digits-mtl_wpl_s0",
+                     "digits-mtl_wpl_s1"]
+    wpl = json.loads((tmp_path / "digits-mtl_wpl_s1" / "results.json").read_text())
+    assert wpl["seed"] == 1 and wpl["algo"] == "wpl"
+    before = {p.name: (p / "results.json").stat().st_mtime_ns for p in tmp_path.iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("finished before, kept") == 4
+    assert {p.name: (p / "results.json").stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    assert main(["report", str(tmp_path)]) == 0
