@@ -93,3 +93,19 @@ def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert bad in err and valid in err and "\n" not in err, err
     assert not logdir.exists() or not any(logdir.iterdir())
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--algo", "task-specific-1-fc", "--set", "rho=0.3"], "rho"),
+    (["--algo", "q-tabular", "--set", "wpl_own_prior=0.2"], "wpl_own_prior"),
+    (["--algo", "wpl", "--set", "epsilon=0.2"], "epsilon"),
+    (["--algo", "reinforce", "--config", "routing/mnist-mtl-wpl"], "wpl_form"),  # a file's key counts too
+])
+def test_a_key_the_algo_does_not_read_is_refused(tmp_path, capsys, args, key):
+    """A setting that would be silently ignored is refused: one line naming it and who reads it, exit 2,
+    no run directory."""
+    logdir = tmp_path / "runs"
+    assert main(["train", "--env", "digits-mtl", *args, "--logdir", str(logdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{key}' does not apply" in err and "only " in err
+    assert not logdir.exists()

@@ -85,6 +85,25 @@ class LearnerConfig:
     seed: int = 0
 
 
+#: Keys that only some algos read (see ``RoutingLearner``): given for another algo they would be silently
+#: ignored, so :func:`check_algo_keys` refuses them.
+ALGO_ONLY_KEYS: dict[str, tuple[str, ...]] = {
+    **{key: ("wpl",) for key in ("wpl_form", "wpl_baseline", "wpl_own_prior", "min_prob")},
+    "epsilon": ("q-tabular", "q-approx"),
+    **{key: tuple(ROUTERS) for key in ("rho", "collab_reward", "gamma", "router_lr", "mode", "n_middle", "allow_pass")},
+}
+
+
+def check_algo_keys(algo: str, given: frozenset[str] | set[str]) -> None:
+    """Refuse (one line) a key the user gave (``--config``, ``--set``) that ``algo`` does not read."""
+    for key in sorted(given):
+        readers = ALGO_ONLY_KEYS.get(key)
+        if readers is not None and algo not in readers:
+            who = f"the routers ({', '.join(readers)})" if readers == tuple(ROUTERS) else ", ".join(readers)
+            raise ConfigError(f"'{key}' does not apply to algo '{algo}': only {who} read it; "
+                              f"remove it or choose one of those algos")
+
+
 def check_own_prior(value: float) -> float:
     """Refuse (one line) a ``wpl_own_prior`` outside [0, 1): 1 would be a fixed route, not a prior."""
     if not 0.0 <= value < 1.0:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.agents.routing_config import LearnerConfig, validate_learner
+from moerl.agents.routing_config import LearnerConfig, check_algo_keys, validate_learner
 from moerl.checkpoint_store import remove_checkpoints
 from moerl.config import from_dict, resolve, to_dict
 from moerl.data.mtl import DATASETS
@@ -94,8 +94,10 @@ FLAGS = {name: name for name in ("env", "algo", "epochs", "seed", "data_dir", "d
 def resolve_config(request: TrainRequest) -> RoutingConfig:
     """Defaults < --config < CLI flags < --set, through the one config pipeline; validated."""
     flags = {FLAGS[k]: v for k, v in request.flags().items() if k in FLAGS}
-    cfg, _ = resolve(RoutingConfig, file=request.config, flags=flags, overrides=request.overrides, aliases=FLAGS)
-    return validate(cfg)
+    cfg, given = resolve(RoutingConfig, file=request.config, flags=flags, overrides=request.overrides, aliases=FLAGS)
+    validate(cfg)
+    check_algo_keys(cfg.algo, given)
+    return cfg
 
 
 def _plot_routing_map(run: RunDir, route_counts: np.ndarray, task_names: list[str], title: str) -> None:
