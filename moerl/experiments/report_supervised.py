@@ -64,7 +64,7 @@ METRICS: dict[str, list[tuple[str, Callable[[dict[str, Any]], float | None], str
          "the lowest task's test accuracy"),
         ("distinct routes", lambda r: r.get("distinct_routes"), "distinct greedy routes over the tasks (routers)"),
         ("collision fraction", lambda r: r.get("collision_fraction"),
-         "share of tasks whose whole greedy route another task shares (routers)"),
+         "share of task pairs whose most frequent greedy routes are identical (routers)"),
     ],
 }
 FAMILIES = tuple(METRICS)
