@@ -38,11 +38,8 @@ from moerl.experiments.console import Console
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
 PROGRESS_STEPS = 1000
-#: Most seeds one ``--seeds`` may name.
 #: Gymnasium ids the batched engine reproduces, as one-task suites without a task one-hot.
 _PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-default"}
-
-
 
 
 def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
@@ -164,11 +161,9 @@ class _Batch:
                        ) -> dict[str, np.ndarray]:
         """Greedy returns ``{task: (S, episodes)}`` of every task, all in one batch; ``usage`` (when given) is
         filled with ``{task: {layer: (S, E)}}``."""
-        tasks = None if self.env_id in _PLAIN_IDS else list(range(len(self.eval_names)))
         layers: dict[str, np.ndarray] | None = None if usage is None else {}
-        returns = self.agent.evaluate(self.eval_suite, episodes, seed, usage=layers, tasks=tasks)
-        if tasks is None:  # a plain env: (S, episodes) -> one task
-            returns, layers = returns[:, None], layers and {name: u[:, None] for name, u in layers.items()}
+        returns = self.agent.evaluate(self.eval_suite, episodes, seed, usage=layers,
+                                      tasks=list(range(len(self.eval_names))))  # (S, tasks, episodes)
         if usage is not None and layers is not None:
             usage.update({name: {layer: u[:, k] for layer, u in layers.items()}
                           for k, name in enumerate(self.eval_names)})
