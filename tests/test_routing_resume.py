@@ -157,6 +157,46 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, sig
     _same_run(reference, run)
 
 
+@pytest.mark.parametrize("where", ["last epoch", "after learn"])
+def test_sigterm_at_the_end_of_training_still_leaves_a_checkpoint(reference, tmp_path, monkeypatch, where):
+    """Fault injection: SIGTERM raised inside the last epoch's callback, or just after ``learn`` returned,
+    when nothing is left to stop. The run is marked interrupted with the checkpoint it says it saved, and
+    resuming it gives the reference."""
+    import os
+
+    from moerl.experiments import routing
+
+    last = int(ARGS[ARGS.index("--epochs") + 1])
+    if where == "last epoch":
+        on_epoch = routing._RoutingRun._on_epoch
+
+        def signalling_on_epoch(self, epoch, lr, stats):
+            on_epoch(self, epoch, lr, stats)
+            if epoch == last:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(routing._RoutingRun, "_on_epoch", signalling_on_epoch)
+    else:
+        learn = RoutingLearner.learn
+
+        def signalling_learn(self, *args, **kwargs):
+            out = learn(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        monkeypatch.setattr(RoutingLearner, "learn", signalling_learn)
+    sparse = [*ARGS[:ARGS.index("checkpoint_every=1")], "checkpoint_every=3", *ARGS[ARGS.index("checkpoint_every=1") + 1:]]
+    assert main(["train", *sparse, "--logdir", str(tmp_path), "--run-name", "cut"]) == 143  # no periodic one at the end
+    run = tmp_path / "cut"
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["error"] == "terminated by SIGTERM (checkpoint saved)"
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == last
+    assert not (run / "results.json").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    _same_run(reference, run)
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--epochs", "2"], "--epochs 2 is below the checkpoint's epoch"),
     (["--algo", "q-tabular"], "cannot change a resumed run"),

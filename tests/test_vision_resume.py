@@ -117,14 +117,15 @@ def test_load_state_dict_refuses_another_config_or_arch(suite):
 
 
 # ------------------------------------------------------------------------------------------ end to end
+CHECKPOINT_EVERY = 3
 SEQ_ARGS = ["--env", "digits-split", "--arch", "masked-moe", "--experts", "1", "--epochs", "8", "--seed", "5",
             "--set", "schedule=sequential", "--set", "patience=8", "--set", "batch_size=32",
             "--set", "max_train=300", "--set", "feature_dim=64", "--set", "expert_dims=[64,32]",
-            "--set", "dropout=0.1", "--set", "checkpoint_every=3", "--no-progress"]
+            "--set", "dropout=0.1", "--set", f"checkpoint_every={CHECKPOINT_EVERY}", "--no-progress"]
 PACKNET_ARGS = ["--env", "digits-split", "--arch", "packnet", "--epochs", "6", "--seed", "5",
                 "--set", "schedule=sequential", "--set", "patience=6", "--set", "finetune_epochs=2",
                 "--set", "batch_size=32", "--set", "max_train=300", "--set", "feature_dim=64",
-                "--set", "expert_dims=[64,32]", "--set", "checkpoint_every=3", "--no-progress"]
+                "--set", "expert_dims=[64,32]", "--set", f"checkpoint_every={CHECKPOINT_EVERY}", "--no-progress"]
 RUNS = {"seq": (SEQ_ARGS, 16), "packnet": (PACKNET_ARGS, 16)}  # args, epochs of the whole run
 # checkpoint_every=3: a kill between two checkpoints loses epochs that are then trained (and logged) again
 TIMING = {"train_seconds"}
@@ -224,7 +225,13 @@ def test_killed_and_resumed_equals_uninterrupted(references, tmp_path, name, sig
         assert proc.returncode == -signal.SIGKILL and status["status"] == "running", where
     else:
         assert proc.returncode == 143 and status["status"] == "interrupted", where
-        assert "checkpoint saved" in status["error"], where
+        if "checkpoint saved" not in status["error"]:
+            # A loaded machine let the run outpace the aim past its last epoch: the signal came in the final
+            # evaluation, after the loop, where no stop checkpoint is written; the last periodic one is kept.
+            last_periodic = total - total % CHECKPOINT_EVERY
+            assert status["error"] == "terminated by SIGTERM", where
+            assert json.loads((run / "checkpoint.json").read_text())["step"] == last_periodic, where
+            assert not (run / "results.json").exists(), where
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0, where
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "finished" and status["resumed_from"] >= 1, where
