@@ -233,7 +233,8 @@ class RoutingLearner:
 
     @property
     def stopped(self) -> bool:
-        """True when the last :meth:`learn` returned early, at :meth:`request_stop`'s request."""
+        """True when :meth:`request_stop` was called during the last :meth:`learn` (which then returned early,
+        or had just trained its last batch): the caller saves a checkpoint either way."""
         return self._stop
 
     # -- inference ---------------------------------------------------------------------------------
