@@ -2,7 +2,8 @@
 
 Run::
 
-    nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10] [--hidden 48]
+    nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10] [--hidden 48,128] \
+        [--figure docs/routing-scaling.png]
 
 Why: the paper's claim is that routing's per-sample training cost stays roughly constant as tasks
 and blocks are added (each sample runs through one block per layer), while cross-stitch runs every
@@ -10,6 +11,9 @@ task's column on every sample, so its cost grows linearly. We time a fixed numbe
 mini-batches (64 samples, one torch thread) for (a) the full model on 28x28 inputs (trunk + heads)
 and (b) the routed/cross-stitch FC part alone on 128-d features, where the difference lives.
 Inputs are random: timing does not depend on image content. Each number is the median of 3 repeats.
+With a fixed number of samples per task, a task's training time is proportional to this per-batch cost, so
+the figure (``--figure``) plots it against the number of tasks: flat = the paper's "constant per task",
+a straight rising line = its "linear" cross-stitch. Widths: 48 (the paper's appendix), 128 (its text).
 """
 
 from __future__ import annotations
@@ -88,22 +92,61 @@ def time_head(algo: str, n_tasks: int, batches: int, hidden: int = 48) -> float:
     return statistics.median(times) / batches
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """Two panels (full model, FC part only): ms per batch against tasks, one line per algo and width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, part, title in zip(axes, ("full", "head"), ("full model (trunk + FC), 28x28 inputs",
+                                                        "routed FC / cross-stitch columns only"), strict=True):
+        for hidden in sorted({r["hidden"] for r in rows}):
+            for algo, style in (("wpl", "-o"), ("cross-stitch-all-fc", "--s")):
+                mine = [r for r in rows if r["hidden"] == hidden]
+                name = "routing (WPL)" if algo == "wpl" else "cross-stitch"
+                ax.plot([r["tasks"] for r in mine], [1e3 * r[f"{algo}_{part}"] for r in mine], style,
+                        label=f"{name}, width {hidden}")
+        ax.set_xlabel("tasks (= blocks per routed layer)")
+        ax.set_ylabel("ms per training batch of 64")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Training cost per batch as tasks grow (one CPU thread; per-task time is proportional)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=10)
     p.add_argument("--tasks", default="2,3,5,10")
-    p.add_argument("--hidden", type=int, default=48, help="width of the routed / cross-stitch FC layers")
+    p.add_argument("--hidden", default="48", help="comma-separated widths of the routed / cross-stitch FC layers")
+    p.add_argument("--figure", default=None, help="write the figure here (PNG)")
     a = p.parse_args()
-    print(f"hidden width {a.hidden}, batch 64, one torch thread")
-    print("| tasks = blocks/layer | routing full ms/batch | cross-stitch full ms/batch | ratio CS/routing "
-          "| routing FC-only ms/batch | cross-stitch FC-only ms/batch | ratio CS/routing |")
-    print("|---|---|---|---|---|---|---|")
-    for n in (int(x) for x in a.tasks.split(",")):
-        rf, cf = (time_full(algo, n, a.batches, a.hidden) for algo in ("wpl", "cross-stitch-all-fc"))
-        rh, ch = (time_head(algo, n, a.batches * 5, a.hidden) for algo in ("wpl", "cross-stitch-all-fc"))
-        print(f"| {n} | {1e3 * rf:.1f} | {1e3 * cf:.1f} | {cf / rf:.2f} | {1e3 * rh:.2f} | {1e3 * ch:.2f} "
-              f"| {ch / rh:.2f} |", flush=True)
+    print("batch 64, one torch thread; ms per training batch")
+    print("| H | tasks = blocks/layer | routing full | cross-stitch full | CS/routing "
+          "| routing FC-only | cross-stitch FC-only | CS/routing |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for hidden in (int(x) for x in a.hidden.split(",")):
+        for n in (int(x) for x in a.tasks.split(",")):
+            row = {"hidden": hidden, "tasks": n}
+            for algo in ("wpl", "cross-stitch-all-fc"):  # side by side, in one run
+                row[f"{algo}_full"] = time_full(algo, n, a.batches, hidden)
+                row[f"{algo}_head"] = time_head(algo, n, a.batches * 5, hidden)
+            rows.append(row)
+            rf, cf, rh, ch = (row[k] for k in ("wpl_full", "cross-stitch-all-fc_full", "wpl_head",
+                                                "cross-stitch-all-fc_head"))
+            print(f"| {hidden} | {n} | {1e3 * rf:.1f} | {1e3 * cf:.1f} | {cf / rf:.2f} | {1e3 * rh:.2f} "
+                  f"| {1e3 * ch:.2f} | {ch / rh:.2f} |", flush=True)
+    if a.figure:
+        plot(rows, a.figure)
+        print(f"figure: {a.figure}")
 
 
 if __name__ == "__main__":
