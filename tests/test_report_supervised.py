@@ -75,6 +75,25 @@ def test_routing_variants_are_seed_means_with_t_intervals(runs, capsys):
     (row,) = [r for r in _rows(table2, "digits-mtl_") if "algo=task-specific-all-fc" in r[0]]
     epoch1 = [r["accuracy_by_epoch"]["1"] for n, r in sorted(results.items()) if "_task-specific" in n]
     assert "| variant | epoch 1 |" in table2 and _cell(row[1])[0] == pytest.approx(np.mean(epoch1), abs=6e-4)
+    assert row[-1] == "-"  # the paper has no digits suite: no paper number beside it
+
+
+def test_the_paper_column_holds_table_2_for_the_env_algo_and_mode(tmp_path):
+    """The paper's numbers sit beside a variant by (env, algo, mode): MNIST-MTL beside mnist-mtl, CIFAR-MTL
+    (named as other data) beside fashion-5way-mtl, the recursive WPL row for mode=recursive, none else."""
+    from moerl.experiments.report_supervised import SupervisedRun, Variant, _paper_cell
+
+    def cell(env: str, algo: str, epochs: list[int], **extra) -> str:
+        run = SupervisedRun(tmp_path, "routing", {"env": env, "algo": algo, **extra}, {})
+        return _paper_cell(Variant("routing", "v", [run]), epochs)
+
+    assert cell("mnist-mtl", "wpl", [1, 5, 10, 20]) == "90/90/98/99 (MNIST-MTL)"
+    assert cell("mnist-mtl", "task-specific-1-fc", [1, 100]) == "90/95 (MNIST-MTL)"
+    assert cell("fashion-5way-mtl", "q-tabular", [1, 5, 10, 20]) == "20/36/47/50 (CIFAR-MTL, other data)"
+    assert cell("fashion-5way-mtl", "wpl", [20], mode="recursive") == "48 (CIFAR-MTL, other data)"
+    assert cell("fashion-5way-mtl", "wpl", [20]) == "58 (CIFAR-MTL, other data)"
+    assert cell("mnist-mtl", "q-tabular", [1]) == "-"  # the paper ran routers only on CIFAR-MTL
+    assert cell("fashion-mtl", "wpl", [1]) == "-"  # no paper dataset stands beside it
 
 
 def test_masked_expert_runs_and_a_mixed_folder(runs, capsys, tmp_path):
@@ -117,6 +136,10 @@ def test_routing_seeds_script_makes_runs_that_report_and_resumes(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "routing_seeds.py"
+    bad = subprocess.run([sys.executable, str(script), "--algos", "wpl,bogus", "--logdir", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'bogus'" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before any run started
     cmd = [sys.executable, str(script), "--env", "digits-mtl", "--epochs", "1", "--samples-per-epoch", "256",
            "--seeds", "0-1", "--algos", "wpl,task-specific-1-fc", "--logdir", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

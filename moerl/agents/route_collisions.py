@@ -1,7 +1,7 @@
 """Route collisions: which tasks of a routing network share a whole route, and what it costs them.
 
 Why a module of its own: the learner (:mod:`moerl.agents.routing_trainer`), the run directory
-(:mod:`moerl.experiments.routing`) and the results table (:mod:`moerl.experiments.routing_report`) all
+(:mod:`moerl.experiments.routing`) and ``moerl report`` (:mod:`moerl.experiments.report_supervised`) all
 report the same measures, and they are pure numpy, testable on routes written by hand.
 
 Why it matters: the routed network receives the task only through the route. Two tasks whose samples
