@@ -78,6 +78,22 @@ def test_routing_variants_are_seed_means_with_t_intervals(runs, capsys):
     assert row[-1] == "-"  # the paper has no digits suite: no paper number beside it
 
 
+def test_report_folder_holds_the_routing_figures(runs, tmp_path):
+    """``--out DIR`` writes one learning-curve figure per dataset and the first seed's routing map and
+    policy evolution of each router variant (copies of the run's own plots); report.md shows every one."""
+    out = tmp_path / "rep"
+    assert main(["report", str(runs / "routing"), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "routing-digits-mtl-accuracy.png" in images
+    maps = [name for name in images if name.endswith("routing_map.png")]
+    assert len(maps) == 1 and "wpl" in maps[0] and "-s0-" in maps[0]  # the router variant only, its seed 0
+    wpl_s0 = next(p for p in (runs / "routing").iterdir() if p.is_dir() and "_wpl-" in p.name and p.name.endswith("_s0"))
+    assert (out / maps[0]).read_bytes() == (wpl_s0 / "routing_map.png").read_bytes()
+    assert all((out / name).is_file() and (out / name).stat().st_size > 0 for name in images)
+    assert sorted(p.name for p in out.iterdir()) == sorted({"report.md", *images})
+
+
 def test_the_paper_column_holds_table_2_for_the_env_algo_and_mode(tmp_path):
     """The paper's numbers sit beside a variant by (env, algo, mode): MNIST-MTL beside mnist-mtl, CIFAR-MTL
     (named as other data) beside fashion-5way-mtl, the recursive WPL row for mode=recursive, none else."""

@@ -200,7 +200,7 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
     if not runs:  # masked-expert and routing runs only
         text = (warning + "\n\n" if warning else "") + report_supervised.markdown(supervised) + "\n\n" + stacks
         if dir_target is not None:
-            _write_dir([], dir_target, text, studies_section=False)
+            _write_dir([], dir_target, text, studies_section=False, supervised=supervised)
         elif file_target is not None:
             _write_file(file_target, text)
         return text, skipped
@@ -215,7 +215,7 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
         if file_target is not None:
             _write_file(file_target, text)
         return text, skipped
-    text += "\n\n" + _write_dir(studies, dir_target, text)
+    text += "\n\n" + _write_dir(studies, dir_target, text, supervised=supervised)
     return text, skipped
 
 
@@ -225,7 +225,10 @@ def _write_file(target: Path, text: str) -> None:
     tmp.replace(target)
 
 
-def _write_dir(studies: list[Any], target: Path, head: str, studies_section: bool = True) -> str:
+def _write_dir(studies: list[Any], target: Path, head: str, studies_section: bool = True,
+               supervised: list[Any] | None = None) -> str:
+    """``target/report.md`` and its figures: the MoE DQN studies' and, for routing runs among
+    ``supervised``, the learning curves and routing maps (:mod:`moerl.experiments.report_supervised_figures`)."""
     import os
     import shutil
 
@@ -234,6 +237,13 @@ def _write_dir(studies: list[Any], target: Path, head: str, studies_section: boo
     tmp.mkdir()
     try:
         body = study_markdown(studies, tmp) if studies_section else ""
+        if supervised:
+            from moerl.experiments.report_supervised import group_variants
+            from moerl.experiments.report_supervised_figures import routing_figures
+
+            figures = routing_figures(group_variants(supervised), tmp)
+            if figures:
+                body += "\n\n## Routing figures\n\n" + "\n".join(figures)
         (tmp / REPORT_FILE).write_text((head + "\n\n" + body).rstrip() + "\n")
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
