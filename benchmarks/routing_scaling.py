@@ -3,7 +3,7 @@
 Run::
 
     nice -n 10 python benchmarks/routing_scaling.py [--batches 10] [--tasks 2,3,5,10] [--hidden 48,128] \
-        [--figure docs/routing-scaling.png]
+        [--figure docs/routing-figures/routing-scaling.png]
 
 Why: the paper's claim is that routing's per-sample training cost stays roughly constant as tasks
 and blocks are added (each sample runs through one block per layer), while cross-stitch runs every
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,8 +104,8 @@ def plot(rows: list[dict], path: str) -> None:
     for ax, part, title in zip(axes, ("full", "head"), ("full model (trunk + FC), 28x28 inputs",
                                                         "routed FC / cross-stitch columns only"), strict=True):
         for hidden in sorted({r["hidden"] for r in rows}):
+            mine = [r for r in rows if r["hidden"] == hidden]
             for algo, style in (("wpl", "-o"), ("cross-stitch-all-fc", "--s")):
-                mine = [r for r in rows if r["hidden"] == hidden]
                 name = "routing (WPL)" if algo == "wpl" else "cross-stitch"
                 ax.plot([r["tasks"] for r in mine], [1e3 * r[f"{algo}_{part}"] for r in mine], style,
                         label=f"{name}, width {hidden}")
@@ -120,21 +121,35 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _positive_ints(text: str) -> list[int]:
+    """argparse type: ``48,128`` -> [48, 128]; anything else is refused with one line (exit 2)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+    return values
+
+
 def main() -> None:
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=10)
-    p.add_argument("--tasks", default="2,3,5,10")
-    p.add_argument("--hidden", default="48", help="comma-separated widths of the routed / cross-stitch FC layers")
+    p.add_argument("--tasks", type=_positive_ints, default=[2, 3, 5, 10])
+    p.add_argument("--hidden", type=_positive_ints, default=[48],
+                   help="comma-separated widths of the routed / cross-stitch FC layers")
     p.add_argument("--figure", default=None, help="write the figure here (PNG)")
     a = p.parse_args()
+    if a.figure and not Path(a.figure).resolve().parent.is_dir():  # refused now, not after the timings
+        p.error(f"--figure: folder '{Path(a.figure).parent}' does not exist")
     print("batch 64, one torch thread; ms per training batch")
     print("| H | tasks = blocks/layer | routing full | cross-stitch full | CS/routing "
           "| routing FC-only | cross-stitch FC-only | CS/routing |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for hidden in (int(x) for x in a.hidden.split(",")):
-        for n in (int(x) for x in a.tasks.split(",")):
+    for hidden in a.hidden:
+        for n in a.tasks:
             row = {"hidden": hidden, "tasks": n}
             for algo in ("wpl", "cross-stitch-all-fc"):  # side by side, in one run
                 row[f"{algo}_full"] = time_full(algo, n, a.batches, hidden)

@@ -10,7 +10,6 @@ labelled, legends sit outside the data.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from moerl.experiments import report_stats as stats
 from moerl.experiments.report_data import DORMANT_KEY, Group
 from moerl.experiments.report_study import EnvStudy
+from moerl.experiments.tables import slug
 
 DPI = 110
 
@@ -30,10 +30,6 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
 
 
 def _colors(labels: list[str]) -> dict[str, Any]:

@@ -166,8 +166,9 @@ def _cell(values: list[float | None]) -> str:
 def markdown(runs: list[SupervisedRun]) -> str:
     """One section per family: a table of variants (mean [95% t-interval] over seeds), then per-seed values."""
     lines: list[str] = []
+    grouped = group_variants(runs)
     for family in FAMILIES:
-        variants = [v for v in group_variants(runs) if v.family == family]
+        variants = [v for v in grouped if v.family == family]
         if not variants:
             continue
         metrics = METRICS[family]

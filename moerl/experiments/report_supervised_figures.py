@@ -14,12 +14,13 @@ block id); the report's tables give what is comparable over seeds (distinct rout
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from moerl.experiments.tables import slug
 
 RUN_PLOTS = (("routing_map.png", "routing map (greedy block per task and depth)"),
              ("policy_evolution.png", "policy evolution (block choice frequency per epoch)"))
@@ -41,7 +42,7 @@ def routing_figures(variants: list[Any], out: Path) -> list[str]:
         for plot, what in RUN_PLOTS:
             source = first.path / plot
             if source.is_file():
-                target = f"{_slug(v.label)}-s{first.seed}-{plot}"
+                target = f"{slug(v.label)}-s{first.seed}-{plot}"
                 shutil.copyfile(source, out / target)
                 shown.append(f"![{v.label}, seed {first.seed}: {what}]({target})")
         if shown:
@@ -78,11 +79,7 @@ def _accuracy_curves(env: str, variants: list[Any], out: Path) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # below: never on a curve
     fig.tight_layout()
-    name = f"routing-{_slug(env)}-accuracy.png"
+    name = f"routing-{slug(env)}-accuracy.png"
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
     return name
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80]

@@ -1,4 +1,4 @@
-"""Markdown tables for reports and README results: one writer for every family.
+"""Markdown tables for reports and README results: one writer for every family (and the figure file names).
 
 Why not ``pandas.DataFrame.to_markdown``: it needs the optional ``tabulate`` package and pads cells for
 alignment, which makes every regenerated table a noisy diff; reports want plain ``| a | b |`` rows.
@@ -6,8 +6,14 @@ alignment, which makes every regenerated table a noisy diff; reports want plain 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+
+def slug(text: str) -> str:
+    """A file-name stem for a report's figure (lower case, runs of other characters as one ``-``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
