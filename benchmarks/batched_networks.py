@@ -1,12 +1,11 @@
 """S seeds at once (moerl.nn.batched.BatchedQNetwork) vs a Python loop over S plain MoEQNetworks.
 
 One "update" is the forward + backward of a Q-network on a batch for every seed: the batched network
-does it in one vmapped pass over stacked weights, the reference loops over S plain networks (what S
-independent SB3 runs would do, minus everything else). Both are checked to compute the same Q-values
-before timing. Reported per (network, S): milliseconds per update, both ways, and loop / batched
-(> 1: batched is faster). For ``dense`` a third column times the same network written by hand as
-``baddbmm`` over the stacked weights (no vmap, no functional_call): the price of keeping one source of
-truth for the architectures. A table is printed and the numbers are written as JSON to ``--out``.
+does it in one pass over stacked weights (one ``baddbmm`` per layer for all seeds), the reference loops
+over S plain networks (what S independent SB3 runs would do, minus everything else). Both are checked to
+compute the same Q-values before timing. Reported per (network, S): milliseconds per update, both ways,
+and loop / batched (> 1: batched is faster). A table is printed and the numbers are written as JSON to
+``--out``.
 
 On CPU, large S is limited by memory, not arithmetic: every activation of the batch is a tensor of
 several MB, which glibc's malloc hands back to the operating system when it is freed (mmap/munmap), so
@@ -72,27 +71,8 @@ def bench(name: str, seeds: int, args: argparse.Namespace) -> dict[str, float | 
     t_loop = time_per_call(loop_update, max(1, args.repeats // max(1, seeds // 8)), args.min_seconds)
     row: dict[str, float | int | str] = {
         "network": name, "seeds": seeds, "batched_ms": 1e3 * t_batched, "loop_ms": 1e3 * t_loop,
-        "loop_over_batched": t_loop / t_batched, "max_abs_diff": diff, "hand_ms": float("nan"),
+        "loop_over_batched": t_loop / t_batched, "max_abs_diff": diff,
     }
-    if name == "dense":
-        weights = [(layer.linear.weight, layer.linear.bias) for layer in batched.net.layers]  # type: ignore[union-attr]
-
-        def hand_forward() -> torch.Tensor:
-            h = x
-            for k, (w, b) in enumerate(weights):
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-                h = torch.relu(h) if k < len(weights) - 1 else h
-            return h
-
-        with torch.no_grad():
-            hand_diff = (hand_forward() - batched(x)).abs().max().item()
-        assert hand_diff < 1e-5, f"hand-batched and vmapped networks disagree by {hand_diff}"
-
-        def hand_update() -> None:
-            batched.zero_grad(set_to_none=True)
-            hand_forward().pow(2).mean(dim=(1, 2)).sum().backward()
-
-        row["hand_ms"] = 1e3 * time_per_call(hand_update, args.repeats, args.min_seconds)
     return row
 
 
@@ -113,14 +93,13 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, hidden {args.hidden}")
-    print(f"{'network':<16} {'S':>5} {'batched ms':>11} {'loop ms':>10} {'loop/batched':>13} {'max |diff|':>11} "
-          f"{'hand bmm ms':>12}")
+    print(f"{'network':<16} {'S':>5} {'batched ms':>11} {'loop ms':>10} {'loop/batched':>13} {'max |diff|':>11}")
     for name in args.networks:
         for seeds in args.seeds:
             row = bench(name, seeds, args)
             rows.append(row)
             print(f"{name:<16} {seeds:>5} {row['batched_ms']:>11.2f} {row['loop_ms']:>10.2f} "
-                  f"{row['loop_over_batched']:>13.2f} {row['max_abs_diff']:>11.1e} {row['hand_ms']:>12.2f}", flush=True)
+                  f"{row['loop_over_batched']:>13.2f} {row['max_abs_diff']:>11.1e}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "machine": platform.machine(), "threads": args.threads,
             "batch": args.batch, "hidden": args.hidden, "in_features": args.in_features, "actions": args.actions,

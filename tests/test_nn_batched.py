@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 IN, ACTIONS, BATCH, SEEDS = 6, 3, 16, (11, 12, 13)
 S = len(SEEDS)
-#: Tolerance for "the same up to float32 rounding": a batched matmul (vmap -> bmm) and the plain network's
+#: Tolerance for "the same up to float32 rounding": a batched matmul (baddbmm over seeds) and the plain network's
 #: addmm may round differently in the last bit (max abs differences seen: ~1e-7).
 TIGHT = {"rtol": 1e-6, "atol": 1e-6}
 
@@ -243,7 +243,7 @@ def test_a_seed_alone_computes_what_it_computes_in_a_batch(case):
 
 
 def test_noise_is_per_seed_and_deterministic(monkeypatch):
-    """topk noise under vmap(randomness="different"): seed i gets slice i of one (S, tokens, experts) draw
+    """topk noise in a seed-stacked forward: seed i gets slice i of one (S, tokens, experts) draw
     per MoE layer from the global generator, so a fixed torch seed fixes the outputs."""
     cfg = config(**NOISY)
     batched = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)

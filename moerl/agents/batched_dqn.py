@@ -43,6 +43,7 @@ from moerl.agents.batched_replay import BatchedReplayBuffer
 from moerl.agents.moe_dqn import DQNHyperParams, default_buffer_size
 from moerl.agents.moe_policy import INVALID_Q, MoENetworkConfig, MoEQNet, network_config
 from moerl.agents.obs_layout import check_layout_fits, layout_for_env
+from moerl.cpu_allocator import keep_freed_memory
 from moerl.envs.batched import BatchedTaskSuite
 from moerl.envs.suite import TaskSuiteEnv
 from moerl.nn.batched import BatchedQNetwork, clip_grad_norm_per_seed
@@ -88,6 +89,8 @@ class BatchedDQN:
                  dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu",
                  metrics_interval: int = 1000) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # activations of many seeds: see moerl.cpu_allocator
         self.seeds = [int(s) for s in seeds]
         self.num_seeds = len(self.seeds)
         self.hp = dqn or DQNHyperParams()

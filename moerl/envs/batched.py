@@ -116,6 +116,8 @@ class BatchedTaskSuite:
         self.valid_actions = torch.as_tensor(suite.valid_actions, device=dev)
         self._n_valid = self.valid_actions.sum(1)
         self._game = torch.tensor([_GAME_IDS[t.game] for t in tasks], device=dev)
+        #: The games the suite has: a suite of one game steps only that game's physics (static, no branch on data).
+        self._games = {t.game for t in tasks}
         self._limit = torch.as_tensor(suite._limits, dtype=torch.int64, device=dev)
         self._action_map = torch.tensor(
             [list(t.action_map) + [0] * (self.n_actions - len(t.action_map)) for t in tasks], device=dev)
@@ -191,8 +193,13 @@ class BatchedTaskSuite:
 
     def observation(self) -> torch.Tensor:
         """``(N, obs_dim)`` float32: the base state padded to the largest game, then the one-hot task id."""
-        cartpole = (self._game[self.task] == 0)[:, None]
-        base = torch.where(cartpole, self.state, torch.nn.functional.pad(self.state[:, :2], (0, 2)))
+        if self._games == {"cartpole"}:
+            base = self.state
+        elif self._games == {"mountaincar"}:
+            base = torch.nn.functional.pad(self.state[:, :2], (0, 2))
+        else:
+            cartpole = (self._game[self.task] == 0)[:, None]
+            base = torch.where(cartpole, self.state, torch.nn.functional.pad(self.state[:, :2], (0, 2)))
         base = base[:, : self.base_obs_dim].float()
         if not self.task_onehot:
             return base
@@ -201,11 +208,21 @@ class BatchedTaskSuite:
 
     # ------------------------------------------------------------------ dynamics
     def _physics(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next states of both games for every env (the game of each env's task is kept) and termination."""
+        """Next states and termination of every env under its task's game (a mixed suite computes both games
+        for every env and keeps its own; a suite of one game computes only that one)."""
+        if self._games == {"cartpole"}:
+            return self._cartpole(base_action)
+        if self._games == {"mountaincar"}:
+            return self._mountaincar(base_action)
+        cp, cp_done = self._cartpole(base_action)
+        mc, mc_done = self._mountaincar(base_action)
+        cartpole = self._game[self.task] == 0
+        return torch.where(cartpole[:, None], cp, mc), torch.where(cartpole, cp_done, mc_done)
+
+    def _cartpole(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gymnasium's ``CartPoleEnv.step`` (Euler integrator) with each env's task physics."""
         t = self.task
         x, x_dot, theta, theta_dot = self.state.unbind(1)
-        a = base_action.to(torch.float64)
-        # CartPole (Gymnasium's CartPoleEnv.step, Euler integrator)
         masspole, length = self._masspole[t], self._length[t]
         total_mass = masspole + self._masscart[t]
         polemass_length = masspole * length
@@ -217,16 +234,19 @@ class BatchedTaskSuite:
         xacc = temp - polemass_length * thetaacc * costheta / total_mass
         cp = torch.stack([x + _CARTPOLE_TAU * x_dot, x_dot + _CARTPOLE_TAU * xacc,
                           theta + _CARTPOLE_TAU * theta_dot, theta_dot + _CARTPOLE_TAU * thetaacc], 1)
-        cp_done = (cp[:, 0].abs() > _CARTPOLE_X_LIMIT) | (cp[:, 2].abs() > _CARTPOLE_THETA_LIMIT)
-        # MountainCar (Gymnasium's MountainCarEnv.step); its state is (position, velocity) = (x, x_dot)
+        return cp, (cp[:, 0].abs() > _CARTPOLE_X_LIMIT) | (cp[:, 2].abs() > _CARTPOLE_THETA_LIMIT)
+
+    def _mountaincar(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gymnasium's ``MountainCarEnv.step``; the state is (position, velocity) = (x, x_dot), zero-padded."""
+        t = self.task
+        x, x_dot = self.state[:, 0], self.state[:, 1]
+        a = base_action.to(torch.float64)
         velocity = x_dot + (a - 1) * self._force[t] + torch.cos(3 * x) * (-self._gravity[t])
         velocity = velocity.clamp(-_MC_MAX_SPEED, _MC_MAX_SPEED)
         position = (x + velocity).clamp(_MC_MIN_POSITION, _MC_MAX_POSITION)
         velocity = torch.where((position == _MC_MIN_POSITION) & (velocity < 0), 0.0, velocity)
         mc = torch.stack([position, velocity, torch.zeros_like(x), torch.zeros_like(x)], 1)
-        mc_done = (position >= _MC_GOAL) & (velocity >= 0)
-        cartpole = self._game[t] == 0
-        return torch.where(cartpole[:, None], cp, mc), torch.where(cartpole, cp_done, mc_done)
+        return mc, (position >= _MC_GOAL) & (velocity >= 0)
 
     def step(self, actions: torch.Tensor) -> BatchStep:
         """Take one action per environment ``(N,)``; ended episodes restart at once (see :class:`BatchStep`)."""

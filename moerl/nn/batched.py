@@ -1,16 +1,22 @@
 """S seeds of one Q-network at once: stacked weights, one forward over a leading seed dimension.
 
-Why ``torch.vmap`` over ``torch.func.functional_call``: the architectures (placements, routers, token
-layouts, records) are written once, in :mod:`moerl.nn`, for one network. :class:`BatchedQNetwork` keeps
-an ordinary :class:`~moerl.nn.qnetwork.MoEQNetwork` whose parameters have been replaced by *stacked*
-ones (every parameter gets a leading dimension ``S``, one slice per seed) and evaluates it with
-``vmap(functional_call(net, params_of_one_seed, ...))``. Nothing is re-implemented: a change to a router
-or a placement reaches the batched engine unchanged, and the tests check that the batched forward,
+Why stacked weights in the plain modules: the architectures (placements, routers, token layouts, records)
+are written once, in :mod:`moerl.nn`, and every layer there also runs with *seed-stacked* parameters (a
+leading dimension ``S`` on each weight; see :class:`~moerl.nn.qnetwork.MoEQNetwork`). :class:`BatchedQNetwork`
+keeps an ordinary :class:`~moerl.nn.qnetwork.MoEQNetwork` whose parameters have been replaced by stacked
+ones and calls it on ``(S, B, in)`` inputs: each linear layer is one ``baddbmm`` over all seeds (and
+experts), each reduction is taken per seed. Nothing is re-implemented: a change to a router or a
+placement reaches the batched engine unchanged, and the tests check that the batched forward,
 gradients, balancing losses and metrics of seed ``i`` are those of the plain network holding seed
 ``i``'s weights (``tests/test_nn_batched.py``): equal up to float32 rounding, since a batched matmul and
 the plain network's ``addmm`` may round differently in the last bit (max abs difference ~1e-7 on Q-values
 in the tests; the MoE layers' ``baddbmm`` is often bit-for-bit). A seed's forward alone (``S = 1``) and
 inside a batch are bit-for-bit equal on CPU.
+
+(An earlier version ran the plain network under ``torch.vmap(functional_call(...))``. It computed the
+same, but ``vmap`` splits ``baddbmm`` into ``bmm`` + ``add`` and adds a dispatch cost to every operation:
+about 0.6 ms of a 10-seed greedy forward's 0.75 ms, and half the time of a training forward, on one CPU
+thread.)
 
 The stacked tensors are real :class:`torch.nn.Parameter`\\ s, so one optimiser over
 :meth:`BatchedQNetwork.parameters` trains every seed: Adam (and every elementwise optimiser: SGD,
@@ -18,13 +24,12 @@ RMSprop...) applied to a stacked tensor is exactly ``S`` independent Adams, one 
 stepping together. What does not decompose elementwise is provided here: per-seed gradient clipping
 (:func:`clip_grad_norm_per_seed`), per-seed balancing losses and metrics (:class:`BatchedRecord`).
 
-Randomness (the ``topk`` router's logit noise, drawn only in training mode when ``noise_std > 0``):
-the forward runs under ``vmap(..., randomness="different")``, so each seed gets its own noise. A random
-call inside the vmapped forward draws *one* tensor for all seeds from torch's global generator: seed
-``i``'s noise is slice ``i`` of ``torch.randn(S, *shape)`` drawn at that point (tested). The output is
-therefore a deterministic function of the weights, the inputs and the global generator's state (run the
-training inside a :class:`moerl.seeding.TorchStream` to own that state), but seed ``i``'s noise depends on
-``S`` and on ``i``: a seed trained alone and the same seed trained in a batch see different (equally
+Randomness (the ``topk`` router's logit noise, drawn only in training mode when ``noise_std > 0``): a
+random call in the forward draws *one* tensor for all seeds from torch's global generator, so seed ``i``'s
+noise is slice ``i`` of ``torch.randn(S, *shape)`` drawn at that point (tested). The output is therefore a
+deterministic function of the weights, the inputs and the global generator's state (run the training
+inside a :class:`moerl.seeding.TorchStream` to own that state), but seed ``i``'s noise depends on ``S``
+and on ``i``: a seed trained alone and the same seed trained in a batch see different (equally
 distributed, independent) noise. Without noise (every other configuration, and evaluation mode) a seed's
 forward does not depend on the other seeds at all.
 """
@@ -37,7 +42,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from moerl.nn.metrics import DORMANT_TAUS
 from moerl.nn.qnetwork import MoEQNetwork, QNetworkConfig
@@ -114,16 +118,6 @@ def _dormant_scores(values: torch.Tensor, processed: torch.Tensor | None) -> tor
         mean_abs = (a * w).sum(2) / w.sum(2).clamp_min(1.0)
     layer_mean = mean_abs.flatten(1).mean(1).view(-1, *([1] * (mean_abs.dim() - 1)))
     return torch.where(layer_mean > 0, mean_abs / layer_mean, torch.zeros_like(mean_abs))
-
-
-def _flatten_record(record: ForwardRecord) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
-    """A ForwardRecord as nested dicts of tensors (what ``vmap`` can return)."""
-    routing = {name: {"usage": r.usage, "entropy": r.entropy, "aux_loss": r.aux_loss}
-               for name, r in record.routing.items()}
-    hidden: dict[str, dict[str, torch.Tensor]] = {}
-    for name, h in record.hidden.items():
-        hidden[name] = {"values": h.values} if h.processed is None else {"values": h.values, "processed": h.processed}
-    return {"routing": routing, "hidden": hidden}
 
 
 def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
@@ -207,53 +201,23 @@ class BatchedQNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
         """Q-values ``(S, B, n_actions)`` of features ``x`` ``(S, B, in)`` (+ task ids ``(S, B)``)."""
-        return self._vmapped(x, task_id, record=False)[0]
+        self._check(x, task_id)
+        return self.net(x, task_id)
 
     def forward_record(self, x: torch.Tensor,
                        task_id: torch.Tensor | None = None) -> tuple[torch.Tensor, BatchedRecord]:
         """Q-values and the per-seed record (balancing losses, routing, hidden activations) of one pass."""
-        q, flat = self._vmapped(x, task_id, record=True)
-        record = BatchedRecord(
-            num_seeds=self.num_seeds,
-            routing={name: RoutingRecord(**r) for name, r in flat["routing"].items()},
-            hidden={name: HiddenRecord(h["values"], h.get("processed")) for name, h in flat["hidden"].items()},
-        )
-        return q, record
+        self._check(x, task_id)
+        rec = ForwardRecord()
+        q = self.net(x, task_id, rec)
+        return q, BatchedRecord(num_seeds=self.num_seeds, routing=rec.routing, hidden=rec.hidden)
 
-    def _vmapped(self, x: torch.Tensor, task_id: torch.Tensor | None,
-                 record: bool) -> tuple[torch.Tensor, dict[str, dict[str, dict[str, torch.Tensor]]]]:
+    def _check(self, x: torch.Tensor, task_id: torch.Tensor | None) -> None:
         s = self.num_seeds
         if x.dim() != 3 or x.shape[0] != s or x.shape[2] != self.in_features:
             raise ValueError(f"expected features of shape ({s}, B, {self.in_features}), got {tuple(x.shape)}")
         if task_id is not None and tuple(task_id.shape) != tuple(x.shape[:2]):
             raise ValueError(f"expected task ids of shape {tuple(x.shape[:2])}, got {tuple(task_id.shape)}")
-        net = self.net
-
-        def one_seed(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], xi: torch.Tensor,
-                     ti: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, dict[str, dict[str, torch.Tensor]]]]:
-            rec = ForwardRecord() if record else None
-            q = functional_call(net, (params, buffers), (xi, ti, rec))
-            return q, (_flatten_record(rec) if rec is not None else {"routing": {}, "hidden": {}})
-
-        in_dims = (0, 0, 0, None if task_id is None else 0)
-        params, buffers = self._named_tensors()
-        fn = torch.vmap(one_seed, in_dims=in_dims, randomness="different")
-        q, flat = fn(params, buffers, x, task_id)
-        return q, flat
-
-    def _named_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The stacked parameters and buffers by name, built once: walking the module tree on every forward
-        costs about a tenth of a small network's greedy forward. ``_apply`` (``.to()``, ``.float()``...),
-        which may replace tensors, clears it; in-place updates (optimisers, ``load_state_dict``) keep it valid."""
-        cached: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = self.__dict__.get("_tensor_cache")
-        if cached is None:
-            cached = (dict(self.net.named_parameters()), dict(self.net.named_buffers()))
-            self.__dict__["_tensor_cache"] = cached
-        return cached
-
-    def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_tensor_cache", None)
-        return super()._apply(fn, recurse)
 
     # --- target networks ----------------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 A Python loop over experts costs one kernel launch (and one autograd node) per expert and layer;
 stacking the experts' weights into ``(E, in, out)`` tensors and using ``torch.baddbmm`` runs all of
 them at once. ``benchmarks/bench_experts.py`` measures the difference against the loop.
+
+Seed-stacked weights (:mod:`moerl.nn.batched`): a layer whose weight is ``(S, E, in, out)`` holds ``S``
+seeds' experts and maps ``(S, E, N, in)`` to ``(S, E, N, out)`` with the same single ``baddbmm`` over
+``S * E`` matrices, so many seeds cost one kernel too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ class BatchedLinear(nn.Module):
     """``E`` independent linear layers applied as one ``baddbmm``.
 
     Input ``(E, N, in)`` (each expert its own N rows), output ``(E, N, out)``. Each expert is
-    initialised exactly like ``nn.Linear`` (Kaiming-uniform weights, uniform bias).
+    initialised exactly like ``nn.Linear`` (Kaiming-uniform weights, uniform bias). With seed-stacked
+    weights ``(S, E, in, out)`` the input is ``(S, E, N, in)`` and the output ``(S, E, N, out)``.
     """
 
     def __init__(self, num_experts: int, in_features: int, out_features: int, bias: bool = True):
@@ -36,10 +41,25 @@ class BatchedLinear(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    @property
+    def seed_stacked(self) -> bool:
+        """Whether the weights carry a leading seed dimension, ``(S, E, in, out)``."""
+        return self.weight.dim() == 4
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is None:
-            return torch.bmm(x, self.weight)
-        return torch.baddbmm(self.bias, x, self.weight)
+        if not self.seed_stacked:
+            return self.forward_flat(x)
+        return self.forward_flat(x.flatten(0, 1)).unflatten(0, self.weight.shape[:2])
+
+    def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer on ``(M, N, in)`` inputs, ``M = E`` or, seed-stacked, ``S * E`` (seed-major): one kernel.
+
+        The output is a fresh tensor (not a view), so an in-place activation after it stays cheap in
+        autograd (an in-place op on a view makes backward rebuild the whole base tensor)."""
+        if not self.seed_stacked:
+            return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)
+        y = torch.bmm(x, self.weight.flatten(0, 1))
+        return y if self.bias is None else y.add_(self.bias.flatten(0, 1))
 
     def load_from_linear(self, expert: int, linear: nn.Linear) -> None:
         """Copy an ``nn.Linear``'s weights into expert ``expert`` (used by tests and conversions)."""
@@ -77,13 +97,20 @@ class ExpertMLP(nn.Module):
         return self.sizes[-1]
 
     def forward(self, x: torch.Tensor, hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``(E, N, in) -> (E, N, out)``; seed-stacked, ``(S, E, N, in) -> (S, E, N, out)``."""
+        first = self.layers[0]
+        assert isinstance(first, BatchedLinear)
+        lead = first.weight.shape[:2] if first.seed_stacked else None
+        if lead is not None:
+            x = x.flatten(0, 1)  # every layer on S * E matrices; split again only for what leaves
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
+            assert isinstance(layer, BatchedLinear)
+            x = layer.forward_flat(x)
             if i < last or self.activate_output:
                 # In place: the layer's output is a fresh tensor its backward does not need, and one
                 # activation-sized allocation less per layer is measurable when many seeds are batched.
                 x = torch.relu_(x)
                 if hidden is not None:
-                    hidden.append(x)
-        return x
+                    hidden.append(x if lead is None else x.unflatten(0, lead))
+        return x if lead is None else x.unflatten(0, lead)

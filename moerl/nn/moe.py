@@ -66,10 +66,10 @@ class MoEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None,
                 record: ForwardRecord | None = None) -> torch.Tensor:
-        b = x.shape[0]
-        tokens = x.reshape(b, self.num_tokens, self.in_features // self.num_tokens)
+        lead = x.shape[:-1]  # (B,) or, with seed-stacked weights, (S, B)
+        tokens = x.reshape(*lead, self.num_tokens, self.in_features // self.num_tokens)
         y = self.router(tokens, task_id, record, self.name)
         if self.concat_tokens:
-            return y.reshape(b, self.out_features)
-        return y.mean(1)
+            return y.reshape(*lead, self.out_features)
+        return y.mean(-2)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from moerl.nn.choices import ARCHS, ROUTED_ARCHS
@@ -62,7 +63,11 @@ class QNetworkConfig(RouterConfig):
 
 
 class DenseLayer(nn.Module):
-    """``nn.Linear`` with an optional ReLU, recording its activation when asked."""
+    """``nn.Linear`` with an optional ReLU, recording its activation when asked.
+
+    With a seed-stacked weight ``(S, out, in)`` (:mod:`moerl.nn.batched`) it maps ``(S, N, in)`` to
+    ``(S, N, out)``, seed ``i`` by its own weights, in one ``baddbmm``.
+    """
 
     def __init__(self, in_features: int, out_features: int, activate: bool, name: str):
         super().__init__()
@@ -71,7 +76,8 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None,
                 record: ForwardRecord | None = None) -> torch.Tensor:
-        y = self.linear(x)
+        w, b = self.linear.weight, self.linear.bias
+        y = F.linear(x, w, b) if w.dim() == 2 else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
         if self.activate:
             y = torch.relu_(y)  # in place: a fresh tensor (see ExpertMLP.forward)
             if record is not None:
@@ -80,7 +86,13 @@ class DenseLayer(nn.Module):
 
 
 class MoEQNetwork(nn.Module):
-    """Features ``(B, in)`` (+ task ids ``(B,)``) -> Q-values ``(B, n_actions)``."""
+    """Features ``(B, in)`` (+ task ids ``(B,)``) -> Q-values ``(B, n_actions)``.
+
+    Every layer also runs with *seed-stacked* parameters (a leading dimension ``S`` on each, as
+    :class:`moerl.nn.batched.BatchedQNetwork` registers them): then ``(S, B, in)`` (+ ``(S, B)``) ->
+    ``(S, B, n_actions)``, seed ``i`` computed with its own slice of the weights, and every record
+    entry gains the leading ``S``.
+    """
 
     def __init__(self, in_features: int, n_actions: int, config: QNetworkConfig):
         super().__init__()

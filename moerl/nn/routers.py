@@ -8,6 +8,10 @@ dopamine's ``labs/moes`` and the Soft MoE paper):
 * ``topk``: bias-free linear router, softmax over all experts, keep the top k, no renormalisation,
   every token routed (no capacity limit, nothing dropped).
 * ``hardcoded``: expert = task id, weight 1, no parameters.
+
+Every router also runs seed-stacked (:mod:`moerl.nn.batched`): tokens ``(S, B, m, d)``, parameters with a
+leading ``S``, every reduction per seed; written with leading-dimension ellipses so that one code path
+serves one network and ``S`` of them.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class RouterConfig:
 
 
 def _cv_squared(x: torch.Tensor) -> torch.Tensor:
-    return x.var(unbiased=False) / (x.mean() ** 2 + 1e-10)
+    """Squared coefficient of variation along the last dimension."""
+    return x.var(-1, unbiased=False) / (x.mean(-1) ** 2 + 1e-10)
 
 
 class SoftMoERouter(nn.Module):
@@ -82,29 +87,30 @@ class SoftMoERouter(nn.Module):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:
-        b, m, d = x.shape
+        *lead, b, m, d = x.shape  # lead: () or, with seed-stacked weights, (S,)
         n, p = self.num_experts, self.slots
         if self.scale is not None:  # config.normalize
-            logits = torch.einsum("bmd,ds->bms", F.normalize(x, dim=-1),
-                                  self.scale * F.normalize(self.phi, dim=0))
+            scale = self.scale.reshape(*self.scale.shape, 1, 1)
+            logits = torch.einsum("...bmd,...ds->...bms", F.normalize(x, dim=-1),
+                                  scale * F.normalize(self.phi, dim=-2))
         else:
-            logits = torch.einsum("bmd,ds->bms", x, self.phi)
-        dispatch = torch.softmax(logits, dim=1)  # over tokens: each slot is a convex mix of tokens
-        combine = torch.softmax(logits, dim=2)  # over all n*p slots: each token a convex mix of slots
-        slot_in = torch.einsum("bms,bmd->bsd", dispatch, x)
-        expert_in = slot_in.reshape(b, n, p, d).transpose(0, 1).reshape(n, b * p, d)
+            logits = torch.einsum("...bmd,...ds->...bms", x, self.phi)
+        dispatch = torch.softmax(logits, dim=-2)  # over tokens: each slot is a convex mix of tokens
+        combine = torch.softmax(logits, dim=-1)  # over all n*p slots: each token a convex mix of slots
+        slot_in = torch.einsum("...bms,...bmd->...bsd", dispatch, x)
+        expert_in = slot_in.reshape(*lead, b, n, p, d).transpose(-4, -3).reshape(*lead, n, b * p, d)
         hidden: list[torch.Tensor] | None = [] if record is not None else None
         out = self.experts(expert_in, hidden)
         o = out.shape[-1]
-        slot_out = out.reshape(n, b, p, o).transpose(0, 1).reshape(b, n * p, o)
-        y = torch.einsum("bms,bso->bmo", combine, slot_out)
+        slot_out = out.reshape(*lead, n, b, p, o).transpose(-4, -3).reshape(*lead, b, n * p, o)
+        y = torch.einsum("...bms,...bso->...bmo", combine, slot_out)
         if record is not None:
             for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h)
             record.routing[name] = RoutingRecord(
-                usage=combine.reshape(b, m, n, p).sum(-1).mean(1),
-                entropy=entropy(combine).mean(),
-                aux_loss=x.new_zeros(()),
+                usage=combine.reshape(*lead, b, m, n, p).sum(-1).mean(-2),
+                entropy=entropy(combine).mean(dim=(-2, -1)),
+                aux_loss=x.new_zeros(lead),
             )
         return y
 
@@ -123,46 +129,48 @@ class TopKRouter(nn.Module):
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(token_dim))
 
     def gates(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (probs, gates, selected) for tokens ``(T, d)``; gates are zero off the top k."""
+        """Return (probs, gates, selected) for tokens ``(T, d)`` (seed-stacked: ``(S, T, d)``); gates are zero
+        off the top k."""
         logits = tokens @ self.weight
         if self.training and self.noise_std > 0:
             logits = logits + self.noise_std * torch.randn_like(logits)
         probs = torch.softmax(logits, dim=-1)
         top_vals, top_idx = probs.topk(self.k, dim=-1)
-        gates = torch.zeros_like(probs).scatter(1, top_idx, top_vals)
-        selected = torch.zeros_like(probs).scatter(1, top_idx, 1.0)
+        gates = torch.zeros_like(probs).scatter(-1, top_idx, top_vals)
+        selected = torch.zeros_like(probs).scatter(-1, top_idx, 1.0)
         return probs, gates, selected
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:
-        b, m, d = x.shape
-        tokens = x.reshape(b * m, d)
+        *lead, b, m, d = x.shape  # lead: () or, with seed-stacked weights, (S,)
+        tokens = x.reshape(*lead, b * m, d)
         probs, gates, selected = self.gates(tokens)
         hidden: list[torch.Tensor] | None = [] if record is not None else None
         # All experts on all tokens in one bmm, then zero weight off the top k: for a handful of
         # small experts this beats gathering per-expert token lists (benchmarks/bench_experts.py).
-        out = self.experts(tokens.unsqueeze(0).expand(self.num_experts, -1, -1), hidden)
-        y = torch.einsum("tn,nto->to", gates, out).reshape(b, m, -1)
-        aux = self._balance_loss(probs, selected) if self.balance_loss != "none" else x.new_zeros(())
+        out = self.experts(tokens.unsqueeze(-3).expand(*lead, self.num_experts, b * m, d), hidden)
+        y = torch.einsum("...tn,...nto->...to", gates, out).reshape(*lead, b, m, -1)
+        aux = self._balance_loss(probs, selected) if self.balance_loss != "none" else x.new_zeros(lead)
         if record is not None:
-            processed = selected.t() > 0
+            processed = selected.transpose(-1, -2) > 0
             for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
             record.routing[name] = RoutingRecord(
-                usage=selected.reshape(b, m, -1).mean(1),
-                entropy=entropy(probs).mean(),
+                usage=selected.reshape(*lead, b, m, -1).mean(-2),
+                entropy=entropy(probs).mean(-1),
                 aux_loss=aux,
             )
         return y
 
     def _balance_loss(self, probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """The balancing loss of tokens' ``probs`` and ``selected`` ``(..., T, E)``: shape ``(...)``."""
         if self.balance_loss == "importance":  # Shazeer et al. 2017: CV^2 of summed gate probs
-            return _cv_squared(probs.sum(0))
+            return _cv_squared(probs.sum(-2))
         if self.balance_loss == "load":  # Switch Transformer: n * sum_e f_e * P_e
-            frac = selected.mean(0) / self.k
-            return self.num_experts * (frac * probs.mean(0)).sum()
+            frac = selected.mean(-2) / self.k
+            return self.num_experts * (frac * probs.mean(-2)).sum(-1)
         # "entropy": maximise the entropy of the batch-mean routing distribution
-        return -entropy(probs.mean(0))
+        return -entropy(probs.mean(-2))
 
 
 class HardcodedRouter(nn.Module):
@@ -180,18 +188,19 @@ class HardcodedRouter(nn.Module):
                 "the hardcoded router needs a task id at every forward pass: use a task suite with a "
                 "task one-hot in the observation (e.g. cartpole-mtrl) or pass task_id"
             )
-        b, m, d = x.shape
-        onehot = F.one_hot(task_id.long(), self.num_experts).to(x.dtype)  # (B, E)
-        tokens = x.reshape(b * m, d)
+        *lead, b, m, d = x.shape  # lead: () or, with seed-stacked weights, (S,)
+        onehot = F.one_hot(task_id.long(), self.num_experts).to(x.dtype)  # (*lead, B, E)
+        tokens = x.reshape(*lead, b * m, d)
         hidden: list[torch.Tensor] | None = [] if record is not None else None
-        out = self.experts(tokens.unsqueeze(0).expand(self.num_experts, -1, -1), hidden)
-        token_gate = onehot.repeat_interleave(m, dim=0)  # (B*m, E)
-        y = torch.einsum("tn,nto->to", token_gate, out).reshape(b, m, -1)
+        out = self.experts(tokens.unsqueeze(-3).expand(*lead, self.num_experts, b * m, d), hidden)
+        token_gate = onehot.repeat_interleave(m, dim=-2)  # (*lead, B*m, E)
+        y = torch.einsum("...tn,...nto->...to", token_gate, out).reshape(*lead, b, m, -1)
         if record is not None:
-            processed = token_gate.t() > 0
+            processed = token_gate.transpose(-1, -2) > 0
             for i, h in enumerate(hidden or ()):
                 record.hidden[f"{name}.hidden{i}"] = HiddenRecord(h, processed)
-            record.routing[name] = RoutingRecord(usage=onehot, entropy=x.new_zeros(()), aux_loss=x.new_zeros(()))
+            record.routing[name] = RoutingRecord(usage=onehot, entropy=x.new_zeros(lead),
+                                                 aux_loss=x.new_zeros(lead))
         return y
 
 
