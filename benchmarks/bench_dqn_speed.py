@@ -18,7 +18,8 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.monitor import Monitor
 
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, default_buffer_size, validate
+from moerl.agents.moe_dqn import default_buffer_size
+from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
 from moerl.nn import count_parameters
 
 
