@@ -179,6 +179,32 @@ def _same_batch(a: Path, b: Path) -> None:
             assert sorted(ta[tag]) == sorted(tb[tag]), tag
 
 
+def test_a_batch_that_dies_between_an_evaluation_and_the_next_checkpoint_resumes_without_duplicates(
+        uninterrupted, tmp_path, monkeypatch):
+    """The case a random kill time only sometimes hits: evaluations every 400 steps, checkpoints every 500.
+    The batch dies just before its checkpoint at 1,500, after the evaluation at 1,200 wrote its events; that
+    evaluation also wrote points *behind* the checkpoint at 1,000 (the task switch at 900, the MoE metrics
+    measured at 1,000). Resumed from 1,000, they must be neither lost nor written twice."""
+    from moerl.experiments import batched_runs
+
+    real = batched_runs._Batch.checkpoint
+
+    def dies_at_1500(self, started):
+        if self.agent.num_timesteps == 1500:
+            raise RuntimeError("simulated crash before the checkpoint at 1,500")
+        real(self, started)
+
+    monkeypatch.setattr(batched_runs._Batch, "checkpoint", dies_at_1500)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["train", *LONG, "--logdir", str(tmp_path), "--run-name", "b"])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "b_s3" / "status.json").read_text())["status"] == "failed"
+    rows = (tmp_path / "b_s3" / "eval.csv").read_text()
+    assert "\n1200," in rows and "\n1600," not in rows  # it got past the evaluation at 1,200, not to 1,600
+    assert main(["train", "--resume", str(tmp_path / "b_s5"), "--no-progress"]) == 0
+    _same_batch(uninterrupted, tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_batch_resumes_from_any_member_to_the_uninterrupted_result(uninterrupted, tmp_path, sig):

@@ -85,6 +85,34 @@ def test_killed_and_resumed_equals_uninterrupted(reference, tmp_path, sig):
     _same_run(reference, run)
 
 
+def test_a_run_that_dies_between_an_evaluation_and_the_next_checkpoint_resumes_without_duplicates(
+        tmp_path, monkeypatch):
+    """The case a random kill time only sometimes hits: evaluations every 400 steps, checkpoints every 1,000,
+    a task switch at 900. The run dies just before its checkpoint at 2,000, after the evaluation at 1,200
+    drew the switch at 900 (behind the checkpoint at 1,000). Resumed from 1,000, the switch must be neither
+    lost nor written twice, and the whole run equals one trained in a single learn call."""
+    from moerl.agents import dqn_checkpoint
+
+    swap = {"env_kwargs.block_steps=750": "env_kwargs.block_steps=900", "eval.freq=500": "eval.freq=400"}
+    args = [swap.get(a, a) for a in ARGS]
+    one = [a if a != "checkpoint.every=1000" else "checkpoint.every=0" for a in args]
+    assert main(["train", *one, "--logdir", str(tmp_path), "--run-name", "one"]) == 0
+    real = dqn_checkpoint.save_checkpoint
+
+    def dies_at_2000(run_path, model, extra):
+        if model.num_timesteps == 2000:
+            raise RuntimeError("simulated crash before the checkpoint at 2,000")
+        return real(run_path, model, extra)
+
+    monkeypatch.setattr(dqn_checkpoint, "save_checkpoint", dies_at_2000)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["train", *args, "--logdir", str(tmp_path), "--run-name", "cut"])
+    monkeypatch.undo()
+    assert "\n2000," in (tmp_path / "cut" / "eval.csv").read_text()  # it evaluated at 2,000 before dying
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--no-progress"]) == 0
+    _same_run(tmp_path / "one", tmp_path / "cut")
+
+
 def test_chunked_training_equals_one_learn_call(reference, tmp_path):
     """Checkpoint chunks are invisible: every=1000 (the reference) == every=0 (one learn call)."""
     args = [a if a != "checkpoint.every=1000" else "checkpoint.every=0" for a in ARGS]

@@ -136,6 +136,8 @@ class PerTaskEvalCallback(BaseCallback):
         self.rows: list[dict] = []
         self.usage: list[dict[str, Any]] = []
         self._last_eval = -1
+        #: The step through which the task-schedule series is written (evaluations and checkpoints write it).
+        self._schedule_done = -1
 
     def _on_training_start(self) -> None:
         # ``learn`` may be called in chunks (checkpoints): only the run's first start evaluates.
@@ -153,9 +155,18 @@ class PerTaskEvalCallback(BaseCallback):
         if self._last_eval != self.num_timesteps:
             self.evaluate()
 
+    def before_checkpoint(self) -> None:
+        """Write the task-schedule jumps up to now, before a checkpoint is taken here (see
+        :func:`moerl.agents.tb_layout.write_schedule`)."""
+        writer = tensorboard_writer(self.logger)
+        if writer is not None and self.schedule is not None and self._schedule_done >= 0:
+            write_schedule(writer, self.schedule, self._schedule_done, self.num_timesteps, end=False)
+            writer.flush()
+        self._schedule_done = max(self._schedule_done, self.num_timesteps)
+
     def state_dict(self) -> dict:
         return {"rows": [dict(r) for r in self.rows], "last_eval": self._last_eval,
-                "usage": [dict(r) for r in self.usage]}
+                "usage": [dict(r) for r in self.usage], "schedule_done": self._schedule_done}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the evaluations up to a checkpoint and rewrite the CSVs to them (later rows are dropped).
@@ -165,6 +176,7 @@ class PerTaskEvalCallback(BaseCallback):
         self.rows = [dict(r) for r in state["rows"]]
         self.usage = [dict(r) for r in state.get("usage", [])]
         self._last_eval = int(state["last_eval"])
+        self._schedule_done = int(state.get("schedule_done", self._last_eval))  # older checkpoints: at evaluations
         self._write_csv()
 
     def _write_csv(self) -> None:
@@ -206,7 +218,8 @@ class PerTaskEvalCallback(BaseCallback):
                 writer.add_custom_scalars(layout(list(self.factories), usage_layers(usage_tags),
                                                  bool(self.return_bounds)))
             if self.schedule is not None:
-                write_schedule(writer, self.schedule, previous, self.num_timesteps)
+                write_schedule(writer, self.schedule, max(previous, self._schedule_done), self.num_timesteps)
+        self._schedule_done = self.num_timesteps
         self.logger.dump(self.num_timesteps)
         self.rows.extend(rows)
         self._write_csv()

@@ -12,8 +12,10 @@ Task switches: on continual suites (more than one block) the active task is writ
 beside the evaluations, ``eval/task_schedule`` = (task id + 1) / number of tasks (on the normalised-return
 and usage charts, whose scale is [0, 1]) and ``eval/task_schedule_returns`` = the same times the largest
 return bound (on the raw-return chart). It is written along the evaluations (each switch since the previous
-evaluation as a jump at its start step), never ahead of the run, so a resumed run purges and rewrites it
-exactly as the other curves. A text entry ``task schedule`` says which level is which task.
+evaluation as a jump at its start step), never ahead of the run; on the SB3 path each checkpoint also writes
+the jumps up to its step, so that a run resumed there (which purges the events after that step) neither
+loses nor repeats a point; the batched engine writes every event at evaluations and purges from the
+checkpoint's last evaluation. A text entry ``task schedule`` says which level is which task.
 
 Both engines write the same layout and series (:class:`~moerl.agents.callbacks.PerTaskEvalCallback` on the
 SB3 path, ``moerl.experiments.batched_runs`` on the batched one). Nothing here draws random numbers.
@@ -105,16 +107,17 @@ class TaskSchedule:
                 task = task_id
         return (task + 1) / self.levels
 
-    def points(self, previous: int, step: int) -> list[tuple[int, float]]:
-        """The series' points for the evaluation at ``step`` after one at ``previous`` (-1: none yet): a jump
-        (the old level at ``start - 1``, the new one at ``start``) for each block that started in between, then
+    def points(self, previous: int, step: int, end: bool = True) -> list[tuple[int, float]]:
+        """The series' points in ``(previous, step]`` (``previous`` -1: none written yet): a jump (the old level
+        at ``start - 1``, the new one at ``start``) for each block that started in between, then (``end``)
         ``step`` itself."""
         out: dict[int, float] = {}
         for start, _, _ in self.blocks:
             if previous < start <= step and start > 0:
                 out.setdefault(max(start - 1, previous + 1), self.level(start - 1))
                 out[start] = self.level(start)
-        out[step] = self.level(step)
+        if end:
+            out[step] = self.level(step)
         return sorted(out.items())
 
     def text(self) -> str:
@@ -128,13 +131,16 @@ class TaskSchedule:
         return "\n".join(lines)
 
 
-def write_schedule(writer: Any, schedule: TaskSchedule, previous: int, step: int) -> None:
-    """Write the schedule series for the evaluation at ``step`` (and, at the first one, its text card)."""
+def write_schedule(writer: Any, schedule: TaskSchedule, previous: int, step: int, end: bool = True) -> None:
+    """Write the schedule series in ``(previous, step]`` (and, when nothing was written yet, its text card).
+
+    ``end=False`` writes the jumps only, not a point at ``step``: what a checkpoint writes, so that every point
+    up to a checkpoint's step is on disk before it (a run resumed there purges only later events)."""
     if not schedule.switches:
         return
     if previous < 0:
         writer.add_text(SCHEDULE_TEXT_TAG, schedule.text(), 0)
-    for at, value in schedule.points(previous, step):
+    for at, value in schedule.points(previous, step, end):
         writer.add_scalar(SCHEDULE_TAG, value, at)
         writer.add_scalar(SCHEDULE_RETURNS_TAG, value * schedule.return_scale, at)
 

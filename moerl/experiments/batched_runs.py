@@ -113,7 +113,8 @@ class _Batch:
     The batch's checkpoint (every ``checkpoint.every`` env steps and on the first signal) lives in the first
     seed's run directory (the *leader*); every member's ``status.json`` names the leader and the members, so
     ``moerl train --resume`` on any of them continues the whole batch. A resumed batch gives the same files
-    as an uninterrupted one (tested), TensorBoard included (events after the checkpoint are purged).
+    as an uninterrupted one (tested), TensorBoard included (events after the checkpoint's last evaluation are
+    purged and written again).
     """
 
     def __init__(self, config: Any, seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
@@ -146,7 +147,10 @@ class _Batch:
         if resume is not None:
             self.agent.load_state_dict(resume["agent"])
             self.last_eval, self.seconds = int(resume["last_eval"]), float(resume["seconds"])
-            purge = self.agent.num_timesteps + 1
+            # Every TensorBoard event of a batch is written at an evaluation, with a step in (previous
+            # evaluation, this one] (the schedule's jumps and the MoE metrics lie behind it): so the events
+            # to drop are all those after the checkpoint's last evaluation, not only those after its step.
+            purge = self.last_eval + 1
         self.seed_runs = [_SeedRun(run, seed, purge) for run, seed in zip(runs, seeds, strict=True)] if runs else []
         if resume is not None:
             # A checkpoint from before eval_usage.csv and metrics.csv existed has no such rows: they start anew.

@@ -291,6 +291,7 @@ class _Trainer:
                                 reset_num_timesteps=model._last_obs is None)
                     self.seconds += time.perf_counter() - start
                     if model.num_timesteps < config.timesteps:
+                        self.eval_cb.before_checkpoint()
                         save_checkpoint(self.run_dir.path, model, self._extra())
                 signals.raise_if_stopped()
         finally:

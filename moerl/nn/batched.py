@@ -259,7 +259,7 @@ def clip_grad_norm_per_seed(parameters: Iterable[torch.Tensor], max_norm: float,
     params = list(parameters)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(params[0].shape[0]) if params else torch.zeros(0)
+        return torch.zeros(params[0].shape[0], device=params[0].device) if params else torch.zeros(0)
     s = grads[0].shape[0]
     norm_type = float(norm_type)
     norms = [torch.linalg.vector_norm(g.reshape(s, -1), norm_type, dim=1) for g in grads]
