@@ -159,10 +159,10 @@ class PerTaskEvalCallback(BaseCallback):
         """Write the task-schedule jumps up to now, before a checkpoint is taken here (see
         :func:`moerl.agents.tb_layout.write_schedule`)."""
         writer = tensorboard_writer(self.logger)
-        if writer is not None and self.schedule is not None and self._schedule_done >= 0:
+        if writer is not None and self.schedule is not None:
             write_schedule(writer, self.schedule, self._schedule_done, self.num_timesteps, end=False)
             writer.flush()
-        self._schedule_done = max(self._schedule_done, self.num_timesteps)
+        self._schedule_done = self.num_timesteps
 
     def state_dict(self) -> dict:
         return {"rows": [dict(r) for r in self.rows], "last_eval": self._last_eval,
@@ -218,7 +218,7 @@ class PerTaskEvalCallback(BaseCallback):
                 writer.add_custom_scalars(layout(list(self.factories), usage_layers(usage_tags),
                                                  bool(self.return_bounds)))
             if self.schedule is not None:
-                write_schedule(writer, self.schedule, max(previous, self._schedule_done), self.num_timesteps)
+                write_schedule(writer, self.schedule, self._schedule_done, self.num_timesteps)
         self._schedule_done = self.num_timesteps
         self.logger.dump(self.num_timesteps)
         self.rows.extend(rows)

@@ -4,8 +4,8 @@ Why stacked weights in the plain modules: the architectures (placements, routers
 are written once, in :mod:`moerl.nn`, and every layer there also runs with *seed-stacked* parameters (a
 leading dimension ``S`` on each weight; see :class:`~moerl.nn.qnetwork.MoEQNetwork`). :class:`BatchedQNetwork`
 keeps an ordinary :class:`~moerl.nn.qnetwork.MoEQNetwork` whose parameters have been replaced by stacked
-ones and calls it on ``(S, B, in)`` inputs: each linear layer is one ``baddbmm`` over all seeds (and
-experts), each reduction is taken per seed. Nothing is re-implemented: a change to a router or a
+ones and calls it on ``(S, B, in)`` inputs: each linear layer is one batched matrix product over all seeds
+(and experts; see :class:`~moerl.nn.experts.BatchedLinear`), each reduction is taken per seed. Nothing is re-implemented: a change to a router or a
 placement reaches the batched engine unchanged, and the tests check that the batched forward,
 gradients, balancing losses and metrics of seed ``i`` are those of the plain network holding seed
 ``i``'s weights (``tests/test_nn_batched.py``): equal up to float32 rounding, since a batched matmul and

@@ -5,8 +5,10 @@ stacking the experts' weights into ``(E, in, out)`` tensors and using ``torch.ba
 them at once. ``benchmarks/bench_experts.py`` measures the difference against the loop.
 
 Seed-stacked weights (:mod:`moerl.nn.batched`): a layer whose weight is ``(S, E, in, out)`` holds ``S``
-seeds' experts and maps ``(S, E, N, in)`` to ``(S, E, N, out)`` with the same single ``baddbmm`` over
-``S * E`` matrices, so many seeds cost one kernel too.
+seeds' experts and maps ``(S, E, N, in)`` to ``(S, E, N, out)`` with one ``bmm`` over ``S * E`` matrices
+and an in-place bias add, so many seeds cost one product too. (Not ``baddbmm``: ``bmm`` + add are the kernels
+the batched engine used when it ran under ``vmap``, so its results stayed bit-for-bit the same; ``baddbmm``
+rounds the last bit differently and was no faster end to end.)
 """
 
 from __future__ import annotations
