@@ -67,17 +67,30 @@ def test_one_batched_update_is_sb3s_update_for_every_seed(network):
             torch.testing.assert_close(ours[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_a_seed_runs_the_same_alone_or_in_a_batch_and_runs_are_deterministic():
+def test_a_seed_runs_the_same_beside_any_neighbour_and_runs_are_deterministic():
+    """Bit-equality where the computation is the same: seed 9 in the same slot of a batch of the same size,
+    beside another seed, and a repeat. A batch of another size runs other kernel shapes (AVX-512/AMX BLAS
+    picks kernels by shape), so seed 9 alone is compared within float32 tolerance over a short run whose
+    acting is still random (no argmax over rounded Q-values can flip a trajectory)."""
     suite = TaskSuiteEnv("cartpole", "crl", block_steps=300)
     hp = DQNHyperParams(learning_starts=200, batch_size=32)
-    pair = BatchedDQN(suite, [4, 9], {"arch": "dense", "hidden": 32}, hp).learn(900)
-    again = BatchedDQN(suite, [4, 9], {"arch": "dense", "hidden": 32}, hp).learn(900)
-    alone = BatchedDQN(suite, [9], {"arch": "dense", "hidden": 32}, hp).learn(900)
+    net = {"arch": "dense", "hidden": 32}
+    pair = BatchedDQN(suite, [4, 9], net, hp).learn(900)
+    again = BatchedDQN(suite, [4, 9], net, hp).learn(900)
+    other_neighbour = BatchedDQN(suite, [7, 9], net, hp).learn(900)
     for key, value in pair.q_net.state_dict_of(1).items():
         assert torch.equal(value, again.q_net.state_dict_of(1)[key]), key
-        assert torch.equal(value, alone.q_net.state_dict_of(0)[key]), key
+        assert torch.equal(value, other_neighbour.q_net.state_dict_of(1)[key]), key
     assert not torch.equal(pair.q_net.state_dict_of(0)["layers.0.linear.weight"],
                            pair.q_net.state_dict_of(1)["layers.0.linear.weight"])
+    random_acting = DQNHyperParams(learning_starts=200, batch_size=32, exploration_final_eps=1.0,
+                                   exploration_initial_eps=1.0)
+    short_pair = BatchedDQN(suite, [4, 9], net, random_acting).learn(400)
+    short_alone = BatchedDQN(suite, [9], net, random_acting).learn(400)
+    start = BatchedDQN(suite, [9], net, random_acting).q_net.state_dict_of(0)
+    for key, value in short_pair.q_net.state_dict_of(1).items():
+        torch.testing.assert_close(value, short_alone.q_net.state_dict_of(0)[key], rtol=1e-5, atol=1e-6, msg=key)
+        assert not torch.equal(value, start[key]), key  # 50 updates moved every tensor: the check can fail
 
 
 def test_exploration_follows_sb3s_linear_schedule():

@@ -163,7 +163,9 @@ def test_a_seed_runs_the_same_alone_or_in_a_batch_and_the_state_round_trips():
     for k in range(300):
         a = torch.randint(0, 3, (3,), generator=gen)
         out_many, out_alone = many.step(a), alone.step(a[1:2])
-        assert torch.equal(out_many.obs[1], out_alone.obs[0])
+        # three environments against one: other vector widths for the elementwise physics, so float32
+        # tolerance (a rounding difference would have to cross a termination threshold to change `done`)
+        torch.testing.assert_close(out_many.obs[1], out_alone.obs[0])
         assert torch.equal(out_many.done[1], out_alone.done[0])
         if k == 150:
             saved = many.state_dict()

@@ -236,10 +236,13 @@ def test_a_seed_alone_computes_what_it_computes_in_a_batch(case):
     for i, seed in enumerate(SEEDS):
         alone = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, [seed])
         q1, rec1 = alone.forward_record(x[i:i + 1], t[i:i + 1])
-        assert torch.equal(q1[0], q[i])  # exact on CPU (a bmm's batch entries do not see each other)
-        assert torch.equal(rec1.aux_loss()[0], rec.aux_loss()[i])
+        # A batch of one runs other kernel shapes than a batch of S (elementwise tails, BLAS blocking on
+        # AVX-512/AMX CPUs): float32 tolerance, not bit-equality.
+        torch.testing.assert_close(q1[0], q[i])
+        torch.testing.assert_close(rec1.aux_loss()[0], rec.aux_loss()[i])
         m, m1 = rec.metrics(), rec1.metrics()
-        assert all(torch.equal(m1[k][0], m[k][i]) for k in m)
+        for k in m:
+            torch.testing.assert_close(m1[k][0], m[k][i], msg=k)
 
 
 def test_noise_is_per_seed_and_deterministic(monkeypatch):
