@@ -46,7 +46,7 @@ _EXPORTS = {
 #: Public names whose defining function has another name in its module.
 _RENAMED = {"build_mtl_dataset": "build", "build_vision_suite": "build_suite"}
 __all__ = sorted(_EXPORTS)
-_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, also=("__version__",))
 
 
 def __getattr__(name: str):  # noqa: ANN202  (PEP 562)

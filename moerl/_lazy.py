@@ -12,8 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package`` that import ``exports[name]`` (a module path) on demand."""
+def lazy_exports(package: str, exports: Mapping[str, str],
+                 also: tuple[str, ...] = ()) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package`` that import ``exports[name]`` (a module path) on demand.
+
+    ``dir(package)`` advertises exactly the exports and ``also`` (names defined in the package itself, such
+    as ``__version__``): what a user may rely on, each reachable with ``getattr``.
+    """
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
@@ -22,6 +27,6 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
         return getattr(importlib.import_module(module), name)
 
     def __dir__() -> list[str]:
-        return sorted(set(exports) | set(globals()))
+        return sorted(set(exports) | set(also))
 
     return __getattr__, __dir__

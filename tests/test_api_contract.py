@@ -33,7 +33,13 @@ def test_public_api_is_importable_from_the_top():
         make_router,
     )
 
-    assert set(moerl.__all__) <= set(dir(moerl))
+    # The public surface is exact: dir() advertises __all__ and the version, each reachable with getattr.
+    assert set(dir(moerl)) == set(moerl.__all__) | {"__version__"}
+    for name in dir(moerl):
+        assert getattr(moerl, name) is not None, name
+    for package in (moerl.nn, moerl.agents):
+        assert set(dir(package)) == set(package.__all__), package.__name__
+        assert all(getattr(package, name) is not None for name in dir(package)), package.__name__
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         moerl.Nope  # noqa: B018
 

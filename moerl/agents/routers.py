@@ -58,7 +58,6 @@ class Router:
     """Base class. ``depth_actions[d]`` is the number of actions at depth ``d``; ``state_dims[d]`` the width of v."""
 
     name = "router"
-    tabular = False
 
     def __init__(self, n_tasks: Any, depth_actions: list[int] | None = None, state_dims: list[int] | None = None,
                  *, gamma: float = 1.0, seed: int = 0, env: Any = None, device: str | torch.device = "cpu", **_: Any):
@@ -172,10 +171,6 @@ class Router:
             hits[t] += info["r_final"] > 0
         return {f"task_{i}": float(hits[i] / seen[i]) for i in range(self.n_tasks) if seen[i]}
 
-    def policy_table(self) -> np.ndarray | None:
-        """(tasks, depths, actions) action probabilities for tabular routers; ``None`` otherwise."""
-        return None
-
 
 def _epsilon_greedy_probs(greedy: np.ndarray, n_actions: int, epsilon: float) -> np.ndarray:
     """(B, n_actions) probabilities of epsilon-greedy around ``greedy`` (B,)."""
@@ -244,7 +239,6 @@ class WPLRouter(Router):
     """
 
     name = "wpl"
-    tabular = True
 
     def __init__(self, n_tasks, depth_actions=None, state_dims=None, *, lr: float = 0.1, min_prob: float = 1e-3,
                  baseline: str = "state", form: str = "printed", own_prior: float = 0.0, **kw):
@@ -306,9 +300,6 @@ class WPLRouter(Router):
             self.pi[rows, d] = self.project(new[rows], self.mask[d][None].repeat(rows.sum(), 0))
         return {"mean_return": float(R[:, 0].mean())}
 
-    def policy_table(self):
-        return self.pi.copy()
-
     def get_state(self):
         return {"pi": self.pi, "r_hat": self.r_hat}
 
@@ -324,7 +315,6 @@ class TabularQRouter(Router):
     """
 
     name = "q-tabular"
-    tabular = True
 
     def __init__(self, n_tasks, depth_actions=None, state_dims=None, *, lr: float = 0.1, epsilon: float = 0.1, **kw):
         super().__init__(n_tasks, depth_actions, state_dims, **kw)
@@ -367,13 +357,6 @@ class TabularQRouter(Router):
             self.q[:, d] += self.lr * err
             td.append(np.abs(err[seen]).mean())
         return {"td_error": float(np.mean(td))}
-
-    def policy_table(self):
-        greedy = np.where(self.mask[None], self.q, -np.inf).argmax(2)
-        p = np.where(self.mask[None], self.epsilon / np.array(self.depth_actions)[None, :, None], 0.0)
-        t, d = np.meshgrid(np.arange(self.n_tasks), np.arange(self.n_depths), indexing="ij")
-        p[t, d, greedy] += 1 - self.epsilon
-        return p
 
     def get_state(self):
         return {"q": self.q}

@@ -42,13 +42,6 @@ def last_scalar(tb_dir: Path, tag: str) -> float | None:
     return None if last is None else float(last[1])
 
 
-def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """``(results, skipped)``: results.json of each finished moe-dqn run (plus its final tau=0.1 dormant
-    fraction), and ``(path, reason)`` for every path that was skipped (see :func:`report_data.load_runs`)."""
-    runs, skipped = load_runs(paths)
-    return [_with_dormant(run) for run in runs], skipped
-
-
 def _with_dormant(run: Run) -> dict[str, Any]:
     """The run's results plus ``final_dormant_tau0.1``: from metrics.csv, or (runs written before it
     existed) from the run's TensorBoard events, so the per-run table keeps its column for older runs."""

@@ -222,19 +222,6 @@ class BatchedQNetwork(nn.Module):
     # --- target networks ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def polyak_update_(self, source: BatchedQNetwork, tau: float) -> None:
-        """``self = (1 - tau) * self + tau * source`` for every parameter, as SB3's ``polyak_update``
-        (``tau = 1``: an exact copy); buffers are copied."""
-        mine, theirs = list(self.net.parameters()), list(source.net.parameters())
-        if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs, strict=True)):
-            raise ValueError("polyak_update_ needs a BatchedQNetwork of the same architecture and number of seeds")
-        for target, param in zip(mine, theirs, strict=True):
-            target.mul_(1 - tau)
-            target.add_(param, alpha=tau)
-        for target_buf, buf in zip(self.net.buffers(), source.net.buffers(), strict=True):
-            target_buf.copy_(buf)
-
-    @torch.no_grad()
     def copy_from_(self, source: BatchedQNetwork) -> None:
         """Copy ``source``'s weights into this network (a hard target update, cheaper than ``load_state_dict``)."""
         mine, theirs = list(self.net.state_dict().values()), list(source.net.state_dict().values())
