@@ -1,4 +1,4 @@
-"""S seeds at once (moerl.nn.batched.BatchedQNetwork) vs a Python loop over S plain MoEQNetworks.
+"""S seeds at once (moerl.rl.nets.batched.BatchedQNetwork) vs a Python loop over S plain MoEQNetworks.
 
 One "update" is the forward + backward of a Q-network on a batch for every seed: the batched network
 does it in one pass over stacked weights (one ``baddbmm`` per layer for all seeds), the reference loops
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from moerl.nn import MoEQNetwork, QNetworkConfig
-from moerl.nn.batched import BatchedQNetwork
+from moerl.rl.nets.batched import BatchedQNetwork
+from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig
 
 NETWORKS = {
     "dense": {"arch": "dense"},

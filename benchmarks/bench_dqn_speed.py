@@ -18,9 +18,9 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.monitor import Monitor
 
-from moerl.agents.moe_dqn import default_buffer_size
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
-from moerl.nn import count_parameters
+from moerl.rl.experiment import DQNRunConfig, build_model, validate
+from moerl.rl.nets.qnetwork import count_parameters
+from moerl.rl.sb3.moe_dqn import default_buffer_size
 
 
 def sb3_reference(cfg: DQNRunConfig, hidden: int) -> DQN:

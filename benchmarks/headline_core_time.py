@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--logdir", default="/tmp/headline")
     p.add_argument("--out", default="/tmp/headline_core_time.json")
     args = p.parse_args()
-    from moerl.seeding import parse_seeds
+    from moerl.core.seeding import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     results: dict[str, dict[str, float]] = {}

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moerl.agents.routing_trainer import RoutingLearner
-from moerl.data.mtl import MTLDataset, MTLSplit
+from moerl.routing.data import MTLDataset, MTLSplit
+from moerl.routing.trainer import RoutingLearner
 
 
 def _random_dataset(n_tasks: int, n: int = 2048, side: int = 28) -> MTLDataset:
@@ -51,9 +51,9 @@ def time_full(algo: str, n_tasks: int, batches: int, hidden: int = 48) -> float:
 
 def time_head(algo: str, n_tasks: int, batches: int, hidden: int = 48) -> float:
     """FC part only: routed head with WPL routes vs the cross-stitch columns, 128-d inputs."""
-    from moerl.agents.routers import WPLRouter
-    from moerl.nn.mtl_baselines import CrossStitchAllFC
-    from moerl.nn.routing import RoutedFC
+    from moerl.routing.baselines import CrossStitchAllFC
+    from moerl.routing.nets import RoutedFC
+    from moerl.routing.policies import WPLRouter
 
     torch.manual_seed(0)
     v = torch.randn(64, 128)

@@ -17,31 +17,37 @@ name is imported on first use, so ``import moerl`` stays fast (no torch, no SB3)
 
 from typing import TYPE_CHECKING
 
-from moerl import envs as _envs  # noqa: F401  (registration side effect)
-from moerl._lazy import lazy_exports
+from moerl import _compat
+from moerl.core.lazy import lazy_exports
+from moerl.rl.envs import registration as _rl_envs
+from moerl.routing import registration as _routing_envs
+
+_rl_envs.register_all()
+_routing_envs.register_all()
+_compat.install()
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     # MoE DQN (seed 001)
-    "MoEDQN": "moerl.agents.moe_dqn",
-    "DQNHyperParams": "moerl.agents.moe_dqn",
-    "MoEDQNPolicy": "moerl.agents.moe_policy",
-    "MoENetworkConfig": "moerl.agents.moe_policy",
-    "evaluate_tasks": "moerl.agents.evaluation",
-    "TaskSuiteEnv": "moerl.envs.suite",
-    "BatchedDQN": "moerl.agents.batched_dqn",
-    "BatchedTaskSuite": "moerl.envs.batched",
+    "MoEDQN": "moerl.rl.sb3.moe_dqn",
+    "DQNHyperParams": "moerl.rl.sb3.moe_dqn",
+    "MoEDQNPolicy": "moerl.rl.sb3.policy",
+    "MoENetworkConfig": "moerl.rl.sb3.policy",
+    "evaluate_tasks": "moerl.rl.evaluation",
+    "TaskSuiteEnv": "moerl.rl.envs.suite",
+    "BatchedDQN": "moerl.rl.engine.batched_dqn",
+    "BatchedTaskSuite": "moerl.rl.envs.batched",
     # routing networks (seed 002)
-    "RoutingLearner": "moerl.agents.routing_trainer",
-    "LearnerConfig": "moerl.agents.routing_trainer",
-    "make_router": "moerl.agents.routers",
-    "build_mtl_dataset": "moerl.data.mtl",
+    "RoutingLearner": "moerl.routing.trainer",
+    "LearnerConfig": "moerl.routing.trainer",
+    "make_router": "moerl.routing.policies",
+    "build_mtl_dataset": "moerl.routing.data",
     # masked-expert vision models (seed 000)
-    "MaskedExpertLearner": "moerl.agents.masked_experts",
-    "MaskedExpertsConfig": "moerl.agents.vision_config",
-    "PackNetLearner": "moerl.agents.packnet",
-    "build_vision_suite": "moerl.data.vision_suites",
+    "MaskedExpertLearner": "moerl.masked.learner",
+    "MaskedExpertsConfig": "moerl.masked.config",
+    "PackNetLearner": "moerl.masked.packnet",
+    "build_vision_suite": "moerl.masked.suites",
 }
 #: Public names whose defining function has another name in its module.
 _RENAMED = {"build_mtl_dataset": "build", "build_vision_suite": "build_suite"}
@@ -58,16 +64,16 @@ def __getattr__(name: str):  # noqa: ANN202  (PEP 562)
 
 
 if TYPE_CHECKING:
-    from moerl.agents.batched_dqn import BatchedDQN  # noqa: F401
-    from moerl.agents.evaluation import evaluate_tasks  # noqa: F401
-    from moerl.agents.masked_experts import MaskedExpertLearner  # noqa: F401
-    from moerl.agents.moe_dqn import DQNHyperParams, MoEDQN  # noqa: F401
-    from moerl.agents.moe_policy import MoEDQNPolicy, MoENetworkConfig  # noqa: F401
-    from moerl.agents.packnet import PackNetLearner  # noqa: F401
-    from moerl.agents.routers import make_router  # noqa: F401
-    from moerl.agents.routing_trainer import LearnerConfig, RoutingLearner  # noqa: F401
-    from moerl.agents.vision_config import MaskedExpertsConfig  # noqa: F401
-    from moerl.data.mtl import build as build_mtl_dataset  # noqa: F401
-    from moerl.data.vision_suites import build_suite as build_vision_suite  # noqa: F401
-    from moerl.envs.batched import BatchedTaskSuite  # noqa: F401
-    from moerl.envs.suite import TaskSuiteEnv  # noqa: F401
+    from moerl.masked.config import MaskedExpertsConfig  # noqa: F401
+    from moerl.masked.learner import MaskedExpertLearner  # noqa: F401
+    from moerl.masked.packnet import PackNetLearner  # noqa: F401
+    from moerl.masked.suites import build_suite as build_vision_suite  # noqa: F401
+    from moerl.rl.engine.batched_dqn import BatchedDQN  # noqa: F401
+    from moerl.rl.envs.batched import BatchedTaskSuite  # noqa: F401
+    from moerl.rl.envs.suite import TaskSuiteEnv  # noqa: F401
+    from moerl.rl.evaluation import evaluate_tasks  # noqa: F401
+    from moerl.rl.sb3.moe_dqn import DQNHyperParams, MoEDQN  # noqa: F401
+    from moerl.rl.sb3.policy import MoEDQNPolicy, MoENetworkConfig  # noqa: F401
+    from moerl.routing.data import build as build_mtl_dataset  # noqa: F401
+    from moerl.routing.policies import make_router  # noqa: F401
+    from moerl.routing.trainer import LearnerConfig, RoutingLearner  # noqa: F401

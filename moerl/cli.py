@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from moerl.errors import ConfigError, DataNotFoundError
+from moerl.core.errors import ConfigError, DataNotFoundError
 
 EXIT_USAGE = 2
 
@@ -41,7 +41,7 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from moerl.devices import DEVICES
+    from moerl.core.devices import DEVICES
     from moerl.nn.choices import ARCHS, ROUTERS
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
@@ -125,15 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _env_from_config(path: str | None) -> str | None:
     if not path:
         return None
-    from moerl.config import load_yaml
+    from moerl.core.config import load_yaml
 
     env = load_yaml(path).get("env")
     return str(env) if env is not None else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from moerl.experiments.families import TrainRequest, families, family_for_env
-    from moerl.experiments.rundir import check_run_name
+    from moerl.runs.kinds import TrainRequest, families, family_for_env
+    from moerl.runs.rundir import check_run_name
 
     given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
     if given.get("resume") is not None and "logdir" in given:
@@ -142,8 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if request.run_name is not None:
         check_run_name(request.run_name)
     if request.resume is not None:
-        from moerl.experiments.families import family_by_name
-        from moerl.experiments.rundir import RunDir
+        from moerl.runs.kinds import family_by_name
+        from moerl.runs.rundir import RunDir
 
         resumed = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
         if resumed.resume is None:
@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if family is None:
         import gymnasium as gym
 
-        from moerl.errors import did_you_mean
+        from moerl.core.errors import did_you_mean
 
         names = [name for fam in families() for name, _ in fam.list_envs() if not name.startswith("<")]
         raise ConfigError(
@@ -174,8 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from moerl.experiments.families import check_eval_options, family_by_name
-    from moerl.experiments.rundir import RunDir
+    from moerl.runs.kinds import check_eval_options, family_by_name
+    from moerl.runs.rundir import RunDir
 
     run = RunDir.open_finished(args.run_dir)
     family = family_by_name(run.read_status().get("family", ""))
@@ -183,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = options.pop("out", None)
     check_eval_options(family, options)
     if out is not None:
-        from moerl.experiments.report import check_output_path
+        from moerl.runs.outputs import check_output_path
 
         check_output_path(out)
     results = family.evaluate(Path(args.run_dir), options)
@@ -195,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from moerl.experiments.families import families
+    from moerl.runs.kinds import families
 
     for fam in families():
         print(f"[{fam.name}] {fam.description}")
@@ -205,7 +205,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from moerl.experiments.report import report
+    from moerl.report import report
 
     text, skipped = report(args.run_dirs, args.out)
     for path, why in skipped:
@@ -215,7 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from moerl.experiments.runs_table import runs_report
+    from moerl.runs.listing import runs_report
 
     text, skipped = runs_report(args.dirs)
     print(text)
@@ -225,9 +225,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from moerl.experiments.sweep import summary, sweep
-    from moerl.experiments.sweep_jobs import plan_job
-    from moerl.experiments.sweep_spec import load_sweep
+    from moerl.runs.sweep.jobs import plan_job
+    from moerl.runs.sweep.launch import summary, sweep
+    from moerl.runs.sweep.spec import load_sweep
 
     if args.dry_run:
         spec = load_sweep(args.sweep_file, args.logdir)
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        from moerl.experiments.rundir import Terminated
+        from moerl.runs.rundir import Terminated
 
         if isinstance(exc, Terminated):
             print("moerl: terminated (SIGTERM)", file=sys.stderr)

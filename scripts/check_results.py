@@ -108,8 +108,8 @@ def report_of(runs: str) -> str:
 
 
 def sweep_logdir(sweep_file: str) -> str:
-    from moerl.errors import ConfigError
-    from moerl.experiments.sweep_spec import load_sweep
+    from moerl.core.errors import ConfigError
+    from moerl.runs.sweep.spec import load_sweep
 
     try:
         return str(load_sweep(sweep_file).logdir)

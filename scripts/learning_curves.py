@@ -25,8 +25,8 @@ LEVEL = 0.9
 def single_task_runs(folders: list[str]) -> dict[tuple[str, str], list[dict[int, float]]]:
     """(variant, task name) -> per run, {step: normalised return on that task}; variant: ``arch[/router]``.
     Runs are found and read by ``moerl report``'s loader."""
-    from moerl.errors import ConfigError
-    from moerl.experiments.report_data import load_runs
+    from moerl.core.errors import ConfigError
+    from moerl.rl.report.data import load_runs
 
     try:
         runs, _ = load_runs(folders)

@@ -24,12 +24,12 @@ FIG4_ALGOS = ("wpl", "q-tabular", "q-approx", "reinforce", "reinforce-single", "
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moerl.agents.routing_config import ALGOS as ALL_ALGOS
-    from moerl.agents.routing_config import ROUTERS
     from moerl.cli import main as moerl
-    from moerl.errors import ConfigError
-    from moerl.experiments.rundir import RunDir
-    from moerl.seeding import parse_seeds
+    from moerl.core.errors import ConfigError
+    from moerl.core.seeding import parse_seeds
+    from moerl.routing.config import ALGOS as ALL_ALGOS
+    from moerl.routing.config import ROUTERS
+    from moerl.runs.rundir import RunDir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="mnist-mtl")

@@ -70,8 +70,8 @@ def run_config(out: Path, config: str, engine: str, seeds: list[int], timesteps:
 
 def scores(paths: list[Path]) -> np.ndarray:
     """(runs, tasks) final normalised returns (plain Gymnasium ids: by the game's bounds, e.g. 0-500)."""
-    from moerl.envs.attributes import normalized_return
-    from moerl.envs.games import GAMES
+    from moerl.rl.envs.attributes import normalized_return
+    from moerl.rl.envs.games import GAMES
 
     bounds = {game.gym_id: game.return_bounds for game in GAMES.values()}
     rows = []
@@ -101,7 +101,7 @@ def compare(sb3: np.ndarray, batched: np.ndarray, reps: int = 2000) -> dict[str,
 
 
 def main() -> None:
-    from moerl.seeding import parse_seeds
+    from moerl.core.seeding import parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/validation")

@@ -9,9 +9,9 @@ import torch
 from stable_baselines3.common.monitor import Monitor
 
 import moerl  # noqa: F401
-from moerl.agents.moe_dqn import MoEDQN
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
 from moerl.nn import ARCHS, ROUTERS
+from moerl.rl.experiment import DQNRunConfig, build_model, validate
+from moerl.rl.sb3.moe_dqn import MoEDQN
 
 SMALL = dict(buffer_size=2000, learning_starts=50, batch_size=32, target_update_interval=50)
 
@@ -73,7 +73,7 @@ def test_aux_loss_reaches_the_router_and_is_logged(tmp_path, tb_scalars):
 
 
 def test_hardcoded_router_needs_a_task_suite_and_one_expert_per_task():
-    from moerl.errors import ConfigError
+    from moerl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no task one-hot"):
         build_model(small_config("CartPole-v1", "big", "hardcoded"), Monitor(gym.make("CartPole-v1")))

@@ -12,7 +12,7 @@ import torch
 
 import moerl
 from moerl.cli import main
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
 
 
 def test_public_api_is_importable_from_the_top():
@@ -37,7 +37,7 @@ def test_public_api_is_importable_from_the_top():
     assert set(dir(moerl)) == set(moerl.__all__) | {"__version__"}
     for name in dir(moerl):
         assert getattr(moerl, name) is not None, name
-    for package in (moerl.nn, moerl.agents):
+    for package in (moerl.nn, moerl.rl.sb3):
         assert set(dir(package)) == set(package.__all__), package.__name__
         assert all(getattr(package, name) is not None for name in dir(package)), package.__name__
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
@@ -105,7 +105,7 @@ def test_layout_is_read_from_an_sb3_vec_env_too():
 def test_device_auto_means_the_same_in_train_and_eval(tmp_path, capsys, monkeypatch):
     """``auto`` resolves through one function everywhere (``moerl eval`` used to mean the CPU): for the SB3
     engine it is the CPU in both (``engine_device``)."""
-    import moerl.experiments.moe_dqn as fam
+    import moerl.rl.experiment as fam
 
     seen = []
     real = fam.engine_device

@@ -13,10 +13,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from moerl import MoEDQN
-from moerl.agents.batched_dqn import BatchedDQN, linear_schedule
-from moerl.agents.moe_dqn import DQNHyperParams
-from moerl.envs.suite import TaskSuiteEnv
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
+from moerl.rl.engine.batched_dqn import BatchedDQN, linear_schedule
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.experiment import DQNRunConfig, build_model, validate
+from moerl.rl.sb3.moe_dqn import DQNHyperParams
 
 torch.set_num_threads(1)
 NETWORKS = [
@@ -127,7 +127,7 @@ def test_sixteen_seeds_learn_cartpole_on_both_engines(engine):
 
 
 def test_a_hardcoded_router_that_the_suite_cannot_feed_is_refused_in_one_line():
-    from moerl.errors import ConfigError
+    from moerl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs one expert per task: env .* has 4 tasks but --experts is 3"):
         BatchedDQN(TaskSuiteEnv("cartpole", "mtrl"), [0], {"arch": "big", "router": "hardcoded", "experts": 3})

@@ -8,7 +8,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from moerl.agents.batched_replay import BatchedReplayBuffer
+from moerl.rl.algos.replay import BatchedReplayBuffer
 
 
 def _transitions(rng: np.random.Generator, n: int, obs_dim: int):

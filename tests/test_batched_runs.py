@@ -18,7 +18,7 @@ import torch
 
 from moerl import MoEDQN
 from moerl.cli import main
-from moerl.seeding import parse_seeds
+from moerl.core.seeding import parse_seeds
 from tests.conftest import read_tb_scalars
 
 ARGS = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "1200",
@@ -141,8 +141,8 @@ def test_parse_seeds():
 
 def test_auto_device_is_the_faster_one_for_each_engine():
     """The SB3 path's small networks are launch-bound on a GPU: auto is the CPU there; batched: any GPU."""
-    from moerl.devices import resolve_device
-    from moerl.experiments.moe_dqn_config import DQNRunConfig, engine_device
+    from moerl.core.devices import resolve_device
+    from moerl.rl.config import DQNRunConfig, engine_device
 
     assert engine_device(DQNRunConfig(engine="sb3")) == torch.device("cpu")
     assert engine_device(DQNRunConfig(engine="batched")) == resolve_device("auto")
@@ -185,7 +185,7 @@ def test_a_batch_that_dies_between_an_evaluation_and_the_next_checkpoint_resumes
     The batch dies just before its checkpoint at 1,500, after the evaluation at 1,200 wrote its events; that
     evaluation also wrote points *behind* the checkpoint at 1,000 (the task switch at 900, the MoE metrics
     measured at 1,000). Resumed from 1,000, they must be neither lost nor written twice."""
-    from moerl.experiments import batched_runs
+    from moerl.rl import batched_runs
 
     real = batched_runs._Batch.checkpoint
 

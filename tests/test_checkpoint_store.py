@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from moerl.checkpoint_store import (
+from moerl.core.checkpoint_store import (
     POINTER,
     checkpoint_folder,
     checkpoint_step,

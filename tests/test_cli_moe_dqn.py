@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from moerl.cli import main
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
 
 TINY = ["--set", "dqn.learning_starts=50", "--set", "dqn.batch_size=32", "--set", "eval.episodes=2",
         "--set", "eval.final_episodes=2", "--set", "network.hidden=16", "--no-progress"]
@@ -126,7 +126,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(args, message, tmp_path,
 
 def test_flat_cli_names_and_scientific_notation_in_files(tmp_path):
     """A file written with the CLI's names (arch, router, ...) and 5e-4 style numbers means what it says."""
-    from moerl.experiments.moe_dqn import build_config
+    from moerl.rl.experiment import build_config
 
     flat = tmp_path / "flat.yaml"
     flat.write_text("env: CartPole-v1\narch: big\nrouter: topk\nexperts: 3\ntopk: 2\ndqn:\n  learning_rate: 5e-4\n"
@@ -166,7 +166,7 @@ def test_console_script_bad_number_is_exit_2_without_traceback(tmp_path):
 def test_shipped_configs_load_and_validate(config):
     from pathlib import Path
 
-    from moerl.experiments.moe_dqn import build_config
+    from moerl.rl.experiment import build_config
 
     path = Path(__file__).resolve().parents[1] / "moerl" / "configs" / "dqn" / f"{config}.yaml"
     cfg = build_config(str(path))
@@ -207,7 +207,7 @@ def test_iqm_with_ci_on_known_scores(monkeypatch):
 
     import numpy as np
 
-    from moerl.experiments.report import iqm_with_ci
+    from moerl.rl.report.summary import iqm_with_ci
 
     flat = iqm_with_ci({"g": np.full((3, 4), 0.5)})
     assert flat == {"g": (0.5, 0.5, 0.5)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from moerl.experiments.console import Console
+from moerl.runs.console import Console
 
 MOE = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "800",
        "--set", "env_kwargs.block_steps=200", "--set", "eval.freq=400", "--set", "eval.episodes=2",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from moerl.experiments.continual import continual_metrics
+from moerl.rl.continual import continual_metrics
 
 SCHEDULE = [{"block": 0, "task_name": "a", "start_step": 0}, {"block": 1, "task_name": "b", "start_step": 100}]
 

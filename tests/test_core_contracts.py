@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.devices import check_device, resolve_device
-from moerl.errors import ConfigError
-from moerl.registry import Registry
-from moerl.seeding import TorchStream, check_seed, seeded
+from moerl.core.devices import check_device, resolve_device
+from moerl.core.errors import ConfigError
+from moerl.core.registry import Registry
+from moerl.core.seeding import TorchStream, check_seed, seeded
 
 
 def test_registry_checks_and_suggests():

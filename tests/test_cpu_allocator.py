@@ -1,4 +1,4 @@
-"""moerl.cpu_allocator: after keep_freed_memory(), a multi-MB block (even one above 32 MiB) comes from the heap and stays there when
+"""moerl.core.cpu_allocator: after keep_freed_memory(), a multi-MB block (even one above 32 MiB) comes from the heap and stays there when
 freed (glibc would otherwise mmap it and hand it back to the OS on free). Checked with glibc's own counters
 (mallinfo2) in a fresh process, so nothing earlier in the test session has moved glibc's dynamic threshold."""
 
@@ -11,7 +11,7 @@ import pytest
 
 PROBE = r"""
 import ctypes, sys
-from moerl.cpu_allocator import keep_freed_memory
+from moerl.core.cpu_allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

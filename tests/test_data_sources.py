@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moerl.core.errors import DataNotFoundError
 from moerl.data import sources
 from moerl.data.idx import DataFormatError, IdxFormatError, read_idx, write_idx
-from moerl.errors import DataNotFoundError
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.envs.batched import BatchedTaskSuite
-from moerl.envs.suite import TaskSuiteEnv
-from moerl.envs.tasks import TASKS
-from moerl.seed_streams import SeedStreams, splitmix64, stream_key
+from moerl.core.seed_streams import SeedStreams, splitmix64, stream_key
+from moerl.rl.envs.batched import BatchedTaskSuite
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.envs.tasks import TASKS
 
 ALL_TASKS = list(TASKS)
 

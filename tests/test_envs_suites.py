@@ -12,16 +12,16 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import moerl  # noqa: F401  (registers the ids)
-from moerl.envs.registration import (
+from moerl.core.errors import ConfigError
+from moerl.rl.envs.registration import (
     SHORT_NAMES,
     default_timesteps,
     describe_suites,
     register_all,
     resolve_env_id,
 )
-from moerl.envs.suite import TaskSuiteEnv
-from moerl.envs.tasks import FAMILIES
-from moerl.errors import ConfigError
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.envs.tasks import FAMILIES
 
 ENV_IDS = sorted(SHORT_NAMES.values())
 

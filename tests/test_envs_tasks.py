@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from gymnasium.envs.classic_control import CartPoleEnv
 
-from moerl.envs.games import CARTPOLE, MOUNTAINCAR, set_cartpole_physics
-from moerl.envs.suite import TaskSuiteEnv
-from moerl.envs.tasks import FAMILIES, TASKS, Task, get_task, resolve_tasks
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
+from moerl.rl.envs.games import CARTPOLE, MOUNTAINCAR, set_cartpole_physics
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.envs.tasks import FAMILIES, TASKS, Task, get_task, resolve_tasks
 
 
 def balance(obs: np.ndarray) -> int:

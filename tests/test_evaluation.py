@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.batched_dqn import BatchedDQN
-from moerl.agents.evaluation import greedy_predictor, run_task_episodes, task_env_factories
-from moerl.envs.batched import BatchedTaskSuite
-from moerl.envs.suite import TaskSuiteEnv
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
+from moerl.rl.engine.batched_dqn import BatchedDQN
+from moerl.rl.envs.batched import BatchedTaskSuite
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.evaluation import greedy_predictor, run_task_episodes, task_env_factories
+from moerl.rl.experiment import DQNRunConfig, build_model, validate
 
 torch.set_num_threads(1)
 NETWORK = {"arch": "big", "router": "softmoe", "hidden": 16}

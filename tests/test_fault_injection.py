@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from moerl.cli import main
-from moerl.experiments.rundir import RunDir, run_state
+from moerl.runs.rundir import RunDir, run_state
 
 
 def _start_training(tmp_path: Path, name: str) -> subprocess.Popen:

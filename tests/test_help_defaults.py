@@ -26,10 +26,10 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def _code() -> dict[str, object]:
-    from moerl.agents.vision_config import MaskedExpertsConfig
-    from moerl.experiments.families import TrainRequest
-    from moerl.experiments.moe_dqn_config import DQNRunConfig
-    from moerl.experiments.routing import RoutingConfig
+    from moerl.masked.config import MaskedExpertsConfig
+    from moerl.rl.config import DQNRunConfig
+    from moerl.routing.experiment import RoutingConfig
+    from moerl.runs.kinds import TrainRequest
 
     dqn = DQNRunConfig()
     return {"logdir": TrainRequest().logdir, "engine": dqn.engine, "dqn_device": dqn.device,
@@ -41,7 +41,7 @@ def _code() -> dict[str, object]:
 def _sweep_default(name: str) -> object:
     import inspect
 
-    from moerl.experiments.sweep import sweep
+    from moerl.runs.sweep.launch import sweep
 
     return inspect.signature(sweep).parameters[name].default
 
@@ -105,7 +105,7 @@ def test_argparse_defaults_are_stated():
 
 
 def test_device_help_gives_each_familys_config_default():
-    from moerl.experiments.families import families
+    from moerl.runs.kinds import families
 
     action = next(a for c, o, a in _options() if (c, o) == ("train", "--device"))
     stated = dict(re.findall(r"(moe-dqn|routing|masked-experts) (\w+)", action.help))

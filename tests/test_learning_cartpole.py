@@ -10,8 +10,8 @@ import gymnasium as gym
 import pytest
 from stable_baselines3.common.monitor import Monitor
 
-from moerl.agents.evaluation import evaluate_tasks, task_env_factories
-from moerl.experiments.moe_dqn import DQNRunConfig, build_model, validate
+from moerl.rl.evaluation import evaluate_tasks, task_env_factories
+from moerl.rl.experiment import DQNRunConfig, build_model, validate
 
 RANDOM_RETURN = 22.0
 

@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from moerl.agents.masked_experts import MaskedExpertLearner
-from moerl.agents.vision_learners import load_learner
-from moerl.agents.vision_training import fit
-from moerl.data.vision_suites import build_suite
+from moerl.masked.learner import MaskedExpertLearner
+from moerl.masked.learners import load_learner
+from moerl.masked.suites import build_suite
+from moerl.masked.training import fit
 
 torch.set_num_threads(1)
 

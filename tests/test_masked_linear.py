@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moerl.nn.masked_linear import MaskedLinear
+from moerl.masked.nn.linear import MaskedLinear
 
 torch.set_num_threads(1)
 
@@ -101,7 +101,7 @@ def test_freeze_survives_state_dict_round_trip():
 
 
 def test_bad_arguments_raise_config_errors():
-    from moerl.errors import ConfigError
+    from moerl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="valid choices"):
         MaskedLinear(4, 4, mask="lux")

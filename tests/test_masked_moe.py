@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.masked_experts import MaskedExpertLearner
-from moerl.data.vision_suites import build_suite
+from moerl.masked.learner import MaskedExpertLearner
+from moerl.masked.suites import build_suite
 
 torch.set_num_threads(1)
 FAST = dict(batch_size=32, lr=3e-3, mask_lr=3e-3)
@@ -40,7 +40,7 @@ def test_add_expert_keeps_old_dataset_outputs_bitwise(digits_split, mask):
 
 
 def test_gate_widened_with_zero_row():
-    from moerl.nn.gates import GumbelGate
+    from moerl.masked.nn.gates import GumbelGate
 
     gate = GumbelGate(6, 2)
     old = gate.linear.weight.detach().clone()
@@ -51,7 +51,7 @@ def test_gate_widened_with_zero_row():
 
 
 def test_gate_is_argmax_at_eval():
-    from moerl.nn.gates import GumbelGate
+    from moerl.masked.nn.gates import GumbelGate
 
     gate = GumbelGate(4, 3).eval()
     f = torch.randn(10, 4)

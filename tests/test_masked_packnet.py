@@ -2,9 +2,9 @@
 
 import torch
 
-from moerl.agents.packnet import PackNetLearner
-from moerl.data.vision_suites import build_suite
-from moerl.nn.packnet import PackNet
+from moerl.masked.nn.packnet import PackNet
+from moerl.masked.packnet import PackNetLearner
+from moerl.masked.suites import build_suite
 
 torch.set_num_threads(1)
 

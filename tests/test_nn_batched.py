@@ -1,4 +1,4 @@
-"""S seeds at once (moerl.nn.batched): seed i of the batch is seed i's plain MoEQNetwork, exactly or to the
+"""S seeds at once (moerl.rl.nets.batched): seed i of the batch is seed i's plain MoEQNetwork, exactly or to the
 last bits of float32, for the forward, the record (balancing loss, metrics), gradients, Adam and clipping."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import itertools
 import pytest
 import torch
 
-from moerl.nn import ROUTED_ARCHS, ROUTERS, ForwardRecord, MoEQNetwork, QNetworkConfig, forward_metrics
-from moerl.nn.batched import BatchedQNetwork, clip_grad_norm_per_seed
-from moerl.seeding import seeded
+from moerl.core.seeding import seeded
+from moerl.nn import ROUTED_ARCHS, ROUTERS, ForwardRecord, forward_metrics
+from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
+from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig
 
 torch.set_num_threads(1)
 

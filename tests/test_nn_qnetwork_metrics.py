@@ -3,15 +3,9 @@
 import pytest
 import torch
 
-from moerl.nn import (
-    ARCHS,
-    ROUTERS,
-    ForwardRecord,
-    MoEQNetwork,
-    QNetworkConfig,
-    count_parameters,
-)
+from moerl.nn import ARCHS, ROUTERS, ForwardRecord
 from moerl.nn.metrics import dormant_fraction, dormant_scores, forward_metrics
+from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig, count_parameters
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from moerl.nn import ExpertMLP, ForwardRecord, MoEBlock, RouterConfig, build_router
-from moerl.nn.routers import SoftMoERouter, TopKRouter
+from moerl.nn.gating import SoftMoERouter, TopKRouter
 
 torch.set_num_threads(1)
 
@@ -150,14 +150,14 @@ def test_tokenised_block_concatenates_hidden_tokens():
 
 
 def test_bad_token_split_is_a_config_error():
-    from moerl.errors import ConfigError
+    from moerl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="3 equal tokens"):
         MoEBlock(8, 6, RouterConfig(experts=2), num_tokens=3)
 
 
 def test_router_config_validation_names_bad_values():
-    from moerl.errors import ConfigError
+    from moerl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown router 'softmo'.*did you mean 'softmoe'"):
         RouterConfig(router="softmo").validate()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from moerl.config import load_yaml
-from moerl.config_files import CONFIG_ROOT, resolve_config_file, shipped_configs
-from moerl.errors import ConfigError
+from moerl.core.config import load_yaml
+from moerl.core.config_files import CONFIG_ROOT, resolve_config_file, shipped_configs
+from moerl.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,16 +95,23 @@ FAMILY_RUNS = {
     "masked-experts": ["--config", "vision/quick", "--epochs", "1", "--set", "batch_size=64"],
 }
 
-_SKIP_WHEN_COPYING = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache", ".ruff_cache",
-    ".mypy_cache", ".import_linter_cache",
+_SKIP_ANYWHERE = shutil.ignore_patterns(
+    ".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache",
+    ".import_linter_cache",
 )
+#: Only at the top of the tree: ``runs/`` there is the user's results, ``moerl/runs/`` is a package.
+_SKIP_AT_TOP = {"build", "dist", "runs"}
+
+
+def _skip_when_copying(folder: str, names: list[str]) -> set[str]:
+    skipped = set(_SKIP_ANYWHERE(folder, names))
+    return skipped | (_SKIP_AT_TOP & set(names) if Path(folder).resolve() == REPO else set())
 
 
 def _build_wheel(out: Path) -> Path:
     """``pip wheel --no-deps`` on a copy of the source tree (a stale ``build/`` could leak into the wheel)."""
     src = out / "src"
-    shutil.copytree(REPO, src, ignore=_SKIP_WHEN_COPYING)
+    shutil.copytree(REPO, src, ignore=_skip_when_copying)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out / "dist"), str(src)]
     try:  # our setuptools is recent enough: build offline; else pip fetches setuptools>=68 (PyPI)
         if int(metadata.version("setuptools").split(".")[0]) >= 68:
@@ -145,7 +152,7 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_every_family_from_shipped_c
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(python), *args], cwd=work, env=env, capture_output=True, text=True)
 
-    where = run("-c", "import moerl, moerl.config_files as c; print(moerl.__file__); print(len(c.shipped_configs()))")
+    where = run("-c", "import moerl, moerl.core.config_files as c; print(moerl.__file__); print(len(c.shipped_configs()))")
     assert where.returncode == 0, where.stderr
     module_file, count = where.stdout.split()
     assert Path(module_file).resolve().is_relative_to(site.resolve())

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from moerl.experiments.provenance import (
+from moerl.runs.provenance import (
     RESULT_PACKAGES,
     read_stacks,
     source_commit,
     stack_record,
     stacks_markdown,
 )
-from moerl.experiments.rundir import RunDir, running
+from moerl.runs.rundir import RunDir, running
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -236,7 +236,7 @@ def test_a_report_directory_is_replaced_whole(tmp_path, capsys):
 def test_probability_of_improvement_equals_rliables():
     from rliable import metrics
 
-    from moerl.experiments.report_stats import prob_improvement
+    from moerl.rl.report.stats import prob_improvement
 
     rng = np.random.default_rng(0)
     for _ in range(100):
@@ -285,8 +285,8 @@ def test_the_new_files_leave_training_and_random_streams_untouched(tmp_path):
 
     import torch
 
-    from moerl.agents.batched_dqn import BatchedDQN
-    from moerl.experiments.batched_runs import suite_spec
+    from moerl.rl.batched_runs import suite_spec
+    from moerl.rl.engine.batched_dqn import BatchedDQN
 
     spec = suite_spec("moerl/CartPole-CRL-v0", {"block_steps": 200})
     a, b = (BatchedDQN(spec, [0, 1], {"arch": "big", "router": "softmoe", "hidden": 16}) for _ in range(2))

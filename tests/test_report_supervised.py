@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from moerl.cli import main
-from moerl.experiments import vision_grid
+from moerl.masked import grid as vision_grid
 
 torch.set_num_threads(1)
 ROUTING_FAST = ["--set", "samples_per_epoch=256", "--set", "channels=4", "--set", "hidden=8", "--no-progress"]
@@ -97,7 +97,7 @@ def test_report_folder_holds_the_routing_figures(runs, tmp_path):
 def test_the_paper_column_holds_table_2_for_the_env_algo_and_mode(tmp_path):
     """The paper's numbers sit beside a variant by (env, algo, mode): MNIST-MTL beside mnist-mtl, CIFAR-MTL
     (named as other data) beside fashion-5way-mtl, the recursive WPL row for mode=recursive, none else."""
-    from moerl.experiments.report_supervised import SupervisedRun, Variant, _paper_cell
+    from moerl.runs.supervised_report import SupervisedRun, Variant, _paper_cell
 
     def cell(env: str, algo: str, epochs: list[int], **extra) -> str:
         run = SupervisedRun(tmp_path, "routing", {"env": env, "algo": algo, **extra}, {})

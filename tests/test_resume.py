@@ -91,7 +91,7 @@ def test_a_run_that_dies_between_an_evaluation_and_the_next_checkpoint_resumes_w
     a task switch at 900. The run dies just before its checkpoint at 2,000, after the evaluation at 1,200
     drew the switch at 900 (behind the checkpoint at 1,000). Resumed from 1,000, the switch must be neither
     lost nor written twice, and the whole run equals one trained in a single learn call."""
-    from moerl.agents import dqn_checkpoint
+    from moerl.rl.sb3 import checkpoint as dqn_checkpoint
 
     swap = {"env_kwargs.block_steps=750": "env_kwargs.block_steps=900", "eval.freq=500": "eval.freq=400"}
     args = [swap.get(a, a) for a in ARGS]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.route_collisions import route_collisions
-from moerl.agents.routers import ReinforceRouter, TabularQRouter, Trace, WPLRouter, make_router
-from moerl.envs.routing_mdp import compute_returns
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
+from moerl.routing.collisions import route_collisions
+from moerl.routing.mdp import compute_returns
+from moerl.routing.policies import ReinforceRouter, TabularQRouter, Trace, WPLRouter, make_router
 
 torch.set_num_threads(1)
 

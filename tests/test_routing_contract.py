@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.route_collisions import collision_groups, route_collisions, task_routes
-from moerl.agents.routers import ROUTER_ALGOS, Trace, WPLRouter
-from moerl.agents.routing_config import ALGOS, BASELINES, ROUTERS, LearnerConfig
-from moerl.agents.routing_trainer import RoutingLearner
-from moerl.data.mtl import BUILDERS, DATASETS, build_digits_mtl
-from moerl.devices import resolve_device
-from moerl.envs.routing_mdp import RoutingMDPEnv, UsageStats, collaboration_rewards
-from moerl.errors import ConfigError
-from moerl.experiments.families import TrainRequest
-from moerl.experiments.routing import FAMILY, RoutingConfig, resolve_config
-from moerl.nn.mtl_baselines import BASELINES as BASELINE_CLASSES
+from moerl.core.devices import resolve_device
+from moerl.core.errors import ConfigError
+from moerl.routing.baselines import BASELINES as BASELINE_CLASSES
+from moerl.routing.collisions import collision_groups, route_collisions, task_routes
+from moerl.routing.config import ALGOS, BASELINES, ROUTERS, LearnerConfig
+from moerl.routing.data import BUILDERS, DATASETS, build_digits_mtl
+from moerl.routing.experiment import FAMILY, RoutingConfig, resolve_config
+from moerl.routing.mdp import RoutingMDPEnv, UsageStats, collaboration_rewards
+from moerl.routing.policies import ROUTER_ALGOS, Trace, WPLRouter
+from moerl.routing.trainer import RoutingLearner
+from moerl.runs.kinds import TrainRequest
 
 torch.set_num_threads(1)
 TINY = {"hidden": 8, "channels": 4, "samples_per_epoch": 192, "device": "cpu"}
@@ -79,7 +79,7 @@ def test_learners_do_not_depend_on_build_or_training_order(digits, algo):
 def test_routers_never_touch_the_global_torch_generator():
     state = torch.get_rng_state()
     for algo in ROUTER_ALGOS:
-        from moerl.agents.routers import make_router
+        from moerl.routing.policies import make_router
 
         r = make_router(algo, 2, [3, 3], [4, 4], seed=3)
         v, t = torch.ones(5, 4), torch.tensor([0, 1, 0, 1, 1])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moerl.data.mtl import FASHION_GROUPS, build_digits_mtl, build_one_vs_rest_from_images, one_vs_rest
-from moerl.errors import DataNotFoundError
+from moerl.core.errors import DataNotFoundError
+from moerl.routing.data import FASHION_GROUPS, build_digits_mtl, build_one_vs_rest_from_images, one_vs_rest
 
 
 def test_one_vs_rest_recipe_sizes_and_balance():
@@ -50,7 +50,7 @@ def _fashion_or_skip(builder):
 
 def test_fashion_5way_labels_are_indices_within_group():
     from moerl.data import sources
-    from moerl.data.mtl import build_fashion_5way_mtl
+    from moerl.routing.data import build_fashion_5way_mtl
 
     ds = _fashion_or_skip(lambda: build_fashion_5way_mtl(train_per_class=100))
     src = np.concatenate([sources.load_fashion_mnist("train").labels, sources.load_fashion_mnist("test").labels])
@@ -63,7 +63,7 @@ def test_fashion_5way_labels_are_indices_within_group():
 
 
 def test_fashion_mtl_full_scale_recipe():
-    from moerl.data.mtl import build_fashion_mtl
+    from moerl.routing.data import build_fashion_mtl
 
     ds = _fashion_or_skip(build_fashion_mtl)
     assert len(ds.train) == 100_000 and len(ds.test) == 2000

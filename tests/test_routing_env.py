@@ -9,11 +9,11 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import moerl  # noqa: F401  (registers moerl/RoutingMDP-v0)
-from moerl.agents.routers import WPLRouter
-from moerl.agents.routing_trainer import RoutingLearner
-from moerl.data.mtl import build_digits_mtl
-from moerl.envs.registration import ROUTING_MDP_ID as ENV_ID
-from moerl.envs.routing_mdp import RoutingMDPEnv
+from moerl.routing.data import build_digits_mtl
+from moerl.routing.mdp import RoutingMDPEnv
+from moerl.routing.policies import WPLRouter
+from moerl.routing.registration import ROUTING_MDP_ID as ENV_ID
+from moerl.routing.trainer import RoutingLearner
 
 torch.set_num_threads(1)
 

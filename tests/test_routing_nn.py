@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moerl.nn.mtl_baselines import BASELINES, TaskSpecific1FC, TaskSpecificAllFC, make_baseline
-from moerl.nn.routing import RoutedConvNet, RoutedFC
+from moerl.routing.baselines import BASELINES, TaskSpecific1FC, TaskSpecificAllFC, make_baseline
+from moerl.routing.nets import RoutedConvNet, RoutedFC
 
 torch.set_num_threads(1)
 

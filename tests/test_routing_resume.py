@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.routing_config import ALGOS
-from moerl.agents.routing_trainer import RoutingLearner
 from moerl.cli import main
-from moerl.data.mtl import build_digits_mtl
+from moerl.routing.config import ALGOS
+from moerl.routing.data import build_digits_mtl
+from moerl.routing.trainer import RoutingLearner
 from tests.conftest import read_tb_scalars
 
 torch.set_num_threads(1)
@@ -164,7 +164,7 @@ def test_sigterm_at_the_end_of_training_still_leaves_a_checkpoint(reference, tmp
     resuming it gives the reference."""
     import os
 
-    from moerl.experiments import routing
+    from moerl.routing import experiment as routing
 
     last = int(ARGS[ARGS.index("--epochs") + 1])
     if where == "last epoch":

@@ -67,7 +67,7 @@ def test_runs_that_differ_in_any_setting_get_different_readable_names(study):
 
 
 def test_train_and_sweep_name_the_same_config_alike(study, tmp_path):
-    from moerl.experiments.sweep_spec import load_sweep
+    from moerl.runs.sweep.spec import load_sweep
 
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({

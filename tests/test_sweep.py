@@ -15,11 +15,11 @@ import gymnasium as gym
 import pytest
 import yaml
 
-from moerl.checkpoint_store import checkpoint_step
 from moerl.cli import main
-from moerl.envs.registration import resolve_env_id
-from moerl.experiments.rundir import _pid_alive
-from moerl.experiments.sweep_spec import load_sweep
+from moerl.core.checkpoint_store import checkpoint_step
+from moerl.rl.envs.registration import resolve_env_id
+from moerl.runs.rundir import _pid_alive
+from moerl.runs.sweep.spec import load_sweep
 
 TINY = {"timesteps": 400, "eval.freq": 200, "eval.episodes": 1, "eval.final_episodes": 1,
         "dqn.learning_starts": 100, "dqn.batch_size": 16, "network.hidden": 8}

@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-from moerl.agents.tb_layout import SCHEDULE_RETURNS_TAG, SCHEDULE_TAG, TaskSchedule
 from moerl.cli import main
+from moerl.rl.tb_layout import SCHEDULE_RETURNS_TAG, SCHEDULE_TAG, TaskSchedule
 
 TASKS = ["cartpole-default", "cartpole-longheavy", "cartpole-lowgrav", "cartpole-mirror"]
 TINY = ["--env", "cartpole-crl", "--timesteps", "600", "--seeds", "0", "--set", "env_kwargs.block_steps=150",

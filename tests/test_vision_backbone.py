@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from moerl.errors import ConfigError
-from moerl.nn.backbones import build_backbone
-from moerl.nn.resnet import ResNet18
+from moerl.core.errors import ConfigError
+from moerl.masked.nn.backbones import build_backbone
+from moerl.masked.nn.resnet import ResNet18
 
 torch.set_num_threads(1)
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from moerl.agents.vision_config import MaskedExpertsConfig
-from moerl.agents.vision_learners import make_learner
 from moerl.cli import main
-from moerl.data.vision_suites import build_suite
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
+from moerl.masked.config import MaskedExpertsConfig
+from moerl.masked.learners import make_learner
+from moerl.masked.suites import build_suite
 from tests.conftest import read_tb_scalars
 
 torch.set_num_threads(1)

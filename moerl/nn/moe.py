@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from moerl.nn.experts import ExpertMLP
+from moerl.nn.gating import RouterConfig, build_router
 from moerl.nn.record import ForwardRecord
-from moerl.nn.routers import RouterConfig, build_router
 
 
 class MoEBlock(nn.Module):
@@ -40,7 +40,7 @@ class MoEBlock(nn.Module):
         name: str = "moe",
     ):
         super().__init__()
-        from moerl.errors import ConfigError
+        from moerl.core.errors import ConfigError
 
         if num_tokens < 1 or in_features % num_tokens:
             raise ConfigError(

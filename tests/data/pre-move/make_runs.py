@@ -1,8 +1,8 @@
 """Runs written by moerl before the layout moved (commit 20df4b1): finished and interrupted, both engines."""
-import sys
-from moerl.cli import main
 from moerl.agents import dqn_checkpoint
 from moerl.experiments import batched_runs
+
+from moerl.cli import main
 
 ARGS = ["--env", "cartpole-crl", "--arch", "big", "--router", "softmoe", "--timesteps", "1200",
         "--set", "network.hidden=8", "--set", "checkpoint.every=400", "--set", "eval.freq=400",

@@ -1,1 +1,0 @@
-"""User-facing experiment plumbing: run directories, the trainer families behind ``moerl train``."""

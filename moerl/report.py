@@ -1,0 +1,96 @@
+"""``moerl report RUN_DIR...``: one report over runs of every research line.
+
+The RL line's tables, studies and claims (:mod:`moerl.rl.report`), the supervised lines' summary
+(:mod:`moerl.runs.supervised_report`) and the routing figures (:mod:`moerl.routing.figures`) are put
+together here, above the lines, so that no line imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from moerl.rl.report.data import group_runs, load_runs
+from moerl.rl.report.study import build_studies
+from moerl.rl.report.summary import markdown_table, study_markdown, summary_table, with_dormant
+from moerl.runs import supervised_report as report_supervised
+from moerl.runs.outputs import REPORT_FILE, check_output_dir, check_output_path
+from moerl.runs.provenance import stacks_markdown
+
+
+def _is_file_target(out: str) -> bool:
+    """``--out FILE.md`` (or an existing file) writes the Markdown alone, as before figures existed."""
+    path = Path(out)
+    return path.suffix.lower() == ".md" or path.is_file()
+
+
+def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The Markdown report over ``paths`` and the skipped paths with their reasons.
+
+    ``out``: ``DIR`` writes ``DIR/report.md`` and the figures (``DIR/*.png``), built in a temporary folder
+    beside it and renamed, so a failure leaves nothing half-written; ``FILE.md`` writes the Markdown alone.
+    Without ``out`` (or with ``FILE.md``) the report has no figures, and says how to get them.
+    """
+    file_target = check_output_path(out) if out and _is_file_target(out) else None
+    dir_target = check_output_dir(out) if out and file_target is None else None
+    supervised, sup_skipped = report_supervised.load_supervised(paths)
+    runs, skipped = load_runs(paths, required=not supervised)
+    taken = {str(r.path.resolve()) for r in supervised}
+    skipped = [(p, why) for p, why in skipped if str(Path(p).resolve()) not in taken] + sup_skipped
+    stacks, warning = stacks_markdown([run.path for run in runs] + [run.path for run in supervised])
+    if not runs:  # masked-expert and routing runs only
+        text = (warning + "\n\n" if warning else "") + report_supervised.markdown(supervised) + "\n\n" + stacks
+        if dir_target is not None:
+            _write_dir([], dir_target, text, studies_section=False, supervised=supervised)
+        elif file_target is not None:
+            _write_file(file_target, text)
+        return text, skipped
+    results = [with_dormant(run) for run in runs]
+    text = (warning + "\n\n" if warning else "") + markdown_table(results) + "\n\n" + summary_table(results)
+    if supervised:
+        text += "\n\n" + report_supervised.markdown(supervised)
+    text += "\n\n" + stacks
+    studies = build_studies(group_runs(runs))
+    if dir_target is None:
+        text += "\n\n" + study_markdown(studies, None)
+        if file_target is not None:
+            _write_file(file_target, text)
+        return text, skipped
+    text += "\n\n" + _write_dir(studies, dir_target, text, supervised=supervised)
+    return text, skipped
+
+
+def _write_file(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(target)
+
+
+def _write_dir(studies: list[Any], target: Path, head: str, studies_section: bool = True,
+               supervised: list[Any] | None = None) -> str:
+    """``target/report.md`` and its figures: the MoE DQN studies' and, for routing runs among
+    ``supervised``, the learning curves and routing maps (:mod:`moerl.routing.figures`)."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        body = study_markdown(studies, tmp) if studies_section else ""
+        if supervised:
+            from moerl.routing.figures import routing_figures
+            from moerl.runs.supervised_report import group_variants
+
+            figures = routing_figures(group_variants(supervised), tmp)
+            if figures:
+                body += "\n\n## Routing figures\n\n" + "\n".join(figures)
+        (tmp / REPORT_FILE).write_text((head + "\n\n" + body).rstrip() + "\n")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return body

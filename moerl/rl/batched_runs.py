@@ -1,0 +1,448 @@
+"""``moerl train --seeds 0-9 --engine batched``: many seeds of one MoE-DQN config, trained together.
+
+Why a module beside :mod:`moerl.rl.experiment`: the batched engine
+(:class:`~moerl.rl.engine.batched_dqn.BatchedDQN`) trains S seeds in one process, but its results must
+land exactly where and as the SB3 path's do, one run directory per seed, so that ``moerl eval``,
+``moerl report`` and everything downstream cannot tell the engines apart:
+
+* ``config.yaml`` (the run's config with its own ``seed`` and ``engine: batched``), ``status.json``;
+* ``eval.csv``: greedy per-task evaluation every ``eval.freq`` steps, at the start and at the end (rows:
+  step, task, mean_return, std_return, normalized, episodes), the SB3 path's columns;
+* ``eval_usage.csv`` (networks with a router): per evaluation, task, layer and expert, the mean router usage
+  on that task's evaluation observations; ``metrics.csv``: the ``moe/*`` scalars (step, key, value), as the
+  SB3 path writes them (:mod:`moerl.rl.sb3.callbacks`);
+* TensorBoard: ``eval/return/<task>``, ``eval/normalized/<task>``, ``eval/normalized_mean``,
+  ``eval_usage/<task>/<layer>/expert<e>``, ``train/loss``, ``train/aux_loss``, ``train/return/<task>``
+  (training episodes) and ``moe/*``, with the SB3 path's custom-scalars layout and task-schedule series
+  (:mod:`moerl.rl.tb_layout`);
+* ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
+* ``results.json`` (final evaluation over ``eval.final_episodes``, continual metrics) and ``schedule.json``.
+
+Checkpoints, signals and ``--resume`` work for a batch as for one run (see :class:`_Batch`). MoE metrics
+(``moe/dormant/...``, ``moe/router/...``) are measured every ``logging.metrics_interval`` env steps on a
+training minibatch, as on the SB3 path, and written at the next evaluation with the step they were taken at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moerl.core.config import to_dict
+from moerl.core.errors import ConfigError
+from moerl.runs.console import Console
+
+#: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
+PROGRESS_STEPS = 1000
+#: Gymnasium ids the batched engine reproduces, as one-task suites without a task one-hot.
+_PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-default"}
+
+
+def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
+    """The :class:`~moerl.rl.envs.suite.TaskSuiteEnv` the batched engine reproduces for ``env_id``."""
+    import gymnasium as gym
+
+    from moerl.rl.envs.suite import TaskSuiteEnv
+
+    if env_id in _PLAIN_IDS:
+        if env_kwargs:
+            raise ConfigError(f"env_kwargs do not apply to '{env_id}' with the batched engine")
+        return TaskSuiteEnv([_PLAIN_IDS[env_id]], "mtrl", task_onehot=False)
+    if not env_id.startswith("moerl/") or "RoutingMDP" in env_id:
+        raise ConfigError(f"the batched engine runs moerl's task suites, CartPole-v1 and MountainCar-v0, "
+                          f"not '{env_id}'; use --engine sb3")
+    kwargs = dict(env_kwargs)
+    if fixed_task is not None:
+        kwargs["fixed_task"] = fixed_task
+    env = gym.make(env_id, **kwargs).unwrapped
+    assert isinstance(env, TaskSuiteEnv)
+    return env
+
+
+def resolve_engine(config: Any, num_seeds: int) -> str:
+    """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
+    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
+    if config.engine != "auto":
+        return config.engine
+    if num_seeds < 2:
+        return "sb3"
+    from moerl.rl.config import resolve_env
+
+    try:
+        suite_spec(resolve_env(config.env), config.env_kwargs)
+    except ConfigError:
+        return "sb3"
+    return "batched"
+
+
+def check_batch_size(config: Any, num_seeds: int, obs_dim: int, capacity: int) -> None:
+    """Refuse S replay buffers that cannot fit in memory (the estimate in the message)."""
+    from moerl.rl.config import MEMORY_FRACTION, _machine_bytes
+
+    need = num_seeds * capacity * (2 * obs_dim * 4 + 16)
+    limit = int(_machine_bytes() * MEMORY_FRACTION)
+    if need > limit:
+        raise ConfigError(f"{num_seeds} seeds x a replay buffer of {capacity:,} need about {need / 2**30:.1f} GiB; "
+                          f"this machine allows {limit / 2**30:.1f} GiB; run fewer seeds at once")
+
+
+class _SeedRun:
+    """One seed's run directory while the batch trains: TensorBoard writer and evaluation rows."""
+
+    def __init__(self, run: Any, seed: int, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run, self.seed = run, seed
+        self.writer = SummaryWriter(str(run.tb_dir), purge_step=purge_step)
+        self.rows: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+
+
+#: Checkpoint file of a batch, in its first seed's run directory (see :class:`_Batch`).
+CHECKPOINT_FILE = "batch.pt"
+
+
+class _Batch:
+    """The training loop of a batch of seeds: evaluations, checkpoints, a clean stop on SIGINT / SIGTERM.
+
+    The batch's checkpoint (every ``checkpoint.every`` env steps and on the first signal) lives in the first
+    seed's run directory (the *leader*); every member's ``status.json`` names the leader and the members, so
+    ``moerl train --resume`` on any of them continues the whole batch. A resumed batch gives the same files
+    as an uninterrupted one (tested), TensorBoard included (events after the checkpoint's last evaluation are
+    purged and written again).
+    """
+
+    def __init__(self, config: Any, seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
+        import torch
+
+        from moerl.rl.config import engine_device, resolve_env
+        from moerl.rl.engine.batched_dqn import BatchedDQN
+        from moerl.rl.tb_layout import TaskSchedule, return_scale
+
+        self.config, self.seeds, self.runs = config, seeds, runs
+        self.env_id = resolve_env(config.env)
+        self.spec = suite_spec(self.env_id, config.env_kwargs)
+        plain = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+        # Every task evaluated in one batch (BatchedDQN.evaluate's ``tasks``); a plain env is its own task.
+        self.eval_suite = self.spec if self.env_id in _PLAIN_IDS else suite_spec(self.env_id, plain)
+        self.eval_names = list(self.spec.task_names)
+        # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
+        self.bounds = {} if self.env_id in _PLAIN_IDS else {
+            name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
+        self.schedule = (TaskSchedule(self.spec.schedule(), self.spec.task_names, return_scale(self.bounds))
+                         if self.bounds else None)  # the task-schedule series on the TensorBoard charts
+        torch.set_num_threads(1)
+        self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config),
+                                metrics_interval=config.logging.metrics_interval)
+        self.last_eval = -1
+        self.seconds = 0.0
+        self.view: Any = None  # the console's progress view (set by train)
+        self.results: list[dict[str, Any]] = []
+        purge = None
+        if resume is not None:
+            self.agent.load_state_dict(resume["agent"])
+            self.last_eval, self.seconds = int(resume["last_eval"]), float(resume["seconds"])
+            # Every TensorBoard event of a batch is written at an evaluation, with a step in (previous
+            # evaluation, this one] (the schedule's jumps and the MoE metrics lie behind it): so the events
+            # to drop are all those after the checkpoint's last evaluation, not only those after its step.
+            purge = self.last_eval + 1
+        self.seed_runs = [_SeedRun(run, seed, purge) for run, seed in zip(runs, seeds, strict=True)] if runs else []
+        if resume is not None:
+            # A checkpoint from before eval_usage.csv and metrics.csv existed has no such rows: they start anew.
+            n = len(self.seed_runs)
+            for sr, rows, usage, metrics in zip(self.seed_runs, resume["rows"], resume.get("usage", [[]] * n),
+                                                resume.get("metrics", [[]] * n), strict=True):
+                sr.rows, sr.usage, sr.metrics = rows, usage, metrics
+                _write_eval_csv(sr)
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def evaluate_tasks(self, episodes: int, seed: int, usage: dict[str, dict[str, np.ndarray]] | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Greedy returns ``{task: (S, episodes)}`` of every task, all in one batch; ``usage`` (when given) is
+        filled with ``{task: {layer: (S, E)}}``."""
+        layers: dict[str, np.ndarray] | None = None if usage is None else {}
+        returns = self.agent.evaluate(self.eval_suite, episodes, seed, usage=layers,
+                                      tasks=list(range(len(self.eval_names))))  # (S, tasks, episodes)
+        if usage is not None and layers is not None:
+            usage.update({name: {layer: u[:, k] for layer, u in layers.items()}
+                          for k, name in enumerate(self.eval_names)})
+        return {name: returns[:, k] for k, name in enumerate(self.eval_names)}
+
+    def evaluate(self, step: int, episodes: int) -> None:
+        """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
+        from moerl.rl.envs.attributes import normalized_return
+        from moerl.rl.sb3.callbacks import usage_rows
+        from moerl.rl.tb_layout import layout, usage_layers, write_schedule
+
+        config, agent = self.config, self.agent
+        usage: dict[str, dict[str, np.ndarray]] = {}
+        out = self.evaluate_tasks(episodes, config.seed + 10_000 + step, usage)
+        log = agent.pop_log()
+        previous, self.last_eval = self.last_eval, step
+        if self.view is not None:
+            self.view.popped()
+            self.view.evaluated(step, out, self.bounds, log.metrics)
+            self.view.show(step)
+        for i, sr in enumerate(self.seed_runs):
+            norms = []
+            for name, returns in out.items():
+                mean = float(returns[i].mean())
+                norm = normalized_return(mean, self.bounds[name]) if name in self.bounds else None
+                sr.rows.append({"step": step, "task": name, "mean_return": mean,
+                                "std_return": float(returns[i].std()), "normalized": norm, "episodes": episodes})
+                sr.writer.add_scalar(f"eval/return/{name}", mean, step)
+                if norm is not None:
+                    sr.writer.add_scalar(f"eval/normalized/{name}", norm, step)
+                    norms.append(norm)
+            if norms:
+                sr.writer.add_scalar("eval/normalized_mean", float(np.mean(norms)), step)
+            if log.td_loss:
+                sr.writer.add_scalar("train/loss", float(np.mean([t[i] for t in log.td_loss])), step)
+            if log.aux_loss:
+                sr.writer.add_scalar("train/aux_loss", float(np.mean([a[i] for a in log.aux_loss])), step)
+            per_task: dict[int, list[float]] = {}
+            for _, done, task, ret, _length in log.episodes:
+                if done[i]:
+                    per_task.setdefault(int(task[i]), []).append(float(ret[i]))
+            for t, rets in per_task.items():
+                sr.writer.add_scalar(f"train/return/{self.spec.task_names[t]}", float(np.mean(rets)), step)
+            for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
+                for key, values in metrics.items():
+                    sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
+                    sr.metrics.append({"step": at, "key": f"moe/{key}", "value": float(values[i])})
+            usage_tags: list[str] = []
+            for name, layers in usage.items():
+                rows = usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
+                                               for layer, per_seed in layers.items() for e, u in enumerate(per_seed[i])})
+                for row in rows:  # the SB3 path's eval_usage/* tags
+                    usage_tags.append(f"eval_usage/{name}/{row['layer']}/expert{row['expert']}")
+                    sr.writer.add_scalar(usage_tags[-1], row["usage"], step)
+                sr.usage.extend(rows)
+            if previous < 0:  # the custom-scalars layout once, at the run's first evaluation
+                sr.writer.add_custom_scalars(layout(list(out), usage_layers(usage_tags), bool(self.bounds)))
+            if self.schedule is not None:
+                write_schedule(sr.writer, self.schedule, previous, step)
+            sr.writer.flush()
+            _write_eval_csv(sr)
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint(self, started: float) -> None:
+        import torch
+
+        from moerl.core.checkpoint_store import write_checkpoint
+
+        state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
+                 "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
+                 "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
+        write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
+                         lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self, console: Console) -> None:
+        from moerl.rl.console import BatchProgress
+        from moerl.runs.rundir import stop_on_signals
+
+        config, agent = self.config, self.agent
+        total = config.timesteps
+        started = time.perf_counter()
+        label = (f"{config.env} {config.network.arch}" + (f"/{config.network.router}" if config.network.uses_moe
+                                                          else "") + f" {len(self.seeds)} seeds")
+        self.view = BatchProgress(console, total, label, self.spec.task_names, len(self.seeds), self.spec.schedule(),
+                                  self.spec.block_steps)
+        console.start(label, total, "step", initial=agent.num_timesteps)
+        if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
+            self.evaluate(0, config.eval.episodes)
+        # PROGRESS_STEPS only splits learn() for the view: a run learned in any chunks is the same run (tested)
+        every = [f for f in (config.eval.freq, _checkpoint_steps(config), PROGRESS_STEPS) if f]
+        try:
+            with stop_on_signals(lambda name: agent.request_stop()) as signals:
+                while agent.num_timesteps < total and not agent.stopped:
+                    target = min([total, *((agent.num_timesteps // f + 1) * f for f in every)])
+                    agent.learn(target, schedule_timesteps=total)
+                    self.view.episodes(agent.log.episodes)
+                    self.view.show(agent.num_timesteps)
+                    if agent.stopped:
+                        break
+                    n = agent.num_timesteps
+                    if config.eval.freq and n % config.eval.freq == 0:
+                        self.evaluate(n, config.eval.episodes)
+                    if n < total and _checkpoint_steps(config) and n % _checkpoint_steps(config) == 0:
+                        self.checkpoint(started)
+                if agent.stopped:
+                    for sr in self.seed_runs:
+                        sr.writer.flush()
+                    self.checkpoint(started)
+                signals.raise_if_stopped()
+        finally:
+            console.close()
+        if self.last_eval != agent.num_timesteps:
+            self.evaluate(agent.num_timesteps, config.eval.episodes)
+        self.seconds += time.perf_counter() - started
+        console.say(f"final evaluation: {config.eval.final_episodes} greedy episodes per task and seed ...")
+        final = self.evaluate_tasks(config.eval.final_episodes, config.seed + 20_000)
+        for i, sr in enumerate(self.seed_runs):
+            sr.writer.close()
+            self.results.append(_finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds,
+                                             self.seconds, len(self.seeds)))
+
+    def summary(self, console: Console) -> None:
+        """The closing table of the batch (median over seeds; see :mod:`moerl.rl.console`)."""
+        from moerl.rl.console import last_eval_returns, summary_lines
+
+        last = [last_eval_returns(sr.rows) for sr in self.seed_runs]
+        console.summary(summary_lines(self.results, [r for _, r in last], last[0][0], self.config.eval.episodes))
+
+
+def _checkpoint_steps(config: Any) -> int:
+    """Env steps between batch checkpoints (0: none), a multiple of ``train_freq`` as on the SB3 path."""
+    every, freq = config.checkpoint.every, config.dqn.train_freq
+    return max(freq, (every // freq) * freq) if every else 0
+
+
+def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
+    return {"leader": runs[0].path.name, "members": [r.path.name for r in runs], "seeds": seeds}
+
+
+def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, console: Console) -> list[Path]:
+    """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
+    from moerl.core.checkpoint_store import remove_checkpoints
+    from moerl.rl.config import default_timesteps, engine_device, resolve_env, run_label
+    from moerl.rl.sb3.moe_dqn import default_buffer_size
+    from moerl.runs.rundir import RunDir, running_many
+
+    spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+    base = run_name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
+    if config.timesteps is None:
+        config.timesteps = default_timesteps(config)
+    capacity = config.dqn.buffer_size or default_buffer_size(spec)
+    config.dqn.buffer_size = capacity
+    check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
+    from moerl.runs.rundir import check_run_name
+
+    check_run_name(f"{base}_s{max(seeds)}")
+    runs: list[Any] = []
+    batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
+    runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
+    batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
+    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(config))):
+        for run, seed in zip(runs, seeds, strict=True):
+            run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
+            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
+        batch.train(console)
+    remove_checkpoints(runs[0].path)
+    batch.summary(console)
+    return [r.path for r in runs]
+
+
+def resume_seeds(request: Any) -> list[Path]:
+    """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint."""
+    import torch
+
+    from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints
+    from moerl.core.config import from_dict
+    from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device
+    from moerl.runs.kinds import check_resume_request
+    from moerl.runs.rundir import RunDir, run_state, running_many
+
+    check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
+    member = RunDir(request.resume)
+    info = member.read_status().get("batch") or {}
+    leader, step = RunDir.open_resumable(member.path.parent / str(info.get("leader", "")), "moe-dqn")
+    runs = [RunDir(member.path.parent / name) for name in info["members"]]
+    for run in runs:
+        state = run_state(run.read_status())
+        if state in ("running", "finished"):
+            raise ConfigError(f"'{run.path}' (a member of this batch) is {state}; the batch cannot resume")
+    seeds = [int(s) for s in info["seeds"]]
+    config = from_dict(DQNRunConfig, leader.read_config())
+    config.seed = int(member.read_status().get("batch_seed", 0))
+    config = apply_resume_flags(config, request.timesteps, request.device, step)
+    state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
+    with running_many(runs, "moe-dqn", seeds, str(engine_device(config))):
+        for run, seed in zip(runs, seeds, strict=True):
+            run.write_status("running", resumed_from=step)
+            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
+        batch = _Batch(config, seeds, runs, resume=state)
+        console = request.console()
+        batch.train(console)
+    remove_checkpoints(leader.path)
+    batch.summary(console)
+    return [r.path for r in runs]
+
+
+def _write_eval_csv(sr: _SeedRun) -> None:
+    """``eval.csv``, ``eval_usage.csv`` (when the network has a router) and ``metrics.csv`` of one seed, whole."""
+    from moerl.rl.sb3.callbacks import EVAL_FIELDS, METRIC_FIELDS, USAGE_FIELDS
+
+    sr.run.write_text("eval.csv", _csv_text(EVAL_FIELDS, sr.rows))
+    if sr.usage or (sr.run.path / "eval_usage.csv").exists():
+        sr.run.write_text("eval_usage.csv", _csv_text(USAGE_FIELDS, sr.usage))
+    if sr.metrics or (sr.run.path / "metrics.csv").exists():
+        sr.run.write_text("metrics.csv", _csv_text(METRIC_FIELDS, sr.metrics))
+
+
+def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return table.getvalue()
+
+
+def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_id: str,
+                 final: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]], seconds: float,
+                 num_seeds: int) -> dict[str, Any]:
+    """Write seed ``i``'s model (an SB3 zip), results.json and schedule.json."""
+    from moerl.rl.config import reference_rows
+    from moerl.rl.continual import continual_metrics
+    from moerl.rl.envs.attributes import normalized_return
+    from moerl.rl.nets.qnetwork import count_parameters
+    from moerl.rl.sb3.moe_dqn import MoEDQN
+
+    model = MoEDQN("MoEPolicy", spec, policy_kwargs={"network": to_dict(config.network)}, seed=sr.seed,
+                   device="cpu", **_dqn_kwargs(config))
+    state = agent.q_net.state_dict_of(i)
+    model.policy.q_net.q_net.load_state_dict(state)
+    model.policy.q_net_target.q_net.load_state_dict(agent.q_net_target.state_dict_of(i))
+    model.num_timesteps = agent.num_timesteps
+    sr.run.save_atomic("model.zip", model.save)
+    schedule = spec.schedule()
+    sr.run.write_json("schedule.json", {"schedule": schedule, "block_steps": spec.block_steps})
+    final_eval = {}
+    for name, returns in final.items():
+        mean = float(returns[i].mean())
+        final_eval[name] = {"mean_return": mean, "std_return": float(returns[i].std()),
+                            "normalized": normalized_return(mean, bounds[name]) if name in bounds else None,
+                            "episodes": int(returns.shape[1])}
+    reference = reference_rows(config.eval.reference_runs)
+    rows = [{k: str(v) for k, v in r.items()} for r in sr.rows]
+    results = {
+        "env": config.env, "env_id": env_id, "arch": config.network.arch,
+        "router": config.network.router if config.network.uses_moe else None, "seed": sr.seed,
+        "timesteps": config.timesteps, "engine": "batched", "seeds_in_batch": num_seeds,
+        "train_seconds": round(seconds, 2),
+        "steps_per_second": round(config.timesteps * num_seeds / seconds, 1) if seconds > 0 else None,
+        "parameters": count_parameters(model.policy.q_net.q_net),
+        "final_eval": final_eval,
+        "continual": continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None,
+    }
+    sr.run.write_json("results.json", results)
+    return results
+
+
+def _dqn_kwargs(config: Any) -> dict[str, Any]:
+    """MoEDQN's arguments from the ``dqn:`` section (the saved zip records the run's hyper-parameters)."""
+    d = dataclasses.asdict(config.dqn)
+    return {k: v for k, v in d.items() if k in ("learning_rate", "buffer_size", "batch_size", "learning_starts",
+                                                 "train_freq", "gradient_steps", "target_update_interval", "gamma",
+                                                 "exploration_fraction", "exploration_initial_eps",
+                                                 "exploration_final_eps", "max_grad_norm")}

@@ -1,0 +1,354 @@
+"""Config of the ``moe-dqn`` family: plain, typed data, validated before anything is built.
+
+One schema for the CLI, YAML files and the Python API: the ``network:`` section is
+:class:`moerl.rl.sb3.policy.MoENetworkConfig` (what ``MoEDQN(policy_kwargs={"network": ...})`` takes),
+the ``dqn:`` section is :class:`moerl.rl.sb3.moe_dqn.DQNHyperParams` (whose defaults are ``MoEDQN``'s own).
+CLI flags are aliases of schema keys (:data:`FLAGS`), also accepted as flat keys in files and ``--set``.
+
+Precedence: schema defaults < ``--config`` YAML < CLI flags < ``--set key=value``. Every value is checked
+here (unknown keys, wrong types, impossible numbers, unknown env/arch/router/device, settings that would
+not take effect), so a bad run never creates a run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moerl.core.config import resolve
+from moerl.core.devices import check_device
+from moerl.core.errors import ConfigError, check_positive
+from moerl.core.registry import Registry
+from moerl.core.seeding import check_seed
+from moerl.nn.choices import ROUTED_ARCHS
+from moerl.rl.sb3.moe_dqn import LOSSES, DQNHyperParams
+from moerl.rl.sb3.policy import MoENetworkConfig
+
+FAMILY_NAME = "moe-dqn"
+ENGINES = Registry("engine", {
+    "auto": "batched for two or more --seeds of an env the batched engine runs, else sb3 (default)",
+    "sb3": "Stable-Baselines3's DQN, one seed at a time (the reference)",
+    "batched": "moerl's batched engine: every seed of --seeds in one process, as a batch dimension",
+})
+
+#: CLI flag (TrainRequest field) -> config key. A flag not listed here is refused for this family.
+FLAGS: Mapping[str, str] = {
+    "env": "env",
+    "arch": "network.arch",
+    "router": "network.router",
+    "experts": "network.experts",
+    "topk": "network.topk",
+    "timesteps": "timesteps",
+    "seed": "seed",
+    "device": "device",
+    "engine": "engine",
+}
+
+#: Network keys that only some routers read: giving one for another router would be silently ignored.
+ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "network.topk": ("topk",),
+    "network.noise_std": ("topk",),
+    "network.balance_loss": ("topk",),
+    "network.slots_per_expert": ("softmoe",),
+    "network.normalize": ("softmoe",),
+}
+
+
+@dataclass
+class EvalSection:
+    #: Evaluate every task greedily every ``freq`` env steps (0: only at start and end). 1,000 gives the
+    #: suites' default budgets 41-121 points per curve; all tasks are evaluated in one batch, so this costs
+    #: about 8% of the training time on the SB3 path (docs/moe-dqn.md, "Evaluation cost").
+    freq: int = 1000
+    episodes: int = 5
+    final_episodes: int = 10
+    #: task name -> run directory of a single-task reference run (for forward transfer).
+    reference_runs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoggingSection:
+    #: Env steps between MoE metric computations (dormant neurons, router usage).
+    metrics_interval: int = 1000
+    #: Episodes between SB3 log dumps.
+    log_interval: int = 4
+
+
+@dataclass
+class CheckpointSection:
+    #: Env steps between checkpoints (model, optimiser, replay, env, random states), rounded down to a
+    #: multiple of ``dqn.train_freq``; 0: none (a killed run then starts over). At ~600-1,500 steps/s, 10k
+    #: steps lose at most 10-20 s of training.
+    every: int = 10_000
+
+
+@dataclass
+class DQNRunConfig:
+    family: str = FAMILY_NAME
+    env: str = "CartPole-v1"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: None = the suite's scheduled budget (CRL), 50k (CartPole) or 100k (other ids).
+    timesteps: int | None = None
+    seed: int = 0
+    #: ``auto``: the faster device for the engine (:func:`engine_device`): the CPU for ``sb3``, else a GPU if any.
+    device: str = "auto"
+    network: MoENetworkConfig = field(default_factory=MoENetworkConfig)
+    dqn: DQNHyperParams = field(default_factory=DQNHyperParams)
+    eval: EvalSection = field(default_factory=EvalSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    #: Which engine trains the run (:data:`ENGINES`); ``batched`` trains ``--seeds`` together; ``auto`` is
+    #: resolved before the run starts (:func:`resolve_engine`), so a run's config.yaml names the engine it used.
+    engine: str = "auto"
+
+
+# --- env names ---------------------------------------------------------------------------------
+def resolve_env(name: str) -> str:
+    """Gymnasium id for a short name, moerl id or Gymnasium id; ConfigError if unknown."""
+    from moerl.rl.envs.registration import resolve_env_id
+
+    return resolve_env_id(name)
+
+
+def matches(name: str) -> bool:
+    try:
+        resolve_env(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def list_envs() -> list[tuple[str, str]]:
+    from moerl.rl.envs.registration import describe_suites
+
+    return [*describe_suites(), ("<Gymnasium id>", "any registered id with Box observations and Discrete actions")]
+
+
+# --- config ------------------------------------------------------------------------------------
+def build_config(file: str | None = None, flags: Mapping[str, Any] | None = None,
+                 overrides: tuple[str, ...] | list[str] = ()) -> DQNRunConfig:
+    """Defaults <- ``file`` <- ``flags`` (TrainRequest field -> value) <- ``overrides``, validated."""
+    keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None}
+    config, given = resolve(DQNRunConfig, file=file, flags=keyed, overrides=overrides, aliases=FLAGS)
+    if file:
+        given = given - default_valued_file_keys(file, config, set(keyed), overrides)
+    return validate(config, given)
+
+
+def default_valued_file_keys(file: str, config: DQNRunConfig, flag_keys: set[str],
+                              overrides: tuple[str, ...] | list[str]) -> set[str]:
+    """Keys only a config file gives, at their default value: not a request for a setting, so never refused.
+
+    A run's own ``config.yaml`` lists every key (``router: softmoe`` for a dense run too); re-running it with
+    ``--config`` must work, while a non-default value a network would ignore is still refused.
+    """
+    from moerl.core.config import leaf_keys, load_yaml, parse_override, to_dict, unflatten_aliases
+
+    file_keys = leaf_keys(unflatten_aliases(load_yaml(file), FLAGS))
+    override_keys = {".".join(parse_override(text)[0]) for text in overrides}
+    override_keys |= {FLAGS.get(k, k) for k in override_keys}
+    ours, defaults = to_dict(config), to_dict(DQNRunConfig())
+    out = set()
+    for key in file_keys - flag_keys - override_keys:
+        mine, default = ours, defaults
+        for part in key.split("."):
+            mine = mine.get(part) if isinstance(mine, dict) else None
+            default = default.get(part) if isinstance(default, dict) else None
+        if mine == default:
+            out.add(key)
+    return out
+
+
+def _flag_of(key: str) -> str:
+    names = [f"--{name}" for name, path in FLAGS.items() if path == key]
+    return f"'{key}'" + (f" ({names[0]})" if names else "")
+
+
+def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRunConfig:
+    """Check every value; ``given`` (keys the user set) lets settings that would be ignored be refused."""
+    check_device(config.device)
+    ENGINES.check(config.engine)
+    if config.family != FAMILY_NAME:
+        raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
+    config.env = config.env.strip()
+    resolve_env(config.env)
+    net, d = config.network, config.dqn
+    LOSSES.check(d.loss)
+    for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
+                        ("network.hidden", net.hidden), ("network.tokens", net.tokens),
+                        ("dqn.batch_size", d.batch_size), ("dqn.train_freq", d.train_freq),
+                        ("dqn.learning_rate", d.learning_rate), ("dqn.gradient_steps", d.gradient_steps),
+                        ("dqn.target_update_interval", d.target_update_interval),
+                        ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
+                        ("logging.metrics_interval", config.logging.metrics_interval),
+                        ("logging.log_interval", config.logging.log_interval)):
+        check_positive(what, value)
+    check_positive("eval.freq", config.eval.freq, allow_zero=True)
+    check_positive("checkpoint.every", config.checkpoint.every, allow_zero=True)
+    check_positive("dqn.aux_loss_coef", d.aux_loss_coef, allow_zero=True)
+    check_positive("dqn.adam_eps", d.adam_eps)
+    check_positive("dqn.max_grad_norm", d.max_grad_norm)
+    check_positive("dqn.learning_starts", d.learning_starts, allow_zero=True)
+    check_positive("network.noise_std", net.noise_std, allow_zero=True)
+    for what, value in (("dqn.exploration_initial_eps", d.exploration_initial_eps),
+                        ("dqn.exploration_final_eps", d.exploration_final_eps),
+                        ("dqn.exploration_fraction", d.exploration_fraction)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{what} must be in [0, 1], got {value}")
+    check_seed(config.seed)
+    check_sizes(config)
+    for task, path in config.eval.reference_runs.items():
+        if not (Path(path) / "eval.csv").is_file():
+            raise ConfigError(f"eval.reference_runs.{task}: '{path}' is not a run directory with an eval.csv")
+    if config.timesteps is not None:
+        check_positive("timesteps", config.timesteps)
+    if d.buffer_size is not None:
+        check_positive("dqn.buffer_size", d.buffer_size)
+    if not 0 <= d.gamma <= 1:
+        raise ConfigError(f"dqn.gamma must be in [0, 1], got {d.gamma}")
+    net.validate()
+    _refuse_ignored(config, given)
+    if config.device.startswith("cuda"):
+        from moerl.core.devices import resolve_device
+
+        resolve_device(config.device)
+    return config
+
+
+#: Fraction of the machine's memory one run may plan to use (replay buffer + networks) before it is refused.
+MEMORY_FRACTION = 0.5
+
+
+def _machine_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: assume 16 GiB
+        return 16 << 30
+
+
+def check_sizes(config: DQNRunConfig, obs_dim: int = 64) -> None:
+    """Refuse a replay buffer or network that cannot fit in memory, with the estimate in the message.
+
+    ``obs_dim`` is an upper bound on the observation size of our suites (checked again with the real size
+    when the env exists); the estimate counts the replay buffer's observations and next observations in
+    float32 and the parameters of the online and target networks and Adam's two moments.
+    """
+    net, d = config.network, config.dqn
+    limit = int(_machine_bytes() * MEMORY_FRACTION)
+    if d.buffer_size is not None:
+        need = d.buffer_size * (2 * obs_dim * 4 + 16)
+        if need > limit:
+            raise ConfigError(
+                f"dqn.buffer_size={d.buffer_size:,} needs about {need / 2**30:.1f} GiB of replay memory; "
+                f"this machine allows {limit / 2**30:.1f} GiB per run"
+            )
+    width = net.hidden * (net.experts if net.arch == "wide" else 1)
+    experts = net.experts if net.arch in ROUTED_ARCHS else 1
+    params = experts * (obs_dim * width + width * width + width * 8) + width * width
+    need = 4 * 4 * params  # online + target weights, Adam's two moments, float32
+    if need > limit:
+        raise ConfigError(
+            f"network with experts={net.experts}, hidden={net.hidden} ({net.arch}) needs about "
+            f"{need / 2**30:.1f} GiB; this machine allows {limit / 2**30:.1f} GiB per run"
+        )
+
+
+def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
+    """A setting the user gave that this network would not read is an error, not a silent no-op."""
+    arch, router = config.network.arch, config.network.router
+    if arch not in ROUTED_ARCHS:
+        ignored = {"network.router", "network.tokens", *ROUTER_ONLY_KEYS}
+        if arch == "dense":
+            ignored.add("network.experts")
+        for key in sorted(ignored & given):
+            raise ConfigError(
+                f"{_flag_of(key)} does not apply to arch '{arch}' (it has no router); "
+                f"archs with a router: {', '.join(ROUTED_ARCHS)}"
+            )
+    for key, routers in ROUTER_ONLY_KEYS.items():
+        if key in given and router not in routers:
+            raise ConfigError(
+                f"{_flag_of(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
+            )
+
+
+def engine_device(config: DQNRunConfig, device: str | None = None):
+    """The torch device the run's engine uses: ``auto`` means the faster one for that engine.
+
+    Measured (issue 10, an H100 machine): one SB3-path run of these small networks is launch-bound on a GPU
+    (the headline run took 131 s with ``--device cuda``, 116 s on one CPU core), so ``auto`` is the CPU for
+    the ``sb3`` engine; the batched engine gains from a GPU, so there ``auto`` is the GPU when torch sees one.
+    """
+    from moerl.core.devices import resolve_device
+
+    name = device or config.device
+    if name == "auto" and config.engine in ("sb3", "auto"):
+        name = "cpu"
+    return resolve_device(name)
+
+
+def apply_resume_flags(config: DQNRunConfig, timesteps: int | None, device: str | None, step: int) -> DQNRunConfig:
+    """What ``--resume`` may change (a new total, the device), checked against the checkpoint's step."""
+    if timesteps is not None:
+        if timesteps < step:
+            raise ConfigError(f"--timesteps {timesteps} is below the checkpoint's step {step}")
+        config.timesteps = timesteps
+    if device is not None:
+        config.device = device
+    return validate(config)
+
+
+def default_timesteps(config: DQNRunConfig) -> int:
+    """The run's budget when ``timesteps`` is not set: the suite's schedule, else 50k (CartPole) or 100k."""
+    from moerl.rl.envs.registration import default_timesteps as suite_default
+
+    steps = suite_default(resolve_env(config.env), **config.env_kwargs)
+    if steps is not None:
+        return steps
+    return 50_000 if config.env.startswith("CartPole") else 100_000
+
+
+def reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
+    """Per task, the eval.csv rows of its single-task reference run (for forward transfer)."""
+    import csv
+
+    out = {}
+    for task, path in reference_runs.items():
+        f = Path(path) / "eval.csv"
+        if not f.is_file():
+            raise ConfigError(f"reference run for task '{task}' has no eval.csv: '{path}'")
+        with f.open() as fh:
+            out[task] = list(csv.DictReader(fh))
+    return out
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """``<env>_<arch>[_<router>]-<config id>`` for a resolved config (as :func:`moerl.core.config.to_dict` gives it).
+
+    One name for ``moerl train`` (both engines) and ``moerl sweep``: the same config gets the same
+    directory wherever it is trained. Archs without a router (dense, wide) never carry one in the name,
+    whatever ``network.router`` holds. The id is the config's hash before the run resolves its budget and
+    replay capacity (a sweep names its jobs before that), so it is computed on the validated config.
+    """
+    from moerl.runs.kinds import hashed_run_name
+
+    net = config["network"]
+    router = net["router"] if net["arch"] in ROUTED_ARCHS else None
+    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), net["arch"], router), None)
+
+
+def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``moerl sweep`` point: defaults < base config file < ``keys`` (dotted config keys or the CLI's
+    flat names), validated as ``moerl train`` validates a config; the resolved config as a dict."""
+    from moerl.core.config import resolve, to_dict
+    from moerl.core.config_files import resolve_config_file
+
+    file = str(resolve_config_file(base_file)) if base_file else None
+    flags = {FLAGS.get(k, k): v for k, v in keys.items()}
+    config, given = resolve(DQNRunConfig, file=file, flags=flags, aliases=FLAGS)
+    if file:
+        given = given - default_valued_file_keys(file, config, set(flags), ())
+    return to_dict(validate(config, given))

@@ -1,0 +1,357 @@
+"""MoE DQN for S seeds at once: the SB3 path's algorithm, with seeds as a batch dimension on one device.
+
+Why: a study is hundreds of runs of small networks, and the SB3 path spends most of its time in Python
+per step and per seed. Here one Python step advances every seed: the suites are
+:class:`~moerl.rl.envs.batched.BatchedTaskSuite`, the Q-networks :class:`~moerl.rl.nets.batched.BatchedQNetwork`,
+the replay buffers :class:`~moerl.rl.algos.replay.BatchedReplayBuffer`. The three are separate
+modules so that another algorithm can reuse the suites and networks.
+
+The algorithm is :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s, step for step, with the same hyper-parameters
+(:class:`~moerl.rl.sb3.moe_dqn.DQNHyperParams`, one schema) and the same observation handling (the SB3
+policy's :class:`~moerl.rl.sb3.policy.MoEQNet` rescales inputs, reads the task id and masks actions;
+one instance of it is used here for that, so the rule is written once):
+
+* warm-up: uniform random *valid* actions until ``learning_starts`` env steps;
+* then epsilon-greedy with SB3's linear schedule over ``exploration_fraction`` of the run, random actions
+  among the task's valid ones, greedy actions by the masked argmax;
+* each env step stores one transition per seed (truncations are not terminations); every
+  ``target_update_interval`` env steps the target network is updated (polyak with ``tau``); every
+  ``train_freq`` env steps, once past ``learning_starts``, ``gradient_steps`` updates: TD target from the
+  target network's masked max, MSE or Huber loss plus ``aux_loss_coef`` times the routers' balancing loss,
+  Adam (eps ``adam_eps``) and gradient clipping at ``max_grad_norm``, *per seed*.
+
+Seed ``i`` starts from the very weights the SB3 path builds for seed ``i`` (tested), and its environment,
+exploration and minibatches draw from its own streams (:class:`~moerl.core.seed_streams.SeedStreams`), so a seed
+follows the same path alone or in any batch, up to float rounding in batched matrix products (exactly, on
+CPU, in the tests). The engines' random numbers differ (SB3 draws from numpy's global generator), so the
+two agree statistically, not bitwise: ``scripts/validate_batched_engine.py`` measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import FlattenExtractor
+
+from moerl.core.cpu_allocator import keep_freed_memory
+from moerl.core.seed_streams import SeedStreams, splitmix64
+from moerl.rl.algos.replay import BatchedReplayBuffer
+from moerl.rl.envs.batched import BatchedTaskSuite
+from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
+from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
+from moerl.rl.sb3.moe_dqn import DQNHyperParams, default_buffer_size
+from moerl.rl.sb3.policy import INVALID_Q, MoENetworkConfig, MoEQNet, network_config
+
+#: Stream purpose of exploration draws (see :class:`SeedStreams`).
+_EXPLORE_STREAM = 3
+
+
+def linear_schedule(start: float, end: float, fraction: float, progress_remaining: float) -> float:
+    """SB3's ``get_linear_fn``: ``start`` to ``end`` over the first ``fraction`` of the run, then ``end``."""
+    done = 1.0 - progress_remaining
+    if done > fraction:
+        return end
+    return start + done * (end - start) / fraction
+
+
+@dataclass
+class TrainLog:
+    """Per-seed training statistics gathered since the last :meth:`BatchedDQN.pop_log` (numpy, (S,))."""
+
+    td_loss: list[np.ndarray] = field(default_factory=list)
+    aux_loss: list[np.ndarray] = field(default_factory=list)
+    #: (env step, {metric: (S,)}) every ``metrics_interval`` steps: dormant neurons, router usage and entropy.
+    metrics: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
+    episodes: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class BatchedDQN:
+    """S seeds of MoE DQN on one task suite, trained together (see the module docstring).
+
+    Args:
+        suite: the task suite (a :class:`TaskSuiteEnv`: its tasks, schedule and limits are the spec).
+        seeds: one run per seed.
+        network: the Q-network, as for :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s ``policy_kwargs["network"]``.
+        dqn: the algorithm's settings (defaults: :class:`DQNHyperParams`).
+        device: where everything lives.
+        metrics_interval: env steps between MoE metrics of a training minibatch (as ``logging.metrics_interval``
+            on the SB3 path), gathered in :attr:`log`.
+    """
+
+    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], network: MoENetworkConfig | dict[str, Any] | None = None,
+                 dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu",
+                 metrics_interval: int = 1000) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # activations of many seeds: see moerl.core.cpu_allocator
+        self.seeds = [int(s) for s in seeds]
+        self.num_seeds = len(self.seeds)
+        self.hp = dqn or DQNHyperParams()
+        self.network_config = network_config(network)
+        self.env = BatchedTaskSuite(suite, self.seeds, self.device)
+        layout = layout_for_env(suite)
+        check_layout_fits(self.network_config, layout, repr(suite))
+        obs_space = suite.observation_space
+        act_space = spaces.Discrete(self.env.n_actions)
+        # The SB3 policy's own preprocessing (rescaling, task id, action masks): one rule for both engines.
+        self.policy_io = MoEQNet(obs_space, act_space, FlattenExtractor(obs_space), int(obs_space.shape[0]),
+                                 self.network_config, layout.to_dict()).to(self.device)
+        q = self.policy_io.q_net
+        self.q_net = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)
+        self.q_net_target = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)
+        self.q_net.to(self.device)
+        self.q_net_target.to(self.device).copy_from_(self.q_net)
+        self.q_net_target.train(False)
+        # fused: one kernel per parameter for the whole update instead of ~10 elementwise passes (5x less
+        # optimiser time at 10 seeds on one CPU thread); the same arithmetic as the SB3 path's Adam up to
+        # float rounding (the update-equivalence test bounds it).
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
+                                          fused=True)
+        capacity = self.hp.buffer_size or default_buffer_size(suite)
+        self.buffer = BatchedReplayBuffer(self.seeds, capacity, int(obs_space.shape[0]), self.device)
+        self._explore = SeedStreams(self.seeds, _EXPLORE_STREAM, self.device)
+        self.use_aux = self.hp.aux_loss_coef > 0 and self.network_config.balance_loss != "none"
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self.metrics_interval = metrics_interval
+        self._last_metrics_step = 0
+        self.exploration_rate = self.hp.exploration_initial_eps
+        self.log = TrainLog()
+        self._obs: torch.Tensor | None = None
+        self._stop = False
+
+    # ------------------------------------------------------------------ observations -> network
+    def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S, B, obs_dim) observations -> (S, B, features) and (S, B) task ids, as the SB3 policy reads them."""
+        s, b = obs.shape[:2]
+        feats, task = self.policy_io.split(obs.reshape(s * b, -1))
+        return feats.reshape(s, b, -1), None if task is None else task.reshape(s, b)
+
+    def _masked(self, q: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        if self.policy_io.layout.valid_actions is None:
+            return q
+        mask = self.policy_io.action_mask(obs.reshape(-1, obs.shape[-1])).reshape(q.shape)
+        return torch.where(mask, q, torch.full_like(q, INVALID_Q))
+
+    @torch.no_grad()
+    def greedy_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """Masked argmax of the online network, ``obs`` (S, B, obs_dim) -> (S, B)."""
+        self.q_net.train(False)
+        feats, task = self._split(obs)
+        return self._masked(self.q_net(feats, task), obs).argmax(-1)
+
+    def _random_valid(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """(S,) uniform valid actions for the observations (S, obs_dim) from uniforms ``u`` (S,)."""
+        mask = self.policy_io.action_mask(obs)
+        k = (u * mask.sum(1)).long()  # the k-th valid action
+        return (mask.cumsum(1) > k[:, None]).float().argmax(1)
+
+    # ------------------------------------------------------------------ the loop
+    def learn(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
+        """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (continuing where it stands).
+
+        ``schedule_timesteps``: the run's total, when it is trained in chunks (the exploration schedule
+        follows the run, as :attr:`MoEDQN.schedule_timesteps`); default ``total_timesteps``.
+        """
+        hp = self.hp
+        total_for_schedule = schedule_timesteps or total_timesteps
+        if self._obs is None:
+            self._obs = self.env.reset()
+        self._stop = False
+        while self.num_timesteps < total_timesteps and not self._stop:
+            obs = self._obs
+            draws = self._explore.uniform(2, dtype=torch.float32)  # (S, 2): explore?, which random action
+            random_actions = self._random_valid(obs, draws[:, 1])
+            if self.num_timesteps < hp.learning_starts:
+                actions = random_actions
+            else:
+                greedy = self.greedy_actions(obs[:, None])[:, 0]
+                actions = torch.where(draws[:, 0] < self.exploration_rate, random_actions, greedy)
+            out = self.env.step(actions)
+            self.num_timesteps += 1
+            self.buffer.add(obs, out.final_obs, actions, out.reward, out.terminated)
+            if bool(out.done.any()):
+                done = out.done.cpu().numpy()
+                self.log.episodes.append((self.num_timesteps, done, out.task_id.cpu().numpy(),
+                                          out.episode_return.cpu().numpy(), out.episode_length.cpu().numpy()))
+            self._obs = out.obs
+            if self.num_timesteps % max(hp.target_update_interval, 1) == 0:
+                self.q_net_target.copy_from_(self.q_net)  # tau = 1, the schema's (and SB3's default) hard update
+            self.exploration_rate = linear_schedule(hp.exploration_initial_eps, hp.exploration_final_eps,
+                                                    hp.exploration_fraction,
+                                                    1.0 - self.num_timesteps / total_for_schedule)
+            if self.num_timesteps % hp.train_freq == 0 and self.num_timesteps > hp.learning_starts:
+                self.train(hp.gradient_steps)
+        return self
+
+    def request_stop(self) -> None:
+        """Ask :meth:`learn` to return after the current env step (a signal handler calls this): the state is
+        then one an uninterrupted run also passes through, so a checkpoint taken there resumes exactly."""
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the rest of training depends on: weights, Adam, replay, environments, streams, counters."""
+        import copy
+
+        return copy.deepcopy({
+            "q_net": self.q_net.state_dict(), "q_net_target": self.q_net_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
+            "env": self.env.state_dict(), "explore": self._explore.state_dict(), "obs": self._obs,
+            "num_timesteps": self.num_timesteps, "n_updates": self.n_updates,
+            "exploration_rate": self.exploration_rate, "log": self.log,
+            "last_metrics_step": self._last_metrics_step,
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of an engine built with the same suite, seeds and config."""
+        self.q_net.load_state_dict(state["q_net"])
+        self.q_net_target.load_state_dict(state["q_net_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.env.load_state_dict(state["env"])
+        self._explore.load_state_dict(state["explore"])
+        self._obs = None if state["obs"] is None else state["obs"].to(self.device)
+        self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
+        self.exploration_rate = float(state["exploration_rate"])
+        self.log = state["log"]
+        self._last_metrics_step = int(state["last_metrics_step"])
+
+    def train(self, gradient_steps: int) -> None:
+        """``gradient_steps`` updates of every seed (see the module docstring)."""
+        hp = self.hp
+        self.q_net.train(True)
+        want_metrics = self.num_timesteps - self._last_metrics_step >= self.metrics_interval
+        for step in range(gradient_steps):
+            data = self.buffer.sample(hp.batch_size)
+            with torch.no_grad():
+                next_feats, next_task = self._split(data.next_observations)
+                next_q = self._masked(self.q_net_target(next_feats, next_task), data.next_observations)
+                target = data.rewards + (1 - data.dones) * hp.gamma * next_q.max(-1).values
+            feats, task = self._split(data.observations)
+            if self.use_aux or (want_metrics and step == 0):
+                q_all, record = self.q_net.forward_record(feats, task)
+            else:
+                q_all, record = self.q_net(feats, task), None
+            q = q_all.gather(-1, data.actions[..., None])[..., 0]
+            if hp.loss == "mse":
+                td = F.mse_loss(q, target, reduction="none").mean(1)
+            else:
+                td = F.smooth_l1_loss(q, target, reduction="none").mean(1)
+            loss = td.sum()  # a sum over seeds: each seed's gradients are those of its own loss
+            if record is not None and want_metrics and step == 0:
+                self._last_metrics_step = self.num_timesteps
+                self.log.metrics.append((self.num_timesteps, {k: v.detach().cpu().numpy()
+                                                              for k, v in record.metrics().items()}))
+            if record is not None and self.use_aux:
+                aux = record.aux_loss()
+                loss = loss + hp.aux_loss_coef * aux.sum()
+                self.log.aux_loss.append(aux.detach().cpu().numpy())
+            self.log.td_loss.append(td.detach().cpu().numpy())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_grad_norm_per_seed(self.q_net.parameters(), hp.max_grad_norm)
+            self.optimizer.step()
+        self.n_updates += gradient_steps
+
+    @torch.no_grad()
+    def evaluate(self, suite: TaskSuiteEnv, episodes: int, seed: int,
+                 usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512,
+                 tasks: Sequence[int] | None = None) -> np.ndarray:
+        """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``
+        (e.g. one task, ``fixed_task``) in ``S * episodes`` environments at once.
+
+        ``tasks``: task indices of ``suite`` to evaluate together in one batch of ``S * len(tasks) *
+        episodes`` environments (each keeps its task); the returns are then ``(S, len(tasks), episodes)``
+        and equal, task by task, those of evaluating ``suite`` with ``fixed_task`` set to that task (tested):
+        the environments draw the same numbers, and a network's forward pass of one observation does not
+        depend on the others in the batch. One batch instead of one per task: the per-step cost here is
+        dispatch overhead, so evaluating 4 tasks together costs about what one does.
+
+        Evaluation environments draw from streams keyed by ``seed`` and the episode's index, never from the
+        training streams, so evaluating does not change training.
+
+        ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``
+        (``(S, len(tasks), E)`` with ``tasks``), over the first ``usage_observations`` (about; whole steps)
+        observations each seed's episodes of a task visit, as the SB3 path measures ``eval_usage``
+        (:func:`moerl.rl.evaluation.run_task_episodes` keeps 512), read from the forward pass that chooses the
+        actions: actions, returns and random streams are the same with or without it (tested).
+        """
+        s, t = self.num_seeds, 1 if tasks is None else len(tasks)
+        # One key per (run seed, evaluation seed, episode), the same for every task: a seed evaluates the
+        # same alone or in a batch, and a task the same alone or with others.
+        keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for _ in range(t)
+                for e in range(episodes)]
+        fixed = None if tasks is None else [k for _ in self.seeds for k in tasks for _ in range(episodes)]
+        env = BatchedTaskSuite(suite, keys, self.device, fixed_tasks=fixed)
+        obs = env.reset()
+        returns = torch.zeros(s * t * episodes, dtype=torch.float64, device=self.device)
+        finished = torch.zeros(s * t * episodes, dtype=torch.bool, device=self.device)
+        usage_sum: dict[str, torch.Tensor] = {}
+        seen = torch.zeros(s, t, dtype=torch.float64, device=self.device)
+        while not bool(finished.all()):
+            # Usage only while some (seed, task) pair under the limit still has an episode running.
+            if usage is not None and bool(((seen < usage_observations)
+                                           & ~finished.reshape(s, t, episodes).all(2)).any()):
+                actions = self._greedy_with_usage(obs.reshape(s, t, episodes, -1), ~finished.reshape(s, t, episodes),
+                                                  usage_sum, seen, usage_observations).reshape(-1)
+            else:
+                actions = self._live_greedy_actions(obs.reshape(s, t * episodes, -1),
+                                                    ~finished.reshape(s, t * episodes)).reshape(-1)
+            out = env.step(actions)
+            returns = torch.where(out.done & ~finished, out.episode_return, returns)
+            finished |= out.done
+            obs = out.obs
+        if usage is not None:
+            mean = {name: total / seen.clamp_min(1.0)[..., None] for name, total in usage_sum.items()}
+            usage.update({name: (m[:, 0] if tasks is None else m).cpu().numpy() for name, m in mean.items()})
+        shape = (s, episodes) if tasks is None else (s, t, episodes)
+        return returns.reshape(shape).cpu().numpy()
+
+    def _live_greedy_actions(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """:meth:`greedy_actions` (S, B) for the ``live`` (S, B) observations only; 0 for the others.
+
+        Why: an evaluation runs until its longest episode ends, and most episodes end long before it (a
+        CartPole evaluation often has a few 500-step episodes among 10-step ones), so the forward pass is
+        run on each seed's live rows, gathered to the front (as many per seed as the seed with the most);
+        a row's Q-values do not depend on the other rows."""
+        n = obs.shape[1]
+        k = int(live.sum(1).max())
+        if k == n:
+            return self.greedy_actions(obs)
+        order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)[:, :k]  # live rows first
+        sub = obs.gather(1, order[..., None].expand(-1, -1, obs.shape[2]))
+        return torch.zeros_like(live, dtype=torch.long).scatter_(1, order, self.greedy_actions(sub))
+
+    def _greedy_with_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
+                           seen: torch.Tensor, limit: int) -> torch.Tensor:
+        """:meth:`greedy_actions` of ``obs`` (S, T, B, obs_dim), (S, T * B), from a forward pass that also adds
+        the router usage of the live observations of the (seed, task) pairs still under ``limit`` observations
+        (``seen``: (S, T)) to ``usage_sum`` (per layer, (S, T, E)). One pass for both: the recorded forward
+        gives the same Q-values as the plain one (tested), and costs about as much."""
+        s, t, b, _ = obs.shape
+        self.q_net.train(False)
+        flat = obs.reshape(s, t * b, -1)
+        feats, task = self._split(flat)
+        q, record = self.q_net.forward_record(feats, task)
+        keep = (live & (seen < limit)[..., None]).to(torch.float64)  # (S, T, B)
+        for name, rout in record.routing.items():
+            add = (rout.usage.to(torch.float64).reshape(s, t, b, -1) * keep[..., None]).sum(2)  # (S, T, E)
+            usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
+        seen += keep.sum(2)
+        return self._masked(q, flat).argmax(-1)
+
+    def pop_log(self) -> TrainLog:
+        """What training gathered since the last call (for logging), and start a new log."""
+        log, self.log = self.log, TrainLog()
+        return log

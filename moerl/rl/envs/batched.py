@@ -1,0 +1,288 @@
+"""moerl's task suites in torch: N environments stepped at once, on any device, with no Python loop.
+
+Why a second implementation beside :class:`~moerl.rl.envs.suite.TaskSuiteEnv`: a study trains hundreds of
+seeds, and stepping a Gymnasium env per seed in Python costs more than the networks themselves. Here the
+CartPole and MountainCar physics of every task variant are a few tensor expressions over ``(N, 4)`` states,
+with per-environment task parameters, so N environments (one per seed) cost about what one does.
+
+One source of truth: a :class:`BatchedTaskSuite` is built *from* a ``TaskSuiteEnv`` (the validated spec:
+tasks, mode, CRL blocks and order, MTRL probabilities, one-hot, truncation limits, action maps) and
+reproduces its rules:
+
+* dynamics, rewards and termination of Gymnasium's ``CartPoleEnv`` / ``MountainCarEnv`` (explicit Euler,
+  float64 state as Gymnasium keeps it, float32 observations), with each task's physics and action map;
+  an action the task lacks is mapped to ``action % n_valid`` as the suite does (agents mask instead);
+* truncation at the task's limit, the observation padded to the largest game plus the one-hot task id;
+* CRL: blocks of ``block_steps`` env steps on the nominal grid, a switch only at the first reset after a
+  block's nominal end, the last task kept after the schedule ends; ``order="random"`` draws each seed's
+  permutation with ``np.random.default_rng(seed)``, as ``TaskSuiteEnv.reset(seed=seed)`` does, so the
+  schedules switch at the same steps for the same seed;
+* MTRL: a task drawn per episode from ``task_probs``.
+
+Environments reset themselves when an episode ends (as SB3's vector envs do): :meth:`step` returns the
+first observation of the next episode and, separately, the last observation of the one that ended (what
+a replay buffer stores as the next observation). Random numbers (initial states, MTRL draws) come from
+:class:`~moerl.core.seed_streams.SeedStreams`, one stream per seed, so an environment's episodes depend on its
+seed only, never on the other seeds in the batch; they are not Gymnasium's numbers (statistically, not
+bitwise, the same as the Gymnasium suite: tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from moerl.core.seed_streams import SeedStreams
+from moerl.rl.envs.schedule import build_schedule
+from moerl.rl.envs.suite import TaskSuiteEnv
+
+#: Stream purposes (see :class:`SeedStreams`): environment resets and MTRL task draws.
+_RESET_STREAM = 1
+#: Gymnasium's constants of the two games (not physics a task may change).
+_CARTPOLE_TAU = 0.02
+_CARTPOLE_X_LIMIT = 2.4
+_CARTPOLE_THETA_LIMIT = 12 * 2 * math.pi / 360
+_MC_MIN_POSITION, _MC_MAX_POSITION, _MC_MAX_SPEED, _MC_GOAL = -1.2, 0.6, 0.07, 0.5
+_GAME_IDS = {"cartpole": 0, "mountaincar": 1}
+
+
+@dataclass
+class BatchStep:
+    """What :meth:`BatchedTaskSuite.step` returns; every field has a leading dimension N.
+
+    ``obs``: the next observation (the reset one where an episode ended). ``final_obs``: the observation the
+    action led to (equal to ``obs`` where the episode goes on). ``task_id``: the task the action was taken
+    in. ``episode_return`` / ``episode_length``: of the episodes that ended here (``done``), else 0.
+    """
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+    task_id: torch.Tensor
+    invalid_action: torch.Tensor
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
+
+    @property
+    def done(self) -> torch.Tensor:
+        return self.terminated | self.truncated
+
+
+class BatchedTaskSuite:
+    """N copies of one task suite, one per seed, stepped together (see the module docstring).
+
+    Args:
+        suite: the spec; any ``TaskSuiteEnv`` (e.g. ``gym.make("moerl/CartPole-CRL-v0").unwrapped``).
+            Its ``fixed_task`` is honoured (per-task evaluation).
+        seeds: one environment per seed.
+        device: where every tensor lives.
+        fixed_tasks: one task index per environment, each kept for every episode (no CRL schedule, no MTRL
+            draw): every task of a suite evaluated in one batch. Overrides ``suite.fixed_task``.
+    """
+
+    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], device: str | torch.device = "cpu",
+                 fixed_tasks: Sequence[int] | None = None) -> None:
+        self.device = torch.device(device)
+        self.seeds = [int(s) for s in seeds]
+        n = self.num_envs = len(self.seeds)
+        dev, f64 = self.device, torch.float64
+        self.task_names = suite.task_names
+        self.num_tasks = suite.num_tasks
+        self.mode = suite.mode
+        self.base_obs_dim = suite.base_obs_dim
+        self.task_onehot = suite.task_onehot
+        self.obs_dim = int(suite.observation_space.shape[0])
+        self.n_actions = int(suite.valid_actions.shape[1])
+        self.block_steps = suite.block_steps
+        self.return_bounds = suite.return_bounds
+        self.obs_bounds = suite.obs_bounds
+        self.fixed_task = suite.fixed_task
+        if fixed_tasks is None and suite.fixed_task is not None:
+            fixed_tasks = [suite.fixed_task] * n
+        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(0 <= k < self.num_tasks for k in fixed_tasks)):
+            raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
+                             f"got {list(fixed_tasks)}")
+        #: (N,) the task each environment keeps, or None (CRL schedule / MTRL draws).
+        self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
+                                                                      device=dev)
+        tasks = suite.tasks
+        self.valid_actions = torch.as_tensor(suite.valid_actions, device=dev)
+        self._n_valid = self.valid_actions.sum(1)
+        self._game = torch.tensor([_GAME_IDS[t.game] for t in tasks], device=dev)
+        #: The games the suite has: a suite of one game steps only that game's physics (static, no branch on data).
+        self._games = {t.game for t in tasks}
+        self._limit = torch.as_tensor(suite._limits, dtype=torch.int64, device=dev)
+        self._action_map = torch.tensor(
+            [list(t.action_map) + [0] * (self.n_actions - len(t.action_map)) for t in tasks], device=dev)
+        phys = [t.physics_dict for t in tasks]
+
+        def column(key: str, default: float) -> torch.Tensor:
+            return torch.tensor([p.get(key, default) for p in phys], dtype=f64, device=dev)
+
+        self._gravity = column("gravity", 0.0)
+        self._masscart, self._masspole = column("masscart", 1.0), column("masspole", 0.1)
+        self._length, self._force_mag, self._force = column("length", 0.5), column("force_mag", 10.0), column(
+            "force", 0.001)
+        self._probs_cdf = torch.as_tensor(np.cumsum(suite.task_probs), dtype=f64, device=dev)
+        schedules = self._schedules(suite, self._fixed is not None)
+        self.num_blocks = schedules.shape[1]
+        self.schedule_tasks = torch.as_tensor(schedules, device=dev)  # (N, blocks); 0 blocks: not CRL
+        self._streams = SeedStreams(self.seeds, _RESET_STREAM, dev)
+        self.state = torch.zeros(n, 4, dtype=f64, device=dev)
+        self.task = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.block = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.total_steps = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.episode_steps = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.episode_return = torch.zeros(n, dtype=f64, device=dev)
+        self._arange = torch.arange(n, device=dev)
+
+    # ------------------------------------------------------------------ construction
+    def _schedules(self, suite: TaskSuiteEnv, fixed: bool) -> np.ndarray:
+        """Each seed's CRL task per block, ``(N, blocks)``; ``(N, 0)`` outside CRL or with fixed tasks."""
+        if suite.mode != "crl" or fixed:
+            return np.zeros((self.num_envs, 0), dtype=np.int64)
+        rows = []
+        for seed in self.seeds:
+            rng = np.random.default_rng(seed) if suite.order == "random" else None
+            blocks = build_schedule(suite.order, suite.task_names, suite.block_steps, suite.cycles, rng)
+            rows.append([b.task_id for b in blocks])
+        return np.asarray(rows, dtype=np.int64)
+
+    @property
+    def crl(self) -> bool:
+        return self.num_blocks > 0
+
+    # ------------------------------------------------------------------ episodes
+    def _pick_tasks(self, u: torch.Tensor) -> torch.Tensor:
+        if self._fixed is not None:
+            return self._fixed
+        if self.crl:
+            return self.schedule_tasks[self._arange, self.block]
+        return torch.searchsorted(self._probs_cdf, u.contiguous(), right=True).clamp_(max=self.num_tasks - 1)
+
+    def _reset_where(self, mask: torch.Tensor, first: bool = False) -> None:
+        """Start a new episode in the environments of ``mask``: next CRL block if due, task, initial state."""
+        u = self._streams.uniform(5, dtype=torch.float64)  # every env draws: a stream never depends on others
+        if self.crl and not first:
+            due = (self.total_steps >= (self.block + 1) * self.block_steps) & (self.block < self.num_blocks - 1)
+            self.block = torch.where(mask & due, self.block + 1, self.block)
+        task = self._pick_tasks(u[:, 4])
+        self.task = torch.where(mask, task, self.task)
+        cartpole = (self._game[self.task] == 0)[:, None]
+        cp_state = u[:, :4] * 0.1 - 0.05  # CartPole: uniform(-0.05, 0.05) x 4
+        mc_state = torch.zeros_like(cp_state)
+        mc_state[:, 0] = u[:, 0] * 0.2 - 0.6  # MountainCar: position uniform(-0.6, -0.4), velocity 0
+        new = torch.where(cartpole, cp_state, mc_state)
+        self.state = torch.where(mask[:, None], new, self.state)
+        self.episode_steps = torch.where(mask, 0, self.episode_steps)
+        self.episode_return = torch.where(mask, 0.0, self.episode_return)
+
+    def reset(self) -> torch.Tensor:
+        """Start every environment from step 0 (the first CRL block); returns the observations ``(N, obs_dim)``."""
+        self.block.zero_()
+        self.total_steps.zero_()
+        self._reset_where(torch.ones(self.num_envs, dtype=torch.bool, device=self.device), first=True)
+        return self.observation()
+
+    def observation(self) -> torch.Tensor:
+        """``(N, obs_dim)`` float32: the base state padded to the largest game, then the one-hot task id."""
+        if self._games == {"cartpole"}:
+            base = self.state
+        elif self._games == {"mountaincar"}:
+            base = torch.nn.functional.pad(self.state[:, :2], (0, 2))
+        else:
+            cartpole = (self._game[self.task] == 0)[:, None]
+            base = torch.where(cartpole, self.state, torch.nn.functional.pad(self.state[:, :2], (0, 2)))
+        base = base[:, : self.base_obs_dim].float()
+        if not self.task_onehot:
+            return base
+        onehot = torch.nn.functional.one_hot(self.task, self.num_tasks).float()
+        return torch.cat([base, onehot], dim=1)
+
+    # ------------------------------------------------------------------ dynamics
+    def _physics(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next states and termination of every env under its task's game (a mixed suite computes both games
+        for every env and keeps its own; a suite of one game computes only that one)."""
+        if self._games == {"cartpole"}:
+            return self._cartpole(base_action)
+        if self._games == {"mountaincar"}:
+            return self._mountaincar(base_action)
+        cp, cp_done = self._cartpole(base_action)
+        mc, mc_done = self._mountaincar(base_action)
+        cartpole = self._game[self.task] == 0
+        return torch.where(cartpole[:, None], cp, mc), torch.where(cartpole, cp_done, mc_done)
+
+    def _cartpole(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gymnasium's ``CartPoleEnv.step`` (Euler integrator) with each env's task physics."""
+        t = self.task
+        x, x_dot, theta, theta_dot = self.state.unbind(1)
+        masspole, length = self._masspole[t], self._length[t]
+        total_mass = masspole + self._masscart[t]
+        polemass_length = masspole * length
+        force = torch.where(base_action == 1, self._force_mag[t], -self._force_mag[t])
+        costheta, sintheta = torch.cos(theta), torch.sin(theta)
+        temp = (force + polemass_length * theta_dot.square() * sintheta) / total_mass
+        thetaacc = (self._gravity[t] * sintheta - costheta * temp) / (
+            length * (4.0 / 3.0 - masspole * costheta.square() / total_mass))
+        xacc = temp - polemass_length * thetaacc * costheta / total_mass
+        cp = torch.stack([x + _CARTPOLE_TAU * x_dot, x_dot + _CARTPOLE_TAU * xacc,
+                          theta + _CARTPOLE_TAU * theta_dot, theta_dot + _CARTPOLE_TAU * thetaacc], 1)
+        return cp, (cp[:, 0].abs() > _CARTPOLE_X_LIMIT) | (cp[:, 2].abs() > _CARTPOLE_THETA_LIMIT)
+
+    def _mountaincar(self, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gymnasium's ``MountainCarEnv.step``; the state is (position, velocity) = (x, x_dot), zero-padded."""
+        t = self.task
+        x, x_dot = self.state[:, 0], self.state[:, 1]
+        a = base_action.to(torch.float64)
+        velocity = x_dot + (a - 1) * self._force[t] + torch.cos(3 * x) * (-self._gravity[t])
+        velocity = velocity.clamp(-_MC_MAX_SPEED, _MC_MAX_SPEED)
+        position = (x + velocity).clamp(_MC_MIN_POSITION, _MC_MAX_POSITION)
+        velocity = torch.where((position == _MC_MIN_POSITION) & (velocity < 0), 0.0, velocity)
+        mc = torch.stack([position, velocity, torch.zeros_like(x), torch.zeros_like(x)], 1)
+        return mc, (position >= _MC_GOAL) & (velocity >= 0)
+
+    def step(self, actions: torch.Tensor) -> BatchStep:
+        """Take one action per environment ``(N,)``; ended episodes restart at once (see :class:`BatchStep`)."""
+        actions = torch.as_tensor(actions, device=self.device).long()
+        if bool(((actions < 0) | (actions >= self.n_actions)).any()):
+            bad = actions[(actions < 0) | (actions >= self.n_actions)][0].item()
+            raise ValueError(f"action {bad} is not in Discrete({self.n_actions})")
+        task = self.task
+        n_valid = self._n_valid[task]
+        invalid = actions >= n_valid
+        base_action = self._action_map[task, actions % n_valid]
+        self.state, terminated = self._physics(base_action)
+        reward = torch.where(self._game[task] == 0, 1.0, -1.0).to(torch.float64)
+        self.episode_steps += 1
+        self.total_steps += 1
+        self.episode_return += reward
+        truncated = ~terminated & (self.episode_steps >= self._limit[task])
+        done = terminated | truncated
+        final_obs = self.observation()
+        episode_return = torch.where(done, self.episode_return, 0.0)
+        episode_length = torch.where(done, self.episode_steps, 0)
+        self._reset_where(done)
+        return BatchStep(self.observation(), reward.float(), terminated, truncated, final_obs, task, invalid,
+                         episode_return, episode_length)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next steps depend on (checkpoints of a batched run)."""
+        keys = ("state", "task", "block", "total_steps", "episode_steps", "episode_return")
+        out: dict[str, Any] = {k: getattr(self, k).clone() for k in keys}
+        out["streams"] = self._streams.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key == "streams":
+                self._streams.load_state_dict(value)
+            else:
+                setattr(self, key, value.to(self.device).clone())

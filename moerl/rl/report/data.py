@@ -1,0 +1,294 @@
+"""What ``moerl report`` reads: finished MoE DQN run directories, loaded from their files and grouped by config.
+
+Only plain files are read (``config.yaml``, ``status.json``, ``results.json``, ``schedule.json``, ``eval.csv``,
+``eval_usage.csv``, ``metrics.csv``), never TensorBoard events, so a report does not depend on an event-log
+reader and says exactly which file is missing. Runs written before ``eval_usage.csv`` and ``metrics.csv``
+existed still load; the report then says what it cannot show.
+
+Runs whose configs are equal except for the seed (and keys that do not change what is trained: device,
+checkpointing, log cadence, reference-run paths) form one *group*: the seeds of one variant. A group's
+label is ``arch/router`` (``dense`` and ``wide`` have no router), plus the config keys that tell it apart
+from another group of the same env and label (e.g. ``[env_kwargs.order=reverse]``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moerl.core.config import flatten
+from moerl.core.errors import ConfigError
+from moerl.runs.rundir import RESULTS_FILE, RunDir
+from moerl.runs.rundir import find_run_dirs as expand_run_folders
+
+#: Config keys that do not change what a run trains, so runs differing only there are seeds of one variant.
+IGNORED_KEYS = ("seed", "device", "checkpoint.every", "logging.log_interval", "eval.reference_runs")
+#: Archs without a router: their ``network.router`` is never read.
+ROUTERLESS = ("dense", "wide")
+DORMANT_KEY = "moe/dormant/tau0.1/all"
+#: Keys in which a single-task reference run may differ from the continual run it serves (a pinned task has
+#: no schedule, so the schedule's keys do not matter; one reference serves every task order).
+REFERENCE_FREE_KEYS = ("env_kwargs.fixed_task", "timesteps", "dqn.buffer_size", "env_kwargs.order",
+                       "env_kwargs.block_steps", "env_kwargs.cycles")
+
+
+@dataclass
+class Run:
+    """One finished run: its config and results, and its per-step files (None when the file is absent)."""
+
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, Any]
+    schedule: list[dict[str, Any]]
+    block_steps: int | None
+    eval_rows: list[dict[str, Any]] | None
+    usage_rows: list[dict[str, Any]] | None
+    metric_rows: list[dict[str, Any]] | None
+
+    @property
+    def env(self) -> str:
+        return str(self.results.get("env", self.config.get("env", "?")))
+
+    @property
+    def arch(self) -> str:
+        return str(self.results.get("arch") or self.config.get("network", {}).get("arch", "?"))
+
+    @property
+    def router(self) -> str | None:
+        return None if self.arch in ROUTERLESS else self.results.get("router")
+
+    @property
+    def seed(self) -> int:
+        return int(self.results.get("seed", self.config.get("seed", 0)))
+
+    @property
+    def fixed_task(self) -> Any:
+        return (self.config.get("env_kwargs") or {}).get("fixed_task")
+
+    @property
+    def setting(self) -> str:
+        """``crl`` (a schedule of more than one block), ``mtrl`` (several tasks at once) or ``single``."""
+        if self.fixed_task is not None or len(self.results.get("final_eval", {})) <= 1:
+            return "single"
+        return "crl" if len(self.schedule) > 1 else "mtrl"
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The CRL task order (task names of the schedule's blocks); empty outside CRL."""
+        return tuple(str(b["task_name"]) for b in self.schedule)
+
+    def final_dormant(self) -> float | None:
+        """The last tau=0.1 dormant fraction over all hidden neurons in ``metrics.csv`` (None without it)."""
+        series = self.metric_series(DORMANT_KEY)
+        return series[-1][1] if series else None
+
+    def metric_series(self, key: str) -> list[tuple[int, float]]:
+        return sorted((int(r["step"]), float(r["value"])) for r in (self.metric_rows or []) if r["key"] == key)
+
+
+@dataclass
+class Group:
+    """The seeds of one variant: runs whose configs differ only in :data:`IGNORED_KEYS`."""
+
+    key: str
+    runs: list[Run]
+    label: str = ""
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    @property
+    def env(self) -> str:
+        return self.first.env
+
+    @property
+    def setting(self) -> str:
+        return self.first.setting
+
+    @property
+    def base_label(self) -> str:
+        run = self.first
+        return run.arch if run.router is None else f"{run.arch}/{run.router}"
+
+    @property
+    def is_dense(self) -> bool:
+        return self.first.arch == "dense"
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """What makes two runs the same variant: the flattened config without :data:`IGNORED_KEYS`."""
+    flat = {k: v for k, v in flatten(config).items() if not any(k == i or k.startswith(f"{i}.") for i in IGNORED_KEYS)}
+    if flat.get("network.arch") in ROUTERLESS:  # a dense network's router setting is never read
+        flat = {k: v for k, v in flat.items() if k not in ("network.router", "network.topk")}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]] | None:
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_run(run: RunDir) -> Run:
+    """A finished run's files; ConfigError (the reason) when its results cannot be read."""
+    try:
+        results = run.read_json(RESULTS_FILE)
+        results["final_eval"].items()  # noqa: B018  (the field every table reads)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{RESULTS_FILE} is missing or corrupt ({type(exc).__name__})") from None
+    try:
+        config = run.read_config()
+    except ConfigError:
+        config = {}
+    schedule: list[dict[str, Any]] = []
+    block_steps = None
+    try:
+        sched = run.read_json("schedule.json")
+        schedule, block_steps = list(sched.get("schedule") or []), sched.get("block_steps")
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        eval_rows = _read_csv(run.path / "eval.csv")
+        usage_rows = _read_csv(run.path / "eval_usage.csv")
+        metric_rows = _read_csv(run.path / "metrics.csv")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"a CSV file of the run is unreadable ({type(exc).__name__})") from None
+    return Run(run.path, config, results, schedule, block_steps, eval_rows, usage_rows, metric_rows)
+
+
+def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[tuple[str, str]]]:
+    """``(runs, skipped)``: every finished moe-dqn run among ``paths``, and ``(path, reason)`` for the rest:
+    not a finished run, another family, a corrupt results file, or the same run given twice (counted once,
+    never as two seeds). ConfigError when no run is left (``required``; else an empty list).
+    """
+    out: list[Run] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    expanded: list[str] = []
+    for p in paths:
+        found, not_runs = expand_run_folders(Path(p))
+        expanded.extend(found)
+        skipped.extend(not_runs)
+    for p in expanded:
+        key = Path(p).resolve()
+        if key in seen:
+            skipped.append((p, "the same run was given before (counted once)"))
+            continue
+        seen.add(key)
+        try:
+            run = RunDir.open_finished(p)
+        except ConfigError as exc:
+            skipped.append((p, str(exc)))
+            continue
+        if run.read_status().get("family") != "moe-dqn":
+            skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN runs)"))
+            continue
+        try:
+            out.append(load_run(run))
+        except ConfigError as exc:
+            skipped.append((p, str(exc)))
+    if not out and required:
+        raise ConfigError("no finished moe-dqn run among the given paths: "
+                          + "; ".join(f"{p}: {why}" for p, why in skipped))
+    return out, skipped
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs grouped by :func:`config_key`, in the order first seen, each with a unique label per env."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        key = config_key(run.config) if run.config else json.dumps(
+            [run.env, run.arch, run.router, run.fixed_task], default=str)
+        groups.setdefault(key, Group(key, [])).runs.append(run)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r.seed)
+        g.tasks = list(dict.fromkeys(t for r in g.runs for t in r.results["final_eval"]))
+    out = list(groups.values())
+    for env in dict.fromkeys(g.env for g in out):
+        relabel([g for g in out if g.env == env])
+    return out
+
+
+#: Config keys named first when a label must tell two groups of one arch/router apart.
+LABEL_PRIORITY = ("env_kwargs.order", "engine", "timesteps", "network.experts", "network.hidden", "network.tokens",
+                  "network.topk", "env_kwargs.fixed_task")
+
+
+def relabel(groups: list[Group]) -> None:
+    """Give each group ``arch/router`` plus the fewest config keys that tell it from the other groups of
+    ``groups`` with the same ``arch/router`` (labels are unique within ``groups``)."""
+    for g in groups:
+        g.label = g.base_label + _distinguishing(g, [h for h in groups if h is not g and h.base_label == g.base_label])
+
+
+def context_key(group: Group) -> str:
+    """What a group was trained *under*, as opposed to which network it trained: its config key without the
+    ``network.*`` keys (env, task order, budget, algorithm settings). Variants are compared with the dense
+    baseline of the same context only."""
+    if not group.first.config:
+        return ""
+    return json.dumps({k: v for k, v in json.loads(group.key).items() if not k.startswith("network.")},
+                      sort_keys=True, default=str)
+
+
+def _distinguishing(group: Group, rivals: list[Group]) -> str:
+    """`` [k=v, ...]``: the fewest config keys (by :data:`LABEL_PRIORITY`, then by name) that tell ``group``
+    from each rival; empty without rivals."""
+    if not rivals or not group.first.config:
+        return ""
+    mine = json.loads(group.key)
+    chosen: list[str] = []
+    for rival in rivals:
+        theirs = json.loads(rival.key) if rival.first.config else {}
+        differ = [k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)]
+        if not differ or any(k in chosen for k in differ):
+            continue
+        chosen.append(min(differ, key=lambda k: (LABEL_PRIORITY.index(k) if k in LABEL_PRIORITY
+                                                 else len(LABEL_PRIORITY), k)))
+    return " [" + ", ".join(f"{k}={mine.get(k, '-')}" for k in chosen) + "]" if chosen else ""
+
+
+def references_for(group: Group, groups: list[Group]) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """Single-task reference eval rows for ``group``'s forward transfer, per seed of ``group``: task -> rows.
+
+    A reference is a given run of the same variant and env trained on one task only
+    (``env_kwargs.fixed_task``); the run of the same seed is preferred, else the first seed. Runs whose
+    config names ``eval.reference_runs`` use those directories instead (the sweep's own references).
+    """
+    mine = json.loads(group.key) if group.first.config else None
+    refs: dict[str, list[Run]] = {}
+    for other in groups:
+        run = other.first
+        if run.fixed_task is None or mine is None or not run.config or run.env != group.env:
+            continue
+        theirs = json.loads(other.key)
+        if ({k: v for k, v in theirs.items() if k not in REFERENCE_FREE_KEYS}
+                != {k: v for k, v in mine.items() if k not in REFERENCE_FREE_KEYS}):
+            continue
+        task = run.fixed_task
+        if isinstance(task, int) or (isinstance(task, str) and task.isdigit()):
+            names = list(run.results["final_eval"])
+            task = names[int(task)] if int(task) < len(names) else str(task)
+        refs.setdefault(str(task), []).extend(other.runs)
+    out: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for run in group.runs:
+        per_task: dict[str, list[dict[str, Any]]] = {}
+        for task, path in ((run.config.get("eval") or {}).get("reference_runs") or {}).items():
+            rows = _read_csv(Path(path) / "eval.csv")
+            if rows:
+                per_task[str(task)] = rows
+        for task, candidates in refs.items():
+            if task in per_task:
+                continue
+            same = [c for c in candidates if c.seed == run.seed] or candidates
+            if same[0].eval_rows:
+                per_task[task] = same[0].eval_rows
+        if per_task:
+            out[run.seed] = per_task
+    return out

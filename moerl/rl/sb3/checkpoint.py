@@ -1,0 +1,104 @@
+"""Checkpoints of an MoE DQN run that resume bit for bit.
+
+A checkpoint is taken at a rollout boundary (between ``learn`` chunks, or after
+:meth:`~moerl.rl.sb3.moe_dqn.MoEDQN.request_stop`), where nothing is half-done, and holds everything the
+rest of the run depends on:
+
+* the model, its optimiser state and SB3's counters (SB3's ``save``: ``num_timesteps``, ``_last_obs``,
+  ``_episode_num``, the episode-info buffer, the exploration rate...);
+* the replay buffer (SB3's ``save_replay_buffer``);
+* the training env itself, pickled with cloudpickle: the game state mid-episode, its random generator, the
+  CRL schedule position (block, cycle, step in block) and the Monitor's episode bookkeeping;
+* the global random states (python, numpy, torch) that exploration and minibatch sampling draw from;
+* the logger's values recorded but not yet written, and the callbacks' own state (``extra``).
+
+Why our own module rather than SB3's ``CheckpointCallback``: that callback saves the model (and optionally
+the buffer) from inside a step, without the env, the random states or the logger, so a run resumed from it
+takes a different path from the uninterrupted one.
+
+Where it is written: :mod:`moerl.core.checkpoint_store` (one complete folder, swapped in atomically).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+import numpy as np
+import torch
+
+from moerl.core.checkpoint_store import (
+    checkpoint_folder,
+    checkpoint_step,
+    remove_checkpoints,
+    write_checkpoint,
+)
+
+__all__ = ["Checkpoint", "checkpoint_step", "load_checkpoint", "remove_checkpoints", "restore_logger_values",
+           "save_checkpoint"]
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` gives back."""
+
+    model: Any
+    step: int
+    extra: dict[str, Any]
+
+
+def _write_state(work: Path, model: Any, extra: dict[str, Any], step: int) -> None:
+    model.save(work / "model.zip")
+    model.save_replay_buffer(work / "replay.pkl")
+    logger = model.logger
+    state = {
+        "step": step,
+        "env": model.env,
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "logger": {"values": dict(logger.name_to_value), "counts": dict(logger.name_to_count),
+                   "excluded": dict(logger.name_to_excluded)},
+        "last_metrics_step": model._last_metrics_step,
+        "extra": extra,
+    }
+    (work / "state.pkl").write_bytes(cloudpickle.dumps(state))
+
+
+def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> Path:
+    """Write a complete checkpoint of ``model`` (and ``extra``) under ``run_path``; return its folder."""
+    step = int(model.num_timesteps)
+    return write_checkpoint(run_path, step, lambda work: _write_state(work, model, extra, step))
+
+
+def load_checkpoint(run_path: str | Path, device: Any = "cpu") -> Checkpoint:
+    """Rebuild the model, its env, replay buffer, random states and logger values from the checkpoint."""
+    from moerl.rl.sb3.moe_dqn import MoEDQN
+
+    folder = checkpoint_folder(run_path)
+    state = cloudpickle.loads((folder / "state.pkl").read_bytes())
+    # force_reset=False: SB3 would otherwise drop _last_obs and reset the env mid-episode.
+    model = MoEDQN.load(folder / "model.zip", env=state["env"], device=device, force_reset=False)
+    model.load_replay_buffer(folder / "replay.pkl")
+    model._last_metrics_step = state["last_metrics_step"]
+    # SB3's load re-seeds the global generators (set_random_seed in _setup_model): restore them last.
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    model._pending_log = state["logger"]
+    return Checkpoint(model, int(state["step"]), state["extra"])
+
+
+def restore_logger_values(model: Any, pending: dict[str, Any] | None) -> None:
+    """Put back the values the logger had recorded but not yet written when the checkpoint was taken."""
+    if not pending:
+        return
+    logger = model.logger
+    logger.name_to_value.update(pending["values"])
+    logger.name_to_count.update(pending["counts"])
+    logger.name_to_excluded.update(pending["excluded"])

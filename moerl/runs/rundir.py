@@ -1,0 +1,451 @@
+"""Run directories: the unit of results.
+
+Layout (every family writes the same skeleton, plus its own files)::
+
+    RUN_DIR/
+      status.json    {"status": "running" | "finished" | "failed" | "interrupted", "family", "seed",
+                      "pid", "host", "heartbeat", "error", ...}
+      config.yaml    the fully resolved config (re-runnable with ``moerl train --config``)
+      tb/            TensorBoard event files
+      results.json   final machine-readable summary (written at the end)
+      stack.json     what produced the run, one record per training session (:mod:`.provenance`)
+      ...            family files: model, eval.csv, plots
+
+A directory whose ``status.json`` does not say ``finished`` is not a finished run; ``moerl eval``
+refuses it. Config errors are raised before the directory is created, so bad input leaves nothing.
+
+Honest files: every file a later command reads is written to a temporary name in the same directory,
+flushed to disk and renamed (:meth:`RunDir.save_atomic`), so a crash or a full disk leaves the previous
+complete file, never half of one. While a run trains, a heartbeat thread refreshes ``status.json`` every
+:data:`HEARTBEAT_SECONDS`; with the pid and host recorded there, :func:`run_state` tells a live run from one
+whose process died without a word (SIGKILL, out of memory, a machine crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moerl.core.errors import ConfigError
+
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+TB_DIR = "tb"
+#: Seconds between heartbeats of a running run; a heartbeat older than :data:`STALE_AFTER` means it died.
+HEARTBEAT_SECONDS = 15.0
+STALE_AFTER = 4 * HEARTBEAT_SECONDS
+
+
+MAX_RUN_NAME = 120
+
+
+def check_run_name(name: str) -> str:
+    """A run name must be one sane path component: it never reaches outside ``--logdir``."""
+    if (not name or len(name) > MAX_RUN_NAME or name in (".", "..") or name.startswith(".")
+            or "/" in name or "\\" in name or "\0" in name or os.sep in name):
+        raise ConfigError(
+            f"run name {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name "
+            f"of at most {MAX_RUN_NAME} characters, without '/' and not starting with '.'"
+        )
+    return name
+
+
+class RunDir:
+    """A run directory on disk, with helpers to write the standard files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / TB_DIR
+
+    @classmethod
+    def create(cls, logdir: str | Path, name: str) -> RunDir:
+        """Create a fresh directory ``logdir/name`` (``name-2``, ``name-3``... if taken)."""
+        check_run_name(name)
+        logdir = Path(logdir)
+        try:
+            logdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create log directory '{logdir}': {exc.strerror}") from None
+        if not os.access(logdir, os.W_OK):
+            raise ConfigError(f"log directory '{logdir}' is not writable")
+        candidate = logdir / name
+        suffix = 2
+        while True:
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                candidate = logdir / f"{name}-{suffix}"
+                suffix += 1
+        run = cls(candidate)
+        run.tb_dir.mkdir()
+        return run
+
+    @classmethod
+    def open_finished(cls, path: str | Path) -> RunDir:
+        """Open an existing run directory, refusing anything that is not a finished run."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise ConfigError(f"run directory '{path}' does not exist")
+        status = run.read_status()
+        state = run_state(status)
+        if state != "finished":
+            detail = {
+                "crashed": " (its process died without a word: killed or the machine crashed)",
+                "running": " (still training)",
+            }.get(state, f" ({status['error']})" if status.get("error") else "")
+            raise ConfigError(
+                f"'{path}' is not a finished run (status: {state}{detail}); "
+                "pass a directory written by a completed 'moerl train'"
+            )
+        return run
+
+    @classmethod
+    def open_resumable(cls, path: str | Path, family: str) -> tuple[RunDir, int]:
+        """Open a run that ``moerl train --resume`` may continue; return it and its checkpoint's position.
+
+        Refused (one line): a missing directory, a run still running or already finished, a run of another
+        family, a run without a checkpoint (it stopped before the first one).
+        """
+        from moerl.core.checkpoint_store import checkpoint_step
+
+        run = cls(path)
+        if not run.path.is_dir():
+            raise ConfigError(f"run directory '{path}' does not exist")
+        status = run.read_status()
+        state = run_state(status)
+        if state in ("running", "finished"):
+            raise ConfigError(f"'{path}' is {state}; only interrupted, failed or crashed runs resume")
+        if status.get("family") != family:
+            raise ConfigError(f"'{path}' is not a {family} run")
+        step = checkpoint_step(run.path)
+        if step is None:
+            raise ConfigError(f"'{path}' has no checkpoint (it stopped before the first one); train it anew")
+        return run, step
+
+    def read_status(self) -> dict[str, Any]:
+        f = self.path / STATUS_FILE
+        if not f.is_file():
+            return {}
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError:
+            return {"status": "corrupt"}
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        with _STATUS_LOCK:
+            data = self.read_status()
+            data.update(extra)
+            data["status"] = status
+            data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            data["heartbeat"] = time.time()
+            self.write_json(STATUS_FILE, data)
+
+    def heartbeat(self) -> None:
+        """Refresh the heartbeat of a running run (keeps every other field)."""
+        with _STATUS_LOCK:
+            data = self.read_status()
+            if data.get("status") != "running":
+                return
+            data["heartbeat"] = time.time()
+            self.write_json(STATUS_FILE, data)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's resolved config; a missing or broken ``config.yaml`` is a one-line ConfigError."""
+        path = self.path / CONFIG_FILE
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"run '{self.path}' has a missing or broken {CONFIG_FILE} ({first})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"run '{self.path}' has a broken {CONFIG_FILE} (not a mapping)")
+        return data
+
+    def load_artifact(self, name: str, loader: Callable[[Path], Any]) -> Any:
+        """``loader(path)`` for the run's file ``name``, or one line saying it is missing or damaged.
+
+        Any exception from the loader means the file cannot be used (a truncated zip, random bytes, a pickle
+        from another version), so all are reported the same way rather than as a traceback.
+        """
+        path = self.path / name
+        if not path.is_file():
+            raise ConfigError(f"run '{self.path}' has no {name} (it did not finish writing it)")
+        try:
+            return loader(path)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (see the docstring)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"'{path}' is damaged and cannot be loaded ({type(exc).__name__}: {first})") from None
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_text(name, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write atomically (temp file, flush, rename) so a crash never leaves half a file."""
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        self.save_atomic(name, write)
+
+    def save_atomic(self, name: str, write: Callable[[Path], Any]) -> Path:
+        """Call ``write(tmp_path)``, fsync the file and rename it to ``name``; return the final path.
+
+        The temporary name keeps the suffix (``.model.tmp-123.zip``) because writers such as SB3's
+        ``save`` add one when it is missing. On any failure the temporary file is removed and the
+        previous ``name`` (if any) is left as it was.
+        """
+        target = self.path / name
+        tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{threading.get_ident()}{target.suffix}")
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            tmp.replace(target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return target
+
+
+def find_run_dirs(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
+    directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
+    ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
+    ``table.md`` a script wrote beside the runs)."""
+    if not path.is_dir() or (path / "status.json").is_file():
+        return [str(path)], []
+    runs: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("."):
+            continue  # .sweep state, temporary folders
+        found, _ = find_run_dirs(child) if child.is_dir() else ([], [])
+        found = [f for f in found if (Path(f) / "status.json").is_file()]
+        if found:
+            runs.extend(found)
+        else:
+            skipped.append((str(child), "not a run directory and holds none"))
+    if not runs:
+        skipped.append((str(path), "a folder with no run directory below it"))
+    return runs, skipped
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+_STATUS_LOCK = threading.Lock()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _try_status(run: RunDir, status: str, **extra: Any) -> None:
+    """Record a final status; if even that fails (full disk), the stale heartbeat still tells the truth."""
+    try:
+        run.write_status(status, **extra)
+    except OSError:
+        pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Slurm's ``scancel``, ``docker stop``) turned into an interruption of the run."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While training, SIGTERM interrupts like Ctrl-C (the run is marked, files stay whole)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _SignalStop:
+    """State of :func:`stop_on_signals`: which signal asked to stop, if any."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def raise_if_stopped(self) -> None:
+        """After the loop returned: turn the requested stop into the interruption ``running`` records."""
+        if self.name == "SIGTERM":
+            raise Terminated("terminated by SIGTERM (checkpoint saved)")
+        if self.name == "SIGINT":
+            raise KeyboardInterrupt("interrupted by the user (SIGINT; checkpoint saved)")
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[_SignalStop]:
+    """The first SIGINT / SIGTERM asks the loop to stop at a clean point (``request_stop(name)``), so that a
+    checkpoint can be written; a second one interrupts at once, as usual."""
+    state = _SignalStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if state.name is not None:  # asked twice: stop now
+            if signum == signal.SIGTERM:
+                raise Terminated("terminated by SIGTERM")
+            raise KeyboardInterrupt
+        state.name = name
+        request_stop(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _record_stack(run: RunDir, device: str | None) -> None:
+    """Append this session's :func:`~moerl.runs.provenance.stack_record` to ``stack.json``."""
+    from moerl.runs.provenance import STACK_FILE, stack_record
+
+    try:
+        records = run.read_json(STACK_FILE)
+    except (OSError, ValueError):
+        records = []
+    run.write_json(STACK_FILE, [*(records if isinstance(records, list) else []), stack_record(device)])
+
+
+def _refresh_threads(run: RunDir) -> None:
+    """The thread count of this session as it trained (families set it after the run starts)."""
+    import torch
+
+    from moerl.runs.provenance import STACK_FILE
+
+    try:
+        records = run.read_json(STACK_FILE)
+        if records and records[-1].get("torch_threads") != torch.get_num_threads():
+            records[-1]["torch_threads"] = torch.get_num_threads()
+            run.write_json(STACK_FILE, records)
+    except (OSError, ValueError, AttributeError, IndexError):
+        pass
+
+
+@contextmanager
+def running(run: RunDir, family: str, seed: int | None, device: str | None = None) -> Iterator[RunDir]:
+    """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted.
+    ``stack.json`` gets this session's software stack and machine (``device``: where it trains)."""
+    with running_many([run], family, [seed], device):
+        yield run
+
+
+@contextmanager
+def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
+                 device: str | None = None) -> Iterator[Sequence[RunDir]]:
+    """:func:`running` for several runs one process trains together (the batched engine's seeds): one
+    heartbeat thread for all of them, and all marked finished, failed or interrupted together."""
+    for run, seed in zip(runs, seeds, strict=True):
+        run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         pid=os.getpid(), host=socket.gethostname())
+        _record_stack(run, device)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            for run in runs:
+                try:
+                    run.heartbeat()
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
+    thread.start()
+    try:
+        with _sigterm_interrupts():
+            yield runs
+    except KeyboardInterrupt as exc:
+        stop.set()
+        default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
+        for run in runs:
+            _try_status(run, "interrupted", error=str(exc) or default)
+        raise
+    except BaseException as exc:
+        stop.set()
+        for run in runs:
+            _try_status(run, "failed", error=_one_line(exc))
+        raise
+    finally:
+        stop.set()
+        thread.join()
+        for run in runs:
+            _refresh_threads(run)
+    for run in runs:
+        run.write_status("finished")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:  # a killed process whose parent died too stays a zombie until init reaps it: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def run_state(status: dict[str, Any], now: float | None = None) -> str:
+    """What a status really means: its own word, or ``crashed`` for a "running" run that is not.
+
+    A run is crashed when its process is gone (same host, pid not alive) or, from another host, when its
+    heartbeat is older than :data:`STALE_AFTER` seconds.
+    """
+    state = status.get("status", "missing")
+    if state != "running":
+        return state
+    now = time.time() if now is None else now
+    pid, host = status.get("pid"), status.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return "crashed"
+    beat = status.get("heartbeat")
+    if isinstance(beat, (int, float)) and now - beat > STALE_AFTER:
+        return "crashed"
+    return "running"

@@ -1,0 +1,119 @@
+"""One sweep job on disk: what a launch must do for it, and the ``moerl train`` process that does it.
+
+Shared by both backends of ``moerl sweep`` (:mod:`moerl.runs.sweep.launch` runs these locally,
+:mod:`moerl.runs.sweep.ray_backend` as Ray Tune trials), so a job runs the same whichever runs it. The rules
+:func:`plan_job` applies are in :mod:`moerl.runs.sweep.launch`'s docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from moerl.runs.sweep.spec import SweepJob
+
+
+@dataclass
+class JobPlan:
+    """What a launch must do for one job: ``action`` is done, busy, train or resume."""
+
+    job: SweepJob
+    action: str
+    seeds: tuple[int, ...] = ()
+    resume_from: Path | None = None
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    seeds: tuple[int, ...]
+    status: str  # finished, failed, busy, skipped (already finished)
+    seconds: float = 0.0
+    error: str | None = None
+    action: str = ""
+
+
+def plan_job(job: SweepJob) -> JobPlan:
+    """Decide from the run directories what ``job`` needs (see the module docstring)."""
+    from moerl.core.checkpoint_store import checkpoint_step
+    from moerl.runs.rundir import RunDir, run_state
+
+    states = {seed: (run_state(RunDir(job.run_dir(seed)).read_status()) if job.run_dir(seed).exists() else "missing")
+              for seed in job.seeds}
+    unfinished = tuple(s for s, state in states.items() if state != "finished")
+    if not unfinished:
+        return JobPlan(job, "done")
+    if any(states[s] == "running" for s in unfinished):
+        return JobPlan(job, "busy", unfinished)
+    if all(states[s] != "missing" for s in job.seeds):  # the whole batch (or the one sb3 run) was started
+        leader = _leader(job)
+        if leader is not None and checkpoint_step(leader) is not None:
+            return JobPlan(job, "resume", unfinished, resume_from=job.run_dir(unfinished[0]))
+    return JobPlan(job, "train", unfinished)
+
+
+def _leader(job: SweepJob) -> Path | None:
+    """The run directory holding the job's checkpoint: the batch leader, or the run itself for sb3."""
+    first = job.run_dir(job.seeds[0])
+    if job.engine != "batched":
+        return first
+    from moerl.runs.rundir import RunDir
+
+    leader = (RunDir(first).read_status().get("batch") or {}).get("leader")
+    return first.parent / leader if leader else None
+
+
+def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[str]:
+    """The ``moerl train`` command line that carries out ``plan``."""
+    cmd = [sys.executable, "-m", "moerl", "train", "--no-progress"]
+    if plan.action == "resume":
+        return [*cmd, "--resume", str(plan.resume_from), *(["--device", device] if device else [])]
+    job = plan.job
+    cmd += ["--config", str(config_file), "--logdir", job.logdir]
+    if job.engine == "batched":
+        cmd += ["--seeds", ",".join(map(str, plan.seeds)), "--run-name", job.name]
+    else:
+        cmd += ["--seed", str(plan.seeds[0]), "--run-name", f"{job.name}_s{plan.seeds[0]}"]
+    return [*cmd, *(["--device", device] if device else [])]
+
+
+def prepare(plan: JobPlan, state_dir: Path) -> Path:
+    """Write the job's config file; clear unfinished directories that a fresh start replaces."""
+    if plan.action == "train":
+        for seed in plan.seeds:
+            shutil.rmtree(plan.job.run_dir(seed), ignore_errors=True)
+    # One file per job (the sb3 engine's seeds of a config are separate jobs running at the same time).
+    config_file = state_dir / "configs" / f"{plan.job.job_id}.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config_file.with_name(f".{config_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(yaml.safe_dump(plan.job.config, sort_keys=False))
+    tmp.replace(config_file)
+    return config_file
+
+
+def run_job(plan: JobPlan, state_dir: Path, device: str | None) -> JobOutcome:
+    """Carry out ``plan`` in a ``moerl train`` subprocess; its output goes to the job's log file."""
+    config_file = prepare(plan, state_dir)
+    log = state_dir / "logs" / f"{plan.job.job_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(job_command(plan, config_file, device))}\n")
+        out.flush()
+        code = subprocess.run(job_command(plan, config_file, device), stdout=out, stderr=subprocess.STDOUT,
+                              env=env, check=False).returncode
+    seconds = time.perf_counter() - start
+    if code == 0:
+        return JobOutcome(plan.job.job_id, plan.seeds, "finished", seconds, action=plan.action)
+    lines = [line.strip() for line in log.read_text().splitlines() if line.strip()]
+    error = f"exit {code}: {lines[-1] if lines else 'no output'}"
+    return JobOutcome(plan.job.job_id, plan.seeds, "failed", seconds, error, plan.action)
