@@ -34,10 +34,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from moerl.rl.algos.dqn import DQNHyperParams
 from moerl.rl.engine.batched_dqn import BatchedDQN
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.experiment import DQNRunConfig, build_model, make_env, validate
-from moerl.rl.sb3.moe_dqn import DQNHyperParams
 
 WARMUP = 600  # env steps before timing: past learning_starts (500), so updates are included
 

@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # MoE DQN (seed 001)
     "MoEDQN": "moerl.rl.sb3.moe_dqn",
-    "DQNHyperParams": "moerl.rl.sb3.moe_dqn",
+    "DQNHyperParams": "moerl.rl.algos.dqn",
     "MoEDQNPolicy": "moerl.rl.sb3.policy",
     "MoENetworkConfig": "moerl.rl.sb3.policy",
     "evaluate_tasks": "moerl.rl.evaluation",
@@ -68,11 +68,12 @@ if TYPE_CHECKING:
     from moerl.masked.learner import MaskedExpertLearner  # noqa: F401
     from moerl.masked.packnet import PackNetLearner  # noqa: F401
     from moerl.masked.suites import build_suite as build_vision_suite  # noqa: F401
+    from moerl.rl.algos.dqn import DQNHyperParams  # noqa: F401
     from moerl.rl.engine.batched_dqn import BatchedDQN  # noqa: F401
     from moerl.rl.envs.batched import BatchedTaskSuite  # noqa: F401
     from moerl.rl.envs.suite import TaskSuiteEnv  # noqa: F401
     from moerl.rl.evaluation import evaluate_tasks  # noqa: F401
-    from moerl.rl.sb3.moe_dqn import DQNHyperParams, MoEDQN  # noqa: F401
+    from moerl.rl.sb3.moe_dqn import MoEDQN  # noqa: F401
     from moerl.rl.sb3.policy import MoEDQNPolicy, MoENetworkConfig  # noqa: F401
     from moerl.routing.data import build as build_mtl_dataset  # noqa: F401
     from moerl.routing.policies import make_router  # noqa: F401

@@ -13,10 +13,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from moerl import MoEDQN
+from moerl.rl.algos.dqn import DQNHyperParams
 from moerl.rl.engine.batched_dqn import BatchedDQN, linear_schedule
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.experiment import DQNRunConfig, build_model, validate
-from moerl.rl.sb3.moe_dqn import DQNHyperParams
 
 torch.set_num_threads(1)
 NETWORKS = [

@@ -81,6 +81,36 @@ def test_models_load_in_sb3_and_moerl_eval_and_report_read_the_runs(batched, cap
     assert "| cartpole-crl | big | softmoe | 2 |" in capsys.readouterr().out
 
 
+def test_a_batched_model_records_the_runs_whole_dqn_section(tmp_path):
+    """model.zip holds the run's hyper-parameters, not MoEDQN's defaults (it once kept a hand-made subset:
+    loss, aux_loss_coef and adam_eps fell back to their defaults)."""
+    import dataclasses
+
+    import yaml
+
+    from moerl.rl.algos.dqn import DQNHyperParams
+
+    changed = {"loss": "huber", "aux_loss_coef": 0.25, "adam_eps": 1e-5, "gamma": 0.95, "max_grad_norm": 3.0,
+               "learning_rate": 5e-4, "exploration_final_eps": 0.02}
+    defaults = DQNHyperParams()
+    assert all(getattr(defaults, k) != v for k, v in changed.items())  # each value shows it was recorded
+    args = [*ARGS, "--timesteps", "400", "--router", "topk", "--set", "network.balance_loss=importance",
+            *(a for k, v in changed.items() for a in ("--set", f"dqn.{k}={v}"))]
+    assert main(["train", *args, "--seeds", "0,1", "--engine", "batched", "--logdir", str(tmp_path)]) == 0
+    for run in sorted(tmp_path.iterdir()):
+        dqn = yaml.safe_load((run / "config.yaml").read_text())["dqn"]
+        model = MoEDQN.load(run / "model.zip", device="cpu")
+        for field in dataclasses.fields(DQNHyperParams):
+            if field.name == "adam_eps":
+                saved = model.policy.optimizer.param_groups[0]["eps"]
+            elif field.name == "train_freq":
+                saved = model.train_freq.frequency
+            else:
+                saved = getattr(model, field.name)
+            assert saved == dqn[field.name], (run.name, field.name, saved, dqn[field.name])
+        assert {k: dqn[k] for k in changed} == changed
+
+
 def test_the_same_seeds_give_the_same_runs(batched, tmp_path):
     assert main(["train", *ARGS, "--seeds", "3,5", "--engine", "batched", "--logdir", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in batched.iterdir())

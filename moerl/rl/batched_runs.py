@@ -440,9 +440,6 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
 
 
 def _dqn_kwargs(config: Any) -> dict[str, Any]:
-    """MoEDQN's arguments from the ``dqn:`` section (the saved zip records the run's hyper-parameters)."""
-    d = dataclasses.asdict(config.dqn)
-    return {k: v for k, v in d.items() if k in ("learning_rate", "buffer_size", "batch_size", "learning_starts",
-                                                 "train_freq", "gradient_steps", "target_update_interval", "gamma",
-                                                 "exploration_fraction", "exploration_initial_eps",
-                                                 "exploration_final_eps", "max_grad_norm")}
+    """MoEDQN's arguments: the whole ``dqn:`` section, as the SB3 path passes it (the saved zip records the
+    run's hyper-parameters, ``loss``, ``aux_loss_coef`` and ``adam_eps`` included)."""
+    return dataclasses.asdict(config.dqn)

@@ -2,7 +2,7 @@
 
 One schema for the CLI, YAML files and the Python API: the ``network:`` section is
 :class:`moerl.rl.sb3.policy.MoENetworkConfig` (what ``MoEDQN(policy_kwargs={"network": ...})`` takes),
-the ``dqn:`` section is :class:`moerl.rl.sb3.moe_dqn.DQNHyperParams` (whose defaults are ``MoEDQN``'s own).
+the ``dqn:`` section is :class:`moerl.rl.algos.dqn.DQNHyperParams` (whose defaults are ``MoEDQN``'s own).
 CLI flags are aliases of schema keys (:data:`FLAGS`), also accepted as flat keys in files and ``--set``.
 
 Precedence: schema defaults < ``--config`` YAML < CLI flags < ``--set key=value``. Every value is checked
@@ -24,7 +24,7 @@ from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 from moerl.core.seeding import check_seed
 from moerl.nn.choices import ROUTED_ARCHS
-from moerl.rl.sb3.moe_dqn import LOSSES, DQNHyperParams
+from moerl.rl.algos.dqn import LOSSES, DQNHyperParams
 from moerl.rl.sb3.policy import MoENetworkConfig
 
 FAMILY_NAME = "moe-dqn"

@@ -7,7 +7,7 @@ the replay buffers :class:`~moerl.rl.algos.replay.BatchedReplayBuffer`. The thre
 modules so that another algorithm can reuse the suites and networks.
 
 The algorithm is :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s, step for step, with the same hyper-parameters
-(:class:`~moerl.rl.sb3.moe_dqn.DQNHyperParams`, one schema) and the same observation handling (the SB3
+(:class:`~moerl.rl.algos.dqn.DQNHyperParams`, one schema; the loss of :mod:`moerl.rl.algos.dqn`) and the same observation handling (the SB3
 policy's :class:`~moerl.rl.sb3.policy.MoEQNet` rescales inputs, reads the task id and masks actions;
 one instance of it is used here for that, so the rule is written once):
 
@@ -35,18 +35,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from moerl.core.cpu_allocator import keep_freed_memory
 from moerl.core.seed_streams import SeedStreams, splitmix64
+from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import BatchedTaskSuite
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
-from moerl.rl.sb3.moe_dqn import DQNHyperParams, default_buffer_size
 from moerl.rl.sb3.policy import INVALID_Q, MoENetworkConfig, MoEQNet, network_config
 
 #: Stream purpose of exploration draws (see :class:`SeedStreams`).
@@ -114,7 +113,7 @@ class BatchedDQN:
         # float rounding (the update-equivalence test bounds it).
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
                                           fused=True)
-        capacity = self.hp.buffer_size or default_buffer_size(suite)
+        capacity = self.hp.buffer_size or default_capacity(suite.block_steps if suite.schedule() else None)
         self.buffer = BatchedReplayBuffer(self.seeds, capacity, int(obs_space.shape[0]), self.device)
         self._explore = SeedStreams(self.seeds, _EXPLORE_STREAM, self.device)
         self.use_aux = self.hp.aux_loss_coef > 0 and self.network_config.balance_loss != "none"
@@ -237,25 +236,20 @@ class BatchedDQN:
             with torch.no_grad():
                 next_feats, next_task = self._split(data.next_observations)
                 next_q = self._masked(self.q_net_target(next_feats, next_task), data.next_observations)
-                target = data.rewards + (1 - data.dones) * hp.gamma * next_q.max(-1).values
+                target = td_target(next_q, data.rewards, data.dones, hp.gamma)
             feats, task = self._split(data.observations)
             if self.use_aux or (want_metrics and step == 0):
                 q_all, record = self.q_net.forward_record(feats, task)
             else:
                 q_all, record = self.q_net(feats, task), None
-            q = q_all.gather(-1, data.actions[..., None])[..., 0]
-            if hp.loss == "mse":
-                td = F.mse_loss(q, target, reduction="none").mean(1)
-            else:
-                td = F.smooth_l1_loss(q, target, reduction="none").mean(1)
-            loss = td.sum()  # a sum over seeds: each seed's gradients are those of its own loss
+            td = td_loss(q_all, data.actions, target, hp.loss)
             if record is not None and want_metrics and step == 0:
                 self._last_metrics_step = self.num_timesteps
                 self.log.metrics.append((self.num_timesteps, {k: v.detach().cpu().numpy()
                                                               for k, v in record.metrics().items()}))
-            if record is not None and self.use_aux:
-                aux = record.aux_loss()
-                loss = loss + hp.aux_loss_coef * aux.sum()
+            aux = record.aux_loss() if record is not None and self.use_aux else None
+            loss = total_loss(td, aux, hp.aux_loss_coef)
+            if aux is not None:
                 self.log.aux_loss.append(aux.detach().cpu().numpy())
             self.log.td_loss.append(td.detach().cpu().numpy())
             self.optimizer.zero_grad(set_to_none=True)

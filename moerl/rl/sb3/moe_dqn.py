@@ -13,73 +13,37 @@ logging and save/load. We change what the MoE study needs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from moerl.core.errors import ConfigError
-from moerl.core.registry import Registry
 from moerl.nn import ForwardRecord, forward_metrics
+from moerl.rl.algos.dqn import (
+    DEFAULT_BUFFER_SIZE,
+    LOSSES,
+    DQNHyperParams,
+    default_capacity,
+    td_loss,
+    td_target,
+    total_loss,
+)
 from moerl.rl.envs.attributes import suite_info
 from moerl.rl.nets.obs_layout import layout_for_env
 from moerl.rl.sb3.policy import MoEDQNPolicy
 
-LOSSES = Registry("loss", {
-    "mse": "squared TD error (dopamine's classic-control DQN)",
-    "huber": "Huber / smooth L1 TD error (SB3's DQN)",
-})
-
-
-@dataclass
-class DQNHyperParams:
-    """MoE DQN's algorithm settings: the ``dqn:`` section of a config, and :class:`MoEDQN`'s defaults.
-
-    Defined once: :class:`MoEDQN`'s signature reads its defaults from here, so ``MoEDQN("MoEPolicy", env)``
-    and ``moerl train`` train the same algorithm. The defaults are dopamine's classic-control DQN
-    (docs/moe-dqn.md), not SB3's generic ones.
-    """
-
-    learning_rate: float = 1e-3
-    #: Adam's epsilon (dopamine: 3.125e-4; torch's default 1e-8).
-    adam_eps: float = 3.125e-4
-    #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
-    #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
-    #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
-    buffer_size: int | None = None
-    batch_size: int = 128
-    learning_starts: int = 500
-    train_freq: int = 4
-    gradient_steps: int = 1
-    target_update_interval: int = 100
-    gamma: float = 0.99
-    exploration_fraction: float = 0.1
-    exploration_initial_eps: float = 0.01
-    exploration_final_eps: float = 0.01
-    loss: str = "mse"
-    #: Weight of the router's balancing loss (only for routers with ``balance_loss`` other than none).
-    aux_loss_coef: float = 0.01
-    #: Dopamine does not clip; SB3 always calls clip_grad_norm_, so "no clipping" is a huge norm.
-    max_grad_norm: float = 1e9
-
-
 _D = DQNHyperParams()
-#: Replay capacity when neither the user nor a CRL schedule sets it (dopamine's).
-DEFAULT_BUFFER_SIZE = 50_000
-
-
 def default_buffer_size(env: Any) -> int:
     """Dopamine's 50k, or one CRL block when ``env`` is a CRL suite (see :attr:`DQNHyperParams.buffer_size`)."""
     if env is None:
-        return DEFAULT_BUFFER_SIZE
+        return default_capacity(None)
     info = suite_info(env)
-    return min(DEFAULT_BUFFER_SIZE, info.block_steps) if info.schedule else DEFAULT_BUFFER_SIZE
+    return default_capacity(info.block_steps if info.schedule else None)
 
 
 class MoEDQN(DQN):
@@ -262,18 +226,16 @@ class MoEDQN(DQN):
             assert self.replay_buffer is not None
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = data.discounts if data.discounts is not None else self.gamma
-            with torch.no_grad():
+            with torch.no_grad():  # one member (S = 1) of the loss the batched engine computes for S
                 next_q = q_target.masked(q_target(data.next_observations), data.next_observations)
-                next_q = next_q.max(dim=1).values.reshape(-1, 1)
-                target = data.rewards + (1 - data.dones) * discounts * next_q
+                target = td_target(next_q[None], data.rewards[None, :, 0], data.dones[None, :, 0],
+                                   discounts if isinstance(discounts, float) else discounts[None, :, 0])
             record = ForwardRecord() if (use_aux or (want_metrics and step == 0)) else None
             q_all = q_net(data.observations, record)
-            q = torch.gather(q_all, dim=1, index=data.actions.long())
-            td = F.mse_loss(q, target) if self.loss == "mse" else F.smooth_l1_loss(q, target)
-            loss = td
-            aux = record.aux_loss() if record is not None else None
-            if aux is not None and use_aux:
-                loss = loss + self.aux_loss_coef * aux
+            td = td_loss(q_all[None], data.actions.long()[None, :, 0], target, self.loss)
+            aux = record.aux_loss() if record is not None and use_aux else None
+            loss = total_loss(td, None if aux is None else aux.reshape(1), self.aux_loss_coef)
+            if aux is not None:
                 aux_losses.append(aux.item())
             losses.append(td.item())
             self.policy.optimizer.zero_grad()

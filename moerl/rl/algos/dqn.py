@@ -1,0 +1,90 @@
+"""DQN, written once: its settings and its loss over ``(S, B, ...)`` tensors, for every engine.
+
+The batched engine (:mod:`moerl.rl.engine.batched_dqn`) calls these on S seeds at once; the reference
+engine (:class:`moerl.rl.sb3.moe_dqn.MoEDQN`) calls them with S = 1 inside SB3's ``train``. Each engine keeps
+its own optimiser step (SB3's Adam and ``clip_grad_norm_`` on the reference path, a fused Adam and per-seed
+clipping on the batched one), so the two compute the same update and their results stay as they were.
+
+Pure torch: neither Stable-Baselines3 nor Gymnasium (an import contract), so a new engine or a compiled
+step can call the same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from moerl.core.registry import Registry
+
+LOSSES = Registry("loss", {
+    "mse": "squared TD error (dopamine's classic-control DQN)",
+    "huber": "Huber / smooth L1 TD error (SB3's DQN)",
+})
+
+
+@dataclass
+class DQNHyperParams:
+    """MoE DQN's algorithm settings: the ``dqn:`` section of a config, and :class:`MoEDQN`'s defaults.
+
+    Defined once: :class:`MoEDQN`'s signature reads its defaults from here, so ``MoEDQN("MoEPolicy", env)``
+    and ``moerl train`` train the same algorithm. The defaults are dopamine's classic-control DQN
+    (docs/moe-dqn.md), not SB3's generic ones.
+    """
+
+    learning_rate: float = 1e-3
+    #: Adam's epsilon (dopamine: 3.125e-4; torch's default 1e-8).
+    adam_eps: float = 3.125e-4
+    #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
+    #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
+    #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
+    buffer_size: int | None = None
+    batch_size: int = 128
+    learning_starts: int = 500
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 100
+    gamma: float = 0.99
+    exploration_fraction: float = 0.1
+    exploration_initial_eps: float = 0.01
+    exploration_final_eps: float = 0.01
+    loss: str = "mse"
+    #: Weight of the router's balancing loss (only for routers with ``balance_loss`` other than none).
+    aux_loss_coef: float = 0.01
+    #: Dopamine does not clip; SB3 always calls clip_grad_norm_, so "no clipping" is a huge norm.
+    max_grad_norm: float = 1e9
+
+#: Replay capacity when neither the user nor a CRL schedule sets it (dopamine's).
+DEFAULT_BUFFER_SIZE = 50_000
+
+
+def default_capacity(crl_block_steps: int | None) -> int:
+    """Dopamine's 50k, or one block on a CRL suite (``crl_block_steps``; see :attr:`DQNHyperParams.buffer_size`)."""
+    return min(DEFAULT_BUFFER_SIZE, crl_block_steps) if crl_block_steps else DEFAULT_BUFFER_SIZE
+
+
+def td_target(next_q: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+              gamma: float | torch.Tensor) -> torch.Tensor:
+    """``r + (1 - done) * gamma * max_a' Q_target(s', a')``, ``(S, B)``.
+
+    ``next_q``: ``(S, B, A)`` target-network Q-values of the next observations with invalid actions already
+    pushed down (the action mask of the observation's task), so the max is over valid actions only.
+    """
+    return rewards + (1 - dones) * gamma * next_q.max(-1).values
+
+
+def td_loss(q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Each member's mean TD loss over its minibatch, ``(S,)``: ``q_all`` ``(S, B, A)``, ``actions`` and
+    ``target`` ``(S, B)``; ``loss`` one of :data:`LOSSES` (``mse`` or ``huber``)."""
+    q = q_all.gather(-1, actions[..., None])[..., 0]
+    if loss == "mse":
+        return F.mse_loss(q, target, reduction="none").mean(-1)
+    return F.smooth_l1_loss(q, target, reduction="none").mean(-1)
+
+
+def total_loss(td: torch.Tensor, aux: torch.Tensor | None, aux_loss_coef: float) -> torch.Tensor:
+    """The scalar to differentiate: the members' TD losses summed (each member's gradients are those of its
+    own loss, as the members share no parameter) plus ``aux_loss_coef`` times their balancing losses."""
+    loss = td.sum()
+    return loss if aux is None else loss + aux_loss_coef * aux.sum()
