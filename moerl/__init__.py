@@ -33,7 +33,7 @@ _EXPORTS = {
     "MoEDQN": "moerl.rl.sb3.moe_dqn",
     "DQNHyperParams": "moerl.rl.algos.dqn",
     "MoEDQNPolicy": "moerl.rl.sb3.policy",
-    "MoENetworkConfig": "moerl.rl.sb3.policy",
+    "MoENetworkConfig": "moerl.rl.nets.encoder",
     "evaluate_tasks": "moerl.rl.evaluation",
     "TaskSuiteEnv": "moerl.rl.envs.suite",
     "BatchedDQN": "moerl.rl.engine.batched_dqn",
@@ -73,8 +73,9 @@ if TYPE_CHECKING:
     from moerl.rl.envs.batched import BatchedTaskSuite  # noqa: F401
     from moerl.rl.envs.suite import TaskSuiteEnv  # noqa: F401
     from moerl.rl.evaluation import evaluate_tasks  # noqa: F401
+    from moerl.rl.nets.encoder import MoENetworkConfig  # noqa: F401
     from moerl.rl.sb3.moe_dqn import MoEDQN  # noqa: F401
-    from moerl.rl.sb3.policy import MoEDQNPolicy, MoENetworkConfig  # noqa: F401
+    from moerl.rl.sb3.policy import MoEDQNPolicy  # noqa: F401
     from moerl.routing.data import build as build_mtl_dataset  # noqa: F401
     from moerl.routing.policies import make_router  # noqa: F401
     from moerl.routing.trainer import LearnerConfig, RoutingLearner  # noqa: F401

@@ -9,7 +9,8 @@ import pytest
 from gymnasium.envs.classic_control import CartPoleEnv
 
 from moerl.core.errors import ConfigError
-from moerl.rl.envs.games import CARTPOLE, MOUNTAINCAR, set_cartpole_physics
+from moerl.rl.envs.games import CARTPOLE, MOUNTAINCAR
+from moerl.rl.envs.gym_games import set_cartpole_physics
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.envs.tasks import FAMILIES, TASKS, Task, get_task, resolve_tasks
 

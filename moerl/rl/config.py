@@ -25,7 +25,7 @@ from moerl.core.registry import Registry
 from moerl.core.seeding import check_seed
 from moerl.nn.choices import ROUTED_ARCHS
 from moerl.rl.algos.dqn import LOSSES, DQNHyperParams
-from moerl.rl.sb3.policy import MoENetworkConfig
+from moerl.rl.nets.encoder import MoENetworkConfig
 
 FAMILY_NAME = "moe-dqn"
 ENGINES = Registry("engine", {

@@ -35,18 +35,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
-from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from moerl.core.cpu_allocator import keep_freed_memory
 from moerl.core.seed_streams import SeedStreams, splitmix64
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import BatchedTaskSuite
-from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
+from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, network_config
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
-from moerl.rl.sb3.policy import INVALID_Q, MoENetworkConfig, MoEQNet, network_config
+from moerl.rl.spec import SuiteSpec
 
 #: Stream purpose of exploration draws (see :class:`SeedStreams`).
 _EXPLORE_STREAM = 3
@@ -84,7 +82,7 @@ class BatchedDQN:
             on the SB3 path), gathered in :attr:`log`.
     """
 
-    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], network: MoENetworkConfig | dict[str, Any] | None = None,
+    def __init__(self, suite: SuiteSpec, seeds: Sequence[int], network: MoENetworkConfig | dict[str, Any] | None = None,
                  dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu",
                  metrics_interval: int = 1000) -> None:
         self.device = torch.device(device)
@@ -97,14 +95,11 @@ class BatchedDQN:
         self.env = BatchedTaskSuite(suite, self.seeds, self.device)
         layout = layout_for_env(suite)
         check_layout_fits(self.network_config, layout, repr(suite))
-        obs_space = suite.observation_space
-        act_space = spaces.Discrete(self.env.n_actions)
-        # The SB3 policy's own preprocessing (rescaling, task id, action masks): one rule for both engines.
-        self.policy_io = MoEQNet(obs_space, act_space, FlattenExtractor(obs_space), int(obs_space.shape[0]),
-                                 self.network_config, layout.to_dict()).to(self.device)
-        q = self.policy_io.q_net
-        self.q_net = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)
-        self.q_net_target = BatchedQNetwork.from_seeds(q.in_features, q.n_actions, self.network_config, self.seeds)
+        # The reference engine's observation rules (rescaling, task id, action masks): one encoder for both.
+        self.encoder = ObservationEncoder(layout, self.env.n_actions, self.network_config).to(self.device)
+        in_features, n_actions = self.encoder.in_features, self.env.n_actions
+        self.q_net = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
+        self.q_net_target = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
         self.q_net.to(self.device)
         self.q_net_target.to(self.device).copy_from_(self.q_net)
         self.q_net_target.train(False)
@@ -114,7 +109,7 @@ class BatchedDQN:
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
                                           fused=True)
         capacity = self.hp.buffer_size or default_capacity(suite.block_steps if suite.schedule() else None)
-        self.buffer = BatchedReplayBuffer(self.seeds, capacity, int(obs_space.shape[0]), self.device)
+        self.buffer = BatchedReplayBuffer(self.seeds, capacity, self.env.obs_dim, self.device)
         self._explore = SeedStreams(self.seeds, _EXPLORE_STREAM, self.device)
         self.use_aux = self.hp.aux_loss_coef > 0 and self.network_config.balance_loss != "none"
         self.num_timesteps = 0
@@ -129,15 +124,10 @@ class BatchedDQN:
     # ------------------------------------------------------------------ observations -> network
     def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(S, B, obs_dim) observations -> (S, B, features) and (S, B) task ids, as the SB3 policy reads them."""
-        s, b = obs.shape[:2]
-        feats, task = self.policy_io.split(obs.reshape(s * b, -1))
-        return feats.reshape(s, b, -1), None if task is None else task.reshape(s, b)
+        return self.encoder.split(obs)
 
     def _masked(self, q: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        if self.policy_io.layout.valid_actions is None:
-            return q
-        mask = self.policy_io.action_mask(obs.reshape(-1, obs.shape[-1])).reshape(q.shape)
-        return torch.where(mask, q, torch.full_like(q, INVALID_Q))
+        return self.encoder.masked(q, obs)
 
     @torch.no_grad()
     def greedy_actions(self, obs: torch.Tensor) -> torch.Tensor:
@@ -148,7 +138,7 @@ class BatchedDQN:
 
     def _random_valid(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(S,) uniform valid actions for the observations (S, obs_dim) from uniforms ``u`` (S,)."""
-        mask = self.policy_io.action_mask(obs)
+        mask = self.encoder.action_mask(obs)
         k = (u * mask.sum(1)).long()  # the k-th valid action
         return (mask.cumsum(1) > k[:, None]).float().argmax(1)
 
@@ -259,7 +249,7 @@ class BatchedDQN:
         self.n_updates += gradient_steps
 
     @torch.no_grad()
-    def evaluate(self, suite: TaskSuiteEnv, episodes: int, seed: int,
+    def evaluate(self, suite: SuiteSpec, episodes: int, seed: int,
                  usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512,
                  tasks: Sequence[int] | None = None) -> np.ndarray:
         """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``

@@ -39,7 +39,7 @@ import torch
 
 from moerl.core.seed_streams import SeedStreams
 from moerl.rl.envs.schedule import build_schedule
-from moerl.rl.envs.suite import TaskSuiteEnv
+from moerl.rl.spec import SuiteSpec
 
 #: Stream purposes (see :class:`SeedStreams`): environment resets and MTRL task draws.
 _RESET_STREAM = 1
@@ -87,7 +87,7 @@ class BatchedTaskSuite:
             draw): every task of a suite evaluated in one batch. Overrides ``suite.fixed_task``.
     """
 
-    def __init__(self, suite: TaskSuiteEnv, seeds: Sequence[int], device: str | torch.device = "cpu",
+    def __init__(self, suite: SuiteSpec, seeds: Sequence[int], device: str | torch.device = "cpu",
                  fixed_tasks: Sequence[int] | None = None) -> None:
         self.device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
@@ -118,7 +118,7 @@ class BatchedTaskSuite:
         self._game = torch.tensor([_GAME_IDS[t.game] for t in tasks], device=dev)
         #: The games the suite has: a suite of one game steps only that game's physics (static, no branch on data).
         self._games = {t.game for t in tasks}
-        self._limit = torch.as_tensor(suite._limits, dtype=torch.int64, device=dev)
+        self._limit = torch.as_tensor(suite.episode_limits, dtype=torch.int64, device=dev)
         self._action_map = torch.tensor(
             [list(t.action_map) + [0] * (self.n_actions - len(t.action_map)) for t in tasks], device=dev)
         phys = [t.physics_dict for t in tasks]
@@ -144,7 +144,7 @@ class BatchedTaskSuite:
         self._arange = torch.arange(n, device=dev)
 
     # ------------------------------------------------------------------ construction
-    def _schedules(self, suite: TaskSuiteEnv, fixed: bool) -> np.ndarray:
+    def _schedules(self, suite: SuiteSpec, fixed: bool) -> np.ndarray:
         """Each seed's CRL task per block, ``(N, blocks)``; ``(N, 0)`` outside CRL or with fixed tasks."""
         if suite.mode != "crl" or fixed:
             return np.zeros((self.num_envs, 0), dtype=np.int64)

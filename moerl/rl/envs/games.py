@@ -1,21 +1,17 @@
 """Base games the task suites are built on: CartPole and MountainCar from Gymnasium's classic control.
 
 A :class:`Game` is the plain-data description of one base game (sizes, time limit, the physics
-parameters a task may change, the observation bounds used to rescale network inputs) plus a factory
-that builds Gymnasium's own environment with given physics. The suites never subclass or copy
-Gymnasium's dynamics: they build the stock environment and set its physics attributes, recomputing the
-quantities that the stock ``__init__`` derives from them (CartPole's ``total_mass`` and
-``polemass_length``), because the stock ``step`` reads the derived values, not the raw ones.
+parameters a task may change, the observation bounds used to rescale network inputs). Both suite
+implementations read it: the Gymnasium reference (:mod:`moerl.rl.envs.suite`, which builds the stock
+environment with :mod:`moerl.rl.envs.gym_games`) and the batched torch dynamics
+(:mod:`moerl.rl.envs.batched`). Plain data, so the torch side imports no Gymnasium.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import gymnasium as gym
-from gymnasium.envs.classic_control import CartPoleEnv, MountainCarEnv
 
 from moerl.core.errors import ConfigError, check_choice
 
@@ -34,7 +30,6 @@ class Game:
         max_episode_steps: the usual time limit of ``gym_id`` (truncation after this many steps).
         physics: the physics parameters a task may set, with the stock values.
         return_bounds: default (low, high) episode return used to normalise returns to [0, 1].
-        build: makes the stock environment with the given physics and render mode.
     """
 
     name: str
@@ -45,30 +40,6 @@ class Game:
     max_episode_steps: int
     physics: Mapping[str, float]
     return_bounds: tuple[float, float]
-    build: Callable[[Mapping[str, float], str | None], gym.Env]
-
-
-def set_cartpole_physics(env: CartPoleEnv, **params: float) -> CartPoleEnv:
-    """Set CartPole physics and recompute the derived masses that ``CartPoleEnv.__init__`` caches.
-
-    ``length`` is Gymnasium's *half* pole length (0.5 by default).
-    """
-    for key, value in params.items():
-        setattr(env, key, float(value))
-    env.total_mass = env.masspole + env.masscart
-    env.polemass_length = env.masspole * env.length
-    return env
-
-
-def _build_cartpole(params: Mapping[str, float], render_mode: str | None) -> gym.Env:
-    return set_cartpole_physics(CartPoleEnv(render_mode=render_mode), **params)
-
-
-def _build_mountaincar(params: Mapping[str, float], render_mode: str | None) -> gym.Env:
-    env = MountainCarEnv(render_mode=render_mode)
-    for key, value in params.items():
-        setattr(env, key, float(value))
-    return env
 
 
 CARTPOLE = Game(
@@ -81,7 +52,6 @@ CARTPOLE = Game(
     physics={"gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0},
     # Every step is worth +1, so 0 (nothing) to the time limit (balanced throughout).
     return_bounds=(0.0, 500.0),
-    build=_build_cartpole,
 )
 
 MOUNTAINCAR = Game(
@@ -95,7 +65,6 @@ MOUNTAINCAR = Game(
     # -200: the goal never reached (what a random policy scores); -100: a well-trained agent
     # (rl-zoo's tuned DQN; the official "solved" threshold is -110).
     return_bounds=(-200.0, -100.0),
-    build=_build_mountaincar,
 )
 
 GAMES: dict[str, Game] = {game.name: game for game in (CARTPOLE, MOUNTAINCAR)}

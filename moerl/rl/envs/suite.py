@@ -40,6 +40,7 @@ import numpy as np
 from gymnasium import spaces
 
 from moerl.core.errors import ConfigError, check_choice
+from moerl.rl.envs.gym_games import build_game
 from moerl.rl.envs.schedule import Block, build_schedule, check_order, check_task_probs, task_index
 from moerl.rl.envs.tasks import Task, resolve_tasks
 
@@ -120,7 +121,7 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
             ]
         )
 
-        self._envs = [t.base.build(t.physics_dict, render_mode) for t in self.tasks]
+        self._envs = [build_game(t.base.name, t.physics_dict, render_mode) for t in self.tasks]
         self._n_valid = np.array([t.base.n_actions for t in self.tasks])
         self.base_obs_dim = max(t.base.obs_dim for t in self.tasks)
         self.action_space = spaces.Discrete(int(self._n_valid.max()))
@@ -138,6 +139,11 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         self._needs_reset = True
         self._started = False
         self.current_task = self._first_task()
+
+    @property
+    def episode_limits(self) -> np.ndarray:
+        """Each task's episode length limit (truncation), ``(num_tasks,)``."""
+        return self._limits
 
     # ------------------------------------------------------------------ construction helpers
     def _make_observation_space(self) -> spaces.Box:

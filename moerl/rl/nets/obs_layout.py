@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from moerl.rl.envs.attributes import env_attr
@@ -58,7 +57,8 @@ def layout_for_env(env: Any) -> ObsLayout:
     this on the env it was given, so users never build the layout by hand.
     """
     space = env.observation_space
-    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+    # A flat Box, recognised by what it has (bounds and one dimension): this module imports no Gymnasium.
+    if getattr(space, "low", None) is None or len(getattr(space, "shape", None) or ()) != 1:
         from moerl.core.errors import ConfigError
 
         raise ConfigError(
@@ -87,7 +87,7 @@ def layout_for_env(env: Any) -> ObsLayout:
                      task_low, task_high)
 
 
-def _default_bounds(env: Any, space: gym.spaces.Box, base_dim: int):
+def _default_bounds(env: Any, space: Any, base_dim: int):
     from moerl.rl.envs.games import GAMES
 
     spec = env_attr(env, "spec")

@@ -9,7 +9,6 @@ the one-hot to the network as features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,36 +17,19 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
-from moerl.core.config import from_dict, to_dict
+from moerl.core.config import to_dict
 from moerl.nn import ForwardRecord
+from moerl.rl.nets.encoder import (
+    MoENetworkConfig,
+    action_mask,
+    encoder_scale,
+    mask_q,
+    network_config,
+    split_observation,
+    valid_action_table,
+)
 from moerl.rl.nets.obs_layout import ObsLayout
-from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig
-
-#: Value given to invalid actions before a max/argmax (finite, so no NaN can appear in losses).
-INVALID_Q = -1e8
-
-
-@dataclass
-class MoENetworkConfig(QNetworkConfig):
-    """The ``network`` of an MoE DQN: the Q-network (:class:`moerl.nn.QNetworkConfig`) plus how the policy
-    turns observations into its input features.
-
-    One schema for ``moerl train`` flags, the ``network:`` section of YAML configs and
-    ``MoEDQN(policy_kwargs={"network": {...}})``.
-    """
-
-    #: Rescale the game part of observations to [-1, 1] (per task) with the suite's declared bounds.
-    rescale_inputs: bool = True
-    #: Feed the task one-hot to the network too (not only to the hardcoded router and action masks).
-    task_id_in_features: bool = True
-
-
-
-def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetworkConfig:
-    """Accept the network as a config object or a plain dict (as stored in ``policy_kwargs``); validate it."""
-    if isinstance(network, MoENetworkConfig):
-        return network.validate()  # type: ignore[return-value]
-    return from_dict(MoENetworkConfig, network or {}, "network.").validate()  # type: ignore[return-value]
+from moerl.rl.nets.qnetwork import MoEQNetwork
 
 
 class MoEQNet(QNetwork):
@@ -78,44 +60,22 @@ class MoEQNet(QNetwork):
         self.features_dim = features_dim
         self.network_config = network_config(network)
         self.layout = ObsLayout.from_dict(obs_layout)
-        self.task_id_in_features = task_id_in_features = self.network_config.task_id_in_features
-        rescale_inputs = self.network_config.rescale_inputs
-        lay = self.layout
-        if rescale_inputs and lay.low is not None:
-            low = torch.tensor(lay.low, dtype=torch.float32)
-            high = torch.tensor(lay.high, dtype=torch.float32)
-            center, half = (high + low) / 2, (high - low) / 2
-        else:
-            center, half = torch.zeros(lay.base_dim), torch.ones(lay.base_dim)
-        if rescale_inputs and lay.task_low is not None:  # one scale per task: (num_tasks, base_dim)
-            low = torch.tensor(lay.task_low, dtype=torch.float32)
-            high = torch.tensor(lay.task_high, dtype=torch.float32)
-            center, half = (high + low) / 2, (high - low) / 2
+        self.task_id_in_features = self.network_config.task_id_in_features
+        # The encoder's constants live here as buffers (their state-dict keys are those saved models hold);
+        # the rules are moerl.rl.nets.encoder's, shared with the batched engine.
+        center, half = encoder_scale(self.layout, self.network_config.rescale_inputs)
         self.per_task_scale = center.dim() == 2
         self.register_buffer("obs_center", center)
         self.register_buffer("obs_half_range", half)
         n_actions = int(action_space.n)
-        valid = torch.ones(max(lay.num_tasks, 1), n_actions, dtype=torch.bool)
-        if lay.valid_actions is not None:
-            valid = torch.tensor(lay.valid_actions, dtype=torch.bool)
-        self.register_buffer("valid_actions", valid)
-        in_dim = lay.base_dim + (lay.num_tasks if task_id_in_features else 0)
+        self.register_buffer("valid_actions", valid_action_table(self.layout, n_actions))
+        in_dim = self.layout.base_dim + (self.layout.num_tasks if self.task_id_in_features else 0)
         self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config)
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(network input features, task ids or None) from a batch of observations."""
-        obs = obs.float()
-        lay = self.layout
-        if lay.num_tasks == 0:
-            return (obs[:, : lay.base_dim] - self.obs_center) / self.obs_half_range, None
-        onehot = obs[:, lay.base_dim : lay.base_dim + lay.num_tasks]
-        task_id = onehot.argmax(dim=1)
-        if self.per_task_scale:
-            base = (obs[:, : lay.base_dim] - self.obs_center[task_id]) / self.obs_half_range[task_id]
-        else:
-            base = (obs[:, : lay.base_dim] - self.obs_center) / self.obs_half_range
-        feats = torch.cat([base, onehot], dim=1) if self.task_id_in_features else base
-        return feats, task_id
+        return split_observation(obs, self.layout, self.obs_center, self.obs_half_range, self.per_task_scale,
+                                 self.task_id_in_features)
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor], record: ForwardRecord | None = None) -> torch.Tensor:
         features = self.extract_features(obs, self.features_extractor)
@@ -125,16 +85,12 @@ class MoEQNet(QNetwork):
 
     def action_mask(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, n_actions) bool: the actions the observation's task allows."""
-        _, task_id = self.split(obs.reshape(obs.shape[0], -1))
-        if task_id is None:
-            return self.valid_actions[0].expand(obs.shape[0], -1)
-        return self.valid_actions[task_id]
+        flat = obs.reshape(obs.shape[0], -1)
+        return action_mask(self.split(flat)[1], self.valid_actions, flat.shape[:-1])
 
     def masked(self, q: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """Q-values with invalid actions pushed to :data:`INVALID_Q` (for argmax / max)."""
-        if self.layout.valid_actions is None:
-            return q
-        return torch.where(self.action_mask(obs), q, torch.full_like(q, INVALID_Q))
+        """Q-values with invalid actions pushed to :data:`~moerl.rl.nets.encoder.INVALID_Q` (for argmax / max)."""
+        return q if self.layout.valid_actions is None else mask_q(q, self.action_mask(obs))
 
     def _predict(self, observation: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
         assert isinstance(observation, torch.Tensor), "MoE DQN takes flat Box observations"
