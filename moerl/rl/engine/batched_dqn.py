@@ -7,9 +7,9 @@ the replay buffers :class:`~moerl.rl.algos.replay.BatchedReplayBuffer`. The thre
 modules so that another algorithm can reuse the suites and networks.
 
 The algorithm is :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s, step for step, with the same hyper-parameters
-(:class:`~moerl.rl.algos.dqn.DQNHyperParams`, one schema; the loss of :mod:`moerl.rl.algos.dqn`) and the same observation handling (the SB3
-policy's :class:`~moerl.rl.sb3.policy.MoEQNet` rescales inputs, reads the task id and masks actions;
-one instance of it is used here for that, so the rule is written once):
+(:class:`~moerl.rl.algos.dqn.DQNHyperParams`, one schema), the same loss (:mod:`moerl.rl.algos.dqn`) and the
+same observation handling (:class:`~moerl.rl.nets.encoder.ObservationEncoder` rescales inputs, reads the
+task id and masks actions, as the SB3 policy's Q-network does with the same functions):
 
 * warm-up: uniform random *valid* actions until ``learning_starts`` env steps;
 * then epsilon-greedy with SB3's linear schedule over ``exploration_fraction`` of the run, random actions
@@ -25,6 +25,13 @@ exploration and minibatches draw from its own streams (:class:`~moerl.core.seed_
 follows the same path alone or in any batch, up to float rounding in batched matrix products (exactly, on
 CPU, in the tests). The engines' random numbers differ (SB3 draws from numpy's global generator), so the
 two agree statistically, not bitwise: ``scripts/validate_batched_engine.py`` measures it.
+
+The host waits on the device only at boundaries. :meth:`BatchedDQN.advance` runs env steps and updates
+without reading a device value on the host (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``:
+tested by making them raise), keeping losses, MoE metrics and finished episodes as device tensors with the
+env step each belongs to; :meth:`BatchedDQN.learn` is ``advance`` and then the boundary, which moves them
+into :attr:`BatchedDQN.log` in one transfer. Such a chunk is what ``torch.compile`` or a CUDA graph can
+capture.
 """
 
 from __future__ import annotations
@@ -67,6 +74,17 @@ class TrainLog:
     #: (env step, {metric: (S,)}) every ``metrics_interval`` steps: dormant neurons, router usage and entropy.
     metrics: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
     episodes: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class _PendingLog:
+    """What :meth:`BatchedDQN.advance` logged, still on the device: per update the TD and balancing losses
+    ``(S,)``, the MoE metrics with their env step, and per env step ``(step, done, task, return, length)``."""
+
+    td_loss: list[torch.Tensor] = field(default_factory=list)
+    aux_loss: list[torch.Tensor] = field(default_factory=list)
+    metrics: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)
+    episodes: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 class BatchedDQN:
@@ -118,6 +136,7 @@ class BatchedDQN:
         self._last_metrics_step = 0
         self.exploration_rate = self.hp.exploration_initial_eps
         self.log = TrainLog()
+        self._pending = _PendingLog()
         self._obs: torch.Tensor | None = None
         self._stop = False
 
@@ -144,11 +163,19 @@ class BatchedDQN:
 
     # ------------------------------------------------------------------ the loop
     def learn(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
-        """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (continuing where it stands).
+        """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (continuing where it stands),
+        then gather what the chunk logged into :attr:`log` (the boundary).
 
         ``schedule_timesteps``: the run's total, when it is trained in chunks (the exploration schedule
         follows the run, as :attr:`MoEDQN.schedule_timesteps`); default ``total_timesteps``.
         """
+        self.advance(total_timesteps, schedule_timesteps)
+        self.sync_log()
+        return self
+
+    def advance(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
+        """:meth:`learn` without its boundary: env steps and updates that never read a device value on the
+        host; what they log waits on the device until :meth:`sync_log`."""
         hp = self.hp
         total_for_schedule = schedule_timesteps or total_timesteps
         if self._obs is None:
@@ -163,13 +190,11 @@ class BatchedDQN:
             else:
                 greedy = self.greedy_actions(obs[:, None])[:, 0]
                 actions = torch.where(draws[:, 0] < self.exploration_rate, random_actions, greedy)
-            out = self.env.step(actions)
+            out = self.env.step(actions, validate=False)  # the engine's actions are valid by construction
             self.num_timesteps += 1
             self.buffer.add(obs, out.final_obs, actions, out.reward, out.terminated)
-            if bool(out.done.any()):
-                done = out.done.cpu().numpy()
-                self.log.episodes.append((self.num_timesteps, done, out.task_id.cpu().numpy(),
-                                          out.episode_return.cpu().numpy(), out.episode_length.cpu().numpy()))
+            self._pending.episodes.append((self.num_timesteps, out.done, out.task_id, out.episode_return,
+                                           out.episode_length))
             self._obs = out.obs
             if self.num_timesteps % max(hp.target_update_interval, 1) == 0:
                 self.q_net_target.copy_from_(self.q_net)  # tau = 1, the schema's (and SB3's default) hard update
@@ -193,6 +218,7 @@ class BatchedDQN:
         """Everything the rest of training depends on: weights, Adam, replay, environments, streams, counters."""
         import copy
 
+        self.sync_log()  # a checkpoint is a boundary: the log it holds is complete
         return copy.deepcopy({
             "q_net": self.q_net.state_dict(), "q_net_target": self.q_net_target.state_dict(),
             "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
@@ -235,13 +261,12 @@ class BatchedDQN:
             td = td_loss(q_all, data.actions, target, hp.loss)
             if record is not None and want_metrics and step == 0:
                 self._last_metrics_step = self.num_timesteps
-                self.log.metrics.append((self.num_timesteps, {k: v.detach().cpu().numpy()
-                                                              for k, v in record.metrics().items()}))
+                self._pending.metrics.append((self.num_timesteps, {k: v.detach() for k, v in record.metrics().items()}))
             aux = record.aux_loss() if record is not None and self.use_aux else None
             loss = total_loss(td, aux, hp.aux_loss_coef)
             if aux is not None:
-                self.log.aux_loss.append(aux.detach().cpu().numpy())
-            self.log.td_loss.append(td.detach().cpu().numpy())
+                self._pending.aux_loss.append(aux.detach())
+            self._pending.td_loss.append(td.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm_per_seed(self.q_net.parameters(), hp.max_grad_norm)
@@ -337,5 +362,27 @@ class BatchedDQN:
 
     def pop_log(self) -> TrainLog:
         """What training gathered since the last call (for logging), and start a new log."""
+        self.sync_log()
         log, self.log = self.log, TrainLog()
         return log
+
+    def sync_log(self) -> None:
+        """The boundary: move what :meth:`advance` logged on the device into :attr:`log` (numpy), one
+        transfer per kind; episodes are kept for the env steps where some seed's episode ended."""
+        pending, self._pending = self._pending, _PendingLog()
+        if pending.td_loss:
+            self.log.td_loss.extend(torch.stack(pending.td_loss).cpu().numpy())
+        if pending.aux_loss:
+            self.log.aux_loss.extend(torch.stack(pending.aux_loss).cpu().numpy())
+        for step, metrics in pending.metrics:
+            self.log.metrics.append((step, {k: v.cpu().numpy() for k, v in metrics.items()}))
+        if pending.episodes:
+            steps, done, task, ret, length = zip(*pending.episodes, strict=True)
+            done_np = torch.stack(done).cpu().numpy()
+            ended = np.flatnonzero(done_np.any(1))
+            if len(ended):
+                rows = torch.as_tensor(ended, device=self.device)
+                task_np, ret_np, len_np = (torch.stack(t).index_select(0, rows).cpu().numpy()
+                                           for t in (task, ret, length))
+                self.log.episodes.extend((steps[k], done_np[k], task_np[j], ret_np[j], len_np[j])
+                                         for j, k in enumerate(ended))
