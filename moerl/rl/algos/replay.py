@@ -32,13 +32,15 @@ _SAMPLE_STREAM = 2
 
 @dataclass
 class BatchedSamples:
-    """``(S, batch, ...)`` minibatches: observations, actions, rewards, dones (terminations), next obs."""
+    """``(S, batch, ...)`` minibatches: observations, actions, rewards, dones (terminations), next obs, and
+    the task each transition was in (the env's, stored beside the observation)."""
 
     observations: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     dones: torch.Tensor
     next_observations: torch.Tensor
+    tasks: torch.Tensor
 
 
 class BatchedReplayBuffer:
@@ -53,6 +55,7 @@ class BatchedReplayBuffer:
         self.actions = torch.zeros(s, capacity, dtype=torch.int64, device=self.device)
         self.rewards = torch.zeros(s, capacity, device=self.device)
         self.dones = torch.zeros(s, capacity, device=self.device)
+        self.tasks = torch.zeros(s, capacity, dtype=torch.int64, device=self.device)
         self.pos = 0
         self.full = False
         self._streams = SeedStreams(seeds, _SAMPLE_STREAM, self.device)
@@ -61,9 +64,12 @@ class BatchedReplayBuffer:
         return self.capacity if self.full else self.pos
 
     def add(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-            terminated: torch.Tensor) -> None:
-        """Store one transition per seed; ``terminated`` only (a truncation is not an end: see above)."""
+            terminated: torch.Tensor, tasks: torch.Tensor | None = None) -> None:
+        """Store one transition per seed; ``terminated`` only (a truncation is not an end: see above);
+        ``tasks``: each transition's task id (0 when the suite has none)."""
         p = self.pos
+        if tasks is not None:
+            self.tasks[:, p] = tasks
         self.observations[:, p] = obs
         self.next_observations[:, p] = next_obs
         self.actions[:, p] = actions
@@ -77,16 +83,20 @@ class BatchedReplayBuffer:
         idx = self._streams.integers(len(self), batch_size)  # (S, batch)
         rows = torch.arange(idx.shape[0], device=self.device)[:, None]
         return BatchedSamples(self.observations[rows, idx], self.actions[rows, idx], self.rewards[rows, idx],
-                              self.dones[rows, idx], self.next_observations[rows, idx])
+                              self.dones[rows, idx], self.next_observations[rows, idx], self.tasks[rows, idx])
 
     def state_dict(self) -> dict[str, Any]:
         """The stored transitions, write position and sampling stream (for checkpoints)."""
         return {"observations": self.observations, "next_observations": self.next_observations,
-                "actions": self.actions, "rewards": self.rewards, "dones": self.dones, "pos": self.pos,
+                "actions": self.actions, "rewards": self.rewards, "dones": self.dones, "tasks": self.tasks,
+                "pos": self.pos,
                 "full": self.full, "streams": self._streams.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("observations", "next_observations", "actions", "rewards", "dones"):
-            getattr(self, key).copy_(state[key])
+        """Continue from :meth:`state_dict`; a checkpoint written before task ids were stored has none, and
+        its owner fills :attr:`tasks` in (the ids are in the stored observations' one-hots)."""
+        for key in ("observations", "next_observations", "actions", "rewards", "dones", "tasks"):
+            if key in state:
+                getattr(self, key).copy_(state[key])
         self.pos, self.full = int(state["pos"]), bool(state["full"])
         self._streams.load_state_dict(state["streams"])

@@ -141,23 +141,21 @@ class BatchedDQN:
         self._stop = False
 
     # ------------------------------------------------------------------ observations -> network
-    def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(S, B, obs_dim) observations -> (S, B, features) and (S, B) task ids, as the SB3 policy reads them."""
-        return self.encoder.split(obs)
-
-    def _masked(self, q: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        return self.encoder.masked(q, obs)
+    def _split(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S, B, obs_dim) observations -> (S, B, features) and (S, B) task ids, as the SB3 policy reads them;
+        ``task``: the ids when the env or the replay buffer has them (the one-hot is then not decoded)."""
+        return self.encoder.split(obs, task)
 
     @torch.no_grad()
-    def greedy_actions(self, obs: torch.Tensor) -> torch.Tensor:
+    def greedy_actions(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Masked argmax of the online network, ``obs`` (S, B, obs_dim) -> (S, B)."""
         self.q_net.train(False)
-        feats, task = self._split(obs)
-        return self._masked(self.q_net(feats, task), obs).argmax(-1)
+        feats, task = self._split(obs, task)
+        return self.encoder.masked(self.q_net(feats, task), task).argmax(-1)
 
-    def _random_valid(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """(S,) uniform valid actions for the observations (S, obs_dim) from uniforms ``u`` (S,)."""
-        mask = self.encoder.action_mask(obs)
+    def _random_valid(self, task: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+        """(S,) uniform valid actions for tasks ``task`` (S,) from uniforms ``u`` (S,)."""
+        mask = self.encoder.task_mask(task, u.shape)
         k = (u * mask.sum(1)).long()  # the k-th valid action
         return (mask.cumsum(1) > k[:, None]).float().argmax(1)
 
@@ -183,16 +181,17 @@ class BatchedDQN:
         self._stop = False
         while self.num_timesteps < total_timesteps and not self._stop:
             obs = self._obs
+            task = self.env.task if self.encoder.layout.num_tasks else None  # the task beside the observation
             draws = self._explore.uniform(2, dtype=torch.float32)  # (S, 2): explore?, which random action
-            random_actions = self._random_valid(obs, draws[:, 1])
+            random_actions = self._random_valid(task, draws[:, 1])
             if self.num_timesteps < hp.learning_starts:
                 actions = random_actions
             else:
-                greedy = self.greedy_actions(obs[:, None])[:, 0]
+                greedy = self.greedy_actions(obs[:, None], None if task is None else task[:, None])[:, 0]
                 actions = torch.where(draws[:, 0] < self.exploration_rate, random_actions, greedy)
             out = self.env.step(actions, validate=False)  # the engine's actions are valid by construction
             self.num_timesteps += 1
-            self.buffer.add(obs, out.final_obs, actions, out.reward, out.terminated)
+            self.buffer.add(obs, out.final_obs, actions, out.reward, out.terminated, out.task_id)
             self._pending.episodes.append((self.num_timesteps, out.done, out.task_id, out.episode_return,
                                            out.episode_length))
             self._obs = out.obs
@@ -234,6 +233,10 @@ class BatchedDQN:
         self.q_net_target.load_state_dict(state["q_net_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.buffer.load_state_dict(state["buffer"])
+        if "tasks" not in state["buffer"] and self.encoder.layout.num_tasks:  # a checkpoint from before task ids
+            decoded = self.encoder.split(self.buffer.observations)[1]
+            assert decoded is not None
+            self.buffer.tasks.copy_(decoded)
         self.env.load_state_dict(state["env"])
         self._explore.load_state_dict(state["explore"])
         self._obs = None if state["obs"] is None else state["obs"].to(self.device)
@@ -250,10 +253,12 @@ class BatchedDQN:
         for step in range(gradient_steps):
             data = self.buffer.sample(hp.batch_size)
             with torch.no_grad():
-                next_feats, next_task = self._split(data.next_observations)
-                next_q = self._masked(self.q_net_target(next_feats, next_task), data.next_observations)
+                # a transition never crosses an episode end, so s' has the task of s (the suite switches tasks
+                # at resets only)
+                next_feats, next_task = self._split(data.next_observations, self._task_of(data))
+                next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
                 target = td_target(next_q, data.rewards, data.dones, hp.gamma)
-            feats, task = self._split(data.observations)
+            feats, task = self._split(data.observations, self._task_of(data))
             if self.use_aux or (want_metrics and step == 0):
                 q_all, record = self.q_net.forward_record(feats, task)
             else:
@@ -358,7 +363,11 @@ class BatchedDQN:
             add = (rout.usage.to(torch.float64).reshape(s, t, b, -1) * keep[..., None]).sum(2)  # (S, T, E)
             usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
         seen += keep.sum(2)
-        return self._masked(q, flat).argmax(-1)
+        return self.encoder.masked(q, task).argmax(-1)
+
+    def _task_of(self, data: Any) -> torch.Tensor | None:
+        """The task ids stored with a replay minibatch (None for a suite without task one-hots)."""
+        return data.tasks if self.encoder.layout.num_tasks else None
 
     def pop_log(self) -> TrainLog:
         """What training gathered since the last call (for logging), and start a new log."""

@@ -74,18 +74,23 @@ class ObservationEncoder(nn.Module):
         """Width of the network input the encoder produces."""
         return self.layout.base_dim + (self.layout.num_tasks if self.task_id_in_features else 0)
 
-    def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(network input features, task ids or None) of observations ``(..., obs_dim)``."""
+    def split(self, obs: torch.Tensor, task_id: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(network input features, task ids or None) of observations ``(..., obs_dim)``.
+
+        ``task_id``: the observations' task ids when the caller has them (the env, the replay buffer), so
+        the one-hot is not decoded again; the same ids as decoding gives.
+        """
         return split_observation(obs, self.layout, self.obs_center, self.obs_half_range, self.per_task_scale,
-                                 self.task_id_in_features)
+                                 self.task_id_in_features, task_id)
 
-    def action_mask(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(..., n_actions)`` bool: the actions each observation's task allows."""
-        return action_mask(self.split(obs)[1], self.valid_actions, obs.shape[:-1])
+    def task_mask(self, task_id: torch.Tensor | None, lead_shape: torch.Size) -> torch.Tensor:
+        """``(*lead_shape, n_actions)`` bool: the actions each task allows (task ids from :meth:`split`)."""
+        return action_mask(task_id, self.valid_actions, lead_shape)
 
-    def masked(self, q: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """Q-values ``(..., n_actions)`` with invalid actions pushed to :data:`INVALID_Q` (for max / argmax)."""
-        return q if self.layout.valid_actions is None else mask_q(q, self.action_mask(obs))
+    def masked(self, q: torch.Tensor, task_id: torch.Tensor | None) -> torch.Tensor:
+        """Q-values ``(..., n_actions)`` with the actions their task lacks pushed to :data:`INVALID_Q` (for max
+        and argmax); ``task_id`` as :meth:`split` returns it."""
+        return q if self.layout.valid_actions is None else mask_q(q, self.task_mask(task_id, q.shape[:-1]))
 
 
 def encoder_scale(layout: ObsLayout, rescale_inputs: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,14 +116,17 @@ def valid_action_table(layout: ObsLayout, n_actions: int) -> torch.Tensor:
 
 
 def split_observation(obs: torch.Tensor, layout: ObsLayout, center: torch.Tensor, half: torch.Tensor,
-                      per_task_scale: bool, task_id_in_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(network input features, task ids or None) of observations ``(..., obs_dim)``."""
+                      per_task_scale: bool, task_id_in_features: bool,
+                      task_id: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(network input features, task ids or None) of observations ``(..., obs_dim)``; ``task_id``, when
+    given, are the ids the one-hot holds (not decoded again)."""
     obs = obs.float()
     base_dim, num_tasks = layout.base_dim, layout.num_tasks
     if num_tasks == 0:
         return (obs[..., :base_dim] - center) / half, None
     onehot = obs[..., base_dim : base_dim + num_tasks]
-    task_id = onehot.argmax(dim=-1)
+    if task_id is None:
+        task_id = onehot.argmax(dim=-1)
     if per_task_scale:
         base = (obs[..., :base_dim] - center[task_id]) / half[task_id]
     else:
