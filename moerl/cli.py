@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", help=f"network architecture (MoE DQN: {ARCHS.help()}; "
                        "masked experts: masked-moe, packnet)")
     train.add_argument("--router", help=f"MoE DQN router ({ROUTERS.help()}); archs with a router only")
-    train.add_argument("--algo", help="training algorithm (routing family: router or baseline)")
+    train.add_argument("--algo", help="the algorithm: RL envs dqn (the default; the only one so far), routing "
+                       "datasets a router or a baseline")
     train.add_argument("--experts", type=_positive_int, help="number of experts")
     train.add_argument("--topk", type=_positive_int, help="experts per sample (router topk only)")
     train.add_argument("--mask", help="mask kind for masked-expert models (none, fixed, lu, lowrank)")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from moerl.core.errors import ConfigError
     from moerl.core.seeding import parse_seeds
     from moerl.routing.config import ALGOS as ALL_ALGOS
-    from moerl.routing.config import ROUTERS
+    from moerl.routing.config import ROUTING_POLICIES
     from moerl.runs.rundir import RunDir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 if moerl(["train", "--resume", str(run_dir), "--no-progress"]) != 0:
                     return 1
                 continue
-            extra = ["--set", f"rho={args.rho}"] if algo in ROUTERS else []  # baselines have no router
+            extra = ["--set", f"rho={args.rho}"] if algo in ROUTING_POLICIES else []  # baselines have no router
             rc = moerl(["train", "--env", args.env, "--algo", algo, "--epochs", str(args.epochs), "--seed", str(seed),
                         "--set", f"samples_per_epoch={args.samples_per_epoch}", "--set", f"momentum={args.momentum}",
                         *extra, "--logdir", args.logdir, "--run-name", name, "--no-progress"])

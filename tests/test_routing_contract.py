@@ -13,7 +13,7 @@ from moerl.core.devices import resolve_device
 from moerl.core.errors import ConfigError
 from moerl.routing.baselines import BASELINES as BASELINE_CLASSES
 from moerl.routing.collisions import collision_groups, route_collisions, task_routes
-from moerl.routing.config import ALGOS, BASELINES, ROUTERS, LearnerConfig
+from moerl.routing.config import ALGOS, BASELINES, ROUTING_POLICIES, LearnerConfig
 from moerl.routing.data import BUILDERS, DATASETS, build_digits_mtl
 from moerl.routing.experiment import FAMILY, RoutingConfig, resolve_config
 from moerl.routing.mdp import RoutingMDPEnv, UsageStats, collaboration_rewards
@@ -128,8 +128,8 @@ def test_shipped_configs_resolve(path):
 
 
 def test_registries_are_the_one_list():
-    assert tuple(ROUTER_ALGOS) == ROUTERS.names and tuple(BASELINE_CLASSES) == BASELINES.names
-    assert ALGOS.names == ROUTERS.names + BASELINES.names
+    assert tuple(ROUTER_ALGOS) == ROUTING_POLICIES.names and tuple(BASELINE_CLASSES) == BASELINES.names
+    assert ALGOS.names == ROUTING_POLICIES.names + BASELINES.names
     assert tuple(BUILDERS) == DATASETS.names
     assert FAMILY.list_envs() == list(DATASETS.items())
     assert all(FAMILY.matches(name) for name in DATASETS) and not FAMILY.matches("CartPole-v1")

@@ -47,6 +47,19 @@ FLAGS: Mapping[str, str] = {
     "engine": "engine",
 }
 
+#: The RL line's algorithms (``--algo``): each has its own config schema and engines; DQN is the default.
+RL_ALGOS = Registry("RL algorithm", {
+    "dqn": "MoE DQN: the SB3 reference engine and the batched engine (this config schema)",
+})
+#: The flags of the RL line: the config-setting ones, and ``--algo``, which picks the schema itself.
+LINE_FLAGS: Mapping[str, str] = {**FLAGS, "algo": "(the algorithm: its config schema)"}
+
+
+def check_algo(algo: str | None) -> str:
+    """The RL algorithm ``--algo`` names (default ``dqn``), or the one-line refusal with the valid choices."""
+    return RL_ALGOS.check("dqn" if algo is None else algo)
+
+
 #: Network keys that only some routers read: giving one for another router would be silently ignored.
 ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
     "network.topk": ("topk",),
@@ -131,7 +144,7 @@ def list_envs() -> list[tuple[str, str]]:
 def build_config(file: str | None = None, flags: Mapping[str, Any] | None = None,
                  overrides: tuple[str, ...] | list[str] = ()) -> DQNRunConfig:
     """Defaults <- ``file`` <- ``flags`` (TrainRequest field -> value) <- ``overrides``, validated."""
-    keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None}
+    keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None and name != "algo"}
     config, given = resolve(DQNRunConfig, file=file, flags=keyed, overrides=overrides, aliases=FLAGS)
     if file:
         given = given - default_valued_file_keys(file, config, set(keyed), overrides)

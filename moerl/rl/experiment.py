@@ -30,11 +30,13 @@ from moerl.core.errors import ConfigError
 from moerl.rl.config import (
     FAMILY_NAME,
     FLAGS,
+    LINE_FLAGS,
     DQNRunConfig,
     EvalSection,
     LoggingSection,
     apply_resume_flags,
     build_config,
+    check_algo,
     default_timesteps,
     engine_device,
     list_envs,
@@ -120,6 +122,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
         return _resume(request)
     seeds_spec, request = request.seeds, dataclasses.replace(request, seeds=None)
     reject_unused(request, FAMILY)
+    check_algo(request.algo)
     config = build_config(request.config, request.flags(), request.overrides)
     if seeds_spec is not None and request.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
@@ -398,7 +401,7 @@ FAMILY = Family(
     list_envs=list_envs,
     train=train,
     evaluate=evaluate,
-    flags=FLAGS,
+    flags=LINE_FLAGS,
     eval_options=frozenset({"episodes", "seed", "device"}),
     resume=train,
     sweep_config=sweep_config,

@@ -5,7 +5,7 @@ torch, while the learner (:mod:`moerl.routing.trainer`) and the family
 (:mod:`moerl.routing.experiment`) both need the same names and the same schema. Everything here is
 read by both; nothing is repeated elsewhere.
 
-* :data:`ROUTERS`, :data:`BASELINES`, :data:`ALGOS`: the ``--algo`` choices (routers in
+* :data:`ROUTING_POLICIES`, :data:`BASELINES`, :data:`ALGOS`: the ``--algo`` choices (routers in
   :mod:`moerl.routing.policies`, baselines in :mod:`moerl.routing.baselines`; both check at import that
   their implementations match these names).
 * :data:`WPL_FORMS`, :data:`COLLAB_REWARDS`, :data:`ROUTING_MODES`: the other named choices.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 
-ROUTERS = Registry("routing algo", {
+ROUTING_POLICIES = Registry("routing algo", {
     "wpl": "Weighted Policy Learner, one tabular agent per task (the paper's routing-all-fc)",
     "q-tabular": "tabular Q-learning, one agent per task, epsilon-greedy",
     "q-approx": "approximate Q-learning, one MLP per task and depth, epsilon-greedy",
@@ -34,7 +34,7 @@ BASELINES = Registry("routing baseline", {
     "soft-mixture-all-fc": "per layer a softmax-weighted sum of all blocks (soft routing)",
     "cross-stitch-all-fc": "one column per task mixed by learned cross-stitch units (Misra et al. 2016)",
 })
-ALGOS = Registry("routing algo", {**dict(ROUTERS), **dict(BASELINES)})
+ALGOS = Registry("routing algo", {**dict(ROUTING_POLICIES), **dict(BASELINES)})
 
 WPL_FORMS = Registry("WPL form", {
     "printed": "the paper's Algorithm 3: Delta < 0 scaled by 1 - pi(a), Delta >= 0 by pi(a)",
@@ -90,7 +90,7 @@ class LearnerConfig:
 ALGO_ONLY_KEYS: dict[str, tuple[str, ...]] = {
     **{key: ("wpl",) for key in ("wpl_form", "wpl_baseline", "wpl_own_prior", "min_prob")},
     "epsilon": ("q-tabular", "q-approx"),
-    **{key: tuple(ROUTERS) for key in ("rho", "collab_reward", "gamma", "router_lr", "mode", "n_middle", "allow_pass")},
+    **{key: tuple(ROUTING_POLICIES) for key in ("rho", "collab_reward", "gamma", "router_lr", "mode", "n_middle", "allow_pass")},
 }
 
 
@@ -99,7 +99,7 @@ def check_algo_keys(algo: str, given: frozenset[str] | set[str]) -> None:
     for key in sorted(given):
         readers = ALGO_ONLY_KEYS.get(key)
         if readers is not None and algo not in readers:
-            who = f"the routers ({', '.join(readers)})" if readers == tuple(ROUTERS) else ", ".join(readers)
+            who = f"the routers ({', '.join(readers)})" if readers == tuple(ROUTING_POLICIES) else ", ".join(readers)
             raise ConfigError(f"'{key}' does not apply to algo '{algo}': only {who} read it; "
                               f"remove it or choose one of those algos")
 

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from moerl.core.seeding import TorchStream, seeded
-from moerl.routing.config import ROUTERS, WPL_FORMS, check_own_prior
+from moerl.routing.config import ROUTING_POLICIES, WPL_FORMS, check_own_prior
 from moerl.routing.mdp import compute_returns
 
 
@@ -117,7 +117,7 @@ class Router:
     @classmethod
     def load(cls, path: str | Path, env: Any = None) -> Router:
         data = torch.load(path, weights_only=False)
-        klass = ROUTERS_BY_CLASS[data["class"]]
+        klass = POLICIES_BY_CLASS[data["class"]]
         router = klass(data["n_tasks"], data["depth_actions"], data["state_dims"], env=env, **data["kwargs"])
         router.set_state(data["state"])
         return router
@@ -539,9 +539,9 @@ class ReinforceRouter(Router):
             self.dispatcher.load_state_dict(state["dispatcher"])
 
 
-ROUTERS_BY_CLASS = {c.__name__: c for c in (WPLRouter, TabularQRouter, ApproxQRouter, ReinforceRouter)}
+POLICIES_BY_CLASS = {c.__name__: c for c in (WPLRouter, TabularQRouter, ApproxQRouter, ReinforceRouter)}
 
-#: Algorithm name (one of :data:`moerl.routing.config.ROUTERS`) -> (router class, extra kwargs).
+#: Algorithm name (one of :data:`moerl.routing.config.ROUTING_POLICIES`) -> (router class, extra kwargs).
 ROUTER_ALGOS: dict[str, tuple[type[Router], dict[str, Any]]] = {
     "wpl": (WPLRouter, {}),
     "q-tabular": (TabularQRouter, {}),
@@ -552,11 +552,11 @@ ROUTER_ALGOS: dict[str, tuple[type[Router], dict[str, Any]]] = {
 }
 
 
-if tuple(ROUTER_ALGOS) != ROUTERS.names:  # the registry is the one list of names
-    raise ImportError(f"ROUTER_ALGOS {list(ROUTER_ALGOS)} does not match the ROUTERS registry {list(ROUTERS.names)}")
+if tuple(ROUTER_ALGOS) != ROUTING_POLICIES.names:  # the registry is the one list of names
+    raise ImportError(f"ROUTER_ALGOS {list(ROUTER_ALGOS)} does not match the ROUTING_POLICIES registry {list(ROUTING_POLICIES.names)}")
 
 
 def make_router(algo: str, n_tasks: int, depth_actions: list[int], state_dims: list[int], **kwargs: Any) -> Router:
-    """Build a router by name (see :data:`moerl.routing.config.ROUTERS`); ConfigError for an unknown one."""
-    cls, extra = ROUTER_ALGOS[ROUTERS.check(algo)]
+    """Build a router by name (see :data:`moerl.routing.config.ROUTING_POLICIES`); ConfigError for an unknown one."""
+    cls, extra = ROUTER_ALGOS[ROUTING_POLICIES.check(algo)]
     return cls(n_tasks, depth_actions, state_dims, **{**extra, **kwargs})

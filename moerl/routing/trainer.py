@@ -34,7 +34,7 @@ from moerl.core.seeding import TorchStream, seeded
 from moerl.routing.baselines import BASELINES as BASELINE_MODELS
 from moerl.routing.baselines import make_baseline
 from moerl.routing.collisions import route_collisions, task_routes
-from moerl.routing.config import ALGOS, BASELINES, ROUTERS, LearnerConfig, validate_learner
+from moerl.routing.config import ALGOS, BASELINES, ROUTING_POLICIES, LearnerConfig, validate_learner
 from moerl.routing.data import MTLDataset, MTLSplit
 from moerl.routing.mdp import UsageStats, route_rewards
 from moerl.routing.nets import RoutedConvNet, RoutedFC
@@ -62,7 +62,7 @@ class RoutingLearner:
         self.stream = TorchStream(c.seed)
         self.router: Router | None = None
         with seeded(c.seed):  # parameters depend on the seed only, never on what was built before
-            if c.algo in ROUTERS:
+            if c.algo in ROUTING_POLICIES:
                 self.model: nn.Module = RoutedConvNet(
                     dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=c.hidden, channels=c.channels,
                     mode=c.mode, n_middle=c.n_middle, allow_pass=c.allow_pass)  # type: ignore[arg-type]
@@ -70,7 +70,7 @@ class RoutingLearner:
                 self.model = make_baseline(ALGOS.check(c.algo), dataset.image_shape, dataset.n_tasks,
                                            dataset.n_classes, hidden=c.hidden, channels=c.channels)
         self.model.to(self.device)
-        if c.algo in ROUTERS:
+        if c.algo in ROUTING_POLICIES:
             head = self._head()
             depth_actions = [head.n_actions(d) for d in range(head.n_depths)]
             kw: dict[str, Any] = {"gamma": c.gamma, "seed": c.seed, "device": self.device}
