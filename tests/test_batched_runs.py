@@ -125,7 +125,7 @@ def test_seeds_with_the_sb3_engine_run_one_after_another(tmp_path):
     assert main(["train", *ARGS, "--timesteps", "300", "--seeds", "1-2", "--engine", "sb3", "--logdir",
                  str(tmp_path), "--run-name", "x"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_s1", "x_s2"]
-    assert "engine" not in json.loads((tmp_path / "x_s1" / "results.json").read_text())
+    assert json.loads((tmp_path / "x_s1" / "results.json").read_text())["engine"] == "sb3"
     assert "engine: sb3" in (tmp_path / "x_s1" / "config.yaml").read_text()
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from moerl.core.config import to_dict
 from moerl.core.errors import ConfigError
+from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record, write_tables
 from moerl.runs.console import Console
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
@@ -176,7 +177,7 @@ class _Batch:
     def evaluate(self, step: int, episodes: int) -> None:
         """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
         from moerl.rl.envs.attributes import normalized_return
-        from moerl.rl.sb3.callbacks import usage_rows
+        from moerl.rl.record import usage_rows
         from moerl.rl.tb_layout import layout, usage_layers, write_schedule
 
         config, agent = self.config, self.agent
@@ -377,25 +378,7 @@ def resume_seeds(request: Any) -> list[Path]:
 
 def _write_eval_csv(sr: _SeedRun) -> None:
     """``eval.csv``, ``eval_usage.csv`` (when the network has a router) and ``metrics.csv`` of one seed, whole."""
-    from moerl.rl.sb3.callbacks import EVAL_FIELDS, METRIC_FIELDS, USAGE_FIELDS
-
-    sr.run.write_text("eval.csv", _csv_text(EVAL_FIELDS, sr.rows))
-    if sr.usage or (sr.run.path / "eval_usage.csv").exists():
-        sr.run.write_text("eval_usage.csv", _csv_text(USAGE_FIELDS, sr.usage))
-    if sr.metrics or (sr.run.path / "metrics.csv").exists():
-        sr.run.write_text("metrics.csv", _csv_text(METRIC_FIELDS, sr.metrics))
-
-
-def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return table.getvalue()
+    write_tables(sr.run.path, sr.rows, sr.usage, sr.metrics)
 
 
 def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_id: str,
@@ -414,27 +397,22 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
     model.policy.q_net.q_net.load_state_dict(state)
     model.policy.q_net_target.q_net.load_state_dict(agent.q_net_target.state_dict_of(i))
     model.num_timesteps = agent.num_timesteps
-    sr.run.save_atomic("model.zip", model.save)
+    export_model(sr.run, model)
     schedule = spec.schedule()
-    sr.run.write_json("schedule.json", {"schedule": schedule, "block_steps": spec.block_steps})
+    sr.run.write_json("schedule.json", schedule_record(schedule, spec.block_steps))
     final_eval = {}
     for name, returns in final.items():
         mean = float(returns[i].mean())
-        final_eval[name] = {"mean_return": mean, "std_return": float(returns[i].std()),
-                            "normalized": normalized_return(mean, bounds[name]) if name in bounds else None,
-                            "episodes": int(returns.shape[1])}
+        final_eval[name] = final_eval_entry(mean, float(returns[i].std()),
+                                            normalized_return(mean, bounds[name]) if name in bounds else None,
+                                            int(returns.shape[1]))
     reference = reference_rows(config.eval.reference_runs)
     rows = [{k: str(v) for k, v in r.items()} for r in sr.rows]
-    results = {
-        "env": config.env, "env_id": env_id, "arch": config.network.arch,
-        "router": config.network.router if config.network.uses_moe else None, "seed": sr.seed,
-        "timesteps": config.timesteps, "engine": "batched", "seeds_in_batch": num_seeds,
-        "train_seconds": round(seconds, 2),
-        "steps_per_second": round(config.timesteps * num_seeds / seconds, 1) if seconds > 0 else None,
-        "parameters": count_parameters(model.policy.q_net.q_net),
-        "final_eval": final_eval,
-        "continual": continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None,
-    }
+    results = run_results(
+        config, env_id, sr.seed, engine="batched", seeds_in_batch=num_seeds, seconds=seconds,
+        env_steps=config.timesteps * num_seeds, parameters=count_parameters(model.policy.q_net.q_net),
+        final_eval=final_eval,
+        continual=continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None)
     sr.run.write_json("results.json", results)
     return results
 

@@ -29,7 +29,6 @@ from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.rl.config import (
     FAMILY_NAME,
-    FLAGS,
     LINE_FLAGS,
     DQNRunConfig,
     EvalSection,
@@ -49,6 +48,7 @@ from moerl.rl.config import (
 )
 from moerl.rl.console import ProgressCallback, last_eval_returns, summary_lines
 from moerl.rl.envs.attributes import normalized_return, suite_info
+from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record
 from moerl.runs.console import Console
 from moerl.runs.kinds import (
     Family,
@@ -317,28 +317,18 @@ class _Trainer:
         from moerl.rl.nets.qnetwork import count_parameters
 
         model, config, run = self.model, self.config, self.run_dir
-        run.save_atomic("model.zip", model.save)
+        export_model(run, model)
         final = evaluate_tasks(model, self.factories, config.eval.final_episodes, config.seed + 20_000)
-        run.write_json("schedule.json", {"schedule": self.schedule, "block_steps": self.block_steps,
-                                         "switches_seen": self.episodes_cb.switches})
+        run.write_json("schedule.json", schedule_record(self.schedule, self.block_steps, self.episodes_cb.switches))
         reference = reference_rows(config.eval.reference_runs)
-        seconds = self.seconds
-        return {
-            "env": config.env,
-            "env_id": self.env_id,
-            "arch": config.network.arch,
-            "router": config.network.router if config.network.uses_moe else None,
-            "seed": config.seed,
-            "timesteps": config.timesteps,
-            "train_seconds": round(seconds, 2),
-            "steps_per_second": round(self.total / seconds, 1) if seconds > 0 else None,
-            "parameters": count_parameters(model.policy.q_net.q_net),
-            "final_eval": {r.task: {"mean_return": r.mean_return, "std_return": r.std_return,
-                                    "normalized": self.eval_cb.normalize(r.task, r.mean_return),
-                                    "episodes": len(r.returns)} for r in final},
-            "continual": (continual_metrics(self.eval_cb.rows, self.schedule, self.block_steps, reference)
-                          if self.bounds else None),
-        }
+        return run_results(
+            config, self.env_id, config.seed, engine="sb3", seeds_in_batch=1, seconds=self.seconds,
+            env_steps=self.total, parameters=count_parameters(model.policy.q_net.q_net),
+            final_eval={r.task: final_eval_entry(r.mean_return, r.std_return,
+                                                 self.eval_cb.normalize(r.task, r.mean_return), len(r.returns))
+                        for r in final},
+            continual=(continual_metrics(self.eval_cb.rows, self.schedule, self.block_steps, reference)
+                       if self.bounds else None))
 
 
 def _chunk_steps(config: DQNRunConfig) -> int:

@@ -8,7 +8,6 @@ to the checkpoint's rows and never duplicates one. Nothing here draws random num
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from moerl.rl.envs.attributes import normalized_return
 from moerl.rl.evaluation import evaluate_tasks
+from moerl.rl.record import EVAL_FIELDS, METRIC_FIELDS, USAGE_FIELDS, usage_rows, write_csv_atomic
 from moerl.rl.tb_layout import TaskSchedule, layout, tensorboard_writer, usage_layers, write_schedule
 
 
@@ -66,37 +66,6 @@ class TaskEpisodeCallback(BaseCallback):
                 self.logger.record_mean(f"train/return/{name}", float(episode["r"]))
                 self._episode_returns.setdefault(name, []).append(float(episode["r"]))
         return True
-
-
-#: Columns of ``eval.csv`` (one row per evaluation and task; both engines write it).
-EVAL_FIELDS = ("step", "task", "mean_return", "std_return", "normalized", "episodes")
-#: Columns of ``eval_usage.csv``: mean router usage of each expert on the observations of one task's greedy
-#: evaluation episodes (mean combine weight for softmoe, selection frequency for topk).
-USAGE_FIELDS = ("step", "task", "layer", "expert", "usage")
-#: Columns of ``metrics.csv``: the ``moe/*`` TensorBoard scalars (dormant neurons, router usage, entropy) at
-#: the env step they were measured on a training minibatch.
-METRIC_FIELDS = ("step", "key", "value")
-
-
-def write_csv_atomic(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """The whole CSV from ``rows`` (None as an empty cell), written to a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    tmp.replace(path)
-
-
-def usage_rows(step: int, task: str, metrics: dict[str, float]) -> list[dict[str, Any]]:
-    """``eval_usage.csv`` rows from :func:`moerl.nn.metrics.forward_metrics` keys ``router/<layer>/usage_expert<e>``."""
-    rows = []
-    for key, value in metrics.items():
-        if key.startswith("router/") and "/usage_expert" in key:
-            layer, expert = key[len("router/"):].split("/usage_expert")
-            rows.append({"step": step, "task": task, "layer": layer, "expert": int(expert), "usage": float(value)})
-    return rows
 
 
 class PerTaskEvalCallback(BaseCallback):
