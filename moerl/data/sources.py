@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moerl.core.errors import DataNotFoundError
+from moerl.core.errors import DataNotFoundError, choice_error
 from moerl.data.idx import DataFormatError, read_idx
 
 __all__ = [
@@ -398,7 +398,6 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
     then in ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``).
     """
     if split not in ("train", "test"):
-        from moerl.core.errors import choice_error
 
         raise choice_error("Fashion-MNIST split", split, ("train", "test"))
     images_path, labels_path = _locate(_fashion_layout(split), data_dir)

@@ -23,7 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moerl.core.config import resolve, to_dict
+from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
+from moerl.core.config import from_dict, resolve, to_dict
 from moerl.runs.console import Console, duration, text_table
 from moerl.runs.kinds import (
     Family,
@@ -32,6 +33,7 @@ from moerl.runs.kinds import (
     hashed_run_name,
     reject_unused,
 )
+from moerl.runs.rundir import RunDir, running, stop_on_signals
 
 FAMILY_NAME = "masked-experts"
 #: CLI flag -> config key (MaskedExpertsConfig uses the flags' names).
@@ -76,7 +78,6 @@ def train(request: TrainRequest) -> Path:
     import torch
 
     from moerl.masked.learners import make_learner
-    from moerl.runs.rundir import RunDir, running
 
     if request.resume:
         return _resume(request)
@@ -105,11 +106,8 @@ def _resume(request: TrainRequest) -> Path:
     """Continue a killed, interrupted or crashed run from its last checkpoint to the end of its config."""
     import torch
 
-    from moerl.core.checkpoint_store import checkpoint_folder
-    from moerl.core.config import from_dict
     from moerl.masked.config import MaskedExpertsConfig
     from moerl.masked.learners import make_learner
-    from moerl.runs.rundir import RunDir, running
 
     check_resume_request(request, {"device": "where to continue"})
     assert request.resume is not None
@@ -150,7 +148,6 @@ def _learn(run, learner, console: Console) -> None:
 
     The console shows, after every epoch, the phase (a dataset, a fine-tuning stage) and the epoch's training
     loss and accuracy and validation accuracy (the numbers ``history.csv`` keeps)."""
-    from moerl.runs.rundir import stop_on_signals
 
     cfg = learner.config
     every = cfg.checkpoint_every
@@ -184,7 +181,6 @@ def _learn(run, learner, console: Console) -> None:
 def _save_checkpoint(run, learner) -> None:
     import torch
 
-    from moerl.core.checkpoint_store import write_checkpoint
 
     write_checkpoint(run.path, learner.epochs_done, lambda folder: torch.save(learner.state_dict(), folder / STATE_FILE),
                      kind="epoch")
@@ -192,7 +188,6 @@ def _save_checkpoint(run, learner) -> None:
 
 def _drop_checkpoints(run) -> None:
     """A finished run's files hold everything; its checkpoint (model, best weights, optimiser) is dead weight."""
-    from moerl.core.checkpoint_store import remove_checkpoints
 
     remove_checkpoints(run.path)
 
@@ -296,10 +291,8 @@ def write_history(learner, path: Path) -> None:
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from moerl.core.config import from_dict
     from moerl.masked.config import MaskedExpertsConfig
     from moerl.masked.learners import load_learner
-    from moerl.runs.rundir import RunDir
 
     run = RunDir(run_path)
     cfg = from_dict(MaskedExpertsConfig, run.read_config())

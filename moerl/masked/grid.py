@@ -22,8 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moerl.core.config_files import CONFIG_ROOT
 from moerl.core.errors import ConfigError
 from moerl.core.registry import Registry
+from moerl.core.seeding import parse_seeds
+from moerl.runs.kinds import TrainRequest
+from moerl.runs.rundir import RunDir
 from moerl.runs.tables import markdown_table
 
 GRID_ROWS = Registry("grid row", {
@@ -46,7 +50,6 @@ GRID_ROWS = Registry("grid row", {
 def _grid_config(row: str) -> Path:
     """The YAML config of grid row ``row``: ``moerl/configs/vision/<row>.yaml``, shipped as package data, so
     the grid runs from a plain ``pip install .`` too."""
-    from moerl.core.config_files import CONFIG_ROOT
 
     return CONFIG_ROOT / "vision" / f"{GRID_ROWS.check(row)}.yaml"
 
@@ -55,8 +58,6 @@ def run_grid(out: Path, logdir: Path, rows: list[str], overrides: list[str],
              resume: bool = False, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """Train every row for every seed (``resume``: reuse a finished run directory under ``logdir``)."""
     from moerl.masked.experiment import train
-    from moerl.runs.kinds import TrainRequest
-    from moerl.runs.rundir import RunDir
 
     results = []
     all_runs: list[Path] = []
@@ -170,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seeds = None
     if args.seeds:
-        from moerl.core.seeding import parse_seeds
 
         try:
             seeds = parse_seeds(args.seeds)

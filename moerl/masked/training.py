@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from moerl.core.config import to_dict
 from moerl.core.errors import ConfigError
 from moerl.core.seeding import TorchStream
 from moerl.masked.config import MaskedExpertsConfig
@@ -285,7 +286,6 @@ class ResumableLearner:
         self._pending = None
 
     def _common_state(self) -> dict:
-        from moerl.core.config import to_dict
 
         seconds = self.train_seconds
         if self._learn_start is not None:
@@ -300,7 +300,6 @@ class ResumableLearner:
         }
 
     def _load_common_state(self, state: dict) -> None:
-        from moerl.core.config import to_dict
 
         if state.get("arch") != self.arch:
             raise ConfigError(f"this state is of arch '{state.get('arch')}', not '{self.arch}'")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moerl.core.errors import ConfigError
 from moerl.nn.choices import BALANCE_LOSSES, ROUTERS
 from moerl.nn.experts import ExpertMLP
 from moerl.nn.metrics import entropy
@@ -52,7 +53,6 @@ class RouterConfig:
     balance_loss: str = "none"
 
     def validate(self) -> RouterConfig:
-        from moerl.core.errors import ConfigError
 
         ROUTERS.check(self.router)
         BALANCE_LOSSES.check(self.balance_loss)

@@ -15,6 +15,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from moerl.core.errors import ConfigError
 from moerl.nn.experts import ExpertMLP
 from moerl.nn.gating import RouterConfig, build_router
 from moerl.nn.record import ForwardRecord
@@ -40,7 +41,6 @@ class MoEBlock(nn.Module):
         name: str = "moe",
     ):
         super().__init__()
-        from moerl.core.errors import ConfigError
 
         if num_tokens < 1 or in_features % num_tokens:
             raise ConfigError(

@@ -32,10 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.config import to_dict
+from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
+from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record, write_tables
 from moerl.runs.console import Console
+from moerl.runs.kinds import check_resume_request
+from moerl.runs.rundir import RunDir, check_run_name, run_state, running_many, stop_on_signals
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
 PROGRESS_STEPS = 1000
@@ -235,7 +238,6 @@ class _Batch:
     def checkpoint(self, started: float) -> None:
         import torch
 
-        from moerl.core.checkpoint_store import write_checkpoint
 
         state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
                  "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
@@ -246,7 +248,6 @@ class _Batch:
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self, console: Console) -> None:
         from moerl.rl.console import BatchProgress
-        from moerl.runs.rundir import stop_on_signals
 
         config, agent = self.config, self.agent
         total = config.timesteps
@@ -311,10 +312,8 @@ def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
 
 def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, console: Console) -> list[Path]:
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
-    from moerl.core.checkpoint_store import remove_checkpoints
     from moerl.rl.config import default_timesteps, engine_device, resolve_env, run_label
     from moerl.rl.sb3.moe_dqn import default_buffer_size
-    from moerl.runs.rundir import RunDir, running_many
 
     spec = suite_spec(resolve_env(config.env), config.env_kwargs)
     base = run_name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
@@ -323,7 +322,6 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     capacity = config.dqn.buffer_size or default_buffer_size(spec)
     config.dqn.buffer_size = capacity
     check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
-    from moerl.runs.rundir import check_run_name
 
     check_run_name(f"{base}_s{max(seeds)}")
     runs: list[Any] = []
@@ -344,11 +342,7 @@ def resume_seeds(request: Any) -> list[Path]:
     """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint."""
     import torch
 
-    from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints
-    from moerl.core.config import from_dict
     from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device
-    from moerl.runs.kinds import check_resume_request
-    from moerl.runs.rundir import RunDir, run_state, running_many
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     member = RunDir(request.resume)

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moerl.core.config import resolve
-from moerl.core.devices import check_device
+from moerl.core.config import leaf_keys, load_yaml, parse_override, resolve, to_dict, unflatten_aliases
+from moerl.core.config_files import resolve_config_file
+from moerl.core.devices import check_device, resolve_device
 from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 from moerl.core.seeding import check_seed
 from moerl.nn.choices import ROUTED_ARCHS
 from moerl.rl.algos.dqn import LOSSES, DQNHyperParams
 from moerl.rl.nets.encoder import MoENetworkConfig
+from moerl.runs.kinds import hashed_run_name
 
 FAMILY_NAME = "moe-dqn"
 ENGINES = Registry("engine", {
@@ -158,7 +160,6 @@ def default_valued_file_keys(file: str, config: DQNRunConfig, flag_keys: set[str
     A run's own ``config.yaml`` lists every key (``router: softmoe`` for a dense run too); re-running it with
     ``--config`` must work, while a non-default value a network would ignore is still refused.
     """
-    from moerl.core.config import leaf_keys, load_yaml, parse_override, to_dict, unflatten_aliases
 
     file_keys = leaf_keys(unflatten_aliases(load_yaml(file), FLAGS))
     override_keys = {".".join(parse_override(text)[0]) for text in overrides}
@@ -225,7 +226,6 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     net.validate()
     _refuse_ignored(config, given)
     if config.device.startswith("cuda"):
-        from moerl.core.devices import resolve_device
 
         resolve_device(config.device)
     return config
@@ -295,7 +295,6 @@ def engine_device(config: DQNRunConfig, device: str | None = None):
     (the headline run took 131 s with ``--device cuda``, 116 s on one CPU core), so ``auto`` is the CPU for
     the ``sb3`` engine; the batched engine gains from a GPU, so there ``auto`` is the GPU when torch sees one.
     """
-    from moerl.core.devices import resolve_device
 
     name = device or config.device
     if name == "auto" and config.engine in ("sb3", "auto"):
@@ -346,7 +345,6 @@ def run_label(config: Mapping[str, Any]) -> str:
     whatever ``network.router`` holds. The id is the config's hash before the run resolves its budget and
     replay capacity (a sweep names its jobs before that), so it is computed on the validated config.
     """
-    from moerl.runs.kinds import hashed_run_name
 
     net = config["network"]
     router = net["router"] if net["arch"] in ROUTED_ARCHS else None
@@ -356,8 +354,6 @@ def run_label(config: Mapping[str, Any]) -> str:
 def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, Any]:
     """One ``moerl sweep`` point: defaults < base config file < ``keys`` (dotted config keys or the CLI's
     flat names), validated as ``moerl train`` validates a config; the resolved config as a dict."""
-    from moerl.core.config import resolve, to_dict
-    from moerl.core.config_files import resolve_config_file
 
     file = str(resolve_config_file(base_file)) if base_file else None
     flags = {FLAGS.get(k, k): v for k, v in keys.items()}

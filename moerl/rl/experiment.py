@@ -27,6 +27,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
+from moerl.core.seeding import parse_seeds
 from moerl.rl.config import (
     FAMILY_NAME,
     LINE_FLAGS,
@@ -56,7 +57,7 @@ from moerl.runs.kinds import (
     check_resume_request,
     reject_unused,
 )
-from moerl.runs.rundir import RunDir, running
+from moerl.runs.rundir import RunDir, running, stop_on_signals
 
 __all__ = [
     "FAMILY", "DQNRunConfig", "EvalSection", "LoggingSection", "build_config", "build_model",
@@ -126,7 +127,6 @@ def train(request: TrainRequest) -> Path | list[Path]:
     config = build_config(request.config, request.flags(), request.overrides)
     if seeds_spec is not None and request.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
-    from moerl.core.seeding import parse_seeds
     from moerl.rl.batched_runs import resolve_engine
 
     config.engine = resolve_engine(config, len(parse_seeds(seeds_spec)) if seeds_spec is not None else 1)
@@ -162,7 +162,6 @@ def train(request: TrainRequest) -> Path | list[Path]:
 
 def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | None) -> list[Path]:
     """Several seeds: together (``engine: batched``) or one after another (``engine: sb3``)."""
-    from moerl.core.seeding import parse_seeds
     from moerl.rl.batched_runs import train_seeds
 
     if seeds_spec is not None and request.seed is not None:
@@ -279,7 +278,6 @@ class _Trainer:
         from stable_baselines3.common.callbacks import CallbackList
 
         from moerl.rl.sb3.checkpoint import save_checkpoint
-        from moerl.runs.rundir import stop_on_signals
 
         model, config = self.model, self.config
         model.schedule_timesteps = config.timesteps

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.checkpoint_store import remove_checkpoints
+from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.core.errors import ConfigError, check_positive
 from moerl.routing.config import LearnerConfig, check_algo_keys, validate_learner
@@ -49,7 +49,7 @@ from moerl.runs.kinds import (
     hashed_run_name,
     reject_unused,
 )
-from moerl.runs.rundir import RunDir, running
+from moerl.runs.rundir import RunDir, running, stop_on_signals
 
 MODEL_FILE = "model.pt"
 #: The learner's and the run's state inside a checkpoint folder (see :mod:`moerl.core.checkpoint_store`).
@@ -176,7 +176,6 @@ def _resume(request: TrainRequest) -> Path:
     """Continue a killed, interrupted or crashed routing run from its checkpoint (``--epochs``: a new total)."""
     import torch
 
-    from moerl.core.checkpoint_store import checkpoint_folder
     from moerl.routing.data import build
 
     check_resume_request(request, {"epochs": "a new total", "device": "where to continue"})
@@ -236,7 +235,6 @@ class _RoutingRun:
     def _checkpoint(self) -> None:
         import torch
 
-        from moerl.core.checkpoint_store import write_checkpoint
 
         state = {"learner": self.learner.state_dict(),
                  "run": {"rows": self.rows, "acc_by_epoch": self.acc_by_epoch, "history": self.history,
@@ -247,7 +245,6 @@ class _RoutingRun:
     def train(self, console: Console) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
-        from moerl.runs.rundir import stop_on_signals
 
         cfg, learner = self.cfg, self.learner
         self.console = console

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from moerl.runs.seed_intervals import mean_ci_over_seeds
 from moerl.runs.tables import slug
 
 RUN_PLOTS = (("routing_map.png", "routing map (greedy block per task and depth)"),
@@ -56,7 +57,6 @@ def _accuracy_curves(env: str, variants: list[Any], out: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from moerl.runs.seed_intervals import mean_ci_over_seeds
 
     fig, ax = plt.subplots(figsize=(7, 3.6 + 0.22 * len(variants)))
     drawn = False

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from moerl.core.seeding import seeded
 from moerl.routing.nets import RoutedConvNet
 
 
@@ -149,7 +150,6 @@ class RoutingMDPEnv(gym.Env):
             dataset = build(dataset, data_dir=data_dir, seed=data_seed)
         self.dataset = dataset
         if net is None:
-            from moerl.core.seeding import seeded
 
             with seeded(seed):  # the net depends on ``seed`` only; the global torch stream is left alone
                 net = RoutedConvNet(dataset.image_shape, dataset.n_tasks, dataset.n_classes, hidden=hidden,

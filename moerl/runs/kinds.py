@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moerl.core.errors import ConfigError, choice_error
+
 if TYPE_CHECKING:
     from moerl.runs.console import Console
 
@@ -108,7 +110,6 @@ def families() -> list[Family]:
 
 
 def family_by_name(name: str) -> Family:
-    from moerl.core.errors import choice_error
 
     found = {f.name: f for f in families()}
     if name not in found:
@@ -129,7 +130,6 @@ def _flag(name: str) -> str:
 
 def reject_unused(request: TrainRequest, family: Family) -> None:
     """Raise a ConfigError when the user gave a flag that this family's config has no key for."""
-    from moerl.core.errors import ConfigError
 
     for key in request.flags():
         if key not in family.flags:
@@ -141,7 +141,6 @@ def reject_unused(request: TrainRequest, family: Family) -> None:
 
 def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
     """Refuse ``moerl eval`` options that this family's evaluation would not read."""
-    from moerl.core.errors import ConfigError
 
     for key in sorted(options):
         if key not in family.eval_options:
@@ -154,7 +153,6 @@ def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
 def check_resume_request(request: TrainRequest, allowed: Mapping[str, str]) -> None:
     """``--resume`` continues a run with its own config: refuse every flag but ``allowed``
     (flag -> what it does, e.g. ``{"epochs": "a new total"}``), and ``--set``, ``--config``, ``--run-name``."""
-    from moerl.core.errors import ConfigError
 
     for key in request.flags():
         if key not in allowed and key != "env":

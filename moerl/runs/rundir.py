@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from moerl.core.checkpoint_store import checkpoint_step
 from moerl.core.errors import ConfigError
 
 STATUS_FILE = "status.json"
@@ -121,7 +122,6 @@ class RunDir:
         Refused (one line): a missing directory, a run still running or already finished, a run of another
         family, a run without a checkpoint (it stopped before the first one).
         """
-        from moerl.core.checkpoint_store import checkpoint_step
 
         run = cls(path)
         if not run.path.is_dir():

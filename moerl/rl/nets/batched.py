@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from moerl.core.seeding import seeded
 from moerl.nn.metrics import DORMANT_TAUS
 from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
 from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig
@@ -172,7 +173,6 @@ class BatchedQNetwork(nn.Module):
 
         The caller's random stream is left untouched.
         """
-        from moerl.core.seeding import seeded
 
         networks = []
         for seed in seeds:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from moerl.core.errors import ConfigError
 from moerl.rl.envs.attributes import env_attr
 
 
@@ -59,7 +60,6 @@ def layout_for_env(env: Any) -> ObsLayout:
     space = env.observation_space
     # A flat Box, recognised by what it has (bounds and one dimension): this module imports no Gymnasium.
     if getattr(space, "low", None) is None or len(getattr(space, "shape", None) or ()) != 1:
-        from moerl.core.errors import ConfigError
 
         raise ConfigError(
             f"MoE DQN needs a flat Box observation space, got {space}; image or dict observations are not supported yet"
@@ -106,7 +106,6 @@ def check_layout_fits(network: Any, layout: ObsLayout, env_name: str) -> None:
     """Refuse (one line) a network the observation layout cannot feed: the ``hardcoded`` router routes by
     task id, so it needs a task one-hot and one expert per task. Checked by every engine (the SB3 path's
     :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`, the batched engine) before anything is trained."""
-    from moerl.core.errors import ConfigError
 
     if network.router != "hardcoded" or not network.uses_moe:
         return

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moerl.core.errors import ConfigError
 from moerl.nn.choices import ARCHS, ROUTED_ARCHS
 from moerl.nn.gating import RouterConfig
 from moerl.nn.moe import MoEBlock
@@ -47,7 +48,6 @@ class QNetworkConfig(RouterConfig):
     tokens: int = 1
 
     def validate(self) -> QNetworkConfig:
-        from moerl.core.errors import ConfigError
 
         ARCHS.check(self.arch)
         if self.hidden < 1:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from moerl.core.checkpoint_store import checkpoint_step
 from moerl.runs.sweep.spec import SweepJob
 
 
@@ -43,7 +44,6 @@ class JobOutcome:
 
 def plan_job(job: SweepJob) -> JobPlan:
     """Decide from the run directories what ``job`` needs (see the module docstring)."""
-    from moerl.core.checkpoint_store import checkpoint_step
     from moerl.runs.rundir import RunDir, run_state
 
     states = {seed: (run_state(RunDir(job.run_dir(seed)).read_status()) if job.run_dir(seed).exists() else "missing")

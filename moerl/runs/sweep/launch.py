@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moerl.core.devices import check_device
+from moerl.core.errors import ConfigError
 from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job
 from moerl.runs.sweep.spec import Sweep
 
@@ -120,8 +122,6 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
           logdir: str | None = None, address: str | None = None, gpus_per_job: float = 0.0,
           say: Callable[[str], None] = print) -> tuple[list[JobOutcome], Sweep]:
     """Plan and run the sweep file ``path`` (see the module docstring); returns every job's outcome."""
-    from moerl.core.devices import check_device
-    from moerl.core.errors import ConfigError
     from moerl.runs.sweep.spec import load_sweep
 
     if backend not in ("local", "ray"):
