@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from moerl.core.errors import ConfigError, DataNotFoundError
 
@@ -42,37 +42,22 @@ def _int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from moerl.core.devices import DEVICES
-    from moerl.nn.choices import ARCHS, ROUTERS
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep,runs}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train one run and write a run directory")
+    train = sub.add_parser(
+        "train", help="train one run and write a run directory", add_help=False, allow_abbrev=False,
+        description="Train one run. The env names the research line, and the line owns the rest of the flags: "
+                    "'moerl train --env ENV --help' lists them (e.g. --arch, --router, --seeds for RL suites; "
+                    "--algo, --epochs for routing datasets).")
+    train.add_argument("-h", "--help", action="store_true", help="show this help (with --env: the line's flags too)")
     train.add_argument("--env", help="Gymnasium id, moerl short name (see 'moerl envs') or dataset suite")
-    train.add_argument("--arch", help=f"network architecture (MoE DQN: {ARCHS.help()}; "
-                       "masked experts: masked-moe, packnet)")
-    train.add_argument("--router", help=f"MoE DQN router ({ROUTERS.help()}); archs with a router only")
-    train.add_argument("--algo", help="the algorithm: RL envs dqn (the default; the only one so far), routing "
-                       "datasets a router or a baseline")
-    train.add_argument("--experts", type=_positive_int, help="number of experts")
-    train.add_argument("--topk", type=_positive_int, help="experts per sample (router topk only)")
-    train.add_argument("--mask", help="mask kind for masked-expert models (none, fixed, lu, lowrank)")
-    train.add_argument("--timesteps", type=_positive_int, help="environment steps (RL)")
-    train.add_argument("--epochs", type=_positive_int, help="epochs (supervised families)")
-    train.add_argument("--seed", type=_int, help="random seed")
-    train.add_argument("--seeds", metavar="LIST",
-                       help="several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed (MoE DQN)")
-    train.add_argument("--engine", help="MoE DQN engine: auto (batched for two or more --seeds of a suite, else "
-                       "sb3), batched (every seed in one process) or sb3 (one seed at a time); default: auto")
     train.add_argument("--config", help="YAML config: a file or a shipped name, e.g. dqn/big-softmoe (an unknown name lists them)")
     train.add_argument("--logdir", help="parent directory of run directories (default: runs)")
     train.add_argument("--run-name", help="name of the run directory (default: <env>_<arch>[_<router>]-<config id>"
                        "_s<seed>, the id a hash of the config without seed and device)")
-    train.add_argument("--device", help=f"{', '.join(DEVICES)}; default: the config's, moe-dqn auto, routing auto, "
-                       f"masked-experts cpu (auto: {DEVICES['auto']}; a single MoE DQN run on the sb3 engine "
-                       "stays on the CPU, where its small networks are faster)")
-    train.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override any config key, e.g. --set dqn.learning_rate=5e-4 (repeatable)",
@@ -132,29 +117,46 @@ def _env_from_config(path: str | None) -> str | None:
     return str(env) if env is not None else None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from moerl.runs.kinds import TrainRequest, families, family_for_env
-    from moerl.runs.rundir import check_run_name
+def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.ArgumentParser) -> int:
+    """``moerl train``: the shared flags are parsed; the env (or the resumed run) names the line, whose own
+    parser then takes the rest (``line_args``): a flag the line does not take is refused."""
+    from moerl.runs.kinds import TrainRequest, family_by_name, options_help, parse_options
+    from moerl.runs.rundir import RunDir, check_run_name
 
     given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
     if given.get("resume") is not None and "logdir" in given:
         raise ConfigError("--logdir cannot move a resumed run; it continues in its own directory")
     request = TrainRequest(**given)
+    family: Any
+    if request.resume is not None and not args.help:
+        family = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
+    else:
+        request.env = request.env or _env_from_config(request.config)
+        family = _family_of(request.env) if request.env is not None else None
+    train_help = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    if args.help:
+        print(train_help.format_help() + ("\n" + options_help(family) if family is not None else ""))
+        return 0
+    if family is None:
+        raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")
+    request.options = parse_options(family, line_args, request.env)
     if request.run_name is not None:
         check_run_name(request.run_name)
     if request.resume is not None:
-        from moerl.runs.kinds import family_by_name
-        from moerl.runs.rundir import RunDir
-
-        resumed = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
-        if resumed.resume is None:
-            raise ConfigError(f"runs of family '{resumed.name}' cannot be resumed yet")
-        print(f"run directory: {resumed.resume(request)}")
+        if family.resume is None:
+            raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
+        print(f"run directory: {family.resume(request)}")
         return 0
-    env = request.env or _env_from_config(request.config)
-    if env is None:
-        raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")
-    request.env = env
+    run_dirs = family.train(request)
+    for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
+        print(f"run directory: {run_dir}")
+    return 0
+
+
+def _family_of(env: str) -> Any:
+    """The family (research line) that trains ``env``, or the one-line refusal with every valid name."""
+    from moerl.runs.kinds import families, family_for_env
+
     family = family_for_env(env)
     if family is None:
         import gymnasium as gym
@@ -166,10 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"unknown env '{env}'{did_you_mean(env, [*names, *gym.registry])}; valid choices: any Gymnasium id "
             f"(e.g. CartPole-v1) or one of {', '.join(names)}"
         )
-    run_dirs = family.train(request)
-    for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
-        print(f"run directory: {run_dir}")
-    return 0
+    return family
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -255,14 +254,18 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep,
+COMMANDS = {"eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep,
             "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train":  # only train hands the rest of its line to the research line
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "train":
+            return cmd_train(args, rest, parser)
         return COMMANDS[args.command](args)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -158,7 +158,7 @@ def test_console_script_bad_number_is_exit_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--env", "CartPole-v1", "--timesteps", "-5"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert "must be a positive integer, got -5" in proc.stderr
+    assert "timesteps must be positive, got -5" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 

@@ -49,7 +49,6 @@ def _sweep_default(name: str) -> object:
 #: (command, option) -> the value its help states as "default: VALUE".
 STATED = {
     ("train", "--logdir"): lambda: _code()["logdir"],
-    ("train", "--engine"): lambda: _code()["engine"],
     ("sweep", "--backend"): lambda: _sweep_default("backend"),
     ("sweep", "--gpus-per-job"): lambda: _sweep_default("gpus_per_job"),
     ("runs", "dirs"): lambda: "runs",
@@ -57,7 +56,6 @@ STATED = {
 #: (command, option) -> the wording of a default that is not one value.
 DESCRIBED = {
     ("train", "--run-name"): "default: <env>_<arch>",
-    ("train", "--device"): "default: the config's",
     ("eval", "--device"): "default: the run's config",
     ("sweep", "--workers"): "default: the number of cores",
     ("sweep", "--device"): "default: each config's",
@@ -104,15 +102,25 @@ def test_argparse_defaults_are_stated():
                                             "not state it (or this test does not check it)"
 
 
-def test_device_help_gives_each_familys_config_default():
-    from moerl.runs.kinds import families
+def test_each_lines_option_help_states_its_config_default():
+    """A line's options are generated from its config dataclass: every one that sets a config key states that
+    key's default, read here from the dataclass again (engine and device of each line included)."""
+    from moerl.runs.kinds import families, options_help
 
-    action = next(a for c, o, a in _options() if (c, o) == ("train", "--device"))
-    stated = dict(re.findall(r"(moe-dqn|routing|masked-experts) (\w+)", action.help))
-    assert set(stated) == {f.name for f in families()}
     code = _code()
-    assert stated == {"moe-dqn": code["dqn_device"], "routing": code["routing_device"],
-                      "masked-experts": code["masked_device"]}
+    expected = {("moe-dqn", "--engine"): code["engine"], ("moe-dqn", "--device"): code["dqn_device"],
+                ("routing", "--device"): code["routing_device"], ("masked-experts", "--device"): code["masked_device"]}
+    seen = set()
+    for family in families():
+        text = " ".join(options_help(family).split())
+        for option in family.options:
+            if option.key is None:
+                continue
+            stated = re.search(re.escape(option.cli) + r" VALUE .*?default: ([^\s;)]+)\)", text).group(1)
+            if (family.name, option.cli) in expected:
+                assert stated == str(expected[(family.name, option.cli)]), (family.name, option.cli)
+                seen.add((family.name, option.cli))
+    assert seen == set(expected)
 
 
 def _number(text: str) -> float:

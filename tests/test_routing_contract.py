@@ -103,7 +103,7 @@ def test_learner_puts_model_router_and_data_on_the_resolved_device(digits):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cuda_without_gpu_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        resolve_config(TrainRequest(env="digits-mtl", device="cuda", logdir=str(tmp_path)))
+        resolve_config(TrainRequest(env="digits-mtl", logdir=str(tmp_path), options={"device": "cuda"}))
     assert "'cuda'" in str(err.value) and "\n" not in str(err.value)
 
 

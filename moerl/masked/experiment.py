@@ -25,13 +25,14 @@ from typing import Any
 
 from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
+from moerl.masked.config import MaskedExpertsConfig
 from moerl.runs.console import Console, duration, text_table
 from moerl.runs.kinds import (
     Family,
     TrainRequest,
     check_resume_request,
+    config_options,
     hashed_run_name,
-    reject_unused,
 )
 from moerl.runs.rundir import RunDir, running, stop_on_signals
 
@@ -57,8 +58,6 @@ def _list_envs() -> list[tuple[str, str]]:
 
 def resolve_config(request: TrainRequest):
     """Merge config file, flags and overrides into a validated :class:`MaskedExpertsConfig`."""
-    from moerl.masked.config import MaskedExpertsConfig
-
     flags = {FLAGS[k]: v for k, v in request.flags().items() if k in FLAGS}
     cfg, _ = resolve(MaskedExpertsConfig, file=request.config, flags=flags, overrides=request.overrides,
                      aliases=FLAGS)
@@ -81,8 +80,6 @@ def train(request: TrainRequest) -> Path:
 
     if request.resume:
         return _resume(request)
-    fam = FAMILY
-    reject_unused(request, fam)
     cfg = resolve_config(request)
     torch.set_num_threads(cfg.threads)
     console = request.console()
@@ -106,15 +103,14 @@ def _resume(request: TrainRequest) -> Path:
     """Continue a killed, interrupted or crashed run from its last checkpoint to the end of its config."""
     import torch
 
-    from moerl.masked.config import MaskedExpertsConfig
     from moerl.masked.learners import make_learner
 
     check_resume_request(request, {"device": "where to continue"})
     assert request.resume is not None
     run, step = RunDir.open_resumable(request.resume, FAMILY_NAME)
     cfg = from_dict(MaskedExpertsConfig, run.read_config())  # a broken file or key: one-line ConfigError
-    if request.device is not None:
-        cfg.device = request.device
+    if request.option("device") is not None:
+        cfg.device = request.option("device")
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     console = request.console()
@@ -291,7 +287,6 @@ def write_history(learner, path: Path) -> None:
 
 
 def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from moerl.masked.config import MaskedExpertsConfig
     from moerl.masked.learners import load_learner
 
     run = RunDir(run_path)
@@ -312,7 +307,15 @@ FAMILY = Family(
     list_envs=_list_envs,
     train=train,
     evaluate=evaluate,
-    flags=FLAGS,
+    options=config_options(MaskedExpertsConfig, {k: v for k, v in FLAGS.items() if k != "env"}, {
+        "arch": "masked-moe or packnet",
+        "mask": "mask of the masked-expert layers: none, fixed, lu or lowrank",
+        "experts": "number of experts",
+        "epochs": "training epochs per task",
+        "seed": "random seed",
+        "device": "cpu, cuda or auto",
+        "data_dir": "directory with offline data files",
+    }),
     eval_options=frozenset({"device", "data_dir"}),
     resume=train,
 )

@@ -356,7 +356,7 @@ def resume_seeds(request: Any) -> list[Path]:
     seeds = [int(s) for s in info["seeds"]]
     config = from_dict(DQNRunConfig, leader.read_config())
     config.seed = int(member.read_status().get("batch_seed", 0))
-    config = apply_resume_flags(config, request.timesteps, request.device, step)
+    config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
     state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
     with running_many(runs, "moe-dqn", seeds, str(engine_device(config))):
         for run, seed in zip(runs, seeds, strict=True):

@@ -20,14 +20,14 @@ from typing import Any
 
 from moerl.core.config import leaf_keys, load_yaml, parse_override, resolve, to_dict, unflatten_aliases
 from moerl.core.config_files import resolve_config_file
-from moerl.core.devices import check_device, resolve_device
+from moerl.core.devices import DEVICES, check_device, resolve_device
 from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 from moerl.core.seeding import check_seed
-from moerl.nn.choices import ROUTED_ARCHS
+from moerl.nn.choices import ARCHS, ROUTED_ARCHS, ROUTERS
 from moerl.rl.algos.dqn import LOSSES, DQNHyperParams
 from moerl.rl.nets.encoder import MoENetworkConfig
-from moerl.runs.kinds import hashed_run_name
+from moerl.runs.kinds import Option, config_options, hashed_run_name
 
 FAMILY_NAME = "moe-dqn"
 ENGINES = Registry("engine", {
@@ -53,8 +53,6 @@ FLAGS: Mapping[str, str] = {
 RL_ALGOS = Registry("RL algorithm", {
     "dqn": "MoE DQN: the SB3 reference engine and the batched engine (this config schema)",
 })
-#: The flags of the RL line: the config-setting ones, and ``--algo``, which picks the schema itself.
-LINE_FLAGS: Mapping[str, str] = {**FLAGS, "algo": "(the algorithm: its config schema)"}
 
 
 def check_algo(algo: str | None) -> str:
@@ -361,3 +359,23 @@ def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, An
     if file:
         given = given - default_valued_file_keys(file, config, set(flags), ())
     return to_dict(validate(config, given))
+
+
+#: The RL line's ``moerl train`` flags: those that set config keys (typed and defaulted by
+#: :class:`DQNRunConfig`), ``--seeds`` and ``--algo`` (which picks the config schema itself).
+OPTIONS = config_options(DQNRunConfig, {k: v for k, v in FLAGS.items() if k != "env"}, {
+    "arch": f"network architecture ({ARCHS.help()})",
+    "router": f"MoE router ({ROUTERS.help()}); archs with a router only",
+    "experts": "number of experts",
+    "topk": "experts per sample (router topk only)",
+    "timesteps": "environment steps (none: the suite's own budget)",
+    "seed": "random seed",
+    "device": f"{', '.join(DEVICES)} (auto: the batched engine on a GPU when there is one; a single run on "
+              "the sb3 engine stays on the CPU, where its small networks are faster)",
+    "engine": "auto (batched for two or more --seeds of a suite, else sb3), batched (every seed in one "
+              "process) or sb3 (one seed at a time)",
+}, extra=(
+    Option("seeds", "several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed"),
+    Option("algo", f"the RL algorithm ({RL_ALGOS.help()}; default: dqn)"),
+))
+

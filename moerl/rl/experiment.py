@@ -30,7 +30,7 @@ from moerl.core.errors import ConfigError
 from moerl.core.seeding import parse_seeds
 from moerl.rl.config import (
     FAMILY_NAME,
-    LINE_FLAGS,
+    OPTIONS,
     DQNRunConfig,
     EvalSection,
     LoggingSection,
@@ -55,7 +55,6 @@ from moerl.runs.kinds import (
     Family,
     TrainRequest,
     check_resume_request,
-    reject_unused,
 )
 from moerl.runs.rundir import RunDir, running, stop_on_signals
 
@@ -121,11 +120,10 @@ def train(request: TrainRequest) -> Path | list[Path]:
 
     if request.resume:
         return _resume(request)
-    seeds_spec, request = request.seeds, dataclasses.replace(request, seeds=None)
-    reject_unused(request, FAMILY)
-    check_algo(request.algo)
+    check_algo(request.option("algo"))
+    seeds_spec, request = request.option("seeds"), request.with_options(seeds=None, algo=None)
     config = build_config(request.config, request.flags(), request.overrides)
-    if seeds_spec is not None and request.seed is not None:
+    if seeds_spec is not None and request.option("seed") is not None:
         raise ConfigError("give --seed or --seeds, not both")
     from moerl.rl.batched_runs import resolve_engine
 
@@ -164,7 +162,7 @@ def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | 
     """Several seeds: together (``engine: batched``) or one after another (``engine: sb3``)."""
     from moerl.rl.batched_runs import train_seeds
 
-    if seeds_spec is not None and request.seed is not None:
+    if seeds_spec is not None and request.option("seed") is not None:
         raise ConfigError("give --seed or --seeds, not both")
     seeds = parse_seeds(seeds_spec) if seeds_spec is not None else [config.seed]
     if config.engine == "batched":
@@ -172,7 +170,7 @@ def _train_seeds(request: TrainRequest, config: DQNRunConfig, seeds_spec: str | 
     paths = []
     for seed in seeds:
         name = f"{request.run_name}_s{seed}" if request.run_name else None
-        one = dataclasses.replace(request, seed=seed, run_name=name)
+        one = dataclasses.replace(request.with_options(seed=seed), run_name=name)
         paths.append(Path(train(one)))  # type: ignore[arg-type]
     return paths
 
@@ -202,7 +200,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
         config = validate(from_dict(DQNRunConfig, run.read_config()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
-    config = apply_resume_flags(config, request.timesteps, request.device, step)
+    config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
     torch.set_num_threads(1)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
     with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
@@ -389,7 +387,7 @@ FAMILY = Family(
     list_envs=list_envs,
     train=train,
     evaluate=evaluate,
-    flags=LINE_FLAGS,
+    options=OPTIONS,
     eval_options=frozenset({"episodes", "seed", "device"}),
     resume=train,
     sweep_config=sweep_config,

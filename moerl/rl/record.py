@@ -73,7 +73,7 @@ def final_eval_entry(mean: float, std: float, normalized: float | None, episodes
 
 
 def schedule_record(schedule: Sequence[Mapping[str, Any]], block_steps: int,
-                    switches_seen: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                    switches_seen: Sequence[Any] | None = None) -> dict[str, Any]:
     """``schedule.json``: the CRL schedule and block length; ``switches_seen``, the task switches the
     reference engine's training env reported (the batched suite follows the schedule by construction)."""
     record: dict[str, Any] = {"schedule": list(schedule), "block_steps": block_steps}

@@ -38,7 +38,7 @@ import numpy as np
 from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.core.errors import ConfigError, check_positive
-from moerl.routing.config import LearnerConfig, check_algo_keys, validate_learner
+from moerl.routing.config import ALGOS, LearnerConfig, check_algo_keys, validate_learner
 from moerl.routing.data import DATASETS
 from moerl.routing.paper import paper_row
 from moerl.runs.console import Console, duration, text_table
@@ -46,8 +46,8 @@ from moerl.runs.kinds import (
     Family,
     TrainRequest,
     check_resume_request,
+    config_options,
     hashed_run_name,
-    reject_unused,
 )
 from moerl.runs.rundir import RunDir, running, stop_on_signals
 
@@ -155,7 +155,6 @@ def train(request: TrainRequest) -> Path:
     """
     if request.resume:
         return _resume(request)
-    reject_unused(request, FAMILY)
     cfg = resolve_config(request)
     from moerl.routing.data import build
 
@@ -182,12 +181,13 @@ def _resume(request: TrainRequest) -> Path:
     assert request.resume is not None
     run, epoch = RunDir.open_resumable(request.resume, FAMILY.name)
     cfg = validate(from_dict(RoutingConfig, run.read_config()))
-    if request.epochs is not None:
-        if request.epochs < epoch:
-            raise ConfigError(f"--epochs {request.epochs} is below the checkpoint's epoch {epoch}")
-        cfg.epochs = request.epochs
-    if request.device is not None:
-        cfg = validate(dataclasses.replace(cfg, device=request.device))
+    epochs, device = request.option("epochs"), request.option("device")
+    if epochs is not None:
+        if epochs < epoch:
+            raise ConfigError(f"--epochs {epochs} is below the checkpoint's epoch {epoch}")
+        cfg.epochs = epochs
+    if device is not None:
+        cfg = validate(dataclasses.replace(cfg, device=device))
     console = request.console()
     console.say(f"routing: building {cfg.env} and the {cfg.algo} model, resuming at epoch {epoch} ...")
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
@@ -407,7 +407,13 @@ FAMILY = Family(
     list_envs=lambda: list(DATASETS.items()),
     train=train,
     evaluate=evaluate,
-    flags=FLAGS,
+    options=config_options(RoutingConfig, {k: v for k, v in FLAGS.items() if k != "env"}, {
+        "algo": f"a router or a baseline ({ALGOS.help()})",
+        "epochs": "training epochs",
+        "seed": "random seed",
+        "data_dir": "directory with offline data files",
+        "device": "cpu, cuda or auto",
+    }),
     eval_options=frozenset(EVAL_OPTIONS),
     resume=train,
     paper_row=lambda config: paper_row(str(config.get("env")), str(config.get("algo")),

@@ -1,20 +1,24 @@
-"""Trainer families: what ``moerl train --env X`` runs depends on what X is.
+"""Kinds of run (families): what ``moerl train --env X`` runs depends on what X is.
 
-Three families share one CLI:
+One family per research line shares one CLI:
 
-* ``moe-dqn`` (seed 001): Gymnasium ids and moerl's RL task suites -> MoE DQN on SB3.
-* ``routing`` (seed 002): multi-task supervised datasets -> routing networks and their baselines.
-* ``masked-experts`` (seed 000): vision suites -> masked-expert models and PackNet.
+* ``moe-dqn`` (seed 001, :mod:`moerl.rl`): Gymnasium ids and moerl's RL task suites -> MoE DQN.
+* ``routing`` (seed 002, :mod:`moerl.routing`): multi-task supervised datasets -> routing networks and baselines.
+* ``masked-experts`` (seed 000, :mod:`moerl.masked`): vision suites -> masked-expert models and PackNet.
 
-A family module defines ``FAMILY = Family(...)``. The CLI asks each family in turn whether it
-knows the env name; the first that does trains it.
+A line's ``experiment`` module defines ``FAMILY = Family(...)``, named here by a string, so this module
+imports no line. The CLI asks each family in turn whether it knows the env name; the first that does owns
+the rest of the command line: its :attr:`Family.options` are the flags ``moerl train`` then takes.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import importlib
 import json
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,43 +39,106 @@ FAMILY_MODULES: tuple[str, ...] = (
 
 @dataclass
 class TrainRequest:
-    """Everything ``moerl train`` was given (None = not given, use the config/default)."""
+    """Everything ``moerl train`` was given: the flags every line shares, and the line's own
+    (:attr:`options`, by option name; a flag not given is absent: the config or the default decides)."""
 
     env: str | None = None
-    arch: str | None = None
-    router: str | None = None
-    algo: str | None = None
-    experts: int | None = None
-    topk: int | None = None
-    mask: str | None = None
-    timesteps: int | None = None
-    epochs: int | None = None
-    seed: int | None = None
     config: str | None = None
     logdir: str = "runs"
-    device: str | None = None
     overrides: list[str] = field(default_factory=list)
-    data_dir: str | None = None
     run_name: str | None = None
     progress: bool = True
     #: 0 ``--quiet``, 1 default, 2 ``--verbose`` (:mod:`moerl.runs.console`).
     verbosity: int = 1
     #: A run directory to continue from its last checkpoint (families that support it).
     resume: str | None = None
-    #: Several seeds of one config (``--seeds 0-9``): moe-dqn only.
-    seeds: str | None = None
-    engine: str | None = None
+    #: The line's own flags (``--arch big`` -> ``{"arch": "big"}``), as its :class:`Option` s parsed them.
+    options: dict[str, Any] = field(default_factory=dict)
 
     def flags(self) -> dict[str, Any]:
-        """The config-setting flags the user gave (``--env``, ``--arch``, ...), by TrainRequest field name."""
-        skip = {"logdir", "overrides", "progress", "verbosity", "config", "run_name", "resume"}
-        return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+        """The config-setting flags the user gave: ``env`` and the line's options."""
+        given = {k: v for k, v in self.options.items() if v is not None}
+        return {"env": self.env, **given} if self.env is not None else given
+
+    def option(self, name: str) -> Any:
+        """The value of the line's option ``name``, or None when it was not given."""
+        return self.options.get(name)
+
+    def with_options(self, **changes: Any) -> TrainRequest:
+        """A copy with some options set (None: not given)."""
+        return dataclasses.replace(self, options={**self.options, **changes})
 
     def console(self) -> Console:
         """The console this request asked for (``--quiet``, ``--verbose``, ``--no-progress``)."""
         from moerl.runs.console import Console
 
         return Console(self.verbosity, self.progress)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag of ``moerl train`` that a line takes (``--<flag>``, dashes for underscores).
+
+    ``key``: the config key it sets; its value is parsed by that key's type in the line's config dataclass
+    (see :func:`config_options`). ``key=None``: the line reads it itself (``--seeds``), as text.
+    """
+
+    flag: str
+    help: str
+    key: str | None = None
+    parse: Callable[[str], Any] = str
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.flag.replace("_", "-")
+
+
+def config_options(config_cls: type, keys: Mapping[str, str], helps: Mapping[str, str],
+                   extra: tuple[Option, ...] = ()) -> tuple[Option, ...]:
+    """A line's options, generated from its config dataclass: one per ``flag -> config key`` of ``keys``,
+    parsed by the key's type and with its default in the help (so neither can drift from the schema), plus
+    ``extra`` options the line reads itself. A key the dataclass lacks is a programming error (raised)."""
+    defaults = config_cls()
+    out = []
+    for flag, key in keys.items():
+        tp, default = _field(config_cls, defaults, key)
+        shown = "none" if default is None else default
+        out.append(Option(flag, f"{helps[flag]} (config key {key}; default: {shown})", key, _parser_for(tp, flag)))
+    return (*out, *extra)
+
+
+def _field(cls: type, instance: Any, dotted: str) -> tuple[Any, Any]:
+    """The type and default value of the dataclass field at ``dotted`` (``network.arch``)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            raise KeyError(f"{cls.__name__} has no config key '{dotted}'")
+        tp, instance = hints[part], getattr(instance, part)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return (args[0] if len(args) == 1 else tp), instance
+
+
+def _parser_for(tp: Any, flag: str) -> Callable[[str], Any]:
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float):
+        def parse(text: str) -> Any:
+            try:
+                return tp(text)
+            except ValueError:
+                kind = "an integer" if tp is int else "a number"
+                raise argparse.ArgumentTypeError(f"'{text}' is not {kind}") from None
+        return parse
+    return str
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
 
 
 @dataclass(frozen=True)
@@ -88,9 +155,9 @@ class Family:
     train: Callable[[TrainRequest], Path | list[Path]]
     #: Reload a finished run and evaluate it; returns the numbers printed by ``moerl eval``.
     evaluate: Callable[[Path, dict[str, Any]], dict[str, Any]]
-    #: CLI flag (TrainRequest field name) -> the config key it sets. A flag not listed is refused, so a
-    #: flag either takes effect or is an error.
-    flags: Mapping[str, str] = field(default_factory=dict)
+    #: The line's own ``moerl train`` flags (beside the shared ``--env``, ``--config``, ``--set``, ...): the
+    #: CLI parses the rest of the command line with these alone, so a flag either takes effect or is refused.
+    options: tuple[Option, ...] = ()
     #: ``moerl eval`` options this family's ``evaluate`` reads; others are refused (see :func:`check_eval_options`).
     eval_options: frozenset[str] = frozenset({"seed", "device"})
     #: Continue an interrupted run (``moerl train --resume``); None when the family cannot yet.
@@ -128,15 +195,43 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def reject_unused(request: TrainRequest, family: Family) -> None:
-    """Raise a ConfigError when the user gave a flag that this family's config has no key for."""
+class _LineParser(argparse.ArgumentParser):
+    """The line's flags: a bad value or a flag it does not take is a ConfigError (one line, exit 2)."""
 
-    for key in request.flags():
-        if key not in family.flags:
-            raise ConfigError(
-                f"option {_flag(key)} does not apply to env '{request.env}' (family {family.name}); "
-                f"options it takes: {', '.join(_flag(o) for o in sorted(family.flags) if o != 'env')}"
-            )
+    def __init__(self, family: Family, env: str | None):
+        super().__init__(prog=f"moerl train --env {env or '...'}", add_help=False, allow_abbrev=False)
+        self.family, self.env = family, env
+        for option in family.options:
+            self.add_argument(option.cli, dest=option.flag, type=option.parse, help=option.help, metavar="VALUE")
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message} (family {self.family.name})")
+
+
+def parse_options(family: Family, args: list[str], env: str | None) -> dict[str, Any]:
+    """The line's options among ``args`` (what the shared flags left), by option name, given ones only.
+
+    A flag the line does not take is refused with the flags it takes: the line owns its flags, so nothing
+    given is silently ignored.
+    """
+    parser = _LineParser(family, env)
+    known, unknown = parser.parse_known_args(args)
+    if unknown:
+        flag = next((a.split("=")[0] for a in unknown if a.startswith("-")), unknown[0])
+        taken = ", ".join(o.cli for o in sorted(family.options, key=lambda o: o.flag))
+        what = f"option {flag} does not apply" if flag.startswith("-") else f"unexpected argument '{flag}'"
+        raise ConfigError(f"{what} to env '{env}' (family {family.name}); options it takes: {taken}")
+    return {k: v for k, v in vars(known).items() if v is not None}
+
+
+def options_help(family: Family) -> str:
+    """The ``--help`` section of the line's own flags."""
+    parser = _LineParser(family, None)
+    formatter = parser._get_formatter()
+    formatter.start_section(f"options of {family.name} runs")
+    formatter.add_arguments(parser._actions)
+    formatter.end_section()
+    return formatter.format_help()
 
 
 def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
