@@ -35,7 +35,17 @@ import numpy as np
 from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
-from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record, write_tables
+from moerl.rl.record import (
+    eval_row,
+    eval_scalars,
+    export_model,
+    final_eval_entry,
+    run_results,
+    schedule_record,
+    usage_rows,
+    usage_scalars,
+    write_tables,
+)
 from moerl.runs.console import Console
 from moerl.runs.kinds import check_resume_request
 from moerl.runs.rundir import RunDir, check_run_name, run_state, running_many, stop_on_signals
@@ -180,7 +190,6 @@ class _Batch:
     def evaluate(self, step: int, episodes: int) -> None:
         """Greedy returns on every task, as the SB3 path's PerTaskEvalCallback: eval.csv rows and TensorBoard."""
         from moerl.rl.envs.attributes import normalized_return
-        from moerl.rl.record import usage_rows
         from moerl.rl.tb_layout import layout, usage_layers, write_schedule
 
         config, agent = self.config, self.agent
@@ -193,18 +202,15 @@ class _Batch:
             self.view.evaluated(step, out, self.bounds, log.metrics)
             self.view.show(step)
         for i, sr in enumerate(self.seed_runs):
-            norms = []
+            rows = []
             for name, returns in out.items():
                 mean = float(returns[i].mean())
-                norm = normalized_return(mean, self.bounds[name]) if name in self.bounds else None
-                sr.rows.append({"step": step, "task": name, "mean_return": mean,
-                                "std_return": float(returns[i].std()), "normalized": norm, "episodes": episodes})
-                sr.writer.add_scalar(f"eval/return/{name}", mean, step)
-                if norm is not None:
-                    sr.writer.add_scalar(f"eval/normalized/{name}", norm, step)
-                    norms.append(norm)
-            if norms:
-                sr.writer.add_scalar("eval/normalized_mean", float(np.mean(norms)), step)
+                rows.append(eval_row(step, name, mean, float(returns[i].std()),
+                                     normalized_return(mean, self.bounds[name]) if name in self.bounds else None,
+                                     episodes))
+            sr.rows.extend(rows)
+            for tag, value in eval_scalars(rows):
+                sr.writer.add_scalar(tag, value, step)
             if log.td_loss:
                 sr.writer.add_scalar("train/loss", float(np.mean([t[i] for t in log.td_loss])), step)
             if log.aux_loss:
@@ -219,14 +225,15 @@ class _Batch:
                 for key, values in metrics.items():
                     sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
                     sr.metrics.append({"step": at, "key": f"moe/{key}", "value": float(values[i])})
-            usage_tags: list[str] = []
-            for name, layers in usage.items():
-                rows = usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
-                                               for layer, per_seed in layers.items() for e, u in enumerate(per_seed[i])})
-                for row in rows:  # the SB3 path's eval_usage/* tags
-                    usage_tags.append(f"eval_usage/{name}/{row['layer']}/expert{row['expert']}")
-                    sr.writer.add_scalar(usage_tags[-1], row["usage"], step)
-                sr.usage.extend(rows)
+            used = [row for name, layers in usage.items()
+                    for row in usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
+                                                       for layer, per_seed in layers.items()
+                                                       for e, u in enumerate(per_seed[i])})]
+            usage_tags = []
+            for tag, value in usage_scalars(used):
+                usage_tags.append(tag)
+                sr.writer.add_scalar(tag, value, step)
+            sr.usage.extend(used)
             if previous < 0:  # the custom-scalars layout once, at the run's first evaluation
                 sr.writer.add_custom_scalars(layout(list(out), usage_layers(usage_tags), bool(self.bounds)))
             if self.schedule is not None:

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: Columns of ``eval.csv``: one row per evaluation and task.
 EVAL_FIELDS = ("step", "task", "mean_return", "std_return", "normalized", "episodes")
 #: Columns of ``eval_usage.csv``: mean router usage of each expert on the observations of one task's greedy
@@ -65,6 +67,32 @@ def usage_rows(step: int, task: str, metrics: Mapping[str, float]) -> list[dict[
             layer, expert = key[len("router/"):].split("/usage_expert")
             rows.append({"step": step, "task": task, "layer": layer, "expert": int(expert), "usage": float(value)})
     return rows
+
+
+def eval_row(step: int, task: str, mean: float, std: float, normalized: float | None,
+             episodes: int) -> dict[str, Any]:
+    """One ``eval.csv`` row: a task's greedy evaluation at env step ``step``."""
+    return {"step": step, "task": task, "mean_return": mean, "std_return": std, "normalized": normalized,
+            "episodes": episodes}
+
+
+def eval_scalars(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
+    """The TensorBoard scalars of one evaluation (its ``eval.csv`` rows): ``eval/return/<task>``,
+    ``eval/normalized/<task>`` where return bounds are known, and their mean ``eval/normalized_mean``."""
+    out: list[tuple[str, float]] = []
+    for row in rows:
+        out.append((f"eval/return/{row['task']}", row["mean_return"]))
+        if row["normalized"] is not None:
+            out.append((f"eval/normalized/{row['task']}", row["normalized"]))
+    norms = [row["normalized"] for row in rows if row["normalized"] is not None]
+    if norms:
+        out.append(("eval/normalized_mean", float(np.mean(norms))))
+    return out
+
+
+def usage_scalars(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
+    """The TensorBoard scalars of ``eval_usage.csv`` rows: ``eval_usage/<task>/<layer>/expert<e>``."""
+    return [(f"eval_usage/{r['task']}/{r['layer']}/expert{r['expert']}", r["usage"]) for r in rows]
 
 
 def final_eval_entry(mean: float, std: float, normalized: float | None, episodes: int) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from moerl.rl.envs.attributes import normalized_return
 from moerl.rl.evaluation import evaluate_tasks
-from moerl.rl.record import EVAL_FIELDS, METRIC_FIELDS, USAGE_FIELDS, usage_rows, write_csv_atomic
+from moerl.rl.record import (
+    EVAL_FIELDS,
+    METRIC_FIELDS,
+    USAGE_FIELDS,
+    eval_row,
+    eval_scalars,
+    usage_rows,
+    usage_scalars,
+    write_csv_atomic,
+)
 from moerl.rl.tb_layout import TaskSchedule, layout, tensorboard_writer, usage_layers, write_schedule
 
 
@@ -162,25 +171,15 @@ class PerTaskEvalCallback(BaseCallback):
     def evaluate(self) -> list[dict]:
         """Evaluate now, log and append to the CSV; returns this evaluation's rows."""
         previous, self._last_eval = self._last_eval, self.num_timesteps
-        usage_tags: list[str] = []
         results = evaluate_tasks(self.model, self.factories, self.n_episodes, self.seed + self.num_timesteps)
-        rows: list[dict[str, Any]] = []
-        for res in results:
-            norm = self.normalize(res.task, res.mean_return)
-            row = {"step": self.num_timesteps, "task": res.task, "mean_return": res.mean_return,
-                   "std_return": res.std_return, "normalized": norm, "episodes": len(res.returns)}
-            rows.append(row)
-            self.logger.record(f"eval/return/{res.task}", res.mean_return)
-            if norm is not None:
-                self.logger.record(f"eval/normalized/{res.task}", norm)
-            if hasattr(self.model, "moe_metrics") and len(res.observations):
-                for usage in usage_rows(self.num_timesteps, res.task, self.model.moe_metrics(res.observations)):
-                    usage_tags.append(f"eval_usage/{res.task}/{usage['layer']}/expert{usage['expert']}")
-                    self.logger.record(usage_tags[-1], usage["usage"])
-                    self.usage.append(usage)
-        norms = [r["normalized"] for r in rows if r["normalized"] is not None]
-        if norms:
-            self.logger.record("eval/normalized_mean", float(np.mean(norms)))
+        rows = [eval_row(self.num_timesteps, res.task, res.mean_return, res.std_return,
+                         self.normalize(res.task, res.mean_return), len(res.returns)) for res in results]
+        usage = [u for res in results if hasattr(self.model, "moe_metrics") and len(res.observations)
+                 for u in usage_rows(self.num_timesteps, res.task, self.model.moe_metrics(res.observations))]
+        self.usage.extend(usage)
+        usage_tags = [tag for tag, _ in usage_scalars(usage)]
+        for tag, value in [*eval_scalars(rows), *usage_scalars(usage)]:
+            self.logger.record(tag, value)
         writer = tensorboard_writer(self.logger)
         if writer is not None:  # the layout once, at the run's first evaluation; the schedule at every one
             if previous < 0:
