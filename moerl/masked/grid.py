@@ -25,7 +25,6 @@ from typing import Any
 from moerl.core.config_files import CONFIG_ROOT
 from moerl.core.errors import ConfigError
 from moerl.core.registry import Registry
-from moerl.core.seeding import parse_seeds
 from moerl.runs.kinds import TrainRequest
 from moerl.runs.rundir import RunDir
 from moerl.runs.tables import markdown_table
@@ -171,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seeds = None
     if args.seeds:
+        from moerl.core.seeding import parse_seeds  # imports torch: only when seeds are asked for
 
         try:
             seeds = parse_seeds(args.seeds)

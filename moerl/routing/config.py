@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moerl.core.devices import resolve_device
 from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
-from moerl.core.seeding import check_seed
 
 ROUTING_POLICIES = Registry("routing algo", {
     "wpl": "Weighted Policy Learner, one tabular agent per task (the paper's routing-all-fc)",
@@ -116,6 +114,8 @@ def check_own_prior(value: float) -> float:
 def validate_learner(cfg: LearnerConfig) -> LearnerConfig:
     """Raise :class:`ConfigError` (one line) for any bad learner value; return ``cfg`` otherwise."""
     # imports torch: validation runs when a run starts, not at CLI start-up
+    from moerl.core.devices import resolve_device
+    from moerl.core.seeding import check_seed
 
     ALGOS.check(cfg.algo)
     ROUTING_MODES.check(cfg.mode)

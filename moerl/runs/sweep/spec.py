@@ -37,7 +37,6 @@ from typing import Any
 
 from moerl.core.config import load_yaml
 from moerl.core.errors import ConfigError
-from moerl.core.seeding import parse_seeds
 from moerl.runs.kinds import NOT_IN_ID, Family, config_id, family_by_name
 
 __all__ = ["NOT_IN_ID", "Sweep", "SweepJob", "config_id", "load_sweep"]
@@ -125,6 +124,7 @@ def _resolve(family: Family, base_file: str | None, keys: Mapping[str, Any], whe
 
 def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     """Parse and expand ``path``; every config is validated before anything is written."""
+    from moerl.core.seeding import parse_seeds  # imports torch: a sweep file is read once, when used
 
     path = Path(path)
     where = f"sweep file '{path}'"
