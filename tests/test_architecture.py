@@ -93,3 +93,13 @@ def test_the_readme_map_and_where_a_change_goes_name_real_files():
     assert not missing, missing
     packages = {f"moerl/{p.name}/" for p in (REPO / "moerl").iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert packages <= paths, sorted(packages - paths)
+
+
+def test_modules_that_promise_no_torch_load_without_it():
+    """The CLI's start-up and the registries it reads import no torch (their docstrings promise it; a hoisted
+    import once broke that silently)."""
+    light = ["moerl.cli", "moerl.nn.choices", "moerl.routing.config", "moerl.runs.sweep.spec", "moerl.runs.kinds",
+             "moerl.masked.grid"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in light) + "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
