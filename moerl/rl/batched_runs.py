@@ -36,12 +36,16 @@ from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, w
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.rl.record import (
+    AUX_LOSS_TAG,
+    LOSS_TAG,
     eval_row,
     eval_scalars,
     export_model,
     final_eval_entry,
+    moe_tag,
     run_results,
     schedule_record,
+    train_return_tag,
     usage_rows,
     usage_scalars,
     write_tables,
@@ -212,19 +216,19 @@ class _Batch:
             for tag, value in eval_scalars(rows):
                 sr.writer.add_scalar(tag, value, step)
             if log.td_loss:
-                sr.writer.add_scalar("train/loss", float(np.mean([t[i] for t in log.td_loss])), step)
+                sr.writer.add_scalar(LOSS_TAG, float(np.mean([t[i] for t in log.td_loss])), step)
             if log.aux_loss:
-                sr.writer.add_scalar("train/aux_loss", float(np.mean([a[i] for a in log.aux_loss])), step)
+                sr.writer.add_scalar(AUX_LOSS_TAG, float(np.mean([a[i] for a in log.aux_loss])), step)
             per_task: dict[int, list[float]] = {}
             for _, done, task, ret, _length in log.episodes:
                 if done[i]:
                     per_task.setdefault(int(task[i]), []).append(float(ret[i]))
             for t, rets in per_task.items():
-                sr.writer.add_scalar(f"train/return/{self.spec.task_names[t]}", float(np.mean(rets)), step)
+                sr.writer.add_scalar(train_return_tag(self.spec.task_names[t]), float(np.mean(rets)), step)
             for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
                 for key, values in metrics.items():
-                    sr.writer.add_scalar(f"moe/{key}", float(values[i]), at)
-                    sr.metrics.append({"step": at, "key": f"moe/{key}", "value": float(values[i])})
+                    sr.writer.add_scalar(moe_tag(key), float(values[i]), at)
+                    sr.metrics.append({"step": at, "key": moe_tag(key), "value": float(values[i])})
             used = [row for name, layers in usage.items()
                     for row in usage_rows(step, name, {f"router/{layer}/usage_expert{e}": float(u)
                                                        for layer, per_seed in layers.items()

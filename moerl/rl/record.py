@@ -29,6 +29,22 @@ USAGE_FIELDS = ("step", "task", "layer", "expert", "usage")
 METRIC_FIELDS = ("step", "key", "value")
 
 
+#: TensorBoard tags of training, the same on both engines (and in :mod:`moerl.rl.tb_layout`'s layout).
+LOSS_TAG = "train/loss"
+AUX_LOSS_TAG = "train/aux_loss"
+
+
+def train_return_tag(task: str) -> str:
+    """Mean return of the training episodes of ``task`` that ended since the last point."""
+    return f"train/return/{task}"
+
+
+def moe_tag(key: str) -> str:
+    """A MoE metric of :func:`moerl.nn.metrics.forward_metrics` / the batched record (``dormant/...``,
+    ``router/...``) as a TensorBoard tag and a ``metrics.csv`` key."""
+    return f"moe/{key}"
+
+
 def csv_text(fields: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
     """The CSV of ``rows`` under ``fields`` (None as an empty cell)."""
     table = io.StringIO(newline="")

@@ -27,6 +27,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from moerl.rl.record import AUX_LOSS_TAG, LOSS_TAG
+
 #: The active task, (task id + 1) / number of tasks: on the [0, 1] charts (normalised returns, usage).
 SCHEDULE_TAG = "eval/task_schedule"
 #: The same step function times the largest return bound: on the raw evaluation-return chart.
@@ -63,7 +65,7 @@ def layout(tasks: Sequence[str], layers: Sequence[str], normalised: bool) -> dic
              ["Multiline", [f"^{_escape(f'eval_usage/{task}/{layer}/')}expert[0-9]+$", *schedule]]
              for task in tasks for layer in layers}
     training = {"training return per task": ["Multiline", ["^train/return/"]],
-                "loss": ["Multiline", [_exact("train/loss"), _exact("train/aux_loss")]]}
+                "loss": ["Multiline", [_exact(LOSS_TAG), _exact(AUX_LOSS_TAG)]]}
     return {"returns": returns, **({"expert usage": usage} if usage else {}), "training": training}
 
 

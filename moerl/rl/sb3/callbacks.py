@@ -24,6 +24,7 @@ from moerl.rl.record import (
     USAGE_FIELDS,
     eval_row,
     eval_scalars,
+    train_return_tag,
     usage_rows,
     usage_scalars,
     write_csv_atomic,
@@ -72,7 +73,7 @@ class TaskEpisodeCallback(BaseCallback):
                 name = "main"
             episode = info.get("episode")
             if done and episode is not None:
-                self.logger.record_mean(f"train/return/{name}", float(episode["r"]))
+                self.logger.record_mean(train_return_tag(name), float(episode["r"]))
                 self._episode_returns.setdefault(name, []).append(float(episode["r"]))
         return True
 

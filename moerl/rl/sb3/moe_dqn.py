@@ -35,6 +35,7 @@ from moerl.rl.algos.dqn import (
 )
 from moerl.rl.envs.attributes import suite_info
 from moerl.rl.nets.obs_layout import layout_for_env
+from moerl.rl.record import AUX_LOSS_TAG, LOSS_TAG, moe_tag
 from moerl.rl.sb3.policy import MoEDQNPolicy
 
 _D = DQNHyperParams()
@@ -246,15 +247,15 @@ class MoEDQN(DQN):
                 self._log_metrics(record)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
+        self.logger.record(LOSS_TAG, float(np.mean(losses)))
         if aux_losses:
-            self.logger.record("train/aux_loss", float(np.mean(aux_losses)))
+            self.logger.record(AUX_LOSS_TAG, float(np.mean(aux_losses)))
 
     def _log_metrics(self, record: ForwardRecord) -> None:
         self._last_metrics_step = self.num_timesteps
         for key, value in forward_metrics(record).items():
-            self.logger.record(f"moe/{key}", value)
-            self._metric_rows.append((self.num_timesteps, f"moe/{key}", float(value)))
+            self.logger.record(moe_tag(key), value)
+            self._metric_rows.append((self.num_timesteps, moe_tag(key), float(value)))
 
     def pop_metrics(self) -> list[tuple[int, str, float]]:
         """The MoE metrics measured since the last call, as ``(env step, tag, value)``, and start anew.
