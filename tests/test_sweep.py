@@ -173,10 +173,15 @@ def test_dry_run_lists_the_jobs_and_trains_nothing(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_ray_backend_gives_the_local_backends_runs(local_sweep, tmp_path, capsys):
+def test_the_ray_backend_gives_the_local_backends_runs_in_a_relative_logdir(local_sweep, tmp_path, monkeypatch):
+    """A relative logdir (the README's ``logdir: runs/study``) means the launch's working directory, not
+    the Ray trial's: the runs land there, and a relaunch finds them finished and trains nothing."""
     path, logdir = local_sweep
-    assert main(["sweep", str(path), "--backend", "ray", "--workers", "2", "--logdir", str(tmp_path / "ray")]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(path), "--backend", "ray", "--workers", "2", "--logdir", "ray"]) == 0
     _same_runs(logdir, tmp_path / "ray")
+    assert main(["sweep", str(path), "--backend", "ray", "--workers", "2", "--logdir", "ray"]) == 0
+    assert [j["action"] for j in json.loads((tmp_path / "ray" / "sweep.json").read_text())["jobs"]] == ["skip", "skip"]
 
 
 def test_the_report_names_the_stack_and_warns_when_runs_mix_stacks(local_sweep, tmp_path, capsys):

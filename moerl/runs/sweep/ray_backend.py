@@ -59,9 +59,11 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        space = [{"job": p.job.to_dict(), "action": p.action, "seeds": list(p.seeds),
-                  "resume_from": str(p.resume_from) if p.resume_from else None,
-                  "state_dir": str(state_dir), "device": device} for p in plans]
+        # Paths absolute here, in the launch's working directory: a Ray trial runs in a folder of its own,
+        # where a relative logdir would put every run (and a relaunch would find none of them).
+        space = [{"job": {**p.job.to_dict(), "logdir": str(Path(p.job.logdir).resolve())}, "action": p.action,
+                  "seeds": list(p.seeds), "resume_from": str(p.resume_from.resolve()) if p.resume_from else None,
+                  "state_dir": str(state_dir.resolve()), "device": device} for p in plans]
         resources: dict[str, float] = {"cpu": 1.0, **({"gpu": gpus_per_job} if gpus_per_job > 0 else {})}
         tuner = tune.Tuner(
             tune.with_resources(_trial, resources),
