@@ -37,7 +37,7 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
     dir_target = check_output_dir(out) if out and file_target is None else None
     supervised, sup_skipped = report_supervised.load_supervised(paths)
     runs, skipped = load_runs(paths, required=not supervised)
-    taken = {str(r.path.resolve()) for r in supervised}
+    taken = {str(r.path.resolve()) for r in supervised} | {str(Path(p).resolve()) for p, _ in sup_skipped}
     skipped = [(p, why) for p, why in skipped if str(Path(p).resolve()) not in taken] + sup_skipped
     stacks, warning = stacks_markdown([run.path for run in runs] + [run.path for run in supervised])
     if not runs:  # masked-expert and routing runs only

@@ -93,11 +93,13 @@ class Variant:
 
 def load_supervised(paths: list[str]) -> tuple[list[SupervisedRun], list[tuple[str, str]]]:
     """Finished masked-expert and routing runs among ``paths`` (run directories or folders of them), and
-    ``(path, reason)`` for the finished runs of these families that could not be read. Other paths are left
-    to the MoE DQN loader, which names them."""
+    ``(path, reason)`` for the finished runs of these families that could not be read or repeat a (config,
+    seed) pair already taken (a repeat is never another seed). Other paths are left to the MoE DQN loader,
+    which names them."""
     out: list[SupervisedRun] = []
     skipped: list[tuple[str, str]] = []
     seen: set[Path] = set()
+    taken: dict[tuple[str, str, Any], str] = {}  # (family, variant, seed) -> the run that holds it
     for p in paths:
         found, _ = expand_run_folders(Path(p))
         for run_path in found:
@@ -118,8 +120,23 @@ def load_supervised(paths: list[str]) -> tuple[list[SupervisedRun], list[tuple[s
             except (OSError, ValueError, ConfigError) as exc:
                 skipped.append((run_path, f"unreadable {RESULTS_FILE} or config ({exc})"))
                 continue
+            pair = (str(family), _variant_key(config), config.get("seed"))
+            if pair in taken:
+                skipped.append((run_path, f"the same config and seed ({config.get('seed')}) as {taken[pair]}: "
+                                          "a repeat, counted once"))
+                continue
+            taken[pair] = run_path
             out.append(SupervisedRun(run.path, str(family), config, results))
     return out, skipped
+
+
+def _variant_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config without :data:`IGNORED_KEYS`: what makes two runs the same variant."""
+    return {k: v for k, v in flatten(config).items() if k.split(".")[0] not in IGNORED_KEYS}
+
+
+def _variant_key(config: dict[str, Any]) -> str:
+    return json.dumps(_variant_settings(config), sort_keys=True, default=str)
 
 
 def group_variants(runs: list[SupervisedRun]) -> list[Variant]:
@@ -127,8 +144,8 @@ def group_variants(runs: list[SupervisedRun]) -> list[Variant]:
     keyed: dict[tuple[str, str], Variant] = {}
     flat: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
-        kept = {k: v for k, v in flatten(run.config).items() if k.split(".")[0] not in IGNORED_KEYS}
-        key = (run.family, json.dumps(kept, sort_keys=True, default=str))
+        kept = _variant_settings(run.config)
+        key = (run.family, _variant_key(run.config))
         keyed.setdefault(key, Variant(run.family, "")).runs.append(run)
         flat[key] = kept
     for family in {k[0] for k in keyed}:

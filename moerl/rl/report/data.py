@@ -164,12 +164,15 @@ def load_run(run: RunDir) -> Run:
 
 def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[tuple[str, str]]]:
     """``(runs, skipped)``: every finished moe-dqn run among ``paths``, and ``(path, reason)`` for the rest:
-    not a finished run, another family, a corrupt results file, or the same run given twice (counted once,
-    never as two seeds). ConfigError when no run is left (``required``; else an empty list).
+    not a finished run, another family, a corrupt results file, the same run given twice, or a repeat of a
+    (config, seed) pair already taken (a command run twice, a copied folder, two sweeps on one logdir): a
+    report is over distinct (config, seed) pairs, so a repeat never counts as another seed. ConfigError when
+    no run is left (``required``; else an empty list).
     """
     out: list[Run] = []
     skipped: list[tuple[str, str]] = []
     seen: set[Path] = set()
+    taken: dict[tuple[str, int], str] = {}
     expanded: list[str] = []
     for p in paths:
         found, not_runs = expand_run_folders(Path(p))
@@ -190,9 +193,16 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
             skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN runs)"))
             continue
         try:
-            out.append(load_run(run))
+            loaded = load_run(run)
         except ConfigError as exc:
             skipped.append((p, str(exc)))
+            continue
+        pair = (config_key(loaded.config) if loaded.config else str(loaded.path), loaded.seed)
+        if pair in taken:
+            skipped.append((p, f"the same config and seed ({loaded.seed}) as {taken[pair]}: a repeat, counted once"))
+            continue
+        taken[pair] = p
+        out.append(loaded)
     if not out and required:
         raise ConfigError("no finished moe-dqn run among the given paths: "
                           + "; ".join(f"{p}: {why}" for p, why in skipped))
