@@ -81,6 +81,32 @@ def test_relaunching_a_finished_sweep_runs_nothing(local_sweep, capsys):
     assert [j["action"] for j in json.loads((logdir / "sweep.json").read_text())["jobs"]] == ["skip", "skip"]
 
 
+def test_a_relaunch_sets_aside_what_it_cannot_account_for(local_sweep, tmp_path, capsys):
+    """A run directory without a readable status.json is not moerl's to delete: a relaunch moves it aside
+    (results, model and a user's own file intact), says so, and trains the seed again."""
+    import shutil
+
+    path, logdir = local_sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(logdir, copy)
+    job = load_sweep(path, str(copy)).jobs[0]
+    missing, damaged = job.run_dir(0), job.run_dir(1)
+    (missing / "status.json").unlink()
+    (damaged / "status.json").write_text("{ not json")
+    (missing / "my-notes.txt").write_text("mine")
+    results = (missing / "results.json").read_text()
+    assert main(["sweep", str(path), "--logdir", str(copy), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[sweep] set aside") == 2 and "status.json is missing or damaged" in out
+    (aside_missing,) = copy.glob(f"{missing.name}.set-aside-*")
+    (aside_damaged,) = copy.glob(f"{damaged.name}.set-aside-*")
+    assert (aside_missing / "my-notes.txt").read_text() == "mine"
+    assert (aside_missing / "results.json").read_text() == results and (aside_damaged / "model.zip").is_file()
+    for run in (missing, damaged):  # trained again, to the same result
+        assert json.loads((run / "status.json").read_text())["status"] == "finished"
+        assert (run / "eval.csv").read_text() == (logdir / run.name / "eval.csv").read_text()
+
+
 def test_the_sb3_engine_gives_one_job_per_seed_in_the_same_layout(local_sweep, tmp_path):
     _, batched = local_sweep
     path = _write(tmp_path, "sb3", engine="sb3", variants=[{"arch": "dense"}])

@@ -71,6 +71,34 @@ def _leader(job: SweepJob) -> Path | None:
     return first.parent / leader if leader else None
 
 
+def set_aside_unaccounted(plans: list[JobPlan]) -> list[tuple[Path, Path]]:
+    """Move every directory a ``train`` plan would replace whose status moerl cannot read (no
+    ``status.json``, or one that is not moerl's JSON) to ``<name>.set-aside-<time>`` beside it; returns
+    ``(old, new)`` per directory moved. Run directories moerl wrote and can account for are left to
+    :func:`prepare`."""
+    from moerl.runs.rundir import RunDir
+
+    moved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for plan in plans:
+        if plan.action != "train":
+            continue
+        for seed in plan.seeds:
+            folder = plan.job.run_dir(seed)
+            if not folder.exists():
+                continue
+            status = RunDir(folder).read_status()
+            if isinstance(status, dict) and status.get("status") not in (None, "corrupt"):
+                continue
+            target = folder.with_name(f"{folder.name}.set-aside-{stamp}")
+            k = 1
+            while target.exists():
+                target, k = folder.with_name(f"{folder.name}.set-aside-{stamp}-{k}"), k + 1
+            folder.rename(target)
+            moved.append((folder, target))
+    return moved
+
+
 def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[str]:
     """The ``moerl train`` command line that carries out ``plan``."""
     cmd = [sys.executable, "-m", "moerl", "train", "--no-progress"]

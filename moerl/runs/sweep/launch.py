@@ -13,7 +13,10 @@ What a launch does with each job (:func:`plan_job`), from the run directories al
   resumes its whole batch from the leader's checkpoint);
 * unfinished without a checkpoint (nothing worth keeping): its directories are removed and the seeds
   trained again. A seed's results do not depend on which other seeds share its batch, so retraining only
-  the unfinished seeds of a batch gives the same runs.
+  the unfinished seeds of a batch gives the same runs;
+* a directory at a run's place whose ``status.json`` is missing or damaged is not moerl's to delete (it may
+  hold results, a model or the user's own files): it is set aside as ``<name>.set-aside-<time>`` beside
+  it, the launch says so, and the seed is trained again.
 
 A job that fails is reported with the last line of its log (``<logdir>/.sweep/logs/<job>.log``) and does
 not stop the others; the exit status is 1 when any job failed. ``<logdir>/sweep.json`` records every job's
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from moerl.core.devices import check_device
 from moerl.core.errors import ConfigError
-from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job
+from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job, set_aside_unaccounted
 from moerl.runs.sweep.spec import Sweep
 
 STATE_DIR = ".sweep"
@@ -137,6 +140,9 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
     spec = load_sweep(path, logdir)
     workers = workers or os.cpu_count() or 1
     plans = [plan_job(job) for job in spec.jobs]
+    for old, new in set_aside_unaccounted(plans):
+        say(f"[sweep] set aside {old}: its status.json is missing or damaged, so it is not deleted; "
+            f"moved to {new.name}")
     state_dir = Path(spec.logdir).resolve() / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     skipped = [JobOutcome(p.job.job_id, p.job.seeds, "finished" if p.action == "done" else "busy",
