@@ -189,7 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = family.evaluate(Path(args.run_dir), options)
     text = json.dumps(results, indent=2, default=str)
     if out is not None:
-        Path(out).write_text(text + "\n")
+        from moerl.runs.outputs import JSON_MARK
+
+        Path(out).write_text(json.dumps({JSON_MARK: "moerl eval", **results}, indent=2, default=str) + "\n")
     print(text)
     return 0
 

@@ -16,7 +16,7 @@ from moerl.rl.report.data import group_runs, load_runs
 from moerl.rl.report.study import build_studies
 from moerl.rl.report.summary import markdown_table, study_markdown, summary_table, with_dormant
 from moerl.runs import supervised_report as report_supervised
-from moerl.runs.outputs import REPORT_FILE, check_output_dir, check_output_path
+from moerl.runs.outputs import MARKDOWN_MARK, REPORT_FILE, check_output_dir, check_output_path
 from moerl.runs.provenance import stacks_markdown
 
 
@@ -64,7 +64,7 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
 
 def _write_file(target: Path, text: str) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text + "\n")
+    tmp.write_text(MARKDOWN_MARK + "\n" + text + "\n")
     tmp.replace(target)
 
 
@@ -84,7 +84,7 @@ def _write_dir(studies: list[Any], target: Path, head: str, studies_section: boo
             figures = routing_figures(group_variants(supervised), tmp)
             if figures:
                 body += "\n\n## Routing figures\n\n" + "\n".join(figures)
-        (tmp / REPORT_FILE).write_text((head + "\n\n" + body).rstrip() + "\n")
+        (tmp / REPORT_FILE).write_text(MARKDOWN_MARK + "\n" + (head + "\n\n" + body).rstrip() + "\n")
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             target.rename(old)

@@ -182,7 +182,8 @@ def test_report_tabulates_finished_runs(tmp_path, capsys):
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].startswith("| arch | router | seed | steps | steps/s | cartpole-default")
     assert table[2].startswith("| dense | - | 0 | 200 |") and table[3].startswith("| final | softmoe | 0 | 200 |")
-    assert (tmp_path / "t.md").read_text().strip().splitlines() == table
+    written = (tmp_path / "t.md").read_text().strip().splitlines()
+    assert written[0] == "<!-- written by moerl -->" and written[1:] == table  # the mark, then what was printed
     summary = table[table.index("") + 1:]
     assert summary[0].startswith("| env | arch | router | seeds | avg perf")
     assert summary[2].startswith("| cartpole-mtrl | dense | - | 1 |")

@@ -128,7 +128,7 @@ def test_eval_never_writes_into_the_run_and_works_read_only(two_runs, tmp_path, 
 def test_report_refuses_to_overwrite_run_files_and_directories(two_runs, capsys):
     before = _snapshot(two_runs / "s0")
     assert main(["report", str(two_runs / "s0"), "--out", str(two_runs / "s0" / "results.json")]) == 2
-    assert "refusing to overwrite" in capsys.readouterr().err
+    assert "inside the run directory" in capsys.readouterr().err
     assert main(["report", str(two_runs / "s0"), "--out", str(two_runs)]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert _snapshot(two_runs / "s0") == before
