@@ -41,9 +41,11 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from moerl import __version__
     from moerl.core.devices import DEVICES
 
     parser = _Parser(prog="moerl", description="Mixture-of-Experts and routing experiments.")
+    parser.add_argument("--version", action="version", version=f"moerl {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,envs,report,sweep,runs}")
     sub.required = True
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from moerl.cli import main
 
 QUICK = ["--timesteps", "300", "--set", "dqn.learning_starts=100", "--set", "network.hidden=8",
@@ -34,3 +36,11 @@ def test_the_routing_line_keeps_its_own_algos(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'dqn'" in err and "wpl" in err, err
     assert not logdir.exists()
+
+
+def test_moerl_version(capsys):
+    import moerl
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"moerl {moerl.__version__}"

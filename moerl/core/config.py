@@ -24,11 +24,37 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 safe loader that also reads ``5e-4`` / ``1E-3`` as numbers.
+    """YAML 1.1 safe loader that also reads ``5e-4`` / ``1E-3`` as numbers, and refuses what YAML 1.1
+    would read silently against the writer's intent.
 
     PyYAML follows YAML 1.1, whose float pattern needs a dot (``5.0e-4``), so ``learning_rate: 5e-4`` was a
-    string; every config a user writes and every ``--set`` value is read with this loader instead.
+    string; every config a user writes and every ``--set`` value is read with this loader instead. YAML 1.1
+    also reads ``seed: 010`` as octal 8 and ``1:30`` as 90 (base 60), and keeps the last of two equal keys:
+    each of those is an error here, naming the value or the key.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): give each key once",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node)).replace("_", "")
+        digits = text.lstrip("+-")
+        if (len(digits) > 1 and digits[0] == "0" and digits.isdigit()) or ":" in digits:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"'{text}' is ambiguous (YAML 1.1 reads it as {super().construct_yaml_int(node)}); "
+                f"write the number without leading zeros or colons, or quote it as a string", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 _Loader.add_implicit_resolver(
