@@ -21,6 +21,8 @@ from pathlib import Path
 
 POINTER = "checkpoint.json"
 FOLDER = "checkpoints"
+#: The run's config file, whose text the pointer keeps: a resume compares it with the file as it is then.
+CONFIG_FILE = "config.yaml"
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -56,7 +58,10 @@ def write_checkpoint(run_path: str | Path, step: int, write: Callable[[Path], No
     pointer = run_path / POINTER
     tmp = pointer.with_name(f".{POINTER}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps({"folder": f"{FOLDER}/{final.name}", "step": step}) + "\n")
+        config = run_path / CONFIG_FILE
+        record = {"folder": f"{FOLDER}/{final.name}", "step": step,
+                  "config": config.read_text() if config.is_file() else None}
+        tmp.write_text(json.dumps(record) + "\n")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         tmp.replace(pointer)
@@ -74,6 +79,12 @@ def checkpoint_step(run_path: str | Path) -> int | None:
     if not pointer.is_file():
         return None
     return int(json.loads(pointer.read_text())["step"])
+
+
+def checkpoint_config_text(run_path: str | Path) -> str | None:
+    """The text ``config.yaml`` had when the run's checkpoint was written (None for checkpoints written
+    before the pointer kept it)."""
+    return json.loads((Path(run_path) / POINTER).read_text()).get("config")
 
 
 def checkpoint_folder(run_path: str | Path) -> Path:

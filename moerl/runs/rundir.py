@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from moerl.core.checkpoint_store import checkpoint_step
+from moerl.core.checkpoint_store import checkpoint_config_text, checkpoint_step
+from moerl.core.config import flatten, parse_yaml
 from moerl.core.errors import ConfigError
 
 STATUS_FILE = "status.json"
@@ -135,6 +136,7 @@ class RunDir:
         step = checkpoint_step(run.path)
         if step is None:
             raise ConfigError(f"'{path}' has no checkpoint (it stopped before the first one); train it anew")
+        _check_config_unchanged(run, path, step)
         return run, step
 
     def read_status(self) -> dict[str, Any]:
@@ -449,3 +451,33 @@ def run_state(status: dict[str, Any], now: float | None = None) -> str:
     if isinstance(beat, (int, float)) and now - beat > STALE_AFTER:
         return "crashed"
     return "running"
+
+
+#: Top-level config keys ``--resume`` itself may change (a new total, where to continue).
+RESUMABLE_KEYS = ("timesteps", "epochs", "device")
+
+
+def _check_config_unchanged(run: RunDir, path: str | Path, step: int) -> None:
+    """Refuse to resume a run whose ``config.yaml`` differs from the one its checkpoint was written with
+    (beyond :data:`RESUMABLE_KEYS`): the checkpoint holds a network, an optimiser and data of that config, so
+    an edited file would be recorded but not used, or used half-way; one line names the first key that
+    differs."""
+    saved_text = checkpoint_config_text(run.path)
+    config_file = run.path / "config.yaml"
+    if saved_text is None or not config_file.is_file():
+        return
+    try:
+        saved, now = parse_yaml(saved_text) or {}, parse_yaml(config_file.read_text()) or {}
+    except Exception:  # noqa: BLE001 (a damaged file: the family's own reading refuses it with its line)
+        return
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return
+    a = {k: v for k, v in flatten(saved).items() if k not in RESUMABLE_KEYS}
+    b = {k: v for k, v in flatten(now).items() if k not in RESUMABLE_KEYS}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise ConfigError(
+                f"'{path}': config.yaml differs from the one its checkpoint (step {step}) was written with at "
+                f"'{key}' ({b.get(key)!r}, was {a.get(key)!r}); a resumed run keeps its config: restore the "
+                f"file, or train a new run (only {', '.join('--' + k for k in RESUMABLE_KEYS)} may change)")
+
