@@ -107,6 +107,25 @@ def test_a_relaunch_sets_aside_what_it_cannot_account_for(local_sweep, tmp_path,
         assert (run / "eval.csv").read_text() == (logdir / run.name / "eval.csv").read_text()
 
 
+def test_two_launches_on_one_logdir_do_not_both_train(tmp_path, capsys):
+    """While a launch works on a logdir, a second one is refused (one line, exit 2) instead of training the
+    same runs again or deleting the first one's runs as unfinished; once the first is done, a launch runs."""
+    path = _write(tmp_path, "locked", base={**TINY, "timesteps": 3000}, variants=[{"arch": "dense"}])
+    first = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path), "--workers", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock = tmp_path / "locked" / ".sweep.lock"
+    deadline = time.time() + 60
+    while not (lock.is_file() and lock.read_text().startswith("pid")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert main(["sweep", str(path), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"another moerl sweep (pid {first.pid}) is running" in err, err
+    assert first.wait(timeout=300) == 0, first.stdout.read() if first.stdout else ""
+    assert main(["sweep", str(path), "--workers", "1"]) == 0  # the lock went with the first launch
+    jobs = json.loads((tmp_path / "locked" / "sweep.json").read_text())["jobs"]
+    assert [j["action"] for j in jobs] == ["skip"]
+
+
 def test_the_sb3_engine_gives_one_job_per_seed_in_the_same_layout(local_sweep, tmp_path):
     _, batched = local_sweep
     path = _write(tmp_path, "sb3", engine="sb3", variants=[{"arch": "dense"}])

@@ -25,11 +25,13 @@ outcome and time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,8 @@ from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job, set_as
 from moerl.runs.sweep.spec import Sweep
 
 STATE_DIR = ".sweep"
+#: Held (``flock``) by the launch that works on a logdir.
+LOCK_FILE = ".sweep.lock"
 
 
 @dataclass
@@ -139,6 +143,40 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
         check_device(device)
     spec = load_sweep(path, logdir)
     workers = workers or os.cpu_count() or 1
+    with logdir_lock(Path(spec.logdir)):
+        return _launch(spec, backend, workers, device, address, gpus_per_job, say)
+
+
+@contextlib.contextmanager
+def logdir_lock(logdir: Path) -> Iterator[None]:
+    """Hold ``<logdir>/.sweep.lock`` for a whole launch: a second launch on the same logdir (which would
+    train the same runs twice, or delete the first one's runs as unfinished) is refused with one line.
+
+    Why a kernel lock (``flock``): it is released when the process dies however it dies, so a killed
+    launch never leaves a stale lock behind.
+    """
+    logdir.mkdir(parents=True, exist_ok=True)
+    handle = open(logdir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the launch)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"another moerl sweep ({holder}) is running on '{logdir}'; wait for it, or give "
+                              "another --logdir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address: str | None,
+            gpus_per_job: float, say: Callable[[str], None]) -> tuple[list[JobOutcome], Sweep]:
+    """The launch itself, under the logdir's lock: plan from the run directories, run, record."""
     plans = [plan_job(job) for job in spec.jobs]
     for old, new in set_aside_unaccounted(plans):
         say(f"[sweep] set aside {old}: its status.json is missing or damaged, so it is not deleted; "
