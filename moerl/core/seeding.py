@@ -115,7 +115,7 @@ def parse_seeds(spec: str) -> list[int]:
             raise bad from None
         if hi < lo:
             raise bad
-        if hi - lo + 1 > MAX_SEEDS:
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:  # checked before the list grows: repeats cannot exhaust memory
             raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
         seeds.extend(range(lo, hi + 1))
     for seed in seeds:

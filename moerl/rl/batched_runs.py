@@ -62,8 +62,7 @@ _PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-
 
 def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
     """The :class:`~moerl.rl.envs.suite.TaskSuiteEnv` the batched engine reproduces for ``env_id``."""
-    import gymnasium as gym
-
+    from moerl.rl.envs.registration import make
     from moerl.rl.envs.suite import TaskSuiteEnv
 
     if env_id in _PLAIN_IDS:
@@ -73,10 +72,12 @@ def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None =
     if not env_id.startswith("moerl/") or "RoutingMDP" in env_id:
         raise ConfigError(f"the batched engine runs moerl's task suites, CartPole-v1 and MountainCar-v0, "
                           f"not '{env_id}'; use --engine sb3")
+    if "render_mode" in env_kwargs:
+        raise ConfigError("the batched engine does not render: remove env_kwargs.render_mode")
     kwargs = dict(env_kwargs)
     if fixed_task is not None:
         kwargs["fixed_task"] = fixed_task
-    env = gym.make(env_id, **kwargs).unwrapped
+    env = make(env_id, **kwargs).unwrapped
     assert isinstance(env, TaskSuiteEnv)
     return env
 
@@ -95,17 +96,6 @@ def resolve_engine(config: Any, num_seeds: int) -> str:
     except ConfigError:
         return "sb3"
     return "batched"
-
-
-def check_batch_size(config: Any, num_seeds: int, obs_dim: int, capacity: int) -> None:
-    """Refuse S replay buffers that cannot fit in memory (the estimate in the message)."""
-    from moerl.rl.config import MEMORY_FRACTION, _machine_bytes
-
-    need = num_seeds * capacity * (2 * obs_dim * 4 + 16)
-    limit = int(_machine_bytes() * MEMORY_FRACTION)
-    if need > limit:
-        raise ConfigError(f"{num_seeds} seeds x a replay buffer of {capacity:,} need about {need / 2**30:.1f} GiB; "
-                          f"this machine allows {limit / 2**30:.1f} GiB; run fewer seeds at once")
 
 
 class _SeedRun:
@@ -323,7 +313,7 @@ def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
 
 def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, console: Console) -> list[Path]:
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
-    from moerl.rl.config import default_timesteps, engine_device, resolve_env, run_label
+    from moerl.rl.config import check_sizes, default_timesteps, engine_device, resolve_env, run_label
     from moerl.rl.sb3.moe_dqn import default_buffer_size
 
     spec = suite_spec(resolve_env(config.env), config.env_kwargs)
@@ -332,7 +322,7 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
         config.timesteps = default_timesteps(config)
     capacity = config.dqn.buffer_size or default_buffer_size(spec)
     config.dqn.buffer_size = capacity
-    check_batch_size(config, len(seeds), int(spec.observation_space.shape[0]), capacity)
+    check_sizes(config, int(spec.observation_space.shape[0]), len(seeds), capacity)
 
     check_run_name(f"{base}_s{max(seeds)}")
     runs: list[Any] = []

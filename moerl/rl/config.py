@@ -186,7 +186,9 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
-    resolve_env(config.env)
+    from moerl.rl.envs.registration import check_env_kwargs
+
+    check_env_kwargs(resolve_env(config.env), config.env_kwargs)
     net, d = config.network, config.dqn
     LOSSES.check(d.loss)
     for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
@@ -212,6 +214,7 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
             raise ConfigError(f"{what} must be in [0, 1], got {value}")
     check_seed(config.seed)
     check_sizes(config)
+    _check_reference_runs(config.eval.reference_runs)
     for task, path in config.eval.reference_runs.items():
         if not (Path(path) / "eval.csv").is_file():
             raise ConfigError(f"eval.reference_runs.{task}: '{path}' is not a run directory with an eval.csv")
@@ -229,6 +232,15 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     return config
 
 
+def _check_reference_runs(reference_runs: Any) -> None:
+    """``eval.reference_runs`` maps task names to run directories (strings); anything else is one line."""
+    if not isinstance(reference_runs, Mapping):
+        raise ConfigError(f"eval.reference_runs must map task names to run directories, got {reference_runs!r}")
+    for task, path in reference_runs.items():
+        if not isinstance(path, str):
+            raise ConfigError(f"eval.reference_runs.{task} must be a run directory (a path), got {path!r}")
+
+
 #: Fraction of the machine's memory one run may plan to use (replay buffer + networks) before it is refused.
 MEMORY_FRACTION = 0.5
 
@@ -240,31 +252,50 @@ def _machine_bytes() -> int:
         return 16 << 30
 
 
-def check_sizes(config: DQNRunConfig, obs_dim: int = 64) -> None:
-    """Refuse a replay buffer or network that cannot fit in memory, with the estimate in the message.
+def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
+                 capacity: int | None = None) -> dict[str, tuple[str, int]]:
+    """Bytes ``seeds`` runs of ``config`` hold at once, per part: (the key that sizes it, bytes).
 
-    ``obs_dim`` is an upper bound on the observation size of our suites (checked again with the real size
-    when the env exists); the estimate counts the replay buffer's observations and next observations in
-    float32 and the parameters of the online and target networks and Adam's two moments.
+    A deliberately rough upper estimate, meant to refuse sizes no machine of ours can hold before they reach
+    the allocator (which answers with a traceback, a hang or the OOM killer), never to refuse a real config:
+    the replay buffer's observations and next observations in float32; the online and target networks' weights
+    and Adam's two moments; one update's inputs and activations (forward and backward of the online network,
+    forward of the target), with every token sent through every expert slot. ``obs_dim`` is an upper bound on
+    our suites' observation size unless the caller knows the real one.
     """
     net, d = config.network, config.dqn
-    limit = int(_machine_bytes() * MEMORY_FRACTION)
-    if d.buffer_size is not None:
-        need = d.buffer_size * (2 * obs_dim * 4 + 16)
-        if need > limit:
-            raise ConfigError(
-                f"dqn.buffer_size={d.buffer_size:,} needs about {need / 2**30:.1f} GiB of replay memory; "
-                f"this machine allows {limit / 2**30:.1f} GiB per run"
-            )
+    capacity = capacity if capacity is not None else d.buffer_size
     width = net.hidden * (net.experts if net.arch == "wide" else 1)
-    experts = net.experts if net.arch in ROUTED_ARCHS else 1
-    params = experts * (obs_dim * width + width * width + width * 8) + width * width
-    need = 4 * 4 * params  # online + target weights, Adam's two moments, float32
-    if need > limit:
-        raise ConfigError(
-            f"network with experts={net.experts}, hidden={net.hidden} ({net.arch}) needs about "
-            f"{need / 2**30:.1f} GiB; this machine allows {limit / 2**30:.1f} GiB per run"
-        )
+    routed = net.arch in ROUTED_ARCHS
+    experts = net.experts if routed else 1
+    slots = 1
+    if routed and net.router == "softmoe":
+        slots = experts * (net.slots_per_expert or -(-net.tokens // experts))
+    params = experts * (obs_dim * width + width * width + width * 8) + width * width + width * slots
+    per_sample = 2 * obs_dim * 4 + 16
+    update = d.batch_size * per_sample + 4 * 3 * d.batch_size * net.tokens * max(slots, experts) * width
+    return {
+        "replay": ("dqn.buffer_size", seeds * (capacity or 0) * per_sample),
+        "network": ("network.hidden / network.experts", seeds * 4 * 4 * params),
+        "update": ("dqn.batch_size" if slots == 1 else "dqn.batch_size / network.slots_per_expert",
+                   seeds * update),
+    }
+
+
+def check_sizes(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1, capacity: int | None = None) -> None:
+    """Refuse a run (or a batch of ``seeds`` runs) whose :func:`memory_needs` exceed the share of this
+    machine's memory one run may plan to use, naming the part that needs most and its key."""
+    needs = memory_needs(config, obs_dim, seeds, capacity)
+    total = sum(size for _, size in needs.values())
+    limit = int(_machine_bytes() * MEMORY_FRACTION)
+    if total <= limit:
+        return
+    part, (key, size) = max(needs.items(), key=lambda item: item[1][1])
+    who = f"{seeds:,} seeds of this config need" if seeds > 1 else "this config needs"
+    raise ConfigError(
+        f"{who} about {total / 2**30:,.1f} GiB ({part}: {size / 2**30:,.1f} GiB, sized by "
+        f"{key}); this machine allows {limit / 2**30:.1f} GiB per run{'; run fewer seeds at once' if seeds > 1 else ''}"
+    )
 
 
 def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:

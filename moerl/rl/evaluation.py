@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.policies import BasePolicy
 
+from moerl.rl.envs.registration import make
+
 
 @dataclass
 class TaskEvaluation:
@@ -95,10 +97,10 @@ def run_task_episodes(
 
 
 def task_env_factories(env_id: str, env_kwargs: dict, task_names: tuple[str, ...]) -> dict[str, Callable[[], gym.Env]]:
-    """A factory per task: ``gym.make(env_id, fixed_task=i)`` for suites, the env itself otherwise."""
+    """A factory per task: ``make(env_id, fixed_task=i)`` for suites, the env itself otherwise."""
     if not task_names:
-        return {env_id: lambda: gym.make(env_id, **env_kwargs)}
-    return {name: functools.partial(gym.make, env_id, **{**env_kwargs, "fixed_task": i})
+        return {env_id: lambda: make(env_id, **env_kwargs)}
+    return {name: functools.partial(make, env_id, **{**env_kwargs, "fixed_task": i})
             for i, name in enumerate(task_names)}
 
 

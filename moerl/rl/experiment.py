@@ -70,9 +70,11 @@ def make_env(config: DQNRunConfig):
     from gymnasium.error import DependencyNotInstalled
     from stable_baselines3.common.monitor import Monitor
 
+    from moerl.rl.envs.registration import make
+
     env_id = resolve_env(config.env)
     try:
-        env = gym.make(env_id, **config.env_kwargs)
+        env = make(env_id, **config.env_kwargs)
     except ConfigError:
         raise
     except DependencyNotInstalled as exc:

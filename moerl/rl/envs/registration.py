@@ -24,13 +24,14 @@ No ``max_episode_steps`` is registered: the suite truncates episodes itself (Car
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 
 from moerl.core.errors import ConfigError, did_you_mean
-from moerl.rl.envs.tasks import FAMILIES
+from moerl.rl.envs.tasks import FAMILIES, resolve_tasks
 
 ENTRY_POINT = "moerl.rl.envs.suite:TaskSuiteEnv"
 
@@ -91,6 +92,65 @@ def resolve_env_id(name: str) -> str:
         f"unknown env '{name}'{close}; valid choices: any Gymnasium id (e.g. CartPole-v1) "
         f"or one of {', '.join(SHORT_NAMES)}"
     )
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make``, except that on moerl's suites ``max_episode_steps`` is the suite's own episode limit.
+
+    Why: ``gym.make`` consumes ``max_episode_steps`` itself and wraps the env in a ``TimeLimit``. The batched
+    engine reproduces the suite from its spec (``.unwrapped``) and cannot see that wrapper, and the suite's
+    return bounds (used to normalise returns) would stay at the game's usual limit. Handing the keyword to the
+    suite gives both engines the same episodes and the bounds that go with them; other ids get plain
+    ``gym.make`` (its ``TimeLimit``).
+    """
+    if env_id in _BY_ID and "max_episode_steps" in kwargs:
+        spec = gym.spec(env_id)
+        limit = kwargs.pop("max_episode_steps")
+        spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "max_episode_steps": limit})
+        return gym.make(spec, **kwargs)
+    return gym.make(env_id, **kwargs)
+
+
+def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """Refuse env settings a training run would not honour, before anything runs.
+
+    * ``render_mode``: training never shows or keeps frames; ``rgb_array`` would compute one per step for
+      nothing, and ``human`` windows share one pygame display between the training and evaluation envs (closing
+      one ends the others' mid-run). Render a saved model instead.
+    * ``tasks`` on a suite named after one game (``cartpole-crl``): tasks of another game would train that game
+      under this suite's name; the classic-control suites take any tasks.
+    * An id whose entry point needs a package that is not installed (``phys2d/...`` needs jax).
+    """
+    if "render_mode" in env_kwargs:
+        raise ConfigError(
+            f"env_kwargs.render_mode={env_kwargs['render_mode']!r}: training runs do not render (frames would be "
+            "computed and dropped); remove it, and render a saved model with gymnasium after training"
+        )
+    suite = _BY_ID.get(env_id)
+    if suite is not None and "tasks" in env_kwargs and suite.family != "classic":
+        allowed = FAMILIES[suite.family]
+        foreign = [t.name for t in resolve_tasks(env_kwargs["tasks"]) if t.name not in allowed]
+        if foreign:
+            others = ", ".join(s.short_name for s in _SUITES if s.mode == suite.mode and s.family != suite.family)
+            raise ConfigError(
+                f"env_kwargs.tasks names {', '.join(foreign)}, not tasks of '{suite.short_name}' "
+                f"({', '.join(allowed)}); for other tasks use {others}"
+            )
+    _check_entry_point(env_id)
+
+
+def _check_entry_point(env_id: str) -> None:
+    """Import the env's entry point now, so a missing optional package is one line, not a mid-run traceback."""
+    from gymnasium.envs.registration import load_env_creator
+    from gymnasium.error import DependencyNotInstalled
+
+    entry = gym.spec(env_id).entry_point
+    if not isinstance(entry, str):
+        return
+    try:
+        load_env_creator(entry)
+    except (ImportError, DependencyNotInstalled) as exc:
+        raise ConfigError(f"env '{env_id}' needs a package that is not installed ({exc})") from None
 
 
 def default_timesteps(env_id: str, **overrides: Any) -> int | None:
