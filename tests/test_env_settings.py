@@ -38,10 +38,10 @@ def test_max_episode_steps_is_the_same_episode_limit_on_both_engines():
 
     env = make_env(config)  # the SB3 path
     obs, _ = env.reset(seed=0)
-    for length in range(1, 10 * LIMIT):
+    length, terminated, truncated = 0, False, False
+    while not (terminated or truncated) and length < 10 * LIMIT:
         obs, _, terminated, truncated, _ = env.step(_balance(obs))
-        if terminated or truncated:
-            break
+        length += 1
     assert (length, truncated) == (LIMIT, True)
     sb3_bounds = env.get_wrapper_attr("return_bounds")
     env.close()
@@ -50,13 +50,11 @@ def test_max_episode_steps_is_the_same_episode_limit_on_both_engines():
     np.testing.assert_array_equal(spec.return_bounds, sb3_bounds)
     np.testing.assert_array_equal(spec.return_bounds, [[0.0, LIMIT]] * 4)
     batched = BatchedTaskSuite(spec, seeds=[0])
-    obs = batched.reset()
-    for length in range(1, 10 * LIMIT):
+    obs, length, done, truncated = batched.reset(), 0, False, False
+    while not done and length < 10 * LIMIT:
         out = batched.step(torch.tensor([_balance(obs[0])]))
-        obs = out.obs
-        if bool(out.done[0]):
-            break
-    assert (length, bool(out.truncated[0])) == (LIMIT, True)
+        obs, done, truncated, length = out.obs, bool(out.done[0]), bool(out.truncated[0]), length + 1
+    assert (length, truncated) == (LIMIT, True)
 
 
 def _train(tmp_path, *args: str) -> subprocess.CompletedProcess:

