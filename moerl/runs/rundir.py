@@ -50,15 +50,27 @@ STALE_AFTER = 4 * HEARTBEAT_SECONDS
 
 
 MAX_RUN_NAME = 120
+#: Characters a run or sweep name may hold besides letters and digits (see :func:`check_run_name`).
+NAME_PUNCTUATION = "._-+=,@"
 
 
-def check_run_name(name: str) -> str:
-    """A run name must be one sane path component: it never reaches outside ``--logdir``."""
-    if (not name or len(name) > MAX_RUN_NAME or name in (".", "..") or name.startswith(".")
-            or "/" in name or "\\" in name or "\0" in name or os.sep in name):
+def check_run_name(name: str, what: str = "run name") -> str:
+    """A run name must be one sane folder name: it never reaches outside ``--logdir`` and is safe to paste.
+
+    Why a fixed set (letters, digits and :data:`NAME_PUNCTUATION`, starting with a letter or digit): a name
+    becomes a folder that users type, glob and pass to shell scripts and cluster tools; tabs, newlines,
+    control characters, quotes and shell metacharacters (``$ ; | & * ?`` ...) in it break those silently or
+    worse, and ``/`` or a leading ``.`` would leave the logdir or hide the run. The generated names
+    (:func:`moerl.runs.kinds.default_run_name`) keep to this set. ``what`` names the value in the error
+    (``run name``, ``sweep name``).
+    """
+    valid = (0 < len(name) <= MAX_RUN_NAME and name[0].isalnum()
+             and all(c.isalnum() or c in NAME_PUNCTUATION for c in name))
+    if not valid:
         raise ConfigError(
-            f"run name {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name "
-            f"of at most {MAX_RUN_NAME} characters, without '/' and not starting with '.'"
+            f"{what} {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name of "
+            f"at most {MAX_RUN_NAME} characters: letters, digits and {' '.join(NAME_PUNCTUATION)}, starting with a "
+            "letter or digit"
         )
     return name
 

@@ -122,6 +122,20 @@ def _resolve(family: Family, base_file: str | None, keys: Mapping[str, Any], whe
         raise ConfigError(f"{where}: the run ({shown}) is not a valid config: {exc}") from None
 
 
+def _sweep_name(data: Mapping[str, Any], path: Path) -> str:
+    """The sweep's ``name`` (default: the file's name without ``.yaml``), held to the run-name rule: it is
+    the folder of the default logdir (``runs/<name>``), so ``../x`` or a name with shell metacharacters would
+    put or name the runs where nobody looks."""
+    from moerl.runs.rundir import check_run_name
+
+    if data.get("name") is not None:
+        return check_run_name(str(data["name"]), f"sweep file '{path}': sweep name")
+    try:
+        return check_run_name(path.stem, f"sweep file '{path}': sweep name")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (it is the file's name: set 'name:' in the file to give another)") from None
+
+
 def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     """Parse and expand ``path``; every config is validated before anything is written."""
     from moerl.core.seeding import parse_seeds  # imports torch: a sweep file is read once, when used
@@ -130,7 +144,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     where = f"sweep file '{path}'"
     if not path.is_file():
         raise ConfigError(f"{where} does not exist")
-    data = load_yaml(path)
+    data = load_yaml(path, "sweep file")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a YAML mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = sorted(set(data) - set(SWEEP_KEYS))
@@ -153,7 +167,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
                               f"'moerl sweep --device'), not per run")
     family = family_by_name(SWEEP_FAMILY)
     assert family.sweep_config is not None and family.run_label is not None
-    name = str(data.get("name") or path.stem)
+    name = _sweep_name(data, path)
     out = logdir or str(data.get("logdir") or Path("runs") / name)
     jobs: list[SweepJob] = []
     seen: dict[str, str] = {}
