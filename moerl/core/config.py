@@ -254,6 +254,33 @@ def unflatten_aliases(data: Mapping[str, Any], aliases: Mapping[str, str], where
     return out
 
 
+def dotted_keys(data: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> dict[str, Any]:
+    """A mapping of config keys, each dotted (``dqn.learning_rate``), nested (``dqn: {learning_rate: ..}``)
+    or a flat alias (``arch`` for ``network.arch``), as ``{dotted key: value}`` with one entry per setting.
+
+    Why: these spellings can name one setting twice in one mapping, and whichever came last would win
+    silently; as config files refuse ``arch`` beside ``network.arch`` (:func:`unflatten_aliases`), a key
+    given twice here is refused with one line naming it and both spellings.
+    """
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def add(path: str, value: Any, spelling: str) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                add(f"{path}.{key}", inner, spelling)
+            return
+        if path in out:
+            raise ConfigError(f"{where} gives '{path}' twice (as {spelled[path]} and as {spelling}); keep one")
+        out[path], spelled[path] = value, spelling
+
+    for key, value in data.items():
+        path = aliases.get(str(key), str(key))
+        nested = isinstance(value, Mapping) and value
+        add(path, value, f"'{key}: {{...}}'" if nested else f"'{key}'")
+    return out
+
+
 def resolve(
     schema: type[T],
     *,
