@@ -231,18 +231,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from moerl.runs.sweep.jobs import plan_job
-    from moerl.runs.sweep.launch import summary, sweep
+    from moerl.runs.sweep.launch import SweepStopped, check_logdir_writable, check_options, summary, sweep
     from moerl.runs.sweep.spec import load_sweep
 
     if args.dry_run:
+        check_options(args.backend, args.workers, args.device, args.address, args.gpus_per_job)
         spec = load_sweep(args.sweep_file, args.logdir)
+        check_logdir_writable(Path(spec.logdir))
         for job in spec.jobs:
             plan = plan_job(job)
             print(f"{plan.action:7s} {job.job_id}  seeds {','.join(map(str, plan.seeds or job.seeds))}")
         print(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}")
         return 0
-    outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir, args.address,
-                           args.gpus_per_job)
+    try:
+        outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir,
+                               args.address, args.gpus_per_job)
+    except SweepStopped as stop:
+        print(f"moerl: {stop}", file=sys.stderr)
+        return stop.status
     print(summary(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)}/{len(outcomes)} jobs finished; runs in {spec.logdir}"

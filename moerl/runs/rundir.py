@@ -393,11 +393,11 @@ def running(run: RunDir, family: str, seed: int | None, device: str | None = Non
 def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
                  device: str | None = None) -> Iterator[Sequence[RunDir]]:
     """:func:`running` for several runs one process trains together (the batched engine's seeds): one
-    heartbeat thread for all of them, and all marked finished, failed or interrupted together."""
-    for run, seed in zip(runs, seeds, strict=True):
-        run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         pid=os.getpid(), host=socket.gethostname())
-        _record_stack(run, device)
+    heartbeat thread for all of them, and all marked finished, failed or interrupted together.
+
+    SIGTERM is taken over before the first "running" is written: a signal at any moment after it (a sweep
+    stopping its children as they start) leaves the runs marked interrupted, never "running" behind a dead
+    process."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -412,17 +412,21 @@ def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None
     thread.start()
     try:
         with _sigterm_interrupts():
+            for run, seed in zip(runs, seeds, strict=True):
+                run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 pid=os.getpid(), host=socket.gethostname())
+                _record_stack(run, device)
             yield runs
     except KeyboardInterrupt as exc:
         stop.set()
         default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-        for run in runs:
-            _try_status(run, "interrupted", error=str(exc) or default)
+        for run, seed in zip(runs, seeds, strict=True):
+            _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
         raise
     except BaseException as exc:
         stop.set()
-        for run in runs:
-            _try_status(run, "failed", error=_one_line(exc))
+        for run, seed in zip(runs, seeds, strict=True):
+            _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
         raise
     finally:
         stop.set()
