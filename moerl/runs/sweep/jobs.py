@@ -134,10 +134,11 @@ def prepare(plan: JobPlan, state_dir: Path) -> Path:
 class Children:
     """The ``moerl train`` processes a launch is running, and the signal that stops them.
 
-    Why the launch signals its children itself: each one runs in a session of its own (:func:`run_job`), so a
-    signal to the sweep alone (``kill PID``, Ctrl-C in its terminal) used to leave them training as orphans.
-    :meth:`stop` passes the stop on to every child, and to any child started after it; a child stops as
-    ``moerl train`` does on that signal (it writes a checkpoint and marks its runs interrupted).
+    Why the launch signals its children itself: a signal to the sweep (``kill PID``) used to end it alone,
+    leaving its children training as orphans with no record of the launch; and since each child runs in a
+    session of its own (:func:`run_job`), no signal reaches it but through the launch. :meth:`stop` passes
+    the stop on to every child, and to any child started after it; a child stops as ``moerl train`` does on
+    that signal (it writes a checkpoint and marks its runs interrupted).
     """
 
     def __init__(self) -> None:
