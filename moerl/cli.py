@@ -6,6 +6,7 @@ Bad input of any kind ends with one line on stderr (``moerl: error: ...``) and e
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,18 +231,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from moerl.runs.sweep.jobs import plan_job
-    from moerl.runs.sweep.launch import summary, sweep
+    from moerl.runs.sweep.launch import SweepStopped, check_logdir_writable, check_options, summary, sweep
     from moerl.runs.sweep.spec import load_sweep
 
     if args.dry_run:
+        check_options(args.backend, args.workers, args.device, args.address, args.gpus_per_job)
         spec = load_sweep(args.sweep_file, args.logdir)
+        check_logdir_writable(Path(spec.logdir))
         for job in spec.jobs:
             plan = plan_job(job)
             print(f"{plan.action:7s} {job.job_id}  seeds {','.join(map(str, plan.seeds or job.seeds))}")
         print(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}")
         return 0
-    outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir, args.address,
-                           args.gpus_per_job)
+    try:
+        outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir,
+                               args.address, args.gpus_per_job)
+    except SweepStopped as stop:
+        print(f"moerl: {stop}", file=sys.stderr)
+        return stop.status
     print(summary(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)}/{len(outcomes)} jobs finished; runs in {spec.logdir}"
@@ -250,11 +257,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 MAX_ERROR_CHARS = 600
+#: A quoted value longer than this is shown as its start and end around "...".
+MAX_QUOTED_CHARS = 80
+_QUOTED = re.compile(rf"'[^']{{{MAX_QUOTED_CHARS + 1},}}'|\"[^\"]{{{MAX_QUOTED_CHARS + 1},}}\"")
+
+
+def _short_quote(match: re.Match[str]) -> str:
+    quoted = match.group(0)
+    inner, keep = quoted[1:-1], MAX_QUOTED_CHARS // 2
+    return f"{quoted[0]}{inner[:keep]}...{inner[-keep // 2:]}{quoted[0]} ({len(inner):,} characters)"
 
 
 def _one_line(text: str) -> str:
-    """An error as one line of bounded length (messages may quote user input of any size)."""
+    """An error as one line of bounded length (messages may quote user input of any size).
+
+    Why the quoted values are shortened first: a message names the bad value and then the valid choices, so
+    cutting the line at its end would drop the choices behind a huge value (a 500 KB string in a config
+    file). In a line over the cap, every quoted value longer than :data:`MAX_QUOTED_CHARS` keeps its start
+    and end; only a line that is still too long is cut.
+    """
     text = " ".join(text.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = _QUOTED.sub(_short_quote, text)
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + " ... (truncated)"
 
 

@@ -103,6 +103,11 @@ BAD = [
     (["--env", "CartPole-v2"], "unknown env 'CartPole-v2' (did you mean 'CartPole-v1'?)"),
     (["--env", "CartPole-v1", "--run-name", "../x"], "run name '../x' is not valid"),
     (["--env", "CartPole-v1", "--run-name", "a" * 300], "is not valid: it must be one folder name"),
+    # names that break shells and scripts: the rule is said in the error
+    *[(["--env", "CartPole-v1", f"--run-name={name}"], f"run name {name!r} is not valid: it must be one folder name "
+       "of at most 120 characters: letters, digits and . _ - + = , @, starting with a letter or digit")
+      for name in ("a\tb", "a\nb", "a\x1bb", "a b", "a;rm -rf x", "$(id)", "a|b", "a&b", "a*", "a?", "a'b", 'a"b',
+                   "a`b`", "a>b", "a\\b", "-x", ".hidden", "")],
     (["--env", "CartPole-v1", "--set", "env_kwargs={a: &a [1,1,1,1,1,1,1,1,1,1], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a],"
       " c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]}"], "expands to more than"),
     (["--env", "CartPole-v1", "--mask", "lu"], "option --mask does not apply"),

@@ -80,9 +80,10 @@ def test_train_and_sweep_name_the_same_config_alike(study, tmp_path):
 
 
 def test_an_explicit_run_name_still_wins(tmp_path):
+    name = "mine_v1.5+lr=3e-4,seed@0"  # every punctuation mark the run-name rule allows
     assert main(["train", *TINY, "--arch", "dense", "--timesteps", "300", "--logdir", str(tmp_path),
-                 "--run-name", "mine"]) == 0
-    assert _names(tmp_path) == ["mine"]
+                 "--run-name", name]) == 0
+    assert _names(tmp_path) == [name]
 
 
 def test_moerl_runs_lists_status_differences_and_final_numbers(study, capsys, monkeypatch):

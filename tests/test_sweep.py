@@ -162,7 +162,8 @@ def test_a_killed_sweep_resumes_from_checkpoints_to_the_uninterrupted_result(tmp
         assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
         time.sleep(0.2)
     trainer = json.loads((job.run_dir(0) / "status.json").read_text())["pid"]
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its training process, as a lost machine would
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its training process (in a session of its own), as a
+    os.kill(trainer, signal.SIGKILL)  # lost machine would
     proc.wait()
     while _pid_alive(trainer):  # SIGKILL is delivered at once but a process takes a moment to go
         assert time.time() < deadline

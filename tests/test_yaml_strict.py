@@ -3,6 +3,8 @@ repeated key (which YAML keeps silently, the last one winning) are one-line erro
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,37 @@ def test_every_shipped_config_and_sweep_file_still_loads():
     for path in files:
         assert isinstance(load_yaml(path), dict), path
 
+
+
+@pytest.mark.parametrize("command, body, words", [
+    ("train", "env: CartPole-v1\ndqn: {learning_rate: [0.1\nseed: 1\n",
+     "at line 3, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence started at line 2"),
+    ("train", "env: CartPole-v1\n  timesteps: 5\n", "at line 2, column 12: mapping values are not allowed here"),
+    ("train", 'env: "CartPole-v1\n', "at line 2, column 1: found unexpected end of stream (while scanning a quoted"),
+    ("sweep", "seeds: [0\nbase: {env: CartPole-v1}\n",
+     "at line 2, column 5: expected ',' or ']'"),
+])
+def test_invalid_yaml_names_the_file_line_and_column(tmp_path, capsys, command, body, words):
+    """PyYAML's own first line ("while parsing a flow sequence") says neither what is wrong nor where: the
+    refusal names the file, the line and column of the problem, and what it is."""
+    config = tmp_path / "c.yaml"
+    config.write_text(body)
+    args = ["--config", str(config)] if command == "train" else [str(config), "--dry-run"]
+    assert main([command, *args, "--logdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    kind = "config" if command == "train" else "sweep"
+    assert err.count("\n") == 1 and f"{kind} file '{config}' is not valid YAML at line" in err and words in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_huge_bad_value_is_shortened_so_the_valid_choices_show(tmp_path):
+    """A 500 KB bad value in a config file: the one-line error keeps the start and end of the value, its size
+    and the whole list of valid choices (the line cap used to cut the choices off)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("env: CartPole-v1\narch: " + "x" * 250_000 + "y" * 250_000 + "\n")
+    proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--config", str(config), "--logdir",
+                           str(tmp_path / "runs")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "unknown arch 'xxxx" in proc.stderr and "yyyy' (500,000 characters)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("valid choices: all, big, dense, final, middle, wide"), proc.stderr
+    assert len(proc.stderr) < 300

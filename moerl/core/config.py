@@ -39,8 +39,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): give each key once",
-                    key_node.start_mark)
+                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): give each key once")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -97,24 +96,44 @@ def parse_yaml(text: str, where: str = "YAML input") -> Any:
     return data
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` (a file or a shipped config's name) with clear errors."""
+def yaml_error(exc: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """Where a YAML text is wrong and what is wrong, in one line: ``at line L, column C: <problem>`` (and the
+    construct it was in, e.g. ``(while parsing a flow sequence started at line 1, column 8)``).
+
+    Why not ``str(exc)``: PyYAML's message spans several lines, the first of which is often only the context
+    ("while parsing a flow sequence"), which says neither what is wrong nor where.
+    """
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return ": " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    text = (f" at {at(exc.problem_mark)}" if exc.problem_mark is not None else "") + ": "
+    text += exc.problem or exc.context or type(exc).__name__
+    if exc.problem and exc.context:
+        text += f" ({exc.context}" + (f" started at {at(exc.context_mark)}" if exc.context_mark else "") + ")"
+    return text
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (a file or a shipped config's name) with clear errors; ``what``
+    names the file in them (``config file``, ``sweep file``)."""
     from moerl.core.config_files import resolve_config_file
 
     path = resolve_config_file(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist or is not a file")
+        raise ConfigError(f"{what} '{path}' does not exist or is not a file")
     if path.stat().st_size > MAX_YAML_BYTES:
-        raise ConfigError(f"config file '{path}' is larger than {MAX_YAML_BYTES:,} bytes; refused")
+        raise ConfigError(f"{what} '{path}' is larger than {MAX_YAML_BYTES:,} bytes; refused")
     try:
-        data = parse_yaml(path.read_text(), f"config file '{path}'")
+        data = parse_yaml(path.read_text(), f"{what} '{path}'")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
+        raise ConfigError(f"{what} '{path}' is not valid YAML{yaml_error(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping at top level, got {type(data).__name__}")
+        raise ConfigError(f"{what} '{path}' must hold a mapping at top level, got {type(data).__name__}")
     return data
 
 
@@ -232,6 +251,33 @@ def unflatten_aliases(data: Mapping[str, Any], aliases: Mapping[str, str], where
         if node is not None:
             raise ConfigError(f"{where} gives both '{flat}' and '{path}' (the same setting); keep one")
         set_path(out, path, value)
+    return out
+
+
+def dotted_keys(data: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> dict[str, Any]:
+    """A mapping of config keys, each dotted (``dqn.learning_rate``), nested (``dqn: {learning_rate: ..}``)
+    or a flat alias (``arch`` for ``network.arch``), as ``{dotted key: value}`` with one entry per setting.
+
+    Why: these spellings can name one setting twice in one mapping, and whichever came last would win
+    silently; as config files refuse ``arch`` beside ``network.arch`` (:func:`unflatten_aliases`), a key
+    given twice here is refused with one line naming it and both spellings.
+    """
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def add(path: str, value: Any, spelling: str) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                add(f"{path}.{key}", inner, spelling)
+            return
+        if path in out:
+            raise ConfigError(f"{where} gives '{path}' twice (as {spelled[path]} and as {spelling}); keep one")
+        out[path], spelled[path] = value, spelling
+
+    for key, value in data.items():
+        path = aliases.get(str(key), str(key))
+        nested = isinstance(value, Mapping) and value
+        add(path, value, f"'{key}: {{...}}'" if nested else f"'{key}'")
     return out
 
 

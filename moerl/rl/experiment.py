@@ -30,6 +30,7 @@ from moerl.core.errors import ConfigError
 from moerl.core.seeding import parse_seeds
 from moerl.rl.config import (
     FAMILY_NAME,
+    FLAGS,
     OPTIONS,
     DQNRunConfig,
     EvalSection,
@@ -394,5 +395,6 @@ FAMILY = Family(
     resume=train,
     sweep_config=sweep_config,
     run_label=run_label,
+    config_aliases=FLAGS,
 )
 

@@ -169,6 +169,8 @@ class Family:
     #: and name its runs; None when the family has no sweeps.
     sweep_config: Callable[[str | None, Mapping[str, Any]], dict[str, Any]] | None = None
     run_label: Callable[[Mapping[str, Any]], str] | None = None
+    #: The flat names a sweep file may use for config keys (``arch`` for ``network.arch``), as config files do.
+    config_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 def families() -> list[Family]:

@@ -50,15 +50,27 @@ STALE_AFTER = 4 * HEARTBEAT_SECONDS
 
 
 MAX_RUN_NAME = 120
+#: Characters a run or sweep name may hold besides letters and digits (see :func:`check_run_name`).
+NAME_PUNCTUATION = "._-+=,@"
 
 
-def check_run_name(name: str) -> str:
-    """A run name must be one sane path component: it never reaches outside ``--logdir``."""
-    if (not name or len(name) > MAX_RUN_NAME or name in (".", "..") or name.startswith(".")
-            or "/" in name or "\\" in name or "\0" in name or os.sep in name):
+def check_run_name(name: str, what: str = "run name") -> str:
+    """A run name must be one sane folder name: it never reaches outside ``--logdir`` and is safe to paste.
+
+    Why a fixed set (letters, digits and :data:`NAME_PUNCTUATION`, starting with a letter or digit): a name
+    becomes a folder that users type, glob and pass to shell scripts and cluster tools; tabs, newlines,
+    control characters, quotes and shell metacharacters (``$ ; | & * ?`` ...) in it break those silently or
+    worse, and ``/`` or a leading ``.`` would leave the logdir or hide the run. The generated names
+    (:func:`moerl.runs.kinds.default_run_name`) keep to this set. ``what`` names the value in the error
+    (``run name``, ``sweep name``).
+    """
+    valid = (0 < len(name) <= MAX_RUN_NAME and name[0].isalnum()
+             and all(c.isalnum() or c in NAME_PUNCTUATION for c in name))
+    if not valid:
         raise ConfigError(
-            f"run name {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name "
-            f"of at most {MAX_RUN_NAME} characters, without '/' and not starting with '.'"
+            f"{what} {name[:60]!r}{'...' if len(name) > 60 else ''} is not valid: it must be one folder name of "
+            f"at most {MAX_RUN_NAME} characters: letters, digits and {' '.join(NAME_PUNCTUATION)}, starting with a "
+            "letter or digit"
         )
     return name
 
@@ -381,11 +393,11 @@ def running(run: RunDir, family: str, seed: int | None, device: str | None = Non
 def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
                  device: str | None = None) -> Iterator[Sequence[RunDir]]:
     """:func:`running` for several runs one process trains together (the batched engine's seeds): one
-    heartbeat thread for all of them, and all marked finished, failed or interrupted together."""
-    for run, seed in zip(runs, seeds, strict=True):
-        run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         pid=os.getpid(), host=socket.gethostname())
-        _record_stack(run, device)
+    heartbeat thread for all of them, and all marked finished, failed or interrupted together.
+
+    SIGTERM is taken over before the first "running" is written: a signal at any moment after it (a sweep
+    stopping its children as they start) leaves the runs marked interrupted, never "running" behind a dead
+    process."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -400,17 +412,21 @@ def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None
     thread.start()
     try:
         with _sigterm_interrupts():
+            for run, seed in zip(runs, seeds, strict=True):
+                run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 pid=os.getpid(), host=socket.gethostname())
+                _record_stack(run, device)
             yield runs
     except KeyboardInterrupt as exc:
         stop.set()
         default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-        for run in runs:
-            _try_status(run, "interrupted", error=str(exc) or default)
+        for run, seed in zip(runs, seeds, strict=True):
+            _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
         raise
     except BaseException as exc:
         stop.set()
-        for run in runs:
-            _try_status(run, "failed", error=_one_line(exc))
+        for run, seed in zip(runs, seeds, strict=True):
+            _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
         raise
     finally:
         stop.set()

@@ -7,12 +7,16 @@ Shared by both backends of ``moerl sweep`` (:mod:`moerl.runs.sweep.launch` runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +40,7 @@ class JobPlan:
 class JobOutcome:
     job_id: str
     seeds: tuple[int, ...]
-    status: str  # finished, failed, busy, skipped (already finished)
+    status: str  # finished, failed, busy, interrupted (stopped by a signal), not started (the launch stopped first)
     seconds: float = 0.0
     error: str | None = None
     action: str = ""
@@ -127,8 +131,80 @@ def prepare(plan: JobPlan, state_dir: Path) -> Path:
     return config_file
 
 
-def run_job(plan: JobPlan, state_dir: Path, device: str | None) -> JobOutcome:
-    """Carry out ``plan`` in a ``moerl train`` subprocess; its output goes to the job's log file."""
+class Children:
+    """The ``moerl train`` processes a launch is running, and the signal that stops them.
+
+    Why the launch signals its children itself: a signal to the sweep (``kill PID``) used to end it alone,
+    leaving its children training as orphans with no record of the launch; and since each child runs in a
+    session of its own (:func:`run_job`), no signal reaches it but through the launch. :meth:`stop` passes
+    the stop on to every child, and to any child started after it; a child stops as ``moerl train`` does on
+    that signal (it writes a checkpoint and marks its runs interrupted).
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        #: True while the main thread waits in a call that only an exception ends (Ray Tune's ``fit``).
+        self.interrupt_main = False
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.RLock()  # re-entrant: the signal handler may run while the main thread holds it
+
+    def stop(self, signum: int) -> None:
+        """Stop every child now and every later one at its start (SIGINT passes on as SIGINT, any other
+        signal as SIGTERM); a second stop is passed on again (``moerl train`` then stops at once)."""
+        with self._lock:
+            self.signal = signum
+            for proc in self._running:
+                _pass_on(proc, signum)
+
+    def adopt(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.add(proc)
+            if self.signal is not None:
+                _pass_on(proc, self.signal)
+
+    def release(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+
+def _pass_on(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+
+#: Seconds a stopped launch waits for leftover trainers to save and exit.
+LEFTOVER_WAIT = 120.0
+
+
+def stop_leftover_trainers(plans: Sequence[JobPlan]) -> None:
+    """SIGTERM every ``moerl train`` of ``plans`` still running on this machine, and wait (at most
+    :data:`LEFTOVER_WAIT` s) until each has saved and exited.
+
+    Why from the run directories: a Ray worker that is shut down may be killed before it can stop its
+    child, which would then train on as an orphan; the child's pid and host are in its ``status.json``.
+    """
+    from moerl.runs.rundir import RunDir, run_state
+
+    host = socket.gethostname()
+    running = [RunDir(plan.job.run_dir(seed)) for plan in plans for seed in plan.seeds]
+    running = [run for run in running if run_state(run.read_status()) == "running"
+               and run.read_status().get("host") == host and isinstance(run.read_status().get("pid"), int)]
+    for pid in {run.read_status()["pid"] for run in running}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while any(run_state(run.read_status()) == "running" for run in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def run_job(plan: JobPlan, state_dir: Path, device: str | None, children: Children | None = None) -> JobOutcome:
+    """Carry out ``plan`` in a ``moerl train`` subprocess; its output goes to the job's log file.
+
+    The child runs in a session of its own, so that only the launch signals it (:class:`Children`): a
+    terminal's Ctrl-C goes to its whole foreground process group, and a child that got it from the terminal
+    and again from the launch would take the second as "stop at once" and skip its checkpoint. If this
+    thread is interrupted while the child runs (a Ray worker shut down), the child is stopped the same way.
+    """
     config_file = prepare(plan, state_dir)
     log = state_dir / "logs" / f"{plan.job.job_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +213,19 @@ def run_job(plan: JobPlan, state_dir: Path, device: str | None) -> JobOutcome:
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(job_command(plan, config_file, device))}\n")
         out.flush()
-        code = subprocess.run(job_command(plan, config_file, device), stdout=out, stderr=subprocess.STDOUT,
-                              env=env, check=False).returncode
+        proc = subprocess.Popen(job_command(plan, config_file, device), stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        if children is not None:
+            children.adopt(proc)
+        try:
+            code = proc.wait()
+        except BaseException:
+            _pass_on(proc, signal.SIGTERM)
+            proc.wait()
+            raise
+        finally:
+            if children is not None:
+                children.release(proc)
     seconds = time.perf_counter() - start
     if code == 0:
         return JobOutcome(plan.job.job_id, plan.seeds, "finished", seconds, action=plan.action)

@@ -21,6 +21,12 @@ What a launch does with each job (:func:`plan_job`), from the run directories al
 A job that fails is reported with the last line of its log (``<logdir>/.sweep/logs/<job>.log``) and does
 not stop the others; the exit status is 1 when any job failed. ``<logdir>/sweep.json`` records every job's
 outcome and time.
+
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP to the sweep stops it cleanly: each running ``moerl train`` gets the
+signal once (from the sweep only: the children run in sessions of their own) and saves as it does on that
+signal, no further job starts, ``sweep.json`` says which jobs were interrupted and which not started
+(``stopped_by``), one line is printed and the exit status is 128 + the signal (143, 130, 129). The same
+command then resumes the interrupted runs and trains the rest.
 """
 
 from __future__ import annotations
@@ -29,16 +35,26 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from moerl.core.devices import check_device
+from moerl.core.devices import check_device, resolve_device
 from moerl.core.errors import ConfigError
-from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job, set_aside_unaccounted
+from moerl.runs.sweep.jobs import (
+    Children,
+    JobOutcome,
+    JobPlan,
+    plan_job,
+    run_job,
+    set_aside_unaccounted,
+    stop_leftover_trainers,
+)
 from moerl.runs.sweep.spec import Sweep
 
 STATE_DIR = ".sweep"
@@ -71,25 +87,35 @@ class Progress:
 
 
 def run_local(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str | None,
-              say: Callable[[str], None]) -> list[JobOutcome]:
-    """Run ``plans`` ``workers`` at a time in subprocesses; report each start and end through ``say``."""
+              say: Callable[[str], None], children: Children | None = None) -> list[JobOutcome]:
+    """Run ``plans`` ``workers`` at a time in subprocesses; report each start and end through ``say``.
+    Once ``children`` is stopped (a signal), no job starts and a job its stop ended is ``interrupted``."""
     progress = Progress(total=len(plans), workers=workers)
+    children = children or Children()
 
     def one(plan: JobPlan) -> JobOutcome:
+        if children.signal is not None:
+            return JobOutcome(plan.job.job_id, plan.seeds, "not started", 0.0,
+                              f"the sweep was stopped ({_signal_name(children.signal)}) first", plan.action)
         with progress.lock:
             progress.running += 1
             say(progress.line(f"{plan.action} {plan.job.job_id} (seeds {_seeds(plan.seeds)})"))
         try:
-            outcome = run_job(plan, state_dir, device)
+            outcome = run_job(plan, state_dir, device, children)
         except Exception as exc:  # a job that cannot even start is a failed job, not a failed sweep
             outcome = JobOutcome(plan.job.job_id, plan.seeds, "failed", 0.0, f"{type(exc).__name__}: {exc}",
                                  plan.action)
+        if outcome.status != "finished" and children.signal is not None:
+            outcome.status = "interrupted"
+            outcome.error = f"stopped by {_signal_name(children.signal)}; a relaunch resumes it"
         with progress.lock:
             progress.running -= 1
             if outcome.status == "finished":
                 progress.done += 1
                 progress.durations.append(outcome.seconds)
                 say(progress.line(f"finished {outcome.job_id} in {outcome.seconds:.0f} s"))
+            elif outcome.status == "interrupted":
+                say(progress.line(f"interrupted {outcome.job_id}: {outcome.error}"))
             else:
                 progress.failed += 1
                 say(progress.line(f"FAILED {outcome.job_id}: {outcome.error}"))
@@ -114,10 +140,13 @@ def summary(outcomes: Sequence[JobOutcome]) -> str:
     return markdown_table(["job", "seeds", "action", "status", "seconds", "error"], rows)
 
 
-def write_record(sweep: Sweep, outcomes: Sequence[JobOutcome], backend: str, seconds: float) -> None:
-    """``<logdir>/sweep.json``: the launch's jobs and outcomes (atomic)."""
+def write_record(sweep: Sweep, outcomes: Sequence[JobOutcome], backend: str, seconds: float,
+                 stopped_by: str | None = None) -> None:
+    """``<logdir>/sweep.json``: the launch's jobs and outcomes (atomic); ``stopped_by``: the signal that
+    stopped the launch, if one did."""
     path = Path(sweep.logdir) / "sweep.json"
     data = {"name": sweep.name, "backend": backend, "engine": sweep.engine, "seconds": round(seconds, 1),
+            "stopped_by": stopped_by,
             "jobs": [{"job": o.job_id, "seeds": list(o.seeds), "action": o.action, "status": o.status,
                       "seconds": round(o.seconds, 1), "error": o.error} for o in outcomes]}
     tmp = path.with_name(".sweep.json.tmp")
@@ -125,11 +154,16 @@ def write_record(sweep: Sweep, outcomes: Sequence[JobOutcome], backend: str, sec
     tmp.replace(path)
 
 
-def sweep(path: str, backend: str = "local", workers: int | None = None, device: str | None = None,
-          logdir: str | None = None, address: str | None = None, gpus_per_job: float = 0.0,
-          say: Callable[[str], None] = print) -> tuple[list[JobOutcome], Sweep]:
-    """Plan and run the sweep file ``path`` (see the module docstring); returns every job's outcome."""
-    from moerl.runs.sweep.spec import load_sweep
+def check_options(backend: str, workers: int | None, device: str | None, address: str | None,
+                  gpus_per_job: float) -> None:
+    """Refuse options that cannot work, in one line each, before anything is planned or written (the dry
+    run checks them too).
+
+    A device is checked as ``moerl train`` checks it (:func:`~moerl.core.devices.resolve_device`): ``cuda`` on
+    a machine whose torch sees no GPU would fail every job one by one. Not with a Ray cluster's address: its
+    nodes' GPUs are not this machine's, so there only the name is checked.
+    """
+    from moerl.runs.sweep.ray_backend import cluster_address, parse_address
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend '{backend}' is not one of local, ray")
@@ -139,12 +173,98 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
         raise ConfigError("--address and --gpus-per-job apply to --backend ray only")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if device is not None:
+    cluster = cluster_address(address) if backend == "ray" else None
+    if cluster is not None:
+        parse_address(*cluster)
+    if device is not None and cluster is not None:
         check_device(device)
+    elif device is not None:
+        resolve_device(device)
+
+
+def sweep(path: str, backend: str = "local", workers: int | None = None, device: str | None = None,
+          logdir: str | None = None, address: str | None = None, gpus_per_job: float = 0.0,
+          say: Callable[[str], None] = print) -> tuple[list[JobOutcome], Sweep]:
+    """Plan and run the sweep file ``path`` (see the module docstring); returns every job's outcome, or
+    raises :class:`SweepStopped` once a stop signal's work is done."""
+    from moerl.runs.sweep.ray_backend import check_reachable, cluster_address
+    from moerl.runs.sweep.spec import load_sweep
+
+    check_options(backend, workers, device, address, gpus_per_job)
     spec = load_sweep(path, logdir)
+    cluster = cluster_address(address) if backend == "ray" else None
+    if cluster is not None:
+        check_reachable(*cluster)
     workers = workers or os.cpu_count() or 1
-    with logdir_lock(Path(spec.logdir)):
-        return _launch(spec, backend, workers, device, address, gpus_per_job, say)
+    children = Children()
+    with logdir_lock(Path(spec.logdir)), _stopped_by_signals(children):
+        outcomes = _launch(spec, backend, workers, device, address, gpus_per_job, say, children)
+    if children.signal is not None:
+        raise SweepStopped(children.signal, outcomes, spec)
+    return outcomes, spec
+
+
+class SweepStopped(Exception):
+    """A launch that a signal stopped, after its children stopped and its record was written: the CLI
+    prints the message as its one line and exits with :attr:`status` (128 + the signal, as a shell does)."""
+
+    def __init__(self, signum: int, outcomes: Sequence[JobOutcome], spec: Sweep) -> None:
+        self.status = 128 + signum
+        counts = {state: sum(o.status == state for o in outcomes) for state in ("interrupted", "not started")}
+        super().__init__(
+            f"sweep stopped by {_signal_name(signum)}: {counts['interrupted']} job(s) interrupted, "
+            f"{counts['not started']} not started; the same command resumes them; record in "
+            f"{Path(spec.logdir) / 'sweep.json'}")
+
+
+#: The signals that stop a launch cleanly: SIGTERM (``kill``, a scheduler), SIGINT (Ctrl-C), SIGHUP (the
+#: terminal closed; its children are in sessions of their own and would not see it).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(children: Children) -> Iterator[None]:
+    """While a launch runs, a stop signal stops its children (:meth:`Children.stop`) instead of killing the
+    sweep outright, which left them training as orphans and wrote no record; the launch then waits for them,
+    starts nothing more and records what was stopped. While a Ray launch waits in Tune, the signal also
+    interrupts it (:func:`_run_ray`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        first = children.signal is None
+        children.stop(signum)
+        if children.interrupt_main and first:
+            raise RayInterrupted
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class RayInterrupted(KeyboardInterrupt):
+    """A stop signal interrupting a Ray launch's ``tuner.fit`` (see :func:`_stopped_by_signals`)."""
+
+
+def check_logdir_writable(logdir: Path) -> None:
+    """Refuse a logdir that cannot be created or written, as ``moerl train`` does ("cannot create log
+    directory"), before anything is planned: the nearest existing folder on its path must be writable."""
+    existing = logdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        if existing == logdir:
+            raise ConfigError(f"log directory '{logdir}' {what}")
+        raise ConfigError(f"cannot create log directory '{logdir}': '{existing}' {what}")
 
 
 @contextlib.contextmanager
@@ -155,8 +275,12 @@ def logdir_lock(logdir: Path) -> Iterator[None]:
     Why a kernel lock (``flock``): it is released when the process dies however it dies, so a killed
     launch never leaves a stale lock behind.
     """
-    logdir.mkdir(parents=True, exist_ok=True)
-    handle = open(logdir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the launch)
+    check_logdir_writable(logdir)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        handle = open(logdir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the launch)
+    except OSError as exc:  # what the check above cannot see (a full disk, a race)
+        raise ConfigError(f"cannot create log directory '{logdir}': {exc.strerror or exc}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -175,7 +299,7 @@ def logdir_lock(logdir: Path) -> Iterator[None]:
 
 
 def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address: str | None,
-            gpus_per_job: float, say: Callable[[str], None]) -> tuple[list[JobOutcome], Sweep]:
+            gpus_per_job: float, say: Callable[[str], None], children: Children) -> list[JobOutcome]:
     """The launch itself, under the logdir's lock: plan from the run directories, run, record."""
     plans = [plan_job(job) for job in spec.jobs]
     for old, new in set_aside_unaccounted(plans):
@@ -192,11 +316,44 @@ def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address
         f"{len(plans) - len(todo)} need nothing, {len(todo)} to run on {backend} with {workers} workers")
     start = time.perf_counter()
     if backend == "local":
-        outcomes = run_local(todo, state_dir, workers, device, say)
+        outcomes = run_local(todo, state_dir, workers, device, say, children)
     else:
-        from moerl.runs.sweep.ray_backend import run_ray
-
-        outcomes = run_ray(todo, state_dir, workers, device, address, gpus_per_job, say)
+        outcomes = _run_ray(todo, state_dir, workers, device, address, gpus_per_job, say, children)
     everything = skipped + outcomes
-    write_record(spec, everything, backend, time.perf_counter() - start)
-    return everything, spec
+    stopped_by = _signal_name(children.signal) if children.signal is not None else None
+    write_record(spec, everything, backend, time.perf_counter() - start, stopped_by)
+    return everything
+
+
+def _run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str | None, address: str | None,
+             gpus_per_job: float, say: Callable[[str], None], children: Children) -> list[JobOutcome]:
+    """The Ray backend. A stop signal interrupts Tune (Ray then shuts its workers down, and each worker's
+    ``moerl train`` is stopped: :func:`run_job`, :func:`stop_leftover_trainers`); each job is then recorded
+    from its run directories: finished, or interrupted."""
+    from moerl.runs.sweep.ray_backend import run_ray
+
+    children.interrupt_main = True
+    try:
+        outcomes = run_ray(plans, state_dir, workers, device, address, gpus_per_job, say)
+    except KeyboardInterrupt:  # RayInterrupted, or what Tune makes of it
+        if children.signal is None:
+            raise
+        outcomes = []
+    finally:
+        children.interrupt_main = False
+    if children.signal is None:
+        return outcomes
+    stop_leftover_trainers(plans)
+    return [_after_stop(plan, children.signal) for plan in plans]
+
+
+def _after_stop(plan: JobPlan, signum: int) -> JobOutcome:
+    """What a stop left of a Ray job, from its run directories: finished, not started, or interrupted."""
+    now = plan_job(plan.job)
+    if now.action == "done":
+        return JobOutcome(plan.job.job_id, plan.seeds, "finished", 0.0, None, plan.action)
+    if plan.action == "train" and not any(plan.job.run_dir(seed).exists() for seed in plan.seeds):
+        return JobOutcome(plan.job.job_id, plan.seeds, "not started", 0.0,
+                          f"the sweep was stopped ({_signal_name(signum)}) first", plan.action)
+    return JobOutcome(plan.job.job_id, plan.seeds, "interrupted", 0.0,
+                      f"stopped by {_signal_name(signum)}; a relaunch resumes it", plan.action)

@@ -14,12 +14,64 @@ system) and have moerl installed; the commands are in the README ("Studies on a 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from moerl.core.errors import ConfigError
-from moerl.runs.sweep.jobs import JobOutcome, JobPlan
+from moerl.runs.sweep.jobs import JobOutcome, JobPlan, stop_leftover_trainers
+
+#: Seconds a sweep waits for the cluster's address to accept a connection before refusing it.
+CONNECT_TIMEOUT = 3.0
+#: What ``--address`` takes, for the error that refuses anything else.
+ADDRESS_FORMS = "HOST:PORT (e.g. 10.0.0.1:6379, the head node's GCS), ray://HOST:PORT (Ray Client), auto or local"
+
+
+def cluster_address(address: str | None) -> tuple[str, str] | None:
+    """The cluster a Ray sweep attaches to and where it was given: ``(--address, "--address")``, else
+    ``(RAY_ADDRESS, "RAY_ADDRESS")`` from the environment, else None (a local Ray is started)."""
+    if address:
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None
+
+
+def parse_address(address: str, source: str) -> tuple[str, int] | None:
+    """The ``(host, port)`` that ``address`` connects to, None for ``auto`` and ``local`` (found or started by
+    Ray on this machine); a one-line ConfigError for anything else (Ray itself raises a ValueError
+    traceback on a port that is not a number)."""
+    if address in ("auto", "local"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{source} '{address}' is not a Ray cluster address; valid forms: {ADDRESS_FORMS}")
+    return host, int(port)
+
+
+def check_reachable(address: str, source: str) -> None:
+    """Refuse, within :data:`CONNECT_TIMEOUT` seconds, a cluster address where nothing accepts a connection.
+
+    Why a plain TCP connect before ``ray.init``: Ray retries an address where nothing listens for minutes,
+    printing its connection warnings (a sweep hung over 240 s that way), while the cause (a wrong host or port,
+    or a head node that is not started) is known at once. This only proves that something listens there;
+    ``auto`` and ``local`` are left to Ray, which answers them quickly.
+    """
+    target = parse_address(address, source)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        why = (f"no answer within {CONNECT_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
+               else exc.strerror or type(exc).__name__)
+        raise ConfigError(
+            f"no Ray cluster answers at {source} '{address}' ({why}); start one with 'ray start --head', or give "
+            "the head node's address"
+        ) from None
 
 
 def _trial(trial_config: dict[str, Any]) -> None:
@@ -47,17 +99,25 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
         raise ConfigError("the ray backend needs Ray Tune: pip install 'moerl[ray]'") from None
     if not plans:
         return []
-    address = address or os.environ.get("RAY_ADDRESS")
+    cluster = cluster_address(address)
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        if cluster:
+            _attach(ray, *cluster)
         else:
             # Ray runs its workers at nice 15 so the raylet stays responsive; on a machine where the jobs are
             # the work, that only makes them yield to anything else running (measured: 12x slower here beside
             # two other processes). A local Ray started for the sweep runs them at normal priority.
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        # ray.init installs its own SIGTERM handler (it logs and exits) and Tune its own SIGINT handler: the
+        # launch's handlers are put back, so that a stop signal stops the jobs and writes the record as with
+        # the local backend.
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
         # Paths absolute here, in the launch's working directory: a Ray trial runs in a folder of its own,
         # where a relative logdir would put every run (and a relaunch would find none of them).
@@ -73,7 +133,11 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
             run_config=tune.RunConfig(name="tune", storage_path=str(state_dir / "ray"), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:  # a stop signal: the trainers save and stop before Ray ends their workers
+            stop_leftover_trainers(plans)
+            raise
     finally:
         if started_here:
             ray.shutdown()
@@ -92,6 +156,16 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
         by_job[job_id] = outcome
         say(f"[sweep] ray: {outcome.status} {job_id}" + (f": {outcome.error}" if outcome.error else ""))
     return [by_job[p.job.job_id] for p in plans]
+
+
+def _attach(ray: Any, address: str, source: str) -> None:
+    """``ray.init`` on a running cluster; Ray's "no running instance" (``auto`` with none on this machine) is
+    a one-line refusal of the address, not a traceback."""
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as exc:
+        first = (str(exc).strip().splitlines() or ["no cluster"])[0]
+        raise ConfigError(f"cannot attach to the Ray cluster at {source} '{address}': {first}") from None
 
 
 def _trial_name(trial: Any) -> str:

@@ -20,6 +20,11 @@ train --config`` files, dotted for nested sections, or the CLI's flat names ``en
     engine: batched                # batched (default): the seeds of a config train together; sb3: one by one
     logdir: runs/my-study          # default: runs/<file name without .yaml>
 
+The parts of a run combine key by key, later over earlier: base < setting < grid point < variant (a
+variant's ``dqn: {gamma: 0.9}`` changes ``dqn.gamma`` and keeps the base's other ``dqn`` keys). Within one
+mapping a key is given once: ``dqn: {learning_rate: ..}`` beside ``dqn.learning_rate`` (or ``arch`` beside
+``network.arch``) is refused, as config files refuse it.
+
 A *config* is one setting x grid point x variant, resolved and validated (a bad key or value is refused before
 anything runs). Its id is a hash of the resolved config without seed and device, so the same point gets
 the same directory on every launch and every machine: ``<logdir>/<env>_<arch>[_<router>]-<id>_s<seed>``.
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moerl.core.config import load_yaml
+from moerl.core.config import dotted_keys, load_yaml
 from moerl.core.errors import ConfigError
 from moerl.runs.kinds import NOT_IN_ID, Family, config_id, family_by_name
 
@@ -104,6 +109,14 @@ def _axis(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, An
     return axis
 
 
+def _keys(family: Family, part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """One mapping of config keys as ``{dotted key: value}`` (a key given twice, nested and dotted or by
+    its flat name, is refused). Why dotted: the parts of a run (base < setting < grid point < variant)
+    then combine key by key, so a variant's ``dqn: {gamma: ..}`` overrides ``dqn.gamma`` alone instead of
+    dropping the base's other ``dqn`` keys."""
+    return dotted_keys(part, family.config_aliases, where)
+
+
 def _grid_points(grid: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -122,6 +135,20 @@ def _resolve(family: Family, base_file: str | None, keys: Mapping[str, Any], whe
         raise ConfigError(f"{where}: the run ({shown}) is not a valid config: {exc}") from None
 
 
+def _sweep_name(data: Mapping[str, Any], path: Path) -> str:
+    """The sweep's ``name`` (default: the file's name without ``.yaml``), held to the run-name rule: it is
+    the folder of the default logdir (``runs/<name>``), so ``../x`` or a name with shell metacharacters would
+    put or name the runs where nobody looks."""
+    from moerl.runs.rundir import check_run_name
+
+    if data.get("name") is not None:
+        return check_run_name(str(data["name"]), f"sweep file '{path}': sweep name")
+    try:
+        return check_run_name(path.stem, f"sweep file '{path}': sweep name")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (it is the file's name: set 'name:' in the file to give another)") from None
+
+
 def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     """Parse and expand ``path``; every config is validated before anything is written."""
     from moerl.core.seeding import parse_seeds  # imports torch: a sweep file is read once, when used
@@ -130,7 +157,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     where = f"sweep file '{path}'"
     if not path.is_file():
         raise ConfigError(f"{where} does not exist")
-    data = load_yaml(path)
+    data = load_yaml(path, "sweep file")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a YAML mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = sorted(set(data) - set(SWEEP_KEYS))
@@ -147,18 +174,22 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     grid = _as_mapping(data.get("grid"), "grid", where)
     variants = _axis(data, "variants", where)
     settings = _axis(data, "settings", where)
+    family = family_by_name(SWEEP_FAMILY)
+    assert family.sweep_config is not None and family.run_label is not None
     for key in ("seed", "engine", "device"):
         if any(key in part for part in (base, grid, *variants, *settings)):
             raise ConfigError(f"{where}: '{key}' is set by the sweep itself (top-level 'seeds'/'engine', "
                               f"'moerl sweep --device'), not per run")
-    family = family_by_name(SWEEP_FAMILY)
-    assert family.sweep_config is not None and family.run_label is not None
-    name = str(data.get("name") or path.stem)
+    base = _keys(family, base, f"{where}: 'base'")
+    settings = [_keys(family, s, f"{where}: 'settings' entry {i + 1}") for i, s in enumerate(settings)]
+    variants = [_keys(family, v, f"{where}: 'variants' entry {i + 1}") for i, v in enumerate(variants)]
+    name = _sweep_name(data, path)
     out = logdir or str(data.get("logdir") or Path("runs") / name)
     jobs: list[SweepJob] = []
     seen: dict[str, str] = {}
-    for setting, point, variant in itertools.product(settings, _grid_points(grid, where), variants):
-        keys = {**base, **dict(setting), **point, **dict(variant), "engine": engine}
+    points = [_keys(family, p, f"{where}: 'grid'") for p in _grid_points(grid, where)]
+    for setting, point, variant in itertools.product(settings, points, variants):
+        keys = {**base, **setting, **point, **variant, "engine": engine}
         config = _resolve(family, data.get("config"), keys, where)
         cid = config_id(config)
         run_name = family.run_label(config)
