@@ -26,7 +26,6 @@ outcome and time.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from moerl.core.devices import check_device
 from moerl.core.errors import ConfigError
+from moerl.runs.locks import exclusive_lock
 from moerl.runs.sweep.jobs import JobOutcome, JobPlan, plan_job, run_job, set_aside_unaccounted
 from moerl.runs.sweep.spec import Sweep
 
@@ -156,22 +156,9 @@ def logdir_lock(logdir: Path) -> Iterator[None]:
     launch never leaves a stale lock behind.
     """
     logdir.mkdir(parents=True, exist_ok=True)
-    handle = open(logdir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the launch)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(f"another moerl sweep ({holder}) is running on '{logdir}'; wait for it, or give "
-                              "another --logdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+    with exclusive_lock(logdir / LOCK_FILE, lambda holder: f"another moerl sweep ({holder}) is running on "
+                        f"'{logdir}'; wait for it, or give another --logdir"):
         yield
-    finally:
-        handle.close()
 
 
 def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address: str | None,
