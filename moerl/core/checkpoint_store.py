@@ -56,8 +56,11 @@ def write_checkpoint(run_path: str | Path, step: int, write: Callable[[Path], No
     try:
         write(work)
         _fsync_tree(work)
-    except BaseException:  # a full disk, a second signal: leave no half-written folder behind
+    except BaseException as exc:  # a full disk, a second signal: leave no half-written folder behind
         shutil.rmtree(work, ignore_errors=True)
+        disk = _os_error_behind(exc)
+        if disk is not None and disk is not exc:  # a writer that wraps the disk's error (torch's RuntimeError)
+            raise OSError(disk.errno, f"{disk.strerror} (writing the checkpoint of '{run_path}')") from None
         raise
     work.rename(final)
     pointer = run_path / POINTER
@@ -76,6 +79,30 @@ def write_checkpoint(run_path: str | Path, step: int, write: Callable[[Path], No
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError (a full disk, an I/O error) that ``exc`` is, or that it was raised while handling: torch's
+    writer reports a failed write as a RuntimeError whose context is the file's OSError."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def save_torch(obj: object, path: Path) -> None:
+    """``torch.save(obj, path)`` through a Python file: a failed write (a full disk) is then an OSError that
+    :func:`write_checkpoint` reports as one, and the file is closed at once, so the space of the removed
+    half-written checkpoint comes back (torch's own file writer keeps it open while its error propagates,
+    and the run could not even be marked failed)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def has_checkpoint(run_path: str | Path) -> bool:

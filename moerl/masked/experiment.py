@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.masked.config import MaskedExpertsConfig
 from moerl.runs.console import Console, duration, text_table
@@ -173,10 +173,7 @@ def _learn(run, learner, console: Console) -> None:
 
 
 def _save_checkpoint(run, learner) -> None:
-    import torch
-
-
-    write_checkpoint(run.path, learner.epochs_done, lambda folder: torch.save(learner.state_dict(), folder / STATE_FILE),
+    write_checkpoint(run.path, learner.epochs_done, lambda folder: save_torch(learner.state_dict(), folder / STATE_FILE),
                      kind="epoch")
 
 

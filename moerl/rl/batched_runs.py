@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.rl.record import (
@@ -247,14 +247,11 @@ class _Batch:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self, started: float) -> None:
-        import torch
-
-
         state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
                  "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
                  "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
         write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
-                         lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
+                         lambda folder: save_torch(state, folder / CHECKPOINT_FILE))
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self, console: Console) -> None:
@@ -338,8 +335,9 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     runs: list[Any] = []
     batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
     runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
-    batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
     with running_many(runs, "moe-dqn", list(seeds), str(engine_device(config))):
+        # TensorBoard writers once the runs are marked (a full disk at the start leaves no run behind)
+        batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.core.errors import ConfigError, check_positive
 from moerl.routing.config import ALGOS, LearnerConfig, check_algo_keys, validate_learner
@@ -235,13 +235,10 @@ class _RoutingRun:
             self.purge_step = self.learner.epoch + 1
 
     def _checkpoint(self) -> None:
-        import torch
-
-
         state = {"learner": self.learner.state_dict(),
                  "run": {"rows": self.rows, "acc_by_epoch": self.acc_by_epoch, "history": self.history,
                          "collisions": self.collisions, "seconds": self.seconds + time.perf_counter() - self._t0}}
-        write_checkpoint(self.run.path, self.learner.epoch, lambda folder: torch.save(state, folder / CHECKPOINT_FILE),
+        write_checkpoint(self.run.path, self.learner.epoch, lambda folder: save_torch(state, folder / CHECKPOINT_FILE),
                          kind="epoch")
 
     def train(self, console: Console) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -74,6 +75,8 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: Created by this process (:meth:`create`) and not yet marked running: removed if it cannot start.
+        self.fresh = False
 
     @property
     def tb_dir(self) -> Path:
@@ -100,7 +103,12 @@ class RunDir:
                 candidate = logdir / f"{name}-{suffix}"
                 suffix += 1
         run = cls(candidate)
-        run.tb_dir.mkdir()
+        try:
+            run.tb_dir.mkdir()
+        except OSError:  # a full disk: no empty run directory is left behind
+            candidate.rmdir()
+            raise
+        run.fresh = True
         return run
 
     @classmethod
@@ -451,7 +459,8 @@ def _mark_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | Non
                   resumed_from: int | None) -> None:
     """Write each run's "running" status and this session's stack record. All or nothing: when one write
     fails (a full disk, a member directory deleted), the runs already marked get their previous files back,
-    so no run is left saying "running" (or "failed") for a session that never trained it."""
+    so no run is left saying "running" (or "failed") for a session that never trained it, and the fresh
+    directories of a new run are removed (an empty ``NAME/tb/`` without ``status.json`` is no run)."""
     from moerl.runs.provenance import STACK_FILE
 
     extra = {"resumed_from": resumed_from} if resumed_from is not None else {}
@@ -464,9 +473,15 @@ def _mark_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | Non
             _record_stack(run, device)
     except BaseException:
         for run, files in previous:
-            for name, data in files.items():
-                _restore(run, name, data)
+            if not run.fresh:
+                for name, data in files.items():
+                    _restore(run, name, data)
+        for run in runs:
+            if run.fresh:
+                shutil.rmtree(run.path, ignore_errors=True)
         raise
+    for run in runs:
+        run.fresh = False
 
 
 def _read_bytes(path: Path) -> bytes | None:
