@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
     """``moerl train``: the shared flags are parsed; the env (or the resumed run) names the line, whose own
     parser then takes the rest (``line_args``): a flag the line does not take is refused."""
     from moerl.runs.kinds import TrainRequest, family_by_name, options_help, parse_options
-    from moerl.runs.rundir import RunDir, check_run_name
+    from moerl.runs.rundir import check_run_name, resume_status
 
     given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
     if given.get("resume") is not None and "logdir" in given:
@@ -132,7 +132,11 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
     request = TrainRequest(**given)
     family: Any
     if request.resume is not None and not args.help:
-        family = family_by_name(RunDir(request.resume).read_status().get("family", "unknown"))
+        name = resume_status(request.resume)["family"]
+        try:
+            family = family_by_name(name)
+        except ConfigError as exc:
+            raise ConfigError(f"'{Path(request.resume) / 'status.json'}' names an {exc}") from None
     else:
         request.env = request.env or _env_from_config(request.config)
         family = _family_of(request.env) if request.env is not None else None
@@ -142,15 +146,15 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
         return 0
     if family is None:
         raise ConfigError("no environment given: pass --env (see 'moerl envs') or a --config that sets 'env'")
-    request.options = parse_options(family, line_args, request.env)
+    request.options = parse_options(family, line_args, request.env, resumed=request.resume is not None)
     if request.run_name is not None:
         check_run_name(request.run_name)
     if request.resume is not None:
         if family.resume is None:
             raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
-        print(f"run directory: {family.resume(request)}")
-        return 0
-    run_dirs = family.train(request)
+        run_dirs = family.resume(request)
+    else:
+        run_dirs = family.train(request)
     for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
         print(f"run directory: {run_dir}")
     return 0

@@ -188,6 +188,41 @@ def test_a_full_disk_fails_the_run_honestly(tiny_disk):
         assert {p.name for p in folder.iterdir()} == {"model.zip", "replay.pkl", "state.pkl"}
 
 
+def test_a_full_disk_at_a_batched_checkpoint_fails_every_run_in_one_line(tiny_disk):
+    """The batched engine's checkpoint (torch's writer) on a full disk: one line, not a torch RuntimeError
+    traceback, and every run of the batch marked failed (the half-written checkpoint's space is given back
+    at once, so the status can be written)."""
+    proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--env", "cartpole-crl", "--timesteps", "1200",
+                           "--seeds", "0,1", "--engine", "batched", "--set", "network.hidden=8",
+                           "--set", "checkpoint.every=400", "--set", "dqn.buffer_size=20000",
+                           "--set", "eval.episodes=1", "--logdir", str(tiny_disk), "--run-name", "full",
+                           "--no-progress", "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "No space left on device" in proc.stderr, proc.stderr
+    for name in ("full_s0", "full_s1"):
+        status = json.loads((tiny_disk / name / "status.json").read_text())
+        assert status["status"] == "failed" and "No space left on device" in status["error"]
+    assert not (tiny_disk / "full_s0" / "checkpoint.json").exists()
+    assert not list(tiny_disk.rglob(".*tmp*")), "a temporary file was left behind"
+
+
+def test_a_full_disk_at_the_start_leaves_no_run_directory(tiny_disk):
+    """A disk already full: one line, and no ``NAME/tb/`` without a status (a directory that is no run)."""
+    with open(tiny_disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    for engine in (["--engine", "sb3"], ["--seeds", "0,1", "--engine", "batched"]):
+        proc = subprocess.run([sys.executable, "-m", "moerl", "train", "--env", "cartpole-crl", "--timesteps", "600",
+                               *engine, "--logdir", str(tiny_disk / "runs"), "--run-name", "full", "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "No space left on device" in proc.stderr, proc.stderr
+        assert not any((tiny_disk / "runs").iterdir()), engine
+
+
 def test_read_only_storage_is_refused_before_anything_runs(tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()

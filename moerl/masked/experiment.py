@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.masked.config import MaskedExpertsConfig
 from moerl.runs.console import Console, duration, text_table
@@ -117,13 +117,11 @@ def _resume(request: TrainRequest) -> Path:
     console.say(f"masked-experts: building {cfg.env} and the {cfg.arch} model, resuming at epoch {step} ...")
     suite = _build_suite(cfg)
     learner = make_learner(suite, cfg)
-    state_file = (checkpoint_folder(run.path) / STATE_FILE).relative_to(run.path)
     # Loaded on the CPU (random generator states must stay there); the learner moves what it keeps. A file
     # that does not load into this learner is reported in one line as damaged.
-    run.load_artifact(str(state_file), lambda path: learner.load_state_dict(
+    load_checkpoint_file(run.path, STATE_FILE, lambda path: learner.load_state_dict(
         torch.load(path, map_location="cpu", weights_only=True)))
-    with running(run, FAMILY_NAME, cfg.seed, cfg.device):
-        run.write_status("running", resumed_from=step)
+    with running(run, FAMILY_NAME, cfg.seed, cfg.device, resumed_from=step):
         run.write_config(to_dict(cfg))
         _learn(run, learner, console)
         results = _write_results(run, learner, suite, console)
@@ -175,10 +173,7 @@ def _learn(run, learner, console: Console) -> None:
 
 
 def _save_checkpoint(run, learner) -> None:
-    import torch
-
-
-    write_checkpoint(run.path, learner.epochs_done, lambda folder: torch.save(learner.state_dict(), folder / STATE_FILE),
+    write_checkpoint(run.path, learner.epochs_done, lambda folder: save_torch(learner.state_dict(), folder / STATE_FILE),
                      kind="epoch")
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.rl.record import (
@@ -52,7 +52,7 @@ from moerl.rl.record import (
 )
 from moerl.runs.console import Console
 from moerl.runs.kinds import check_resume_request
-from moerl.runs.rundir import RunDir, check_run_name, run_state, running_many, stop_on_signals
+from moerl.runs.rundir import RunDir, check_run_name, resume_status, run_state, running_many, stop_on_signals
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
 PROGRESS_STEPS = 1000
@@ -237,14 +237,11 @@ class _Batch:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self, started: float) -> None:
-        import torch
-
-
         state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
                  "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
                  "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
         write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
-                         lambda folder: torch.save(state, folder / CHECKPOINT_FILE))
+                         lambda folder: save_torch(state, folder / CHECKPOINT_FILE))
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self, console: Console) -> None:
@@ -328,8 +325,9 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
     runs: list[Any] = []
     batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
     runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
-    batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
     with running_many(runs, "moe-dqn", list(seeds), str(engine_device(config))):
+        # TensorBoard writers once the runs are marked (a full disk at the start leaves no run behind)
+        batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
         for run, seed in zip(runs, seeds, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
@@ -340,28 +338,29 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
 
 
 def resume_seeds(request: Any) -> list[Path]:
-    """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint."""
-    import torch
+    """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint.
 
+    Everything is checked before anything is written: the batch record, every member (a deleted one is
+    named), the leader's checkpoint; then :func:`running_many` locks every member."""
     from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     member = RunDir(request.resume)
-    info = member.read_status().get("batch") or {}
-    leader, step = RunDir.open_resumable(member.path.parent / str(info.get("leader", "")), "moe-dqn")
-    runs = [RunDir(member.path.parent / name) for name in info["members"]]
+    leader_name, names, seeds, batch_seed = _batch_record(member.path, resume_status(member.path))
+    runs = [RunDir(member.path.parent / name) for name in names]
     for run in runs:
-        state = run_state(run.read_status())
-        if state in ("running", "finished"):
-            raise ConfigError(f"'{run.path}' (a member of this batch) is {state}; the batch cannot resume")
-    seeds = [int(s) for s in info["seeds"]]
+        _check_member_exists(run, member.path.parent / leader_name)
+    leader, step = RunDir.open_resumable(member.path.parent / leader_name, "moe-dqn")
+    for run in runs:
+        member_state = run_state(resume_status(run.path))
+        if member_state in ("running", "finished"):
+            raise ConfigError(f"'{run.path}' (a member of this batch) is {member_state}; the batch cannot resume")
     config = from_dict(DQNRunConfig, leader.read_config())
-    config.seed = int(member.read_status().get("batch_seed", 0))
+    config.seed = batch_seed
     config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
-    state = torch.load(checkpoint_folder(leader.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
-    with running_many(runs, "moe-dqn", seeds, str(engine_device(config))):
+    state = load_checkpoint_file(leader.path, CHECKPOINT_FILE, lambda path: _read_batch_state(path, len(runs)))
+    with running_many(runs, "moe-dqn", seeds, str(engine_device(config)), resumed=(leader, step)):
         for run, seed in zip(runs, seeds, strict=True):
-            run.write_status("running", resumed_from=step)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
         batch = _Batch(config, seeds, runs, resume=state)
         console = request.console()
@@ -369,6 +368,49 @@ def resume_seeds(request: Any) -> list[Path]:
     remove_checkpoints(leader.path)
     batch.summary(console)
     return [r.path for r in runs]
+
+
+def _batch_record(path: Path, status: dict[str, Any]) -> tuple[str, list[str], list[int], int]:
+    """The batch a member's ``status.json`` names: (leader, members, seeds, the batch's config seed), each
+    checked (names are single folders beside the member, one seed per member), or one line saying the
+    record is damaged."""
+    info = status.get("batch")
+    info = info if isinstance(info, dict) else {}
+    leader, members, seeds, batch_seed = (info.get("leader"), info.get("members"), info.get("seeds"),
+                                          status.get("batch_seed", 0))
+    if not (isinstance(leader, str) and isinstance(members, list) and leader in members
+            and isinstance(seeds, list) and len(seeds) == len(members)
+            and all(isinstance(m, str) for m in members)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in [*seeds, batch_seed])):
+        raise ConfigError(f"'{path / 'status.json'}' has a damaged batch record (it needs a leader, its members "
+                          "and one seed per member); the batch cannot resume")
+    for name in members:
+        try:
+            check_run_name(name)
+        except ConfigError:
+            raise ConfigError(f"'{path / 'status.json'}' has a damaged batch record (member {name!r} is not a "
+                              "folder beside it); the batch cannot resume") from None
+    return leader, list(members), list(seeds), int(batch_seed)
+
+
+def _check_member_exists(run: RunDir, leader: Path) -> None:
+    """Every member must be there: the batch trains them all or none."""
+    if not run.path.is_dir():
+        what = "the leader (it holds the checkpoint)" if run.path == leader else f"a member of the batch led by '{leader}'"
+        raise ConfigError(f"'{run.path}', {what}, is missing; the batch cannot resume without it")
+
+
+def _read_batch_state(path: Path, members: int) -> dict[str, Any]:
+    """``batch.pt``, with what a resume reads from it, for ``members`` runs (anything else is damaged)."""
+    import torch
+
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    missing = [k for k in ("agent", "rows", "last_eval", "seconds") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    if not isinstance(state["rows"], list) or len(state["rows"]) != members:
+        raise ValueError(f"it holds {len(state['rows'])} members' rows, the batch has {members}")
+    return state
 
 
 def _write_eval_csv(sr: _SeedRun) -> None:

@@ -57,7 +57,7 @@ from moerl.runs.kinds import (
     TrainRequest,
     check_resume_request,
 )
-from moerl.runs.rundir import RunDir, running, stop_on_signals
+from moerl.runs.rundir import RunDir, resume_status, running, stop_on_signals
 
 __all__ = [
     "FAMILY", "DQNRunConfig", "EvalSection", "LoggingSection", "build_config", "build_model",
@@ -192,7 +192,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     from moerl.rl.sb3.checkpoint import load_checkpoint
 
     assert request.resume is not None
-    if RunDir(request.resume).read_status().get("batch"):  # a member of a batched-engine batch
+    if resume_status(request.resume).get("batch"):  # a member of a batched-engine batch
         from moerl.rl.batched_runs import resume_seeds
 
         return resume_seeds(request)
@@ -206,8 +206,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
     torch.set_num_threads(1)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
-    with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
-        run.write_status("running", resumed_from=step)
+    with running(run, FAMILY_NAME, config.seed, str(engine_device(config)), resumed_from=step):
         run.write_config(to_dict(config))
         trainer = _Trainer(run, config, ckpt.model, request.console(), resume=ckpt)
         results = trainer.run()
@@ -263,6 +262,7 @@ class _Trainer:
                                                          else "") + f" s{config.seed}"
         self.progress = ProgressCallback(console, self.total, label, self.episodes_cb, self.eval_cb, self.metrics_cb)
         self.seconds = 0.0
+        self.start_step = int(model.num_timesteps)
         if resume is not None:
             self.episodes_cb.load_state_dict(resume.extra["episodes"])
             self.eval_cb.load_state_dict(resume.extra["eval"])
@@ -299,6 +299,8 @@ class _Trainer:
                 signals.raise_if_stopped()
         finally:
             self.console.close()
+        if model.num_timesteps == self.start_step:  # a resume with nothing left to train: no learn() call
+            _attach(callbacks, model)
         self.eval_cb.finish()
         self.progress.report_evaluations()
         model.logger.close()
@@ -328,6 +330,15 @@ class _Trainer:
                         for r in final},
             continual=(continual_metrics(self.eval_cb.rows, self.schedule, self.block_steps, reference)
                        if self.bounds else None))
+
+
+def _attach(callbacks: list[Any], model: Any) -> None:
+    """Give the callbacks the model ``learn`` would have given them: a run resumed at its total (a checkpoint
+    taken at the last step, or ``--timesteps`` equal to the checkpoint's step) trains nothing, yet writes its
+    last evaluation and results as a finished run does."""
+    for callback in callbacks:
+        callback.init_callback(model)
+        callback.num_timesteps = model.num_timesteps
 
 
 def _chunk_steps(config: DQNRunConfig) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.core.checkpoint_store import checkpoint_folder, remove_checkpoints, write_checkpoint
+from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, resolve, to_dict
 from moerl.core.errors import ConfigError, check_positive
 from moerl.routing.config import ALGOS, LearnerConfig, check_algo_keys, validate_learner
@@ -191,11 +191,13 @@ def _resume(request: TrainRequest) -> Path:
     console = request.console()
     console.say(f"routing: building {cfg.env} and the {cfg.algo} model, resuming at epoch {epoch} ...")
     dataset = build(cfg.env, data_dir=cfg.data_dir, seed=cfg.data_seed)
-    state = torch.load(checkpoint_folder(run.path) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
-    with running(run, "routing", cfg.seed, cfg.device):
-        run.write_status("running", resumed_from=epoch)
+    # Built from the checkpoint before anything is written (it writes nothing itself): a file that does not
+    # load, or does not load into this learner, is one line naming it and leaves the run as it was.
+    routing_run = load_checkpoint_file(run.path, CHECKPOINT_FILE, lambda path: _RoutingRun(
+        run, cfg, dataset, torch.load(path, weights_only=False, map_location="cpu")))
+    with running(run, "routing", cfg.seed, cfg.device, resumed_from=epoch):
         run.write_config(to_dict(cfg))
-        results = _RoutingRun(run, cfg, dataset, state).train(console)
+        results = routing_run.train(console)
     remove_checkpoints(run.path)
     console.summary(summary_lines(results))
     return run.path
@@ -233,13 +235,10 @@ class _RoutingRun:
             self.purge_step = self.learner.epoch + 1
 
     def _checkpoint(self) -> None:
-        import torch
-
-
         state = {"learner": self.learner.state_dict(),
                  "run": {"rows": self.rows, "acc_by_epoch": self.acc_by_epoch, "history": self.history,
                          "collisions": self.collisions, "seconds": self.seconds + time.perf_counter() - self._t0}}
-        write_checkpoint(self.run.path, self.learner.epoch, lambda folder: torch.save(state, folder / CHECKPOINT_FILE),
+        write_checkpoint(self.run.path, self.learner.epoch, lambda folder: save_torch(state, folder / CHECKPOINT_FILE),
                          kind="epoch")
 
     def train(self, console: Console) -> dict[str, Any]:

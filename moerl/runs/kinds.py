@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moerl.core.errors import ConfigError, choice_error
+from moerl.runs.rundir import RunDir
 
 if TYPE_CHECKING:
     from moerl.runs.console import Console
@@ -210,16 +211,20 @@ class _LineParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (family {self.family.name})")
 
 
-def parse_options(family: Family, args: list[str], env: str | None) -> dict[str, Any]:
+def parse_options(family: Family, args: list[str], env: str | None, resumed: bool = False) -> dict[str, Any]:
     """The line's options among ``args`` (what the shared flags left), by option name, given ones only.
 
     A flag the line does not take is refused with the flags it takes: the line owns its flags, so nothing
-    given is silently ignored.
+    given is silently ignored. ``resumed``: the request continues a run (``--resume``), which keeps its
+    config, so the refusal says that rather than naming an env the user did not give.
     """
     parser = _LineParser(family, env)
     known, unknown = parser.parse_known_args(args)
     if unknown:
         flag = next((a.split("=")[0] for a in unknown if a.startswith("-")), unknown[0])
+        if resumed:
+            raise ConfigError(f"{'option ' if flag.startswith('-') else 'argument '}{flag} cannot change a "
+                              f"resumed run ({family.name}); it keeps its config.yaml")
         taken = ", ".join(o.cli for o in sorted(family.options, key=lambda o: o.flag))
         what = f"option {flag} does not apply" if flag.startswith("-") else f"unexpected argument '{flag}'"
         raise ConfigError(f"{what} to env '{env}' (family {family.name}); options it takes: {taken}")
@@ -249,14 +254,27 @@ def check_eval_options(family: Family, options: Mapping[str, Any]) -> None:
 
 def check_resume_request(request: TrainRequest, allowed: Mapping[str, str]) -> None:
     """``--resume`` continues a run with its own config: refuse every flag but ``allowed``
-    (flag -> what it does, e.g. ``{"epochs": "a new total"}``), and ``--set``, ``--config``, ``--run-name``."""
+    (flag -> what it does, e.g. ``{"epochs": "a new total"}``), and ``--set``, ``--config``, ``--run-name``.
 
+    ``--env`` is accepted only when it names the env the run trains (a no-op): any other would be ignored,
+    so it is refused naming both. Reads only; every family calls this before it writes anything.
+    """
+    if request.env is not None:
+        _check_resumed_env(request)
     for key in request.flags():
         if key not in allowed and key != "env":
             took = ", ".join(f"{_flag(k)} ({v})" for k, v in allowed.items())
             raise ConfigError(f"option {_flag(key)} cannot change a resumed run; with --resume only {took} apply")
     if request.overrides or request.config or request.run_name:
         raise ConfigError("--set, --config and --run-name cannot change a resumed run; it keeps its config.yaml")
+
+
+def _check_resumed_env(request: TrainRequest) -> None:
+    assert request.resume is not None
+    own = RunDir(request.resume).read_config().get("env")
+    if request.env != own:
+        raise ConfigError(f"option --env {request.env} cannot change a resumed run; it trains {own!r} (its "
+                          "config.yaml); leave --env out, or train a new run")
 
 
 def default_run_name(*parts: Any) -> str:

@@ -9,6 +9,7 @@ Layout (every family writes the same skeleton, plus its own files)::
       tb/            TensorBoard event files
       results.json   final machine-readable summary (written at the end)
       stack.json     what produced the run, one record per training session (:mod:`.provenance`)
+      .run.lock      flock-ed by the process training the run (one at a time; :func:`running_many`)
       ...            family files: model, eval.csv, plots
 
 A directory whose ``status.json`` does not say ``finished`` is not a finished run; ``moerl eval``
@@ -23,8 +24,11 @@ whose process died without a word (SIGKILL, out of memory, a machine crash).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -36,14 +40,17 @@ from typing import Any
 
 import yaml
 
-from moerl.core.checkpoint_store import checkpoint_config_text, checkpoint_step
+from moerl.core.checkpoint_store import checkpoint_config_text, checkpoint_step, load_or_refuse
 from moerl.core.config import flatten, parse_yaml
 from moerl.core.errors import ConfigError
+from moerl.runs.locks import exclusive_lock
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 TB_DIR = "tb"
+#: Held (``flock``) by the process that trains the run (:func:`running_many`).
+LOCK_FILE = ".run.lock"
 #: Seconds between heartbeats of a running run; a heartbeat older than :data:`STALE_AFTER` means it died.
 HEARTBEAT_SECONDS = 15.0
 STALE_AFTER = 4 * HEARTBEAT_SECONDS
@@ -80,6 +87,8 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: Created by this process (:meth:`create`) and not yet marked running: removed if it cannot start.
+        self.fresh = False
 
     @property
     def tb_dir(self) -> Path:
@@ -106,7 +115,12 @@ class RunDir:
                 candidate = logdir / f"{name}-{suffix}"
                 suffix += 1
         run = cls(candidate)
-        run.tb_dir.mkdir()
+        try:
+            run.tb_dir.mkdir()
+        except OSError:  # a full disk: no empty run directory is left behind
+            candidate.rmdir()
+            raise
+        run.fresh = True
         return run
 
     @classmethod
@@ -137,12 +151,8 @@ class RunDir:
         """
 
         run = cls(path)
-        if not run.path.is_dir():
-            raise ConfigError(f"run directory '{path}' does not exist")
-        status = run.read_status()
-        state = run_state(status)
-        if state in ("running", "finished"):
-            raise ConfigError(f"'{path}' is {state}; only interrupted, failed or crashed runs resume")
+        status = resume_status(path)
+        _refuse_unless_resumable(path, status)
         if status.get("family") != family:
             raise ConfigError(f"'{path}' is not a {family} run")
         step = checkpoint_step(run.path)
@@ -199,16 +209,8 @@ class RunDir:
         Any exception from the loader means the file cannot be used (a truncated zip, random bytes, a pickle
         from another version), so all are reported the same way rather than as a traceback.
         """
-        path = self.path / name
-        if not path.is_file():
-            raise ConfigError(f"run '{self.path}' has no {name} (it did not finish writing it)")
-        try:
-            return loader(path)
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (see the docstring)
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise ConfigError(f"'{path}' is damaged and cannot be loaded ({type(exc).__name__}: {first})") from None
+        return load_or_refuse(self.path / name, f"run '{self.path}' has no {name} (it did not finish writing it)",
+                              loader)
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json.dumps(data, indent=2, default=_json_default) + "\n")
@@ -382,59 +384,172 @@ def _refresh_threads(run: RunDir) -> None:
 
 
 @contextmanager
-def running(run: RunDir, family: str, seed: int | None, device: str | None = None) -> Iterator[RunDir]:
+def running(run: RunDir, family: str, seed: int | None, device: str | None = None,
+            resumed_from: int | None = None) -> Iterator[RunDir]:
     """Mark ``run`` running (pid, host, heartbeat); on exit mark it finished, failed or interrupted.
-    ``stack.json`` gets this session's software stack and machine (``device``: where it trains)."""
-    with running_many([run], family, [seed], device):
+    ``stack.json`` gets this session's software stack and machine (``device``: where it trains).
+    ``resumed_from``: the checkpoint step a ``--resume`` loaded (see :func:`running_many`)."""
+    with running_many([run], family, [seed], device, (run, resumed_from) if resumed_from is not None else None):
         yield run
 
 
 @contextmanager
 def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
-                 device: str | None = None) -> Iterator[Sequence[RunDir]]:
+                 device: str | None = None, resumed: tuple[RunDir, int] | None = None) -> Iterator[Sequence[RunDir]]:
     """:func:`running` for several runs one process trains together (the batched engine's seeds): one
     heartbeat thread for all of them, and all marked finished, failed or interrupted together.
 
+    Before anything is written, each run's lock (:data:`LOCK_FILE`) is taken and held to the end, so that one
+    process at a time trains a run: a second ``--resume`` (or one of a run a fresh ``moerl train`` is
+    training) is refused naming the holder. ``resumed``: (the run holding the checkpoint, the step loaded);
+    under the locks, the runs are checked again to be resumable from that very checkpoint (another process
+    may have trained them between the checks before loading and now).
+
     SIGTERM is taken over before the first "running" is written: a signal at any moment after it (a sweep
-    stopping its children as they start) leaves the runs marked interrupted, never "running" behind a dead
-    process."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            for run in runs:
-                try:
-                    run.heartbeat()
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
-    thread.start()
-    try:
-        with _sigterm_interrupts():
-            for run, seed in zip(runs, seeds, strict=True):
-                run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                 pid=os.getpid(), host=socket.gethostname())
-                _record_stack(run, device)
-            yield runs
-    except KeyboardInterrupt as exc:
-        stop.set()
-        default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-        for run, seed in zip(runs, seeds, strict=True):
-            _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
-        raise
-    except BaseException as exc:
-        stop.set()
-        for run, seed in zip(runs, seeds, strict=True):
-            _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
-        raise
-    finally:
-        stop.set()
-        thread.join()
+    stopping its children as they start) leaves no run "running" behind a dead process (a run being marked
+    gets its previous status back; one marked is marked interrupted).
+    """
+    with contextlib.ExitStack() as locks:
         for run in runs:
-            _refresh_threads(run)
+            locks.enter_context(exclusive_lock(run.path / LOCK_FILE, functools.partial(_busy, run.path)))
+        if resumed is not None:
+            _check_still_resumable(runs, *resumed)
+        with _marked_running(runs, family, seeds, device, resumed[1] if resumed is not None else None):
+            yield runs
+
+
+def _busy(path: Path, holder: str) -> str:
+    return (f"'{path}' is being trained by another moerl process ({holder}); wait for it, or stop it first "
+            "(one process at a time trains a run)")
+
+
+def _check_still_resumable(runs: Sequence[RunDir], holder: RunDir, step: int) -> None:
     for run in runs:
-        run.write_status("finished")
+        _refuse_unless_resumable(run.path, resume_status(run.path))
+    if checkpoint_step(holder.path) != step:
+        raise ConfigError(f"the checkpoint of '{holder.path}' changed while this resume was starting (another "
+                          "process trained the run); resume it again")
+
+
+@contextmanager
+def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None], device: str | None,
+                    resumed_from: int | None) -> Iterator[None]:
+    """The body of :func:`running_many`, under the runs' locks."""
+    with _sigterm_interrupts():  # before the first "running" is written (see running_many)
+        _mark_running(runs, family, seeds, device, resumed_from)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                for run in runs:
+                    try:
+                        run.heartbeat()
+                    except OSError:
+                        pass
+
+        thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            stop.set()
+            default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
+            for run, seed in zip(runs, seeds, strict=True):
+                _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
+            raise
+        except BaseException as exc:
+            stop.set()
+            for run, seed in zip(runs, seeds, strict=True):
+                _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
+            raise
+        finally:
+            stop.set()
+            thread.join()
+            for run in runs:
+                _refresh_threads(run)
+        for run in runs:
+            run.write_status("finished")
+
+
+def _mark_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None], device: str | None,
+                  resumed_from: int | None) -> None:
+    """Write each run's "running" status and this session's stack record. All or nothing: when one write
+    fails (a full disk, a member directory deleted), the runs already marked get their previous files back,
+    so no run is left saying "running" (or "failed") for a session that never trained it, and the fresh
+    directories of a new run are removed (an empty ``NAME/tb/`` without ``status.json`` is no run)."""
+    from moerl.runs.provenance import STACK_FILE
+
+    extra = {"resumed_from": resumed_from} if resumed_from is not None else {}
+    previous: list[tuple[RunDir, dict[str, bytes | None]]] = []
+    try:
+        for run, seed in zip(runs, seeds, strict=True):
+            previous.append((run, {name: _read_bytes(run.path / name) for name in (STATUS_FILE, STACK_FILE)}))
+            run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             pid=os.getpid(), host=socket.gethostname(), **extra)
+            _record_stack(run, device)
+    except BaseException:
+        for run, files in previous:
+            if not run.fresh:
+                for name, data in files.items():
+                    _restore(run, name, data)
+        for run in runs:
+            if run.fresh:
+                shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    for run in runs:
+        run.fresh = False
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _restore(run: RunDir, name: str, data: bytes | None) -> None:
+    """Put back a file as it was (``None``: it did not exist); best effort (the disk may be full)."""
+    try:
+        if data is None:
+            (run.path / name).unlink(missing_ok=True)
+        else:
+            run.save_atomic(name, lambda tmp: tmp.write_bytes(data))
+    except OSError:
+        pass
+
+
+def resume_status(path: str | Path) -> dict[str, Any]:
+    """The ``status.json`` of the run ``--resume`` was given, or one line saying what ``path`` is instead: a
+    missing path, a file, an empty folder, a folder without ``status.json``, or one whose ``status.json`` is
+    not moerl's (not JSON, not an object, no family). Reads only."""
+    folder = Path(path)
+    if not folder.exists():
+        raise ConfigError(f"run directory '{path}' does not exist")
+    if not folder.is_dir():
+        raise ConfigError(f"'{path}' is a file, not a run directory; give the folder 'moerl train' printed")
+    status_file = folder / STATUS_FILE
+    if not status_file.is_file():
+        what = "an empty folder" if not any(folder.iterdir()) else f"a folder without {STATUS_FILE}"
+        raise ConfigError(f"'{path}' is {what}, not a run directory written by 'moerl train'; nothing to resume")
+    try:
+        status = json.loads(status_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"'{status_file}' is damaged ({first}); moerl cannot tell what run this is") from None
+    if not isinstance(status, dict) or not isinstance(status.get("family"), str):
+        raise ConfigError(f"'{status_file}' is damaged (not a JSON object naming the run's family); moerl cannot "
+                          "tell what run this is")
+    return status
+
+
+def _refuse_unless_resumable(path: str | Path, status: dict[str, Any]) -> None:
+    """Refuse a run that is training now (naming its process) or already finished."""
+    state = run_state(status)
+    if state == "running":
+        raise ConfigError(f"'{path}' is running (pid {status.get('pid')} on {status.get('host')}); only "
+                          "interrupted, failed or crashed runs resume; wait for it, or stop it first")
+    if state == "finished":
+        raise ConfigError(f"'{path}' is finished; only interrupted, failed or crashed runs resume")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from moerl.core.checkpoint_store import (
-    checkpoint_folder,
     checkpoint_step,
+    load_checkpoint_file,
     remove_checkpoints,
     write_checkpoint,
 )
@@ -73,15 +73,24 @@ def save_checkpoint(run_path: str | Path, model: Any, extra: dict[str, Any]) -> 
     return write_checkpoint(run_path, step, lambda work: _write_state(work, model, extra, step))
 
 
+#: What ``state.pkl`` must hold (``extra``: what :class:`~moerl.rl.experiment._Trainer` restores from it).
+STATE_KEYS = ("step", "env", "rng", "logger", "last_metrics_step", "extra")
+EXTRA_KEYS = ("episodes", "eval", "seconds")
+
+
 def load_checkpoint(run_path: str | Path, device: Any = "cpu") -> Checkpoint:
-    """Rebuild the model, its env, replay buffer, random states and logger values from the checkpoint."""
+    """Rebuild the model, its env, replay buffer, random states and logger values from the checkpoint.
+
+    A missing or damaged file (``state.pkl``, ``model.zip``, ``replay.pkl``) is one ConfigError naming it
+    (:func:`~moerl.core.checkpoint_store.load_checkpoint_file`), raised before anything is written.
+    """
     from moerl.rl.sb3.moe_dqn import MoEDQN
 
-    folder = checkpoint_folder(run_path)
-    state = cloudpickle.loads((folder / "state.pkl").read_bytes())
+    state = load_checkpoint_file(run_path, "state.pkl", _read_state)
     # force_reset=False: SB3 would otherwise drop _last_obs and reset the env mid-episode.
-    model = MoEDQN.load(folder / "model.zip", env=state["env"], device=device, force_reset=False)
-    model.load_replay_buffer(folder / "replay.pkl")
+    model = load_checkpoint_file(run_path, "model.zip", lambda path: MoEDQN.load(
+        path, env=state["env"], device=device, force_reset=False))
+    load_checkpoint_file(run_path, "replay.pkl", model.load_replay_buffer)
     model._last_metrics_step = state["last_metrics_step"]
     # SB3's load re-seeds the global generators (set_random_seed in _setup_model): restore them last.
     rng = state["rng"]
@@ -92,6 +101,17 @@ def load_checkpoint(run_path: str | Path, device: Any = "cpu") -> Checkpoint:
         torch.cuda.set_rng_state_all(rng["cuda"])
     model._pending_log = state["logger"]
     return Checkpoint(model, int(state["step"]), state["extra"])
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """``state.pkl``, with everything a resume reads from it (a pickle of something else is damaged)."""
+    state = cloudpickle.loads(path.read_bytes())
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    missing += [f"extra.{k}" for k in EXTRA_KEYS if not missing and (not isinstance(state["extra"], dict)
+                                                                      or k not in state["extra"])]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    return state
 
 
 def restore_logger_values(model: Any, pending: dict[str, Any] | None) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from moerl.core.checkpoint_store import checkpoint_step
+from moerl.core.checkpoint_store import has_checkpoint
 from moerl.runs.sweep.spec import SweepJob
 
 
@@ -59,7 +59,7 @@ def plan_job(job: SweepJob) -> JobPlan:
         return JobPlan(job, "busy", unfinished)
     if all(states[s] != "missing" for s in job.seeds):  # the whole batch (or the one sb3 run) was started
         leader = _leader(job)
-        if leader is not None and checkpoint_step(leader) is not None:
+        if leader is not None and has_checkpoint(leader):  # damaged or not: --resume says what is wrong
             return JobPlan(job, "resume", unfinished, resume_from=job.run_dir(unfinished[0]))
     return JobPlan(job, "train", unfinished)
 

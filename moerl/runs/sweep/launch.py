@@ -32,7 +32,6 @@ command then resumes the interrupted runs and trains the rest.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -46,6 +45,7 @@ from typing import Any
 
 from moerl.core.devices import check_device, resolve_device
 from moerl.core.errors import ConfigError
+from moerl.runs.locks import exclusive_lock
 from moerl.runs.sweep.jobs import (
     Children,
     JobOutcome,
@@ -278,24 +278,11 @@ def logdir_lock(logdir: Path) -> Iterator[None]:
     check_logdir_writable(logdir)
     try:
         logdir.mkdir(parents=True, exist_ok=True)
-        handle = open(logdir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the launch)
     except OSError as exc:  # what the check above cannot see (a full disk, a race)
         raise ConfigError(f"cannot create log directory '{logdir}': {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(f"another moerl sweep ({holder}) is running on '{logdir}'; wait for it, or give "
-                              "another --logdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+    with exclusive_lock(logdir / LOCK_FILE, lambda holder: f"another moerl sweep ({holder}) is running on "
+                        f"'{logdir}'; wait for it, or give another --logdir"):
         yield
-    finally:
-        handle.close()
 
 
 def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address: str | None,
