@@ -11,6 +11,9 @@ import torch
 
 from moerl.runs.provenance import (
     RESULT_PACKAGES,
+    UNKNOWN_COMMIT,
+    build_commit,
+    describe,
     read_stacks,
     source_commit,
     stack_record,
@@ -29,9 +32,21 @@ def test_the_record_names_the_installed_versions_the_commit_and_the_machine():
         except metadata.PackageNotFoundError:
             assert record["packages"][name] is None
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert record["commit"] == head  # tests run from a checkout (editable install)
+    assert record["commit"] == head and record["commit_source"] == "checkout"  # tests run from a checkout
     assert record["torch_threads"] == torch.get_num_threads() and record["device"] == "cpu"
     assert source_commit(Path("/")) == (None, None)  # not a checkout: no commit rather than a wrong one
+
+
+def test_an_installed_moerl_reads_the_commit_its_build_recorded_or_says_it_is_unknown(tmp_path):
+    """The end-to-end case (a built wheel in a fresh venv) is tests/test_packaging.py's wheel test."""
+    info = tmp_path / "_build_info.json"
+    assert build_commit(info) == (None, None)
+    info.write_text(json.dumps({"commit": "0123456789abcdef", "dirty": True}))
+    assert build_commit(info) == ("0123456789abcdef", True)
+    info.write_text("{not json")
+    assert build_commit(info) == (None, None)
+    line = describe({"moerl": "0.1.0", "commit": None, "commit_source": UNKNOWN_COMMIT, "python": "3.11"})
+    assert line.startswith("moerl 0.1.0 @ unknown (installed, not a checkout")
 
 
 def test_every_training_session_adds_a_record_with_its_thread_count(tmp_path):

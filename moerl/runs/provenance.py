@@ -9,13 +9,16 @@ the stack the README's results came from (``pip install -c constraints.txt .``).
 
 A record::
 
-    {"moerl": "0.1.0", "commit": "62d3c8d...", "dirty": false, "python": "3.11.2",
+    {"moerl": "0.1.0", "commit": "62d3c8d...", "dirty": false, "commit_source": "checkout", "python": "3.11.2",
      "packages": {"torch": "2.13.0+cpu", "numpy": "2.4.6", ...}, "platform": "Linux-...",
      "cpu": "x86_64", "cpu_count": 2, "torch_threads": 1, "device": "cpu", "gpu": null,
      "started": "2026-11-23T18:30:00", "host": "..."}
 
-``commit`` is the git commit of the moerl source tree when moerl runs from a git checkout (an editable
-install), else null; ``dirty`` says whether tracked files differed from that commit.
+``commit`` is the git commit of the moerl source, ``dirty`` whether tracked files differed from it, and
+``commit_source`` where they were read (:func:`commit_record`): ``checkout`` (moerl runs from a git checkout,
+an editable install), ``build`` (a wheel built from a checkout, ``pip install .``: the build wrote
+``moerl/_build_info.json``), ``pip`` (``pip install git+URL@REV``: pip's ``direct_url.json``), or
+:data:`UNKNOWN_COMMIT` with ``commit`` null, said in words rather than left as a bare null.
 """
 
 from __future__ import annotations
@@ -61,16 +64,60 @@ def source_commit(path: Path | None = None) -> tuple[str | None, bool | None]:
     return commit or None, bool(changes)
 
 
+#: ``commit_source`` when the commit cannot be known: an install from an sdist or a copy without ``.git``.
+UNKNOWN_COMMIT = "unknown (installed, not a checkout, and not built from one)"
+#: Written into the package by the wheel build (``setup.py``) when it is built from a git checkout.
+BUILD_INFO = Path(__file__).resolve().parents[1] / "_build_info.json"
+
+
+def build_commit(path: Path = BUILD_INFO) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` the wheel build recorded, or ``(None, None)``."""
+    import json
+
+    try:
+        info = json.loads(path.read_text())
+        return str(info["commit"]), bool(info["dirty"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def pip_vcs_commit() -> str | None:
+    """The commit pip installed moerl from (``pip install git+URL@REV``: ``direct_url.json``), or None."""
+    import json
+
+    try:
+        text = metadata.distribution("moerl").read_text("direct_url.json")
+        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
+    except (metadata.PackageNotFoundError, ValueError, AttributeError):
+        return None
+    return str(commit) if commit else None
+
+
+def commit_record() -> dict[str, Any]:
+    """``commit``, ``dirty`` and ``commit_source`` of the running moerl (see the module docstring): the live
+    checkout first (it is what runs), then the build's record, then pip's, else said to be unknown."""
+    commit, dirty = source_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": dirty, "commit_source": "checkout"}
+    commit, dirty = build_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": dirty, "commit_source": "build"}
+    commit = pip_vcs_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": False, "commit_source": "pip"}
+    return {"commit": None, "dirty": None, "commit_source": UNKNOWN_COMMIT}
+
+
 def stack_record(device: str | None = None) -> dict[str, Any]:
     """The record of the current process (see the module docstring)."""
     import torch
 
-    commit, dirty = source_commit()
+    commit = commit_record()
     gpu = None
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(torch.device(device))
     return {
-        "moerl": package_versions(("moerl",))["moerl"], "commit": commit, "dirty": dirty, "python": platform.python_version(),
+        "moerl": package_versions(("moerl",))["moerl"], **commit, "python": platform.python_version(),
         "packages": package_versions(), "platform": platform.platform(), "cpu": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": None if device is None else str(device), "gpu": gpu,
@@ -90,7 +137,7 @@ def stack_key(record: dict[str, Any]) -> tuple[Any, ...]:
 def describe(record: dict[str, Any]) -> str:
     """One line naming a stack: commit, Python and package versions."""
     commit = record.get("commit")
-    head = f"moerl {record.get('moerl')} @ {commit[:10] if commit else 'no git commit'}"
+    head = f"moerl {record.get('moerl')} @ {commit[:10] if commit else record.get('commit_source') or 'no git commit'}"
     if record.get("dirty"):
         head += " (modified)"
     packages = ", ".join(f"{k} {v}" for k, v in (record.get("packages") or {}).items() if v)
