@@ -30,7 +30,9 @@ CPU capability AVX512``):
 
 * **exactly** when the fresh runs' CPU capability is the one the block's ``> stack:`` lines record (or with
   ``--exact``): every line must be equal;
-* **statistically** otherwise (another CPU, or a block written before runs recorded their CPU): the tables
+* **statistically** otherwise (another CPU, or a block written before runs recorded their CPU), or with
+  ``--statistical`` (the same capability is necessary for bit-identical numbers, not sufficient: numpy and
+  the C library's maths also choose code by CPU, so another CPU model can still differ): the tables
   must have the same shape and the same text and integers (variants, seed counts and values, engines,
   steps), and every ``x [lo, hi]`` cell (the 95% confidence intervals over seeds and bootstrap CIs, and the
   continual metrics' ``mean [min, max]`` over seeds) must overlap the block's interval for that cell. Point
@@ -192,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                                        "when the file has one block)")
     parser.add_argument("--write", action="store_true", help="rewrite the blocks from the runs (needs --runs)")
     parser.add_argument("--workers", help="passed to moerl sweep when rerunning")
-    parser.add_argument("--exact", action="store_true", help="compare exactly even when the runs' CPU capability "
-                                                             "is not the one the block records")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--exact", action="store_true", help="compare exactly even when the runs' CPU capability is "
+                                                          "not the one the block records")
+    how.add_argument("--statistical", action="store_true", help="compare statistically even when the CPU "
+                                                                "capability is the block's (another CPU model)")
     args = parser.parse_args(argv)
     path = Path(args.markdown)
     if not path.is_file():
@@ -239,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         old, new = compared(block["body"]), compared(fresh)
         recorded, now = capabilities(block["body"]), capabilities(fresh)
-        if args.exact or (recorded == now and UNRECORDED not in recorded and len(now) == 1):
+        same_cpu = recorded == now and UNRECORDED not in recorded and len(now) == 1
+        if args.exact or (same_cpu and not args.statistical):
             how = "--exact" if args.exact else f"CPU capability {next(iter(now))}, as the block records"
             if old == new:
                 print(f"[check_results] {sweep_file}: the block matches what its command produces, exactly ({how})")
@@ -250,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.writelines(difflib.unified_diff([f"{x}\n" for x in old], [f"{x}\n" for x in new],
                                                        f"{path} (block)", "produced now"))
             continue
-        why = (f"these runs' CPU capability {', '.join(sorted(now))} is not the block's "
-               f"{', '.join(sorted(recorded))}")
+        why = ("--statistical" if same_cpu else f"these runs' CPU capability {', '.join(sorted(now))} is not the "
+               f"block's {', '.join(sorted(recorded))}")
         failures, notes = statistical_differences(old, new)
         for note in notes:
             print(f"[check_results] {sweep_file}: {note}")

@@ -111,6 +111,8 @@ def test_runs_on_another_cpu_are_compared_statistically(tiny_study):
         readme.write_text(_with_interval(good, nudged, lo, hi))  # the same CPU: compared exactly, so it fails
         done = _check(tiny_study, "--runs", "runs/tiny")
         assert done.returncode == 1 and f"compared exactly: CPU capability {capability}" in done.stdout
+        done = _check(tiny_study, "--runs", "runs/tiny", "--statistical")  # asked for: another CPU model
+        assert done.returncode == 0 and "statistically (--statistical" in done.stdout
 
         readme.write_text(_with_interval(other, hi + 5, hi + 4, hi + 6))  # an interval that moved away
         done = _check(tiny_study, "--runs", "runs/tiny")
