@@ -99,6 +99,10 @@ class MoEDQN(DQN):
     rather than silently built as an MoE network: a plain MLP is ``policy_kwargs={"network": {"arch":
     "dense"}}``, which is also the default network.
 
+    The arguments are checked as ``moerl train`` checks its config, by the same functions, before anything
+    is built: a bad value is a :class:`~moerl.core.errors.ConfigError` with the CLI's line. :meth:`learn`
+    runs on the CLI's torch thread count (one) unless told otherwise (``threads=``).
+
     :param policy: ``"MoEPolicy"`` or :class:`MoEDQNPolicy`.
     :param env: the environment (a Gymnasium env, its id, or an SB3 VecEnv). moerl's task suites declare
         their layout (task one-hot, input bounds, valid actions), which the policy reads from here.
@@ -171,7 +175,7 @@ class MoEDQN(DQN):
     ):
         arguments = dict(locals())  # the arguments as given, before anything below rebinds a name
         check_policy(policy)
-        if _init_setup_model:  # a constructor call; ``load`` checks nothing of what it restores
+        if _init_setup_model:  # a user's call; ``load`` builds with defaults, then restores what was saved
             check_arguments(arguments)
         self.loss = LOSSES.check(loss)
         self.aux_loss_coef = aux_loss_coef
