@@ -21,6 +21,24 @@ engine is deterministic for a given config, seed list and device), reports it, a
 a block no longer matches what its command produces; 2 on bad input. Why a script and not a CI test on the
 README itself: the quick study takes about 20 minutes on 2 cores; CI runs this script on a tiny sweep
 (``tests/test_check_results.py``).
+
+How it compares depends on the CPU. Runs are bit-identical only on the same software stack *and* the same
+kind of CPU: torch picks its kernels by the CPU's instruction set (``torch.backends.cpu.get_cpu_capability()``,
+AVX2, AVX512...), its BLAS and oneDNN pick theirs, and one different rounding makes a greedy episode, hence a
+number, differ. Each run's ``stack.json`` records that capability and the report's stack lines name it (``;
+CPU capability AVX512``):
+
+* **exactly** when the fresh runs' CPU capability is the one the block's ``> stack:`` lines record (or with
+  ``--exact``): every line must be equal;
+* **statistically** otherwise (another CPU, or a block written before runs recorded their CPU), or with
+  ``--statistical`` (the same capability is necessary for bit-identical numbers, not sufficient: numpy and
+  the C library's maths also choose code by CPU, so another CPU model can still differ): the tables
+  must have the same shape and the same text and integers (variants, seed counts and values, engines,
+  steps), and every ``x [lo, hi]`` cell (the 95% confidence intervals over seeds and bootstrap CIs, and the
+  continual metrics' ``mean [min, max]`` over seeds) must overlap the block's interval for that cell. Point
+  estimates written without an interval (the claims' ``(dense 0.311, ...)``) repeat numbers whose interval is
+  checked in the tables, so they are not compared on their own; a claim verdict that changes is shown, not
+  failed (a verdict flips when an interval crosses its threshold, which overlapping intervals allow).
 """
 
 from __future__ import annotations
@@ -94,6 +112,56 @@ def compared(body: str) -> list[str]:
     return [line for line in body.strip().splitlines() if not line.startswith(STACK_PREFIX)]
 
 
+#: How a stack line names the CPU capability its runs computed with (``moerl.runs.provenance.describe``).
+CAPABILITY = re.compile(r"; CPU capability ([^;:]+)")
+#: A number with its interval, ``0.520 [0.457, 0.592]``: a CI, or a mean with its [min, max] over seeds.
+INTERVAL = re.compile(r"(-?\d+(?:\.\d+)?) \[(-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?)\]")
+DECIMAL = re.compile(r"-?\d+\.\d+")
+#: A claim's verdict: ``Verdict: **mixed**`` and ``... -> not supported``.
+VERDICT = re.compile(r"(Verdict: \*\*)[^*]+(\*\*)|(-> )[a-z ]+$")
+UNRECORDED = "unrecorded"
+
+
+def capabilities(body: str) -> set[str]:
+    """The CPU capabilities a block's (or digest's) stack lines name; :data:`UNRECORDED` for a stack line
+    without one (runs made before ``stack.json`` recorded it)."""
+    found = set()
+    for line in body.splitlines():
+        if line.startswith(STACK_PREFIX):
+            match = CAPABILITY.search(line)
+            found.add(match.group(1).strip() if match else UNRECORDED)
+    return found or {UNRECORDED}
+
+
+def skeleton(line: str) -> str:
+    """A line with its intervals, decimal numbers and claim verdicts blanked: what must stay equal when the
+    numbers are compared statistically."""
+    line = INTERVAL.sub("<interval>", line)
+    line = DECIMAL.sub("<x>", line)
+    return VERDICT.sub(lambda m: f"{m.group(1) or m.group(3)}<verdict>{m.group(2) or ''}", line)
+
+
+def statistical_differences(old: list[str], new: list[str]) -> tuple[list[str], list[str]]:
+    """``(failures, notes)`` of comparing a block's lines with fresh ones statistically (module docstring):
+    a failure for a line whose shape, text or integers differ or whose interval does not overlap the block's,
+    a note for a changed verdict."""
+    if len(old) != len(new):
+        return [f"the block has {len(old)} lines, the fresh digest {len(new)}"], []
+    failures, notes = [], []
+    for a, b in zip(old, new, strict=True):
+        if skeleton(a) != skeleton(b):
+            failures.append(f"differs beyond its numbers:\n  block: {a}\n  now:   {b}")
+            continue
+        for x, y in zip(INTERVAL.findall(a), INTERVAL.findall(b), strict=True):
+            lo, hi = max(float(x[1]), float(y[1])), min(float(x[2]), float(y[2]))
+            if lo > hi:
+                failures.append(f"interval {y[0]} [{y[1]}, {y[2]}] does not overlap the block's "
+                                f"{x[0]} [{x[1]}, {x[2]}] in: {a}")
+        if [m.group(0) for m in VERDICT.finditer(a)] != [m.group(0) for m in VERDICT.finditer(b)]:
+            notes.append(f"verdict changed (shown, not failed):\n  block: {a}\n  now:   {b}")
+    return failures, notes
+
+
 def moerl(*args: str) -> str:
     """Run the ``moerl`` CLI of this interpreter; stop with its error output if it fails."""
     proc = subprocess.run([sys.executable, "-m", "moerl", *args], capture_output=True, text=True)
@@ -126,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                                        "when the file has one block)")
     parser.add_argument("--write", action="store_true", help="rewrite the blocks from the runs (needs --runs)")
     parser.add_argument("--workers", help="passed to moerl sweep when rerunning")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--exact", action="store_true", help="compare exactly even when the runs' CPU capability is "
+                                                          "not the one the block records")
+    how.add_argument("--statistical", action="store_true", help="compare statistically even when the CPU "
+                                                                "capability is the block's (another CPU model)")
     args = parser.parse_args(argv)
     path = Path(args.markdown)
     if not path.is_file():
@@ -170,13 +243,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[check_results] wrote the block of {sweep_file}")
             continue
         old, new = compared(block["body"]), compared(fresh)
-        if old == new:
-            print(f"[check_results] {sweep_file}: the block matches what its command produces")
+        recorded, now = capabilities(block["body"]), capabilities(fresh)
+        same_cpu = recorded == now and UNRECORDED not in recorded and len(now) == 1
+        if args.exact or (same_cpu and not args.statistical):
+            how = "--exact" if args.exact else f"CPU capability {next(iter(now))}, as the block records"
+            if old == new:
+                print(f"[check_results] {sweep_file}: the block matches what its command produces, exactly ({how})")
+                continue
+            failed += 1
+            print(f"[check_results] {sweep_file}: the block does NOT match what its command produces "
+                  f"(compared exactly: {how}):")
+            sys.stdout.writelines(difflib.unified_diff([f"{x}\n" for x in old], [f"{x}\n" for x in new],
+                                                       f"{path} (block)", "produced now"))
+            continue
+        why = ("--statistical" if same_cpu else f"these runs' CPU capability {', '.join(sorted(now))} is not the "
+               f"block's {', '.join(sorted(recorded))}")
+        failures, notes = statistical_differences(old, new)
+        for note in notes:
+            print(f"[check_results] {sweep_file}: {note}")
+        if not failures:
+            print(f"[check_results] {sweep_file}: the block matches what its command produces, statistically "
+                  f"({why}: same tables, text and integers, every interval overlaps the block's)")
             continue
         failed += 1
-        print(f"[check_results] {sweep_file}: the block does NOT match what its command produces:")
-        sys.stdout.writelines(difflib.unified_diff([f"{x}\n" for x in old], [f"{x}\n" for x in new],
-                                                   f"{path} (block)", "produced now"))
+        print(f"[check_results] {sweep_file}: the block does NOT match what its command produces (compared "
+              f"statistically: {why}):")
+        for failure in failures:
+            print(f"  {failure}")
     if args.write and new_text != text:
         tmp_path = path.with_name(f".{path.name}.tmp")
         tmp_path.write_text(new_text)

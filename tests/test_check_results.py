@@ -4,11 +4,14 @@ scripts/learning_curves.py on the sweep's single-task runs: its medians are thos
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_results.py"
@@ -70,6 +73,82 @@ def test_a_rerun_of_the_sweep_matches_the_block_and_a_changed_number_fails(tiny_
         assert _check(tiny_study, "--runs", "runs/tiny").returncode == 0
     finally:
         readme.write_text(good)
+
+
+def _first_interval_row(text: str) -> tuple[int, re.Match]:
+    """Index of the first table row with an ``x [lo, hi]`` cell whose interval is not a point, and that cell."""
+    for row, line in enumerate(text.splitlines(keepends=True)):
+        for match in re.finditer(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]", line):
+            if line.startswith("| ") and float(match.group(2)) < float(match.group(3)):
+                return row, match
+    raise AssertionError("no table cell with an interval")
+
+
+def _with_interval(text: str, point: float, lo: float, hi: float) -> str:
+    lines = text.splitlines(keepends=True)
+    row, match = _first_interval_row(text)
+    lines[row] = lines[row][:match.start()] + f"{point:.3f} [{lo:.3f}, {hi:.3f}]" + lines[row][match.end():]
+    return "".join(lines)
+
+
+def test_runs_on_another_cpu_are_compared_statistically(tiny_study):
+    """Exact on the CPU capability the block records; on another one the tables' shape, text and integers must
+    match and every interval must overlap the block's (the rules themselves: the test below)."""
+    readme = tiny_study / "README.md"
+    good = readme.read_text()
+    capability = re.search(r"; CPU capability ([^;:]+)", good).group(1)  # the fresh runs record it
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    other = good.replace(f"; CPU capability {capability}", "; CPU capability OTHER-CPU")
+    _, match = _first_interval_row(good)
+    point, lo, hi = (float(g) for g in match.groups())
+    nudged = (lo + hi) / 2 if abs((lo + hi) / 2 - point) >= 0.001 else (lo + point) / 2  # the same interval
+    try:
+        readme.write_text(_with_interval(other, nudged, lo, hi))  # another CPU's noise within the interval
+        done = _check(tiny_study, "--runs", "runs/tiny")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"statistically (these runs' CPU capability {capability} is not the block's OTHER-CPU" in done.stdout
+
+        readme.write_text(_with_interval(good, nudged, lo, hi))  # the same CPU: compared exactly, so it fails
+        done = _check(tiny_study, "--runs", "runs/tiny")
+        assert done.returncode == 1 and f"compared exactly: CPU capability {capability}" in done.stdout
+        done = _check(tiny_study, "--runs", "runs/tiny", "--statistical")  # asked for: another CPU model
+        assert done.returncode == 0 and "statistically (--statistical" in done.stdout
+
+        readme.write_text(_with_interval(other, hi + 5, hi + 4, hi + 6))  # an interval that moved away
+        done = _check(tiny_study, "--runs", "runs/tiny")
+        assert done.returncode == 1 and "compared statistically" in done.stdout
+        assert "does not overlap the block's" in done.stdout
+    finally:
+        readme.write_text(good)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("check_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_statistical_rules():
+    check = _script()
+    block = ["| variant | seeds | IQM [95% CI] | P(X > dense) [95% CI] |",
+             "| dense | 5 | 0.538 [0.304, 0.758] | (baseline) |",
+             "   - crl: IQM difference -0.109 [-0.342, 0.158], (dense 0.311, big 0.742) -> not supported"]
+    same_shape = ["| variant | seeds | IQM [95% CI] | P(X > dense) [95% CI] |",
+                  "| dense | 5 | 0.501 [0.290, 0.700] | (baseline) |",
+                  "   - crl: IQM difference 0.020 [-0.300, 0.250], (dense 0.300, big 0.700) -> mixed"]
+    failures, notes = check.statistical_differences(block, same_shape)
+    assert failures == [] and len(notes) == 1 and "verdict changed" in notes[0]  # shown, not failed
+    moved = [block[0], "| dense | 5 | 0.900 [0.800, 0.950] | (baseline) |", block[2]]
+    (failure,) = check.statistical_differences(block, moved)[0]
+    assert "0.900 [0.800, 0.950] does not overlap the block's 0.538 [0.304, 0.758]" in failure
+    fewer_seeds = [block[0], "| dense | 4 | 0.538 [0.304, 0.758] | (baseline) |", block[2]]
+    assert "differs beyond its numbers" in check.statistical_differences(block, fewer_seeds)[0][0]
+    assert check.statistical_differences(block, block[:2])[0]  # a missing line
+    stack = "> stack: moerl 0.1.0 @ abc; Python 3.11.7; torch 2.13.0+cpu; CPU capability AVX2; BLAS mkl 2024.2: 4 run(s)"
+    assert check.capabilities(stack) == {"AVX2"}
+    assert check.capabilities("> stack: moerl 0.1.0 @ abc; Python 3.11.7; torch 2.13.0+cpu: 4 run(s)") == {
+        check.UNRECORDED}  # a block written before runs recorded their CPU: never compared exactly
 
 
 @pytest.mark.parametrize("args, message", [

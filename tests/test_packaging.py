@@ -22,6 +22,7 @@ import pytest
 from moerl.core.config import load_yaml
 from moerl.core.config_files import CONFIG_ROOT, resolve_config_file, shipped_configs
 from moerl.core.errors import ConfigError
+from moerl.runs.provenance import UNKNOWN_COMMIT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,10 +109,15 @@ def _skip_when_copying(folder: str, names: list[str]) -> set[str]:
     return skipped | (_SKIP_AT_TOP & set(names) if Path(folder).resolve() == REPO else set())
 
 
-def _build_wheel(out: Path) -> Path:
-    """``pip wheel --no-deps`` on a copy of the source tree (a stale ``build/`` could leak into the wheel)."""
+def _build_wheel(out: Path) -> tuple[Path, str]:
+    """``pip wheel --no-deps`` on a copy of the source tree (a stale ``build/`` could leak into the wheel),
+    made a git checkout of its own with one commit, as a clone is; returns the wheel and that commit."""
     src = out / "src"
     shutil.copytree(REPO, src, ignore=_skip_when_copying)
+    git = ["git", "-C", str(src), "-c", "user.name=moerl tests", "-c", "user.email=tests@moerl.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "the built tree"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out / "dist"), str(src)]
     try:  # our setuptools is recent enough: build offline; else pip fetches setuptools>=68 (PyPI)
         if int(metadata.version("setuptools").split(".")[0]) >= 68:
@@ -120,7 +126,7 @@ def _build_wheel(out: Path) -> Path:
         pass
     subprocess.run(cmd, check=True)
     (wheel,) = (out / "dist").glob("moerl-*.whl")
-    return wheel
+    return wheel, commit
 
 
 def _fresh_venv(where: Path) -> tuple[Path, Path]:
@@ -141,7 +147,7 @@ def _fresh_venv(where: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_trains_every_family_from_shipped_configs(tmp_path):
-    wheel = _build_wheel(tmp_path / "build")
+    wheel, commit = _build_wheel(tmp_path / "build")
     python, site = _fresh_venv(tmp_path / "venv")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet",
                     str(wheel)], check=True)
@@ -163,3 +169,14 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_every_family_from_shipped_c
         assert proc.returncode == 0, f"{family}: {proc.stderr[-2000:]}"
         status = json.loads((work / "runs" / family / "status.json").read_text())
         assert status["status"] == "finished" and status["family"] == family
+        # stack.json names the commit the wheel was built from (it was null for every non-editable install)
+        (record,) = json.loads((work / "runs" / family / "stack.json").read_text())
+        assert (record["commit"], record["dirty"], record["commit_source"]) == (commit, False, "build"), record
+
+    # Without the build's record (an sdist, a copy without .git) the commit is said to be unknown, not null.
+    (site / "moerl" / "_build_info.json").unlink()
+    proc = run("-m", "moerl", "train", *FAMILY_RUNS["moe-dqn"], "--logdir", "runs", "--run-name", "no-record",
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = json.loads((work / "runs" / "no-record" / "stack.json").read_text())
+    assert record["commit"] is None and record["commit_source"] == UNKNOWN_COMMIT

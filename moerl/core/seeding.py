@@ -13,9 +13,10 @@ Rules (see the README's "Seeds" section):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,10 +119,38 @@ def parse_seeds(spec: str) -> list[int]:
         if len(seeds) + hi - lo + 1 > MAX_SEEDS:  # checked before the list grows: repeats cannot exhaust memory
             raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
         seeds.extend(range(lo, hi + 1))
-    for seed in seeds:
-        check_seed(seed)
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds '{spec}' names a seed twice")
-    if len(seeds) > MAX_SEEDS:
-        raise ConfigError(f"--seeds '{spec}' names more than {MAX_SEEDS:,} seeds")
-    return seeds
+    return check_seeds(seeds, f"--seeds '{spec}'")
+
+
+def check_seeds(seeds: Sequence[Any], what: str) -> list[int]:
+    """Each seed valid (:func:`check_seed`), none twice, at most :data:`MAX_SEEDS`: the rules of ``--seeds``,
+    for the parsed flag and the Python API's ``seeds=`` alike (``what`` names the value in the message)."""
+    from moerl.core.errors import ConfigError
+
+    out = [check_seed(seed) for seed in seeds]
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{what} names a seed twice")
+    if len(out) > MAX_SEEDS:
+        raise ConfigError(f"{what} names more than {MAX_SEEDS:,} seeds")
+    return out
+
+
+def api_seeds(seeds: str | Sequence[int]) -> list[int]:
+    """The ``seeds=`` of a Python API object: a list of integer seeds, or text read as ``--seeds`` reads it.
+
+    Why: the API must accept exactly what the CLI accepts. A string is the CLI's spec (``"0-9"``; ``"12"`` is
+    seed 12, never the characters '1' and '2'); a sequence must hold distinct integers (no ``1.5`` made 1)
+    and at least one seed (a numpy array is read as its list); anything else is refused with one line.
+    """
+    from moerl.core.errors import ConfigError
+
+    if isinstance(seeds, str):
+        return parse_seeds(seeds)
+    if isinstance(seeds, np.ndarray):
+        seeds = seeds.tolist()
+    if not isinstance(seeds, Sequence):
+        raise ConfigError(f"seeds must be a list of integer seeds or a --seeds text such as '0-9', got {seeds!r}")
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. [0, 1, 2] or '0-9'")
+    given = list(seeds)
+    return check_seeds(given, f"seeds {given!r}")

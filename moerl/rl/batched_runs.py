@@ -35,6 +35,7 @@ import numpy as np
 from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints, save_torch, write_checkpoint
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
+from moerl.core.threads import TRAINING_THREADS
 from moerl.rl.record import (
     AUX_LOSS_TAG,
     LOSS_TAG,
@@ -144,7 +145,7 @@ class _Batch:
             name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
         self.schedule = (TaskSchedule(self.spec.schedule(), self.spec.task_names, return_scale(self.bounds))
                          if self.bounds else None)  # the task-schedule series on the TensorBoard charts
-        torch.set_num_threads(1)
+        torch.set_num_threads(TRAINING_THREADS)
         self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config),
                                 metrics_interval=config.logging.metrics_interval)
         self.last_eval = -1

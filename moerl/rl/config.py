@@ -25,8 +25,8 @@ from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 from moerl.core.seeding import check_seed
 from moerl.nn.choices import ARCHS, ROUTED_ARCHS, ROUTERS
-from moerl.rl.algos.dqn import LOSSES, DQNHyperParams
-from moerl.rl.nets.encoder import MoENetworkConfig
+from moerl.rl.algos.dqn import DQNHyperParams
+from moerl.rl.nets.encoder import MoENetworkConfig, refuse_ignored_keys
 from moerl.runs.kinds import Option, config_options, hashed_run_name
 
 FAMILY_NAME = "moe-dqn"
@@ -58,16 +58,6 @@ RL_ALGOS = Registry("RL algorithm", {
 def check_algo(algo: str | None) -> str:
     """The RL algorithm ``--algo`` names (default ``dqn``), or the one-line refusal with the valid choices."""
     return RL_ALGOS.check("dqn" if algo is None else algo)
-
-
-#: Network keys that only some routers read: giving one for another router would be silently ignored.
-ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
-    "network.topk": ("topk",),
-    "network.noise_std": ("topk",),
-    "network.balance_loss": ("topk",),
-    "network.slots_per_expert": ("softmoe",),
-    "network.normalize": ("softmoe",),
-}
 
 
 @dataclass
@@ -190,28 +180,16 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
 
     check_env_kwargs(resolve_env(config.env), config.env_kwargs)
     net, d = config.network, config.dqn
-    LOSSES.check(d.loss)
+    d.validate()
     for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
                         ("network.hidden", net.hidden), ("network.tokens", net.tokens),
-                        ("dqn.batch_size", d.batch_size), ("dqn.train_freq", d.train_freq),
-                        ("dqn.learning_rate", d.learning_rate), ("dqn.gradient_steps", d.gradient_steps),
-                        ("dqn.target_update_interval", d.target_update_interval),
                         ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
                         ("logging.metrics_interval", config.logging.metrics_interval),
                         ("logging.log_interval", config.logging.log_interval)):
         check_positive(what, value)
     check_positive("eval.freq", config.eval.freq, allow_zero=True)
     check_positive("checkpoint.every", config.checkpoint.every, allow_zero=True)
-    check_positive("dqn.aux_loss_coef", d.aux_loss_coef, allow_zero=True)
-    check_positive("dqn.adam_eps", d.adam_eps)
-    check_positive("dqn.max_grad_norm", d.max_grad_norm)
-    check_positive("dqn.learning_starts", d.learning_starts, allow_zero=True)
     check_positive("network.noise_std", net.noise_std, allow_zero=True)
-    for what, value in (("dqn.exploration_initial_eps", d.exploration_initial_eps),
-                        ("dqn.exploration_final_eps", d.exploration_final_eps),
-                        ("dqn.exploration_fraction", d.exploration_fraction)):
-        if not 0 <= value <= 1:
-            raise ConfigError(f"{what} must be in [0, 1], got {value}")
     check_seed(config.seed)
     check_sizes(config)
     _check_reference_runs(config.eval.reference_runs)
@@ -220,12 +198,8 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
             raise ConfigError(f"eval.reference_runs.{task}: '{path}' is not a run directory with an eval.csv")
     if config.timesteps is not None:
         check_positive("timesteps", config.timesteps)
-    if d.buffer_size is not None:
-        check_positive("dqn.buffer_size", d.buffer_size)
-    if not 0 <= d.gamma <= 1:
-        raise ConfigError(f"dqn.gamma must be in [0, 1], got {d.gamma}")
     net.validate()
-    _refuse_ignored(config, given)
+    refuse_ignored_keys(net, given, _flag_of)
     if config.device.startswith("cuda"):
 
         resolve_device(config.device)
@@ -296,25 +270,6 @@ def check_sizes(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1, capacit
         f"{who} about {total / 2**30:,.1f} GiB ({part}: {size / 2**30:,.1f} GiB, sized by "
         f"{key}); this machine allows {limit / 2**30:.1f} GiB per run{'; run fewer seeds at once' if seeds > 1 else ''}"
     )
-
-
-def _refuse_ignored(config: DQNRunConfig, given: frozenset[str]) -> None:
-    """A setting the user gave that this network would not read is an error, not a silent no-op."""
-    arch, router = config.network.arch, config.network.router
-    if arch not in ROUTED_ARCHS:
-        ignored = {"network.router", "network.tokens", *ROUTER_ONLY_KEYS}
-        if arch == "dense":
-            ignored.add("network.experts")
-        for key in sorted(ignored & given):
-            raise ConfigError(
-                f"{_flag_of(key)} does not apply to arch '{arch}' (it has no router); "
-                f"archs with a router: {', '.join(ROUTED_ARCHS)}"
-            )
-    for key, routers in ROUTER_ONLY_KEYS.items():
-        if key in given and router not in routers:
-            raise ConfigError(
-                f"{_flag_of(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
-            )
 
 
 def engine_device(config: DQNRunConfig, device: str | None = None):

@@ -28,6 +28,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.core.seeding import parse_seeds
+from moerl.core.threads import TRAINING_THREADS
 from moerl.rl.config import (
     FAMILY_NAME,
     FLAGS,
@@ -134,7 +135,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
     if seeds_spec is not None or config.engine == "batched":
         return _train_seeds(request, config, seeds_spec)
     label = run_label(to_dict(config))  # before the budget is resolved: the name a sweep gives this config
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAINING_THREADS)
     env = make_env(config)
     try:
         if config.timesteps is None:
@@ -204,7 +205,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
     config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAINING_THREADS)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
     with running(run, FAMILY_NAME, config.seed, str(engine_device(config)), resumed_from=step):
         run.write_config(to_dict(config))
@@ -370,7 +371,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     from moerl.rl.evaluation import evaluate_tasks, task_env_factories
     from moerl.rl.sb3.moe_dqn import MoEDQN
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAINING_THREADS)
     run = RunDir(run_path)
     config = from_dict(DQNRunConfig, run.read_config())
     device = engine_device(config, options.get("device"))

@@ -9,19 +9,32 @@ the stack the README's results came from (``pip install -c constraints.txt .``).
 
 A record::
 
-    {"moerl": "0.1.0", "commit": "62d3c8d...", "dirty": false, "python": "3.11.2",
+    {"moerl": "0.1.0", "commit": "62d3c8d...", "dirty": false, "commit_source": "checkout", "python": "3.11.2",
      "packages": {"torch": "2.13.0+cpu", "numpy": "2.4.6", ...}, "platform": "Linux-...",
      "cpu": "x86_64", "cpu_count": 2, "torch_threads": 1, "device": "cpu", "gpu": null,
+     "cpu_capability": "AVX512", "cpu_model": "Intel(R) Xeon(R) Processor",
+     "blas": {"blas": "mkl", "lapack": "mkl", "mkl": "2024.2", "onednn": "v3.12.0", "parallel": "OpenMP"},
      "started": "2026-11-23T18:30:00", "host": "..."}
 
-``commit`` is the git commit of the moerl source tree when moerl runs from a git checkout (an editable
-install), else null; ``dirty`` says whether tracked files differed from that commit.
+Why the CPU: the same stack computes different float roundings on different CPUs, because torch picks its
+kernels by the instruction set it finds (``cpu_capability``: ``torch.backends.cpu.get_cpu_capability()``,
+e.g. AVX2 or AVX512) and its BLAS and oneDNN (MKL on x86 builds, parsed from ``torch.__config__``) pick
+theirs; one rounding apart, a run's greedy episodes diverge and its numbers with them. A run reproduces
+bit for bit on the same stack and the same kind of CPU; ``scripts/check_results.py`` compares exactly only
+when the CPU capability equals the one a README block records, and statistically otherwise.
+
+``commit`` is the git commit of the moerl source, ``dirty`` whether tracked files differed from it, and
+``commit_source`` where they were read (:func:`commit_record`): ``checkout`` (moerl runs from a git checkout,
+an editable install), ``build`` (a wheel built from a checkout, ``pip install .``: the build wrote
+``moerl/_build_info.json``), ``pip`` (``pip install git+URL@REV``: pip's ``direct_url.json``), or
+:data:`UNKNOWN_COMMIT` with ``commit`` null, said in words rather than left as a bare null.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -61,40 +74,146 @@ def source_commit(path: Path | None = None) -> tuple[str | None, bool | None]:
     return commit or None, bool(changes)
 
 
+#: ``commit_source`` when the commit cannot be known: an install from an sdist or a copy without ``.git``.
+UNKNOWN_COMMIT = "unknown (installed, not a checkout, and not built from one)"
+#: Written into the package by the wheel build (``setup.py``) when it is built from a git checkout.
+BUILD_INFO = Path(__file__).resolve().parents[1] / "_build_info.json"
+
+
+def build_commit(path: Path = BUILD_INFO) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` the wheel build recorded, or ``(None, None)``."""
+    import json
+
+    try:
+        info = json.loads(path.read_text())
+        return str(info["commit"]), bool(info["dirty"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def pip_vcs_commit() -> str | None:
+    """The commit pip installed moerl from (``pip install git+URL@REV``: ``direct_url.json``), or None."""
+    import json
+
+    try:
+        text = metadata.distribution("moerl").read_text("direct_url.json")
+        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
+    except (metadata.PackageNotFoundError, ValueError, AttributeError):
+        return None
+    return str(commit) if commit else None
+
+
+def commit_record() -> dict[str, Any]:
+    """``commit``, ``dirty`` and ``commit_source`` of the running moerl (see the module docstring): the live
+    checkout first (it is what runs), then the build's record, then pip's, else said to be unknown."""
+    commit, dirty = source_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": dirty, "commit_source": "checkout"}
+    commit, dirty = build_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": dirty, "commit_source": "build"}
+    commit = pip_vcs_commit()
+    if commit is not None:
+        return {"commit": commit, "dirty": False, "commit_source": "pip"}
+    return {"commit": None, "dirty": None, "commit_source": UNKNOWN_COMMIT}
+
+
+def cpu_capability() -> str | None:
+    """The instruction set torch's CPU kernels use here (``AVX2``, ``AVX512``, ``DEFAULT``...), or None."""
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's word for it), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def blas_info(config: str | None = None, parallel: str | None = None) -> dict[str, str | None]:
+    """The linear-algebra libraries torch was built with, short: BLAS and LAPACK, the MKL and oneDNN versions
+    and the parallel backend, parsed from ``torch.__config__.show()`` and ``parallel_info()`` (or the texts
+    given); None for what the build does not say."""
+    if config is None or parallel is None:
+        import torch
+
+        config = torch.__config__.show() if config is None else config
+        parallel = torch.__config__.parallel_info() if parallel is None else parallel
+
+    def find(pattern: str, text: str) -> str | None:
+        match = re.search(pattern, text)
+        return match.group(1) if match else None
+
+    return {
+        "blas": find(r"BLAS_INFO=([^,\s]+)", config),
+        "lapack": find(r"LAPACK_INFO=([^,\s]+)", config),
+        "mkl": find(r"Math Kernel Library Version ([\d.]+)", config),
+        "onednn": find(r"(?:MKL-DNN|oneDNN) (v[\d.]+)", config),
+        "parallel": find(r"ATen parallel backend: (\S+)", parallel),
+    }
+
+
+def blas_text(blas: dict[str, Any] | None) -> str | None:
+    """``mkl 2024.2, oneDNN v3.12.0`` from :func:`blas_info`'s record, or None when it names nothing."""
+    if not blas:
+        return None
+    library = " ".join(filter(None, [blas.get("blas"), blas.get("mkl")]))
+    onednn = f"oneDNN {blas['onednn']}" if blas.get("onednn") else ""
+    return ", ".join(p for p in (library, onednn) if p) or None
+
+
 def stack_record(device: str | None = None) -> dict[str, Any]:
     """The record of the current process (see the module docstring)."""
     import torch
 
-    commit, dirty = source_commit()
+    commit = commit_record()
     gpu = None
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(torch.device(device))
     return {
-        "moerl": package_versions(("moerl",))["moerl"], "commit": commit, "dirty": dirty, "python": platform.python_version(),
+        "moerl": package_versions(("moerl",))["moerl"], **commit, "python": platform.python_version(),
         "packages": package_versions(), "platform": platform.platform(), "cpu": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": None if device is None else str(device), "gpu": gpu,
+        "cpu_capability": cpu_capability(), "cpu_model": cpu_model(), "blas": blas_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(),
     }
 
 
 def stack_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """What must be equal for two runs to count as made by the same stack: moerl's commit (and whether it
-    was modified), Python and the result-shaping packages. The machine and thread count are shown, not
-    compared (the same stack gives the same numbers on CPU)."""
+    was modified), Python, the result-shaping packages, and the CPU capability and BLAS torch computes
+    with (they change float rounding). The machine's name and thread count are shown, not compared."""
     packages = record.get("packages") or {}
     return (record.get("commit"), record.get("dirty"), record.get("python"),
-            tuple(sorted((k, v) for k, v in packages.items())))
+            tuple(sorted((k, v) for k, v in packages.items())), record.get("cpu_capability"),
+            blas_text(record.get("blas")))
 
 
 def describe(record: dict[str, Any]) -> str:
-    """One line naming a stack: commit, Python and package versions."""
+    """One line naming a stack: commit, Python, package versions, and the CPU capability and BLAS when the
+    record has them (``scripts/check_results.py`` reads the capability from this line)."""
     commit = record.get("commit")
-    head = f"moerl {record.get('moerl')} @ {commit[:10] if commit else 'no git commit'}"
+    head = f"moerl {record.get('moerl')} @ {commit[:10] if commit else record.get('commit_source') or 'no git commit'}"
     if record.get("dirty"):
         head += " (modified)"
     packages = ", ".join(f"{k} {v}" for k, v in (record.get("packages") or {}).items() if v)
-    return f"{head}; Python {record.get('python')}; {packages}"
+    line = f"{head}; Python {record.get('python')}; {packages}"
+    if record.get("cpu_capability"):
+        line += f"; CPU capability {record['cpu_capability']}"
+    blas = blas_text(record.get("blas"))
+    if blas:
+        line += f"; BLAS {blas}"
+    return line
 
 
 def read_stacks(run_path: Path) -> list[dict[str, Any]]:

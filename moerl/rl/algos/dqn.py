@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from moerl.core.errors import ConfigError, check_positive
 from moerl.core.registry import Registry
 
 LOSSES = Registry("loss", {
@@ -54,6 +55,28 @@ class DQNHyperParams:
     aux_loss_coef: float = 0.01
     #: Dopamine does not clip; SB3 always calls clip_grad_norm_, so "no clipping" is a huge norm.
     max_grad_norm: float = 1e9
+
+    def validate(self) -> DQNHyperParams:
+        """Every value possible, or a :class:`ConfigError` naming it as ``dqn.<key>``; returns ``self``.
+
+        The one check of these settings: ``moerl train`` runs it on the config's ``dqn:`` section, and
+        :class:`MoEDQN` and :class:`BatchedDQN` on their arguments, so the Python API refuses what the CLI
+        refuses, with the same line (a negative clipping norm would train by gradient ascent).
+        """
+        LOSSES.check(self.loss)
+        for name in ("batch_size", "train_freq", "learning_rate", "gradient_steps", "target_update_interval",
+                     "adam_eps", "max_grad_norm"):
+            check_positive(f"dqn.{name}", getattr(self, name))
+        for name in ("aux_loss_coef", "learning_starts"):
+            check_positive(f"dqn.{name}", getattr(self, name), allow_zero=True)
+        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction", "gamma"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"dqn.{name} must be in [0, 1], got {value}")
+        if self.buffer_size is not None:
+            check_positive("dqn.buffer_size", self.buffer_size)
+        return self
+
 
 #: Replay capacity when neither the user nor a CRL schedule sets it (dopamine's).
 DEFAULT_BUFFER_SIZE = 50_000

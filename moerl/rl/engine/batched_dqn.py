@@ -43,13 +43,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
+from moerl.core.errors import ConfigError, check_positive
 from moerl.core.seed_streams import SeedStreams, splitmix64
+from moerl.core.seeding import api_seeds
+from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import BatchedTaskSuite
 from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
-from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, network_config
+from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
 from moerl.rl.spec import SuiteSpec
 
@@ -63,6 +67,49 @@ def linear_schedule(start: float, end: float, fraction: float, progress_remainin
     if done > fraction:
         return end
     return start + done * (end - start) / fraction
+
+
+#: Gymnasium's own bookkeeping wrappers (``gym.make`` adds them): they change nothing the engine would lose.
+_CHECKING_WRAPPERS = ("OrderEnforcing", "PassiveEnvChecker")
+
+
+def suite_of(env: Any) -> SuiteSpec:
+    """The task suite the engine reproduces: ``env`` itself, or the suite inside ``gym.make``'s wrappers.
+
+    Why refuse other wrappers: the engine reads the suite's settings and runs its own torch dynamics, so a
+    wrapper's effect (``gym.make(id, max_episode_steps=N)`` adds a ``TimeLimit``) would silently be lost;
+    the suite's own keyword (``TaskSuiteEnv(..., max_episode_steps=N)``) takes effect. Rendering is not the engine's job either. Read by attribute, so this stays free of
+    Gymnasium (an import contract).
+    """
+    wrappers = []
+    inner = env
+    while getattr(inner, "unwrapped", inner) is not inner and hasattr(inner, "env"):
+        wrappers.append(type(inner).__name__)
+        inner = inner.env
+    suite = getattr(env, "unwrapped", env)
+    if not all(hasattr(suite, key) for key in ("task_names", "block_steps", "episode_limits", "schedule")):
+        raise ConfigError(
+            f"BatchedDQN runs moerl's task suites (TaskSuiteEnv, e.g. gym.make('moerl/CartPole-MTRL-v0')), "
+            f"not {type(suite).__name__}; for CartPole-v1 use TaskSuiteEnv(['cartpole-default'], 'mtrl', "
+            "task_onehot=False), for other envs MoEDQN")
+    lost = [name for name in wrappers if name not in _CHECKING_WRAPPERS]
+    if lost:
+        raise ConfigError(
+            f"BatchedDQN runs the suite itself, so the Gymnasium wrapper(s) {', '.join(lost)} would be ignored; "
+            "give the suite its own settings instead (an episode limit: TaskSuiteEnv(..., max_episode_steps=N), "
+            "not gym.make(id, max_episode_steps=N))")
+    if getattr(suite, "render_mode", None) is not None:
+        raise ConfigError(f"BatchedDQN does not render; make the suite without render_mode "
+                          f"(got {suite.render_mode!r})")
+    return suite
+
+
+def hyperparams(dqn: DQNHyperParams | dict[str, Any] | None) -> DQNHyperParams:
+    """``dqn`` as checked settings: the object or a dict of its keys, read (types) and validated as
+    ``moerl train``'s ``dqn:`` section (:func:`from_dict`, :meth:`DQNHyperParams.validate`)."""
+    if dqn is None:
+        return DQNHyperParams()
+    return from_dict(DQNHyperParams, to_dict(dqn) if isinstance(dqn, DQNHyperParams) else dqn, "dqn.").validate()
 
 
 @dataclass
@@ -91,25 +138,33 @@ class BatchedDQN:
     """S seeds of MoE DQN on one task suite, trained together (see the module docstring).
 
     Args:
-        suite: the task suite (a :class:`TaskSuiteEnv`: its tasks, schedule and limits are the spec).
-        seeds: one run per seed.
+        suite: the task suite: a :class:`TaskSuiteEnv` (its tasks, schedule and limits are the spec), also as
+            ``gym.make("moerl/...")`` returns it (the suite inside Gymnasium's checking wrappers).
+        seeds: one run per seed: distinct integers, or text as ``moerl train --seeds`` reads it (``"0-9"``).
         network: the Q-network, as for :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s ``policy_kwargs["network"]``.
-        dqn: the algorithm's settings (defaults: :class:`DQNHyperParams`).
+        dqn: the algorithm's settings, a :class:`DQNHyperParams` or a dict of its keys (defaults:
+            :class:`DQNHyperParams`).
         device: where everything lives.
         metrics_interval: env steps between MoE metrics of a training minibatch (as ``logging.metrics_interval``
             on the SB3 path), gathered in :attr:`log`.
+
+    Every argument is checked as ``moerl train`` checks it (the same functions, the same one-line
+    :class:`~moerl.core.errors.ConfigError`) before anything is built.
     """
 
-    def __init__(self, suite: SuiteSpec, seeds: Sequence[int], network: MoENetworkConfig | dict[str, Any] | None = None,
-                 dqn: DQNHyperParams | None = None, device: str | torch.device = "cpu",
+    def __init__(self, suite: SuiteSpec, seeds: str | Sequence[int],
+                 network: MoENetworkConfig | dict[str, Any] | None = None,
+                 dqn: DQNHyperParams | dict[str, Any] | None = None, device: str | torch.device = "cpu",
                  metrics_interval: int = 1000) -> None:
+        suite = suite_of(suite)
+        self.seeds = api_seeds(seeds)
+        self.num_seeds = len(self.seeds)
+        self.hp = hyperparams(dqn)
+        self.network_config = checked_network(network)
+        check_positive("logging.metrics_interval", metrics_interval)
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of many seeds: see moerl.core.cpu_allocator
-        self.seeds = [int(s) for s in seeds]
-        self.num_seeds = len(self.seeds)
-        self.hp = dqn or DQNHyperParams()
-        self.network_config = network_config(network)
         self.env = BatchedTaskSuite(suite, self.seeds, self.device)
         layout = layout_for_env(suite)
         check_layout_fits(self.network_config, layout, repr(suite))
@@ -160,15 +215,22 @@ class BatchedDQN:
         return (mask.cumsum(1) > k[:, None]).float().argmax(1)
 
     # ------------------------------------------------------------------ the loop
-    def learn(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
+    def learn(self, total_timesteps: int, schedule_timesteps: int | None = None, *,
+              threads: int | None = TRAINING_THREADS) -> BatchedDQN:
         """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (continuing where it stands),
         then gather what the chunk logged into :attr:`log` (the boundary).
 
         ``schedule_timesteps``: the run's total, when it is trained in chunks (the exploration schedule
         follows the run, as :attr:`MoEDQN.schedule_timesteps`); default ``total_timesteps``.
+
+        ``threads``: torch threads while this call runs, the caller's count restored afterwards (also when it
+        raises). The default is the count ``moerl train`` uses (:data:`~moerl.core.threads.TRAINING_THREADS`,
+        one), as these small networks run slower on torch's default of one thread per core; ``None`` opts
+        out and keeps the caller's ``torch.set_num_threads``.
         """
-        self.advance(total_timesteps, schedule_timesteps)
-        self.sync_log()
+        with torch_threads(threads):
+            self.advance(total_timesteps, schedule_timesteps)
+            self.sync_log()
         return self
 
     def advance(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
@@ -301,6 +363,7 @@ class BatchedDQN:
         (:func:`moerl.rl.evaluation.run_task_episodes` keeps 512), read from the forward pass that chooses the
         actions: actions, returns and random streams are the same with or without it (tested).
         """
+        check_positive("episodes", episodes)
         s, t = self.num_seeds, 1 if tasks is None else len(tasks)
         # One key per (run seed, evaluation seed, episode), the same for every task: a seed evaluates the
         # same alone or in a batch, and a task the same alone or with others.

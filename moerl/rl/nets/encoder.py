@@ -11,13 +11,16 @@ batched engine, so the two read observations identically; no Stable-Baselines3, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from moerl.core.config import from_dict
+from moerl.core.errors import ConfigError
+from moerl.nn.choices import ROUTED_ARCHS
 from moerl.rl.nets.obs_layout import ObsLayout
 from moerl.rl.nets.qnetwork import QNetworkConfig
 
@@ -45,6 +48,64 @@ def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetw
     if isinstance(network, MoENetworkConfig):
         return network.validate()  # type: ignore[return-value]
     return from_dict(MoENetworkConfig, network or {}, "network.").validate()  # type: ignore[return-value]
+
+
+#: Network keys that only some routers read: giving one for another router would be silently ignored.
+ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "network.topk": ("topk",),
+    "network.noise_std": ("topk",),
+    "network.balance_loss": ("topk",),
+    "network.slots_per_expert": ("softmoe",),
+    "network.normalize": ("softmoe",),
+}
+
+
+def _quoted(key: str) -> str:
+    return f"'{key}'"
+
+
+def refuse_ignored_keys(net: MoENetworkConfig, given: Iterable[str],
+                        name: Callable[[str], str] = _quoted) -> None:
+    """A network key the user gave (``given``: dotted ``network.<key>``) that this network would not read is
+    a :class:`ConfigError`, not a silent no-op: a router on an arch without one, ``topk`` on softmoe...
+
+    ``name`` writes a key in the message (``moerl train`` adds its flag, e.g. ``'network.router' (--router)``).
+    The one check of ``moerl train`` and of the Python API (:func:`checked_network`).
+    """
+    arch, router = net.arch, net.router
+    given = set(given)
+    if arch not in ROUTED_ARCHS:
+        ignored = {"network.router", "network.tokens", *ROUTER_ONLY_KEYS}
+        if arch == "dense":
+            ignored.add("network.experts")
+        for key in sorted(ignored & given):
+            raise ConfigError(
+                f"{name(key)} does not apply to arch '{arch}' (it has no router); "
+                f"archs with a router: {', '.join(ROUTED_ARCHS)}"
+            )
+    for key, routers in ROUTER_ONLY_KEYS.items():
+        if key in given and router not in routers:
+            raise ConfigError(
+                f"{name(key)} does not apply to router '{router}'; it is read by router {', '.join(routers)}"
+            )
+
+
+def changed_keys(net: MoENetworkConfig) -> frozenset[str]:
+    """``network.<key>`` of every value that differs from the default: what a caller asked for.
+
+    Why not the keys of the dict: a model's saved ``policy_kwargs`` and ``moerl train`` hold every key (the
+    router of a dense network too, at its default); a value at its default asks for nothing.
+    """
+    default = type(net)()
+    return frozenset(f"network.{f.name}" for f in fields(net) if getattr(net, f.name) != getattr(default, f.name))
+
+
+def checked_network(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetworkConfig:
+    """:func:`network_config` plus :func:`refuse_ignored_keys` on the values the caller changed: what the
+    Python API's constructors accept, checked as ``moerl train`` checks its ``network:`` section."""
+    net = network_config(network)
+    refuse_ignored_keys(net, changed_keys(net))
+    return net
 
 
 class ObservationEncoder(nn.Module):

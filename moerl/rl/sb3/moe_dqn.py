@@ -13,6 +13,7 @@ logging and save/load. We change what the MoE study needs:
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +23,10 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
-from moerl.core.errors import ConfigError
+from moerl.core.config import from_dict
+from moerl.core.errors import ConfigError, check_positive
+from moerl.core.seeding import check_seed
+from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.nn import ForwardRecord, forward_metrics
 from moerl.rl.algos.dqn import (
     DEFAULT_BUFFER_SIZE,
@@ -34,6 +38,7 @@ from moerl.rl.algos.dqn import (
     total_loss,
 )
 from moerl.rl.envs.attributes import suite_info
+from moerl.rl.nets.encoder import checked_network
 from moerl.rl.nets.obs_layout import layout_for_env
 from moerl.rl.record import AUX_LOSS_TAG, LOSS_TAG, moe_tag
 from moerl.rl.sb3.policy import MoEDQNPolicy
@@ -47,12 +52,56 @@ def default_buffer_size(env: Any) -> int:
     return default_capacity(info.block_steps if info.schedule else None)
 
 
+def check_policy(policy: Any) -> None:
+    """``"MoEPolicy"`` or a :class:`MoEDQNPolicy` class, else one line: SB3's ``"MlpPolicy"`` would silently be
+    an MoE network, and a plain DQN's ``DQNPolicy`` (``MoEDQN.load`` of a ``stable_baselines3.DQN`` zip) a
+    "MoEDQN" without MoE, its metrics or its action masks."""
+    if isinstance(policy, str):
+        if policy not in MoEDQN.policy_aliases:
+            raise ConfigError(
+                f"unknown policy '{policy}' for MoEDQN; valid choices: MoEPolicy "
+                "(a plain MLP is the default network, arch 'dense')"
+            )
+    elif not (isinstance(policy, type) and issubclass(policy, MoEDQNPolicy)):
+        name = getattr(policy, "__name__", repr(policy))
+        raise ConfigError(
+            f"MoEDQN needs the policy MoEPolicy (MoEDQNPolicy), got {name}; a model saved by "
+            "stable_baselines3.DQN loads with stable_baselines3.DQN.load"
+        )
+
+
+def check_arguments(arguments: dict[str, Any]) -> None:
+    """Refuse what ``moerl train`` refuses, with its line: the one check of the ``dqn:`` section
+    (:meth:`DQNHyperParams.validate`), of the ``network:`` section (:func:`checked_network`) and of the seed.
+
+    ``arguments``: :class:`MoEDQN`'s arguments by name. SB3's extensions the CLI has no key for are passed
+    through: a learning-rate schedule (a callable) and ``train_freq`` as ``(n, unit)`` (``n`` is checked).
+    """
+    values: dict[str, Any] = {f.name: arguments[f.name] for f in fields(DQNHyperParams)}
+    if callable(values["learning_rate"]):
+        del values["learning_rate"]
+    if isinstance(values["train_freq"], tuple):
+        values["train_freq"] = values["train_freq"][0]
+    values = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+    from_dict(DQNHyperParams, values, "dqn.").validate()
+    check_positive("logging.metrics_interval", arguments["metrics_interval"])
+    if arguments["seed"] is not None:
+        check_seed(arguments["seed"])
+    network = (arguments["policy_kwargs"] or {}).get("network")
+    if network is not None:
+        checked_network(network)
+
+
 class MoEDQN(DQN):
     """DQN whose Q-network is a mixture of experts (see :class:`MoEDQNPolicy`), with moerl's defaults.
 
     The policy is ``"MoEPolicy"`` (or the class :class:`MoEDQNPolicy`); SB3's ``"MlpPolicy"`` is refused
     rather than silently built as an MoE network: a plain MLP is ``policy_kwargs={"network": {"arch":
     "dense"}}``, which is also the default network.
+
+    The arguments are checked as ``moerl train`` checks its config, by the same functions, before anything
+    is built: a bad value is a :class:`~moerl.core.errors.ConfigError` with the CLI's line. :meth:`learn`
+    runs on the CLI's torch thread count (one) unless told otherwise (``threads=``).
 
     :param policy: ``"MoEPolicy"`` or :class:`MoEDQNPolicy`.
     :param env: the environment (a Gymnasium env, its id, or an SB3 VecEnv). moerl's task suites declare
@@ -124,11 +173,10 @@ class MoEDQN(DQN):
         adam_eps: float = _D.adam_eps,
         metrics_interval: int = 1000,
     ):
-        if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ConfigError(
-                f"unknown policy '{policy}' for MoEDQN; valid choices: MoEPolicy "
-                "(a plain MLP is the default network, arch 'dense')"
-            )
+        arguments = dict(locals())  # the arguments as given, before anything below rebinds a name
+        check_policy(policy)
+        if _init_setup_model:  # a user's call; ``load`` builds with defaults, then restores what was saved
+            check_arguments(arguments)
         self.loss = LOSSES.check(loss)
         self.aux_loss_coef = aux_loss_coef
         self.metrics_interval = metrics_interval
@@ -183,6 +231,21 @@ class MoEDQN(DQN):
 
             return RolloutReturn(0, 0, continue_training=False)
         return super().collect_rollouts(*args, **kwargs)
+
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 4, tb_log_name: str = "DQN",
+              reset_num_timesteps: bool = True, progress_bar: bool = False, *,
+              threads: int | None = TRAINING_THREADS) -> MoEDQN:
+        """SB3's ``learn``, with torch on ``threads`` threads while it runs (the caller's count is restored
+        afterwards, also when learning raises).
+
+        The default is the thread count ``moerl train`` uses (:data:`~moerl.core.threads.TRAINING_THREADS`,
+        one): these small networks run many times slower on torch's default of one thread per core.
+        ``threads=None`` opts out and keeps whatever ``torch.set_num_threads`` the caller chose.
+        """
+        with torch_threads(threads):
+            return super().learn(total_timesteps, callback=callback, log_interval=log_interval,
+                                 tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
+                                 progress_bar=progress_bar)
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any):
         total, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
