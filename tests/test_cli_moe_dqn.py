@@ -95,7 +95,7 @@ BAD = [
     (["--env", "CartPole-v1", "--set", "logging.log_interval=0"], "logging.log_interval must be positive, got 0"),
     (["--env", "CartPole-v1", "--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
     (["--env", "CartPole-v1", "--seed", str(2**32)], "seed must be an integer in [0, 4294967295], got 4294967296"),
-    (["--env", "CartPole-v1", "--arch", "big", "--experts", "10000000"], "GiB; this machine allows"),
+    (["--env", "CartPole-v1", "--arch", "big", "--experts", "10000000"], "sized by network.hidden / network.experts)"),
     (["--env", "CartPole-v1", "--set", "dqn.buffer_size=1e11"], "sized by dqn.buffer_size); this machine allows"),
     (["--env", "CartPole-v1", "--set", "env_kwargs.max_episode_steps=0"], "max_episode_steps"),
     (["--env", "CartPole-v1", "--set", "eval.reference_runs.x=/nope"], "is not a run directory with an eval.csv"),
