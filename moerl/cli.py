@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="study report over finished runs: MoE DQN (tables, rliable figures, "
                                         "claims), routing and masked experts (mean and 95%% CI over seeds)")
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train', or folders of them")
-    rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
+    rep.add_argument("--out", help="DIR (a name without a suffix, or an existing folder): write DIR/report.md and "
+                                   "its PNG figures; FILE.md: the Markdown alone; any other suffix is refused")
 
     runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")
     runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR",
@@ -262,7 +263,36 @@ COMMANDS = {"eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": c
             "runs": cmd_runs}
 
 
+#: Exit status when stdout is closed early (``moerl report runs | head``): 128 + SIGPIPE, what a shell
+#: reports for a Unix tool that the closed pipe stopped.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``moerl``: run one command; a reader that closed stdout (``| head``) ends it quietly, as for any
+    Unix tool (see "Note on SIGPIPE" in the Python docs of :mod:`signal`), not with an error line."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # inside the try: a closed pipe found at the last flush is handled too
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "train":  # only train hands the rest of its line to the research line
@@ -274,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataNotFoundError) as exc:
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout closed by its reader: handled by main, without a line
     except OSError as exc:  # the machine's fault (full disk, read-only storage), not the user's input
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,58 @@ def test_partly_damaged_runs_are_skipped_with_what_is_damaged_and_runs_agrees(ma
         assert rows[how][1] == ("damaged" if in_results else "finished"), (how, rows[how])
         if in_results:
             assert rows[how][3] == skips[how], (rows[how], skips[how])  # the same reason in both
+
+
+def test_a_symlink_loop_and_repeated_paths_give_one_line_each(made, tmp_path, capsys):
+    """Defect 37: a link back to a folder is searched once and named once; the same run given three times
+    is one line."""
+    folder = tmp_path / "runs"
+    _copy(made, "rl", folder / "a")
+    (folder / "loop").symlink_to(".")
+    assert main(["report", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loop: a link to a folder searched already" in err, err
+    assert main(["runs", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert list(_rows(out)) == ["a"] and err.count("\n") == 1
+    run = str(folder / "a")
+    assert main(["report", run, run, run]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "given before (2 more times; counted once)" in err, err
+
+
+def test_report_out_is_a_markdown_file_or_a_folder_and_nothing_else(made, tmp_path, capsys):
+    """Defect 38: ``--out out.txt`` made a folder named out.txt; any suffix but .md is refused now."""
+    run = str(made / "rl")
+    for out in ("out.txt", "notes.v2"):
+        assert main(["report", run, "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "FILE.md" in err and "without a suffix" in err, err
+        assert not (tmp_path / out).exists()
+    assert main(["report", run, "--out", str(tmp_path / "r.md")]) == 0
+    assert main(["report", run, "--out", str(tmp_path / "rep")]) == 0
+    assert main(["report", run, "--out", str(tmp_path / "rep2.d") + "/"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "r.md").is_file() and (tmp_path / "rep" / "report.md").is_file()
+    assert (tmp_path / "rep2.d" / "report.md").is_file()
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "any other suffix is refused" in " ".join(capsys.readouterr().out.split())
+
+
+def test_eval_of_a_file_says_it_is_a_file(made, capsys):
+    """Defect 43: it said the run directory "does not exist"."""
+    assert main(["eval", str(made / "rl" / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a run directory" in err, err
+
+
+def test_a_closed_stdout_ends_every_printing_command_quietly(made, tmp_path):
+    """Defect 45: ``moerl report runs | head`` said "[Errno 32] Broken pipe" and exited 1; now it ends as
+    Unix tools do when their reader is gone: exit 141 (128 + SIGPIPE), nothing on stderr."""
+    for args in (["report", str(made)], ["runs", str(made)], ["envs"]):
+        proc = subprocess.Popen([sys.executable, "-m", "moerl", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        proc.stdout.close()  # the reader is gone before moerl writes a line
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141 and err == "", (args, proc.returncode, err)

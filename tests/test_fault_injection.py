@@ -142,7 +142,8 @@ def test_report_counts_a_run_once_and_skips_corrupt_ones(two_runs, tmp_path, cap
     s0, s1 = str(two_runs / "s0"), str(two_runs / "s1")
     assert main(["report", s0, s0, s0, s1, str(bad)]) == 0
     captured = capsys.readouterr()
-    assert captured.err.count("counted once") == 2 and "results.json is missing or corrupt" in captured.err
+    assert captured.err.count("counted once") == 1 and "(2 more times; counted once)" in captured.err  # one line
+    assert "results.json is missing or corrupt" in captured.err
     summary = captured.out.split("\n\n")[1]
     assert "| cartpole-mtrl | final | softmoe | 2 |" in summary  # two seeds, not four
 

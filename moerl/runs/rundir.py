@@ -101,6 +101,8 @@ class RunDir:
     def open_finished(cls, path: str | Path) -> RunDir:
         """Open an existing run directory, refusing anything that is not a finished run."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"'{path}' is a file, not a run directory; pass a directory written by 'moerl train'")
         if not run.path.is_dir():
             raise ConfigError(f"run directory '{path}' does not exist")
         status = run.read_status()
@@ -240,19 +242,29 @@ class RunDir:
         return target
 
 
-def find_run_dirs(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+def find_run_dirs(path: Path, _searched: set[Path] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
     directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
     ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
-    ``table.md`` a script wrote beside the runs)."""
+    ``table.md`` a script wrote beside the runs). A folder is searched once: a link back to one already
+    searched (a symlink loop) is named once, not followed until the system's link limit."""
     if not path.is_dir() or (path / "status.json").is_file():
         return [str(path)], []
+    searched = set() if _searched is None else _searched
+    searched.add(path.resolve())
     runs: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for child in sorted(path.iterdir()):
+    try:
+        children = sorted(path.iterdir())
+    except OSError as exc:
+        return [], [(str(path), f"cannot be read ({exc.strerror})")]
+    for child in children:
         if child.name.startswith("."):
             continue  # .sweep state, temporary folders
-        found, _ = find_run_dirs(child) if child.is_dir() else ([], [])
+        if child.is_dir() and child.resolve() in searched:
+            skipped.append((str(child), f"a link to a folder searched already ({child.resolve()})"))
+            continue
+        found, _ = find_run_dirs(child, searched) if child.is_dir() else ([], [])
         found = [f for f in found if (Path(f) / "status.json").is_file()]
         if found:
             runs.extend(found)

@@ -230,10 +230,11 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
         found, not_runs = expand_run_folders(Path(p))
         expanded.extend(found)
         skipped.extend(not_runs)
+    again: dict[Path, list[str]] = {}  # a run given more than once: named once, with the count
     for p in expanded:
         key = Path(p).resolve()
         if key in seen:
-            skipped.append((p, "the same run was given before (counted once)"))
+            again.setdefault(key, []).append(p)
             continue
         seen.add(key)
         try:
@@ -255,6 +256,9 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
             continue
         taken[pair] = p
         out.append(loaded)
+    for paths in again.values():
+        times = f"{len(paths)} more time{'s' if len(paths) > 1 else ''}"
+        skipped.append((paths[0], f"the same run was given before ({times}; counted once)"))
     if not out and required:
         raise ConfigError("no finished moe-dqn run among the given paths: "
                           + "; ".join(f"{p}: {why}" for p, why in skipped))
