@@ -40,6 +40,17 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
 
 
+def _seed(text: str) -> int:
+    """An evaluation seed: an integer in numpy's seed range (a negative one was a gymnasium traceback)."""
+    from moerl.core.seeding import check_seed
+
+    value = _int(text)
+    try:
+        return check_seed(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from moerl import __version__
     from moerl.core.devices import DEVICES
@@ -78,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="reload a finished run and evaluate it")
     ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
-    ev.add_argument("--episodes", type=_positive_int, help="evaluation episodes per task (RL)")
-    ev.add_argument("--seed", type=_int, help="evaluation seed")
+    ev.add_argument("--episodes", type=_positive_int,
+                    help="evaluation episodes per task (RL; at most 1000, see the config key eval.episodes)")
+    ev.add_argument("--seed", type=_seed, help="evaluation seed, in [0, 4294967295]")
     ev.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the run's config)")
     ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     ev.add_argument("--out", help="also write the results (JSON) to this file; the run directory is never written")

@@ -207,6 +207,50 @@ def test_eval_of_a_file_says_it_is_a_file(made, capsys):
     assert err.count("\n") == 1 and "is a file, not a run directory" in err, err
 
 
+def test_eval_of_a_run_whose_config_env_was_edited_is_one_line(made, tmp_path, capsys):
+    """Defect 18: a traceback, or numbers of a model run on an env it was not built for."""
+    edited = _copy(made, "rl", tmp_path / "edited")
+    config = edited / "config.yaml"
+    config.write_text(config.read_text().replace("env: CartPole-v1", "env: Acrobot-v1"))
+    assert main(["eval", str(edited), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "names env 'Acrobot-v1', but the run trained 'CartPole-v1'" in err, err
+    _edit_json(edited / "results.json", lambda d: d.update(env="Acrobot-v1"))  # both edited: the model decides
+    assert main(["eval", str(edited), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its model takes observations (4,)" in err and "(6,)" in err, err
+
+
+def test_eval_refuses_bad_seeds_and_too_many_episodes(made, capsys):
+    """Defects 19 and M01: a gymnasium traceback for --seed -1; --episodes 1e8 ran for minutes, silent."""
+    run = str(made / "rl")
+    for seed in ("-1", str(2**32), str(2**64)):
+        with pytest.raises(SystemExit) as stop:
+            main(["eval", run, "--seed", seed])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and "seed must be an integer in [0, 4294967295]" in err
+    assert main(["eval", run, "--episodes", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--episodes must be at most 1000 episodes per task" in err, err
+    assert main(["eval", run, "--seed", str(2**32 - 1), "--episodes", "1"]) == 0  # the range's ends are fine
+    capsys.readouterr()
+
+
+def test_training_configs_bound_evaluation_episodes(tmp_path, capsys):
+    """Defect 12 (M02, M05, M06): eval.episodes and eval.final_episodes of 1e8 ran for minutes, then crashed."""
+    logdir = tmp_path / "runs"
+    for key, engine in (("eval.episodes", "sb3"), ("eval.final_episodes", "sb3"), ("eval.episodes", "batched")):
+        assert main(["train", "--env", "CartPole-v1", "--timesteps", "600", "--engine", engine,
+                     "--set", f"{key}=100000000", "--logdir", str(logdir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{key} must be at most 1000 episodes per task" in err, err
+    assert not logdir.exists()
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("base: {env: CartPole-v1, timesteps: 600, eval.final_episodes: 1001}\nseeds: 0\nengine: sb3\n")
+    assert main(["sweep", str(sweep), "--dry-run", "--logdir", str(logdir)]) == 2
+    assert "eval.final_episodes must be at most 1000" in capsys.readouterr().err
+
+
 def test_a_closed_stdout_ends_every_printing_command_quietly(made, tmp_path):
     """Defect 45: ``moerl report runs | head`` said "[Errno 32] Broken pipe" and exited 1; now it ends as
     Unix tools do when their reader is gone: exit 141 (128 + SIGPIPE), nothing on stderr."""
