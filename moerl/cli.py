@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
     """``moerl train``: the shared flags are parsed; the env (or the resumed run) names the line, whose own
     parser then takes the rest (``line_args``): a flag the line does not take is refused."""
     from moerl.runs.kinds import TrainRequest, family_by_name, options_help, parse_options
-    from moerl.runs.rundir import RunDir, check_run_name
+    from moerl.runs.rundir import RunDir, check_outside_runs, check_run_name
 
     given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
     if given.get("resume") is not None and "logdir" in given:
@@ -162,6 +162,7 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
             raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
         print(f"run directory: {family.resume(request)}")
         return 0
+    check_outside_runs(request.logdir, "log directory")  # before a line builds data or envs
     run_dirs = family.train(request)
     for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
         print(f"run directory: {run_dir}")

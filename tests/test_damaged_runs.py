@@ -251,6 +251,25 @@ def test_training_configs_bound_evaluation_episodes(tmp_path, capsys):
     assert "eval.final_episodes must be at most 1000" in capsys.readouterr().err
 
 
+def test_no_run_is_trained_or_swept_inside_a_run(made, tmp_path, capsys):
+    """Defect 24: ``--logdir`` a run directory, its tb/ or a folder below: refused in one line, nothing made."""
+    run = _copy(made, "rl", tmp_path / "A")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for logdir, line in ((run, RL), (run / "tb", RL), (run / "tb" / "x" / "y", RL), (run, ROUTING),
+                         (run / "tb", [*RL, "--engine", "batched", "--seeds", "0-1"])):
+        assert main(["train", *line, "--logdir", str(logdir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "a run inside a run" in err, err
+        assert ("is a run directory" in err) if logdir == run else (f"inside the run directory '{run}'" in err)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"base: {{env: CartPole-v1, timesteps: 600}}\nseeds: 0\nengine: sb3\nlogdir: {run / 'tb'}\n")
+    assert main(["sweep", str(sweep), "--dry-run"]) == 2
+    assert main(["sweep", str(sweep), "--logdir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and err.count("a run inside a run") == 2, err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
 def test_a_closed_stdout_ends_every_printing_command_quietly(made, tmp_path):
     """Defect 45: ``moerl report runs | head`` said "[Errno 32] Broken pipe" and exited 1; now it ends as
     Unix tools do when their reader is gone: exit 141 (128 + SIGPIPE), nothing on stderr."""

@@ -78,6 +78,7 @@ class RunDir:
         """Create a fresh directory ``logdir/name`` (``name-2``, ``name-3``... if taken)."""
         check_run_name(name)
         logdir = Path(logdir)
+        check_outside_runs(logdir, "log directory")
         try:
             logdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -38,6 +38,7 @@ from typing import Any
 from moerl.core.config import load_yaml
 from moerl.core.errors import ConfigError
 from moerl.runs.kinds import NOT_IN_ID, Family, config_id, family_by_name
+from moerl.runs.rundir import check_outside_runs
 
 __all__ = ["NOT_IN_ID", "Sweep", "SweepJob", "config_id", "load_sweep"]
 
@@ -155,6 +156,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     assert family.sweep_config is not None and family.run_label is not None
     name = str(data.get("name") or path.stem)
     out = logdir or str(data.get("logdir") or Path("runs") / name)
+    check_outside_runs(out, f"{where}: logdir")
     jobs: list[SweepJob] = []
     seen: dict[str, str] = {}
     for setting, point, variant in itertools.product(settings, _grid_points(grid, where), variants):
