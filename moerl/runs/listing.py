@@ -3,10 +3,11 @@
 Why: a run's name says what it is (``<env>_<arch>[_<router>]-<config id>_s<seed>``), but not how it ended,
 how it differs from its neighbours or what it scored. This table reads each run's ``status.json``,
 ``config.yaml`` and ``results.json`` and shows, per run: its family, its status (``finished``, ``running``,
-``interrupted``, ``killed`` for a process that died without a word, ``failed``), the config keys that differ
-between the listed runs of its family (seed, device and data location left out: the name has the seed, the
-others do not change what a run computes), and its final numbers. Every family is listed; folders and files
-that are not runs are named on one line, not silently dropped.
+``interrupted``, ``killed`` for a process that died without a word, ``failed``, ``damaged`` for a status.json
+or a finished run's results.json that moerl cannot read, with what is wrong in the last column), the config
+keys that differ between the listed runs of its family (seed, device and data location left out: the name
+has the seed, the others do not change what a run computes), and its final numbers. Every family is listed;
+folders and files that are not runs are named on one line, not silently dropped.
 """
 
 from __future__ import annotations
