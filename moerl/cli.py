@@ -41,6 +41,17 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
 
 
+def _seed(text: str) -> int:
+    """An evaluation seed: an integer in numpy's seed range (a negative one was a gymnasium traceback)."""
+    from moerl.core.seeding import check_seed
+
+    value = _int(text)
+    try:
+        return check_seed(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from moerl import __version__
     from moerl.core.devices import DEVICES
@@ -79,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="reload a finished run and evaluate it")
     ev.add_argument("run_dir", help="a run directory written by 'moerl train'")
-    ev.add_argument("--episodes", type=_positive_int, help="evaluation episodes per task (RL)")
-    ev.add_argument("--seed", type=_int, help="evaluation seed")
+    ev.add_argument("--episodes", type=_positive_int,
+                    help="evaluation episodes per task (RL; at most 1000, see the config key eval.episodes)")
+    ev.add_argument("--seed", type=_seed, help="evaluation seed, in [0, 4294967295]")
     ev.add_argument("--device", help=f"{', '.join(DEVICES)} (default: the run's config)")
     ev.add_argument("--data-dir", help="directory with offline data files (supervised families)")
     ev.add_argument("--out", help="also write the results (JSON) to this file; the run directory is never written")
@@ -90,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="study report over finished runs: MoE DQN (tables, rliable figures, "
                                         "claims), routing and masked experts (mean and 95%% CI over seeds)")
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train', or folders of them")
-    rep.add_argument("--out", help="DIR: write DIR/report.md and its PNG figures; FILE.md: the Markdown alone")
+    rep.add_argument("--out", help="DIR (a name without a suffix, or an existing folder): write DIR/report.md and "
+                                   "its PNG figures; FILE.md: the Markdown alone; any other suffix is refused")
 
     runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")
     runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR",
@@ -124,7 +137,7 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
     """``moerl train``: the shared flags are parsed; the env (or the resumed run) names the line, whose own
     parser then takes the rest (``line_args``): a flag the line does not take is refused."""
     from moerl.runs.kinds import TrainRequest, family_by_name, options_help, parse_options
-    from moerl.runs.rundir import check_run_name, resume_status
+    from moerl.runs.rundir import check_outside_runs, check_run_name, resume_status
 
     given = {k: v for k, v in vars(args).items() if k in TrainRequest.__dataclass_fields__ and v is not None}
     if given.get("resume") is not None and "logdir" in given:
@@ -154,6 +167,7 @@ def cmd_train(args: argparse.Namespace, line_args: list[str], parser: argparse.A
             raise ConfigError(f"runs of family '{family.name}' cannot be resumed yet")
         run_dirs = family.resume(request)
     else:
+        check_outside_runs(request.logdir, "log directory")  # before a line builds data or envs
         run_dirs = family.train(request)
     for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
         print(f"run directory: {run_dir}")
@@ -290,7 +304,36 @@ COMMANDS = {"eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": c
             "runs": cmd_runs}
 
 
+#: Exit status when stdout is closed early (``moerl report runs | head``): 128 + SIGPIPE, what a shell
+#: reports for a Unix tool that the closed pipe stopped.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``moerl``: run one command; a reader that closed stdout (``| head``) ends it quietly, as for any
+    Unix tool (see "Note on SIGPIPE" in the Python docs of :mod:`signal`), not with an error line."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # inside the try: a closed pipe found at the last flush is handled too
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "train":  # only train hands the rest of its line to the research line
@@ -302,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataNotFoundError) as exc:
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout closed by its reader: handled by main, without a line
     except OSError as exc:  # the machine's fault (full disk, read-only storage), not the user's input
         print(f"moerl: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from moerl.core.errors import ConfigError
 from moerl.rl.report.data import group_runs, load_runs
 from moerl.rl.report.study import build_studies
 from moerl.rl.report.summary import markdown_table, study_markdown, summary_table, with_dormant
@@ -21,9 +22,20 @@ from moerl.runs.provenance import stacks_markdown
 
 
 def _is_file_target(out: str) -> bool:
-    """``--out FILE.md`` (or an existing file) writes the Markdown alone, as before figures existed."""
+    """Which of the two forms ``--out`` is: ``FILE.md`` (or an existing file) writes the Markdown alone;
+    ``DIR`` (an existing folder, a name ending in ``/``, or a name without a suffix) writes ``DIR/report.md``
+    and its figures. Any other suffix is refused: ``--out out.txt`` once made a folder named ``out.txt``,
+    and writing Markdown under another suffix would surprise as much."""
     path = Path(out)
-    return path.suffix.lower() == ".md" or path.is_file()
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        return False
+    if path.suffix.lower() == ".md" or path.is_file():
+        return True
+    if path.suffix:
+        raise ConfigError(f"--out '{out}' has the suffix '{path.suffix}'; give FILE.md (the Markdown alone) or "
+                          f"a folder name without a suffix (DIR/report.md and its figures), e.g. "
+                          f"{path.with_suffix('.md')} or {path.with_suffix('')}")
+    return False
 
 
 def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[str, str]]]:

@@ -142,20 +142,28 @@ def test_report_counts_a_run_once_and_skips_corrupt_ones(two_runs, tmp_path, cap
     s0, s1 = str(two_runs / "s0"), str(two_runs / "s1")
     assert main(["report", s0, s0, s0, s1, str(bad)]) == 0
     captured = capsys.readouterr()
-    assert captured.err.count("counted once") == 2 and "results.json is missing or corrupt" in captured.err
+    assert captured.err.count("counted once") == 1 and "(2 more times; counted once)" in captured.err  # one line
+    assert "results.json is missing or corrupt" in captured.err
     summary = captured.out.split("\n\n")[1]
     assert "| cartpole-mtrl | final | softmoe | 2 |" in summary  # two seeds, not four
 
 
 def test_a_run_nested_in_another_runs_folders_does_not_change_its_report(two_runs, capsys):
+    import shutil
+
     s0 = str(two_runs / "s0")
     assert main(["report", s0]) == 0
     first = capsys.readouterr().out
     assert main(["train", "--env", "cartpole-mtrl", "--arch", "final", "--timesteps", "300", "--seed", "5",
-                 "--logdir", str(two_runs / "s0" / "tb"), "--run-name", "nested", *TINY]) == 0
-    capsys.readouterr()
-    assert main(["report", s0]) == 0
-    assert capsys.readouterr().out == first
+                 "--logdir", str(two_runs / "s0" / "tb"), "--run-name", "nested", *TINY]) == 2
+    assert "inside the run directory" in capsys.readouterr().err  # training there is refused
+    nested = two_runs / "s0" / "tb" / "nested"
+    shutil.copytree(two_runs / "s1", nested)  # a run copied there by hand
+    try:
+        assert main(["report", s0]) == 0
+        assert capsys.readouterr().out == first
+    finally:
+        shutil.rmtree(nested)
 
 
 @pytest.fixture

@@ -72,6 +72,26 @@ class EvalSection:
     reference_runs: dict[str, str] = field(default_factory=dict)
 
 
+#: Most evaluation episodes per task: ``eval.episodes``, ``eval.final_episodes``, ``moerl eval --episodes``.
+MAX_EVAL_EPISODES = 1000
+
+
+def check_eval_episodes(what: str, value: int) -> int:
+    """``value`` evaluation episodes per task, refused (one line) above :data:`MAX_EVAL_EPISODES`.
+
+    Why 1,000: every episode of every task is stepped at once, each in an environment of its own
+    (:func:`moerl.rl.evaluation.run_task_episodes`), so the count is memory that nothing else bounds (1e8
+    ran for minutes, then ran out of memory or segfaulted); and task ``k``'s episode ``i`` is reset with
+    seed ``seed + 1000 * k + i``, so past 1,000 one task's episodes would repeat the next task's seeds.
+    1,000 episodes put the standard error of a mean return at 3% of the returns' spread: 100 times the
+    default ``final_episodes``, more than any comparison here needs.
+    """
+    check_positive(what, value)
+    if value > MAX_EVAL_EPISODES:
+        raise ConfigError(f"{what} must be at most {MAX_EVAL_EPISODES} episodes per task, got {value}")
+    return value
+
+
 @dataclass
 class LoggingSection:
     #: Env steps between MoE metric computations (dormant neurons, router usage).
@@ -187,6 +207,8 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
                         ("logging.metrics_interval", config.logging.metrics_interval),
                         ("logging.log_interval", config.logging.log_interval)):
         check_positive(what, value)
+    check_eval_episodes("eval.episodes", config.eval.episodes)
+    check_eval_episodes("eval.final_episodes", config.eval.final_episodes)
     check_positive("eval.freq", config.eval.freq, allow_zero=True)
     check_positive("checkpoint.every", config.checkpoint.every, allow_zero=True)
     check_positive("network.noise_std", net.noise_std, allow_zero=True)

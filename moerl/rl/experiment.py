@@ -39,6 +39,7 @@ from moerl.rl.config import (
     apply_resume_flags,
     build_config,
     check_algo,
+    check_eval_episodes,
     default_timesteps,
     engine_device,
     list_envs,
@@ -371,14 +372,18 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     from moerl.rl.evaluation import evaluate_tasks, task_env_factories
     from moerl.rl.sb3.moe_dqn import MoEDQN
 
+    if options.get("episodes") is not None:
+        check_eval_episodes("--episodes", options["episodes"])
     torch.set_num_threads(TRAINING_THREADS)
     run = RunDir(run_path)
     config = from_dict(DQNRunConfig, run.read_config())
+    _check_env_unchanged(run, config)
     device = engine_device(config, options.get("device"))
     model = run.load_artifact("model.zip", lambda path: MoEDQN.load(path, device=device))
     env = make_env(config)
     try:
         info = suite_info(env)
+        _check_model_fits(run, config, model, env)
     finally:
         env.close()
     names, bounds = info.task_names, info.return_bounds
@@ -393,6 +398,30 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
             entry["normalized"] = normalized_return(res.mean_return, bounds[res.task])
         results[res.task] = entry
     return {"run": str(run.path), "per_task": results}
+
+
+def _check_env_unchanged(run: RunDir, config: DQNRunConfig) -> None:
+    """Refuse a run whose ``config.yaml`` names another env than the one it trained (``results.json``'s
+    ``env``): its model would be evaluated on tasks it never saw (an edited file gave tracebacks or,
+    worse, numbers)."""
+    try:
+        trained = run.read_json("results.json").get("env")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable record of the env: the model's spaces are still checked
+    if isinstance(trained, str) and trained != config.env:
+        raise ConfigError(f"run '{run.path}': config.yaml names env '{config.env}', but the run trained "
+                          f"'{trained}' (results.json); was config.yaml edited? restore env: {trained}")
+
+
+def _check_model_fits(run: RunDir, config: DQNRunConfig, model: Any, env: Any) -> None:
+    """Refuse to evaluate a model on an env whose observations or actions it was not built for (one line,
+    instead of a shape error from the network)."""
+    model_obs, env_obs = model.observation_space, env.observation_space
+    if getattr(model_obs, "shape", None) != getattr(env_obs, "shape", None) or model.action_space != env.action_space:
+        raise ConfigError(
+            f"run '{run.path}': its model takes observations {model_obs.shape} and actions {model.action_space}, "
+            f"but env '{config.env}' of its config.yaml has {env_obs.shape} and {env.action_space}; "
+            "was config.yaml edited?")
 
 
 FAMILY = Family(

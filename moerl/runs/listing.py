@@ -3,10 +3,11 @@
 Why: a run's name says what it is (``<env>_<arch>[_<router>]-<config id>_s<seed>``), but not how it ended,
 how it differs from its neighbours or what it scored. This table reads each run's ``status.json``,
 ``config.yaml`` and ``results.json`` and shows, per run: its family, its status (``finished``, ``running``,
-``interrupted``, ``killed`` for a process that died without a word, ``failed``), the config keys that differ
-between the listed runs of its family (seed, device and data location left out: the name has the seed, the
-others do not change what a run computes), and its final numbers. Every family is listed; folders and files
-that are not runs are named on one line, not silently dropped.
+``interrupted``, ``killed`` for a process that died without a word, ``failed``, ``damaged`` for a status.json
+or a finished run's results.json that moerl cannot read, with what is wrong in the last column), the config
+keys that differ between the listed runs of its family (seed, device and data location left out: the name
+has the seed, the others do not change what a run computes), and its final numbers. Every family is listed;
+folders and files that are not runs are named on one line, not silently dropped.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
 from moerl.nn.choices import ROUTED_ARCHS
 from moerl.runs.kinds import NOT_IN_ID
-from moerl.runs.rundir import RESULTS_FILE, RunDir, find_run_dirs, run_state
+from moerl.runs.results_check import results_problem
+from moerl.runs.rundir import RESULTS_FILE, STATUS_FILE, RunDir, find_run_dirs, run_state
 from moerl.runs.tables import markdown_table
 
-#: The status column's word for each :func:`~moerl.runs.rundir.run_state`.
-STATUS_WORDS = {"crashed": "killed", "missing": "no status", "corrupt": "corrupt status"}
+#: The status column's word for each :func:`~moerl.runs.rundir.run_state`; ``damaged``: a status.json or a
+#: finished run's results.json that moerl cannot read (the final column says what is wrong).
+STATUS_WORDS = {"crashed": "killed", "missing": "no status", "corrupt": "damaged"}
 #: Most characters of the differing-keys cell (a run of another shape would otherwise flood the table).
 MAX_DIFF_CHARS = 160
 
@@ -80,12 +83,25 @@ def read_row(path: str) -> RunRow:
     if "network.arch" in config and config["network.arch"] not in ROUTED_ARCHS:
         config = {k: v for k, v in config.items() if k not in ("network.router", "network.topk")}  # never read
     final = "-"
-    if state == "finished":
-        try:
-            final = final_numbers(family, run.read_json(RESULTS_FILE))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            final = f"no readable {RESULTS_FILE}"
+    if state == "corrupt":
+        final = str(status.get("error") or f"unreadable {STATUS_FILE}")
+    elif state == "finished":
+        final, damage = _finished_numbers(run, family)
+        state = "corrupt" if damage else state
     return RunRow(path, family, STATUS_WORDS.get(state, state), config, final)
+
+
+def _finished_numbers(run: RunDir, family: str) -> tuple[str, bool]:
+    """A finished run's final numbers, or what is wrong with its results.json and True (damaged): the
+    same check as ``moerl report`` (:func:`~moerl.runs.results_check.results_problem`), so the two agree."""
+    try:
+        results = run.read_json(RESULTS_FILE)
+    except (OSError, ValueError) as exc:
+        return f"{RESULTS_FILE} is missing or not JSON ({type(exc).__name__})", True
+    problem = results_problem(family, results)
+    if problem is not None:
+        return f"{RESULTS_FILE} {problem}", True
+    return final_numbers(family, results), False
 
 
 def differing_keys(rows: Sequence[RunRow]) -> list[str]:

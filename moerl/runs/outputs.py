@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moerl.core.errors import ConfigError
-from moerl.runs.rundir import STATUS_FILE
+from moerl.runs.rundir import enclosing_run
 
 #: The first line of every Markdown file moerl writes as a command's output, and the key of its JSON
 #: outputs: an existing file without it is not moerl's to replace.
@@ -39,10 +39,9 @@ def written_by_moerl(path: Path) -> bool:
 
 
 def _refuse_inside_run(path: Path, out: str | Path) -> None:
-    resolved = path.resolve()
-    for folder in (resolved, *resolved.parents):
-        if (folder / STATUS_FILE).is_file():
-            raise ConfigError(f"output '{out}' is inside the run directory '{folder}'; refusing to write there")
+    folder = enclosing_run(path)
+    if folder is not None:
+        raise ConfigError(f"output '{out}' is inside the run directory '{folder}'; refusing to write there")
 
 
 REPORT_FILE = "report.md"

@@ -99,6 +99,7 @@ class RunDir:
         """Create a fresh directory ``logdir/name`` (``name-2``, ``name-3``... if taken)."""
         check_run_name(name)
         logdir = Path(logdir)
+        check_outside_runs(logdir, "log directory")
         try:
             logdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -127,6 +128,8 @@ class RunDir:
     def open_finished(cls, path: str | Path) -> RunDir:
         """Open an existing run directory, refusing anything that is not a finished run."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"'{path}' is a file, not a run directory; pass a directory written by 'moerl train'")
         if not run.path.is_dir():
             raise ConfigError(f"run directory '{path}' does not exist")
         status = run.read_status()
@@ -162,13 +165,20 @@ class RunDir:
         return run, step
 
     def read_status(self) -> dict[str, Any]:
+        """``status.json`` as a mapping: ``{}`` when there is none, and ``{"status": "corrupt", "error": why}``
+        when it is not what moerl writes (see :func:`status_problem`), so that every reader can take its
+        fields and every command names the damage (one run's junk never stops a listing)."""
         f = self.path / STATUS_FILE
         if not f.is_file():
             return {}
         try:
-            return json.loads(f.read_text())
-        except json.JSONDecodeError:
-            return {"status": "corrupt"}
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            return {"status": "corrupt", "error": f"{STATUS_FILE} is not UTF-8 text"}
+        except json.JSONDecodeError as exc:
+            return {"status": "corrupt", "error": f"{STATUS_FILE} is not valid JSON ({exc.msg}, line {exc.lineno})"}
+        problem = status_problem(data)
+        return data if problem is None else {"status": "corrupt", "error": f"{STATUS_FILE} {problem}"}
 
     def write_status(self, status: str, **extra: Any) -> None:
         with _STATUS_LOCK:
@@ -247,19 +257,29 @@ class RunDir:
         return target
 
 
-def find_run_dirs(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+def find_run_dirs(path: Path, _searched: set[Path] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """``path`` itself when it is a run directory (or not a directory: the caller reports it), else every run
     directory below it (a folder holding ``status.json``; nothing inside a run is searched) in name order, and
     ``(entry, reason)`` for each entry directly below ``path`` that is neither a run nor holds one (e.g. a
-    ``table.md`` a script wrote beside the runs)."""
+    ``table.md`` a script wrote beside the runs). A folder is searched once: a link back to one already
+    searched (a symlink loop) is named once, not followed until the system's link limit."""
     if not path.is_dir() or (path / "status.json").is_file():
         return [str(path)], []
+    searched = set() if _searched is None else _searched
+    searched.add(path.resolve())
     runs: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for child in sorted(path.iterdir()):
+    try:
+        children = sorted(path.iterdir())
+    except OSError as exc:
+        return [], [(str(path), f"cannot be read ({exc.strerror})")]
+    for child in children:
         if child.name.startswith("."):
             continue  # .sweep state, temporary folders
-        found, _ = find_run_dirs(child) if child.is_dir() else ([], [])
+        if child.is_dir() and child.resolve() in searched:
+            skipped.append((str(child), f"a link to a folder searched already ({child.resolve()})"))
+            continue
+        found, _ = find_run_dirs(child, searched) if child.is_dir() else ([], [])
         found = [f for f in found if (Path(f) / "status.json").is_file()]
         if found:
             runs.extend(found)
@@ -268,6 +288,40 @@ def find_run_dirs(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
     if not runs:
         skipped.append((str(path), "a folder with no run directory below it"))
     return runs, skipped
+
+
+def status_problem(data: Any) -> str | None:
+    """What makes a parsed ``status.json`` unlike any moerl writes (None: nothing): not a JSON object, or a
+    field that commands read with a type they cannot use (``status`` and ``family`` are text, ``batch`` a
+    mapping)."""
+    if not isinstance(data, dict):
+        return f"is not a JSON object (a {type(data).__name__})"
+    for key, kind in (("status", str), ("family", str), ("batch", dict)):
+        if key in data and not isinstance(data[key], kind):
+            return f"has a '{key}' that is not {'text' if kind is str else 'a mapping'} ({json.dumps(data[key])[:40]})"
+    return None
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory that ``path`` is, or lies inside (its ``tb/`` and every folder below), if any.
+
+    Why: nothing inside a run is searched by ``moerl runs`` or ``moerl report``, and a run's files are its
+    own, so nothing may be trained or written there.
+    """
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / STATUS_FILE).is_file():
+            return folder
+    return None
+
+
+def check_outside_runs(path: str | Path, what: str) -> None:
+    """Refuse ``path`` as the folder of new runs when it is a run directory or lies inside one (one line)."""
+    inside = enclosing_run(path)
+    if inside is not None:
+        where = "is a run directory" if inside == Path(path).resolve() else f"is inside the run directory '{inside}'"
+        raise ConfigError(f"{what} '{path}' {where}; a run inside a run is listed and reported by no command: "
+                          "give a folder outside it")
 
 
 def _json_default(obj: Any) -> Any:

@@ -68,6 +68,27 @@ METRICS: dict[str, list[tuple[str, Callable[[dict[str, Any]], float | None], str
     ],
 }
 FAMILIES = tuple(METRICS)
+
+
+def metrics_problem(family: str, results: dict[str, Any]) -> str | None:
+    """None when every :data:`METRICS` column of ``family`` can be read from ``results`` as a number or
+    is absent (None), and the first, headline column is there; else what is damaged (worded to follow
+    ``results.json``). Why: the report computes these columns over all runs at once, so a damaged run must
+    be found, and named, before it joins them."""
+    for i, (name, get, _) in enumerate(METRICS[family]):
+        try:
+            value = get(results)
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+            return f"cannot give the {name} ({type(exc).__name__}: {str(exc)[:60]})"
+        if value is None and i == 0:
+            return f"has no {name}"
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"has a {name} that is not a number ({str(value)[:40]})"
+    by_epoch = results.get("accuracy_by_epoch")
+    if by_epoch is not None and (not isinstance(by_epoch, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in by_epoch.values())):
+        return "has an 'accuracy_by_epoch' that is not a mapping of epochs to numbers"
+    return None
 #: Routing: the epochs of the paper's Table 2 (test accuracy after 1, 5, ... epochs), shown where runs reached them.
 TABLE2_EPOCHS = (1, 5, 10, 20, 50, 100)
 
@@ -120,6 +141,10 @@ def load_supervised(paths: list[str]) -> tuple[list[SupervisedRun], list[tuple[s
             except (OSError, ValueError, ConfigError) as exc:
                 skipped.append((run_path, f"unreadable {RESULTS_FILE} or config ({exc})"))
                 continue
+            problem = _run_problem(str(family), results, config)
+            if problem is not None:
+                skipped.append((run_path, problem))
+                continue
             pair = (str(family), _variant_key(config), config.get("seed"))
             if pair in taken:
                 skipped.append((run_path, f"the same config and seed ({config.get('seed')}) as {taken[pair]}: "
@@ -128,6 +153,18 @@ def load_supervised(paths: list[str]) -> tuple[list[SupervisedRun], list[tuple[s
             taken[pair] = run_path
             out.append(SupervisedRun(run.path, str(family), config, results))
     return out, skipped
+
+
+def _run_problem(family: str, results: Any, config: dict[str, Any]) -> str | None:
+    """What keeps a finished run out of the report: a damaged ``results.json`` or a seed that is not an
+    integer (the seed orders and labels the per-seed rows)."""
+    problem = "is not a JSON object" if not isinstance(results, dict) else metrics_problem(family, results)
+    if problem is not None:
+        return f"{RESULTS_FILE} {problem}"
+    seed = config.get("seed", results.get("seed", 0))
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"its seed is not an integer ({str(seed)[:40]})"
+    return None
 
 
 def _variant_settings(config: dict[str, Any]) -> dict[str, Any]:

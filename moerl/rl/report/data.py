@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
+from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, RunDir
 from moerl.runs.rundir import find_run_dirs as expand_run_folders
 
@@ -128,6 +130,19 @@ def config_key(config: dict[str, Any]) -> str:
     return json.dumps(flat, sort_keys=True, default=str)
 
 
+#: Per CSV file the report reads: the columns it reads and how each must parse (rows are kept as text; the
+#: figures and tables convert them). ``_optional_float``: a number or empty (no bounds, no normalised score).
+def _optional_float(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+CSV_COLUMNS: dict[str, dict[str, Callable[[str], Any]]] = {
+    "eval.csv": {"step": int, "task": str, "mean_return": float, "normalized": _optional_float},
+    "eval_usage.csv": {"step": int, "task": str, "layer": str, "expert": int, "usage": float},
+    "metrics.csv": {"step": int, "key": str, "value": float},
+}
+
+
 def _read_csv(path: Path) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
@@ -135,31 +150,68 @@ def _read_csv(path: Path) -> list[dict[str, Any]] | None:
         return list(csv.DictReader(f))
 
 
+def _csv_problem(name: str, rows: list[dict[str, Any]]) -> str | None:
+    """What is damaged in the rows of the run's CSV file ``name`` (see :data:`CSV_COLUMNS`), or None.
+
+    Why here: the figures combine every run's rows, so a short row or a word where a number belongs must be
+    found, and named, while the run is loaded, not as a traceback from the plotting code.
+    """
+    for line, row in enumerate(rows, start=2):
+        for column, parse in CSV_COLUMNS[name].items():
+            value = row.get(column)
+            if value is None:
+                return f"{name} line {line} has no '{column}' (a short row or a missing column)"
+            try:
+                parse(value)
+            except ValueError:
+                return f"{name} line {line} has '{value[:40]}' for '{column}', not a number"
+    return None
+
+
+def _read_schedule(run: RunDir) -> tuple[list[dict[str, Any]], int | None]:
+    """``schedule.json``'s blocks and block length (none for runs written before it existed); ConfigError
+    when it is there but damaged (the CRL figures and forward transfer read every block)."""
+    if not (run.path / "schedule.json").is_file():
+        return [], None
+    try:
+        sched = run.read_json("schedule.json")
+        blocks, block_steps = list(sched.get("schedule") or []), sched.get("block_steps")
+        for block in blocks:
+            str(block["task_name"])
+            int(block["start_step"])
+        if block_steps is not None:
+            int(block_steps)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"schedule.json is damaged ({type(exc).__name__})") from None
+    return blocks, block_steps
+
+
 def load_run(run: RunDir) -> Run:
-    """A finished run's files; ConfigError (the reason) when its results cannot be read."""
+    """A finished run's files; ConfigError (what is damaged) when the report cannot read them: a
+    ``results.json`` without what the tables read (:func:`~moerl.runs.results_check.results_problem`),
+    a damaged ``schedule.json`` or CSV row (:data:`CSV_COLUMNS`)."""
     try:
         results = run.read_json(RESULTS_FILE)
-        results["final_eval"].items()  # noqa: B018  (the field every table reads)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{RESULTS_FILE} is missing or corrupt ({type(exc).__name__})") from None
+    problem = results_problem("moe-dqn", results)
+    if problem is not None:
+        raise ConfigError(f"{RESULTS_FILE} {problem}")
     try:
         config = run.read_config()
     except ConfigError:
         config = {}
-    schedule: list[dict[str, Any]] = []
-    block_steps = None
+    schedule, block_steps = _read_schedule(run)
     try:
-        sched = run.read_json("schedule.json")
-        schedule, block_steps = list(sched.get("schedule") or []), sched.get("block_steps")
-    except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        eval_rows = _read_csv(run.path / "eval.csv")
-        usage_rows = _read_csv(run.path / "eval_usage.csv")
-        metric_rows = _read_csv(run.path / "metrics.csv")
+        rows = {name: _read_csv(run.path / name) for name in CSV_COLUMNS}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"a CSV file of the run is unreadable ({type(exc).__name__})") from None
-    return Run(run.path, config, results, schedule, block_steps, eval_rows, usage_rows, metric_rows)
+    for name, found in rows.items():
+        problem = _csv_problem(name, found or [])
+        if problem is not None:
+            raise ConfigError(problem)
+    return Run(run.path, config, results, schedule, block_steps, rows["eval.csv"], rows["eval_usage.csv"],
+               rows["metrics.csv"])
 
 
 def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[tuple[str, str]]]:
@@ -178,10 +230,11 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
         found, not_runs = expand_run_folders(Path(p))
         expanded.extend(found)
         skipped.extend(not_runs)
+    again: dict[Path, list[str]] = {}  # a run given more than once: named once, with the count
     for p in expanded:
         key = Path(p).resolve()
         if key in seen:
-            skipped.append((p, "the same run was given before (counted once)"))
+            again.setdefault(key, []).append(p)
             continue
         seen.add(key)
         try:
@@ -203,6 +256,9 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
             continue
         taken[pair] = p
         out.append(loaded)
+    for paths in again.values():
+        times = f"{len(paths)} more time{'s' if len(paths) > 1 else ''}"
+        skipped.append((paths[0], f"the same run was given before ({times}; counted once)"))
     if not out and required:
         raise ConfigError("no finished moe-dqn run among the given paths: "
                           + "; ".join(f"{p}: {why}" for p, why in skipped))
@@ -290,7 +346,7 @@ def references_for(group: Group, groups: list[Group]) -> dict[int, dict[str, lis
     for run in group.runs:
         per_task: dict[str, list[dict[str, Any]]] = {}
         for task, path in ((run.config.get("eval") or {}).get("reference_runs") or {}).items():
-            rows = _read_csv(Path(path) / "eval.csv")
+            rows = _reference_rows(Path(path))
             if rows:
                 per_task[str(task)] = rows
         for task, candidates in refs.items():
@@ -302,3 +358,13 @@ def references_for(group: Group, groups: list[Group]) -> dict[int, dict[str, lis
         if per_task:
             out[run.seed] = per_task
     return out
+
+
+def _reference_rows(path: Path) -> list[dict[str, Any]] | None:
+    """The eval.csv rows of a reference run named by a run's config, or None when they are missing or
+    damaged (its forward transfer is then reported as missing, as for a run without a reference)."""
+    try:
+        rows = _read_csv(path / "eval.csv")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None if rows is None or _csv_problem("eval.csv", rows) is not None else rows

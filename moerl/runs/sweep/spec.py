@@ -43,6 +43,7 @@ from typing import Any
 from moerl.core.config import dotted_keys, load_yaml
 from moerl.core.errors import ConfigError
 from moerl.runs.kinds import NOT_IN_ID, Family, config_id, family_by_name
+from moerl.runs.rundir import check_outside_runs
 
 __all__ = ["NOT_IN_ID", "Sweep", "SweepJob", "config_id", "load_sweep"]
 
@@ -185,6 +186,7 @@ def load_sweep(path: str | Path, logdir: str | None = None) -> Sweep:
     variants = [_keys(family, v, f"{where}: 'variants' entry {i + 1}") for i, v in enumerate(variants)]
     name = _sweep_name(data, path)
     out = logdir or str(data.get("logdir") or Path("runs") / name)
+    check_outside_runs(out, f"{where}: logdir")
     jobs: list[SweepJob] = []
     seen: dict[str, str] = {}
     points = [_keys(family, p, f"{where}: 'grid'") for p in _grid_points(grid, where)]
