@@ -490,7 +490,11 @@ def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | N
                     resumed_from: int | None) -> Iterator[None]:
     """The body of :func:`running_many`, under the runs' locks."""
     with _sigterm_interrupts():  # before the first "running" is written (see running_many)
-        _mark_running(runs, family, seeds, device, resumed_from)
+        try:
+            _mark_running(runs, family, seeds, device, resumed_from)
+        except KeyboardInterrupt as exc:  # a stop while marking: the runs read interrupted, not "running"
+            _mark_interrupted(runs, family, seeds, exc)
+            raise
         stop = threading.Event()
 
         def beat() -> None:
@@ -507,9 +511,7 @@ def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | N
             yield
         except KeyboardInterrupt as exc:
             stop.set()
-            default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
-            for run, seed in zip(runs, seeds, strict=True):
-                _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
+            _mark_interrupted(runs, family, seeds, exc)
             raise
         except BaseException as exc:
             stop.set()
@@ -523,6 +525,13 @@ def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | N
                 _refresh_threads(run)
         for run in runs:
             run.write_status("finished")
+
+
+def _mark_interrupted(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
+                      exc: KeyboardInterrupt) -> None:
+    default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
+    for run, seed in zip(runs, seeds, strict=True):
+        _try_status(run, "interrupted", family=family, seed=seed, error=str(exc) or default)
 
 
 def _mark_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None], device: str | None,
@@ -541,7 +550,7 @@ def _mark_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | Non
             run.write_status("running", family=family, seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                              pid=os.getpid(), host=socket.gethostname(), **extra)
             _record_stack(run, device)
-    except BaseException:
+    except Exception:  # a failed write; a stop signal instead marks the runs interrupted (_marked_running)
         for run, files in previous:
             if not run.fresh:
                 for name, data in files.items():
