@@ -183,3 +183,49 @@ def test_bad_actions_are_refused():
     batched.reset()
     with pytest.raises(ValueError, match=r"action 2 is not in Discrete\(2\)"):
         batched.step(torch.tensor([0, 2]))
+
+
+# -- members of one batch with their own settings ---------------------------------------------------------
+def _member_specs() -> list[TaskSuiteEnv]:
+    return [
+        TaskSuiteEnv("cartpole", "crl", block_steps=50, order="sequential"),
+        TaskSuiteEnv("cartpole", "crl", block_steps=80, cycles=2, order="reverse"),
+        TaskSuiteEnv("cartpole", "crl", block_steps=40, order="random"),
+        TaskSuiteEnv("cartpole", "mtrl", task_probs=[0.7, 0.1, 0.1, 0.1]),
+        TaskSuiteEnv("cartpole", "crl", fixed_task=2),
+        TaskSuiteEnv("cartpole", "mtrl", max_episode_steps=30),
+    ]
+
+
+def test_a_batch_of_suites_with_their_own_settings_steps_each_as_it_would_alone():
+    """Members of one batch may differ in setting (CRL order, block length, cycles, MTRL probabilities, a fixed
+    task, episode limits): each follows exactly the tasks, blocks and episode ends it follows alone. States
+    agree to float64 rounding (vectorised and scalar kernels of cos/sin may differ in the last bit)."""
+    specs, seeds = _member_specs(), [3, 1, 4, 1, 5, 9]
+    mixed = BatchedTaskSuite(specs, seeds)
+    alone = [BatchedTaskSuite(spec, [seed]) for spec, seed in zip(specs, seeds, strict=True)]
+    obs = mixed.reset()
+    for i, single in enumerate(alone):
+        torch.testing.assert_close(obs[i : i + 1], single.reset())
+    rng = np.random.default_rng(0)
+    switches = 0
+    for _ in range(700):
+        actions = torch.as_tensor(rng.integers(0, 2, size=len(specs)))
+        out = mixed.step(actions)
+        for i, single in enumerate(alone):
+            one = single.step(actions[i : i + 1])
+            assert (int(out.task_id[i]), bool(out.terminated[i]), bool(out.truncated[i])) == (
+                int(one.task_id[0]), bool(one.terminated[0]), bool(one.truncated[0]))
+            assert int(mixed.block[i]) == int(single.block[0])
+            torch.testing.assert_close(out.obs[i : i + 1], one.obs, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(mixed.state[i : i + 1], single.state, rtol=1e-9, atol=1e-12)
+        switches += int((mixed.block > 0).sum())
+    assert switches > 0 and int(mixed.block[1]) > int(mixed.block[0]) >= 1  # the schedules really differ
+    assert int(mixed.task[4]) == 2 and bool((mixed.episode_steps[5] <= 30).item())
+
+
+def test_a_batch_refuses_suites_whose_networks_would_read_other_observations():
+    with pytest.raises(ValueError, match="must share their task_names"):
+        BatchedTaskSuite([TaskSuiteEnv("cartpole"), TaskSuiteEnv("mountaincar")], [0, 1])
+    with pytest.raises(ValueError, match="must share their task_onehot"):
+        BatchedTaskSuite([TaskSuiteEnv("cartpole"), TaskSuiteEnv("cartpole", task_onehot=False)], [0, 1])

@@ -75,50 +75,68 @@ class BatchStep:
         return self.terminated | self.truncated
 
 
+#: What every member of one batch must share: the network reads the same observation and action layout.
+_SHARED = ("task_names", "task_onehot", "base_obs_dim")
+
+
 class BatchedTaskSuite:
-    """N copies of one task suite, one per seed, stepped together (see the module docstring).
+    """N task suites, one per seed, stepped together (see the module docstring).
 
     Args:
-        suite: the spec; any ``TaskSuiteEnv`` (e.g. ``gym.make("moerl/CartPole-CRL-v0").unwrapped``).
-            Its ``fixed_task`` is honoured (per-task evaluation).
+        suite: the spec; any ``TaskSuiteEnv`` (e.g. ``gym.make("moerl/CartPole-CRL-v0").unwrapped``), or one
+            spec per environment: members of a batch may differ in setting (MTRL or CRL, block length, cycles,
+            order, task probabilities, fixed task, episode limits) as long as they share the tasks, the one-hot
+            convention and the observation size (what the network reads). Each spec's ``fixed_task`` is honoured.
         seeds: one environment per seed.
         device: where every tensor lives.
         fixed_tasks: one task index per environment, each kept for every episode (no CRL schedule, no MTRL
-            draw): every task of a suite evaluated in one batch. Overrides ``suite.fixed_task``.
+            draw): every task of a suite evaluated in one batch. Overrides the specs' ``fixed_task``.
     """
 
-    def __init__(self, suite: SuiteSpec, seeds: Sequence[int], device: str | torch.device = "cpu",
-                 fixed_tasks: Sequence[int] | None = None) -> None:
+    def __init__(self, suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
+                 device: str | torch.device = "cpu", fixed_tasks: Sequence[int] | None = None) -> None:
         self.device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
         n = self.num_envs = len(self.seeds)
+        specs = list(suite) if isinstance(suite, Sequence) else [suite] * n
+        if len(specs) != n:
+            raise ValueError(f"one suite spec per environment: {len(specs)} specs for {n} seeds")
+        first = specs[0]
+        for key in _SHARED:
+            if any(getattr(spec, key) != getattr(first, key) for spec in specs):
+                raise ValueError(f"the suites of one batch must share their {key}; got "
+                                 f"{sorted({str(getattr(spec, key)) for spec in specs})}")
         dev, f64 = self.device, torch.float64
-        self.task_names = suite.task_names
-        self.num_tasks = suite.num_tasks
-        self.mode = suite.mode
-        self.base_obs_dim = suite.base_obs_dim
-        self.task_onehot = suite.task_onehot
-        self.obs_dim = int(suite.observation_space.shape[0])
-        self.n_actions = int(suite.valid_actions.shape[1])
-        self.block_steps = suite.block_steps
-        self.return_bounds = suite.return_bounds
-        self.obs_bounds = suite.obs_bounds
-        self.fixed_task = suite.fixed_task
-        if fixed_tasks is None and suite.fixed_task is not None:
-            fixed_tasks = [suite.fixed_task] * n
-        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(0 <= k < self.num_tasks for k in fixed_tasks)):
+        self.specs = specs
+        self.task_names = first.task_names
+        self.num_tasks = first.num_tasks
+        #: The setting of the first spec (all of them when the batch is uniform); per env: :attr:`modes`.
+        self.mode = first.mode
+        self.modes = [spec.mode for spec in specs]
+        self.base_obs_dim = first.base_obs_dim
+        self.task_onehot = first.task_onehot
+        self.obs_dim = int(first.observation_space.shape[0])
+        self.n_actions = int(first.valid_actions.shape[1])
+        self.block_steps = first.block_steps
+        self.return_bounds = first.return_bounds
+        self.obs_bounds = first.obs_bounds
+        self.fixed_task = first.fixed_task
+        if fixed_tasks is None and any(spec.fixed_task is not None for spec in specs):
+            fixed_tasks = [-1 if spec.fixed_task is None else spec.fixed_task for spec in specs]
+        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(-1 <= k < self.num_tasks for k in fixed_tasks)):
             raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
                              f"got {list(fixed_tasks)}")
-        #: (N,) the task each environment keeps, or None (CRL schedule / MTRL draws).
+        #: (N,) the task each environment keeps (-1: none, it follows its CRL schedule or MTRL draws), or None.
         self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
                                                                       device=dev)
-        tasks = suite.tasks
-        self.valid_actions = torch.as_tensor(suite.valid_actions, device=dev)
+        tasks = first.tasks
+        self.valid_actions = torch.as_tensor(first.valid_actions, device=dev)
         self._n_valid = self.valid_actions.sum(1)
         self._game = torch.tensor([_GAME_IDS[t.game] for t in tasks], device=dev)
         #: The games the suite has: a suite of one game steps only that game's physics (static, no branch on data).
         self._games = {t.game for t in tasks}
-        self._limit = torch.as_tensor(suite.episode_limits, dtype=torch.int64, device=dev)
+        #: (N, tasks) each environment's episode limit per task.
+        self._limit = torch.as_tensor(np.stack([spec.episode_limits for spec in specs]), dtype=torch.int64, device=dev)
         self._action_map = torch.tensor(
             [list(t.action_map) + [0] * (self.n_actions - len(t.action_map)) for t in tasks], device=dev)
         phys = [t.physics_dict for t in tasks]
@@ -130,10 +148,15 @@ class BatchedTaskSuite:
         self._masscart, self._masspole = column("masscart", 1.0), column("masspole", 0.1)
         self._length, self._force_mag, self._force = column("length", 0.5), column("force_mag", 10.0), column(
             "force", 0.001)
-        self._probs_cdf = torch.as_tensor(np.cumsum(suite.task_probs), dtype=f64, device=dev)
-        schedules = self._schedules(suite, self._fixed is not None)
+        #: (N, tasks) each environment's cumulative MTRL task probabilities.
+        self._probs_cdf = torch.as_tensor(np.stack([np.cumsum(spec.task_probs) for spec in specs]), dtype=f64,
+                                          device=dev)
+        schedules, blocks = self._schedules(specs, fixed_tasks)
         self.num_blocks = schedules.shape[1]
-        self.schedule_tasks = torch.as_tensor(schedules, device=dev)  # (N, blocks); 0 blocks: not CRL
+        self.schedule_tasks = torch.as_tensor(schedules, device=dev)  # (N, blocks); 0 blocks: no env in CRL
+        #: (N,) each environment's number of CRL blocks (0: not CRL) and block length.
+        self._env_blocks = torch.as_tensor(blocks, dtype=torch.int64, device=dev)
+        self._block_steps = torch.as_tensor([spec.block_steps for spec in specs], dtype=torch.int64, device=dev)
         self._streams = SeedStreams(self.seeds, _RESET_STREAM, dev)
         self.state = torch.zeros(n, 4, dtype=f64, device=dev)
         self.task = torch.zeros(n, dtype=torch.int64, device=dev)
@@ -145,34 +168,44 @@ class BatchedTaskSuite:
         self._arange = torch.arange(n, device=dev)
 
     # ------------------------------------------------------------------ construction
-    def _schedules(self, suite: SuiteSpec, fixed: bool) -> np.ndarray:
-        """Each seed's CRL task per block, ``(N, blocks)``; ``(N, 0)`` outside CRL or with fixed tasks."""
-        if suite.mode != "crl" or fixed:
-            return np.zeros((self.num_envs, 0), dtype=np.int64)
-        rows = []
-        for seed in self.seeds:
-            rng = np.random.default_rng(seed) if suite.order == "random" else None
-            blocks = build_schedule(suite.order, suite.task_names, suite.block_steps, suite.cycles, rng)
+    def _schedules(self, specs: list[SuiteSpec], fixed_tasks: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each env's CRL task per block, ``(N, blocks)`` (shorter schedules repeat their last task, which the
+        env keeps after its schedule ends), and each env's number of blocks ``(N,)`` (0 outside CRL or with a
+        fixed task)."""
+        rows: list[list[int]] = []
+        for i, (spec, seed) in enumerate(zip(specs, self.seeds, strict=True)):
+            fixed = fixed_tasks is not None and fixed_tasks[i] >= 0
+            if spec.mode != "crl" or fixed:
+                rows.append([])
+                continue
+            rng = np.random.default_rng(seed) if spec.order == "random" else None
+            blocks = build_schedule(spec.order, spec.task_names, spec.block_steps, spec.cycles, rng)
             rows.append([b.task_id for b in blocks])
-        return np.asarray(rows, dtype=np.int64)
+        width = max(len(row) for row in rows)
+        table = np.asarray([row + [row[-1] if row else 0] * (width - len(row)) for row in rows], dtype=np.int64)
+        return table.reshape(len(rows), width), np.asarray([len(row) for row in rows], dtype=np.int64)
 
     @property
     def crl(self) -> bool:
+        """Whether some environment follows a CRL schedule."""
         return self.num_blocks > 0
 
     # ------------------------------------------------------------------ episodes
     def _pick_tasks(self, u: torch.Tensor) -> torch.Tensor:
-        if self._fixed is not None:
-            return self._fixed
+        """Each env's task for its next episode: its fixed task, else its CRL block's, else an MTRL draw."""
+        drawn = torch.searchsorted(self._probs_cdf, u.contiguous()[:, None], right=True)[:, 0]
+        task = drawn.clamp_(max=self.num_tasks - 1)
         if self.crl:
-            return self.schedule_tasks[self._arange, self.block]
-        return torch.searchsorted(self._probs_cdf, u.contiguous(), right=True).clamp_(max=self.num_tasks - 1)
+            task = torch.where(self._env_blocks > 0, self.schedule_tasks[self._arange, self.block], task)
+        if self._fixed is not None:
+            task = torch.where(self._fixed >= 0, self._fixed, task)
+        return task
 
     def _reset_where(self, mask: torch.Tensor, first: bool = False) -> None:
         """Start a new episode in the environments of ``mask``: next CRL block if due, task, initial state."""
         u = self._streams.uniform(5, dtype=torch.float64)  # every env draws: a stream never depends on others
         if self.crl and not first:
-            due = (self.total_steps >= (self.block + 1) * self.block_steps) & (self.block < self.num_blocks - 1)
+            due = (self.total_steps >= (self.block + 1) * self._block_steps) & (self.block < self._env_blocks - 1)
             self.block = torch.where(mask & due, self.block + 1, self.block)
         task = self._pick_tasks(u[:, 4])
         self.task = torch.where(mask, task, self.task)
@@ -269,7 +302,7 @@ class BatchedTaskSuite:
         self.episode_steps += 1
         self.total_steps += 1
         self.episode_return += reward
-        truncated = ~terminated & (self.episode_steps >= self._limit[task])
+        truncated = ~terminated & (self.episode_steps >= self._limit[self._arange, task])
         done = terminated | truncated
         final_obs = self.observation()
         episode_return = torch.where(done, self.episode_return, 0.0)
