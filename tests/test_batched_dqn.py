@@ -93,6 +93,30 @@ def test_a_seed_runs_the_same_beside_any_neighbour_and_runs_are_deterministic():
         assert not torch.equal(value, start[key]), key  # 50 updates moved every tensor: the check can fail
 
 
+def test_a_member_with_its_own_settings_trains_as_in_a_batch_of_its_own_config():
+    """Issue 23: members of one batch may differ in env setting, replay capacity, discount and exploration.
+    A member trains bit for bit as it does beside a seed of its own config in a batch of the same size (the
+    same shapes, so the same kernels): the per-member tensors compute what the shared floats compute."""
+    net = {"arch": "dense", "hidden": 32}
+    a_suite, a_hp = TaskSuiteEnv("cartpole", "crl", block_steps=300), DQNHyperParams(learning_starts=200, batch_size=32)
+    b_suite = TaskSuiteEnv("cartpole", "crl", block_steps=120, order="reverse", max_episode_steps=60)
+    b_hp = DQNHyperParams(learning_starts=200, batch_size=32, buffer_size=250, gamma=0.9,
+                          exploration_initial_eps=0.6, exploration_final_eps=0.05, exploration_fraction=0.5)
+    mixed = BatchedDQN([a_suite, b_suite], [4, 9], net, [a_hp, b_hp]).learn(900)
+    only_a = BatchedDQN(a_suite, [4, 7], net, a_hp).learn(900)
+    only_b = BatchedDQN(b_suite, [3, 9], net, b_hp).learn(900)
+    assert mixed.buffer.lengths.tolist() == [300, 250]
+    for member, alone, slot in ((0, only_a, 0), (1, only_b, 1)):
+        for key, value in mixed.q_net.state_dict_of(member).items():
+            assert torch.equal(value, alone.q_net.state_dict_of(slot)[key]), (member, key)
+    assert not torch.equal(mixed.q_net.state_dict_of(0)["layers.0.linear.weight"],
+                           mixed.q_net.state_dict_of(1)["layers.0.linear.weight"])
+    returns = mixed.evaluate([a_suite, b_suite], episodes=2, seed=5)
+    assert returns.shape == (2, 2) and float(returns[1].max()) <= 60  # member b's own episode limit
+    with pytest.raises(ValueError, match="must share dqn.learning_rate"):
+        BatchedDQN([a_suite, b_suite], [4, 9], net, [a_hp, DQNHyperParams(learning_rate=0.5)])
+
+
 def test_exploration_follows_sb3s_linear_schedule():
     from stable_baselines3.common.utils import LinearSchedule
 

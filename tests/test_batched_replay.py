@@ -32,7 +32,7 @@ def test_stores_what_sb3_stores_and_samples_what_sb3_would_for_the_same_indices(
         for i, buf in enumerate(theirs):
             buf.add(obs[i:i + 1], nxt[i:i + 1], act[i:i + 1], rew[i:i + 1], (term | trunc)[i:i + 1],
                     [{"TimeLimit.truncated": bool(trunc[i])}])
-    assert len(ours) == capacity and ours.full
+    assert len(ours) == capacity and ours.added == 40
     for i, buf in enumerate(theirs):
         inds = np.arange(capacity)
         sb3 = buf._get_samples(inds)
@@ -70,3 +70,34 @@ def test_state_round_trip_continues_the_same_samples():
     copy = BatchedReplayBuffer([0, 1], capacity=8, obs_dim=2)
     copy.load_state_dict(state)
     assert torch.equal(copy.sample(4).observations, expected) and len(copy) == 5
+
+
+def test_members_with_their_own_capacity_store_and_sample_as_each_would_alone():
+    """Issue 23: members of one batch may hold replay buffers of different sizes; each wraps at its own
+    capacity and samples exactly what a buffer of that size alone samples (its own stream, its own fill)."""
+    seeds, capacities = [5, 6, 7], [3, 8, 5]
+    mixed = BatchedReplayBuffer(seeds, capacities, obs_dim=1)
+    alone = [BatchedReplayBuffer([seed], cap, obs_dim=1) for seed, cap in zip(seeds, capacities, strict=True)]
+    for k in range(11):  # wraps the 3- and 5-row members, not the 8-row one
+        obs = torch.tensor([[10.0 * i + k] for i in range(3)])
+        mixed.add(obs, obs + 0.5, torch.full((3,), k), torch.ones(3), torch.zeros(3, dtype=torch.bool))
+        for i, buf in enumerate(alone):
+            buf.add(obs[i : i + 1], obs[i : i + 1] + 0.5, torch.full((1,), k), torch.ones(1),
+                    torch.zeros(1, dtype=torch.bool))
+        if k in (1, 6, 10):
+            got = mixed.sample(16)
+            for i, buf in enumerate(alone):
+                one = buf.sample(16)
+                assert torch.equal(got.observations[i], one.observations[0])
+                assert torch.equal(got.next_observations[i], one.next_observations[0])
+    assert mixed.lengths.tolist() == [3, 8, 5]
+    assert sorted(mixed.observations[0, :3, 0].tolist()) == [8.0, 9.0, 10.0]  # the newest 3 of member 0
+
+
+def test_a_checkpoint_written_before_per_seed_capacities_loads():
+    buf = BatchedReplayBuffer([0], capacity=4, obs_dim=1)
+    state = buf.state_dict()
+    del state["added"]
+    state.update(pos=2, full=True)
+    buf.load_state_dict(state)
+    assert (len(buf), buf.added % buf.capacity) == (4, 2)

@@ -5,7 +5,7 @@ and a host-to-device copy per sample; the batched engine keeps every seed's tran
 The rules are SB3's, so that the engines train the same algorithm:
 
 * a circular buffer of ``capacity`` transitions per seed (all seeds advance together, one transition each
-  per env step, so they share the write position and the fill level);
+  per env step; members of a batch may have capacities of their own, each then wraps at its own);
 * ``handle_timeout_termination``: a transition whose episode was *truncated* is stored as not done, so its
   target bootstraps from the next state (SB3 keeps ``dones`` and ``timeouts`` and samples
   ``dones * (1 - timeouts)``; here the product is stored);
@@ -46,42 +46,60 @@ class BatchedSamples:
 class BatchedReplayBuffer:
     """One circular replay buffer per seed (see the module docstring)."""
 
-    def __init__(self, seeds: Sequence[int], capacity: int, obs_dim: int, device: str | torch.device = "cpu"):
+    def __init__(self, seeds: Sequence[int], capacity: int | Sequence[int], obs_dim: int,
+                 device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         s = len(seeds)
-        self.capacity = int(capacity)
-        self.observations = torch.zeros(s, capacity, obs_dim, device=self.device)
-        self.next_observations = torch.zeros(s, capacity, obs_dim, device=self.device)
-        self.actions = torch.zeros(s, capacity, dtype=torch.int64, device=self.device)
-        self.rewards = torch.zeros(s, capacity, device=self.device)
-        self.dones = torch.zeros(s, capacity, device=self.device)
-        self.tasks = torch.zeros(s, capacity, dtype=torch.int64, device=self.device)
-        self.pos = 0
-        self.full = False
+        capacities = [int(capacity)] * s if isinstance(capacity, int) else [int(c) for c in capacity]
+        if len(capacities) != s or min(capacities) < 1:
+            raise ValueError(f"one positive capacity per seed ({s}), got {capacities}")
+        #: Rows held per seed (the largest capacity); each seed uses the first ``capacities[i]``.
+        self.capacity = max(capacities)
+        self.capacities = torch.as_tensor(capacities, dtype=torch.int64, device=self.device)
+        self._uniform = len(set(capacities)) == 1  # one write position for all: a slice, not a scatter
+        shape = (s, self.capacity)
+        self.observations = torch.zeros(*shape, obs_dim, device=self.device)
+        self.next_observations = torch.zeros(*shape, obs_dim, device=self.device)
+        self.actions = torch.zeros(shape, dtype=torch.int64, device=self.device)
+        self.rewards = torch.zeros(shape, device=self.device)
+        self.dones = torch.zeros(shape, device=self.device)
+        self.tasks = torch.zeros(shape, dtype=torch.int64, device=self.device)
+        #: Transitions added per seed so far (every seed adds one per env step).
+        self.added = 0
+        self._rows = torch.arange(s, device=self.device)
         self._streams = SeedStreams(seeds, _SAMPLE_STREAM, self.device)
 
     def __len__(self) -> int:
-        return self.capacity if self.full else self.pos
+        """Transitions the fullest seed holds."""
+        return min(self.added, self.capacity)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(S,)`` transitions each seed holds."""
+        return self.capacities.clamp(max=self.added)
 
     def add(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
             terminated: torch.Tensor, tasks: torch.Tensor | None = None) -> None:
         """Store one transition per seed; ``terminated`` only (a truncation is not an end: see above);
         ``tasks``: each transition's task id (0 when the suite has none)."""
-        p = self.pos
+        if self._uniform:
+            where: tuple[Any, Any] = (slice(None), self.added % self.capacity)
+        else:
+            where = (self._rows, self.added % self.capacities)
         if tasks is not None:
-            self.tasks[:, p] = tasks
-        self.observations[:, p] = obs
-        self.next_observations[:, p] = next_obs
-        self.actions[:, p] = actions
-        self.rewards[:, p] = rewards
-        self.dones[:, p] = terminated.float()
-        self.pos = (p + 1) % self.capacity
-        self.full = self.full or self.pos == 0
+            self.tasks[where] = tasks
+        self.observations[where] = obs
+        self.next_observations[where] = next_obs
+        self.actions[where] = actions
+        self.rewards[where] = rewards
+        self.dones[where] = terminated.float()
+        self.added += 1
 
     def sample(self, batch_size: int) -> BatchedSamples:
         """``batch_size`` transitions per seed, uniformly from what each seed has stored."""
-        idx = self._streams.integers(len(self), batch_size)  # (S, batch)
-        rows = torch.arange(idx.shape[0], device=self.device)[:, None]
+        high = len(self) if self._uniform else self.lengths[:, None]
+        idx = self._streams.integers(high, batch_size)  # (S, batch)
+        rows = self._rows[:, None]
         return BatchedSamples(self.observations[rows, idx], self.actions[rows, idx], self.rewards[rows, idx],
                               self.dones[rows, idx], self.next_observations[rows, idx], self.tasks[rows, idx])
 
@@ -89,8 +107,7 @@ class BatchedReplayBuffer:
         """The stored transitions, write position and sampling stream (for checkpoints)."""
         return {"observations": self.observations, "next_observations": self.next_observations,
                 "actions": self.actions, "rewards": self.rewards, "dones": self.dones, "tasks": self.tasks,
-                "pos": self.pos,
-                "full": self.full, "streams": self._streams.state_dict()}
+                "added": self.added, "streams": self._streams.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`; a checkpoint written before task ids were stored has none, and
@@ -98,5 +115,8 @@ class BatchedReplayBuffer:
         for key in ("observations", "next_observations", "actions", "rewards", "dones", "tasks"):
             if key in state:
                 getattr(self, key).copy_(state[key])
-        self.pos, self.full = int(state["pos"]), bool(state["full"])
+        if "added" in state:
+            self.added = int(state["added"])
+        else:  # a checkpoint from before per-seed capacities: one write position and a fill flag
+            self.added = int(state["pos"]) + (self.capacity if state["full"] else 0)
         self._streams.load_state_dict(state["streams"])

@@ -134,16 +134,43 @@ class _PendingLog:
     episodes: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
+#: DQN settings the members of one batch may hold each their own; the rest they share (one update structure).
+PER_MEMBER = ("buffer_size", "gamma", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps")
+
+
+def _exploration(hp: DQNHyperParams) -> tuple[float, float, float]:
+    return hp.exploration_initial_eps, hp.exploration_final_eps, hp.exploration_fraction
+
+
+def check_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], num_seeds: int) -> list[DQNHyperParams]:
+    """One suite spec and one :class:`DQNHyperParams` per member, agreeing on every setting outside
+    :data:`PER_MEMBER` (members share the network shape and the step structure); else the one-line
+    :class:`ConfigError` naming the setting."""
+    if len(specs) != num_seeds or len(hps) != num_seeds:
+        raise ConfigError(f"one suite and one dqn config per member: {len(specs)} suites and {len(hps)} configs "
+                         f"for {num_seeds} seeds")
+    for key in DQNHyperParams.__dataclass_fields__:
+        values = {repr(getattr(hp, key)) for hp in hps}
+        if key not in PER_MEMBER and len(values) > 1:
+            raise ConfigError(f"the members of one batch must share dqn.{key} (got {', '.join(sorted(values))}); "
+                             f"members may differ in {', '.join('dqn.' + k for k in PER_MEMBER)}")
+    return hps
+
+
 class BatchedDQN:
     """S seeds of MoE DQN on one task suite, trained together (see the module docstring).
 
+    A batch member is (suite, seed, dqn settings): members share the network and the update structure, and
+    may differ in their suite's setting and in :data:`PER_MEMBER` (a study's runs of one architecture).
+
     Args:
         suite: the task suite: a :class:`TaskSuiteEnv` (its tasks, schedule and limits are the spec), also as
-            ``gym.make("moerl/...")`` returns it (the suite inside Gymnasium's checking wrappers).
+            ``gym.make("moerl/...")`` returns it (the suite inside Gymnasium's checking wrappers); or one per
+            member (see :class:`~moerl.rl.envs.batched.BatchedTaskSuite` for what they must share).
         seeds: one run per seed: distinct integers, or text as ``moerl train --seeds`` reads it (``"0-9"``).
         network: the Q-network, as for :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s ``policy_kwargs["network"]``.
         dqn: the algorithm's settings, a :class:`DQNHyperParams` or a dict of its keys (defaults:
-            :class:`DQNHyperParams`).
+            :class:`DQNHyperParams`); or one per member.
         device: where everything lives.
         metrics_interval: env steps between MoE metrics of a training minibatch (as ``logging.metrics_interval``
             on the SB3 path), gathered in :attr:`log`.
@@ -152,22 +179,26 @@ class BatchedDQN:
     :class:`~moerl.core.errors.ConfigError`) before anything is built.
     """
 
-    def __init__(self, suite: SuiteSpec, seeds: str | Sequence[int],
+    def __init__(self, suite: SuiteSpec | Sequence[SuiteSpec], seeds: str | Sequence[int],
                  network: MoENetworkConfig | dict[str, Any] | None = None,
-                 dqn: DQNHyperParams | dict[str, Any] | None = None, device: str | torch.device = "cpu",
+                 dqn: DQNHyperParams | dict[str, Any] | Sequence[DQNHyperParams | dict[str, Any]] | None = None,
+                 device: str | torch.device = "cpu",
                  metrics_interval: int = 1000) -> None:
-        suite = suite_of(suite)
         self.seeds = api_seeds(seeds)
         self.num_seeds = len(self.seeds)
-        self.hp = hyperparams(dqn)
         self.network_config = checked_network(network)
         check_positive("logging.metrics_interval", metrics_interval)
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of many seeds: see moerl.core.cpu_allocator
-        self.env = BatchedTaskSuite(suite, self.seeds, self.device)
-        layout = layout_for_env(suite)
-        check_layout_fits(self.network_config, layout, repr(suite))
+        specs = [suite_of(s) for s in suite] if isinstance(suite, Sequence) else [suite_of(suite)] * self.num_seeds
+        hps = [hyperparams(d) for d in dqn] if isinstance(dqn, Sequence) else [hyperparams(dqn)] * self.num_seeds
+        #: Each member's settings; :attr:`hp` holds those the members share (see :data:`PER_MEMBER`).
+        self.member_hp = check_members(specs, hps, self.num_seeds)
+        self.hp = hps[0]
+        self.env = BatchedTaskSuite(specs, self.seeds, self.device)
+        layout = layout_for_env(specs[0])
+        check_layout_fits(self.network_config, layout, repr(specs[0]))
         # The reference engine's observation rules (rescaling, task id, action masks): one encoder for both.
         self.encoder = ObservationEncoder(layout, self.env.n_actions, self.network_config).to(self.device)
         in_features, n_actions = self.encoder.in_features, self.env.n_actions
@@ -181,15 +212,24 @@ class BatchedDQN:
         # float rounding (the update-equivalence test bounds it).
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
                                           fused=True)
-        capacity = self.hp.buffer_size or default_capacity(suite.block_steps if suite.schedule() else None)
-        self.buffer = BatchedReplayBuffer(self.seeds, capacity, self.env.obs_dim, self.device)
+        capacities = [hp.buffer_size or default_capacity(spec.block_steps if spec.schedule() else None)
+                      for hp, spec in zip(hps, specs, strict=True)]
+        self.buffer = BatchedReplayBuffer(self.seeds, capacities, self.env.obs_dim, self.device)
+        # Per-member values as (S, ...) tensors only where members differ: a uniform batch computes with
+        # Python floats exactly as before.
+        gammas = [hp.gamma for hp in hps]
+        self._gamma: float | torch.Tensor = (gammas[0] if len(set(gammas)) == 1 else
+                                             torch.tensor(gammas, dtype=torch.float32, device=self.device)[:, None])
+        self._uniform_exploration = len({_exploration(hp) for hp in hps}) == 1
         self._explore = SeedStreams(self.seeds, _EXPLORE_STREAM, self.device)
         self.use_aux = self.hp.aux_loss_coef > 0 and self.network_config.balance_loss != "none"
         self.num_timesteps = 0
         self.n_updates = 0
         self.metrics_interval = metrics_interval
         self._last_metrics_step = 0
-        self.exploration_rate = self.hp.exploration_initial_eps
+        self.exploration_rate: float | torch.Tensor = (
+            self.hp.exploration_initial_eps if self._uniform_exploration else
+            torch.tensor([hp.exploration_initial_eps for hp in hps], dtype=torch.float32, device=self.device))
         self.log = TrainLog()
         self._pending = _PendingLog()
         self._obs: torch.Tensor | None = None
@@ -259,12 +299,18 @@ class BatchedDQN:
             self._obs = out.obs
             if self.num_timesteps % max(hp.target_update_interval, 1) == 0:
                 self.q_net_target.copy_from_(self.q_net)  # tau = 1, the schema's (and SB3's default) hard update
-            self.exploration_rate = linear_schedule(hp.exploration_initial_eps, hp.exploration_final_eps,
-                                                    hp.exploration_fraction,
-                                                    1.0 - self.num_timesteps / total_for_schedule)
+            self.exploration_rate = self._exploration_rate(1.0 - self.num_timesteps / total_for_schedule)
             if self.num_timesteps % hp.train_freq == 0 and self.num_timesteps > hp.learning_starts:
                 self.train(hp.gradient_steps)
         return self
+
+    def _exploration_rate(self, progress_remaining: float) -> float | torch.Tensor:
+        """Epsilon now: a float when the members share their schedule, else ``(S,)`` float32 (what a float
+        becomes when compared with the float32 draws, so a member's decisions are those it makes alone)."""
+        if self._uniform_exploration:
+            return linear_schedule(*_exploration(self.hp), progress_remaining)
+        rates = [linear_schedule(*_exploration(hp), progress_remaining) for hp in self.member_hp]
+        return torch.tensor(rates, dtype=torch.float32, device=self.device)
 
     def request_stop(self) -> None:
         """Ask :meth:`learn` to return after the current env step (a signal handler calls this): the state is
@@ -303,7 +349,8 @@ class BatchedDQN:
         self._explore.load_state_dict(state["explore"])
         self._obs = None if state["obs"] is None else state["obs"].to(self.device)
         self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
-        self.exploration_rate = float(state["exploration_rate"])
+        rate = state["exploration_rate"]
+        self.exploration_rate = rate.to(self.device) if isinstance(rate, torch.Tensor) else float(rate)
         self.log = state["log"]
         self._last_metrics_step = int(state["last_metrics_step"])
 
@@ -319,7 +366,7 @@ class BatchedDQN:
                 # at resets only)
                 next_feats, next_task = self._split(data.next_observations, self._task_of(data))
                 next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
-                target = td_target(next_q, data.rewards, data.dones, hp.gamma)
+                target = td_target(next_q, data.rewards, data.dones, self._gamma)
             feats, task = self._split(data.observations, self._task_of(data))
             if self.use_aux or (want_metrics and step == 0):
                 q_all, record = self.q_net.forward_record(feats, task)
@@ -341,7 +388,7 @@ class BatchedDQN:
         self.n_updates += gradient_steps
 
     @torch.no_grad()
-    def evaluate(self, suite: SuiteSpec, episodes: int, seed: int,
+    def evaluate(self, suite: SuiteSpec | Sequence[SuiteSpec], episodes: int, seed: int,
                  usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512,
                  tasks: Sequence[int] | None = None) -> np.ndarray:
         """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``
@@ -370,7 +417,13 @@ class BatchedDQN:
         keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for _ in range(t)
                 for e in range(episodes)]
         fixed = None if tasks is None else [k for _ in self.seeds for k in tasks for _ in range(episodes)]
-        env = BatchedTaskSuite(suite, keys, self.device, fixed_tasks=fixed)
+        if isinstance(suite, Sequence):  # one suite per member (members with their own episode limits)
+            if len(suite) != s:
+                raise ValueError(f"one evaluation suite per member: {len(suite)} suites for {s} members")
+            env = BatchedTaskSuite([spec for spec in suite for _ in range(t * episodes)], keys, self.device,
+                                   fixed_tasks=fixed)
+        else:
+            env = BatchedTaskSuite(suite, keys, self.device, fixed_tasks=fixed)
         obs = env.reset()
         returns = torch.zeros(s * t * episodes, dtype=torch.float64, device=self.device)
         finished = torch.zeros(s * t * episodes, dtype=torch.bool, device=self.device)
