@@ -18,6 +18,7 @@ import torch
 
 from moerl import MoEDQN
 from moerl.cli import main
+from moerl.core.errors import ConfigError
 from moerl.core.seeding import parse_seeds
 from tests.conftest import read_tb_scalars
 
@@ -265,3 +266,37 @@ def test_a_killed_batch_resumes_from_any_member_to_the_uninterrupted_result(unin
 def test_a_finished_batch_does_not_resume(uninterrupted, capsys):
     assert main(["train", "--resume", str(uninterrupted / "b_s5")]) == 2
     assert "is finished; only interrupted, failed or crashed runs resume" in capsys.readouterr().err
+
+
+def test_members_of_other_configs_train_as_in_a_batch_of_their_own_config(tmp_path):
+    """Issue 23: one batch may hold the runs of several configs of one architecture (a sweep's settings: task
+    order, a fixed task, block length). Each member's run directory holds exactly the files it gets in a
+    batch of its own config of the same size, at the same slot (same shapes, so the same kernels)."""
+    from moerl.rl.batched_runs import train_members, train_seeds
+    from moerl.rl.config import build_config
+    from moerl.runs.console import Console
+
+    def config(**env_kwargs):
+        c = build_config(None, {"env": "cartpole-crl", "arch": "big", "router": "softmoe", "timesteps": 900})
+        c.env_kwargs = {"block_steps": 300, **env_kwargs}
+        c.eval.freq, c.eval.episodes, c.eval.final_episodes = 300, 2, 2
+        c.dqn.learning_starts, c.network.hidden, c.logging.metrics_interval = 200, 16, 300
+        return c
+
+    members = [config(), config(order="reverse"), config(fixed_task=1, max_episode_steps=80)]
+    quiet = Console(verbosity=0, progress=False)
+    mixed = train_members(members, [0, 1, 2], str(tmp_path / "mixed"), [None] * 3, quiet)
+    assert len({p.name[:-3] for p in mixed}) == 3  # three configs, three ids
+    for slot, (member, run) in enumerate(zip(members, mixed, strict=True)):
+        seeds = [7, 8, 9]
+        seeds[slot] = slot
+        own = train_seeds(member, seeds, str(tmp_path / f"own{slot}"), None, quiet)[slot]
+        assert own.name == run.name
+        for name in ("eval.csv", "eval_usage.csv", "metrics.csv", "config.yaml", "schedule.json"):
+            assert (run / name).read_bytes() == (own / name).read_bytes(), (slot, name)
+    assert max(float(r["mean_return"]) for r in _rows(mixed[2])) <= 80  # member 2's own episode limit
+    with pytest.raises(ConfigError, match="must share timesteps"):
+        other = config()
+        other.timesteps = 1200
+        train_members([members[0], other], [0, 1], str(tmp_path / "bad"), [None] * 2, quiet)
+    assert not (tmp_path / "bad").exists()

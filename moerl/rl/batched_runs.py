@@ -1,4 +1,6 @@
-"""``moerl train --seeds 0-9 --engine batched``: many seeds of one MoE-DQN config, trained together.
+"""``moerl train --seeds 0-9 --engine batched``: many seeds of one MoE-DQN config, trained together; and
+batches whose members are runs of several configs of one architecture (:func:`train_members`: a sweep's
+settings, e.g. task orders, fixed tasks, block lengths, replay capacities, that the engine holds per member).
 
 Why a module beside :mod:`moerl.rl.experiment`: the batched engine
 (:class:`~moerl.rl.engine.batched_dqn.BatchedDQN`) trains S seeds in one process, but its results must
@@ -126,27 +128,36 @@ class _Batch:
     purged and written again).
     """
 
-    def __init__(self, config: Any, seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
+    def __init__(self, configs: list[Any], seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
         import torch
 
         from moerl.rl.config import engine_device, resolve_env
         from moerl.rl.engine.batched_dqn import BatchedDQN
         from moerl.rl.tb_layout import TaskSchedule, return_scale
 
-        self.config, self.seeds, self.runs = config, seeds, runs
-        self.env_id = resolve_env(config.env)
-        self.spec = suite_spec(self.env_id, config.env_kwargs)
-        plain = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
+        check_member_configs(configs)
+        self.configs, self.seeds, self.runs = configs, seeds, runs
+        #: The settings every member shares (budget, evaluation and checkpoint cadence, network, device).
+        self.config = config = configs[0]
+        self.env_ids = [resolve_env(c.env) for c in configs]
+        self.env_id = self.env_ids[0]
+        self.specs = [suite_spec(env_id, c.env_kwargs) for env_id, c in zip(self.env_ids, configs, strict=True)]
+        self.spec = self.specs[0]
         # Every task evaluated in one batch (BatchedDQN.evaluate's ``tasks``); a plain env is its own task.
-        self.eval_suite = self.spec if self.env_id in _PLAIN_IDS else suite_spec(self.env_id, plain)
+        self.eval_suites = [spec if env_id in _PLAIN_IDS else
+                            suite_spec(env_id, {k: v for k, v in c.env_kwargs.items() if k != "fixed_task"})
+                            for spec, env_id, c in zip(self.specs, self.env_ids, configs, strict=True)]
         self.eval_names = list(self.spec.task_names)
         # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
-        self.bounds = {} if self.env_id in _PLAIN_IDS else {
-            name: tuple(self.spec.return_bounds[i]) for i, name in enumerate(self.spec.task_names)}
-        self.schedule = (TaskSchedule(self.spec.schedule(), self.spec.task_names, return_scale(self.bounds))
-                         if self.bounds else None)  # the task-schedule series on the TensorBoard charts
+        self.member_bounds = [{} if env_id in _PLAIN_IDS else
+                              {name: tuple(spec.return_bounds[i]) for i, name in enumerate(spec.task_names)}
+                              for spec, env_id in zip(self.specs, self.env_ids, strict=True)]
+        self.bounds = self.member_bounds[0]
+        # The task-schedule series on each member's TensorBoard charts.
+        self.schedules = [TaskSchedule(spec.schedule(), spec.task_names, return_scale(bounds)) if bounds else None
+                          for spec, bounds in zip(self.specs, self.member_bounds, strict=True)]
         torch.set_num_threads(TRAINING_THREADS)
-        self.agent = BatchedDQN(self.spec, seeds, config.network, config.dqn, engine_device(config),
+        self.agent = BatchedDQN(self.specs, seeds, config.network, [c.dqn for c in configs], engine_device(config),
                                 metrics_interval=config.logging.metrics_interval)
         self.last_eval = -1
         self.seconds = 0.0
@@ -175,7 +186,7 @@ class _Batch:
         """Greedy returns ``{task: (S, episodes)}`` of every task, all in one batch; ``usage`` (when given) is
         filled with ``{task: {layer: (S, E)}}``."""
         layers: dict[str, np.ndarray] | None = None if usage is None else {}
-        returns = self.agent.evaluate(self.eval_suite, episodes, seed, usage=layers,
+        returns = self.agent.evaluate(self.eval_suites, episodes, seed, usage=layers,
                                       tasks=list(range(len(self.eval_names))))  # (S, tasks, episodes)
         if usage is not None and layers is not None:
             usage.update({name: {layer: u[:, k] for layer, u in layers.items()}
@@ -197,11 +208,11 @@ class _Batch:
             self.view.evaluated(step, out, self.bounds, log.metrics)
             self.view.show(step)
         for i, sr in enumerate(self.seed_runs):
-            rows = []
+            rows, bounds, schedule = [], self.member_bounds[i], self.schedules[i]
             for name, returns in out.items():
                 mean = float(returns[i].mean())
                 rows.append(eval_row(step, name, mean, float(returns[i].std()),
-                                     normalized_return(mean, self.bounds[name]) if name in self.bounds else None,
+                                     normalized_return(mean, bounds[name]) if name in bounds else None,
                                      episodes))
             sr.rows.extend(rows)
             for tag, value in eval_scalars(rows):
@@ -230,15 +241,17 @@ class _Batch:
                 sr.writer.add_scalar(tag, value, step)
             sr.usage.extend(used)
             if previous < 0:  # the custom-scalars layout once, at the run's first evaluation
-                sr.writer.add_custom_scalars(layout(list(out), usage_layers(usage_tags), bool(self.bounds)))
-            if self.schedule is not None:
-                write_schedule(sr.writer, self.schedule, previous, step)
+                sr.writer.add_custom_scalars(layout(list(out), usage_layers(usage_tags), bool(bounds)))
+            if schedule is not None:
+                write_schedule(sr.writer, schedule, previous, step)
             sr.writer.flush()
             _write_eval_csv(sr)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self, started: float) -> None:
         state = {"agent": self.agent.state_dict(), "rows": [sr.rows for sr in self.seed_runs],
+                 "configs": [to_dict(dataclasses.replace(c, seed=s, engine="batched"))  # as in config.yaml
+                             for c, s in zip(self.configs, self.seeds, strict=True)],
                  "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
                  "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
         write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
@@ -251,8 +264,9 @@ class _Batch:
         config, agent = self.config, self.agent
         total = config.timesteps
         started = time.perf_counter()
+        members = "seeds" if all(c == config for c in self.configs) else "members"
         label = (f"{config.env} {config.network.arch}" + (f"/{config.network.router}" if config.network.uses_moe
-                                                          else "") + f" {len(self.seeds)} seeds")
+                                                          else "") + f" {len(self.seeds)} {members}")
         self.view = BatchProgress(console, total, label, self.spec.task_names, len(self.seeds), self.spec.schedule(),
                                   self.spec.block_steps)
         console.start(label, total, "step", initial=agent.num_timesteps)
@@ -288,8 +302,8 @@ class _Batch:
         final = self.evaluate_tasks(config.eval.final_episodes, config.seed + 20_000)
         for i, sr in enumerate(self.seed_runs):
             sr.writer.close()
-            self.results.append(_finish_seed(sr, i, agent, config, self.spec, self.env_id, final, self.bounds,
-                                             self.seconds, len(self.seeds)))
+            self.results.append(_finish_seed(sr, i, agent, self.configs[i], self.specs[i], self.env_ids[i], final,
+                                             self.member_bounds[i], self.seconds, len(self.seeds)))
 
     def summary(self, console: Console) -> None:
         """The closing table of the batch (median over seeds; see :mod:`moerl.rl.console`)."""
@@ -311,25 +325,76 @@ def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
 
 def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None, console: Console) -> list[Path]:
     """Train ``seeds`` of ``config`` together with the batched engine; one finished run directory per seed."""
+    return train_members([config] * len(seeds), seeds, logdir, [run_name] * len(seeds), console)
+
+
+def check_member_configs(configs: list[Any]) -> None:
+    """Members of one batch share everything but :data:`MEMBER_KEYS` (and the per-member dqn settings the
+    engine checks): one budget, one evaluation and checkpoint cadence, one network, one device."""
+    from moerl.core.config import leaf_keys
+    from moerl.rl.engine.batched_dqn import PER_MEMBER
+
+    own = (*MEMBER_KEYS, *(f"dqn.{k}" for k in PER_MEMBER))
+    first = to_dict(configs[0])
+    for config in configs[1:]:
+        other = to_dict(config)
+        for key in sorted(leaf_keys(first) | leaf_keys(other)):
+            if any(key == k or key.startswith(f"{k}.") for k in own):
+                continue
+            if _get(first, key) != _get(other, key):
+                raise ConfigError(f"the members of one batch must share {key} (got {_get(first, key)!r} and "
+                                  f"{_get(other, key)!r}); they may differ in {', '.join(own)}")
+
+
+#: Config keys members of one batch may hold each their own, besides the engine's per-member dqn settings.
+MEMBER_KEYS = ("env", "env_kwargs", "eval.reference_runs")
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: list[str | None],
+                  console: Console) -> list[Path]:
+    """Train one batch of members, member ``i`` being ``configs[i]`` with seed ``seeds[i]`` (its run directory
+    ``<run_names[i] or its label>_s<seed>``); one finished run directory per member.
+
+    ``configs[i].seed`` is the batch seed (evaluation streams; the same for every member), the run seed is
+    ``seeds[i]``: a member evaluates the same alone or in any batch.
+    """
     from moerl.rl.config import check_sizes, default_timesteps, engine_device, resolve_env, run_label
     from moerl.rl.sb3.moe_dqn import default_buffer_size
 
-    spec = suite_spec(resolve_env(config.env), config.env_kwargs)
-    base = run_name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
-    if config.timesteps is None:
-        config.timesteps = default_timesteps(config)
-    capacity = config.dqn.buffer_size or default_buffer_size(spec)
-    config.dqn.buffer_size = capacity
-    check_sizes(config, int(spec.observation_space.shape[0]), len(seeds), capacity)
-
-    check_run_name(f"{base}_s{max(seeds)}")
+    configs = [dataclasses.replace(c) for c in configs]  # budgets and capacities are resolved below
+    bases, capacities = [], []
+    for config, name in zip(configs, run_names, strict=True):
+        spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+        bases.append(name or run_label(to_dict(config)))  # before the budget is resolved, as moerl sweep names it
+        if config.timesteps is None:
+            config.timesteps = default_timesteps(config)
+        config.dqn = dataclasses.replace(config.dqn, buffer_size=config.dqn.buffer_size or default_buffer_size(spec))
+        capacities.append(config.dqn.buffer_size)
+    check_member_configs(configs)
+    names_of_tasks = {suite_spec(resolve_env(c.env), c.env_kwargs).task_names for c in configs}
+    if len(names_of_tasks) > 1:
+        raise ConfigError(f"the members of one batch must share their tasks, got {sorted(names_of_tasks)}")
+    check_sizes(configs[0], int(spec.observation_space.shape[0]), len(seeds), max(capacities))
+    names = [f"{base}_s{seed}" for base, seed in zip(bases, seeds, strict=True)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two members of one batch would share a run directory: {sorted(names)}")
+    for name in names:
+        check_run_name(name)
     runs: list[Any] = []
-    batch = _Batch(config, seeds, runs)  # builds everything before any directory exists
-    runs.extend(RunDir.create(logdir, f"{base}_s{seed}") for seed in seeds)
-    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(config))):
+    batch = _Batch(configs, seeds, runs)  # builds everything before any directory exists
+    runs.extend(RunDir.create(logdir, name) for name in names)
+    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(configs[0]))):
         # TensorBoard writers once the runs are marked (a full disk at the start leaves no run behind)
         batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
-        for run, seed in zip(runs, seeds, strict=True):
+        for run, seed, config in zip(runs, seeds, configs, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
         batch.train(console)
@@ -356,19 +421,41 @@ def resume_seeds(request: Any) -> list[Path]:
         member_state = run_state(resume_status(run.path))
         if member_state in ("running", "finished"):
             raise ConfigError(f"'{run.path}' (a member of this batch) is {member_state}; the batch cannot resume")
-    config = from_dict(DQNRunConfig, leader.read_config())
-    config.seed = batch_seed
-    config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
     state = load_checkpoint_file(leader.path, CHECKPOINT_FILE, lambda path: _read_batch_state(path, len(runs)))
-    with running_many(runs, "moe-dqn", seeds, str(engine_device(config)), resumed=(leader, step)):
-        for run, seed in zip(runs, seeds, strict=True):
+    configs = []
+    for run, saved in zip(runs, state.get("configs") or [None] * len(runs), strict=True):
+        # each member's own config (members of a sweep group differ in their env settings), as checkpointed
+        config = from_dict(DQNRunConfig, run.read_config())
+        if saved is not None:
+            _check_member_config(run, to_dict(config), saved)
+        config.seed = batch_seed
+        configs.append(apply_resume_flags(config, request.option("timesteps"), request.option("device"), step))
+    with running_many(runs, "moe-dqn", seeds, str(engine_device(configs[0])), resumed=(leader, step)):
+        for run, seed, config in zip(runs, seeds, configs, strict=True):
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
-        batch = _Batch(config, seeds, runs, resume=state)
+        batch = _Batch(configs, seeds, runs, resume=state)
         console = request.console()
         batch.train(console)
     remove_checkpoints(leader.path)
     batch.summary(console)
     return [r.path for r in runs]
+
+
+#: Keys a resume may change (``--timesteps``, ``--device``): see :func:`moerl.rl.config.apply_resume_flags`.
+_RESUME_KEYS = ("timesteps", "device")
+
+
+def _check_member_config(run: Any, config: dict[str, Any], saved: dict[str, Any]) -> None:
+    """A member's ``config.yaml`` must be the config its batch was checkpointed with (an edit is refused, as
+    for the leader's: :meth:`RunDir.open_resumable`)."""
+    from moerl.core.config import flatten
+
+    now, then = flatten(config), flatten(saved)
+    for key in sorted(set(now) | set(then)):
+        if key.split(".")[0] not in _RESUME_KEYS and now.get(key) != then.get(key):
+            raise ConfigError(f"'{run.path / 'config.yaml'}' was edited after its checkpoint ({key}: "
+                              f"{then.get(key)!r} -> {now.get(key)!r}); a resume keeps the config it was "
+                              "checkpointed with")
 
 
 def _batch_record(path: Path, status: dict[str, Any]) -> tuple[str, list[str], list[int], int]:
