@@ -1,0 +1,127 @@
+"""Core-time estimates of batched groups, from a short timing on this machine.
+
+Why measure instead of a table: the cost of a member's env step depends on the architecture, on how many
+members share the process and on the CPU (which kernels its vector units get, its caches), so figures
+measured elsewhere mislead. A calibration builds the group's engine (the real configs, the real member
+count), lets it warm up past the first updates, then times:
+
+* ``step``: seconds per env step of the whole group, updates included (a step before ``learning_starts``
+  costs less, so charging every step at this rate slightly over-estimates);
+* ``eval_step``: seconds per step of one evaluation batch (every member x task x episode, one greedy forward
+  and one env step each); an evaluation is charged as if every episode ran to the longest episode limit,
+  again an upper estimate (untrained agents end episodes early, trained ones often reach the limit).
+
+The estimate of a group is ``timesteps * step + evaluations * limit * eval_step`` plus the final evaluation.
+Measurements are cached in ``<cache>/moerl/calibration.json`` (``XDG_CACHE_HOME`` or ``~/.cache``) under a
+key of everything they depend on (network, update shape, member count, suite, CPU capability, torch version,
+threads), so a dry run measures each kind of group once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moerl.core.config import to_dict
+
+#: Env steps timed per calibration, after the warm-up: 50 updates at ``train_freq`` 4.
+TIMED_STEPS = 200
+#: Evaluation steps timed per calibration.
+TIMED_EVAL_STEPS = 30
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured seconds per env step of a group (updates included) and per evaluation step."""
+
+    step: float
+    eval_step: float
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "moerl" / "calibration.json"
+
+
+def calibration_key(configs: list[Any]) -> str:
+    """What a calibration depends on: the shared network and update, the member count, the suites, the CPU."""
+    first = to_dict(configs[0])
+    parts = {
+        "network": first["network"], "dqn": {k: v for k, v in first["dqn"].items() if k != "buffer_size"},
+        "members": len(configs), "envs": sorted({c.env for c in configs}), "eval": first["eval"]["episodes"],
+        "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": first["device"],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def calibrate(configs: list[Any], seeds: list[int]) -> Calibration:
+    """Time the group's engine on this machine (see the module docstring); cached by :func:`calibration_key`."""
+    key = calibration_key(configs)
+    path = cache_file()
+    cache: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}  # a damaged cache is measured again, never trusted
+    if isinstance(cache.get(key), dict):
+        return Calibration(float(cache[key]["step"]), float(cache[key]["eval_step"]))
+    measured = _measure(configs, seeds)
+    cache[key] = {"step": measured.step, "eval_step": measured.eval_step, "when": time.strftime("%Y-%m-%d")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1) + "\n")
+    tmp.replace(path)
+    return measured
+
+
+def _measure(configs: list[Any], seeds: list[int]) -> Calibration:
+    import dataclasses
+
+    from moerl.rl.batched_runs import suite_spec
+    from moerl.rl.config import engine_device, resolve_env
+    from moerl.rl.engine.batched_dqn import BatchedDQN
+    from moerl.rl.envs.batched import BatchedTaskSuite
+
+    first = configs[0]
+    specs = [suite_spec(resolve_env(c.env), c.env_kwargs) for c in configs]
+    warm = min(first.dqn.learning_starts, 100)  # the warm-up only fills the buffers: keep it short
+    hps = [dataclasses.replace(c.dqn, learning_starts=warm) for c in configs]
+    agent = BatchedDQN(specs, seeds, first.network, hps, engine_device(first))
+    agent.learn(warm + 10 * first.dqn.train_freq)
+    start = time.perf_counter()
+    agent.learn(agent.num_timesteps + TIMED_STEPS)
+    step = (time.perf_counter() - start) / TIMED_STEPS
+    tasks = specs[0].num_tasks
+    episodes = first.eval.episodes
+    env = BatchedTaskSuite([s for s in specs for _ in range(tasks * episodes)],
+                           list(range(len(specs) * tasks * episodes)), agent.device)
+    obs = env.reset()
+    start = time.perf_counter()
+    for _ in range(TIMED_EVAL_STEPS):
+        actions = agent.greedy_actions(obs.reshape(len(specs), tasks * episodes, -1)).reshape(-1)
+        obs = env.step(actions, validate=False).obs
+    eval_step = (time.perf_counter() - start) / TIMED_EVAL_STEPS
+    return Calibration(step, eval_step)
+
+
+def estimate_seconds(configs: list[Any], calibration: Calibration) -> float:
+    """Seconds the group takes on this machine (see the module docstring): training steps, the periodic
+    evaluations and the final one, each evaluation charged at the longest episode limit."""
+    from moerl.rl.batched_runs import suite_spec
+    from moerl.rl.config import default_timesteps, resolve_env
+
+    first = configs[0]
+    steps = first.timesteps or default_timesteps(first)
+    limit = max(int(suite_spec(resolve_env(c.env), c.env_kwargs).episode_limits.max()) for c in configs)
+    evaluations = (steps // first.eval.freq if first.eval.freq else 0) + 2  # at 0, every freq, at the end
+    final = first.eval.final_episodes / max(first.eval.episodes, 1)  # relative size of the final batch
+    return steps * calibration.step + (evaluations + final) * limit * calibration.eval_step
