@@ -120,7 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--gpus-per-job", type=float, default=0.0,
                     help="ray backend: the share of a GPU each job reserves (e.g. 0.25: four jobs per GPU); "
                          "default: 0.0")
-    sw.add_argument("--dry-run", action="store_true", help="print what would run and exit")
+    sw.add_argument("--max-members", type=_positive_int, default=None,
+                    help="runs per process when runs of configs that differ only in env settings, seeds and "
+                         "per-member dqn settings train as one batch (1: every job in its own process); "
+                         "default: 64")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="print what would run (groups included) and its estimated core time, then exit")
+    # The process a sweep starts for a group of runs (moerl.runs.sweep.jobs.group_plans); not for users.
+    grp = sub.add_parser("sweep-group", help=argparse.SUPPRESS)
+    grp.add_argument("group_file")
+    grp.add_argument("--device")
     return parser
 
 
@@ -248,22 +257,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from moerl.runs.sweep.jobs import plan_job
-    from moerl.runs.sweep.launch import SweepStopped, check_logdir_writable, check_options, summary, sweep
+    from moerl.runs.sweep.launch import (
+        DEFAULT_MAX_MEMBERS,
+        SweepStopped,
+        check_logdir_writable,
+        check_options,
+        dry_run,
+        summary,
+        sweep,
+    )
     from moerl.runs.sweep.spec import load_sweep
 
+    max_members = args.max_members or DEFAULT_MAX_MEMBERS
     if args.dry_run:
         check_options(args.backend, args.workers, args.device, args.address, args.gpus_per_job)
         spec = load_sweep(args.sweep_file, args.logdir)
         check_logdir_writable(Path(spec.logdir))
-        for job in spec.jobs:
-            plan = plan_job(job)
-            print(f"{plan.action:7s} {job.job_id}  seeds {','.join(map(str, plan.seeds or job.seeds))}")
-        print(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}")
+        dry_run(spec, max_members)
         return 0
     try:
         outcomes, spec = sweep(args.sweep_file, args.backend, args.workers, args.device, args.logdir,
-                               args.address, args.gpus_per_job)
+                               args.address, args.gpus_per_job, max_members=max_members)
     except SweepStopped as stop:
         print(f"moerl: {stop}", file=sys.stderr)
         return stop.status
@@ -272,6 +286,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{len(outcomes) - len(failed)}/{len(outcomes)} jobs finished; runs in {spec.logdir}"
           + (f"; {len(failed)} failed (logs in {spec.logdir}/.sweep/logs)" if failed else ""))
     return 1 if failed else 0
+
+
+def cmd_sweep_group(args: argparse.Namespace) -> int:
+    """The process ``moerl sweep`` starts for a group of runs: trains them as one batch."""
+    import yaml
+
+    from moerl.runs.kinds import family_by_name
+
+    data = yaml.safe_load(Path(args.group_file).read_text())
+    family = family_by_name(data["family"])
+    if family.train_group is None:
+        raise ConfigError(f"runs of family '{family.name}' are not trained in groups")
+    for run_dir in family.train_group(data["members"], data["logdir"], args.device):
+        print(f"run directory: {run_dir}")
+    return 0
 
 
 MAX_ERROR_CHARS = 600
@@ -301,7 +330,7 @@ def _one_line(text: str) -> str:
 
 
 COMMANDS = {"eval": cmd_eval, "envs": cmd_envs, "report": cmd_report, "sweep": cmd_sweep,
-            "runs": cmd_runs}
+            "runs": cmd_runs, "sweep-group": cmd_sweep_group}
 
 
 #: Exit status when stdout is closed early (``moerl report runs | head``): 128 + SIGPIPE, what a shell

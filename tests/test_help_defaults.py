@@ -51,6 +51,7 @@ STATED = {
     ("train", "--logdir"): lambda: _code()["logdir"],
     ("sweep", "--backend"): lambda: _sweep_default("backend"),
     ("sweep", "--gpus-per-job"): lambda: _sweep_default("gpus_per_job"),
+    ("sweep", "--max-members"): lambda: _sweep_default("max_members"),
     ("runs", "dirs"): lambda: "runs",
 }
 #: (command, option) -> the wording of a default that is not one value.

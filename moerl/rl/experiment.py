@@ -53,6 +53,7 @@ from moerl.rl.config import (
 from moerl.rl.console import ProgressCallback, last_eval_returns, summary_lines
 from moerl.rl.envs.attributes import normalized_return, suite_info
 from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record
+from moerl.rl.sweep_groups import estimate_group, group_key, train_group
 from moerl.runs.console import Console
 from moerl.runs.kinds import (
     Family,
@@ -437,5 +438,8 @@ FAMILY = Family(
     sweep_config=sweep_config,
     run_label=run_label,
     config_aliases=FLAGS,
+    group_key=group_key,
+    train_group=train_group,
+    estimate_group=estimate_group,
 )
 

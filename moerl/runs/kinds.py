@@ -19,7 +19,7 @@ import hashlib
 import importlib
 import json
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +172,11 @@ class Family:
     run_label: Callable[[Mapping[str, Any]], str] | None = None
     #: The flat names a sweep file may use for config keys (``arch`` for ``network.arch``), as config files do.
     config_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: ``moerl sweep`` groups: equal keys for configs whose runs may share one batch (None: trains alone);
+    #: train one group (members ``{"name", "seeds", "config"}``, a logdir, a device); its core seconds here.
+    group_key: Callable[[Mapping[str, Any]], str | None] | None = None
+    train_group: Callable[[Sequence[Mapping[str, Any]], str, str | None], list[Path]] | None = None
+    estimate_group: Callable[[Sequence[Mapping[str, Any]]], float] | None = None
 
 
 def families() -> list[Family]:

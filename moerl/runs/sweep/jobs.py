@@ -8,6 +8,7 @@ Shared by both backends of ``moerl sweep`` (:mod:`moerl.runs.sweep.launch` runs 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,12 +30,44 @@ from moerl.runs.sweep.spec import SweepJob
 
 @dataclass
 class JobPlan:
-    """What a launch must do for one job: ``action`` is done, busy, train or resume."""
+    """What a launch must do for one job: ``action`` is done, busy, train or resume.
+
+    A *group* plan trains the runs of several jobs in one process (one batch; see :func:`group_plans`):
+    ``group`` then holds every member job with its seeds, and ``job``/``seeds`` are its first member's.
+    """
 
     job: SweepJob
     action: str
     seeds: tuple[int, ...] = ()
     resume_from: Path | None = None
+    group: tuple[tuple[SweepJob, tuple[int, ...]], ...] = ()
+
+    @property
+    def members(self) -> tuple[tuple[SweepJob, tuple[int, ...]], ...]:
+        """(job, seeds) of every job this plan trains: the group's, or the job itself."""
+        return self.group or ((self.job, self.seeds),)
+
+    @property
+    def plan_id(self) -> str:
+        """The job's id, or for a group ``group-<hash of its runs>`` (stable across launches)."""
+        if not self.group:
+            return self.job.job_id
+        runs = ",".join(f"{job.name}_s{seed}" for job, seeds in self.group for seed in seeds)
+        return f"group-{hashlib.sha256(runs.encode()).hexdigest()[:8]}"
+
+    def run_dirs(self) -> list[Path]:
+        return [job.run_dir(seed) for job, seeds in self.members for seed in seeds]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job.to_dict(), "action": self.action, "seeds": list(self.seeds),
+                "resume_from": str(self.resume_from) if self.resume_from else None,
+                "group": [[job.to_dict(), list(seeds)] for job, seeds in self.group]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
+        return cls(SweepJob.from_dict(data["job"]), data["action"], tuple(data["seeds"]),
+                   Path(data["resume_from"]) if data["resume_from"] else None,
+                   tuple((SweepJob.from_dict(job), tuple(seeds)) for job, seeds in data.get("group", [])))
 
 
 @dataclass
@@ -87,8 +121,7 @@ def set_aside_unaccounted(plans: list[JobPlan]) -> list[tuple[Path, Path]]:
     for plan in plans:
         if plan.action != "train":
             continue
-        for seed in plan.seeds:
-            folder = plan.job.run_dir(seed)
+        for folder in plan.run_dirs():
             if not folder.exists():
                 continue
             status = RunDir(folder).read_status()
@@ -105,6 +138,9 @@ def set_aside_unaccounted(plans: list[JobPlan]) -> list[tuple[Path, Path]]:
 
 def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[str]:
     """The ``moerl train`` command line that carries out ``plan``."""
+    if plan.group:
+        return [sys.executable, "-m", "moerl", "sweep-group", str(config_file),
+                *(["--device", device] if device else [])]
     cmd = [sys.executable, "-m", "moerl", "train", "--no-progress"]
     if plan.action == "resume":
         return [*cmd, "--resume", str(plan.resume_from), *(["--device", device] if device else [])]
@@ -120,13 +156,19 @@ def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[st
 def prepare(plan: JobPlan, state_dir: Path) -> Path:
     """Write the job's config file; clear unfinished directories that a fresh start replaces."""
     if plan.action == "train":
-        for seed in plan.seeds:
-            shutil.rmtree(plan.job.run_dir(seed), ignore_errors=True)
-    # One file per job (the sb3 engine's seeds of a config are separate jobs running at the same time).
-    config_file = state_dir / "configs" / f"{plan.job.job_id}.yaml"
+        for folder in plan.run_dirs():
+            shutil.rmtree(folder, ignore_errors=True)
+    # One file per job (the sb3 engine's seeds of a config are separate jobs running at the same time); a
+    # group's file lists its members (config, seeds, run name), read by ``moerl sweep-group``.
+    config_file = state_dir / "configs" / f"{plan.plan_id}.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = config_file.with_name(f".{config_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(yaml.safe_dump(plan.job.config, sort_keys=False))
+    content: Any = plan.job.config
+    if plan.group:
+        content = {"family": GROUP_FAMILY, "logdir": plan.job.logdir,
+                   "members": [{"name": job.name, "seeds": list(seeds), "config": job.config}
+                               for job, seeds in plan.group]}
+    tmp.write_text(yaml.safe_dump(content, sort_keys=False))
     tmp.replace(config_file)
     return config_file
 
@@ -186,7 +228,7 @@ def stop_leftover_trainers(plans: Sequence[JobPlan]) -> None:
     from moerl.runs.rundir import RunDir, run_state
 
     host = socket.gethostname()
-    running = [RunDir(plan.job.run_dir(seed)) for plan in plans for seed in plan.seeds]
+    running = [RunDir(folder) for plan in plans for folder in plan.run_dirs()]
     running = [run for run in running if run_state(run.read_status()) == "running"
                and run.read_status().get("host") == host and isinstance(run.read_status().get("pid"), int)]
     for pid in {run.read_status()["pid"] for run in running}:
@@ -206,7 +248,7 @@ def run_job(plan: JobPlan, state_dir: Path, device: str | None, children: Childr
     thread is interrupted while the child runs (a Ray worker shut down), the child is stopped the same way.
     """
     config_file = prepare(plan, state_dir)
-    log = state_dir / "logs" / f"{plan.job.job_id}.log"
+    log = state_dir / "logs" / f"{plan.plan_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
@@ -228,7 +270,66 @@ def run_job(plan: JobPlan, state_dir: Path, device: str | None, children: Childr
                 children.release(proc)
     seconds = time.perf_counter() - start
     if code == 0:
-        return JobOutcome(plan.job.job_id, plan.seeds, "finished", seconds, action=plan.action)
+        return JobOutcome(plan.plan_id, plan.seeds, "finished", seconds, action=plan.action)
     lines = [line.strip() for line in log.read_text().splitlines() if line.strip()]
     error = f"exit {code}: {lines[-1] if lines else 'no output'}"
-    return JobOutcome(plan.job.job_id, plan.seeds, "failed", seconds, error, plan.action)
+    return JobOutcome(plan.plan_id, plan.seeds, "failed", seconds, error, plan.action)
+
+
+#: The family whose runs sweeps group (the sweep file's kind of run).
+GROUP_FAMILY = "moe-dqn"
+
+
+def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str | None],
+                max_members: int) -> list[JobPlan]:
+    """Merge the ``train`` plans whose configs can share a batch into group plans of at most ``max_members``
+    runs each; everything else is kept as it is, and a resume is planned once per batch.
+
+    Why: the batched engine's speed per run grows with the runs in a process (docs/batched-engine.md), and a
+    study's runs of one architecture differ only in what the engine holds per member (seed, env settings,
+    replay capacity, discount, exploration). ``group_key`` (the family's) gives configs that may share a
+    batch the same key, and None to a config that trains alone. A key's runs are split into the fewest
+    processes of at most ``max_members`` runs, of even sizes, in plan order; a job's seeds stay together
+    unless the job alone is larger than a process.
+    """
+    out: list[JobPlan] = []
+    buckets: dict[str, list[JobPlan]] = {}
+    resumed: set[Path] = set()
+    for plan in plans:
+        if plan.action == "resume":
+            leader = _leader(plan.job)
+            if leader is not None and leader.resolve() in resumed:
+                continue  # another job of the same batch resumes it
+            if leader is not None:
+                resumed.add(leader.resolve())
+        key = group_key(plan.job.config) if plan.action == "train" and plan.job.engine == "batched" else None
+        if key is None:
+            out.append(plan)
+        else:
+            buckets.setdefault(key, []).append(plan)
+    for bucket in buckets.values():
+        if len(bucket) == 1 and len(bucket[0].seeds) <= max_members:
+            out.append(bucket[0])
+            continue
+        runs = [(plan.job, seed) for plan in bucket for seed in plan.seeds]
+        processes = -(-len(runs) // max_members)
+        size = -(-len(runs) // processes)
+        for start in range(0, len(runs), size):
+            chunk = runs[start : start + size]
+            members: dict[str, tuple[SweepJob, list[int]]] = {}
+            for job, seed in chunk:
+                members.setdefault(job.job_id, (job, []))[1].append(seed)
+            group = tuple((job, tuple(seeds)) for job, seeds in members.values())
+            first_job, first_seeds = group[0]
+            out.append(JobPlan(first_job, "train", first_seeds, None, group if len(group) > 1 else ()))
+    return out
+
+
+def expand_outcome(plan: JobPlan, outcome: JobOutcome) -> list[JobOutcome]:
+    """One outcome per job: a group's outcome is each of its jobs' (the record and summary list jobs)."""
+    if not plan.group:
+        return [outcome]
+    note = f"in {plan.plan_id}"
+    return [JobOutcome(job.job_id, seeds, outcome.status, outcome.seconds,
+                       f"{outcome.error} ({note})" if outcome.error else None, f"{outcome.action} ({note})")
+            for job, seeds in plan.group]

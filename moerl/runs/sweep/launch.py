@@ -50,6 +50,8 @@ from moerl.runs.sweep.jobs import (
     Children,
     JobOutcome,
     JobPlan,
+    expand_outcome,
+    group_plans,
     plan_job,
     run_job,
     set_aside_unaccounted,
@@ -95,15 +97,15 @@ def run_local(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: s
 
     def one(plan: JobPlan) -> JobOutcome:
         if children.signal is not None:
-            return JobOutcome(plan.job.job_id, plan.seeds, "not started", 0.0,
+            return JobOutcome(plan.plan_id, plan.seeds, "not started", 0.0,
                               f"the sweep was stopped ({_signal_name(children.signal)}) first", plan.action)
         with progress.lock:
             progress.running += 1
-            say(progress.line(f"{plan.action} {plan.job.job_id} (seeds {_seeds(plan.seeds)})"))
+            say(progress.line(f"{plan.action} {plan.plan_id} ({describe(plan)})"))
         try:
             outcome = run_job(plan, state_dir, device, children)
         except Exception as exc:  # a job that cannot even start is a failed job, not a failed sweep
-            outcome = JobOutcome(plan.job.job_id, plan.seeds, "failed", 0.0, f"{type(exc).__name__}: {exc}",
+            outcome = JobOutcome(plan.plan_id, plan.seeds, "failed", 0.0, f"{type(exc).__name__}: {exc}",
                                  plan.action)
         if outcome.status != "finished" and children.signal is not None:
             outcome.status = "interrupted"
@@ -123,6 +125,59 @@ def run_local(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: s
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(one, plans))
+
+
+def describe(plan: JobPlan) -> str:
+    """``seeds 0-9``, or for a group its runs per job: ``12 runs: NAME (seeds 0-5), NAME (seeds 0-5)``."""
+    if not plan.group:
+        return f"seeds {_seeds(plan.seeds)}"
+    runs = sum(len(seeds) for _, seeds in plan.group)
+    return f"{runs} runs: " + ", ".join(f"{job.name} (seeds {_seeds(seeds)})" for job, seeds in plan.group)
+
+
+#: Runs per process when a sweep groups runs into batches (``--max-members``); see docs/batched-engine.md.
+DEFAULT_MAX_MEMBERS = 64
+
+
+def plan_launch(spec: Sweep, max_members: int = DEFAULT_MAX_MEMBERS) -> list[JobPlan]:
+    """Every job's plan from the run directories (:func:`plan_job`), with the runs that can share a batch
+    merged into groups of at most ``max_members`` (:func:`group_plans`; 1 turns grouping off)."""
+    from moerl.runs.kinds import family_by_name
+    from moerl.runs.sweep.spec import SWEEP_FAMILY
+
+    plans = [plan_job(job) for job in spec.jobs]
+    family = family_by_name(SWEEP_FAMILY)
+    if family.group_key is None or max_members < 2:
+        return plans
+    return group_plans(plans, family.group_key, max_members)
+
+
+def dry_run(spec: Sweep, max_members: int = DEFAULT_MAX_MEMBERS, say: Callable[[str], None] = print) -> float:
+    """Print what a launch would do: each plan (groups with their members) and its estimated core time on this
+    machine (the family's calibration, measured once per kind of group and cached); returns the total
+    seconds of what would train."""
+    from moerl.runs.kinds import family_by_name
+    from moerl.runs.sweep.spec import SWEEP_FAMILY
+
+    family = family_by_name(SWEEP_FAMILY)
+    plans = plan_launch(spec, max_members)
+    total, unknown = 0.0, 0
+    for plan in plans:
+        cost = "-"
+        if plan.action == "train" and plan.job.engine == "batched" and family.estimate_group is not None:
+            seconds = family.estimate_group([{"name": job.name, "seeds": list(seeds), "config": job.config}
+                                             for job, seeds in plan.members])
+            total += seconds
+            cost = f"~{seconds / 3600:.2f} core-h"
+        elif plan.action in ("train", "resume"):
+            unknown += 1
+        say(f"{plan.action:7s} {plan.plan_id}  {describe(plan)}  {cost}")
+    processes = sum(p.action in ("train", "resume") for p in plans)
+    say(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}; {processes} processes to run "
+        f"(at most {max_members} runs each); estimated {total / 3600:.2f} core-hours on this machine"
+        + (f" for the fresh ones ({unknown} resumed or one-by-one jobs not estimated)" if unknown else "")
+        + " (an upper estimate from a timing of each kind of group here: docs/batched-engine.md)")
+    return total
 
 
 def _seeds(seeds: Sequence[int]) -> str:
@@ -184,7 +239,7 @@ def check_options(backend: str, workers: int | None, device: str | None, address
 
 def sweep(path: str, backend: str = "local", workers: int | None = None, device: str | None = None,
           logdir: str | None = None, address: str | None = None, gpus_per_job: float = 0.0,
-          say: Callable[[str], None] = print) -> tuple[list[JobOutcome], Sweep]:
+          say: Callable[[str], None] = print, max_members: int = DEFAULT_MAX_MEMBERS) -> tuple[list[JobOutcome], Sweep]:
     """Plan and run the sweep file ``path`` (see the module docstring); returns every job's outcome, or
     raises :class:`SweepStopped` once a stop signal's work is done."""
     from moerl.runs.sweep.ray_backend import check_reachable, cluster_address
@@ -198,7 +253,7 @@ def sweep(path: str, backend: str = "local", workers: int | None = None, device:
     workers = workers or os.cpu_count() or 1
     children = Children()
     with logdir_lock(Path(spec.logdir)), _stopped_by_signals(children):
-        outcomes = _launch(spec, backend, workers, device, address, gpus_per_job, say, children)
+        outcomes = _launch(spec, backend, workers, device, address, gpus_per_job, say, children, max_members)
     if children.signal is not None:
         raise SweepStopped(children.signal, outcomes, spec)
     return outcomes, spec
@@ -286,9 +341,10 @@ def logdir_lock(logdir: Path) -> Iterator[None]:
 
 
 def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address: str | None,
-            gpus_per_job: float, say: Callable[[str], None], children: Children) -> list[JobOutcome]:
+            gpus_per_job: float, say: Callable[[str], None], children: Children,
+            max_members: int = DEFAULT_MAX_MEMBERS) -> list[JobOutcome]:
     """The launch itself, under the logdir's lock: plan from the run directories, run, record."""
-    plans = [plan_job(job) for job in spec.jobs]
+    plans = plan_launch(spec, max_members)
     for old, new in set_aside_unaccounted(plans):
         say(f"[sweep] set aside {old}: its status.json is missing or damaged, so it is not deleted; "
             f"moved to {new.name}")
@@ -299,14 +355,17 @@ def _launch(spec: Sweep, backend: str, workers: int, device: str | None, address
                           error=None if p.action == "done" else "running in another process")
                for p in plans if p.action in ("done", "busy")]
     todo = [p for p in plans if p.action in ("train", "resume")]
+    grouped = sum(bool(p.group) for p in todo)
     say(f"[sweep] {spec.name}: {len(spec.jobs)} jobs ({spec.runs} runs) in {spec.logdir}; "
-        f"{len(plans) - len(todo)} need nothing, {len(todo)} to run on {backend} with {workers} workers")
+        f"{len(plans) - len(todo)} need nothing, {len(todo)} to run on {backend} with {workers} workers"
+        + (f" ({grouped} of them groups of several jobs in one batch)" if grouped else ""))
     start = time.perf_counter()
     if backend == "local":
         outcomes = run_local(todo, state_dir, workers, device, say, children)
     else:
         outcomes = _run_ray(todo, state_dir, workers, device, address, gpus_per_job, say, children)
-    everything = skipped + outcomes
+    everything = skipped + [one for plan, outcome in zip(todo, outcomes, strict=True)
+                            for one in expand_outcome(plan, outcome)]
     stopped_by = _signal_name(children.signal) if children.signal is not None else None
     write_record(spec, everything, backend, time.perf_counter() - start, stopped_by)
     return everything
@@ -336,11 +395,14 @@ def _run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: st
 
 def _after_stop(plan: JobPlan, signum: int) -> JobOutcome:
     """What a stop left of a Ray job, from its run directories: finished, not started, or interrupted."""
-    now = plan_job(plan.job)
-    if now.action == "done":
-        return JobOutcome(plan.job.job_id, plan.seeds, "finished", 0.0, None, plan.action)
-    if plan.action == "train" and not any(plan.job.run_dir(seed).exists() for seed in plan.seeds):
-        return JobOutcome(plan.job.job_id, plan.seeds, "not started", 0.0,
+    from moerl.runs.rundir import RunDir, run_state
+
+    folders = plan.run_dirs()
+    if all(run_state(RunDir(f).read_status()) == "finished" for f in folders if f.exists()) and all(
+            f.exists() for f in folders):
+        return JobOutcome(plan.plan_id, plan.seeds, "finished", 0.0, None, plan.action)
+    if plan.action == "train" and not any(f.exists() for f in folders):
+        return JobOutcome(plan.plan_id, plan.seeds, "not started", 0.0,
                           f"the sweep was stopped ({_signal_name(signum)}) first", plan.action)
-    return JobOutcome(plan.job.job_id, plan.seeds, "interrupted", 0.0,
+    return JobOutcome(plan.plan_id, plan.seeds, "interrupted", 0.0,
                       f"stopped by {_signal_name(signum)}; a relaunch resumes it", plan.action)

@@ -13,6 +13,7 @@ system) and have moerl installed; the commands are in the README ("Studies on a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 from moerl.core.errors import ConfigError
 from moerl.runs.sweep.jobs import JobOutcome, JobPlan, stop_leftover_trainers
+from moerl.runs.sweep.spec import SweepJob
 
 #: Seconds a sweep waits for the cluster's address to accept a connection before refusing it.
 CONNECT_TIMEOUT = 3.0
@@ -80,11 +82,9 @@ def _trial(trial_config: dict[str, Any]) -> None:
     from ray import tune
 
     from moerl.runs.sweep.jobs import JobPlan, run_job
-    from moerl.runs.sweep.spec import SweepJob
 
     config = trial_config["plan"]
-    plan = JobPlan(SweepJob.from_dict(config["job"]), config["action"], tuple(config["seeds"]),
-                   Path(config["resume_from"]) if config["resume_from"] else None)
+    plan = JobPlan.from_dict(config)
     outcome = run_job(plan, Path(config["state_dir"]), config["device"])
     tune.report({"status": outcome.status, "seconds": outcome.seconds, "error": outcome.error or ""})
 
@@ -121,9 +121,7 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
     try:
         # Paths absolute here, in the launch's working directory: a Ray trial runs in a folder of its own,
         # where a relative logdir would put every run (and a relaunch would find none of them).
-        space = [{"job": {**p.job.to_dict(), "logdir": str(Path(p.job.logdir).resolve())}, "action": p.action,
-                  "seeds": list(p.seeds), "resume_from": str(p.resume_from.resolve()) if p.resume_from else None,
-                  "state_dir": str(state_dir.resolve()), "device": device} for p in plans]
+        space = [{**_absolute(p).to_dict(), "state_dir": str(state_dir.resolve()), "device": device} for p in plans]
         resources: dict[str, float] = {"cpu": 1.0, **({"gpu": gpus_per_job} if gpus_per_job > 0 else {})}
         tuner = tune.Tuner(
             tune.with_resources(_trial, resources),
@@ -155,7 +153,17 @@ def run_ray(plans: Sequence[JobPlan], state_dir: Path, workers: int, device: str
                                  float(metrics.get("seconds", 0.0)), metrics.get("error") or None, plan_cfg["action"])
         by_job[job_id] = outcome
         say(f"[sweep] ray: {outcome.status} {job_id}" + (f": {outcome.error}" if outcome.error else ""))
-    return [by_job[p.job.job_id] for p in plans]
+    return [by_job[p.plan_id] for p in plans]
+
+
+def _absolute(plan: JobPlan) -> JobPlan:
+    """``plan`` with absolute paths (its jobs' logdirs, the run it resumes)."""
+    def job(j: SweepJob) -> SweepJob:
+        return dataclasses.replace(j, logdir=str(Path(j.logdir).resolve()))
+
+    return dataclasses.replace(plan, job=job(plan.job),
+                               resume_from=plan.resume_from.resolve() if plan.resume_from else None,
+                               group=tuple((job(j), seeds) for j, seeds in plan.group))
 
 
 def _attach(ray: Any, address: str, source: str) -> None:
@@ -174,6 +182,6 @@ def _trial_name(trial: Any) -> str:
 
 
 def _job_id(plan_cfg: dict[str, Any]) -> str:
-    from moerl.runs.sweep.spec import SweepJob
+    from moerl.runs.sweep.jobs import JobPlan
 
-    return SweepJob.from_dict(plan_cfg["job"]).job_id
+    return JobPlan.from_dict(plan_cfg).plan_id

@@ -1,0 +1,91 @@
+"""``moerl sweep`` trains the runs of configs that can share a batch in one process (issue 23): a study's
+settings of one architecture (task order, a fixed task) become one group; every run still gets its own
+directory, the record lists every job, a relaunch finds nothing to do, a killed group resumes, and the dry
+run shows the groups with an estimated core time measured on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from moerl.cli import main
+from moerl.core.checkpoint_store import checkpoint_step
+from moerl.runs.rundir import _pid_alive
+from moerl.runs.sweep.spec import load_sweep
+
+BASE = {"timesteps": 600, "env_kwargs.block_steps": 150, "eval.freq": 300, "eval.episodes": 1,
+        "eval.final_episodes": 1, "dqn.learning_starts": 100, "dqn.batch_size": 16, "network.hidden": 8}
+SETTINGS = [{"env": "cartpole-crl"}, {"env": "cartpole-crl", "env_kwargs.order": "reverse"},
+            {"env": "cartpole-crl", "env_kwargs.fixed_task": 1}]
+VARIANTS = [{"arch": "dense"}, {"arch": "big", "router": "softmoe"}]
+
+
+def _write(tmp_path: Path, name: str, **changes) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "settings": SETTINGS, "variants": VARIANTS, "seeds": "0-1",
+                                    "logdir": str(tmp_path / name), **changes}))
+    return path
+
+
+def _finished(logdir: Path) -> list[str]:
+    return sorted(p.name for p in logdir.iterdir()
+                  if (p / "status.json").is_file() and json.loads((p / "status.json").read_text())["status"] == "finished")
+
+
+def test_a_sweep_trains_one_group_per_architecture_and_every_run_in_its_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = _write(tmp_path, "study")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    groups = [line for line in out.splitlines() if line.startswith("train   group-")]
+    assert len(groups) == 2 and all("6 runs:" in line and "core-h" in line for line in groups), out
+    assert "2 processes to run" in out and "estimated" in out
+    assert main(["sweep", str(path), "--dry-run", "--max-members", "1"]) == 0
+    assert "6 processes to run" in capsys.readouterr().out  # grouping off: one process per job
+
+    assert main(["sweep", str(path), "--workers", "2"]) == 0
+    spec = load_sweep(path)
+    expected = sorted(job.run_dir(seed).name for job in spec.jobs for seed in job.seeds)
+    assert _finished(tmp_path / "study") == expected and len(expected) == 12
+    record = json.loads((tmp_path / "study" / "sweep.json").read_text())
+    assert sorted(j["job"] for j in record["jobs"]) == sorted(job.job_id for job in spec.jobs)
+    assert all(j["status"] == "finished" and "(in group-" in j["action"] for j in record["jobs"])
+    for job in spec.jobs:  # each run holds its own config: the group's members kept their settings
+        config = yaml.safe_load((job.run_dir(0) / "config.yaml").read_text())
+        assert config["env_kwargs"] == job.config["env_kwargs"] and config["engine"] == "batched"
+    status = json.loads((spec.jobs[0].run_dir(0) / "status.json").read_text())
+    assert len(status["batch"]["members"]) == 6  # three jobs' runs in one batch
+    assert main(["sweep", str(path)]) == 0
+    again = json.loads((tmp_path / "study" / "sweep.json").read_text())
+    assert {j["action"] for j in again["jobs"]} == {"skip"}
+
+
+def test_a_killed_group_resumes_as_one_batch(tmp_path):
+    path = _write(tmp_path, "killed", variants=[{"arch": "dense"}],
+                  base={**BASE, "timesteps": 3000, "checkpoint.every": 400, "eval.freq": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs = load_sweep(path).jobs
+    leader = jobs[0].run_dir(0)
+    deadline = time.time() + 240
+    while checkpoint_step(leader) is None:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
+        time.sleep(0.2)
+    trainer = json.loads((leader / "status.json").read_text())["pid"]
+    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(trainer, signal.SIGKILL)
+    proc.wait()
+    while _pid_alive(trainer):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert main(["sweep", str(path)]) == 0
+    record = json.loads((tmp_path / "killed" / "sweep.json").read_text())
+    assert [j["action"] for j in record["jobs"]].count("resume") == 1  # one resume for the whole group
+    assert len(_finished(tmp_path / "killed")) == 6
