@@ -85,6 +85,13 @@ def test_a_killed_group_resumes_as_one_batch(tmp_path):
     while _pid_alive(trainer):
         assert time.time() < deadline
         time.sleep(0.1)
+    other = jobs[1].run_dir(0) / "config.yaml"  # a member beside the leader, of another config
+    kept = other.read_text()
+    other.write_text(kept.replace("gamma: 0.99", "gamma: 0.5"))
+    edited = subprocess.run([sys.executable, "-m", "moerl", "train", "--resume", str(leader)], capture_output=True,
+                            text=True)
+    assert edited.returncode == 2 and "was edited after its checkpoint (dqn.gamma" in edited.stderr, edited.stderr
+    other.write_text(kept)
     assert main(["sweep", str(path)]) == 0
     record = json.loads((tmp_path / "killed" / "sweep.json").read_text())
     assert [j["action"] for j in record["jobs"]].count("resume") == 1  # one resume for the whole group
