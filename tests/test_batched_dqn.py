@@ -13,6 +13,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from moerl import MoEDQN
+from moerl.core.errors import ConfigError
 from moerl.rl.algos.dqn import DQNHyperParams
 from moerl.rl.engine.batched_dqn import BatchedDQN, linear_schedule
 from moerl.rl.envs.suite import TaskSuiteEnv
@@ -113,8 +114,11 @@ def test_a_member_with_its_own_settings_trains_as_in_a_batch_of_its_own_config()
                            mixed.q_net.state_dict_of(1)["layers.0.linear.weight"])
     returns = mixed.evaluate([a_suite, b_suite], episodes=2, seed=5)
     assert returns.shape == (2, 2) and float(returns[1].max()) <= 60  # member b's own episode limit
-    with pytest.raises(ValueError, match="must share dqn.learning_rate"):
+    with pytest.raises(ConfigError, match="must share dqn.learning_rate"):
         BatchedDQN([a_suite, b_suite], [4, 9], net, [a_hp, DQNHyperParams(learning_rate=0.5)])
+    BatchedDQN([a_suite, b_suite], [4, 4], net, [a_hp, b_hp])  # one seed in two configs: two runs
+    with pytest.raises(ConfigError, match="the same run"):
+        BatchedDQN([a_suite, a_suite], [4, 4], net, [a_hp, a_hp])
 
 
 def test_exploration_follows_sb3s_linear_schedule():

@@ -122,20 +122,22 @@ def parse_seeds(spec: str) -> list[int]:
     return check_seeds(seeds, f"--seeds '{spec}'")
 
 
-def check_seeds(seeds: Sequence[Any], what: str) -> list[int]:
+def check_seeds(seeds: Sequence[Any], what: str, distinct: bool = True) -> list[int]:
     """Each seed valid (:func:`check_seed`), none twice, at most :data:`MAX_SEEDS`: the rules of ``--seeds``,
-    for the parsed flag and the Python API's ``seeds=`` alike (``what`` names the value in the message)."""
+    for the parsed flag and the Python API's ``seeds=`` alike (``what`` names the value in the message).
+    ``distinct=False``: a seed may repeat (members of several configs in one batch: the caller checks that
+    no two members are the same run)."""
     from moerl.core.errors import ConfigError
 
     out = [check_seed(seed) for seed in seeds]
-    if len(set(out)) != len(out):
+    if distinct and len(set(out)) != len(out):
         raise ConfigError(f"{what} names a seed twice")
     if len(out) > MAX_SEEDS:
         raise ConfigError(f"{what} names more than {MAX_SEEDS:,} seeds")
     return out
 
 
-def api_seeds(seeds: str | Sequence[int]) -> list[int]:
+def api_seeds(seeds: str | Sequence[int], distinct: bool = True) -> list[int]:
     """The ``seeds=`` of a Python API object: a list of integer seeds, or text read as ``--seeds`` reads it.
 
     Why: the API must accept exactly what the CLI accepts. A string is the CLI's spec (``"0-9"``; ``"12"`` is
@@ -153,4 +155,4 @@ def api_seeds(seeds: str | Sequence[int]) -> list[int]:
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. [0, 1, 2] or '0-9'")
     given = list(seeds)
-    return check_seeds(given, f"seeds {given!r}")
+    return check_seeds(given, f"seeds {given!r}", distinct)

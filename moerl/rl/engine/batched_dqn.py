@@ -153,8 +153,20 @@ def check_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], num_seeds: 
         values = {repr(getattr(hp, key)) for hp in hps}
         if key not in PER_MEMBER and len(values) > 1:
             raise ConfigError(f"the members of one batch must share dqn.{key} (got {', '.join(sorted(values))}); "
-                             f"members may differ in {', '.join('dqn.' + k for k in PER_MEMBER)}")
+                              f"members may differ in {', '.join('dqn.' + k for k in PER_MEMBER)}")
     return hps
+
+
+def check_distinct_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], seeds: list[int]) -> None:
+    """No two members of a batch may be the same run: the same seed with the same settings."""
+    seen: set[tuple[Any, ...]] = set()
+    for spec, hp, seed in zip(specs, hps, seeds, strict=True):
+        key = (seed, spec.mode, str(spec.order), spec.block_steps, spec.cycles, spec.fixed_task,
+               tuple(spec.task_probs), tuple(spec.episode_limits), repr(hp))
+        if key in seen:
+            raise ConfigError(f"two members of one batch are the same run (seed {seed}, the same settings); "
+                              "a seed repeats only across members of different configs")
+        seen.add(key)
 
 
 class BatchedDQN:
@@ -184,7 +196,8 @@ class BatchedDQN:
                  dqn: DQNHyperParams | dict[str, Any] | Sequence[DQNHyperParams | dict[str, Any]] | None = None,
                  device: str | torch.device = "cpu",
                  metrics_interval: int = 1000) -> None:
-        self.seeds = api_seeds(seeds)
+        members = isinstance(suite, Sequence) or isinstance(dqn, Sequence)
+        self.seeds = api_seeds(seeds, distinct=not members)  # members of several configs may share a seed
         self.num_seeds = len(self.seeds)
         self.network_config = checked_network(network)
         check_positive("logging.metrics_interval", metrics_interval)
@@ -195,6 +208,7 @@ class BatchedDQN:
         hps = [hyperparams(d) for d in dqn] if isinstance(dqn, Sequence) else [hyperparams(dqn)] * self.num_seeds
         #: Each member's settings; :attr:`hp` holds those the members share (see :data:`PER_MEMBER`).
         self.member_hp = check_members(specs, hps, self.num_seeds)
+        check_distinct_members(specs, hps, self.seeds)
         self.hp = hps[0]
         self.env = BatchedTaskSuite(specs, self.seeds, self.device)
         layout = layout_for_env(specs[0])
