@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from moerl.rl.calibration import cache_file, calibrate, calibration_key, estimate_seconds
 from moerl.rl.config import build_config
@@ -23,8 +24,9 @@ def _members(n: int, **flags):
 def test_a_calibration_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     members = _members(4)
-    first = calibrate(members, [0, 1, 2, 3])
-    assert first.step > 0 and first.eval_step > 0
+    torch.set_num_threads(2)
+    first = calibrate(members, [0, 1, 2, 3])  # timed on one thread, as the group trains; the caller's kept
+    assert first.step > 0 and first.eval_step > 0 and torch.get_num_threads() == 2
     stored = json.loads(cache_file().read_text())
     assert set(stored) == {calibration_key(members)}
     assert calibrate(members, [0, 1, 2, 3]) == first  # from the cache: a measurement would differ

@@ -13,8 +13,9 @@ count), lets it warm up past the first updates, then times:
 
 The estimate of a group is ``timesteps * step + evaluations * limit * eval_step`` plus the final evaluation.
 Measurements are cached in ``<cache>/moerl/calibration.json`` (``XDG_CACHE_HOME`` or ``~/.cache``) under a
-key of everything they depend on (network, update shape, member count, suite, CPU capability, torch version,
-threads), so a dry run measures each kind of group once per machine.
+key of everything they depend on (network, update shape, member count, suite, CPU capability, torch version),
+so a dry run measures each kind of group once per machine. The timing runs on one torch thread, as the
+group's own process trains.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 
 from moerl.core.config import to_dict
+from moerl.core.threads import TRAINING_THREADS, torch_threads
 
 #: Env steps timed per calibration, after the warm-up: 50 updates at ``train_freq`` 4.
 TIMED_STEPS = 200
@@ -57,7 +59,7 @@ def calibration_key(configs: list[Any]) -> str:
         "network": first["network"], "dqn": {k: v for k, v in first["dqn"].items() if k != "buffer_size"},
         "members": len(configs), "envs": sorted({c.env for c in configs}), "eval": first["eval"]["episodes"],
         "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "device": first["device"],
+        "device": first["device"],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -84,6 +86,11 @@ def calibrate(configs: list[Any], seeds: list[int]) -> Calibration:
 
 
 def _measure(configs: list[Any], seeds: list[int]) -> Calibration:
+    with torch_threads(TRAINING_THREADS):  # timed as the group's process trains: on one torch thread
+        return _time_group(configs, seeds)
+
+
+def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
     import dataclasses
 
     from moerl.rl.batched_runs import suite_spec

@@ -173,8 +173,9 @@ def dry_run(spec: Sweep, max_members: int = DEFAULT_MAX_MEMBERS, say: Callable[[
             unknown += 1
         say(f"{plan.action:7s} {plan.plan_id}  {describe(plan)}  {cost}")
     processes = sum(p.action in ("train", "resume") for p in plans)
+    grouping = f"groups of at most {max_members} runs" if max_members > 1 else "no groups: a process per job"
     say(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}; {processes} processes to run "
-        f"(at most {max_members} runs each); estimated {total / 3600:.2f} core-hours on this machine"
+        f"({grouping}); estimated {total / 3600:.2f} core-hours on this machine"
         + (f" for the fresh ones ({unknown} resumed or one-by-one jobs not estimated)" if unknown else "")
         + " (an upper estimate from a timing of each kind of group here: docs/batched-engine.md)")
     return total
