@@ -177,7 +177,7 @@ def dry_run(spec: Sweep, max_members: int = DEFAULT_MAX_MEMBERS, say: Callable[[
     say(f"{len(spec.jobs)} jobs, {spec.runs} runs in {spec.logdir}; {processes} processes to run "
         f"({grouping}); estimated {total / 3600:.2f} core-hours on this machine"
         + (f" for the fresh ones ({unknown} resumed or one-by-one jobs not estimated)" if unknown else "")
-        + " (an upper estimate from a timing of each kind of group here: docs/batched-engine.md)")
+        + " (from a timing of each kind of group here; start-up and writing not counted: docs/batched-engine.md)")
     return total
 
 
