@@ -114,11 +114,41 @@ def test_a_member_with_its_own_settings_trains_as_in_a_batch_of_its_own_config()
                            mixed.q_net.state_dict_of(1)["layers.0.linear.weight"])
     returns = mixed.evaluate([a_suite, b_suite], episodes=2, seed=5)
     assert returns.shape == (2, 2) and float(returns[1].max()) <= 60  # member b's own episode limit
-    with pytest.raises(ConfigError, match="must share dqn.learning_rate"):
-        BatchedDQN([a_suite, b_suite], [4, 9], net, [a_hp, DQNHyperParams(learning_rate=0.5)])
+    with pytest.raises(ConfigError, match="must share dqn.batch_size"):
+        BatchedDQN([a_suite, b_suite], [4, 9], net, [a_hp, DQNHyperParams(learning_starts=200, batch_size=64)])
     BatchedDQN([a_suite, b_suite], [4, 4], net, [a_hp, b_hp])  # one seed in two configs: two runs
     with pytest.raises(ConfigError, match="the same run"):
         BatchedDQN([a_suite, a_suite], [4, 4], net, [a_hp, a_hp])
+
+
+def test_members_with_their_own_learning_rate_and_epsilon_train_as_with_torchs_adam():
+    """Per-member learning rates and Adam epsilons (issue 23): our member Adam computes torch's Adam update for
+    each member, so a member trains as in a batch of its own config (torch's fused Adam) up to float32
+    rounding; acting stays random so that no rounded argmax can fork the trajectories."""
+    suite, net = TaskSuiteEnv("cartpole", "crl", block_steps=300), {"arch": "dense", "hidden": 32}
+    random = {"learning_starts": 200, "batch_size": 32, "exploration_initial_eps": 1.0, "exploration_final_eps": 1.0}
+    a_hp, b_hp = DQNHyperParams(**random), DQNHyperParams(**random, learning_rate=3e-4, adam_eps=1e-6)
+    mixed = BatchedDQN(suite, [4, 9], net, [a_hp, b_hp])
+    start = [mixed.q_net.state_dict_of(i) for i in range(2)]
+    mixed.learn(500)
+    own = [BatchedDQN(suite, [4, 7], net, a_hp).learn(500), BatchedDQN(suite, [3, 9], net, b_hp).learn(500)]
+    for member, alone in enumerate(own):
+        for key, value in mixed.q_net.state_dict_of(member).items():
+            torch.testing.assert_close(value, alone.q_net.state_dict_of(member)[key], rtol=1e-5, atol=1e-6, msg=key)
+            assert not torch.equal(value, start[member][key]), key  # 75 updates moved every tensor
+
+
+def test_member_adam_leaves_a_member_with_learning_rate_zero_exactly_as_it_was():
+    from moerl.rl.nets.member_adam import MemberAdam
+
+    weight = torch.nn.Parameter(torch.randn(2, 3, 4))
+    before = weight.detach().clone()
+    opt = MemberAdam([weight], lr=torch.tensor([1e-2, 0.0]), eps=torch.tensor([1e-8, 1e-8]))
+    for _ in range(5):
+        opt.zero_grad()
+        (weight ** 2).sum().backward()
+        opt.step()
+    assert torch.equal(weight[1], before[1]) and not torch.equal(weight[0], before[0])
 
 
 def test_exploration_follows_sb3s_linear_schedule():

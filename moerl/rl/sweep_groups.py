@@ -2,7 +2,8 @@
 and what it costs.
 
 A sweep's runs of one architecture differ only in what the batched engine holds per member (the seed, the
-env settings of one set of tasks, the replay capacity, the discount and the exploration schedule:
+env settings of one set of tasks, the replay capacity, the discount, the exploration schedule, the learning
+rate and Adam's epsilon:
 :data:`~moerl.rl.batched_runs.MEMBER_KEYS`, :data:`~moerl.rl.engine.batched_dqn.PER_MEMBER`); such runs
 get one :func:`group_key`, and the sweep trains them in processes of many members
 (:func:`moerl.runs.sweep.jobs.group_plans`), each member still writing its own run directory.

@@ -54,6 +54,7 @@ from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import BatchedTaskSuite
 from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
+from moerl.rl.nets.member_adam import MemberAdam
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
 from moerl.rl.spec import SuiteSpec
 
@@ -135,7 +136,8 @@ class _PendingLog:
 
 
 #: DQN settings the members of one batch may hold each their own; the rest they share (one update structure).
-PER_MEMBER = ("buffer_size", "gamma", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps")
+PER_MEMBER = ("buffer_size", "gamma", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
+              "learning_rate", "adam_eps")
 
 
 def _exploration(hp: DQNHyperParams) -> tuple[float, float, float]:
@@ -224,8 +226,15 @@ class BatchedDQN:
         # fused: one kernel per parameter for the whole update instead of ~10 elementwise passes (5x less
         # optimiser time at 10 seeds on one CPU thread); the same arithmetic as the SB3 path's Adam up to
         # float rounding (the update-equivalence test bounds it).
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate, eps=self.hp.adam_eps,
-                                          fused=True)
+        self.optimizer: torch.optim.Optimizer
+        if len({(hp.learning_rate, hp.adam_eps) for hp in hps}) == 1:
+            self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate,
+                                              eps=self.hp.adam_eps, fused=True)
+        else:  # members with their own learning rate or epsilon (a batch of one config keeps the fused Adam)
+            self.optimizer = MemberAdam(
+                self.q_net.parameters(),
+                torch.tensor([hp.learning_rate for hp in hps], dtype=torch.float32, device=self.device),
+                torch.tensor([hp.adam_eps for hp in hps], dtype=torch.float32, device=self.device))
         capacities = [hp.buffer_size or default_capacity(spec.block_steps if spec.schedule() else None)
                       for hp, spec in zip(hps, specs, strict=True)]
         self.buffer = BatchedReplayBuffer(self.seeds, capacities, self.env.obs_dim, self.device)

@@ -287,7 +287,7 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
 
     Why: the batched engine's speed per run grows with the runs in a process (docs/batched-engine.md), and a
     study's runs of one architecture differ only in what the engine holds per member (seed, env settings,
-    replay capacity, discount, exploration). ``group_key`` (the family's) gives configs that may share a
+    replay capacity, discount, exploration, learning rate). ``group_key`` (the family's) gives configs that may share a
     batch the same key, and None to a config that trains alone. A key's runs are split into the fewest
     processes of at most ``max_members`` runs, of even sizes, in plan order; a job's seeds stay together
     unless the job alone is larger than a process.
