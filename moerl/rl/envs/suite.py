@@ -27,7 +27,8 @@ agents mask instead. Episodes are truncated at the base game's usual limit (Cart
 200) unless ``max_episode_steps`` says otherwise; Gymnasium's ``TimeLimit`` is not needed on top.
 Note that ``gym.make(id, max_episode_steps=N)`` is consumed by Gymnasium itself, which then adds its own
 ``TimeLimit(N)`` outside: that can shorten episodes but not lengthen them; pass the keyword to the class
-(or to ``gym.register``) to change the suite's own limit.
+(or to ``gym.register``) to change the suite's own limit. A run's ``env_kwargs.max_episode_steps`` reaches the
+class (:func:`moerl.rl.envs.registration.make`), so both engines run the same episodes.
 """
 
 from __future__ import annotations
