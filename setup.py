@@ -3,7 +3,9 @@
 Why: ``stack.json`` names the moerl commit behind every run, read from the git checkout when moerl runs from
 one (an editable install). A plain ``pip install .`` (the README's first line) runs a copy in site-packages
 with no ``.git`` beside it, so the commit must be written at build time or it is lost. Everything else about
-the package is in ``pyproject.toml``.
+the package is in ``pyproject.toml``. :func:`checkout_commit` repeats the two git calls of
+``moerl.runs.provenance.source_commit`` on purpose: pip builds in an isolated environment without moerl's
+dependencies, and importing any part of moerl imports Gymnasium (its env registration).
 """
 
 from __future__ import annotations
