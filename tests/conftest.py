@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,15 @@ def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 @pytest.fixture
 def tb_scalars():
     return read_tb_scalars
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs (root only; skipped, with the reason, where nothing can be mounted): real EROFS."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()})")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=False)

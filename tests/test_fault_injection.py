@@ -231,19 +231,12 @@ def test_a_full_disk_at_the_start_leaves_no_run_directory(tiny_disk):
         assert not any((tiny_disk / "runs").iterdir()), engine
 
 
-def test_read_only_storage_is_refused_before_anything_runs(tmp_path, capsys):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()})")
-    try:
-        assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro / "runs")]) == 2
-        assert "cannot create log directory" in capsys.readouterr().err
-        assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro)]) == 2
-        assert "is not writable" in capsys.readouterr().err
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
+def test_read_only_storage_is_refused_before_anything_runs(read_only_disk, capsys):
+    ro = read_only_disk
+    assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro / "runs")]) == 2
+    assert "cannot create log directory" in capsys.readouterr().err
+    assert main(["train", "--env", "CartPole-v1", "--timesteps", "100", "--logdir", str(ro)]) == 2
+    assert "is not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage,message", [

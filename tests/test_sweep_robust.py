@@ -179,21 +179,14 @@ def test_options_that_cannot_work_are_refused_up_front(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
-def test_a_read_only_logdir_is_refused_before_anything_runs(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({mount.stderr.decode().strip()})")
-    try:
-        path = tmp_path / "s.yaml"
-        path.write_text(yaml.safe_dump({"name": "ro", "seeds": "0", "base": TINY}))
-        for extra in ([], ["--dry-run"]):
-            _refused(_moerl("sweep", str(path), "--logdir", str(ro / "runs"), *extra, cwd=tmp_path),
-                     f"cannot create log directory '{ro / 'runs'}': '{ro}' is not writable")
-        _refused(_moerl("sweep", str(path), "--logdir", str(ro), cwd=tmp_path), f"log directory '{ro}' is not writable")
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
+def test_a_read_only_logdir_is_refused_before_anything_runs(tmp_path, read_only_disk):
+    ro = read_only_disk
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "ro", "seeds": "0", "base": TINY}))
+    for extra in ([], ["--dry-run"]):
+        _refused(_moerl("sweep", str(path), "--logdir", str(ro / "runs"), *extra, cwd=tmp_path),
+                 f"cannot create log directory '{ro / 'runs'}': '{ro}' is not writable")
+    _refused(_moerl("sweep", str(path), "--logdir", str(ro), cwd=tmp_path), f"log directory '{ro}' is not writable")
 
 
 @pytest.mark.slow
