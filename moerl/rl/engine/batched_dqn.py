@@ -52,7 +52,7 @@ from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import BatchedTaskSuite
-from moerl.rl.nets.batched import BatchedQNetwork, clip_grad_norm_per_seed
+from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
 from moerl.rl.nets.member_adam import MemberAdam
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
@@ -188,6 +188,8 @@ class BatchedDQN:
         device: where everything lives.
         metrics_interval: env steps between MoE metrics of a training minibatch (as ``logging.metrics_interval``
             on the SB3 path), gathered in :attr:`log`.
+        compile: run each update's forward and backward through ``torch.compile`` (:attr:`compiled`); the
+            eager update is the reference, and a compiled one agrees with it within float32 rounding.
 
     Every argument is checked as ``moerl train`` checks it (the same functions, the same one-line
     :class:`~moerl.core.errors.ConfigError`) before anything is built.
@@ -197,7 +199,7 @@ class BatchedDQN:
                  network: MoENetworkConfig | dict[str, Any] | None = None,
                  dqn: DQNHyperParams | dict[str, Any] | Sequence[DQNHyperParams | dict[str, Any]] | None = None,
                  device: str | torch.device = "cpu",
-                 metrics_interval: int = 1000) -> None:
+                 metrics_interval: int = 1000, compile: bool = False) -> None:
         members = isinstance(suite, Sequence) or isinstance(dqn, Sequence)
         self.seeds = api_seeds(seeds, distinct=not members)  # members of several configs may share a seed
         self.num_seeds = len(self.seeds)
@@ -257,6 +259,13 @@ class BatchedDQN:
         self._pending = _PendingLog()
         self._obs: torch.Tensor | None = None
         self._stop = False
+        #: Whether updates run compiled: ``torch.compile`` of :meth:`_update_losses` (the target pass, the
+        #: online pass and the loss; autograd compiles their backward), once per process and shape (seconds
+        #: to tens of seconds; measured in benchmarks/compiled_steps.py). The MoE-metrics pass every
+        #: ``metrics_interval`` steps stays eager, as do acting, the env and the optimiser (already fused).
+        self.compiled = bool(compile)
+        self._losses = (torch.compile(self._update_losses, dynamic=False, fullgraph=True) if self.compiled
+                        else self._update_losses)
 
     # ------------------------------------------------------------------ observations -> network
     def _split(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -384,23 +393,16 @@ class BatchedDQN:
         want_metrics = self.num_timesteps - self._last_metrics_step >= self.metrics_interval
         for step in range(gradient_steps):
             data = self.buffer.sample(hp.batch_size)
-            with torch.no_grad():
-                # a transition never crosses an episode end, so s' has the task of s (the suite switches tasks
-                # at resets only)
-                next_feats, next_task = self._split(data.next_observations, self._task_of(data))
-                next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
-                target = td_target(next_q, data.rewards, data.dones, self._gamma)
-            feats, task = self._split(data.observations, self._task_of(data))
-            if self.use_aux or (want_metrics and step == 0):
-                q_all, record = self.q_net.forward_record(feats, task)
-            else:
-                q_all, record = self.q_net(feats, task), None
-            td = td_loss(q_all, data.actions, target, hp.loss)
-            if record is not None and want_metrics and step == 0:
+            tasks = self._task_of(data)
+            if want_metrics and step == 0:  # the recorded pass, eager: once per metrics interval
                 self._last_metrics_step = self.num_timesteps
-                self._pending.metrics.append((self.num_timesteps, {k: v.detach() for k, v in record.metrics().items()}))
-            aux = record.aux_loss() if record is not None and self.use_aux else None
-            loss = total_loss(td, aux, hp.aux_loss_coef)
+                loss, td, aux, record = self._losses_recorded(data.observations, data.next_observations,
+                                                              data.actions, data.rewards, data.dones, tasks)
+                self._pending.metrics.append((self.num_timesteps,
+                                              {k: v.detach() for k, v in record.metrics().items()}))
+            else:
+                loss, td, aux = self._losses(data.observations, data.next_observations, data.actions,
+                                             data.rewards, data.dones, tasks)
             if aux is not None:
                 self._pending.aux_loss.append(aux.detach())
             self._pending.td_loss.append(td.detach())
@@ -409,6 +411,43 @@ class BatchedDQN:
             clip_grad_norm_per_seed(self.q_net.parameters(), hp.max_grad_norm)
             self.optimizer.step()
         self.n_updates += gradient_steps
+
+    def _target(self, next_obs: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+                tasks: torch.Tensor | None) -> torch.Tensor:
+        """TD targets ``(S, B)`` of a minibatch. A transition never crosses an episode end, so s' has the
+        task of s (the suite switches tasks at resets only)."""
+        with torch.no_grad():
+            next_feats, next_task = self._split(next_obs, tasks)
+            next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
+            return td_target(next_q, rewards, dones, self._gamma)
+
+    def _update_losses(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor,
+                       rewards: torch.Tensor, dones: torch.Tensor, tasks: torch.Tensor | None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One update's forward: ``(loss to differentiate, TD losses (S,), balancing losses (S,) or None)``.
+
+        A function of tensors only, so that ``torch.compile`` captures the target pass, the online pass and
+        the loss as one graph (and its backward as another): see :attr:`compiled`."""
+        target = self._target(next_obs, rewards, dones, tasks)
+        feats, task = self._split(obs, tasks)
+        if self.use_aux:
+            q_all, record = self.q_net.forward_record(feats, task)
+            aux: torch.Tensor | None = record.aux_loss()
+        else:
+            q_all, aux = self.q_net(feats, task), None
+        td = td_loss(q_all, actions, target, self.hp.loss)
+        return total_loss(td, aux, self.hp.aux_loss_coef), td, aux
+
+    def _losses_recorded(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor,
+                         rewards: torch.Tensor, dones: torch.Tensor, tasks: torch.Tensor | None,
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, BatchedRecord]:
+        """:meth:`_update_losses` with the forward record (MoE metrics), always eager."""
+        target = self._target(next_obs, rewards, dones, tasks)
+        feats, task = self._split(obs, tasks)
+        q_all, record = self.q_net.forward_record(feats, task)
+        aux = record.aux_loss() if self.use_aux else None
+        td = td_loss(q_all, actions, target, self.hp.loss)
+        return total_loss(td, aux, self.hp.aux_loss_coef), td, aux, record
 
     @torch.no_grad()
     def evaluate(self, suite: SuiteSpec | Sequence[SuiteSpec], episodes: int, seed: int,
