@@ -11,7 +11,11 @@ count), lets it warm up past the first updates, then times:
   and one env step each); an evaluation is charged as if every episode ran to the longest episode limit
   (untrained agents end episodes early, trained ones often reach the limit).
 
-The estimate of a group is ``timesteps * step + evaluations * limit * eval_step`` plus the final evaluation.
+* ``compile``: seconds the warm-up took, when the group compiles its updates (``compile``, resolved as the
+  group's process resolves it): an upper bound of the compile time, which a group pays once per process.
+
+The estimate of a group is ``timesteps * step + evaluations * limit * eval_step`` plus the final evaluation
+and the compile time.
 It leaves out the process's start (imports, building the networks) and writing the runs: measured end to end
 on a group of 40 dense CartPole runs it was 13% under the real core time (docs/batched-engine.md).
 Measurements are cached in ``<cache>/moerl/calibration.json`` (``XDG_CACHE_HOME`` or ``~/.cache``) under a
@@ -47,6 +51,7 @@ class Calibration:
 
     step: float
     eval_step: float
+    compile: float = 0.0
 
 
 def cache_file() -> Path:
@@ -61,7 +66,7 @@ def calibration_key(configs: list[Any]) -> str:
         "network": first["network"], "dqn": {k: v for k, v in first["dqn"].items() if k != "buffer_size"},
         "members": len(configs), "envs": sorted({c.env for c in configs}), "eval": first["eval"]["episodes"],
         "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-        "device": first["device"],
+        "device": first["device"], "compile": _compiles(configs),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -77,14 +82,24 @@ def calibrate(configs: list[Any], seeds: list[int]) -> Calibration:
         except (OSError, ValueError):
             cache = {}  # a damaged cache is measured again, never trusted
     if isinstance(cache.get(key), dict):
-        return Calibration(float(cache[key]["step"]), float(cache[key]["eval_step"]))
+        return Calibration(float(cache[key]["step"]), float(cache[key]["eval_step"]),
+                           float(cache[key].get("compile", 0.0)))
     measured = _measure(configs, seeds)
-    cache[key] = {"step": measured.step, "eval_step": measured.eval_step, "when": time.strftime("%Y-%m-%d")}
+    cache[key] = {"step": measured.step, "eval_step": measured.eval_step, "compile": measured.compile,
+                  "when": time.strftime("%Y-%m-%d")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cache, indent=1) + "\n")
     tmp.replace(path)
     return measured
+
+
+def _compiles(configs: list[Any]) -> bool:
+    """Whether the group's process compiles its updates (:func:`moerl.rl.batched_runs.resolve_compile`)."""
+    from moerl.rl.batched_runs import resolve_compile
+    from moerl.rl.config import default_timesteps
+
+    return resolve_compile(configs[0], len(configs), max(c.timesteps or default_timesteps(c) for c in configs))
 
 
 def _measure(configs: list[Any], seeds: list[int]) -> Calibration:
@@ -104,8 +119,11 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
     specs = [suite_spec(resolve_env(c.env), c.env_kwargs) for c in configs]
     warm = min(first.dqn.learning_starts, 100)  # the warm-up only fills the buffers: keep it short
     hps = [dataclasses.replace(c.dqn, learning_starts=warm) for c in configs]
-    agent = BatchedDQN(specs, seeds, first.network, hps, engine_device(first))
+    compiled = _compiles(configs)
+    agent = BatchedDQN(specs, seeds, first.network, hps, engine_device(first), compile=compiled)
+    start = time.perf_counter()
     agent.learn(warm + 10 * first.dqn.train_freq)
+    compile_seconds = time.perf_counter() - start if compiled else 0.0
     start = time.perf_counter()
     agent.learn(agent.num_timesteps + TIMED_STEPS)
     step = (time.perf_counter() - start) / TIMED_STEPS
@@ -119,7 +137,7 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
         actions = agent.greedy_actions(obs.reshape(len(specs), tasks * episodes, -1)).reshape(-1)
         obs = env.step(actions, validate=False).obs
     eval_step = (time.perf_counter() - start) / TIMED_EVAL_STEPS
-    return Calibration(step, eval_step)
+    return Calibration(step, eval_step, compile_seconds)
 
 
 def estimate_seconds(configs: list[Any], calibration: Calibration) -> float:
@@ -133,4 +151,5 @@ def estimate_seconds(configs: list[Any], calibration: Calibration) -> float:
     limit = max(int(suite_spec(resolve_env(c.env), c.env_kwargs).episode_limits.max()) for c in configs)
     evaluations = (steps // first.eval.freq if first.eval.freq else 0) + 2  # at 0, every freq, at the end
     final = first.eval.final_episodes / max(first.eval.episodes, 1)  # relative size of the final batch
-    return steps * calibration.step + (evaluations + final) * limit * calibration.eval_step
+    return (steps * calibration.step + (evaluations + final) * limit * calibration.eval_step
+            + calibration.compile)

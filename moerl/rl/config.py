@@ -36,6 +36,13 @@ ENGINES = Registry("engine", {
     "batched": "moerl's batched engine: every seed of --seeds in one process, as a batch dimension",
 })
 
+COMPILE = Registry("compile", {
+    "auto": "on where benchmarks/compiled_steps.py measured the compiled update faster (see "
+            "moerl.rl.batched_runs.resolve_compile), else off (default)",
+    "on": "the batched engine's updates through torch.compile (seconds to compile, once per process)",
+    "off": "eager updates (the reference)",
+})
+
 #: CLI flag (TrainRequest field) -> config key. A flag not listed here is refused for this family.
 FLAGS: Mapping[str, str] = {
     "env": "env",
@@ -47,6 +54,7 @@ FLAGS: Mapping[str, str] = {
     "seed": "seed",
     "device": "device",
     "engine": "engine",
+    "compile": "compile",
 }
 
 #: The RL line's algorithms (``--algo``): each has its own config schema and engines; DQN is the default.
@@ -126,6 +134,9 @@ class DQNRunConfig:
     #: Which engine trains the run (:data:`ENGINES`); ``batched`` trains ``--seeds`` together; ``auto`` is
     #: resolved before the run starts (:func:`resolve_engine`), so a run's config.yaml names the engine it used.
     engine: str = "auto"
+    #: Whether the batched engine compiles its updates (:data:`COMPILE`); ``auto`` is resolved when the batch
+    #: is built and the run's config.yaml names the outcome. How, not what: not part of the config id.
+    compile: str = "auto"
 
 
 # --- env names ---------------------------------------------------------------------------------
@@ -193,6 +204,10 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     """Check every value; ``given`` (keys the user set) lets settings that would be ignored be refused."""
     check_device(config.device)
     ENGINES.check(config.engine)
+    COMPILE.check(config.compile)
+    if config.compile == "on" and config.engine == "sb3":
+        raise ConfigError("compile: on applies to the batched engine; the sb3 engine runs eager "
+                          "(use --engine batched, or compile auto/off)")
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
@@ -382,6 +397,7 @@ OPTIONS = config_options(DQNRunConfig, {k: v for k, v in FLAGS.items() if k != "
               "the sb3 engine stays on the CPU, where its small networks are faster)",
     "engine": "auto (batched for two or more --seeds of a suite, else sb3), batched (every seed in one "
               "process) or sb3 (one seed at a time)",
+    "compile": f"the batched engine's updates through torch.compile ({COMPILE.help()})",
 }, extra=(
     Option("seeds", "several seeds of one config, e.g. 0-9 or 0,3,7: one run directory per seed"),
     Option("algo", f"the RL algorithm ({RL_ALGOS.help()}; default: dqn)"),

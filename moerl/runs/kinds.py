@@ -289,8 +289,8 @@ def default_run_name(*parts: Any) -> str:
 
 
 #: Config keys that do not change what a run computes (left out of its id): the seed (named apart), where it
-#: trains and where its data files lie.
-NOT_IN_ID = ("seed", "device", "data_dir")
+#: trains, whether its updates are compiled (both change float rounding only) and where its data files lie.
+NOT_IN_ID = ("seed", "device", "data_dir", "compile")
 
 
 def config_id(config: Mapping[str, Any]) -> str:

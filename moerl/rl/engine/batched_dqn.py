@@ -36,12 +36,14 @@ capture.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
@@ -171,6 +173,61 @@ def check_distinct_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], se
         seen.add(key)
 
 
+class UpdateLoss(nn.Module):
+    """One update's forward: the TD targets from the target network, the online Q-values and the loss.
+
+    ``forward(obs, next_obs, actions, rewards, dones, tasks, record=False)`` returns ``(loss to differentiate,
+    TD losses (S,), balancing losses (S,) or None, the forward record or None)``; ``record=True`` also keeps
+    the online pass's record (MoE metrics). A module of tensors in and out, holding the engine's networks, so
+    that :func:`_compiled_update_loss` captures it as one graph (its backward as another) and reuses that graph
+    for every engine of the same shapes in a process: dynamo keys compiled code on the module's structure,
+    not on which engine holds it.
+    """
+
+    def __init__(self, q_net: BatchedQNetwork, q_net_target: BatchedQNetwork, encoder: ObservationEncoder,
+                 gamma: float | torch.Tensor, use_aux: bool, loss: str, aux_loss_coef: float) -> None:
+        super().__init__()
+        self.q_net, self.q_net_target, self.encoder = q_net, q_net_target, encoder
+        self.gamma, self.use_aux, self.loss, self.aux_loss_coef = gamma, use_aux, loss, aux_loss_coef
+
+    def forward(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                dones: torch.Tensor, tasks: torch.Tensor | None, record: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, BatchedRecord | None]:
+        with torch.no_grad():
+            # a transition never crosses an episode end, so s' has the task of s (the suite switches tasks
+            # at resets only)
+            next_feats, next_task = self.encoder.split(next_obs, tasks)
+            next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
+            target = td_target(next_q, rewards, dones, self.gamma)
+        feats, task = self.encoder.split(obs, tasks)
+        rec: BatchedRecord | None = None
+        if self.use_aux or record:
+            q_all, rec = self.q_net.forward_record(feats, task)
+        else:
+            q_all = self.q_net(feats, task)
+        aux = rec.aux_loss() if rec is not None and self.use_aux else None
+        td = td_loss(q_all, actions, target, self.loss)
+        return total_loss(td, aux, self.aux_loss_coef), td, aux, rec if record else None
+
+
+def _call(module: nn.Module, *args: Any) -> Any:
+    return module(*args)
+
+
+@functools.cache
+def _compiled_update_loss() -> Any:
+    """``torch.compile`` of calling an :class:`UpdateLoss`, made on first use (importing dynamo takes time).
+
+    Static shapes (a batch's shapes never change) and the whole graph or an error, never a silent partial
+    graph. Dynamo compiles once per distinct module structure and shape; its default limit of 8 such
+    compilations per function would turn a process that builds many engines (a dry run's calibrations, a
+    notebook) into errors, so the limit is raised here for this function's sake."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    return torch.compile(_call, dynamic=False, fullgraph=True)
+
+
 class BatchedDQN:
     """S seeds of MoE DQN on one task suite, trained together (see the module docstring).
 
@@ -259,13 +316,13 @@ class BatchedDQN:
         self._pending = _PendingLog()
         self._obs: torch.Tensor | None = None
         self._stop = False
-        #: Whether updates run compiled: ``torch.compile`` of :meth:`_update_losses` (the target pass, the
+        #: Whether updates run compiled: ``torch.compile`` of :class:`UpdateLoss` (the target pass, the
         #: online pass and the loss; autograd compiles their backward), once per process and shape (seconds
         #: to tens of seconds; measured in benchmarks/compiled_steps.py). The MoE-metrics pass every
         #: ``metrics_interval`` steps stays eager, as do acting, the env and the optimiser (already fused).
         self.compiled = bool(compile)
-        self._losses = (torch.compile(self._update_losses, dynamic=False, fullgraph=True) if self.compiled
-                        else self._update_losses)
+        self.update_loss = UpdateLoss(self.q_net, self.q_net_target, self.encoder, self._gamma, self.use_aux,
+                                      self.hp.loss, self.hp.aux_loss_coef)
 
     # ------------------------------------------------------------------ observations -> network
     def _split(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -394,15 +451,16 @@ class BatchedDQN:
         for step in range(gradient_steps):
             data = self.buffer.sample(hp.batch_size)
             tasks = self._task_of(data)
+            args = (data.observations, data.next_observations, data.actions, data.rewards, data.dones, tasks)
             if want_metrics and step == 0:  # the recorded pass, eager: once per metrics interval
                 self._last_metrics_step = self.num_timesteps
-                loss, td, aux, record = self._losses_recorded(data.observations, data.next_observations,
-                                                              data.actions, data.rewards, data.dones, tasks)
+                loss, td, aux, record = self.update_loss(*args, record=True)
                 self._pending.metrics.append((self.num_timesteps,
                                               {k: v.detach() for k, v in record.metrics().items()}))
+            elif self.compiled:
+                loss, td, aux, _ = _compiled_update_loss()(self.update_loss, *args)
             else:
-                loss, td, aux = self._losses(data.observations, data.next_observations, data.actions,
-                                             data.rewards, data.dones, tasks)
+                loss, td, aux, _ = self.update_loss(*args)
             if aux is not None:
                 self._pending.aux_loss.append(aux.detach())
             self._pending.td_loss.append(td.detach())
@@ -411,43 +469,6 @@ class BatchedDQN:
             clip_grad_norm_per_seed(self.q_net.parameters(), hp.max_grad_norm)
             self.optimizer.step()
         self.n_updates += gradient_steps
-
-    def _target(self, next_obs: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
-                tasks: torch.Tensor | None) -> torch.Tensor:
-        """TD targets ``(S, B)`` of a minibatch. A transition never crosses an episode end, so s' has the
-        task of s (the suite switches tasks at resets only)."""
-        with torch.no_grad():
-            next_feats, next_task = self._split(next_obs, tasks)
-            next_q = self.encoder.masked(self.q_net_target(next_feats, next_task), next_task)
-            return td_target(next_q, rewards, dones, self._gamma)
-
-    def _update_losses(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor,
-                       rewards: torch.Tensor, dones: torch.Tensor, tasks: torch.Tensor | None,
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One update's forward: ``(loss to differentiate, TD losses (S,), balancing losses (S,) or None)``.
-
-        A function of tensors only, so that ``torch.compile`` captures the target pass, the online pass and
-        the loss as one graph (and its backward as another): see :attr:`compiled`."""
-        target = self._target(next_obs, rewards, dones, tasks)
-        feats, task = self._split(obs, tasks)
-        if self.use_aux:
-            q_all, record = self.q_net.forward_record(feats, task)
-            aux: torch.Tensor | None = record.aux_loss()
-        else:
-            q_all, aux = self.q_net(feats, task), None
-        td = td_loss(q_all, actions, target, self.hp.loss)
-        return total_loss(td, aux, self.hp.aux_loss_coef), td, aux
-
-    def _losses_recorded(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor,
-                         rewards: torch.Tensor, dones: torch.Tensor, tasks: torch.Tensor | None,
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, BatchedRecord]:
-        """:meth:`_update_losses` with the forward record (MoE metrics), always eager."""
-        target = self._target(next_obs, rewards, dones, tasks)
-        feats, task = self._split(obs, tasks)
-        q_all, record = self.q_net.forward_record(feats, task)
-        aux = record.aux_loss() if self.use_aux else None
-        td = td_loss(q_all, actions, target, self.hp.loss)
-        return total_loss(td, aux, self.hp.aux_loss_coef), td, aux, record
 
     @torch.no_grad()
     def evaluate(self, suite: SuiteSpec | Sequence[SuiteSpec], episodes: int, seed: int,
