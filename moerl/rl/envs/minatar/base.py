@@ -1,0 +1,92 @@
+"""The interface of a batched MinAtar game: N environments in tensors, randomness passed in as uniforms.
+
+Why uniforms in, not a generator inside: the caller draws them from per-seed counter streams
+(:class:`~moerl.core.seed_streams.SeedStreams`), so an environment's episodes depend on its own stream only,
+never on how many environments run beside it; and the tests feed the very same numbers to the ``minatar``
+reference (through a stand-in for its ``numpy.random.RandomState``) to check one step against it exactly.
+
+Conventions every game follows:
+
+* **State** is a dict of tensors, each with leading dimension N (positions as int64, flags as bool, timers as
+  int64; never Python objects or lists of variable length: a variable number of objects, bullets or
+  enemies, is a fixed-size grid or a fixed number of slots with an ``alive`` mask).
+* **Actions** are indices into :data:`FULL_ACTIONS` (MinAtar's full set of six); a game's minimal set is
+  :attr:`GameSpec.minimal_actions` (the suites map an agent's action index through it).
+* **Random numbers**: a step consumes exactly :attr:`BatchedGame.draws_per_step` float64 uniforms in [0, 1)
+  per environment, a reset :attr:`BatchedGame.draws_per_reset`; each slot has one fixed meaning (documented
+  by the game), used or not in a given step. A uniform ``u`` becomes an integer in ``[0, n)`` as
+  ``floor(u * n)`` in float64 (:func:`uniform_to_int`), a Bernoulli(p) as ``u < p``: the stand-in gives the
+  reference the same mappings, so both sides decide alike.
+* **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's).
+* **Difficulty ramping** (MinAtar's default: enemies speed up as the game goes on) is a constructor flag;
+  **sticky actions** are not the game's business (:func:`sticky`, applied by the suites).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+#: MinAtar's full action set, in its order.
+FULL_ACTIONS = ("noop", "left", "up", "right", "down", "fire")
+GRID = 10
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """Plain data of one game: its name, observation channels and minimal action set."""
+
+    name: str
+    channels: tuple[str, ...]
+    #: Indices into :data:`FULL_ACTIONS` of the game's minimal action set, in MinAtar's order.
+    minimal_actions: tuple[int, ...]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+
+class BatchedGame(Protocol):
+    """N environments of one game (see the module docstring for the conventions)."""
+
+    spec: GameSpec
+    ramping: bool
+    draws_per_reset: int
+    draws_per_step: int
+
+    def reset(self, u: torch.Tensor) -> State:
+        """A fresh state for each of N environments from uniforms ``u`` ``(N, draws_per_reset)`` float64."""
+        ...
+
+    def step(self, state: State, action: torch.Tensor, u: torch.Tensor) -> tuple[State, torch.Tensor, torch.Tensor]:
+        """One step of every environment: ``action`` ``(N,)`` int64 in the full set, ``u`` ``(N,
+        draws_per_step)`` float64 -> (next state, reward ``(N,)`` float32, terminal ``(N,)`` bool). A
+        terminal environment's next state is whatever the rules leave; the caller resets it."""
+        ...
+
+    def observe(self, state: State) -> torch.Tensor:
+        """``(N, 10, 10, C)`` bool grids of ``state``."""
+        ...
+
+
+def uniform_to_int(u: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
+    """``floor(u * n)`` in float64: an integer in ``[0, n)`` from a uniform in [0, 1) (int64)."""
+    return torch.floor(u.to(torch.float64) * n).to(torch.int64)
+
+
+def where_state(mask: torch.Tensor, a: State, b: State) -> State:
+    """Per environment, ``a``'s state where ``mask`` ``(N,)`` is true, else ``b``'s (same keys and shapes)."""
+    out = {}
+    for key, value in a.items():
+        m = mask.view(-1, *([1] * (value.dim() - 1)))
+        out[key] = torch.where(m, value, b[key])
+    return out
+
+
+def sticky(action: torch.Tensor, last_action: torch.Tensor, u: torch.Tensor, prob: float) -> torch.Tensor:
+    """MinAtar's sticky actions: the previous action again with probability ``prob`` (``u < prob``)."""
+    return torch.where(u < prob, last_action, action)
