@@ -1,5 +1,5 @@
 """Compiled updates (``compile: on``): the same update as the eager engine within float32 rounding, a run
-that resumes to its uninterrupted result, ``auto`` resolved and recorded, and refusals where it cannot apply.
+that resumes to its uninterrupted result, the setting recorded, and refusals where it cannot apply.
 
 Compile tests are few and small (each compile takes seconds): two architectures, a dense and a routed one."""
 
@@ -13,8 +13,6 @@ import torch
 import yaml
 
 from moerl.cli import main
-from moerl.rl.batched_runs import COMPILE_MIN_MEMBER_STEPS, resolve_compile
-from moerl.rl.config import DQNRunConfig
 from moerl.rl.engine.batched_dqn import BatchedDQN
 from moerl.rl.envs.suite import TaskSuiteEnv
 
@@ -58,18 +56,6 @@ def test_a_compiled_engine_is_deterministic_and_keeps_learning_close_to_eager():
     assert _max_diff(runs[0].q_net.parameters(), runs[2].q_net.parameters()) < 1e-3
 
 
-def test_compile_auto_is_on_only_for_batches_long_and_wide_enough():
-    config = DQNRunConfig(env="cartpole-crl")
-    assert config.compile == "auto"
-    assert resolve_compile(config, 64, COMPILE_MIN_MEMBER_STEPS // 64) is True
-    assert resolve_compile(config, 64, 1000) is False
-    assert resolve_compile(config, 2, COMPILE_MIN_MEMBER_STEPS) is False
-    config.compile = "on"
-    assert resolve_compile(config, 2, 1000) is True
-    config.compile = "off"
-    assert resolve_compile(config, 64, 10**9) is False
-
-
 ARGS = ["--env", "cartpole-crl", "--arch", "dense", "--timesteps", "600", "--set", "env_kwargs.block_steps=150",
         "--set", "eval.freq=300", "--set", "eval.episodes=2", "--set", "eval.final_episodes=2",
         "--set", "dqn.learning_starts=100", "--set", "network.hidden=16", "--set", "checkpoint.every=200",
@@ -105,7 +91,7 @@ def test_compiled_runs_record_it_and_resume_to_the_uninterrupted_result(tmp_path
     assert _eval_rows(cut) == _eval_rows(whole)
 
 
-def test_auto_resolves_to_off_for_a_short_batch_and_is_named_in_config_yaml(tmp_path):
+def test_the_default_is_eager_and_config_yaml_says_so(tmp_path):
     assert main(["train", *ARGS, "--seeds", "0,1", "--logdir", str(tmp_path)]) == 0
     assert {yaml.safe_load(p.read_text())["compile"] for p in tmp_path.glob("*/config.yaml")} == {"off"}
 

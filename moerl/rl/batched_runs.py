@@ -101,24 +101,6 @@ def resolve_engine(config: Any, num_seeds: int) -> str:
     return "batched"
 
 
-def resolve_compile(config: Any, members: int, timesteps: int) -> bool:
-    """Whether a batch of ``members`` members of ``config`` compiles its updates (``compile: on|off|auto``).
-
-    ``auto`` is on where ``benchmarks/compiled_steps.py`` measured the compiled engine faster end to end on
-    this kind of CPU (docs/batched-engine.md, "Compiled updates") and the batch trains long enough to pay
-    the compile time back several times over (:data:`COMPILE_MIN_MEMBER_STEPS`)."""
-    if config.compile != "auto":
-        return config.compile == "on"
-    return (members >= COMPILE_MIN_MEMBERS and members * timesteps >= COMPILE_MIN_MEMBER_STEPS
-            and config.network.arch in COMPILE_ARCHS)
-
-
-#: ``compile: auto``'s rule (see :func:`resolve_compile`), from benchmarks/compiled_steps.py.
-COMPILE_MIN_MEMBERS = 8
-COMPILE_MIN_MEMBER_STEPS = 2_000_000
-COMPILE_ARCHS = ("dense", "middle", "final", "all", "big", "wide")
-
-
 class _SeedRun:
     """One seed's run directory while the batch trains: TensorBoard writer and evaluation rows."""
 
@@ -154,9 +136,7 @@ class _Batch:
         from moerl.rl.tb_layout import TaskSchedule, return_scale
 
         check_member_configs(configs)
-        # compile: auto resolved once, into every member's config (config.yaml and the checkpoint name it)
-        self.compiled = resolve_compile(configs[0], len(seeds), max(c.timesteps for c in configs))
-        configs = [dataclasses.replace(c, compile="on" if self.compiled else "off") for c in configs]
+        self.compiled = configs[0].compile == "on"
         self.configs, self.seeds, self.runs = configs, seeds, runs
         #: The settings every member shares (budget, evaluation and checkpoint cadence, network, device).
         self.config = config = configs[0]
@@ -417,8 +397,7 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
         batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
         for run, seed, config in zip(runs, seeds, configs, strict=True):
             run.write_status("running", batch=_members_status(runs, seeds), batch_seed=config.seed)
-            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched",
-                                                         compile=batch.configs[0].compile)))
+            run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
         batch.train(console)
     remove_checkpoints(runs[0].path)
     batch.summary(console)

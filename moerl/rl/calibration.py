@@ -11,8 +11,8 @@ count), lets it warm up past the first updates, then times:
   and one env step each); an evaluation is charged as if every episode ran to the longest episode limit
   (untrained agents end episodes early, trained ones often reach the limit).
 
-* ``compile``: seconds the warm-up took, when the group compiles its updates (``compile``, resolved as the
-  group's process resolves it): an upper bound of the compile time, which a group pays once per process.
+* ``compile``: seconds the warm-up took, when the group compiles its updates (``compile: on``): an upper
+  bound of the compile time, which a group pays once per process.
 
 The estimate of a group is ``timesteps * step + evaluations * limit * eval_step`` plus the final evaluation
 and the compile time.
@@ -95,11 +95,8 @@ def calibrate(configs: list[Any], seeds: list[int]) -> Calibration:
 
 
 def _compiles(configs: list[Any]) -> bool:
-    """Whether the group's process compiles its updates (:func:`moerl.rl.batched_runs.resolve_compile`)."""
-    from moerl.rl.batched_runs import resolve_compile
-    from moerl.rl.config import default_timesteps
-
-    return resolve_compile(configs[0], len(configs), max(c.timesteps or default_timesteps(c) for c in configs))
+    """Whether the group's process compiles its updates (``compile: on``)."""
+    return configs[0].compile == "on"
 
 
 def _measure(configs: list[Any], seeds: list[int]) -> Calibration:

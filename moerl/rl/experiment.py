@@ -138,8 +138,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
         return _train_seeds(request, config, seeds_spec)
     if config.compile == "on":
         raise ConfigError("compile: on applies to the batched engine, and this run trains on the sb3 engine "
-                          "(one seed); use --engine batched, or compile auto/off")
-    config.compile = "off"
+                          "(one seed); use --engine batched, or compile: off")
     label = run_label(to_dict(config))  # before the budget is resolved: the name a sweep gives this config
     torch.set_num_threads(TRAINING_THREADS)
     env = make_env(config)
