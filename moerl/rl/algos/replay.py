@@ -109,6 +109,16 @@ class BatchedReplayBuffer:
                 "actions": self.actions, "rewards": self.rewards, "dones": self.dones, "tasks": self.tasks,
                 "added": self.added, "streams": self._streams.state_dict()}
 
+    def select_state(self, rows: torch.Tensor, capacity: int) -> dict[str, Any]:
+        """:meth:`state_dict` of the seeds ``rows`` only, for a buffer of those seeds whose largest capacity is
+        ``capacity`` (each seed's rows beyond its own capacity are never used, so they are cut)."""
+        out: dict[str, Any] = {key: getattr(self, key).index_select(0, rows)[:, :capacity].clone()
+                               for key in ("observations", "next_observations", "actions", "rewards", "dones",
+                                           "tasks")}
+        out["added"] = self.added
+        out["streams"] = self._streams.state_dict()
+        return out
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`; a checkpoint written before task ids were stored has none, and
         its owner fills :attr:`tasks` in (the ids are in the stored observations' one-hots)."""

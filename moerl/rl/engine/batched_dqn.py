@@ -344,13 +344,14 @@ class BatchedDQN:
         return (mask.cumsum(1) > k[:, None]).float().argmax(1)
 
     # ------------------------------------------------------------------ the loop
-    def learn(self, total_timesteps: int, schedule_timesteps: int | None = None, *,
+    def learn(self, total_timesteps: int, schedule_timesteps: int | Sequence[int] | None = None, *,
               threads: int | None = TRAINING_THREADS) -> BatchedDQN:
         """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (continuing where it stands),
         then gather what the chunk logged into :attr:`log` (the boundary).
 
         ``schedule_timesteps``: the run's total, when it is trained in chunks (the exploration schedule
-        follows the run, as :attr:`MoEDQN.schedule_timesteps`); default ``total_timesteps``.
+        follows the run, as :attr:`MoEDQN.schedule_timesteps`); default ``total_timesteps``. One per member
+        for members with budgets of their own: each member's exploration follows its own total.
 
         ``threads``: torch threads while this call runs, the caller's count restored afterwards (also when it
         raises). The default is the count ``moerl train`` uses (:data:`~moerl.core.threads.TRAINING_THREADS`,
@@ -362,11 +363,14 @@ class BatchedDQN:
             self.sync_log()
         return self
 
-    def advance(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedDQN:
+    def advance(self, total_timesteps: int, schedule_timesteps: int | Sequence[int] | None = None) -> BatchedDQN:
         """:meth:`learn` without its boundary: env steps and updates that never read a device value on the
         host; what they log waits on the device until :meth:`sync_log`."""
         hp = self.hp
-        total_for_schedule = schedule_timesteps or total_timesteps
+        total_for_schedule: int | list[int] = (list(schedule_timesteps) if isinstance(schedule_timesteps, Sequence)
+                                               else schedule_timesteps or total_timesteps)
+        if isinstance(total_for_schedule, list) and len(total_for_schedule) != self.num_seeds:
+            raise ValueError(f"one schedule total per member: {len(total_for_schedule)} for {self.num_seeds}")
         if self._obs is None:
             self._obs = self.env.reset()
         self._stop = False
@@ -388,17 +392,22 @@ class BatchedDQN:
             self._obs = out.obs
             if self.num_timesteps % max(hp.target_update_interval, 1) == 0:
                 self.q_net_target.copy_from_(self.q_net)  # tau = 1, the schema's (and SB3's default) hard update
-            self.exploration_rate = self._exploration_rate(1.0 - self.num_timesteps / total_for_schedule)
+            self.exploration_rate = self._exploration_rate(total_for_schedule)
             if self.num_timesteps % hp.train_freq == 0 and self.num_timesteps > hp.learning_starts:
                 self.train(hp.gradient_steps)
         return self
 
-    def _exploration_rate(self, progress_remaining: float) -> float | torch.Tensor:
-        """Epsilon now: a float when the members share their schedule, else ``(S,)`` float32 (what a float
-        becomes when compared with the float32 draws, so a member's decisions are those it makes alone)."""
-        if self._uniform_exploration:
-            return linear_schedule(*_exploration(self.hp), progress_remaining)
-        rates = [linear_schedule(*_exploration(hp), progress_remaining) for hp in self.member_hp]
+    def _exploration_rate(self, totals: int | list[int]) -> float | torch.Tensor:
+        """Epsilon now, each member's schedule over ``totals`` (the run's total, or one per member): a float
+        when the members share their schedule and total, else ``(S,)`` float32 (what a float becomes when
+        compared with the float32 draws, so a member's decisions are those it makes alone)."""
+        t = self.num_timesteps
+        if isinstance(totals, int):
+            if self._uniform_exploration:
+                return linear_schedule(*_exploration(self.hp), 1.0 - t / totals)
+            totals = [totals] * self.num_seeds
+        rates = [linear_schedule(*_exploration(hp), 1.0 - t / total) for hp, total in zip(self.member_hp, totals,
+                                                                                         strict=True)]
         return torch.tensor(rates, dtype=torch.float32, device=self.device)
 
     def request_stop(self) -> None:
@@ -409,6 +418,48 @@ class BatchedDQN:
     @property
     def stopped(self) -> bool:
         return self._stop
+
+    def select(self, members: Sequence[int]) -> BatchedDQN:
+        """A new engine of the given members of this one (indices, in the new order), each continuing exactly
+        where it stands: weights, target network, Adam moments, replay contents, environments mid-episode,
+        random streams, counters, exploration and the log gathered so far.
+
+        Why: members with budgets of their own leave the batch when they reach them, and the others should
+        not keep paying for their slots (a frozen member still costs its share of every product). A member
+        then goes on as it would have in the old batch up to float rounding: its random numbers are the
+        same (streams are per seed and counter), but products of another batch size may round differently
+        (the same members in the same order continue bit for bit: tested). This engine is left as it was.
+        """
+        idx = [int(i) for i in members]
+        if not idx or len(set(idx)) != len(idx) or not all(0 <= i < self.num_seeds for i in idx):
+            raise ValueError(f"members must be distinct indices in [0, {self.num_seeds}), got {list(members)}")
+        self.sync_log()
+        rows = torch.as_tensor(idx, device=self.device)
+        new = BatchedDQN([self.env.specs[i] for i in idx], [self.seeds[i] for i in idx], self.network_config,
+                         [self.member_hp[i] for i in idx], self.device, self.metrics_interval, self.compiled)
+        with torch.no_grad():
+            for mine, theirs in ((new.q_net, self.q_net), (new.q_net_target, self.q_net_target)):
+                for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+                    a.copy_(b.index_select(0, rows))
+                for a, b in zip(mine.buffers(), theirs.buffers(), strict=True):
+                    a.copy_(b.index_select(0, rows))
+        new.optimizer.load_state_dict(_select_optimizer_state(self.optimizer, new.optimizer, rows, self.num_seeds))
+        new.buffer.load_state_dict(self.buffer.select_state(rows, new.buffer.capacity))
+        new.env.load_state_dict({k: (v if k == "streams" else v.index_select(0, rows))
+                                  for k, v in self.env.state_dict().items()})
+        new._explore.load_state_dict(self._explore.state_dict())
+        new._obs = None if self._obs is None else self._obs.index_select(0, rows)
+        new.num_timesteps, new.n_updates = self.num_timesteps, self.n_updates
+        new._last_metrics_step = self._last_metrics_step
+        rate = self.exploration_rate
+        new.exploration_rate = (rate if not isinstance(rate, torch.Tensor) else
+                                float(rate[idx[0]]) if new._uniform_exploration and len(set(rate[idx].tolist())) == 1
+                                else rate.index_select(0, rows))
+        new.log = TrainLog(
+            td_loss=[a[idx] for a in self.log.td_loss], aux_loss=[a[idx] for a in self.log.aux_loss],
+            metrics=[(step, {k: v[idx] for k, v in m.items()}) for step, m in self.log.metrics],
+            episodes=[(step, *(a[idx] for a in arrays)) for step, *arrays in self.log.episodes])
+        return new
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the rest of training depends on: weights, Adam, replay, environments, streams, counters."""
@@ -594,3 +645,26 @@ class BatchedDQN:
                                            for t in (task, ret, length))
                 self.log.episodes.extend((steps[k], done_np[k], task_np[j], ret_np[j], len_np[j])
                                          for j, k in enumerate(ended))
+
+
+def _select_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer, rows: torch.Tensor,
+                            members: int) -> dict[str, Any]:
+    """``old``'s state for the members ``rows``, in the form ``new`` loads: per-parameter moments sliced along
+    the member dimension; the step count kept, as a tensor for torch's Adam and an int for :class:`MemberAdam`
+    (the two hold the same Adam state otherwise)."""
+    state = old.state_dict()
+    as_int = isinstance(new, MemberAdam)
+    sliced = {}
+    for key, entry in state["state"].items():
+        out = {}
+        for name, value in entry.items():
+            if name == "step":
+                count = int(value.item()) if isinstance(value, torch.Tensor) else int(value)
+                out[name] = count if as_int else torch.tensor(float(count))
+            elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == members:
+                out[name] = value.index_select(0, rows).clone()
+            else:
+                out[name] = value
+        sliced[key] = out
+    groups = new.state_dict()["param_groups"]
+    return {"state": sliced, "param_groups": groups}
