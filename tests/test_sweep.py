@@ -264,7 +264,13 @@ def test_the_paper_sweeps_are_valid_and_cover_the_study(path):
     crl = next(e for e in envs if e.endswith("-crl"))
     tasks = len(gym.make(resolve_env_id(crl)).unwrapped.task_names)
     assert references == {(arch, router, task) for arch, router in archs for task in range(tasks)}  # every task, variant
-    if path.stem.startswith("full"):
+    if path.stem.endswith("-seeds10-19"):  # the four compared variants again, on seeds 10-19
+        first = load_sweep(path.with_name(path.stem.removesuffix("-seeds10-19") + ".yaml"))
+        assert len(studied) == 12 and all(list(job.seeds) == list(range(10, 20)) for job in spec.jobs)
+        assert archs == {("dense", "softmoe"), ("big", "softmoe"), ("big", "hardcoded"), ("big", "topk")}
+        assert {json.dumps(j.config, sort_keys=True) for j in spec.jobs} <= {
+            json.dumps(j.config, sort_keys=True) for j in first.jobs}  # the very configs of seeds 0-9
+    elif path.stem.startswith("full"):
         assert len(studied) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)
 
 
