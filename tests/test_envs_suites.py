@@ -23,7 +23,8 @@ from moerl.rl.envs.registration import (
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.envs.tasks import FAMILIES
 
-ENV_IDS = sorted(SHORT_NAMES.values())
+#: The classic-control suites (the MinAtar suites have their own tests: tests/test_minatar_suites.py).
+ENV_IDS = sorted(env_id for env_id in SHORT_NAMES.values() if not env_id.startswith("moerl/MinAtar"))
 
 
 def rollout(env: gym.Env, steps: int, seed: int, policy_seed: int = 0):
@@ -369,12 +370,15 @@ def test_short_names_and_descriptions() -> None:
         "mountaincar-crl",
         "classic-mtrl",
         "classic-crl",
+        "minatar-mtrl",
+        "minatar-crl",
     }
     rows = dict(describe_suites())
     assert set(rows) == set(SHORT_NAMES)
     for short, line in rows.items():
         family = short.split("-")[0]
-        assert all(task in line for task in FAMILIES[family])
+        tasks = ("space_invaders", "breakout", "asterix") if family == "minatar" else FAMILIES[family]
+        assert all(task in line for task in tasks)
         assert SHORT_NAMES[short] in line and "\n" not in line
     assert resolve_env_id("cartpole-crl") == "moerl/CartPole-CRL-v0"
     with pytest.raises(ConfigError, match="cartpole-crl"):

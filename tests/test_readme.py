@@ -91,8 +91,9 @@ def test_first_screen_is_two_commands_with_torch_pinned():
 # --- the first line's install gives what the README's commands import -----------------------------------
 
 #: Third-party modules moerl imports that the first line's install need not give, each with the install the
-#: README names for the commands that use it (``moerl sweep --backend ray``; the ``digits-mtl`` test data).
-SEPARATE_INSTALLS = {"ray": '".[ray]"', "sklearn": '-e ".[dev]"'}
+#: README names for the commands that use it (``moerl sweep --backend ray``; the ``digits-mtl`` test data; the
+#: MinAtar suites, whose package is GPL-3.0 and optional).
+SEPARATE_INSTALLS = {"ray": '".[ray]"', "sklearn": '-e ".[dev]"', "minatar": '".[minatar]"'}
 
 
 def imported_modules(package: Path) -> dict[str, str]:

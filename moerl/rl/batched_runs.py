@@ -72,6 +72,8 @@ def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None =
         if env_kwargs:
             raise ConfigError(f"env_kwargs do not apply to '{env_id}' with the batched engine")
         return TaskSuiteEnv([_PLAIN_IDS[env_id]], "mtrl", task_onehot=False)
+    if env_id.startswith("moerl/MinAtar"):
+        raise ConfigError(f"the batched engine does not run the MinAtar suites yet ('{env_id}'); use --engine sb3")
     if not env_id.startswith("moerl/") or "RoutingMDP" in env_id:
         raise ConfigError(f"the batched engine runs moerl's task suites, CartPole-v1 and MountainCar-v0, "
                           f"not '{env_id}'; use --engine sb3")

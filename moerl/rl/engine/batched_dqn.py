@@ -95,6 +95,9 @@ def suite_of(env: Any) -> SuiteSpec:
             f"BatchedDQN runs moerl's task suites (TaskSuiteEnv, e.g. gym.make('moerl/CartPole-MTRL-v0')), "
             f"not {type(suite).__name__}; for CartPole-v1 use TaskSuiteEnv(['cartpole-default'], 'mtrl', "
             "task_onehot=False), for other envs MoEDQN")
+    if getattr(suite, "grid_shape", None) is not None:
+        raise ConfigError(f"BatchedDQN does not run the MinAtar suites yet ({type(suite).__name__}); train them "
+                          "with MoEDQN")
     lost = [name for name in wrappers if name not in _CHECKING_WRAPPERS]
     if lost:
         raise ConfigError(

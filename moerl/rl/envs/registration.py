@@ -1,8 +1,9 @@
 """Registration of moerl's Gymnasium ids (idempotent, runs on ``import moerl``).
 
-Ids, all served by :class:`moerl.rl.envs.suite.TaskSuiteEnv` (keyword arguments to ``gym.make`` override the
-defaults: ``tasks``, ``block_steps``, ``cycles``, ``order``, ``task_probs``, ``task_onehot``,
-``fixed_task``):
+Ids (keyword arguments to ``gym.make`` override the defaults: ``tasks`` or ``games``, ``block_steps``,
+``cycles``, ``order``, ``task_probs``, ``task_onehot``, ``fixed_task``, ...), served by
+:class:`moerl.rl.envs.suite.TaskSuiteEnv` (classic control) and
+:class:`moerl.rl.envs.minatar_suite.MinAtarSuiteEnv` (MinAtar, needs the optional ``minatar`` package):
 
 =================================  =========================================================================
 ``moerl/CartPole-MTRL-v0``         4 CartPole tasks, uniform per episode; default budget 40_000 steps
@@ -11,15 +12,21 @@ defaults: ``tasks``, ``block_steps``, ``cycles``, ``order``, ``task_probs``, ``t
 ``moerl/MountainCar-CRL-v0``       same tasks, blocks of 25_000 steps, 1 cycle (100_000 steps)
 ``moerl/ClassicControl-MTRL-v0``   the 8 tasks, games alternating; default budget 120_000 steps
 ``moerl/ClassicControl-CRL-v0``    the 8 tasks, blocks of 15_000 steps, 1 cycle (120_000 steps)
+``moerl/MinAtar-MTRL-v0``          SpaceInvaders, Breakout, Asterix, uniform; default budget 300_000 steps
+``moerl/MinAtar-CRL-v0``           same games, blocks of 100_000 steps, 1 cycle (300_000 steps)
 =================================  =========================================================================
 
 Why these budgets: a default CRL run must finish in minutes on a 2-core CPU, while each block stays
 long enough for DQN to learn something on it (dopamine trains one CartPole for 50k steps and one
 MountainCar for 100k). MTRL defaults use the same total budget as the matching CRL suite so that the two
-settings are compared at equal experience.
+settings are compared at equal experience. MinAtar is the exception in scale: its published curves run 5M
+frames (MinAtar's DQN) to 1e7 steps (PPO) per game, hours to days on a CPU. Its default blocks of 100k steps
+are a smoke scale, enough to see learning begin and the tasks interfere, not to compare with published scores
+(a default run trains at ~500 env steps/s on one core for the dense network on the SB3 path, ~10 minutes
+before evaluations); a study sets its own ``block_steps``.
 
 No ``max_episode_steps`` is registered: the suite truncates episodes itself (CartPole 500, MountainCar
-200), and Gymnasium's ``TimeLimit`` on top would be a second, redundant limit.
+200, MinAtar 1,000 or Freeway 2,500), and Gymnasium's ``TimeLimit`` on top would be a second, redundant limit.
 """
 
 from __future__ import annotations
@@ -31,9 +38,15 @@ from typing import Any
 import gymnasium as gym
 
 from moerl.core.errors import ConfigError, did_you_mean
+from moerl.rl.envs.minatar.games import DEFAULT_GAMES as MINATAR_DEFAULT_GAMES
+from moerl.rl.envs.minatar.games import GAMES as MINATAR_GAMES
+from moerl.rl.envs.minatar.games import INSTALL_HINT, resolve_games
 from moerl.rl.envs.tasks import FAMILIES, resolve_tasks
 
 ENTRY_POINT = "moerl.rl.envs.suite:TaskSuiteEnv"
+MINATAR_ENTRY_POINT = "moerl.rl.envs.minatar_suite:MinAtarSuiteEnv"
+#: The family of the MinAtar suites (their tasks are games, chosen with ``games``, not ``tasks``).
+MINATAR = "minatar"
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,20 @@ class _Suite:
     block_steps: int  # CRL block length; for MTRL it only sizes the default budget (x number of tasks)
 
     @property
+    def entry_point(self) -> str:
+        return MINATAR_ENTRY_POINT if self.family == MINATAR else ENTRY_POINT
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The default task names."""
+        return MINATAR_DEFAULT_GAMES if self.family == MINATAR else FAMILIES[self.family]
+
+    @property
     def kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"tasks": self.family, "mode": self.mode}
+        kwargs: dict[str, Any] = (
+            {"games": list(self.tasks)} if self.family == MINATAR else {"tasks": self.family}
+        )
+        kwargs["mode"] = self.mode
         if self.mode == "crl":
             kwargs.update(block_steps=self.block_steps, cycles=1, order="sequential")
         return kwargs
@@ -59,6 +84,8 @@ _SUITES = (
     _Suite("mountaincar-crl", "moerl/MountainCar-CRL-v0", "mountaincar", "crl", 25_000),
     _Suite("classic-mtrl", "moerl/ClassicControl-MTRL-v0", "classic", "mtrl", 15_000),
     _Suite("classic-crl", "moerl/ClassicControl-CRL-v0", "classic", "crl", 15_000),
+    _Suite("minatar-mtrl", "moerl/MinAtar-MTRL-v0", MINATAR, "mtrl", 100_000),
+    _Suite("minatar-crl", "moerl/MinAtar-CRL-v0", MINATAR, "crl", 100_000),
 )
 _BY_ID = {s.env_id: s for s in _SUITES}
 
@@ -74,7 +101,7 @@ def register_all() -> None:
     """
     for suite in _SUITES:
         if suite.env_id not in gym.registry:
-            gym.register(id=suite.env_id, entry_point=ENTRY_POINT, kwargs=suite.kwargs)
+            gym.register(id=suite.env_id, entry_point=suite.entry_point, kwargs=suite.kwargs)
 
 
 def resolve_env_id(name: str) -> str:
@@ -119,7 +146,9 @@ def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
       one ends the others' mid-run). Render a saved model instead.
     * ``tasks`` on a suite named after one game (``cartpole-crl``): tasks of another game would train that game
       under this suite's name; the classic-control suites take any tasks.
-    * An id whose entry point needs a package that is not installed (``phys2d/...`` needs jax).
+    * An id whose entry point needs a package that is not installed (``phys2d/...`` needs jax; the MinAtar
+      suites need the ``minatar`` extra: the message says how to install it).
+    * On the MinAtar suites: ``tasks`` (their tasks are ``games``) and games that do not exist.
     """
     if "render_mode" in env_kwargs:
         raise ConfigError(
@@ -127,7 +156,9 @@ def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
             "computed and dropped); remove it, and render a saved model with gymnasium after training"
         )
     suite = _BY_ID.get(env_id)
-    if suite is not None and "tasks" in env_kwargs and suite.family != "classic":
+    if suite is not None and suite.family == MINATAR:
+        _check_minatar_kwargs(suite, env_kwargs)
+    elif suite is not None and "tasks" in env_kwargs and suite.family != "classic":
         allowed = FAMILIES[suite.family]
         foreign = [t.name for t in resolve_tasks(env_kwargs["tasks"]) if t.name not in allowed]
         if foreign:
@@ -137,6 +168,18 @@ def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
                 f"({', '.join(allowed)}); for other tasks use {others}"
             )
     _check_entry_point(env_id)
+
+
+def _check_minatar_kwargs(suite: _Suite, env_kwargs: dict[str, Any]) -> None:
+    from moerl.rl.envs.minatar_suite import require_minatar
+
+    if "tasks" in env_kwargs:
+        raise ConfigError(
+            f"env_kwargs.tasks does not apply to '{suite.short_name}': choose its games with env_kwargs.games "
+            f"(any of {', '.join(MINATAR_GAMES)})"
+        )
+    resolve_games(env_kwargs.get("games", suite.tasks))
+    require_minatar()
 
 
 def _check_entry_point(env_id: str) -> None:
@@ -163,9 +206,12 @@ def default_timesteps(env_id: str, **overrides: Any) -> int | None:
     suite = _BY_ID.get(SHORT_NAMES.get(env_id, env_id))
     if suite is None:
         return None
-    from moerl.rl.envs.suite import TaskSuiteEnv  # deferred: building the env is not needed to register
+    # deferred: the suite classes are not needed to register
+    from moerl.rl.envs.minatar_suite import MinAtarSuiteEnv
+    from moerl.rl.envs.suite import SuiteEnv, TaskSuiteEnv
 
-    env = TaskSuiteEnv(**{**suite.kwargs, **overrides})
+    kwargs = {**suite.kwargs, **overrides}
+    env: SuiteEnv = MinAtarSuiteEnv(**kwargs) if suite.family == MINATAR else TaskSuiteEnv(**kwargs)
     try:
         if env.mode == "crl" and env.schedule():
             return len(env.schedule()) * env.block_steps
@@ -175,19 +221,22 @@ def default_timesteps(env_id: str, **overrides: Any) -> int | None:
 
 
 def describe_suites() -> list[tuple[str, str]]:
-    """(short name, one line listing its tasks and defaults) per suite, for ``moerl envs``."""
+    """(short name, one line listing its tasks and defaults) per suite, for ``moerl envs``.
+
+    Listed from the registry's defaults, without making any env: the MinAtar suites are listed (with how to
+    install their package) where ``minatar`` is not installed. The default budget is ``default_timesteps``'s
+    with no overrides: one block per task, one cycle.
+    """
     rows = []
     for suite in _SUITES:
-        tasks = FAMILIES[suite.family]
-        steps = default_timesteps(suite.env_id)
+        tasks = suite.tasks
+        steps = len(tasks) * suite.block_steps
         if suite.mode == "crl":
             setting = f"CRL, sequential blocks of {suite.block_steps:,} steps x {len(tasks)} tasks x 1 cycle"
         else:
             setting = "MTRL, task drawn uniformly per episode"
-        rows.append(
-            (
-                suite.short_name,
-                f"{suite.env_id}: {setting}, default {steps:,} steps; tasks: {', '.join(tasks)}",
-            )
-        )
+        line = f"{suite.env_id}: {setting}, default {steps:,} steps; tasks: {', '.join(tasks)}"
+        if suite.family == MINATAR:
+            line += f" (env_kwargs.games: any of {', '.join(MINATAR_GAMES)}; needs {INSTALL_HINT})"
+        rows.append((suite.short_name, line))
     return rows

@@ -1,7 +1,10 @@
 """One environment class for multi-task (MTRL) and continual (CRL) RL over a list of tasks.
 
 :class:`TaskSuiteEnv` holds one stock Gymnasium environment per task and forwards each episode to the
-current task's. Which task is current is the only thing MTRL and CRL disagree on:
+current task's. What does not depend on the games (which task runs when, the step and episode bookkeeping,
+truncation, the one-hot task id, the action masks, the ``info`` keys) is :class:`SuiteEnv`, which the MinAtar
+suites (:class:`moerl.rl.envs.minatar_suite.MinAtarSuiteEnv`) share. Which task is current is the only thing
+MTRL and CRL disagree on:
 
 * ``mode="mtrl"``: at every reset a task is drawn from ``task_probs`` (uniform by default) with the
   env's own seeded generator ``self.np_random``.
@@ -55,42 +58,42 @@ def _check_count(what: str, value: object) -> int:
     return int(value)
 
 
-class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
-    """A suite of tasks served as one Gymnasium environment, in MTRL or CRL mode (see module docs).
+class SuiteEnv(gym.Env[np.ndarray, np.int64]):
+    """What every moerl task suite shares, whatever its games (see the module docs): the MTRL draws, the CRL
+    schedule, ``fixed_task``, step and episode counting, truncation at each task's episode limit, invalid
+    actions (mapped ``action % n_valid`` and flagged), the one-hot task id and the ``info`` keys.
 
-    Contract attributes (read through wrappers with ``env.get_wrapper_attr(name)``):
-    ``mode``, ``task_names``, ``num_tasks``, ``task_onehot``, ``current_task``, ``valid_actions``
-    (bool, ``(num_tasks, n_actions)``), ``obs_bounds`` (finite low/high of the padded base observation,
-    without one-hot, for rescaling inputs to [-1, 1]; per dimension the union over the tasks that fill
-    it), ``task_obs_bounds`` (the same per task, ``(num_tasks, 2, base_dim)``, padding dimensions
-    (-1, 1)), ``return_bounds``
-    (``(num_tasks, 2)`` low/high episode returns for normalisation), ``base_obs_dim``, ``tasks``
-    (the :class:`~moerl.rl.envs.tasks.Task` objects) and :meth:`schedule`.
-
-    ``info`` always has ``task_id``, ``task_name`` and ``invalid_action``; CRL adds ``block``,
-    ``cycle``, ``block_step`` (steps since this block started) and ``schedule_done``.
+    A subclass brings the games. In its ``__init__`` it resolves its tasks (objects with a ``name``), calls
+    ``super().__init__`` with their names and the setting's keywords, then calls :meth:`_set_actions` and
+    :meth:`_set_limits` and sets ``observation_space`` (whose first ``base_obs_dim`` entries are the game
+    part, then the one-hot), ``base_obs_dim``, ``obs_bounds``, ``task_obs_bounds`` and ``return_bounds``. It
+    implements :meth:`_reset_game`, :meth:`_step_game` and :meth:`_write_game_obs`.
     """
 
-    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
+    # Set by the subclass (see the class docstring).
+    tasks: tuple[Any, ...]
+    base_obs_dim: int
+    observation_space: spaces.Box
+    obs_bounds: tuple[np.ndarray, np.ndarray]
+    task_obs_bounds: np.ndarray
+    return_bounds: np.ndarray
 
     def __init__(
         self,
-        tasks: str | Sequence[str | Task] = "cartpole",
-        mode: str = "mtrl",
+        task_names: tuple[str, ...],
+        mode: str,
         *,
-        task_probs: Sequence[float] | None = None,
-        block_steps: int | None = None,
-        cycles: int | None = None,
-        order: str | Sequence[int | str] | None = None,
-        task_onehot: bool = True,
-        fixed_task: int | str | None = None,
-        max_episode_steps: int | None = None,
-        render_mode: str | None = None,
+        task_probs: Sequence[float] | None,
+        block_steps: int | None,
+        cycles: int | None,
+        order: str | Sequence[int | str] | None,
+        task_onehot: bool,
+        fixed_task: int | str | None,
+        render_mode: str | None,
     ) -> None:
         self.mode = check_choice("mode", mode, MODES)
-        self.tasks = resolve_tasks(tasks)
-        self.task_names = tuple(t.name for t in self.tasks)
-        self.num_tasks = len(self.tasks)
+        self.task_names = task_names
+        self.num_tasks = len(task_names)
         if not isinstance(task_onehot, (bool, np.bool_)):
             raise ConfigError(f"task_onehot must be true or false, got {task_onehot!r}")
         self.task_onehot = bool(task_onehot)
@@ -113,24 +116,6 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         self.fixed_task = (
             None if fixed_task is None else task_index(fixed_task, self.task_names, "fixed_task")
         )
-        self._limits = np.array(
-            [
-                _check_count("max_episode_steps", max_episode_steps)
-                if max_episode_steps is not None
-                else t.base.max_episode_steps
-                for t in self.tasks
-            ]
-        )
-
-        self._envs = [build_game(t.base.name, t.physics_dict, render_mode) for t in self.tasks]
-        self._n_valid = np.array([t.base.n_actions for t in self.tasks])
-        self.base_obs_dim = max(t.base.obs_dim for t in self.tasks)
-        self.action_space = spaces.Discrete(int(self._n_valid.max()))
-        self.valid_actions = np.arange(self.action_space.n)[None, :] < self._n_valid[:, None]
-        self.observation_space: spaces.Box = self._make_observation_space()
-        self.task_obs_bounds = self._make_task_obs_bounds()
-        self.obs_bounds = self._make_obs_bounds()
-        self.return_bounds = np.array([self._return_bounds(i) for i in range(self.num_tasks)])
 
         self._schedule = self._build_schedule()
         self._block = 0
@@ -141,10 +126,188 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         self._started = False
         self.current_task = self._first_task()
 
+    def _set_actions(self, n_valid: Sequence[int]) -> None:
+        """``Discrete`` of the largest action count; task ``i`` allows actions ``0 .. n_valid[i] - 1``."""
+        self._n_valid = np.array(n_valid)
+        self.action_space = spaces.Discrete(int(self._n_valid.max()))
+        self.valid_actions = np.arange(self.action_space.n)[None, :] < self._n_valid[:, None]
+
+    def _set_limits(self, defaults: Sequence[int], max_episode_steps: int | None) -> None:
+        """Each task's episode limit: its game's default, or ``max_episode_steps`` for every task."""
+        self._limits = np.array(
+            [
+                _check_count("max_episode_steps", max_episode_steps) if max_episode_steps is not None else d
+                for d in defaults
+            ]
+        )
+
     @property
     def episode_limits(self) -> np.ndarray:
         """Each task's episode length limit (truncation), ``(num_tasks,)``."""
         return self._limits
+
+    # ------------------------------------------------------------------ what a subclass implements
+    def _reset_game(self, task: int, options: dict[str, Any] | None) -> np.ndarray:
+        """Start an episode of ``task``'s game with randomness from ``self.np_random``; its observation."""
+        raise NotImplementedError
+
+    def _step_game(self, task: int, action: int) -> tuple[np.ndarray, float, bool]:
+        """One step of ``task``'s game under the task's action ``action`` (``0 <= action < n_valid``):
+        (observation, reward, terminated)."""
+        raise NotImplementedError
+
+    def _write_game_obs(self, out: np.ndarray, game_obs: np.ndarray) -> None:
+        """Write the game's observation into ``out``, the zeroed game part (``base_obs_dim``) of the suite's."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ schedule
+    def _build_schedule(self) -> list[Block]:
+        if self.mode != "crl" or self.fixed_task is not None:
+            return []
+        rng = self.np_random if self.order == "random" else None
+        return build_schedule(self.order, self.task_names, self.block_steps, self.cycles, rng)
+
+    def _first_task(self) -> int:
+        if self.fixed_task is not None:
+            return self.fixed_task
+        return self._schedule[0].task_id if self._schedule else 0
+
+    @property
+    def _crl(self) -> bool:
+        return bool(self._schedule)
+
+    # ------------------------------------------------------------------ public API
+    def schedule(self) -> list[dict[str, int | str]]:
+        """The CRL schedule, one dict per block (block, cycle, task_id, task_name, start_step); [] otherwise."""
+        return [b.as_dict() for b in self._schedule]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None and self._crl:
+            self._schedule = self._build_schedule()
+            self._block = self._block_start = self._total_steps = 0
+        elif self._crl and self._started:
+            self._advance_block()
+        self._started = True
+        self.current_task = self._pick_task()
+
+        obs = self._reset_game(self.current_task, options)
+        self._episode_steps = 0
+        self._needs_reset = False
+        return self._observation(obs), self._info(invalid_action=False)
+
+    def step(self, action: np.int64 | int) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError(f"{type(self).__name__}: call reset() before step() (and after an episode ends)")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        n_valid = int(self._n_valid[self.current_task])
+        invalid = int(action) >= n_valid
+
+        obs, reward, terminated = self._step_game(self.current_task, int(action) % n_valid)
+        self._episode_steps += 1
+        self._total_steps += 1
+        truncated = not terminated and self._episode_steps >= self._limits[self.current_task]
+        self._needs_reset = bool(terminated or truncated)
+        return self._observation(obs), float(reward), bool(terminated), bool(truncated), self._info(invalid)
+
+    # ------------------------------------------------------------------ internals
+    def _advance_block(self) -> None:
+        """At an episode boundary, move to the next block once the current one's nominal end is reached."""
+        nominal_end = (self._block + 1) * self.block_steps
+        if self._total_steps >= nominal_end and self._block < len(self._schedule) - 1:
+            self._block += 1
+            self._block_start = self._total_steps
+
+    def _pick_task(self) -> int:
+        if self.fixed_task is not None:
+            return self.fixed_task
+        if self._crl:
+            return self._schedule[self._block].task_id
+        return int(self.np_random.choice(self.num_tasks, p=self.task_probs))
+
+    def _observation(self, game_obs: np.ndarray) -> np.ndarray:
+        obs = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        self._write_game_obs(obs[: self.base_obs_dim], game_obs)
+        if self.task_onehot:
+            obs[self.base_obs_dim + self.current_task] = 1
+        return obs
+
+    def _info(self, invalid_action: bool) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "task_id": self.current_task,
+            "task_name": self.task_names[self.current_task],
+            "invalid_action": invalid_action,
+        }
+        if self._crl:
+            block = self._schedule[self._block]
+            info.update(
+                block=block.block,
+                cycle=block.cycle,
+                block_step=self._total_steps - self._block_start,
+                schedule_done=self._total_steps >= len(self._schedule) * self.block_steps,
+            )
+        return info
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r}, tasks={list(self.task_names)})"
+
+
+class TaskSuiteEnv(SuiteEnv):
+    """A suite of tasks served as one Gymnasium environment, in MTRL or CRL mode (see module docs).
+
+    Contract attributes (read through wrappers with ``env.get_wrapper_attr(name)``):
+    ``mode``, ``task_names``, ``num_tasks``, ``task_onehot``, ``current_task``, ``valid_actions``
+    (bool, ``(num_tasks, n_actions)``), ``obs_bounds`` (finite low/high of the padded base observation,
+    without one-hot, for rescaling inputs to [-1, 1]; per dimension the union over the tasks that fill
+    it), ``task_obs_bounds`` (the same per task, ``(num_tasks, 2, base_dim)``, padding dimensions
+    (-1, 1)), ``return_bounds``
+    (``(num_tasks, 2)`` low/high episode returns for normalisation), ``base_obs_dim``, ``tasks``
+    (the :class:`~moerl.rl.envs.tasks.Task` objects) and :meth:`schedule`.
+
+    ``info`` always has ``task_id``, ``task_name`` and ``invalid_action``; CRL adds ``block``,
+    ``cycle``, ``block_step`` (steps since this block started) and ``schedule_done``.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
+    tasks: tuple[Task, ...]
+
+    def __init__(
+        self,
+        tasks: str | Sequence[str | Task] = "cartpole",
+        mode: str = "mtrl",
+        *,
+        task_probs: Sequence[float] | None = None,
+        block_steps: int | None = None,
+        cycles: int | None = None,
+        order: str | Sequence[int | str] | None = None,
+        task_onehot: bool = True,
+        fixed_task: int | str | None = None,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.tasks = resolve_tasks(tasks)
+        super().__init__(
+            tuple(t.name for t in self.tasks),
+            mode,
+            task_probs=task_probs,
+            block_steps=block_steps,
+            cycles=cycles,
+            order=order,
+            task_onehot=task_onehot,
+            fixed_task=fixed_task,
+            render_mode=render_mode,
+        )
+        self._set_limits([t.base.max_episode_steps for t in self.tasks], max_episode_steps)
+        self._envs = [build_game(t.base.name, t.physics_dict, render_mode) for t in self.tasks]
+        self._set_actions([t.base.n_actions for t in self.tasks])
+        self.base_obs_dim = max(t.base.obs_dim for t in self.tasks)
+        self.observation_space = self._make_observation_space()
+        self.task_obs_bounds = self._make_task_obs_bounds()
+        self.obs_bounds = self._make_obs_bounds()
+        self.return_bounds = np.array([self._return_bounds(i) for i in range(self.num_tasks)])
 
     # ------------------------------------------------------------------ construction helpers
     def _make_observation_space(self) -> spaces.Box:
@@ -196,61 +359,19 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
             return 0.0, float(limit)
         return float(-limit), max(high, -limit + 1.0)
 
-    def _build_schedule(self) -> list[Block]:
-        if self.mode != "crl" or self.fixed_task is not None:
-            return []
-        rng = self.np_random if self.order == "random" else None
-        return build_schedule(self.order, self.task_names, self.block_steps, self.cycles, rng)
-
-    def _first_task(self) -> int:
-        if self.fixed_task is not None:
-            return self.fixed_task
-        return self._schedule[0].task_id if self._schedule else 0
-
-    @property
-    def _crl(self) -> bool:
-        return bool(self._schedule)
-
-    # ------------------------------------------------------------------ public API
-    def schedule(self) -> list[dict[str, int | str]]:
-        """The CRL schedule, one dict per block (block, cycle, task_id, task_name, start_step); [] otherwise."""
-        return [b.as_dict() for b in self._schedule]
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is not None and self._crl:
-            self._schedule = self._build_schedule()
-            self._block = self._block_start = self._total_steps = 0
-        elif self._crl and self._started:
-            self._advance_block()
-        self._started = True
-        self.current_task = self._pick_task()
-
-        env = self._envs[self.current_task]
+    # ------------------------------------------------------------------ the games
+    def _reset_game(self, task: int, options: dict[str, Any] | None) -> np.ndarray:
+        env = self._envs[task]
         env.np_random = self.np_random  # one generator for the whole suite: a seed fixes everything
         obs, _ = env.reset(options=options)
-        self._episode_steps = 0
-        self._needs_reset = False
-        return self._observation(obs), self._info(invalid_action=False)
+        return obs
 
-    def step(self, action: np.int64 | int) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._needs_reset:
-            raise RuntimeError("TaskSuiteEnv: call reset() before step() (and after an episode ends)")
-        if not self.action_space.contains(action):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
-        task = self.tasks[self.current_task]
-        n_valid = int(self._n_valid[self.current_task])
-        invalid = int(action) >= n_valid
-        base_action = task.action_map[int(action) % n_valid]
+    def _step_game(self, task: int, action: int) -> tuple[np.ndarray, float, bool]:
+        obs, reward, terminated, _, _ = self._envs[task].step(self.tasks[task].action_map[action])
+        return obs, float(reward), bool(terminated)
 
-        obs, reward, terminated, _, _ = self._envs[self.current_task].step(base_action)
-        self._episode_steps += 1
-        self._total_steps += 1
-        truncated = not terminated and self._episode_steps >= self._limits[self.current_task]
-        self._needs_reset = bool(terminated or truncated)
-        return self._observation(obs), float(reward), bool(terminated), bool(truncated), self._info(invalid)
+    def _write_game_obs(self, out: np.ndarray, game_obs: np.ndarray) -> None:
+        out[: game_obs.shape[0]] = game_obs
 
     def render(self) -> Any:
         """Render the current task's stock environment."""
@@ -260,44 +381,3 @@ class TaskSuiteEnv(gym.Env[np.ndarray, np.int64]):
         for env in self._envs:
             env.close()
         super().close()
-
-    # ------------------------------------------------------------------ internals
-    def _advance_block(self) -> None:
-        """At an episode boundary, move to the next block once the current one's nominal end is reached."""
-        nominal_end = (self._block + 1) * self.block_steps
-        if self._total_steps >= nominal_end and self._block < len(self._schedule) - 1:
-            self._block += 1
-            self._block_start = self._total_steps
-
-    def _pick_task(self) -> int:
-        if self.fixed_task is not None:
-            return self.fixed_task
-        if self._crl:
-            return self._schedule[self._block].task_id
-        return int(self.np_random.choice(self.num_tasks, p=self.task_probs))
-
-    def _observation(self, base_obs: np.ndarray) -> np.ndarray:
-        obs = np.zeros(self.observation_space.shape, dtype=np.float32)
-        obs[: base_obs.shape[0]] = base_obs
-        if self.task_onehot:
-            obs[self.base_obs_dim + self.current_task] = 1.0
-        return obs
-
-    def _info(self, invalid_action: bool) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "task_id": self.current_task,
-            "task_name": self.task_names[self.current_task],
-            "invalid_action": invalid_action,
-        }
-        if self._crl:
-            block = self._schedule[self._block]
-            info.update(
-                block=block.block,
-                cycle=block.cycle,
-                block_step=self._total_steps - self._block_start,
-                schedule_done=self._total_steps >= len(self._schedule) * self.block_steps,
-            )
-        return info
-
-    def __repr__(self) -> str:
-        return f"TaskSuiteEnv(mode={self.mode!r}, tasks={list(self.task_names)})"
