@@ -444,8 +444,8 @@ class BatchedDQN:
             for mine, theirs in ((new.q_net, self.q_net), (new.q_net_target, self.q_net_target)):
                 for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
                     a.copy_(b.index_select(0, rows))
-                for a, b in zip(mine.buffers(), theirs.buffers(), strict=True):
-                    a.copy_(b.index_select(0, rows))
+                for buf, other in zip(mine.buffers(), theirs.buffers(), strict=True):
+                    buf.copy_(other.index_select(0, rows))
         new.optimizer.load_state_dict(_select_optimizer_state(self.optimizer, new.optimizer, rows, self.num_seeds))
         new.buffer.load_state_dict(self.buffer.select_state(rows, new.buffer.capacity))
         new.env.load_state_dict({k: (v if k == "streams" else v.index_select(0, rows))
@@ -461,7 +461,8 @@ class BatchedDQN:
         new.log = TrainLog(
             td_loss=[a[idx] for a in self.log.td_loss], aux_loss=[a[idx] for a in self.log.aux_loss],
             metrics=[(step, {k: v[idx] for k, v in m.items()}) for step, m in self.log.metrics],
-            episodes=[(step, *(a[idx] for a in arrays)) for step, *arrays in self.log.episodes])
+            episodes=[(step, done[idx], task[idx], ret[idx], length[idx])
+                      for step, done, task, ret, length in self.log.episodes])
         return new
 
     def state_dict(self) -> dict[str, Any]:
