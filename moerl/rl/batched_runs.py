@@ -133,7 +133,8 @@ class _Batch:
     seed's run directory (the *leader*); every member's ``status.json`` names the leader and the members, so
     ``moerl train --resume`` on any of them continues the whole batch. A resumed batch gives the same files
     as an uninterrupted one (tested), TensorBoard included (events after the checkpoint's last evaluation are
-    purged and written again).
+    purged and written again). Members with budgets of their own are written out at them and leave the batch
+    (:meth:`finish_members`); the checkpoint names the members it holds (``members``).
     """
 
     def __init__(self, configs: list[Any], seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None,
