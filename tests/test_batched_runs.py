@@ -295,8 +295,8 @@ def test_members_of_other_configs_train_as_in_a_batch_of_their_own_config(tmp_pa
         for name in ("eval.csv", "eval_usage.csv", "metrics.csv", "config.yaml", "schedule.json"):
             assert (run / name).read_bytes() == (own / name).read_bytes(), (slot, name)
     assert max(float(r["mean_return"]) for r in _rows(mixed[2])) <= 80  # member 2's own episode limit
-    with pytest.raises(ConfigError, match="must share timesteps"):
+    with pytest.raises(ConfigError, match="must share eval.freq"):
         other = config()
-        other.timesteps = 1200
+        other.eval.freq = 450
         train_members([members[0], other], [0, 1], str(tmp_path / "bad"), [None] * 2, quiet)
     assert not (tmp_path / "bad").exists()

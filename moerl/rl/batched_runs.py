@@ -27,8 +27,10 @@ training minibatch, as on the SB3 path, and written at the next evaluation with 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +108,15 @@ def resolve_engine(config: Any, num_seeds: int) -> str:
 class _SeedRun:
     """One seed's run directory while the batch trains: TensorBoard writer and evaluation rows."""
 
-    def __init__(self, run: Any, seed: int, purge_step: int | None = None) -> None:
+    def __init__(self, run: Any, seed: int, purge_step: int | None = None, done: bool = False) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run, self.seed = run, seed
-        self.writer = SummaryWriter(str(run.tb_dir), purge_step=purge_step)
+        #: A member a resumed batch holds that finished before (at its own budget) in the process that wrote
+        #: the checkpoint: it trains on in the batch to its budget (so the others compute exactly as they did)
+        #: and leaves it then; its files are never touched (no writer, no rows written).
+        self.done = done
+        self.writer: Any = None if done else SummaryWriter(str(run.tb_dir), purge_step=purge_step)
         self.rows: list[dict[str, Any]] = []
         self.usage: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
@@ -127,10 +133,12 @@ class _Batch:
     seed's run directory (the *leader*); every member's ``status.json`` names the leader and the members, so
     ``moerl train --resume`` on any of them continues the whole batch. A resumed batch gives the same files
     as an uninterrupted one (tested), TensorBoard included (events after the checkpoint's last evaluation are
-    purged and written again).
+    purged and written again). Members with budgets of their own are written out at them and leave the batch
+    (:meth:`finish_members`); the checkpoint names the members it holds (``members``).
     """
 
-    def __init__(self, configs: list[Any], seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None):
+    def __init__(self, configs: list[Any], seeds: list[int], runs: list[Any], resume: dict[str, Any] | None = None,
+                 done: frozenset[str] = frozenset(), batch_size: int | None = None):
         import torch
 
         from moerl.rl.config import engine_device, resolve_env
@@ -138,10 +146,22 @@ class _Batch:
         from moerl.rl.tb_layout import TaskSchedule, return_scale
 
         check_member_configs(configs)
+        if max(c.timesteps for c in configs) != configs[0].timesteps:
+            raise ValueError("the first member (the leader, holding the checkpoint) must have the largest budget")
         self.compiled = configs[0].compile == "on"
         self.configs, self.seeds, self.runs = configs, seeds, runs
-        #: The settings every member shares (budget, evaluation and checkpoint cadence, network, device).
+        #: The settings every member shares (evaluation and checkpoint cadence, network, device), and the
+        #: batch's budget: the leader's, the largest (members may have budgets of their own: they leave the
+        #: batch when they reach them, :meth:`finish_members`).
         self.config = config = configs[0]
+        #: Members that trained in the batch from its start (``seeds_in_batch`` in their results.json).
+        self.batch_size = batch_size or len(seeds)
+        #: Budgets of the members that left the batch (for the env steps the process took).
+        self.left: list[int] = []
+        #: Called with a member's run once its files are written (``RunningRuns.finish``: marks it finished).
+        self.release: Callable[[Any], None] | None = None
+        #: Every member finished by this process, in the order they were written: (seed run, results.json).
+        self.finished: list[tuple[_SeedRun, dict[str, Any]]] = []
         self.env_ids = [resolve_env(c.env) for c in configs]
         self.env_id = self.env_ids[0]
         self.specs = [suite_spec(env_id, c.env_kwargs) for env_id, c in zip(self.env_ids, configs, strict=True)]
@@ -165,7 +185,6 @@ class _Batch:
         self.last_eval = -1
         self.seconds = 0.0
         self.view: Any = None  # the console's progress view (set by train)
-        self.results: list[dict[str, Any]] = []
         purge = None
         if resume is not None:
             self.agent.load_state_dict(resume["agent"])
@@ -174,14 +193,16 @@ class _Batch:
             # evaluation, this one] (the schedule's jumps and the MoE metrics lie behind it): so the events
             # to drop are all those after the checkpoint's last evaluation, not only those after its step.
             purge = self.last_eval + 1
-        self.seed_runs = [_SeedRun(run, seed, purge) for run, seed in zip(runs, seeds, strict=True)] if runs else []
+        self.seed_runs = [_SeedRun(run, seed, purge, run.path.name in done)
+                          for run, seed in zip(runs, seeds, strict=True)] if runs else []
         if resume is not None:
             # A checkpoint from before eval_usage.csv and metrics.csv existed has no such rows: they start anew.
             n = len(self.seed_runs)
             for sr, rows, usage, metrics in zip(self.seed_runs, resume["rows"], resume.get("usage", [[]] * n),
                                                 resume.get("metrics", [[]] * n), strict=True):
                 sr.rows, sr.usage, sr.metrics = rows, usage, metrics
-                _write_eval_csv(sr)
+                if not sr.done:
+                    _write_eval_csv(sr)
 
     # -- evaluation -------------------------------------------------------------------------------------
     def evaluate_tasks(self, episodes: int, seed: int, usage: dict[str, dict[str, np.ndarray]] | None = None
@@ -211,6 +232,8 @@ class _Batch:
             self.view.evaluated(step, out, self.bounds, log.metrics)
             self.view.show(step)
         for i, sr in enumerate(self.seed_runs):
+            if sr.done:
+                continue
             rows, bounds, schedule = [], self.member_bounds[i], self.schedules[i]
             for name, returns in out.items():
                 mean = float(returns[i].mean())
@@ -256,7 +279,9 @@ class _Batch:
                  "configs": [to_dict(dataclasses.replace(c, seed=s, engine="batched"))  # as in config.yaml
                              for c, s in zip(self.configs, self.seeds, strict=True)],
                  "usage": [sr.usage for sr in self.seed_runs], "metrics": [sr.metrics for sr in self.seed_runs],
-                 "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started}
+                 "last_eval": self.last_eval, "seconds": self.seconds + time.perf_counter() - started,
+                 # the members the agent holds (members that reached their budgets have left it)
+                 "members": [r.path.name for r in self.runs], "left": self.left}
         write_checkpoint(self.runs[0].path, self.agent.num_timesteps,
                          lambda folder: save_torch(state, folder / CHECKPOINT_FILE))
 
@@ -264,7 +289,7 @@ class _Batch:
     def train(self, console: Console) -> None:
         from moerl.rl.console import BatchProgress
 
-        config, agent = self.config, self.agent
+        config = self.config
         total = config.timesteps
         started = time.perf_counter()
         members = "seeds" if all(c == config for c in self.configs) else "members"
@@ -272,16 +297,22 @@ class _Batch:
                                                           else "") + f" {len(self.seeds)} {members}")
         self.view = BatchProgress(console, total, label, self.spec.task_names, len(self.seeds), self.spec.schedule(),
                                   self.spec.block_steps)
-        console.start(label, total, "step", initial=agent.num_timesteps)
+        console.start(label, total, "step", initial=self.agent.num_timesteps)
         if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
             self.evaluate(0, config.eval.episodes)
         # PROGRESS_STEPS only splits learn() for the view: a run learned in any chunks is the same run (tested)
         every = [f for f in (config.eval.freq, _checkpoint_steps(config), PROGRESS_STEPS) if f]
         try:
-            with stop_on_signals(lambda name: agent.request_stop()) as signals:
-                while agent.num_timesteps < total and not agent.stopped:
-                    target = min([total, *((agent.num_timesteps // f + 1) * f for f in every)])
-                    agent.learn(target, schedule_timesteps=total)
+            # (the agent is looked up anew: members that reach their budgets leave it, finish_members)
+            with stop_on_signals(lambda name: self.agent.request_stop()) as signals:
+                while self.agent.num_timesteps < total and not self.agent.stopped:
+                    agent = self.agent
+                    budgets = [c.timesteps for c in self.configs]
+                    # chunks end at every active member's budget, where it leaves the batch
+                    target = min([total, *((agent.num_timesteps // f + 1) * f for f in every),
+                                  *(b for b in budgets if b > agent.num_timesteps)])
+                    # each member's exploration over its own budget; one total when they share it (as before)
+                    agent.learn(target, schedule_timesteps=budgets if len(set(budgets)) > 1 else total)
                     self.view.episodes(agent.log.episodes)
                     self.view.show(agent.num_timesteps)
                     if agent.stopped:
@@ -289,31 +320,92 @@ class _Batch:
                     n = agent.num_timesteps
                     if config.eval.freq and n % config.eval.freq == 0:
                         self.evaluate(n, config.eval.episodes)
+                    finishing = [i for i, b in enumerate(budgets) if b == n]
+                    if n < total and finishing:
+                        self.finish_members(finishing, started, console)
                     if n < total and _checkpoint_steps(config) and n % _checkpoint_steps(config) == 0:
                         self.checkpoint(started)
-                if agent.stopped:
+                if self.agent.stopped:
                     for sr in self.seed_runs:
-                        sr.writer.flush()
+                        if not sr.done:
+                            sr.writer.flush()
                     self.checkpoint(started)
                 signals.raise_if_stopped()
         finally:
             console.close()
-        if self.last_eval != agent.num_timesteps:
-            self.evaluate(agent.num_timesteps, config.eval.episodes)
         self.seconds += time.perf_counter() - started
         console.say(f"final evaluation: {config.eval.final_episodes} greedy episodes per task and seed ...")
+        self._write_out(self.seconds, sum(self.left) + self.agent.num_timesteps * len(self.seeds))
+
+    def _write_out(self, seconds: float, env_steps: int) -> None:
+        """What the end of training does for every member of this batch: an evaluation at the last step (when
+        the last was not there), the final evaluation, each member's model, results.json and schedule.json;
+        then each member is released (:attr:`release`: marked finished). ``env_steps``: those the process
+        took in ``seconds`` (for the speed in results.json)."""
+        config, agent = self.config, self.agent
+        if self.last_eval != agent.num_timesteps:
+            self.evaluate(agent.num_timesteps, config.eval.episodes)
         final = self.evaluate_tasks(config.eval.final_episodes, config.seed + 20_000)
         for i, sr in enumerate(self.seed_runs):
+            if sr.done:
+                continue
             sr.writer.close()
-            self.results.append(_finish_seed(sr, i, agent, self.configs[i], self.specs[i], self.env_ids[i], final,
-                                             self.member_bounds[i], self.seconds, len(self.seeds)))
+            self.finished.append((sr, _finish_seed(sr, i, agent, self.configs[i], self.specs[i], self.env_ids[i],
+                                                   final, self.member_bounds[i], seconds, self.batch_size,
+                                                   env_steps)))
+            if self.release is not None:
+                self.release(sr.run)
+
+    def finish_members(self, finishing: list[int], started: float, console: Console) -> None:
+        """Members ``finishing`` (indices) reached their budgets and the others go on: write them out as the
+        end of a batch does (:meth:`_write_out`, on an engine of them alone, so the others' files get no extra
+        evaluation), then go on with the others alone (:meth:`BatchedDQN.select`). A member that finished in
+        the process that wrote the checkpoint (``done``) just leaves."""
+        remaining = [i for i in range(len(self.seeds)) if i not in finishing]
+        if not remaining or 0 not in remaining:
+            raise ValueError("the leader (it holds the checkpoint) must have the largest budget")
+        writing = [i for i in finishing if not self.seed_runs[i].done]
+        if writing:
+            names = ", ".join(self.runs[i].path.name for i in writing)
+            console.say(f"{names} reached {'its' if len(writing) == 1 else 'their'} budget "
+                        f"({self.agent.num_timesteps:,} steps): final evaluation ...")
+            part = self._subset(writing, self.agent.select(writing))
+            part.view = None
+            part._write_out(self.seconds + time.perf_counter() - started,
+                            sum(self.left) + self.agent.num_timesteps * len(self.seeds))
+        self.left.extend(self.configs[i].timesteps for i in finishing)
+        agent = self.agent.select(remaining)
+        self._keep(remaining)
+        self.agent = agent
+        if self.view is not None:
+            self.view.keep(remaining)
+
+    def _subset(self, members: list[int], agent: Any) -> _Batch:
+        """This batch for ``members`` alone (indices) on ``agent``; what it finishes joins :attr:`finished`."""
+        part = copy.copy(self)
+        part._keep(members)
+        part.agent = agent
+        return part
+
+    def _keep(self, members: list[int]) -> None:
+        """Keep every per-member list for ``members`` (indices, in this order)."""
+        for name in ("configs", "seeds", "runs", "env_ids", "specs", "eval_suites", "member_bounds", "schedules",
+                     "seed_runs"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in members])
+        self.config, self.env_id, self.spec = self.configs[0], self.env_ids[0], self.specs[0]
+        self.bounds = self.member_bounds[0]
 
     def summary(self, console: Console) -> None:
         """The closing table of the batch (median over seeds; see :mod:`moerl.rl.console`)."""
         from moerl.rl.console import last_eval_returns, summary_lines
 
-        last = [last_eval_returns(sr.rows) for sr in self.seed_runs]
-        console.summary(summary_lines(self.results, [r for _, r in last], last[0][0], self.config.eval.episodes))
+        if not self.finished:
+            return
+        last = [last_eval_returns(sr.rows) for sr, _ in self.finished]
+        steps = [step for step, _ in last]
+        console.summary(summary_lines([r for _, r in self.finished], [r for _, r in last], max(steps),
+                                      self.config.eval.episodes))
 
 
 def _checkpoint_steps(config: Any) -> int:
@@ -333,7 +425,8 @@ def train_seeds(config: Any, seeds: list[int], logdir: str, run_name: str | None
 
 def check_member_configs(configs: list[Any]) -> None:
     """Members of one batch share everything but :data:`MEMBER_KEYS` (and the per-member dqn settings the
-    engine checks): one budget, one evaluation and checkpoint cadence, one network, one device."""
+    engine checks): one evaluation and checkpoint cadence, one network, one device; each may have its own
+    budget (it leaves the batch when it reaches it)."""
     from moerl.core.config import leaf_keys
     from moerl.rl.engine.batched_dqn import PER_MEMBER
 
@@ -350,7 +443,7 @@ def check_member_configs(configs: list[Any]) -> None:
 
 
 #: Config keys members of one batch may hold each their own, besides the engine's per-member dqn settings.
-MEMBER_KEYS = ("env", "env_kwargs", "eval.reference_runs")
+MEMBER_KEYS = ("env", "env_kwargs", "eval.reference_runs", "timesteps")
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -368,6 +461,12 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
 
     ``configs[i].seed`` is the batch seed (evaluation streams; the same for every member), the run seed is
     ``seeds[i]``: a member evaluates the same alone or in any batch.
+
+    Members may have budgets of their own (``timesteps``): the batch trains to the largest, and a member that
+    reaches its own is written out and leaves it (:meth:`_Batch.finish_members`). The leader (the first
+    member, whose directory holds the checkpoint) is then a member of the largest budget: the members are
+    ordered by budget, largest first (stably), so the checkpoint's home is never written out first. The run
+    directories are returned in the order of ``configs``.
     """
     from moerl.rl.config import check_sizes, default_timesteps, engine_device, resolve_env, run_label
     from moerl.rl.sb3.moe_dqn import default_buffer_size
@@ -382,6 +481,8 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
         config.dqn = dataclasses.replace(config.dqn, buffer_size=config.dqn.buffer_size or default_buffer_size(spec))
         capacities.append(config.dqn.buffer_size)
     check_member_configs(configs)
+    order = sorted(range(len(configs)), key=lambda i: -configs[i].timesteps)  # stable: the largest budgets first
+    configs, seeds, bases = [configs[i] for i in order], [seeds[i] for i in order], [bases[i] for i in order]
     names_of_tasks = {suite_spec(resolve_env(c.env), c.env_kwargs).task_names for c in configs}
     if len(names_of_tasks) > 1:
         raise ConfigError(f"the members of one batch must share their tasks, got {sorted(names_of_tasks)}")
@@ -394,7 +495,8 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
     runs: list[Any] = []
     batch = _Batch(configs, seeds, runs)  # builds everything before any directory exists
     runs.extend(RunDir.create(logdir, name) for name in names)
-    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(configs[0]))):
+    with running_many(runs, "moe-dqn", list(seeds), str(engine_device(configs[0]))) as marked:
+        batch.release = marked.finish
         # TensorBoard writers once the runs are marked (a full disk at the start leaves no run behind)
         batch.seed_runs = [_SeedRun(run, seed) for run, seed in zip(runs, seeds, strict=True)]
         for run, seed, config in zip(runs, seeds, configs, strict=True):
@@ -403,14 +505,21 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
         batch.train(console)
     remove_checkpoints(runs[0].path)
     batch.summary(console)
-    return [r.path for r in runs]
+    paths: list[Path] = [Path()] * len(runs)
+    for i, run in zip(order, runs, strict=True):
+        paths[i] = run.path
+    return paths
 
 
 def resume_seeds(request: Any) -> list[Path]:
-    """``moerl train --resume RUN`` for a member of a batch: continue the whole batch from its checkpoint.
+    """``moerl train --resume RUN`` for a member of a batch: continue the batch's unfinished members from its
+    checkpoint.
 
     Everything is checked before anything is written: the batch record, every member (a deleted one is
-    named), the leader's checkpoint; then :func:`running_many` locks every member."""
+    named), the leader's checkpoint; then :func:`running_many` locks every member it trains. Members with
+    budgets of their own may have finished before (their files are left alone): those that left the batch
+    before the checkpoint are not in it; one that finished after it is in it, and trains on in the batch
+    to its budget without writing anything, so the others compute exactly as they did (``_SeedRun.done``)."""
     from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
@@ -420,28 +529,49 @@ def resume_seeds(request: Any) -> list[Path]:
     for run in runs:
         _check_member_exists(run, member.path.parent / leader_name)
     leader, step = RunDir.open_resumable(member.path.parent / leader_name, "moe-dqn")
+    states = {run.path.name: run_state(resume_status(run.path)) for run in runs}
     for run in runs:
-        member_state = run_state(resume_status(run.path))
-        if member_state in ("running", "finished"):
-            raise ConfigError(f"'{run.path}' (a member of this batch) is {member_state}; the batch cannot resume")
-    state = load_checkpoint_file(leader.path, CHECKPOINT_FILE, lambda path: _read_batch_state(path, len(runs)))
+        if states[run.path.name] == "running":
+            raise ConfigError(f"'{run.path}' (a member of this batch) is running; the batch cannot resume")
+    state = load_checkpoint_file(leader.path, CHECKPOINT_FILE, lambda path: _read_batch_state(path, names))
+    held = list(state.get("members") or names)  # a checkpoint from before member budgets holds every member
+    for run in runs:
+        if run.path.name not in held and states[run.path.name] != "finished":
+            raise ConfigError(f"'{run.path}' left its batch before the checkpoint (at its budget) but is "
+                              f"{states[run.path.name]}, not finished; the batch cannot resume")
+    done = frozenset(name for name in held if states[name] == "finished")
+    batch_runs = [runs[names.index(name)] for name in held]
+    batch_seeds = [seeds[names.index(name)] for name in held]
     configs = []
-    for run, saved in zip(runs, state.get("configs") or [None] * len(runs), strict=True):
+    for run, saved in zip(batch_runs, state.get("configs") or [None] * len(batch_runs), strict=True):
         # each member's own config (members of a sweep group differ in their env settings), as checkpointed
         config = from_dict(DQNRunConfig, run.read_config())
         if saved is not None:
             _check_member_config(run, to_dict(config), saved)
         config.seed = batch_seed
-        configs.append(apply_resume_flags(config, request.option("timesteps"), request.option("device"), step))
-    with running_many(runs, "moe-dqn", seeds, str(engine_device(configs[0])), resumed=(leader, step)):
-        batch = _Batch(configs, seeds, runs, resume=state)
-        for run, seed, config in zip(runs, seeds, batch.configs, strict=True):
+        configs.append(config)
+    if request.option("timesteps") is not None and (len({c.timesteps for c in configs}) > 1 or state.get("left")):
+        raise ConfigError("--timesteps sets one total for every member, and the members of this batch have "
+                          "budgets of their own; resume it without --timesteps")
+    configs = [c if run.path.name in done else
+               apply_resume_flags(c, request.option("timesteps"), request.option("device"), step)
+               for run, c in zip(batch_runs, configs, strict=True)]
+    if request.option("device") is not None:  # one device for the whole batch, the finished members' too
+        configs = [dataclasses.replace(c, device=request.option("device")) for c in configs]
+    active = [i for i, run in enumerate(batch_runs) if run.path.name not in done]
+    with running_many([batch_runs[i] for i in active], "moe-dqn", [batch_seeds[i] for i in active],
+                      str(engine_device(configs[0])), resumed=(leader, step)) as marked:
+        batch = _Batch(configs, batch_seeds, batch_runs, resume=state, done=done, batch_size=len(names))
+        batch.release = marked.finish
+        batch.left = [int(b) for b in state.get("left", [])]
+        for i in active:
+            run, seed, config = batch_runs[i], batch_seeds[i], batch.configs[i]
             run.write_config(to_dict(dataclasses.replace(config, seed=seed, engine="batched")))
         console = request.console()
         batch.train(console)
     remove_checkpoints(leader.path)
     batch.summary(console)
-    return [r.path for r in runs]
+    return [r.path for r in batch_runs if r.path.name not in done]
 
 
 #: Keys a resume may change (``--timesteps``, ``--device``): see :func:`moerl.rl.config.apply_resume_flags`.
@@ -491,16 +621,21 @@ def _check_member_exists(run: RunDir, leader: Path) -> None:
         raise ConfigError(f"'{run.path}', {what}, is missing; the batch cannot resume without it")
 
 
-def _read_batch_state(path: Path, members: int) -> dict[str, Any]:
-    """``batch.pt``, with what a resume reads from it, for ``members`` runs (anything else is damaged)."""
+def _read_batch_state(path: Path, names: list[str]) -> dict[str, Any]:
+    """``batch.pt``, with what a resume reads from it, for a batch of the runs ``names``: it holds them all,
+    or those of them that had not reached their budgets (``members``, in order); anything else is damaged."""
     import torch
 
     state = torch.load(path, weights_only=False, map_location="cpu")
     missing = [k for k in ("agent", "rows", "last_eval", "seconds") if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"it lacks {', '.join(missing)}")
-    if not isinstance(state["rows"], list) or len(state["rows"]) != members:
-        raise ValueError(f"it holds {len(state['rows'])} members' rows, the batch has {members}")
+    held = state.get("members", names)
+    if not (isinstance(held, list) and held and all(isinstance(m, str) for m in held)
+            and [m for m in names if m in held] == held and held[0] == names[0]):
+        raise ValueError(f"its members {held!r} are not the batch's {names!r}, led by its first")
+    if not isinstance(state["rows"], list) or len(state["rows"]) != len(held):
+        raise ValueError(f"it holds {len(state['rows'])} members' rows, the batch has {len(held)}")
     return state
 
 
@@ -511,8 +646,9 @@ def _write_eval_csv(sr: _SeedRun) -> None:
 
 def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_id: str,
                  final: dict[str, np.ndarray], bounds: dict[str, tuple[float, float]], seconds: float,
-                 num_seeds: int) -> dict[str, Any]:
-    """Write seed ``i``'s model (an SB3 zip), results.json and schedule.json."""
+                 num_seeds: int, env_steps: int) -> dict[str, Any]:
+    """Write seed ``i``'s model (an SB3 zip), results.json and schedule.json; ``num_seeds``: the members that
+    trained in the batch, ``env_steps``: the env steps the process took in ``seconds``."""
     from moerl.rl.config import reference_rows
     from moerl.rl.continual import continual_metrics
     from moerl.rl.envs.attributes import normalized_return
@@ -538,7 +674,7 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
     rows = [{k: str(v) for k, v in r.items()} for r in sr.rows]
     results = run_results(
         config, env_id, sr.seed, engine="batched", seeds_in_batch=num_seeds, seconds=seconds,
-        env_steps=config.timesteps * num_seeds, parameters=count_parameters(model.policy.q_net.q_net),
+        env_steps=env_steps, parameters=count_parameters(model.policy.q_net.q_net),
         final_eval=final_eval,
         continual=continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None)
     sr.run.write_json("results.json", results)

@@ -185,6 +185,12 @@ class BatchProgress:
         """The engine's episode log was emptied (an evaluation took it)."""
         self._seen = 0
 
+    def keep(self, members: Sequence[int]) -> None:
+        """Only ``members`` (indices, in this order) go on: the others reached their budgets and left the
+        batch (the engine keeps its log for those that go on, so what was seen of it stays seen)."""
+        self.recent = {name: [per_seed[i] for i in members] for name, per_seed in self.recent.items()}
+        self.seeds = len(members)
+
     def evaluated(self, step: int, returns: Mapping[str, np.ndarray], bounds: Mapping[str, tuple[float, float]],
                   metrics: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> None:
         from moerl.rl.envs.attributes import normalized_return

@@ -2,8 +2,8 @@
 and what it costs.
 
 A sweep's runs of one architecture differ only in what the batched engine holds per member (the seed, the
-env settings of one set of tasks, the replay capacity, the discount, the exploration schedule, the learning
-rate and Adam's epsilon:
+env settings of one set of tasks, the budget, the replay capacity, the discount, the exploration schedule,
+the learning rate and Adam's epsilon:
 :data:`~moerl.rl.batched_runs.MEMBER_KEYS`, :data:`~moerl.rl.engine.batched_dqn.PER_MEMBER`); such runs
 get one :func:`group_key`, and the sweep trains them in processes of many members
 (:func:`moerl.runs.sweep.jobs.group_plans`), each member still writing its own run directory.
@@ -19,7 +19,7 @@ from typing import Any
 
 from moerl.core.config import from_dict
 from moerl.core.errors import ConfigError
-from moerl.rl.config import DQNRunConfig, default_timesteps, resolve_env, validate
+from moerl.rl.config import DQNRunConfig, resolve_env, validate
 from moerl.runs.console import Console
 
 
@@ -36,8 +36,8 @@ def group_key(config: Mapping[str, Any]) -> str | None:
         tasks = suite_spec(resolve_env(parsed.env), parsed.env_kwargs).task_names
     except ConfigError:
         return None
+    # budgets are per member (timesteps is one of MEMBER_KEYS): a member leaves its batch at its own
     shared = {key: value for key, value in config.items() if key not in (*MEMBER_KEYS, "eval", "dqn", "seed")}
-    shared["timesteps"] = parsed.timesteps or default_timesteps(parsed)  # budgets resolved: members share one
     shared["eval"] = {k: v for k, v in config.get("eval", {}).items() if k != "reference_runs"}
     shared["dqn"] = {k: v for k, v in config.get("dqn", {}).items() if k not in PER_MEMBER}
     shared["tasks"] = list(tasks)

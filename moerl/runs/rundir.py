@@ -447,11 +447,36 @@ def running(run: RunDir, family: str, seed: int | None, device: str | None = Non
         yield run
 
 
+class RunningRuns(Sequence[RunDir]):
+    """What :func:`running_many` yields: its runs, and :meth:`finish` to release one that is done before the
+    others (a batch member that reached its budget)."""
+
+    def __init__(self, runs: Sequence[RunDir]) -> None:
+        self.runs = list(runs)
+        #: The runs the exit still marks (finished, failed or interrupted).
+        self.active = list(runs)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.runs[index]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def finish(self, run: RunDir) -> None:
+        """Mark ``run`` finished now; the exit leaves its status alone (its lock is kept until then)."""
+        if run not in self.active:
+            raise ValueError(f"'{run.path}' is not one of the running runs")
+        _refresh_threads(run)
+        run.write_status("finished")
+        self.active.remove(run)
+
+
 @contextmanager
 def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
-                 device: str | None = None, resumed: tuple[RunDir, int] | None = None) -> Iterator[Sequence[RunDir]]:
+                 device: str | None = None, resumed: tuple[RunDir, int] | None = None) -> Iterator[RunningRuns]:
     """:func:`running` for several runs one process trains together (the batched engine's seeds): one
-    heartbeat thread for all of them, and all marked finished, failed or interrupted together.
+    heartbeat thread for all of them, and all marked finished, failed or interrupted together, but for the
+    runs released before with the yielded :meth:`RunningRuns.finish` (marked finished then, left alone after).
 
     Before anything is written, each run's lock (:data:`LOCK_FILE`) is taken and held to the end, so that one
     process at a time trains a run: a second ``--resume`` (or one of a run a fresh ``moerl train`` is
@@ -468,8 +493,9 @@ def running_many(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None
             locks.enter_context(exclusive_lock(run.path / LOCK_FILE, functools.partial(_busy, run.path)))
         if resumed is not None:
             _check_still_resumable(runs, *resumed)
-        with _marked_running(runs, family, seeds, device, resumed[1] if resumed is not None else None):
-            yield runs
+        marked = RunningRuns(runs)
+        with _marked_running(marked, family, seeds, device, resumed[1] if resumed is not None else None):
+            yield marked
 
 
 def _busy(path: Path, holder: str) -> str:
@@ -486,20 +512,28 @@ def _check_still_resumable(runs: Sequence[RunDir], holder: RunDir, step: int) ->
 
 
 @contextmanager
-def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None], device: str | None,
+def _marked_running(marked: RunningRuns, family: str, seeds: Sequence[int | None], device: str | None,
                     resumed_from: int | None) -> Iterator[None]:
-    """The body of :func:`running_many`, under the runs' locks."""
+    """The body of :func:`running_many`, under the runs' locks; at the exit, only the runs still active
+    (not released by :meth:`RunningRuns.finish`) are marked."""
+    runs = marked.runs
+    seed_of = {id(run): seed for run, seed in zip(runs, seeds, strict=True)}
+
+    def active() -> tuple[list[RunDir], list[int | None]]:
+        now = list(marked.active)
+        return now, [seed_of[id(run)] for run in now]
+
     with _sigterm_interrupts():  # before the first "running" is written (see running_many)
         try:
             _mark_running(runs, family, seeds, device, resumed_from)
         except KeyboardInterrupt as exc:  # a stop while marking: the runs read interrupted, not "running"
-            _mark_interrupted(runs, family, seeds, exc)
+            _mark_interrupted(runs, seeds, family, exc)
             raise
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(HEARTBEAT_SECONDS):
-                for run in runs:
+                for run in list(marked.active):
                     try:
                         run.heartbeat()
                     except OSError:
@@ -511,23 +545,23 @@ def _marked_running(runs: Sequence[RunDir], family: str, seeds: Sequence[int | N
             yield
         except KeyboardInterrupt as exc:
             stop.set()
-            _mark_interrupted(runs, family, seeds, exc)
+            _mark_interrupted(*active(), family, exc)
             raise
         except BaseException as exc:
             stop.set()
-            for run, seed in zip(runs, seeds, strict=True):
+            for run, seed in zip(*active(), strict=True):
                 _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
             raise
         finally:
             stop.set()
             thread.join()
-            for run in runs:
+            for run in marked.active:
                 _refresh_threads(run)
-        for run in runs:
+        for run in marked.active:
             run.write_status("finished")
 
 
-def _mark_interrupted(runs: Sequence[RunDir], family: str, seeds: Sequence[int | None],
+def _mark_interrupted(runs: Sequence[RunDir], seeds: Sequence[int | None], family: str,
                       exc: KeyboardInterrupt) -> None:
     default = "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (SIGINT)"
     for run, seed in zip(runs, seeds, strict=True):
