@@ -71,14 +71,16 @@ def test_every_training_session_adds_a_record_with_its_thread_count(tmp_path):
     run = RunDir.create(tmp_path, "r")
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         with running(run, "moe-dqn", 0, "cpu"):
             torch.set_num_threads(1)  # families set threads after the run starts: the record follows
-        with running(run, "moe-dqn", 0, "cpu"):  # a resumed session
+        torch.set_num_threads(2)
+        with running(run, "moe-dqn", 0, "cpu"):  # a resumed session, with its own count
             pass
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # whatever the tests before left, restored for those after
     records = read_stacks(run.path)
-    assert len(records) == 2 and records[0]["torch_threads"] == 1 and records[1]["torch_threads"] == threads
+    assert len(records) == 2 and records[0]["torch_threads"] == 1 and records[1]["torch_threads"] == 2
 
 
 def _fake_run(tmp_path: Path, name: str, torch_version: str | None) -> Path:
