@@ -23,6 +23,14 @@ ROUTERS = Registry("router", {
     "topk": "softmax over all experts, keep the top k (no renormalisation); optional noise and balancing",
     "hardcoded": "expert = task id (no parameters); with arch big: independent per-task networks",
 })
+#: How the MoE layers of the ``hardcoded`` and ``topk`` routers compute their experts (``network.expert_compute``).
+EXPERT_COMPUTES = Registry("expert compute", {
+    "dense": "every expert on every token, then the gates zero off the unchosen ones (default; the reference)",
+    "routed": "each expert only on the tokens routed to it (grouped_mm) in passes of many tokens per network "
+              "(updates); routers hardcoded and topk only",
+})
+#: Routers whose experts can be computed only where routed (each token goes to a fixed set of experts).
+ROUTED_COMPUTE_ROUTERS = ("topk", "hardcoded")
 BALANCE_LOSSES = Registry("balance loss", {
     "none": "no balancing loss",
     "importance": "squared coefficient of variation of the experts' summed routing weights",

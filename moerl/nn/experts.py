@@ -16,7 +16,16 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+#: Fewest tokens per network (per member, seed-stacked) for which ``expert_compute: routed`` computes the experts
+#: only where routed; smaller passes (acting: 1 token per member; evaluation batches) keep the dense compute.
+#: From ``benchmarks/routed_experts.py --passes target --batch 4,16,32`` (one expert per token, 8 and 64
+#: members): ``big`` (three layers of small products) loses at 4 and 16 tokens (0.57-1.12x) and breaks even
+#: to gains at 32 (0.94-1.43x), 128 gains 1.8-3x; ``middle`` gains from 4 tokens on. A rule on shapes, not on
+#: data, so a pass always takes the same path.
+ROUTED_MIN_TOKENS = 32
 
 
 class BatchedLinear(nn.Module):
@@ -116,3 +125,73 @@ class ExpertMLP(nn.Module):
                 if hidden is not None:
                     hidden.append(x if lead is None else x.unflatten(0, lead))
         return x if lead is None else x.unflatten(0, lead)
+
+    def forward_routed(self, tokens: torch.Tensor, idx: torch.Tensor, gates: torch.Tensor | None,
+                       hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Each expert on the tokens routed to it only: ``tokens (*lead, T, in)``, each token's ``k`` experts
+        ``idx (*lead, T, k)`` and their ``gates (*lead, T, k)`` (None: weight 1) -> ``sum_k gate * expert(token)``,
+        ``(*lead, T, out)``; ``lead`` is ``()`` or, seed-stacked, ``(S,)``.
+
+        What :meth:`forward` on every token followed by the gates' combine computes, up to float rounding, for
+        ``E / k`` times fewer expert FLOPs: the ``lead * T * k`` (token, expert) rows are sorted by (member,
+        expert) and each layer is one ``torch.nn.functional.grouped_mm`` over the ``lead * E`` groups (no
+        padding, shapes fixed whatever the routing). ``grouped_mm``'s own bias is not differentiable, so the
+        bias is added per row; its row strides must be 16-byte aligned, so thin layers are zero-padded to a
+        multiple of 4 units for the kernel. ``hidden`` receives each hidden activation laid out as
+        :meth:`forward` gives it, ``(*lead, E, T, h)``, zero on the rows an expert did not process (the
+        routers' records mark those rows as not processed).
+        """
+        *lead, t, d = tokens.shape
+        k = idx.shape[-1]
+        e = self.num_experts
+        members = 1
+        for n in lead:
+            members *= n
+        groups = members * e
+        device = tokens.device
+        group = idx.long()
+        if lead:
+            group = group + (torch.arange(members, device=device) * e).view(*lead, 1, 1)
+        group = group.reshape(-1)  # (members * T * k,): member-major, then token, then choice
+        order = torch.argsort(group, stable=True)
+        sorted_group = group.index_select(0, order)
+        counts = torch.zeros(groups, dtype=torch.long, device=device).scatter_add_(0, group, torch.ones_like(group))
+        offs = counts.cumsum(0).to(torch.int32)
+        source = order // k  # each sorted row's token, in (members * T) order
+        h = tokens.reshape(-1, d).index_select(0, source)
+        dense_row = None
+        if hidden is not None:  # each sorted row's place in forward's (members * E * T) layout
+            dense_row = sorted_group * t + source % t
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, BatchedLinear)
+            w = layer.weight.flatten(0, 1) if layer.seed_stacked else layer.weight
+            h = _grouped_linear(h, w, offs)
+            if layer.bias is not None:
+                h = h + layer.bias.reshape(groups, -1).index_select(0, sorted_group)
+            if i < last or self.activate_output:
+                h = torch.relu(h)
+                if hidden is not None and dense_row is not None:
+                    full = h.new_zeros(groups * t, h.shape[-1]).index_copy(0, dense_row, h)
+                    hidden.append(full.view(*lead, e, t, -1))
+        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
+        y = h.index_select(0, inverse)  # back to (member, token, choice) order
+        if gates is not None:
+            y = y * gates.reshape(-1, 1)
+        if k == 1:
+            return y.view(*lead, t, -1)
+        return y.view(*lead, t, k, -1).sum(-2)
+
+
+def _grouped_linear(h: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """``grouped_mm`` of rows ``h (N, in)`` (sorted by group) with weights ``w (G, in, out)``, group ``g`` the
+    rows ``offs[g-1]:offs[g]``. ``in`` and ``out`` that are not a multiple of 4 floats (16 bytes, the kernel's
+    stride alignment; e.g. the 2 Q-values) are zero-padded for the kernel and the output sliced back."""
+    n_in, n_out = w.shape[-2], w.shape[-1]
+    pad_in, pad_out = -n_in % 4, -n_out % 4
+    if pad_in or pad_out:
+        w = F.pad(w, (0, pad_out, 0, pad_in))
+    if pad_in:
+        h = F.pad(h, (0, pad_in))
+    y = F.grouped_mm(h.contiguous(), w, offs=offs)
+    return y[:, :n_out] if pad_out else y

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from moerl.core.errors import ConfigError
-from moerl.nn.choices import BALANCE_LOSSES, ROUTERS
-from moerl.nn.experts import ExpertMLP
+from moerl.nn.choices import BALANCE_LOSSES, EXPERT_COMPUTES, ROUTED_COMPUTE_ROUTERS, ROUTERS
+from moerl.nn.experts import ROUTED_MIN_TOKENS, ExpertMLP
 from moerl.nn.metrics import entropy
 from moerl.nn.record import ForwardRecord, HiddenRecord, RoutingRecord
 
@@ -51,11 +51,18 @@ class RouterConfig:
     noise_std: float = 0.0
     #: topk: balancing loss (importance CV^2, switch-style load, entropy of mean routing).
     balance_loss: str = "none"
+    #: hardcoded, topk: ``dense`` (every expert on every token; the default) or ``routed`` (each expert only on
+    #: its tokens, in passes of at least :data:`~moerl.nn.experts.ROUTED_MIN_TOKENS` tokens per network).
+    expert_compute: str = "dense"
 
     def validate(self) -> RouterConfig:
 
         ROUTERS.check(self.router)
         BALANCE_LOSSES.check(self.balance_loss)
+        EXPERT_COMPUTES.check(self.expert_compute)
+        if self.expert_compute == "routed" and self.router not in ROUTED_COMPUTE_ROUTERS:
+            raise ConfigError(f"expert_compute 'routed' does not apply to router '{self.router}'; "
+                              f"it applies to router {', '.join(ROUTED_COMPUTE_ROUTERS)}")
         if self.experts < 1:
             raise ConfigError(f"number of experts must be >= 1, got {self.experts}")
         if self.router == "topk" and not 1 <= self.topk <= self.experts:
@@ -125,31 +132,48 @@ class TopKRouter(nn.Module):
         self.k = config.topk
         self.noise_std = config.noise_std
         self.balance_loss = config.balance_loss
+        self.routed = config.expert_compute == "routed"
         self.weight = nn.Parameter(torch.empty(token_dim, self.num_experts))
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(token_dim))
 
     def gates(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (probs, gates, selected) for tokens ``(T, d)`` (seed-stacked: ``(S, T, d)``); gates are zero
         off the top k."""
+        probs, top_vals, top_idx = self.choices(tokens)
+        gates = torch.zeros_like(probs).scatter(-1, top_idx, top_vals)
+        selected = torch.zeros_like(probs).scatter(-1, top_idx, 1.0)
+        return probs, gates, selected
+
+    def choices(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(probs ``(..., T, E)``, top-k probabilities and experts ``(..., T, k)``) of tokens ``(..., T, d)``."""
         logits = tokens @ self.weight
         if self.training and self.noise_std > 0:
             logits = logits + self.noise_std * torch.randn_like(logits)
         probs = torch.softmax(logits, dim=-1)
         top_vals, top_idx = probs.topk(self.k, dim=-1)
-        gates = torch.zeros_like(probs).scatter(-1, top_idx, top_vals)
-        selected = torch.zeros_like(probs).scatter(-1, top_idx, 1.0)
-        return probs, gates, selected
+        return probs, top_vals, top_idx
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:
         *lead, b, m, d = x.shape  # lead: () or, with seed-stacked weights, (S,)
         tokens = x.reshape(*lead, b * m, d)
-        probs, gates, selected = self.gates(tokens)
         hidden: list[torch.Tensor] | None = [] if record is not None else None
+        if self.routed and b * m >= ROUTED_MIN_TOKENS:  # expert_compute: routed, a pass of many tokens
+            probs, top_vals, top_idx = self.choices(tokens)
+            selected = torch.zeros_like(probs).scatter(-1, top_idx, 1.0)
+            y = self.experts.forward_routed(tokens, top_idx, top_vals, hidden).reshape(*lead, b, m, -1)
+            return self._finish(y, probs, selected, hidden, record, name, lead, b, m, x)
+        probs, gates, selected = self.gates(tokens)
         # All experts on all tokens in one bmm, then zero weight off the top k: for a handful of
         # small experts this beats gathering per-expert token lists (benchmarks/bench_experts.py).
         out = self.experts(tokens.unsqueeze(-3).expand(*lead, self.num_experts, b * m, d), hidden)
         y = torch.einsum("...tn,...nto->...to", gates, out).reshape(*lead, b, m, -1)
+        return self._finish(y, probs, selected, hidden, record, name, lead, b, m, x)
+
+    def _finish(self, y: torch.Tensor, probs: torch.Tensor, selected: torch.Tensor,
+                hidden: list[torch.Tensor] | None, record: ForwardRecord | None, name: str,
+                lead: list[int], b: int, m: int, x: torch.Tensor) -> torch.Tensor:
+        """Write the record (balancing loss, routing, hidden activations) of a pass whose output is ``y``."""
         aux = self._balance_loss(probs, selected) if self.balance_loss != "none" else x.new_zeros(lead)
         if record is not None:
             processed = selected.transpose(-1, -2) > 0
@@ -180,6 +204,7 @@ class HardcodedRouter(nn.Module):
         super().__init__()
         self.experts = experts
         self.num_experts = config.experts
+        self.routed = config.expert_compute == "routed"
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:
@@ -192,9 +217,13 @@ class HardcodedRouter(nn.Module):
         onehot = F.one_hot(task_id.long(), self.num_experts).to(x.dtype)  # (*lead, B, E)
         tokens = x.reshape(*lead, b * m, d)
         hidden: list[torch.Tensor] | None = [] if record is not None else None
-        out = self.experts(tokens.unsqueeze(-3).expand(*lead, self.num_experts, b * m, d), hidden)
         token_gate = onehot.repeat_interleave(m, dim=-2)  # (*lead, B*m, E)
-        y = torch.einsum("...tn,...nto->...to", token_gate, out).reshape(*lead, b, m, -1)
+        if self.routed and b * m >= ROUTED_MIN_TOKENS:  # expert_compute: routed, a pass of many tokens
+            token_task = task_id.long().repeat_interleave(m, dim=-1).unsqueeze(-1)  # (*lead, B*m, 1)
+            y = self.experts.forward_routed(tokens, token_task, None, hidden).reshape(*lead, b, m, -1)
+        else:
+            out = self.experts(tokens.unsqueeze(-3).expand(*lead, self.num_experts, b * m, d), hidden)
+            y = torch.einsum("...tn,...nto->...to", token_gate, out).reshape(*lead, b, m, -1)
         if record is not None:
             processed = token_gate.transpose(-1, -2) > 0
             for i, h in enumerate(hidden or ()):

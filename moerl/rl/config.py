@@ -207,6 +207,9 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     if config.compile == "on" and config.engine == "sb3":
         raise ConfigError("compile: on applies to the batched engine; the sb3 engine runs eager "
                           "(use --engine batched, or compile: off)")
+    if config.compile == "on" and config.network.expert_compute == "routed":
+        raise ConfigError("compile: on does not run network.expert_compute 'routed' (grouped_mm is not "
+                          "compiled); use one or the other")
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()

@@ -291,6 +291,14 @@ def default_run_name(*parts: Any) -> str:
 #: Config keys that do not change what a run computes (left out of its id): the seed (named apart), where it
 #: trains, whether its updates are compiled (both change float rounding only) and where its data files lie.
 NOT_IN_ID = ("seed", "device", "data_dir", "compile")
+#: Dotted keys left out of the id (and of a report's variant key) while at this default value: keys added after
+#: runs were named, so that those runs keep their ids; a non-default value is part of the id.
+NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.expert_compute": "dense"}
+
+
+def without_defaults_not_in_id(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flattened config without the :data:`NOT_IN_ID_AT_DEFAULT` keys that hold their default."""
+    return {k: v for k, v in flat.items() if k not in NOT_IN_ID_AT_DEFAULT or v != NOT_IN_ID_AT_DEFAULT[k]}
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -300,6 +308,11 @@ def config_id(config: Mapping[str, Any]) -> str:
     id wherever it is trained.
     """
     kept = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    for dotted, default in NOT_IN_ID_AT_DEFAULT.items():
+        section, _, key = dotted.partition(".")
+        inner = kept.get(section)
+        if isinstance(inner, Mapping) and key in inner and inner[key] == default:
+            kept[section] = {k: v for k, v in inner.items() if k != key}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

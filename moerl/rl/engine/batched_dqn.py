@@ -264,6 +264,9 @@ class BatchedDQN:
         self.seeds = api_seeds(seeds, distinct=not members)  # members of several configs may share a seed
         self.num_seeds = len(self.seeds)
         self.network_config = checked_network(network)
+        if compile and self.network_config.expert_compute == "routed":
+            raise ConfigError("compile does not run network expert_compute 'routed' (grouped_mm is not "
+                              "compiled); use one or the other")
         check_positive("logging.metrics_interval", metrics_interval)
         self.device = torch.device(device)
         if self.device.type == "cpu":

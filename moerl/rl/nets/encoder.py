@@ -20,7 +20,7 @@ from torch import nn
 
 from moerl.core.config import from_dict
 from moerl.core.errors import ConfigError
-from moerl.nn.choices import ROUTED_ARCHS
+from moerl.nn.choices import ROUTED_ARCHS, ROUTED_COMPUTE_ROUTERS
 from moerl.rl.nets.obs_layout import ObsLayout
 from moerl.rl.nets.qnetwork import QNetworkConfig
 
@@ -57,6 +57,7 @@ ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
     "network.balance_loss": ("topk",),
     "network.slots_per_expert": ("softmoe",),
     "network.normalize": ("softmoe",),
+    "network.expert_compute": ROUTED_COMPUTE_ROUTERS,
 }
 
 

@@ -54,6 +54,9 @@ class QNetworkConfig(RouterConfig):
             raise ConfigError(f"hidden width must be >= 1, got {self.hidden}")
         if self.tokens < 1:
             raise ConfigError(f"tokens must be >= 1, got {self.tokens}")
+        if self.expert_compute == "routed" and self.arch not in ROUTED_ARCHS:
+            raise ConfigError(f"expert_compute 'routed' does not apply to arch '{self.arch}' (it has no router); "
+                              f"archs with a router: {', '.join(ROUTED_ARCHS)}")
         super().validate()
         return self
 
