@@ -81,12 +81,25 @@ def uniform_to_int(u: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
 def where_state(mask: torch.Tensor, a: State, b: State) -> State:
     """Per environment, ``a``'s state where ``mask`` ``(N,)`` is true, else ``b``'s (same keys and shapes)."""
     out = {}
+    ones: dict[tuple[torch.dtype, int], torch.Tensor] = {}  # all bits set where ``mask``, else 0
     for key, value in a.items():
-        m = mask.view(-1, *([1] * (value.dim() - 1)))
-        if value.dtype == torch.bool:  # a select of bytes: torch.where on bool grids is several times slower on CPU
-            out[key] = torch.where(m, value.view(torch.uint8), b[key].view(torch.uint8)).view(torch.bool)
-        else:
-            out[key] = torch.where(m, value, b[key])
+        other = b[key]
+        dim, dtype = value.dim(), value.dtype
+        if dim == 1 or dtype != other.dtype or dtype.is_floating_point or dtype.is_complex:
+            out[key] = torch.where(mask if dim == 1 else mask.view(-1, *([1] * (dim - 1))), value, other)
+            continue
+        # Per-environment grids and slots: ``b ^ ((a ^ b) & ones)`` in integers (bools as bytes), several
+        # times faster on CPU than torch.where (hundreds of microseconds on a (1024, 40) tensor); the result
+        # keeps the inputs' memory layout.
+        if dtype == torch.bool:
+            value, other = value.view(torch.uint8), other.view(torch.uint8)
+        m = ones.get((value.dtype, dim))
+        if m is None:
+            m = ones[value.dtype, dim] = (-mask.to(value.dtype)).view(-1, *([1] * (dim - 1)))
+        x = value ^ other
+        x &= m
+        x ^= other
+        out[key] = x.view(torch.bool) if dtype == torch.bool else x
     return out
 
 
