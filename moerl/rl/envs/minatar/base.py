@@ -7,9 +7,12 @@ reference (through a stand-in for its ``numpy.random.RandomState``) to check one
 
 Conventions every game follows:
 
-* **State** is a dict of tensors, each with leading dimension N (positions as int64, flags as bool, timers as
-  int64; never Python objects or lists of variable length: a variable number of objects, bullets or
-  enemies, is a fixed-size grid or a fixed number of slots with an ``alive`` mask).
+* **State** is a dict of tensors, each with leading dimension N (integers as int64 or, where a game gains
+  speed from it, a smaller integer dtype; flags as bool; never Python objects or lists of variable length: a
+  variable number of objects, bullets or enemies, is a fixed-size grid or a fixed number of slots with an
+  ``alive`` mask). A game may pack several fields into one tensor (fewer tensors, fewer operations) and
+  store a tensor in any memory layout (e.g. slot-major: an ``(N, k)`` tensor as the transpose of a ``(k, N)``
+  one); its docstring says how.
 * **Actions** are indices into :data:`FULL_ACTIONS` (MinAtar's full set of six); a game's minimal set is
   :attr:`GameSpec.minimal_actions` (the suites map an agent's action index through it).
 * **Random numbers**: a step consumes exactly :attr:`BatchedGame.draws_per_step` float64 uniforms in [0, 1)
@@ -17,7 +20,8 @@ Conventions every game follows:
   by the game), used or not in a given step. A uniform ``u`` becomes an integer in ``[0, n)`` as
   ``floor(u * n)`` in float64 (:func:`uniform_to_int`), a Bernoulli(p) as ``u < p``: the stand-in gives the
   reference the same mappings, so both sides decide alike.
-* **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's).
+* **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's),
+  possibly a permuted view of memory laid out otherwise (channels-first, say).
 * **Difficulty ramping** (MinAtar's default: enemies speed up as the game goes on) is a constructor flag;
   **sticky actions** are not the game's business (:func:`sticky`, applied by the suites).
 """

@@ -119,7 +119,7 @@ _FLAGS = ("e_alive", "e_right", "e_sub", "t_alive", "t_right", "d_alive", "d_rig
 #: Where the observation paints what is not drawn: a cell of the oxygen gauge's row, written after painting.
 _SINK = _OXYGEN * GRID * GRID + (GRID - 1) * GRID
 _CELLS = GRID * GRID
-_I8, _U8, _I16, _I64 = torch.int8, torch.uint8, torch.int16, torch.int64
+_I8, _U8, _I64 = torch.int8, torch.uint8, torch.int64
 _CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
 # The observation's marks table: sections by object (keys in each: see ``_tables``) -> two cells to set.
 _MARK_SUB = 0  # (row * 10 + column) * 2 + facing right
@@ -309,7 +309,7 @@ class Seaquest:
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
         # The next state's enemies are a copy updated in place; slots from k on are dead and stay as they are.
         enemies = _rows(state["enemies"]).clone()
-        k = _width(enemies[0], c["up"][:self.max_enemies])
+        k = _width(enemies[0], c["up"])
         block = enemies[:, :k]
         alive8, ex, ey, eright, esub, etimer, egun, eseq = block.unbind(0)
         alive = alive8.view(b8)
@@ -365,14 +365,14 @@ class Seaquest:
         e_cell = ey * GRID + ex
         esub_u, eseq_u = esub.view(_U8), eseq.view(_U8)
         order = (255 - eseq_u) - esub_u * 128
-        best = []
+        tops: list[torch.Tensor] = []
         for j in reversed(range(TORPEDO_SLOTS)):
             there = alive & (e_cell == target[j][None])
             score = there * order
             top = score.amax(0)
             alive = alive ^ (there & (score == top[None]))
-            best.append(top)
-        hit = torch.stack(best[::-1]) != 0
+            tops.append(top)
+        hit = torch.stack(tops[::-1]) != 0
         t_alive = (flying & ~hit) | (t_alive.view(b8) & ended[None])
         reward = hit.sum(0)
 
@@ -385,7 +385,9 @@ class Seaquest:
         out = stepped.view(_U8) >= GRID
         here_after = (stepped == x8[None]) & row_here & ~out
         ready = d_timer == 0
-        picks, stays, moved = [], [], []
+        picked: list[torch.Tensor] = []
+        stayed: list[torch.Tensor] = []
+        moved: list[torch.Tensor] = []
         for j in reversed(range(DIVER_SLOTS)):
             pick = swimming[j] & here[j] & (aboard < MAX_DIVERS)
             aboard = aboard + pick
@@ -393,10 +395,10 @@ class Seaquest:
             moves = stay & ready[j]
             after = moves & here_after[j] & (aboard < MAX_DIVERS)
             aboard = aboard + after
-            picks.append(pick | after)
-            stays.append(stay)
+            picked.append(pick | after)
+            stayed.append(stay)
             moved.append(moves)
-        picks, stay, moves = torch.stack(picks[::-1]), torch.stack(stays[::-1]), torch.stack(moved[::-1])
+        picks, stay, moves = torch.stack(picked[::-1]), torch.stack(stayed[::-1]), torch.stack(moved[::-1])
         d_timer = d_timer - stay.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
         d_x = d_x + moves * (stepped - d_x)
         d_alive = d_alive.view(b8) & ~(picks | (moves & out))
@@ -423,14 +425,14 @@ class Seaquest:
         alive = alive & ~gone
         order = esub_u * 128 + eseq_u + 1  # subs first, then the newest (bytes)
         target = torch.where(t_alive, t_cell, -1)
-        best = []
+        tops = []
         for j in range(TORPEDO_SLOTS):
             there = meets & alive & (e_cell == target[j][None])
             score = there * order
             top = score.amax(0)
             alive = alive ^ (there & (score == top[None]))
-            best.append(top)
-        hit = torch.stack(best) != 0
+            tops.append(top)
+        hit = torch.stack(tops) != 0
         t_alive = t_alive & ~hit
         reward = reward + hit.sum(0)
 
@@ -498,7 +500,7 @@ class Seaquest:
         c = _consts(n, self.max_enemies, dev)
         sub = _rows(state["sub"])
         every = _rows(state["enemies"])
-        k = _width(every[0], c["up"][:self.max_enemies])
+        k = _width(every[0], c["up"])
         keys = torch.cat([
             (sub[:3] * c["sub_key"]).sum(0)[:, None],
             (_rows(state["torpedoes"])[:3] * c["torpedo_key"]).sum(0).t() + (_MARK_TORPEDO + 1),
