@@ -95,8 +95,9 @@ class Reference:
         import gymnasium as gym
         import minatar.gym
 
-        minatar.gym.register_envs()
         env_id = f"MinAtar/{name.title().replace('_', '')}-v1"
+        if env_id not in gym.registry:
+            minatar.gym.register_envs()
         self.vec = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, sticky_action_prob=0.0) for _ in range(envs)])
         self.vec.reset(seed=0)
         self.actions = actions

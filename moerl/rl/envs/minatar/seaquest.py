@@ -361,18 +361,18 @@ class Seaquest:
         t_x = t_x + flying * (t_right + t_right - 1)
         flying = flying & (t_x.view(_U8) < GRID)  # -1 is 255 as a byte
         t_cell = t_y * GRID + t_x
-        target = torch.where(flying, t_cell, -1)
+        target = torch.where(flying, t_cell, -1)[:, None]  # (2, 1, N)
         e_cell = ey * GRID + ex
         esub_u, eseq_u = esub.view(_U8), eseq.view(_U8)
         order = (255 - eseq_u) - esub_u * 128
         tops: list[torch.Tensor] = []
         for j in reversed(range(TORPEDO_SLOTS)):
-            there = alive & (e_cell == target[j][None])
+            there = alive & (e_cell == target[j])
             score = there * order
-            top = score.amax(0)
-            alive = alive ^ (there & (score == top[None]))
+            top = score.amax(0, keepdim=True)
+            alive = alive ^ (there & (score == top))
             tops.append(top)
-        hit = torch.stack(tops[::-1]) != 0
+        hit = torch.cat(tops[::-1]) != 0
         t_alive = (flying & ~hit) | (t_alive.view(b8) & ended[None])
         reward = hit.sum(0)
 
@@ -380,7 +380,7 @@ class Seaquest:
         d_alive, d_x, d_y, d_right, d_timer = divers.unbind(0)
         swimming = d_alive.view(b8) & live[None]
         row_here = d_y == y8[None]
-        here = (d_x == x8[None]) & row_here
+        here = swimming & (d_x == x8[None]) & row_here
         stepped = d_x + d_right + d_right - 1
         out = stepped.view(_U8) >= GRID
         here_after = (stepped == x8[None]) & row_here & ~out
@@ -389,7 +389,7 @@ class Seaquest:
         stayed: list[torch.Tensor] = []
         moved: list[torch.Tensor] = []
         for j in reversed(range(DIVER_SLOTS)):
-            pick = swimming[j] & here[j] & (aboard < MAX_DIVERS)
+            pick = here[j] & (aboard < MAX_DIVERS)
             aboard = aboard + pick
             stay = swimming[j] & ~pick
             moves = stay & ready[j]
@@ -424,15 +424,15 @@ class Seaquest:
         shoots = shoots & ~gone  # even a sub destroyed below fires; one past the edge never reaches the board
         alive = alive & ~gone
         order = esub_u * 128 + eseq_u + 1  # subs first, then the newest (bytes)
-        target = torch.where(t_alive, t_cell, -1)
+        target = torch.where(t_alive, t_cell, -1)[:, None]
         tops = []
         for j in range(TORPEDO_SLOTS):
-            there = meets & alive & (e_cell == target[j][None])
+            there = meets & alive & (e_cell == target[j])
             score = there * order
-            top = score.amax(0)
-            alive = alive ^ (there & (score == top[None]))
+            top = score.amax(0, keepdim=True)
+            alive = alive ^ (there & (score == top))
             tops.append(top)
-        hit = torch.stack(tops) != 0
+        hit = torch.cat(tops) != 0
         t_alive = t_alive & ~hit
         reward = reward + hit.sum(0)
 
@@ -452,7 +452,8 @@ class Seaquest:
         after &= c["shift_keep"]
         touched |= after.gather(1, at_sub)
         terminal = terminal | touched.amax(1).view(b8)
-        after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)  # a terminal game keeps its bullets
+        if dev.type != "cpu" or bool(ended.any()):  # a terminal game keeps its bullets (the CPU checks first)
+            after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)
 
         # Clocks, oxygen, surfacing.
         clocks = torch.stack([e_clock, d_clock, shot_timer])
