@@ -27,6 +27,7 @@ import torch
 
 from moerl.core.seed_streams import SeedStreams
 from moerl.rl.envs.minatar.base import State
+from moerl.rl.envs.minatar.seaquest import fields as seaquest_fields
 
 _PURPOSE = 4242
 
@@ -96,6 +97,8 @@ class Adapter:
     events: Callable[[Any, Any, int, float, bool], list[str]] = field(default=lambda *args: [])
     #: a number read off a reference env after each step, whose maximum lockstep reports as ``max_gauge``
     gauge: Callable[[Any], int] = field(default=lambda env: 0)
+    #: our state's named fields (views), for a game whose state packs several fields in one tensor
+    fields: Callable[[State], State] = field(default=lambda state: state)
 
 
 def _module(name: str) -> Any:
@@ -260,7 +263,8 @@ def _seaquest_state(envs: Sequence[Any], device: torch.device, game: Any) -> Sta
     """Our state from reference envs: lists into slots in their order, fish then subs numbered in list order."""
     n, k = len(envs), game.max_enemies
     state = {key: v.clone() for key, v in game.reset(torch.zeros(n, 0, dtype=torch.float64, device=device)).items()}
-    grid = np.zeros((2, n, 10, 10), dtype=bool)
+    named = seaquest_fields(state)  # views: writing them writes the state
+    grid = np.zeros((n, 2, 10, 10), dtype=bool)
     for i, e in enumerate(envs):
         assert len(e.f_bullets) <= 2 and len(e.divers) <= 2 and len(e.e_fish) + len(e.e_subs) <= k
         for key, value in (("x", e.sub_x), ("y", e.sub_y), ("facing_right", e.sub_or), ("oxygen", e.oxygen),
@@ -268,22 +272,21 @@ def _seaquest_state(envs: Sequence[Any], device: torch.device, game: Any) -> Sta
                            ("e_spawn_interval", e.e_spawn_speed), ("e_spawn_timer", e.e_spawn_timer),
                            ("d_spawn_timer", e.d_spawn_timer), ("move_interval", e.move_speed),
                            ("ramp_index", e.ramp_index), ("terminal", e.terminal)):
-            state[key][i] = int(value)
+            named[key][i] = int(value)
         for j, t in enumerate(e.f_bullets):
-            state["t_alive"][i, j], state["t_x"][i, j], state["t_y"][i, j], state["t_right"][i, j] = True, *t[:3]
+            named["t_alive"][i, j], named["t_x"][i, j], named["t_y"][i, j], named["t_right"][i, j] = True, *t[:3]
         for j, d in enumerate(e.divers):
             for key, value in zip(("d_alive", "d_x", "d_y", "d_right", "d_timer"), (True, *d), strict=True):
-                state[key][i, j] = value
+                named[key][i, j] = value
         enemies = [(*f, 0, False) for f in e.e_fish] + [(*sub, True) for sub in e.e_subs]
         for j, (x, y, right, timer, gun, is_sub) in enumerate(enemies):
             for key, value in zip(("e_alive", "e_x", "e_y", "e_right", "e_timer", "e_gun", "e_sub", "e_seq"),
                                   (True, x, y, right, timer, gun, is_sub, j), strict=True):
-                state[key][i, j] = value
-        state["next_seq"][i] = len(enemies)
+                named[key][i, j] = value
+        named["next_seq"][i] = len(enemies)
         for x, y, right in e.e_bullets:
-            grid[0 if right else 1, i, y, x] = True
-    state["b_right"] = torch.as_tensor(grid[0], device=device)
-    state["b_left"] = torch.as_tensor(grid[1], device=device)
+            grid[i, 0 if right else 1, y, x] = True
+    state["bullets"] = torch.as_tensor(grid, device=device)
     return state
 
 
@@ -322,14 +325,14 @@ def _seaquest_events(before: Any, after: Any, action: int, reward: float, termin
 
 
 SEAQUEST = Adapter("seaquest", _seaquest_make, _seaquest_ref, _seaquest_ours, _seaquest_state, _seaquest_events,
-                   gauge=lambda env: len(env.e_fish) + len(env.e_subs))
+                   gauge=lambda env: len(env.e_fish) + len(env.e_subs), fields=seaquest_fields)
 
 
 # ---------------------------------------------------------------------------------------------------- lockstep
 def _check(tag: str, adapter: Adapter, refs: Sequence[Any], state: State, obs: torch.Tensor,
            rewards: Sequence[float] | None = None, reward: torch.Tensor | None = None,
            terms: Sequence[bool] | None = None, terminal: torch.Tensor | None = None) -> None:
-    rows = _rows(state)
+    rows = _rows(adapter.fields(state))
     obs_np = obs.cpu().numpy()
     for i, ref in enumerate(refs):
         want, got = adapter.ref_tuple(ref), adapter.our_tuple(rows, i)

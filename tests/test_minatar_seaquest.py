@@ -14,7 +14,7 @@ import torch
 
 from moerl.core.seed_streams import SeedStreams
 from moerl.rl.envs.minatar.base import FULL_ACTIONS
-from moerl.rl.envs.minatar.seaquest import Seaquest
+from moerl.rl.envs.minatar.seaquest import Seaquest, fields
 
 pytest.importorskip("minatar")
 from tests import minatar_oracle_b as oracle  # noqa: E402
@@ -204,8 +204,8 @@ def test_spec_observation_and_terminal_state():
     assert np.array_equal(obs[0].numpy(), env.state())
     # a terminal game stands still and pays nothing
     state["terminal"] = torch.tensor([True, False, True, False, False])
-    state["y"][:] = 1
-    state["surfaced"][:] = False
+    fields(state)["y"][:] = 1
+    fields(state)["surfaced"][:] = False
     nxt, r, t = game.step(state, torch.full((5,), 2), torch.full((5, 5), 0.5, dtype=torch.float64))
     assert r.dtype == torch.float32 and r.tolist() == [0] * 5 and t.tolist() == [True] * 5  # surfaced empty
     for k in state:

@@ -74,6 +74,8 @@ class SeedStreams:
         n = 1
         for d in shape:
             n *= d
+        if n == 0:  # nothing to draw (a game with no draws per reset, say): no work, the counter stays
+            return torch.empty(len(self.keys), *shape, dtype=torch.int64, device=self.device)
         idx = torch.arange(self.counter + 1, self.counter + 1 + n, dtype=torch.int64, device=self.device)
         self.counter += n
         z = self.keys[:, None] + idx[None, :] * _signed(_GOLDEN)
@@ -82,6 +84,8 @@ class SeedStreams:
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``(S, *shape)`` uniform numbers in [0, 1): 24 random bits for float32, 53 for float64."""
         mantissa = 53 if dtype == torch.float64 else 24
+        if 0 in shape:
+            return torch.empty(len(self.keys), *shape, dtype=dtype, device=self.device)
         return _shr(self.bits(*shape), 64 - mantissa).to(dtype) * (2.0 ** -mantissa)
 
     def integers(self, high: torch.Tensor | int, *shape: int) -> torch.Tensor:

@@ -7,9 +7,12 @@ reference (through a stand-in for its ``numpy.random.RandomState``) to check one
 
 Conventions every game follows:
 
-* **State** is a dict of tensors, each with leading dimension N (positions as int64, flags as bool, timers as
-  int64; never Python objects or lists of variable length: a variable number of objects, bullets or
-  enemies, is a fixed-size grid or a fixed number of slots with an ``alive`` mask).
+* **State** is a dict of tensors, each with leading dimension N (integers as int64 or, where a game gains
+  speed from it, a smaller integer dtype; flags as bool; never Python objects or lists of variable length: a
+  variable number of objects, bullets or enemies, is a fixed-size grid or a fixed number of slots with an
+  ``alive`` mask). A game may pack several fields into one tensor (fewer tensors, fewer operations) and
+  store a tensor in any memory layout (e.g. slot-major: an ``(N, k)`` tensor as the transpose of a ``(k, N)``
+  one); its docstring says how.
 * **Actions** are indices into :data:`FULL_ACTIONS` (MinAtar's full set of six); a game's minimal set is
   :attr:`GameSpec.minimal_actions` (the suites map an agent's action index through it).
 * **Random numbers**: a step consumes exactly :attr:`BatchedGame.draws_per_step` float64 uniforms in [0, 1)
@@ -17,7 +20,8 @@ Conventions every game follows:
   by the game), used or not in a given step. A uniform ``u`` becomes an integer in ``[0, n)`` as
   ``floor(u * n)`` in float64 (:func:`uniform_to_int`), a Bernoulli(p) as ``u < p``: the stand-in gives the
   reference the same mappings, so both sides decide alike.
-* **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's).
+* **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's),
+  possibly a permuted view of memory laid out otherwise (channels-first, say).
 * **Difficulty ramping** (MinAtar's default: enemies speed up as the game goes on) is a constructor flag;
   **sticky actions** are not the game's business (:func:`sticky`, applied by the suites).
 """
@@ -81,12 +85,25 @@ def uniform_to_int(u: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
 def where_state(mask: torch.Tensor, a: State, b: State) -> State:
     """Per environment, ``a``'s state where ``mask`` ``(N,)`` is true, else ``b``'s (same keys and shapes)."""
     out = {}
+    ones: dict[tuple[torch.dtype, int], torch.Tensor] = {}  # all bits set where ``mask``, else 0
     for key, value in a.items():
-        m = mask.view(-1, *([1] * (value.dim() - 1)))
-        if value.dtype == torch.bool:  # a select of bytes: torch.where on bool grids is several times slower on CPU
-            out[key] = torch.where(m, value.view(torch.uint8), b[key].view(torch.uint8)).view(torch.bool)
-        else:
-            out[key] = torch.where(m, value, b[key])
+        other = b[key]
+        dim, dtype = value.dim(), value.dtype
+        if dim == 1 or dtype != other.dtype or dtype.is_floating_point or dtype.is_complex:
+            out[key] = torch.where(mask if dim == 1 else mask.view(-1, *([1] * (dim - 1))), value, other)
+            continue
+        # Per-environment grids and slots: ``b ^ ((a ^ b) & ones)`` in integers (bools as bytes), several
+        # times faster on CPU than torch.where (hundreds of microseconds on a (1024, 40) tensor); the result
+        # keeps the inputs' memory layout.
+        if dtype == torch.bool:
+            value, other = value.view(torch.uint8), other.view(torch.uint8)
+        m = ones.get((value.dtype, dim))
+        if m is None:
+            m = ones[value.dtype, dim] = (-mask.to(value.dtype)).view(-1, *([1] * (dim - 1)))
+        x = value ^ other
+        x &= m
+        x ^= other
+        out[key] = x.view(torch.bool) if dtype == torch.bool else x
     return out
 
 

@@ -52,17 +52,37 @@ grids (heading right, heading left): they never interact with anything but the s
 heading one way are one. Should a spawn ever find no free slot, it is dropped and ``overflow`` set (not
 reachable with the default sizes; the tests check it stays clear).
 
+Spawn numbers stay small: after every step they are renumbered so that the oldest live enemy has 0 (the
+order is kept, which is all they are for). An enemy moves at least once every 6 steps (its countdown
+restarts at the move interval, at most 5, and the interval never grows) and leaves the board at its 10th
+move, so it lives at most 60 steps; with one spawn per step at most, the live enemies' numbers and the next
+one are all within 0-61 after a renumbering, and below 63 within a step: bytes, and under 127 as the strike
+and meet orders below need.
+
 Random draws, ``draws_per_step = 5`` per environment (``draws_per_reset = 0``): slots 0-2 the enemy spawn's
 side (``u < 1/2``: from the left, heading right), kind (``u < 1/3``: a submarine) and row (``1 + floor(8 u)``),
 used on steps that spawn an enemy (all three, even when the spawn is cancelled); slots 3-4 the diver spawn's
 side and row, used on steps that spawn a diver.
+
+**Layout** (for speed: on one CPU thread the time goes to the number of tensor operations far more than to
+their size): the state is a few packed tensors, not one per field, so that a spawn writes all of an enemy's
+fields in one select and :func:`~moerl.rl.envs.minatar.base.where_state` and :meth:`Seaquest.reset` touch
+seven tensors. :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their
+memory is ``(fields, slots, N)``; the state tensor is a permuted view with N leading), so one field of all
+slots is a contiguous ``(slots, N)`` block and a reduction over the slots (``amax`` over the first dimension)
+runs along contiguous rows of N; they hold bytes. ``torch.where`` on those blocks is avoided (hundreds of
+microseconds on ``(40, 1024)``; selections are arithmetic), and so are comparisons of them with a Python
+scalar (several times slower than with a ``(1, N)`` row of the same dtype). On the CPU a step works only on
+the enemy slots up to the last one live in any environment (plus one for a spawn; the rest are dead and
+stay as they are), which it reads back from the tensors. Any memory layout of the state is accepted (the
+results are the same); only the speed depends on it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from moerl.rl.envs.minatar.base import GRID, GameSpec, State, uniform_to_int
+from moerl.rl.envs.minatar.base import GRID, GameSpec, State
 
 SPEC = GameSpec(
     name="seaquest",
@@ -73,6 +93,7 @@ SPEC = GameSpec(
 
 RAMP_ENEMY_SLOTS = 40
 FLAT_ENEMY_SLOTS = 4
+MAX_ENEMY_SLOTS = 127  # slot ranks are bytes
 TORPEDO_SLOTS = 2
 DIVER_SLOTS = 2
 MAX_OXYGEN = 200
@@ -85,53 +106,163 @@ ENEMY_SHOT_INTERVAL = 10
 DIVER_MOVE_INTERVAL = 5
 (_FRONT, _BACK, _TORPEDO, _TRAIL, _EBULLET, _FISH, _ESUB, _OXYGEN, _DIVER_GAUGE, _DIVER) = range(10)
 
+#: The fields of ``state["sub"]`` (int64): the submarine, the divers aboard and the clocks.
+SUB_FIELDS = ("x", "y", "facing_right", "oxygen", "divers", "shot_timer", "surfaced", "e_spawn_interval",
+              "e_spawn_timer", "d_spawn_timer", "move_interval", "ramp_index", "next_seq")
+_SUB_START = (5, 0, 0, MAX_OXYGEN, 0, 0, 1, INIT_SPAWN_INTERVAL, INIT_SPAWN_INTERVAL, DIVER_SPAWN_INTERVAL,
+              INIT_MOVE_INTERVAL, 0, 0)
+#: The fields of ``state["enemies"]`` (int8), ``state["torpedoes"]`` and ``state["diver_slots"]``.
+ENEMY_FIELDS = ("e_alive", "e_x", "e_y", "e_right", "e_sub", "e_timer", "e_gun", "e_seq")
+TORPEDO_FIELDS = ("t_alive", "t_x", "t_y", "t_right")
+DIVER_FIELDS = ("d_alive", "d_x", "d_y", "d_right", "d_timer")
+_FLAGS = ("e_alive", "e_right", "e_sub", "t_alive", "t_right", "d_alive", "d_right")
+#: Where the observation paints what is not drawn: a cell of the oxygen gauge's row, written after painting.
+_SINK = _OXYGEN * GRID * GRID + (GRID - 1) * GRID
+_CELLS = GRID * GRID
+_I8, _U8, _I64 = torch.int8, torch.uint8, torch.int64
+_CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
+# The observation's marks table: sections by object (keys in each: see ``_tables``) -> two cells to set.
+_MARK_SUB = 0  # (row * 10 + column) * 2 + facing right
+_MARK_TORPEDO = _MARK_SUB + 2 * _CELLS  # (alive * 10 + row) * 12 + column + 1
+_MARK_DIVER = _MARK_TORPEDO + 2 * GRID * (GRID + 2)  # ((alive * 2 + right) * 10 + row) * 12 + column + 1
+_MARK_ENEMY = _MARK_DIVER + 4 * GRID * (GRID + 2)  # (((alive * 2 + sub) * 2 + right) * 10 + row) * 12 + col + 1
+_MARK_KEYS = _MARK_ENEMY + 8 * GRID * (GRID + 2)
 
-def _step_dir(right: torch.Tensor) -> torch.Tensor:
-    return torch.where(right, 1, -1)
+
+def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Constant tensors for N = ``n`` environments and ``k`` enemy slots (made once; a few kept)."""
+    key = (n, k, device)
+    if key not in _CONSTS:
+        if len(_CONSTS) >= 16:
+            _CONSTS.clear()
+        cols = torch.arange(_CELLS, device=device) % GRID
+
+        def row(value: int, dtype: torch.dtype = _I8) -> torch.Tensor:
+            return torch.full((n,), value, dtype=dtype, device=device)
+
+        _CONSTS[key] = {
+            # rows of N (comparisons of (slots, N) blocks with (1, N) rows are fast, with scalars slow)
+            "zero": row(0)[None], "ten": row(GRID, _U8)[None], "one": row(1), "five": row(DIVER_MOVE_INTERVAL),
+            "gun": row(ENEMY_SHOT_INTERVAL),
+            # (k, N): k - slot, whose largest value over the free slots marks the first free slot
+            "first": torch.arange(k, 0, -1, dtype=_I8, device=device)[:, None].expand(k, n).contiguous(),
+            "up": torch.arange(1, k + 1, dtype=_I8, device=device),
+            "slot": torch.arange(2, dtype=_I8, device=device)[:, None].expand(2, n).contiguous(),
+            "sub": torch.tensor(_SUB_START, dtype=_I64, device=device)[:, None].expand(len(_SUB_START), n).contiguous(),
+            # the draws: sides and kind (slots 0, 1, 3) are u < these; a spawn column is 9 * (1 - side)
+            "draws": torch.tensor([[0.5, 1 / 3, 0.0, 0.5, 0.0]], dtype=torch.float64, device=device),
+            "nine": torch.full((1, 5), GRID - 1, dtype=_I8, device=device),
+            # per action (MinAtar's full set): column move, row move, facing after (-1: as before)
+            "moves": torch.tensor([[0, 0, -1], [-1, 0, 0], [0, -1, -1], [1, 0, 1], [0, 1, -1], [0, 0, -1]],
+                                  device=device),
+            # bullet grids (right, left) moving one cell: the right grid's column 0 and the left's 9 empty
+            "shift_keep": torch.cat([cols != 0, cols != GRID - 1]).to(_U8)[None],
+            "grids": torch.tensor([[0, _CELLS]], device=device),
+            "ones": torch.ones(n, 2 * (1 + TORPEDO_SLOTS + DIVER_SLOTS + k), dtype=_U8, device=device),
+            **{name: value.to(device) for name, value in _tables().items()},
+        }
+    return _CONSTS[key]
 
 
-def _on_board(x: torch.Tensor) -> torch.Tensor:
-    return (x >= 0) & (x < GRID)
+def _tables() -> dict[str, torch.Tensor]:
+    """The observation's lookup tables (see :meth:`Seaquest.observe`)."""
+    cells = torch.full((_MARK_KEYS, 2), _SINK, dtype=torch.int64)
+
+    def put(key: int, slot: int, channel: int, row: int, col: int) -> None:
+        if 0 <= col < GRID:
+            cells[key, slot] = channel * _CELLS + row * GRID + col
+
+    for row in range(GRID):
+        for col in range(-1, GRID + 1):
+            for right in range(2):
+                back = col - (1 if right else -1)
+                if 0 <= col < GRID:
+                    put(_MARK_SUB + (row * GRID + col) * 2 + right, 0, _FRONT, row, col)
+                    put(_MARK_SUB + (row * GRID + col) * 2 + right, 1, _BACK, row, back)
+                key = row * (GRID + 2) + col + 1
+                put(_MARK_TORPEDO + (GRID + 2) * GRID + key, 0, _TORPEDO, row, col)  # alive
+                put(_MARK_DIVER + (2 + right) * (GRID + 2) * GRID + key, 0, _DIVER, row, col)
+                put(_MARK_DIVER + (2 + right) * (GRID + 2) * GRID + key, 1, _TRAIL, row, back)
+                for sub in range(2):
+                    enemy = _MARK_ENEMY + (4 + sub * 2 + right) * (GRID + 2) * GRID + key
+                    put(enemy, 0, _FISH + sub, row, col)
+                    put(enemy, 1, _TRAIL, row, back)
+    # the two gauges' row 9 (oxygen, divers) by ``oxygen * 12 + divers aboard + 1`` (clamped to 0..200, -1..10)
+    gauges = torch.zeros(MAX_OXYGEN + 1, GRID + 2, 2, GRID, dtype=torch.uint8)
+    for oxygen in range(MAX_OXYGEN + 1):
+        gauges[oxygen, :, 0, :oxygen * 10 // MAX_OXYGEN] = 1
+    for aboard in range(-1, GRID + 1):
+        gauges[:, aboard + 1, 1, max(0, GRID - 1 - aboard):GRID - 1] = 1
+    return {"marks": cells, "gauges": gauges.view(-1, 2 * GRID),
+            # key weights of the packed fields (alive, column, row, heading right, a sub) and the offsets
+            "sub_key": torch.tensor([[2], [GRID * 2], [1]]),
+            "torpedo_key": torch.tensor([[[(GRID + 2) * GRID]], [[1]], [[GRID + 2]]]),
+            "diver_key": torch.tensor([[[2 * (GRID + 2) * GRID]], [[1]], [[GRID + 2]], [[(GRID + 2) * GRID]]]),
+            "enemy_key": torch.tensor([[[4 * (GRID + 2) * GRID]], [[1]], [[GRID + 2]], [[(GRID + 2) * GRID]],
+                                       [[2 * (GRID + 2) * GRID]]])}
 
 
-def _compact2(cols: dict[str, torch.Tensor], alive_key: str) -> dict[str, torch.Tensor]:
-    """Two slots in list order again after removals: where only the second is live, it moves to the first."""
-    alive = cols[alive_key]
-    shift = ~alive[:, 0] & alive[:, 1]
-    out = {k: torch.stack([torch.where(shift, v[:, 1], v[:, 0]), v[:, 1]], 1) for k, v in cols.items()}
-    out[alive_key] = torch.stack([alive[:, 0] | alive[:, 1], alive[:, 0] & alive[:, 1]], 1)
+def _packed(shape: tuple[int, ...], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An ``(N, *shape)`` zero tensor stored as ``(*shape, N)``."""
+    return torch.zeros(*shape, n, dtype=dtype, device=device).movedim(-1, 0)
+
+
+def _rows(packed: torch.Tensor) -> torch.Tensor:
+    """The slot-major block ``(*shape, N)`` of an ``(N, *shape)`` packed state tensor (a view)."""
+    return packed.movedim(0, -1)
+
+
+def fields(state: State) -> State:
+    """The named fields of a Seaquest state, each a view of its packed tensor (writing one writes the state):
+    the submarine and clocks ``x``, ``y``, ``facing_right`` (0/1), ``oxygen``, ``divers`` (aboard),
+    ``shot_timer``, ``surfaced`` (0/1), ``e_spawn_interval``, ``e_spawn_timer``, ``d_spawn_timer``,
+    ``move_interval``, ``ramp_index``, ``next_seq`` ``(N,)`` int64; enemies ``e_alive``, ``e_x``, ``e_y``,
+    ``e_right``, ``e_sub``, ``e_timer``, ``e_gun``, ``e_seq`` ``(N, max_enemies)``; torpedoes ``t_alive``,
+    ``t_x``, ``t_y``, ``t_right`` and divers ``d_alive``, ``d_x``, ``d_y``, ``d_right``, ``d_timer``
+    ``(N, 2)``, in list order (flags as bool, numbers as int8); enemy bullets ``b_right``, ``b_left``
+    ``(N, 10, 10)`` bool; ``terminal`` and ``overflow`` ``(N,)`` bool."""
+    out = {name: state["sub"][:, i] for i, name in enumerate(SUB_FIELDS)}
+    for key, names in (("enemies", ENEMY_FIELDS), ("torpedoes", TORPEDO_FIELDS), ("diver_slots", DIVER_FIELDS)):
+        for i, name in enumerate(names):
+            value = state[key][:, i]
+            out[name] = value.view(torch.bool) if name in _FLAGS else value
+    out["b_right"], out["b_left"] = state["bullets"].unbind(1)
+    out["terminal"], out["overflow"] = state["terminal"], state["overflow"]
     return out
 
 
-def _best(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: whether some slot has a positive ``score`` (int64), and the slot of the largest ``(N, 1)``."""
-    value, slot = score.max(1, keepdim=True)
-    return value[:, 0] > 0, slot
+def _width(alive: torch.Tensor, up: torch.Tensor) -> int:
+    """How many enemy slots, from the first, a step must work on: up to the last live one in any environment
+    (``alive`` ``(k, N)`` int8, ``up`` the slot numbers from 1), plus one for a spawn. All of them off the CPU
+    (reading the number back would wait for the device)."""
+    k = alive.shape[0]
+    if alive.device.type != "cpu":
+        return k
+    return min(k, int((alive.amax(1) * up).amax()) + 1)
 
 
-def _clear(flags: torch.Tensor, slot: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """``flags`` with ``flags[i, slot[i]]`` cleared in the rows of ``where`` (one gather and one scatter, not a
-    pass over every slot)."""
-    return flags.scatter(1, slot, flags.gather(1, slot) & ~where[:, None])
+def _compact(block: torch.Tensor) -> torch.Tensor:
+    """Two slots ``(fields, 2, N)`` (field 0 ``alive``) in list order again after removals: where only the
+    second is live, the two swap (which also leaves the right alive flags)."""
+    shift = block[0, 1] > block[0, 0]
+    d = (block[:, 1] - block[:, 0]) * shift
+    return block + torch.stack([d, -d], 1)
 
 
 class Seaquest:
-    """N Seaquest games in tensors (rules, slot sizes and random slots in the module docstring).
+    """N Seaquest games in tensors (rules, slot sizes, random slots and layout in the module docstring).
 
-    State keys, leading dimension N, int64 unless said: the submarine ``x``, ``y``, ``facing_right`` (bool),
-    ``oxygen``, ``divers`` (aboard), ``shot_timer``, ``surfaced`` (bool: at the surface since its last
-    surfacing or the start); the clocks ``e_spawn_interval``, ``e_spawn_timer``, ``d_spawn_timer``,
-    ``move_interval``, ``ramp_index``; torpedoes ``t_alive`` (bool), ``t_x``, ``t_y``, ``t_right`` (bool)
-    ``(N, 2)`` in list order; divers ``d_alive`` (bool), ``d_x``, ``d_y``, ``d_right`` (bool), ``d_timer``
-    ``(N, 2)`` in list order; enemies ``e_alive`` (bool), ``e_x``, ``e_y``, ``e_right`` (bool), ``e_sub``
-    (bool: a submarine, else a fish), ``e_timer`` (move countdown), ``e_gun`` (gun countdown, submarines),
-    ``e_seq`` (spawn number) ``(N, max_enemies)``, and ``next_seq``; enemy bullets ``b_right``, ``b_left``
-    ``(N, 10, 10)`` bool grids (row, column); ``terminal`` and ``overflow`` (bool).
+    State keys, leading dimension N: ``sub`` ``(N, 13)`` int64 (the fields :data:`SUB_FIELDS`); ``enemies``
+    ``(N, 8, max_enemies)`` int8 (:data:`ENEMY_FIELDS`: alive, column, row, heading right, a submarine (else
+    a fish), move countdown, gun countdown, spawn number); ``torpedoes`` ``(N, 4, 2)`` and ``diver_slots``
+    ``(N, 5, 2)`` int8 (:data:`TORPEDO_FIELDS`, :data:`DIVER_FIELDS`) in list order; ``bullets``
+    ``(N, 2, 10, 10)`` bool (heading right, heading left; row, column); ``terminal``, ``overflow`` ``(N,)``
+    bool. :func:`fields` names them all. A dead slot's fields are left as they were (only alive counts).
 
     Args:
         ramping: MinAtar's difficulty ramp (on by default, as in the package).
-        max_enemies: enemy slots; default 40 with ramping, 4 without (enough for every reachable state, see
-            the module docstring). Fewer run faster but may overflow in long, ramped games.
+        max_enemies: enemy slots (up to 127); default 40 with ramping, 4 without (enough for every reachable
+            state, see the module docstring). Fewer may overflow in long, ramped games.
     """
 
     spec = SPEC
@@ -141,235 +272,248 @@ class Seaquest:
     def __init__(self, ramping: bool = True, max_enemies: int | None = None) -> None:
         self.ramping = bool(ramping)
         self.max_enemies = int(max_enemies or (RAMP_ENEMY_SLOTS if self.ramping else FLAT_ENEMY_SLOTS))
+        if not 1 <= self.max_enemies <= MAX_ENEMY_SLOTS:
+            raise ValueError(f"max_enemies must be in 1..{MAX_ENEMY_SLOTS}, not {self.max_enemies}")
 
     def reset(self, u: torch.Tensor) -> State:
         n, dev = u.shape[0], u.device
-
-        def full(value: int, *shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-            return torch.full((n, *shape), value, dtype=dtype, device=dev)
-
-        k, b = self.max_enemies, torch.bool
+        c = _consts(n, self.max_enemies, dev)
+        no = torch.zeros(2, n, dtype=torch.bool, device=dev)
         return {
-            "x": full(5), "y": full(0), "facing_right": full(False, dtype=b), "oxygen": full(MAX_OXYGEN),
-            "divers": full(0), "shot_timer": full(0), "surfaced": full(True, dtype=b),
-            "e_spawn_interval": full(INIT_SPAWN_INTERVAL), "e_spawn_timer": full(INIT_SPAWN_INTERVAL),
-            "d_spawn_timer": full(DIVER_SPAWN_INTERVAL), "move_interval": full(INIT_MOVE_INTERVAL),
-            "ramp_index": full(0),
-            "t_alive": full(False, TORPEDO_SLOTS, dtype=b), "t_x": full(0, TORPEDO_SLOTS),
-            "t_y": full(0, TORPEDO_SLOTS), "t_right": full(False, TORPEDO_SLOTS, dtype=b),
-            "d_alive": full(False, DIVER_SLOTS, dtype=b), "d_x": full(0, DIVER_SLOTS), "d_y": full(0, DIVER_SLOTS),
-            "d_right": full(False, DIVER_SLOTS, dtype=b), "d_timer": full(0, DIVER_SLOTS),
-            "e_alive": full(False, k, dtype=b), "e_x": full(0, k), "e_y": full(0, k),
-            "e_right": full(False, k, dtype=b), "e_sub": full(False, k, dtype=b), "e_timer": full(0, k),
-            "e_gun": full(0, k), "e_seq": full(0, k), "next_seq": full(0),
-            "b_right": full(False, GRID, GRID, dtype=b), "b_left": full(False, GRID, GRID, dtype=b),
-            "terminal": full(False, dtype=b), "overflow": full(False, dtype=b),
+            "sub": c["sub"].clone().t(),
+            "enemies": _packed((len(ENEMY_FIELDS), self.max_enemies), n, _I8, dev),
+            "torpedoes": _packed((len(TORPEDO_FIELDS), TORPEDO_SLOTS), n, _I8, dev),
+            "diver_slots": _packed((len(DIVER_FIELDS), DIVER_SLOTS), n, _I8, dev),
+            "bullets": torch.zeros(n, 2, GRID, GRID, dtype=torch.bool, device=dev),
+            "terminal": no[0], "overflow": no[1],
         }
 
     def step(self, state: State, action: torch.Tensor, u: torch.Tensor) -> tuple[State, torch.Tensor, torch.Tensor]:
-        # Speed notes: the enemy slots are many, so their updates are arithmetic, gathers and scatters rather
-        # than torch.where (several times slower on CPU); a terminal game stands still because every change
-        # below is gated on ``live`` (no action, no spawn, nothing moves), not by a selection at the end.
-        dev = action.device
-        n = action.shape[0]
-        live = ~state["terminal"]
-        action = torch.where(live, action, 0)
-        long = torch.int64
+        # A terminal game stands still because every change below is gated on ``live`` (no action, no spawn,
+        # nothing moves), not by a selection at the end. Written for few tensor operations (see the module
+        # docstring): masks stay bool, int8 blocks take bool factors directly, in-place where the tensor is new.
+        n, dev = action.shape[0], action.device
+        c = _consts(n, self.max_enemies, dev)
+        zero, b8 = c["zero"], torch.bool
+        (x, y, facing, oxygen, aboard, shot_timer, surfaced, e_interval, e_clock, d_clock, move_interval, ramp_index,
+         next_seq) = _rows(state["sub"]).unbind(0)
+        ended = state["terminal"]
+        live = ~ended
+        action = action * live
+        u = u.to(torch.float64)
+        side = (u < c["draws"]).view(_I8)  # (N, 5): 0 the enemy enters from the left, 1 it is a sub, 3 the diver..
+        spawn_x = c["nine"] - c["nine"] * side  # .. and their columns (0 and 3)
+        rows = (u * 8).floor_().to(_I8).add_(1)  # (N, 5): 2 the enemy's row, 4 the diver's
+        x8, y8, mi8 = x.to(_I8), y.to(_I8), move_interval.to(_I8)
 
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
-        due = (state["e_spawn_timer"] == 0) & live
-        side, row = u[:, 0] < 0.5, 1 + uniform_to_int(u[:, 2], 8)
-        e_alive, e_right, e_sub = state["e_alive"], state["e_right"], state["e_sub"]
-        clash = (e_alive & (state["e_y"] == row[:, None]) & (e_right != side[:, None])).any(1)
-        free = ~e_alive
-        add = due & ~clash
-        overflow = state["overflow"] | (add & ~free.any(1))
-        add = add & free.any(1)
-        slot = free.to(torch.uint8).argmax(1, keepdim=True)
+        # The next state's enemies are a copy updated in place; slots from k on are dead and stay as they are.
+        enemies = _rows(state["enemies"]).clone()
+        k = _width(enemies[0], c["up"])
+        block = enemies[:, :k]
+        alive8, ex, ey, eright, esub, etimer, egun, eseq = block.unbind(0)
+        alive = alive8.view(b8)
+        row = rows[:, 2]
+        due = (e_clock == 0) & live
+        clash = (alive & (ey == row[None]) & (eright != side[:, 0][None])).amax(0)
+        rank = c["first"][:k] & (alive8 - 1)  # k - slot where free, else 0
+        best = rank.amax(0)
+        spawn = due & ~clash
+        room = best != 0
+        overflow = state["overflow"] | (spawn & ~room)
+        spawn = spawn & room
+        new = (rank == best[None]) & spawn[None]
+        values = torch.stack([c["one"], spawn_x[:, 0], row, side[:, 0], side[:, 1], mi8, c["gun"], next_seq.to(_I8)])
+        block.addcmul_(new.view(_I8)[None], values[:, None] - block)
+        alive = alive.clone()  # the flags are worked on apart and written back at the end
+        next_seq = next_seq + spawn
+        e_clock = torch.where(due, e_interval, e_clock)
 
-        def put(field: torch.Tensor, value: torch.Tensor | int | bool) -> torch.Tensor:
-            old = field.gather(1, slot)[:, 0]
-            return field.scatter(1, slot, torch.where(add, value, old)[:, None])
+        # Diver spawn: appended after the live divers (list order); then the action's torpedo, likewise.
+        divers = _rows(state["diver_slots"])
+        due = (d_clock == 0) & live
+        overflow = overflow | (due & divers[0, 1].view(b8))
+        put = (c["slot"] == divers[0].sum(0, dtype=_I8)[None]) & due[None]
+        values = torch.stack([c["one"], spawn_x[:, 3], rows[:, 4], side[:, 3], c["five"]])
+        divers = divers + put.view(_I8)[None] * (values[:, None] - divers)
+        d_clock = torch.where(due, DIVER_SPAWN_INTERVAL, d_clock)
+        torpedoes = _rows(state["torpedoes"])
+        fire = (action == 5) & (shot_timer == 0)
+        overflow = overflow | (fire & torpedoes[0, 1].view(b8))
+        put = (c["slot"] == torpedoes[0].sum(0, dtype=_I8)[None]) & fire[None]
+        values = torch.stack([c["one"], x8, y8, facing.to(_I8)])
+        torpedoes = torpedoes + put.view(_I8)[None] * (values[:, None] - torpedoes)
+        shot_timer = torch.where(fire, SHOT_COOLDOWN, shot_timer)
 
-        e_alive = put(e_alive, True)
-        e_x = put(state["e_x"], torch.where(side, 0, GRID - 1))
-        e_y = put(state["e_y"], row)
-        e_right = put(e_right, side)
-        e_sub = put(e_sub, u[:, 1] < 1 / 3)
-        e_timer = put(state["e_timer"], state["move_interval"])
-        e_gun = put(state["e_gun"], ENEMY_SHOT_INTERVAL)
-        e_seq = put(state["e_seq"], state["next_seq"])
-        next_seq = state["next_seq"] + add.long()
-        e_spawn_timer = torch.where(due, state["e_spawn_interval"], state["e_spawn_timer"])
+        # The submarine moves (firing replaces moving).
+        move = c["moves"][action]
+        x = (x + move[:, 0]).clamp_(0, GRID - 1)
+        y = (y + move[:, 1]).clamp_(0, GRID - 2)
+        facing = torch.where(move[:, 2] < 0, facing, move[:, 2])
+        x8, y8 = x.to(_I8), y.to(_I8)
+        sub_cell = (y * GRID + x).to(_I8)[None]
 
-        # Diver spawn: appended after the live divers.
-        due = (state["d_spawn_timer"] == 0) & live
-        d_count = state["d_alive"].sum(1)
-        overflow = overflow | (due & (d_count >= DIVER_SLOTS))
-        put2 = (torch.arange(DIVER_SLOTS, device=dev) == d_count[:, None]) & due[:, None]
-        side = (u[:, 3] < 0.5)[:, None]
-        d_alive0 = state["d_alive"] | put2
-        d_x0 = torch.where(put2, torch.where(side, 0, GRID - 1), state["d_x"])
-        d_y = torch.where(put2, 1 + uniform_to_int(u[:, 4], 8)[:, None], state["d_y"])
-        d_right = torch.where(put2, side, state["d_right"])
-        d_timer0 = torch.where(put2, DIVER_MOVE_INTERVAL, state["d_timer"])
-        d_spawn_timer = torch.where(due, DIVER_SPAWN_INTERVAL, state["d_spawn_timer"])
-
-        # The action: fire (when cooled down) or move.
-        x, y, facing = state["x"], state["y"], state["facing_right"]
-        fire = (action == 5) & (state["shot_timer"] == 0)
-        t_count = state["t_alive"].sum(1)
-        overflow = overflow | (fire & (t_count >= TORPEDO_SLOTS))
-        put2 = (torch.arange(TORPEDO_SLOTS, device=dev) == t_count[:, None]) & fire[:, None]
-        t_alive0 = state["t_alive"] | put2
-        t_x0 = torch.where(put2, x[:, None], state["t_x"])
-        t_y = torch.where(put2, y[:, None], state["t_y"])
-        t_right = torch.where(put2, facing[:, None], state["t_right"])
-        shot_timer = torch.where(fire, SHOT_COOLDOWN, state["shot_timer"])
-        left, right = action == 1, action == 3
-        x = torch.where(left, (x - 1).clamp(min=0), torch.where(right, (x + 1).clamp(max=GRID - 1), x))
-        facing = torch.where(left, False, torch.where(right, True, facing))
-        y = torch.where(action == 2, (y - 1).clamp(min=0), torch.where(action == 4, (y + 1).clamp(max=GRID - 2), y))
-        sub_cell = (y * GRID + x)[:, None]
-
-        # Torpedoes, newest first: move, leave the board or strike the oldest fish, else oldest sub, in the cell.
-        reward = torch.zeros(n, dtype=long, device=dev)
-        e_cell = e_y * GRID + e_x
-        strike_order = (~e_sub).long() * (1 << 40) + ((1 << 39) - e_seq)  # fish first, then the oldest
-        t_alive, t_x = list(t_alive0.unbind(1)), list(t_x0.unbind(1))
+        # Torpedoes move; newest first, each on the board strikes the oldest fish, else the oldest sub, in its
+        # cell. Strike order (bytes): fish 255 - seq, subs 127 - seq; the largest is the victim. A torpedo
+        # off the board or not flying aims at cell -1, where no enemy is.
+        t_alive, t_x, t_y, t_right = torpedoes.unbind(0)
+        flying = t_alive.view(b8) & live[None]
+        t_x = t_x + flying * (t_right + t_right - 1)
+        flying = flying & (t_x.view(_U8) < GRID)  # -1 is 255 as a byte
+        t_cell = t_y * GRID + t_x
+        target = torch.where(flying, t_cell, -1)[:, None]  # (2, 1, N)
+        e_cell = ey * GRID + ex
+        esub_u, eseq_u = esub.view(_U8), eseq.view(_U8)
+        order = (255 - eseq_u) - esub_u * 128
+        tops: list[torch.Tensor] = []
         for j in reversed(range(TORPEDO_SLOTS)):
-            flying = t_alive[j] & live
-            tx = torch.where(flying, t_x[j] + torch.where(t_right[:, j], 1, -1), t_x[j])
-            flying = flying & _on_board(tx)
-            there = e_alive & (e_cell == (t_y[:, j] * GRID + tx)[:, None]) & flying[:, None]
-            hit, victim = _best(strike_order * there)
-            e_alive = _clear(e_alive, victim, hit)
-            t_alive[j] = torch.where(live, flying & ~hit, t_alive[j])
-            t_x[j] = tx
-            reward = reward + hit.long()
+            there = alive & (e_cell == target[j])
+            score = there * order
+            top = score.amax(0, keepdim=True)
+            alive = alive ^ (there & (score == top))
+            tops.append(top)
+        hit = torch.cat(tops[::-1]) != 0
+        t_alive = (flying & ~hit) | (t_alive.view(b8) & ended[None])
+        reward = hit.sum(0)
 
         # Divers, newest first: picked up (room permitting) before or after their move.
-        aboard = state["divers"]
-        d_alive, d_x, d_timer = list(d_alive0.unbind(1)), list(d_x0.unbind(1)), list(d_timer0.unbind(1))
+        d_alive, d_x, d_y, d_right, d_timer = divers.unbind(0)
+        swimming = d_alive.view(b8) & live[None]
+        row_here = d_y == y8[None]
+        here = swimming & (d_x == x8[None]) & row_here
+        stepped = d_x + d_right + d_right - 1
+        out = stepped.view(_U8) >= GRID
+        here_after = (stepped == x8[None]) & row_here & ~out
+        ready = d_timer == 0
+        picked: list[torch.Tensor] = []
+        stayed: list[torch.Tensor] = []
+        moved: list[torch.Tensor] = []
         for j in reversed(range(DIVER_SLOTS)):
-            swimming = d_alive[j] & live
-            pick = swimming & (d_x[j] == x) & (d_y[:, j] == y) & (aboard < MAX_DIVERS)
-            aboard = aboard + pick.long()
-            stay = swimming & ~pick
-            moves = stay & (d_timer[j] == 0)
-            d_timer[j] = torch.where(moves, DIVER_MOVE_INTERVAL, torch.where(stay, d_timer[j] - 1, d_timer[j]))
-            d_x[j] = torch.where(moves, d_x[j] + torch.where(d_right[:, j], 1, -1), d_x[j])
-            gone = moves & ~_on_board(d_x[j])
-            pick_after = moves & ~gone & (d_x[j] == x) & (d_y[:, j] == y) & (aboard < MAX_DIVERS)
-            aboard = aboard + pick_after.long()
-            d_alive[j] = d_alive[j] & ~(pick | gone | pick_after)
+            pick = here[j] & (aboard < MAX_DIVERS)
+            aboard = aboard + pick
+            stay = swimming[j] & ~pick
+            moves = stay & ready[j]
+            after = moves & here_after[j] & (aboard < MAX_DIVERS)
+            aboard = aboard + after
+            picked.append(pick | after)
+            stayed.append(stay)
+            moved.append(moves)
+        picks, stay, moves = torch.stack(picked[::-1]), torch.stack(stayed[::-1]), torch.stack(moved[::-1])
+        d_timer = d_timer - stay.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
+        d_x = d_x + moves * (stepped - d_x)
+        d_alive = d_alive.view(b8) & ~(picks | (moves & out))
 
         # Enemies (subs, then fish): touch before and after the move, move, meet torpedoes, subs fire.
-        acting = e_alive & live[:, None]
-        terminal = state["terminal"] | (acting & (e_cell == sub_cell)).any(1)
-        moves = acting & (e_timer == 0)
-        step = moves.long() * (e_right.long() * 2 - 1)
-        e_timer = e_timer - acting.long() + moves.long() * (state["move_interval"][:, None] + 1)
-        e_x = e_x + step
+        acting = alive & live[None]
+        terminal = ended | (acting & (e_cell == sub_cell)).amax(0)
+        moves = acting & (etimer == zero)
+        step = moves * (eright + eright - 1)
+        etimer -= acting.view(_I8)
+        etimer.addcmul_(moves.view(_I8), (mi8 + 1)[None])
+        ex += step
         e_cell = e_cell + step
-        gone = moves & ~_on_board(e_x)
-        touch = moves & ~gone & (e_cell == sub_cell)
-        terminal = terminal | touch.any(1)
-        meets = moves & ~gone & ~touch  # may run into a torpedo
-        shooting = acting & e_sub
-        shoots = shooting & (e_gun == 0)
-        e_gun = e_gun - shooting.long() + shoots.long() * (ENEMY_SHOT_INTERVAL + 1)
+        gone = moves & (ex.view(_U8) >= c["ten"])  # -1 is 255 as a byte
+        stays = moves & ~gone
+        touch = stays & (e_cell == sub_cell)
+        terminal = terminal | touch.amax(0)
+        meets = stays & ~touch
+        shooting = acting & esub.view(b8)
+        shoots = shooting & (egun == zero)
+        egun -= shooting.view(_I8)
+        egun.add_(shoots.view(_I8), alpha=ENEMY_SHOT_INTERVAL + 1)
         shoots = shoots & ~gone  # even a sub destroyed below fires; one past the edge never reaches the board
-        e_alive = e_alive & ~gone
-        meet_order = e_sub.long() * (1 << 40) + e_seq + 1  # subs first, then the newest
+        alive = alive & ~gone
+        order = esub_u * 128 + eseq_u + 1  # subs first, then the newest (bytes)
+        target = torch.where(t_alive, t_cell, -1)[:, None]
+        tops = []
         for j in range(TORPEDO_SLOTS):
-            there = meets & e_alive & (e_cell == (t_y[:, j] * GRID + t_x[j])[:, None]) & t_alive[j][:, None]
-            hit, victim = _best(meet_order * there)
-            e_alive = _clear(e_alive, victim, hit)
-            t_alive[j] = t_alive[j] & ~hit
-            reward = reward + hit.long()
+            there = meets & alive & (e_cell == target[j])
+            score = there * order
+            top = score.amax(0, keepdim=True)
+            alive = alive ^ (there & (score == top))
+            tops.append(top)
+        hit = torch.cat(tops) != 0
+        t_alive = t_alive & ~hit
+        reward = reward + hit.sum(0)
 
-        # Enemy bullets: the new ones join; all touch the submarine before or after moving one cell.
-        env = torch.arange(n, device=dev)
-        cell = (env[:, None] * (GRID * GRID) + e_cell.clamp(0, GRID * GRID - 1)).reshape(-1)
-        grids = []
-        for heading, old in ((e_right, state["b_right"]), (~e_right, state["b_left"])):
-            count = torch.zeros(n * GRID * GRID, dtype=torch.uint8, device=dev)
-            count.index_add_(0, cell, (shoots & heading).reshape(-1).to(torch.uint8))
-            grids.append((count > 0).view(n, GRID, GRID) | old)
-        b_right, b_left = grids
-        terminal = terminal | b_right[env, y, x] | b_left[env, y, x]
-        b_right = torch.nn.functional.pad(b_right[:, :, :-1], (1, 0))
-        b_left = torch.nn.functional.pad(b_left[:, :, 1:], (0, 1))
-        terminal = terminal | b_right[env, y, x] | b_left[env, y, x]
-        keep = ~live[:, None, None]
-        b_right = b_right & ~keep | state["b_right"] & keep
-        b_left = b_left & ~keep | state["b_left"] & keep
+        # Enemy bullets, (N, 200) bytes (right grid, left grid): the new ones join; all touch the submarine
+        # before or after moving one cell (in place: fresh (N, 200) tensors cost more than the operations).
+        old = state["bullets"].reshape(n, 2 * _CELLS).view(_U8)
+        where = (e_cell.view(_U8) + (eright.view(_U8) ^ 1) * _CELLS).t().long()  # an enemy's cell is in 0..90
+        grid = torch.zeros(n, 2 * _CELLS, dtype=_U8, device=dev)
+        grid.scatter_add_(1, where, shoots.view(_U8).t())
+        grid.clamp_(max=1)
+        grid |= old
+        at_sub = sub_cell.t().long() + c["grids"]
+        touched = grid.gather(1, at_sub)
+        after = torch.empty_like(grid)
+        after[:, 1:_CELLS] = grid[:, :_CELLS - 1]
+        after[:, _CELLS:-1] = grid[:, _CELLS + 1:]
+        after &= c["shift_keep"]
+        touched |= after.gather(1, at_sub)
+        terminal = terminal | touched.amax(1).view(b8)
+        if dev.type != "cpu" or bool(ended.any()):  # a terminal game keeps its bullets (the CPU checks first)
+            after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)
 
         # Clocks, oxygen, surfacing.
-        e_spawn_timer = e_spawn_timer - ((e_spawn_timer > 0) & live).long()
-        d_spawn_timer = d_spawn_timer - ((d_spawn_timer > 0) & live).long()
-        shot_timer = shot_timer - ((shot_timer > 0) & live).long()
-        oxygen = state["oxygen"]
+        clocks = torch.stack([e_clock, d_clock, shot_timer])
+        clocks = clocks - clocks.clamp(max=1) * live
         terminal = terminal | (oxygen <= 0)
         below = y > 0
         oxygen = oxygen - (below & live).long()
-        arrives = ~below & ~state["surfaced"] & live
+        arrives = ~below & (surfaced == 0) & live
         terminal = terminal | (arrives & (aboard == 0))
         surfaces = arrives & (aboard != 0)
-        surfaced = torch.where(below & live, False, state["surfaced"] | surfaces)
+        surfaced = ((surfaced != 0) | surfaces) & ~(below & live)
         full = surfaces & (aboard == MAX_DIVERS)
-        reward = reward + torch.where(full, torch.div(oxygen * 10, MAX_OXYGEN, rounding_mode="floor"), 0)
+        reward = reward + full * torch.div(oxygen * 10, MAX_OXYGEN, rounding_mode="floor")
         aboard = torch.where(surfaces, torch.where(full, 0, aboard) - 1, aboard)
         oxygen = torch.where(surfaces, MAX_OXYGEN, oxygen)
-        e_spawn_interval, move_interval, ramp_index = state["e_spawn_interval"], state["move_interval"], state["ramp_index"]
         if self.ramping:
-            ramps = surfaces & ((e_spawn_interval > 1) | (move_interval > 2))
-            move_interval = move_interval - (ramps & (move_interval > 2) & (ramp_index % 2 == 1)).long()
-            e_spawn_interval = e_spawn_interval - (ramps & (e_spawn_interval > 1)).long()
-            ramp_index = ramp_index + ramps.long()
+            ramps = surfaces & ((e_interval > 1) | (move_interval > 2))
+            move_interval = move_interval - (ramps & (move_interval > 2) & (ramp_index % 2 == 1)) * 1
+            e_interval = e_interval - (ramps & (e_interval > 1)) * 1
+            ramp_index = ramp_index + ramps
 
+        # Spawn numbers renumbered from the oldest live enemy (0); a terminal game keeps its own.
+        first = torch.minimum(eseq_u.masked_fill(~alive, 255).amin(0), next_seq.to(_U8)) * live
+        eseq_u -= first[None]
+        next_seq = next_seq - first
+        alive8.copy_(alive)
+
+        sub = torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced * 1, e_interval, clocks[0], clocks[1],
+                           move_interval, ramp_index, next_seq])
         nxt = {
-            "x": x, "y": y, "facing_right": facing, "oxygen": oxygen, "divers": aboard, "shot_timer": shot_timer,
-            "surfaced": surfaced, "e_spawn_interval": e_spawn_interval, "e_spawn_timer": e_spawn_timer,
-            "d_spawn_timer": d_spawn_timer, "move_interval": move_interval, "ramp_index": ramp_index,
-            **_compact2({"t_alive": torch.stack(t_alive, 1), "t_x": torch.stack(t_x, 1), "t_y": t_y,
-                         "t_right": t_right}, "t_alive"),
-            **_compact2({"d_alive": torch.stack(d_alive, 1), "d_x": torch.stack(d_x, 1), "d_y": d_y,
-                         "d_right": d_right, "d_timer": torch.stack(d_timer, 1)}, "d_alive"),
-            "e_alive": e_alive, "e_x": e_x, "e_y": e_y, "e_right": e_right, "e_sub": e_sub,
-            "e_timer": e_timer, "e_gun": e_gun, "e_seq": e_seq, "next_seq": next_seq,
-            "b_right": b_right, "b_left": b_left, "terminal": terminal, "overflow": overflow,
+            "sub": sub.t(), "enemies": enemies.permute(2, 0, 1),
+            "torpedoes": _compact(torch.stack([t_alive.view(_I8), t_x, t_y, t_right])).permute(2, 0, 1),
+            "diver_slots": _compact(torch.stack([d_alive.view(_I8), d_x, d_y, d_right, d_timer])).permute(2, 0, 1),
+            "bullets": after.view(b8).view(n, 2, GRID, GRID), "terminal": terminal, "overflow": overflow,
         }
         return nxt, reward.to(torch.float32), terminal
 
     def observe(self, state: State) -> torch.Tensor:
-        x, y = state["x"], state["y"]
-        n, dev = x.shape[0], x.device
-        c = SPEC.num_channels
-        sink = n * GRID * GRID * c
-        flat = torch.zeros(sink + 1, dtype=torch.bool, device=dev)
-        env = torch.arange(n, device=dev)[:, None]
-
-        def paint(row: torch.Tensor, col: torch.Tensor, channel: torch.Tensor | int, mask: torch.Tensor) -> None:
-            idx = ((env * GRID + row) * GRID + col) * c + channel
-            off = ~(mask & _on_board(col))  # painted into the sink (arithmetic: torch.where is slow on CPU)
-            flat.index_fill_(0, (idx + (sink - idx) * off).reshape(-1), True)
-
-        back = x - _step_dir(state["facing_right"])
-        yes = torch.ones_like(state["terminal"])[:, None]
-        paint(y[:, None], x[:, None], _FRONT, yes)
-        paint(y[:, None], back[:, None], _BACK, yes)
-        paint(state["t_y"], state["t_x"], _TORPEDO, state["t_alive"])
-        e_alive, e_x, e_y = state["e_alive"], state["e_x"], state["e_y"]
-        paint(e_y, e_x, _FISH + state["e_sub"].long(), e_alive)
-        paint(e_y, e_x - state["e_right"].long() * 2 + 1, _TRAIL, e_alive)
-        paint(state["d_y"], state["d_x"], _DIVER, state["d_alive"])
-        paint(state["d_y"], state["d_x"] - _step_dir(state["d_right"]), _TRAIL, state["d_alive"])
-        obs = flat[:-1].view(n, GRID, GRID, c)
-        obs[..., _EBULLET] = state["b_right"] | state["b_left"]
-        cols = torch.arange(GRID, device=dev)
-        oxygen = torch.div(state["oxygen"].clamp(min=0) * 10, MAX_OXYGEN, rounding_mode="floor")
-        obs[:, GRID - 1, :, _OXYGEN] = cols < oxygen[:, None]
-        obs[:, GRID - 1, :, _DIVER_GAUGE] = (cols >= GRID - 1 - state["divers"][:, None]) & (cols < GRID - 1)
-        return obs
+        """The grids, built channels-first and returned as a channels-last view (a network's
+        ``permute(0, 3, 1, 2)`` back to channels-first is then free). Each object (the submarine, torpedoes,
+        divers, enemies) makes a key of its fields, a table gives the cells it sets (itself and its trail or
+        back, or the sink for none), and one scatter sets them all; the bullets are copied, and a second table
+        gives the gauges' row."""
+        n, dev = state["terminal"].shape[0], state["terminal"].device
+        c = _consts(n, self.max_enemies, dev)
+        sub = _rows(state["sub"])
+        every = _rows(state["enemies"])
+        k = _width(every[0], c["up"])
+        keys = torch.cat([
+            (sub[:3] * c["sub_key"]).sum(0)[:, None],
+            (_rows(state["torpedoes"])[:3] * c["torpedo_key"]).sum(0).t() + (_MARK_TORPEDO + 1),
+            (_rows(state["diver_slots"])[:4] * c["diver_key"]).sum(0).t() + (_MARK_DIVER + 1),
+            (every[:5, :k] * c["enemy_key"]).sum(0).t() + (_MARK_ENEMY + 1),
+        ], 1)
+        marks = c["marks"].index_select(0, keys.view(-1)).view(n, -1)
+        obs = torch.zeros(n, SPEC.num_channels * _CELLS, dtype=_U8, device=dev)
+        obs.scatter_(1, marks, c["ones"][:, :marks.shape[1]])
+        bullets = state["bullets"].reshape(n, 2, _CELLS).view(_U8)
+        torch.bitwise_or(bullets[:, 0], bullets[:, 1], out=obs[:, _EBULLET * _CELLS:(_EBULLET + 1) * _CELLS])
+        gauges = sub[3].clamp(0, MAX_OXYGEN) * (GRID + 2) + sub[4].clamp(-1, GRID) + 1
+        obs = obs.view(n, SPEC.num_channels, GRID, GRID)
+        obs[:, _OXYGEN:_DIVER_GAUGE + 1, GRID - 1] = c["gauges"].index_select(0, gauges).view(n, 2, GRID)
+        return obs.view(torch.bool).permute(0, 2, 3, 1)
