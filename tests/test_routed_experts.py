@@ -1,4 +1,4 @@
-"""``network.expert_compute: routed``: each expert computed only on the tokens routed to it (grouped_mm) gives the
+"""``network.expert_compute: routed`` (and ``auto``, the default, for these routers): each expert computed only on the tokens routed to it (grouped_mm) gives the
 dense compute's outputs, gradients and records within float32 rounding, for every placement and the
 ``hardcoded`` and ``topk`` routers, seed-stacked and plain; small passes keep the dense compute; the option
 round-trips through the config and is refused where it does not apply; an engine update with it is the dense
@@ -13,7 +13,7 @@ import yaml
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.nn.experts import ROUTED_MIN_TOKENS, ExpertMLP
-from moerl.rl.config import DQNRunConfig, run_label, validate
+from moerl.rl.config import DQNRunConfig, run_label, stored_config, validate
 from moerl.rl.engine.batched_dqn import BatchedDQN
 from moerl.rl.envs.suite import TaskSuiteEnv
 from moerl.rl.nets.batched import BatchedQNetwork
@@ -109,22 +109,56 @@ def test_small_passes_keep_the_dense_compute(routed_calls):
     assert not routed_calls
 
 
-def test_option_round_trips_and_keeps_the_ids_of_dense_configs():
+def test_option_round_trips_and_never_changes_a_run_id():
     config = DQNRunConfig(env="cartpole-crl")
     config.network.arch, config.network.router, config.network.expert_compute = "middle", "hardcoded", "routed"
     text = yaml.safe_dump(to_dict(config))
     back = from_dict(DQNRunConfig, yaml.safe_load(text))
     assert back.network.expert_compute == "routed" and back == config
-    # a dense-compute config (the default) keeps the id it had before the key existed; routed gets its own
-    dense = to_dict(DQNRunConfig(env="cartpole-crl"))
-    old = {**dense, "network": {k: v for k, v in dense["network"].items() if k != "expert_compute"}}
-    assert run_label(dense) == run_label(old)
-    routed = {**dense, "network": {**dense["network"], "expert_compute": "routed"}}
-    assert run_label(routed) != run_label(dense)
+    # how experts are computed changes float rounding only: one id for every value, and for configs written
+    # before the key existed
+    auto = to_dict(DQNRunConfig(env="cartpole-crl"))
+    assert auto["network"]["expert_compute"] == "auto"
+    old = {**auto, "network": {k: v for k, v in auto["network"].items() if k != "expert_compute"}}
+    labels = {run_label({**auto, "network": {**auto["network"], "expert_compute": c}}) for c in ("dense", "routed")}
+    assert labels == {run_label(auto)} == {run_label(old)}
+
+
+@pytest.mark.parametrize(("arch", "router", "routed"), [
+    ("big", "hardcoded", True), ("middle", "topk", True), ("all", "topk", True), ("big", "softmoe", False),
+    ("middle", "softmoe", False), ("dense", "softmoe", False),
+])
+def test_the_default_routes_exactly_the_topk_and_hardcoded_layers(arch, router, routed):
+    net = BatchedQNetwork.from_seeds(IN, ACTIONS, QNetworkConfig(arch=arch, router=router, hidden=16), [0, 1])
+    flags = [m.routed for m in net.modules() if hasattr(m, "routed")]
+    assert flags == ([True] * len(flags) if routed else [False] * len(flags))
+    assert (len(flags) > 0) == (arch != "dense" and router != "softmoe")
+
+
+def test_compiled_updates_take_the_dense_compute_by_default():
+    config = DQNRunConfig(env="cartpole-crl", compile="on", engine="batched")
+    config.network.arch, config.network.router = "big", "hardcoded"
+    assert validate(config).network.expert_compute == "dense"
+    agent = BatchedDQN(TaskSuiteEnv("cartpole", "crl", block_steps=300), [0, 1],
+                       {"arch": "big", "router": "hardcoded", "hidden": 16}, compile=True)
+    assert agent.network_config.expert_compute == "dense"
+    assert not any(getattr(m, "routed", False) for m in agent.q_net.modules())
+
+
+def test_runs_written_before_the_key_existed_go_on_with_the_dense_compute():
+    written = to_dict(DQNRunConfig(env="cartpole-crl"))
+    written["network"].pop("expert_compute")
+    assert stored_config(written)["network"]["expert_compute"] == "dense"
+    assert "expert_compute" not in written["network"]  # the file's dict is not changed
+    given = {**written, "network": {**written["network"], "expert_compute": "routed"}}
+    assert stored_config(given)["network"]["expert_compute"] == "routed"
+    # runs written while dense was the default hold it for every network: still accepted everywhere
+    for net in ({"arch": "dense"}, {"arch": "wide"}, {"arch": "big", "router": "softmoe"}, {"arch": "middle"}):
+        assert checked_network({**net, "expert_compute": "dense"}).expert_compute == "dense"
 
 
 @pytest.mark.parametrize(("network", "words"), [
-    ({"expert_compute": "sparse"}, "dense, routed"),
+    ({"expert_compute": "sparse"}, "auto, dense, routed"),
     ({"arch": "big", "router": "softmoe", "expert_compute": "routed"}, "router 'softmoe'"),
     ({"arch": "dense", "expert_compute": "routed"}, "arch 'dense'"),
     ({"arch": "wide", "expert_compute": "routed"}, "arch 'wide'"),
@@ -153,7 +187,7 @@ def test_one_routed_engine_update_is_the_dense_update(routed_calls):
     suite = TaskSuiteEnv("cartpole", "crl", block_steps=300)
     hp = {"learning_starts": 100}
     base = {"arch": "middle", "router": "hardcoded", "hidden": 16}
-    dense = BatchedDQN(suite, [0, 1, 2], base, hp)
+    dense = BatchedDQN(suite, [0, 1, 2], {**base, "expert_compute": "dense"}, hp)
     routed = BatchedDQN(suite, [0, 1, 2], {**base, "expert_compute": "routed"}, hp)
     routed.learn(200)  # learns and steps with it
     assert routed_calls

@@ -25,7 +25,9 @@ ROUTERS = Registry("router", {
 })
 #: How the MoE layers of the ``hardcoded`` and ``topk`` routers compute their experts (``network.expert_compute``).
 EXPERT_COMPUTES = Registry("expert compute", {
-    "dense": "every expert on every token, then the gates zero off the unchosen ones (default; the reference)",
+    "auto": "routed where it applies (routers hardcoded and topk, updates not compiled), dense elsewhere "
+            "(the default: measured faster in docs/batched-engine.md)",
+    "dense": "every expert on every token, then the gates zero off the unchosen ones (the reference)",
     "routed": "each expert only on the tokens routed to it (grouped_mm) in passes of many tokens per network "
               "(updates); routers hardcoded and topk only",
 })

@@ -520,7 +520,7 @@ def resume_seeds(request: Any) -> list[Path]:
     budgets of their own may have finished before (their files are left alone): those that left the batch
     before the checkpoint are not in it; one that finished after it is in it, and trains on in the batch
     to its budget without writing anything, so the others compute exactly as they did (``_SeedRun.done``)."""
-    from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device
+    from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device, stored_config
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     member = RunDir(request.resume)
@@ -545,9 +545,9 @@ def resume_seeds(request: Any) -> list[Path]:
     configs = []
     for run, saved in zip(batch_runs, state.get("configs") or [None] * len(batch_runs), strict=True):
         # each member's own config (members of a sweep group differ in their env settings), as checkpointed
-        config = from_dict(DQNRunConfig, run.read_config())
+        config = from_dict(DQNRunConfig, stored_config(run.read_config()))
         if saved is not None:
-            _check_member_config(run, to_dict(config), saved)
+            _check_member_config(run, to_dict(config), stored_config(saved))
         config.seed = batch_seed
         configs.append(config)
     if request.option("timesteps") is not None and (len({c.timesteps for c in configs}) > 1 or state.get("left")):

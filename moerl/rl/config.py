@@ -210,6 +210,8 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     if config.compile == "on" and config.network.expert_compute == "routed":
         raise ConfigError("compile: on does not run network.expert_compute 'routed' (grouped_mm is not "
                           "compiled); use one or the other")
+    if config.compile == "on" and config.network.expert_compute == "auto":  # auto: routed only where not compiled
+        config.network.expert_compute = "dense"
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
@@ -309,6 +311,22 @@ def check_sizes(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1, capacit
         f"{who} about {total / 2**30:,.1f} GiB ({part}: {size / 2**30:,.1f} GiB, sized by "
         f"{key}); this machine allows {limit / 2**30:.1f} GiB per run{'; run fewer seeds at once' if seeds > 1 else ''}"
     )
+
+
+#: Keys added to the schema after runs were written, with the value those runs computed with (not the new
+#: default): a resumed or re-evaluated old run goes on computing as it did.
+KEYS_OLDER_RUNS_LACK: dict[str, Any] = {"network.expert_compute": "dense"}
+
+
+def stored_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` as written, with :data:`KEYS_OLDER_RUNS_LACK` filled in where absent."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for dotted, value in KEYS_OLDER_RUNS_LACK.items():
+        section, _, key = dotted.partition(".")
+        inner = out.setdefault(section, {})
+        if isinstance(inner, dict):
+            inner.setdefault(key, value)
+    return out
 
 
 def engine_device(config: DQNRunConfig, device: str | None = None):

@@ -47,6 +47,7 @@ from moerl.rl.config import (
     reference_rows,
     resolve_env,
     run_label,
+    stored_config,
     sweep_config,
     validate,
 )
@@ -206,7 +207,7 @@ def _resume(request: TrainRequest) -> Path | list[Path]:
     assert request.resume is not None
     run, step = RunDir.open_resumable(request.resume, FAMILY_NAME)
     try:
-        config = validate(from_dict(DQNRunConfig, run.read_config()))
+        config = validate(from_dict(DQNRunConfig, stored_config(run.read_config())))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"'{request.resume}' has no readable config.yaml ({exc})") from None
     config = apply_resume_flags(config, request.option("timesteps"), request.option("device"), step)
@@ -380,7 +381,7 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
         check_eval_episodes("--episodes", options["episodes"])
     torch.set_num_threads(TRAINING_THREADS)
     run = RunDir(run_path)
-    config = from_dict(DQNRunConfig, run.read_config())
+    config = from_dict(DQNRunConfig, stored_config(run.read_config()))
     _check_env_unchanged(run, config)
     device = engine_device(config, options.get("device"))
     model = run.load_artifact("model.zip", lambda path: MoEDQN.load(path, device=device))

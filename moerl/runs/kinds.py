@@ -288,17 +288,20 @@ def default_run_name(*parts: Any) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text)
 
 
-#: Config keys that do not change what a run computes (left out of its id): the seed (named apart), where it
-#: trains, whether its updates are compiled (both change float rounding only) and where its data files lie.
-NOT_IN_ID = ("seed", "device", "data_dir", "compile")
-#: Dotted keys left out of the id (and of a report's variant key) while at this default value: keys added after
-#: runs were named, so that those runs keep their ids; a non-default value is part of the id.
-NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.expert_compute": "dense"}
+#: Config keys (dotted for nested ones) that do not change what a run computes, left out of its id: the seed
+#: (named apart), where it trains, where its data files lie, and how its arithmetic is carried out (compiled
+#: updates, experts computed only where routed: both change float rounding only, like the device).
+NOT_IN_ID = ("seed", "device", "data_dir", "compile", "network.expert_compute")
 
 
-def without_defaults_not_in_id(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A flattened config without the :data:`NOT_IN_ID_AT_DEFAULT` keys that hold their default."""
-    return {k: v for k, v in flat.items() if k not in NOT_IN_ID_AT_DEFAULT or v != NOT_IN_ID_AT_DEFAULT[k]}
+def not_in_id(key: str) -> bool:
+    """Whether a flattened config key (``"network.expert_compute"``) is one of :data:`NOT_IN_ID` or below one."""
+    return any(key == k or key.startswith(f"{k}.") for k in NOT_IN_ID)
+
+
+def without_not_in_id(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flattened config without the :data:`NOT_IN_ID` keys: what makes two runs the same config."""
+    return {k: v for k, v in flat.items() if not not_in_id(k)}
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -308,10 +311,10 @@ def config_id(config: Mapping[str, Any]) -> str:
     id wherever it is trained.
     """
     kept = {k: v for k, v in config.items() if k not in NOT_IN_ID}
-    for dotted, default in NOT_IN_ID_AT_DEFAULT.items():
+    for dotted in (k for k in NOT_IN_ID if "." in k):
         section, _, key = dotted.partition(".")
         inner = kept.get(section)
-        if isinstance(inner, Mapping) and key in inner and inner[key] == default:
+        if isinstance(inner, Mapping) and key in inner:
             kept[section] = {k: v for k, v in inner.items() if k != key}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

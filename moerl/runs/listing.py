@@ -20,7 +20,7 @@ from typing import Any
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
 from moerl.nn.choices import ROUTED_ARCHS
-from moerl.runs.kinds import NOT_IN_ID
+from moerl.runs.kinds import not_in_id
 from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, STATUS_FILE, RunDir, find_run_dirs, run_state
 from moerl.runs.tables import markdown_table
@@ -106,7 +106,7 @@ def _finished_numbers(run: RunDir, family: str) -> tuple[str, bool]:
 
 def differing_keys(rows: Sequence[RunRow]) -> list[str]:
     """Config keys whose values are not the same in every run of ``rows`` (a key some runs lack differs)."""
-    keys = sorted({k for row in rows for k in row.config if k.split(".")[0] not in NOT_IN_ID})
+    keys = sorted({k for row in rows for k in row.config if not not_in_id(k)})
     missing = object()
     return [k for k in keys if len({repr(row.config.get(k, missing)) for row in rows}) > 1]
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -267,6 +267,8 @@ class BatchedDQN:
         if compile and self.network_config.expert_compute == "routed":
             raise ConfigError("compile does not run network expert_compute 'routed' (grouped_mm is not "
                               "compiled); use one or the other")
+        if compile and self.network_config.expert_compute == "auto":  # auto: routed only where not compiled
+            self.network_config = replace(self.network_config, expert_compute="dense")
         check_positive("logging.metrics_interval", metrics_interval)
         self.device = torch.device(device)
         if self.device.type == "cpu":

@@ -20,7 +20,7 @@ from torch import nn
 
 from moerl.core.config import from_dict
 from moerl.core.errors import ConfigError
-from moerl.nn.choices import ROUTED_ARCHS, ROUTED_COMPUTE_ROUTERS
+from moerl.nn.choices import ROUTED_ARCHS
 from moerl.rl.nets.obs_layout import ObsLayout
 from moerl.rl.nets.qnetwork import QNetworkConfig
 
@@ -51,13 +51,14 @@ def network_config(network: MoENetworkConfig | dict[str, Any] | None) -> MoENetw
 
 
 #: Network keys that only some routers read: giving one for another router would be silently ignored.
+#: (``network.expert_compute`` is not one: ``dense`` is how every network computes, so asking for it anywhere
+#: takes effect, and ``routed`` where it cannot apply is refused by the network's own validation.)
 ROUTER_ONLY_KEYS: Mapping[str, tuple[str, ...]] = {
     "network.topk": ("topk",),
     "network.noise_std": ("topk",),
     "network.balance_loss": ("topk",),
     "network.slots_per_expert": ("softmoe",),
     "network.normalize": ("softmoe",),
-    "network.expert_compute": ROUTED_COMPUTE_ROUTERS,
 }
 
 

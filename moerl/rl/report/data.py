@@ -22,7 +22,7 @@ from typing import Any
 
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
-from moerl.runs.kinds import without_defaults_not_in_id
+from moerl.runs.kinds import without_not_in_id
 from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, RunDir
 from moerl.runs.rundir import find_run_dirs as expand_run_folders
@@ -125,7 +125,7 @@ class Group:
 
 def config_key(config: dict[str, Any]) -> str:
     """What makes two runs the same variant: the flattened config without :data:`IGNORED_KEYS`."""
-    flat = {k: v for k, v in without_defaults_not_in_id(flatten(config)).items()
+    flat = {k: v for k, v in without_not_in_id(flatten(config)).items()
             if not any(k == i or k.startswith(f"{i}.") for i in IGNORED_KEYS)}
     if flat.get("network.arch") in ROUTERLESS:  # a dense network's router setting is never read
         flat = {k: v for k, v in flat.items() if k not in ("network.router", "network.topk")}
