@@ -154,15 +154,56 @@ def test_stdout_without_out_has_the_same_study_but_no_figures(big_wins, capsys):
 def test_claims_follow_the_data(big_wins, tmp_path, capsys):
     _, _, big = big_wins
     dense = _report(study(tmp_path / "b", HIGH, LOW, dense_dormant=0.1, big_dormant=0.5), tmp_path / "rb", capsys)
-    assert _claim(big, 1) == "supported" and _claim(dense, 1) == "not supported"
-    assert _claim(big, 3) == "supported" and _claim(dense, 3) == "not supported"
+    assert _claim(big, 1) == "holds" and _claim(dense, 1) == "fails"
+    assert _claim(big, 4) == "holds" and _claim(dense, 4) == "fails"  # dormant neurons
     assert _claim(big, 2) == "not enough runs to tell"  # no MTRL runs
-    assert "no MTRL runs among the given runs" in big
-    assert "task order: not testable with these runs" in big
-    # the numbers the verdict rests on are printed
+    assert "no MTRL runs of an MoE variant beside dense" in big
+    assert "no CRL variants that differ only in env_kwargs.order" in big
+    assert "not corrected for the many comparisons" in big
+    # the numbers the verdict rests on are printed, with the seed count the verdict stands on
     line = next(x for x in big.splitlines() if "big/softmoe vs dense: IQM difference" in x)
     point, lo, hi = (float(v) for v in re.findall(r"-?\d+\.\d+", line.split("IQM difference")[1])[:3])
-    assert 0 < lo <= point <= hi
+    assert 0 < lo <= point <= hi and line.endswith("[4 seeds] -> supported")
+
+
+def _twenty_seeds(root: Path, second_half_big: np.ndarray) -> list[str]:
+    """dense and big/softmoe on seeds 0-19: big beats dense on seeds 0-9, and scores ``second_half_big`` on
+    seeds 10-19."""
+    rng = np.random.default_rng(3)
+    dense = np.round(rng.uniform(0.2, 0.4, (20, 4)), 3)
+    big = np.vstack([np.round(rng.uniform(0.7, 0.9, (10, 4)), 3), second_half_big])
+    return [str(make_run(root, f"{arch}_s{s}", arch, router, s, list(row[s])))
+            for arch, router, row in (("dense", None, dense), ("big", "softmoe", big)) for s in range(20)]
+
+
+def test_a_verdict_is_settled_only_where_the_two_halves_of_the_seeds_agree(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    agree = _report(_twenty_seeds(tmp_path / "a", np.round(rng.uniform(0.7, 0.9, (10, 4)), 3)), tmp_path / "ra",
+                    capsys)
+    line = next(x for x in agree.splitlines() if "big/softmoe vs dense: IQM difference" in x)
+    assert "(seeds 0-9: " in line and "seeds 10+: " in line and line.endswith("[20 seeds in two halves] -> supported")
+    assert _claim(agree, 1) == "holds"
+    # the second half of big's seeds falls below dense: all 20 seeds still favour big, the halves disagree
+    split = _report(_twenty_seeds(tmp_path / "s", np.round(rng.uniform(0.0, 0.15, (10, 4)), 3)), tmp_path / "rs",
+                    capsys)
+    line = next(x for x in split.splitlines() if "big/softmoe vs dense: IQM difference" in x)
+    assert line.endswith("-> unsettled") and _claim(split, 1) == "unsettled"
+
+
+def test_the_pre_registered_rules_on_intervals():
+    from moerl.rl.report import claims as c
+
+    up, down, zero = (0.2, 0.1, 0.3), (-0.2, -0.3, -0.1), (0.05, -0.1, 0.2)
+    assert [c.one_set(iv) for iv in (up, down, zero)] == [c.SUPPORTED, c.CONTRADICTED, c.INCONCLUSIVE]
+    assert c.firm(up, (up, zero)) == c.SUPPORTED  # a half may be inconclusive if its point agrees
+    assert c.firm(up, (up, (-0.01, -0.2, 0.1))) == c.UNSETTLED  # a half's point on the other side
+    assert c.firm(up, (up, down)) == c.UNSETTLED
+    assert c.firm(zero, (up, up)) == c.UNSETTLED  # all seeds inconclusive
+    assert c.firm(down, (down, (-0.05, -0.2, 0.1))) == c.CONTRADICTED
+    assert c.two_sided(down, None) == c.DIFFERS and c.two_sided(zero, None) == c.INCONCLUSIVE
+    assert c.two_sided(down, (down, up)) == c.UNSETTLED and c.two_sided(up, (up, zero)) == c.DIFFERS
+    assert c.suite_of("cartpole-crl") == c.suite_of("cartpole-mtrl") == "cartpole"
+    assert c.suite_of("CartPole-v1") == "CartPole-v1"
 
 
 def test_task_order_is_compared_when_both_orders_ran(tmp_path, capsys):
@@ -176,7 +217,7 @@ def test_task_order_is_compared_when_both_orders_ran(tmp_path, capsys):
     assert "## cartpole-crl (crl, env_kwargs.order=(default))" in text  # the runs without the key
     order_line = next(x for x in text.splitlines() if "big/softmoe: IQM(cartpole-" in x)
     assert "cartpole-default > cartpole-longheavy" in order_line and "cartpole-mirror > cartpole-lowgrav" in order_line
-    assert order_line.endswith("-> supported")
+    assert order_line.endswith("-> differs") and _claim(text, 6) == "holds"
     assert _claim(text, 1) == "not enough runs to tell"  # no dense runs
     assert len(list((tmp_path / "rep").glob("*-aggregates.png"))) == 2  # one figure per study, none overwritten
 
@@ -194,14 +235,14 @@ def test_each_variant_is_compared_with_the_dense_runs_of_its_own_task_order(tmp_
     evidence = [x for x in text.splitlines() if ": big/softmoe vs dense: IQM difference" in x]
     assert len(evidence) == 2 and all("IQM difference 0.000 [" in x and not x.endswith("-> supported")
                                       for x in evidence)
-    assert _claim(text, 1) != "supported"
+    assert _claim(text, 1) != "holds"
 
 
 def test_older_runs_without_the_new_files_still_report(tmp_path, capsys):
     text = _report(study(tmp_path / "runs", LOW[:2], HIGH[:2], new_files=False), tmp_path / "rep", capsys)
-    assert _claim(text, 1) in ("supported", "mixed")
+    assert _claim(text, 1) in ("holds", "unsettled")
     assert "no metrics.csv in these runs" in text and "no eval_usage.csv in these runs" in text
-    assert _claim(text, 3) == "not enough runs to tell"
+    assert _claim(text, 4) == "not enough runs to tell"
     assert not list((tmp_path / "rep").glob("*dormant*.png")) and list((tmp_path / "rep").glob("*eval-curves*"))
 
 
