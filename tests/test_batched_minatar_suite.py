@@ -353,3 +353,74 @@ def test_mtrl_task_draws_follow_the_task_probabilities():
     total = counts.sum()
     for k, p in enumerate(probs):
         assert abs(counts[k] / total - p) < 4 * np.sqrt(p * (1 - p) / total) + 0.01, (k, counts)
+
+
+# ------------------------------------------------------------------ (f) the engine and moerl train --seeds
+def test_the_engine_trains_on_a_minatar_suite_with_a_uint8_replay_and_evaluates_per_task():
+    from moerl.rl.engine.batched_dqn import BatchedDQN
+
+    spec = MinAtarSuiteEnv(mode="crl", block_steps=200, max_episode_steps=60)
+    network = {"arch": "big", "router": "softmoe", "hidden": 16}
+    hp = {"learning_starts": 100, "batch_size": 16, "buffer_size": 500, "target_update_interval": 100}
+    agent = BatchedDQN(spec, [0, 1], network, hp)
+    buffer = agent.buffer
+    assert buffer.observations.dtype == buffer.next_observations.dtype == torch.uint8
+    assert buffer.observations.nbytes == 2 * 500 * 603  # bytes, not float32's four times as many
+    agent.learn(650)
+    assert agent.n_updates > 0 and {int(t) for _, _, tasks, _, _ in agent.log.episodes for t in tasks} >= {0, 1}
+    stored = buffer.observations[:, :300]
+    assert set(stored.unique().tolist()) == {0, 1} and torch.equal(stored[:, :, 600:].sum(2), torch.ones(2, 300,
+                                                                                                       dtype=torch.uint8))
+    returns = agent.evaluate(spec, 2, seed=0, tasks=[0, 1, 2])
+    assert returns.shape == (2, 3, 2)
+    for task in range(3):  # the per-task batch equals evaluating the suite pinned to that task
+        pinned = MinAtarSuiteEnv(mode="crl", block_steps=200, max_episode_steps=60, fixed_task=task)
+        np.testing.assert_array_equal(agent.evaluate(pinned, 2, seed=0), returns[:, task])
+    # checkpoints and members leaving the batch carry the games' states
+    again = BatchedDQN(spec, [0, 1], network, hp)
+    again.load_state_dict(agent.state_dict())
+    alone = agent.select([1])
+    agent.learn(700), again.learn(700), alone.learn(700)
+    assert torch.equal(agent.env.observation(), again.env.observation())
+    assert torch.equal(agent.env.observation()[1:], alone.env.observation())
+
+
+def test_moerl_train_seeds_runs_a_minatar_suite_batched(tmp_path, monkeypatch):
+    """``moerl train --env minatar-crl --seeds 0-1`` picks the batched engine (``auto``), writes one run directory
+    per seed with per-task evaluations, and its replay buffers hold bytes."""
+    import json
+
+    from moerl.cli import main
+    from moerl.rl.algos.replay import BatchedReplayBuffer
+    from moerl.rl.engine import batched_dqn
+
+    buffers: list[BatchedReplayBuffer] = []
+
+    class Recorded(BatchedReplayBuffer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            buffers.append(self)
+
+    monkeypatch.setattr(batched_dqn, "BatchedReplayBuffer", Recorded)
+    args = ["train", "--env", "minatar-crl", "--arch", "big", "--router", "softmoe", "--seeds", "0-1",
+            "--timesteps", "2000", "--set", "env_kwargs.block_steps=600", "--set", "env_kwargs.max_episode_steps=100",
+            "--set", "eval.freq=1000", "--set", "eval.episodes=1", "--set", "eval.final_episodes=2",
+            "--set", "dqn.learning_starts=500", "--set", "network.hidden=16", "--no-progress",
+            "--logdir", str(tmp_path)]
+    assert main(args) == 0
+    runs = sorted(tmp_path.iterdir())
+    assert [r.name[-3:] for r in runs] == ["_s0", "_s1"]
+    tasks = ["space_invaders", "breakout", "asterix"]
+    for run in runs:
+        rows = (run / "eval.csv").read_text().splitlines()
+        header, body = rows[0].split(","), [dict(zip(rows[0].split(","), r.split(","), strict=True)) for r in rows[1:]]
+        assert header[:2] == ["step", "task"]
+        assert [(b["step"], b["task"]) for b in body] == [(str(s), t) for s in (0, 1000, 2000) for t in tasks]
+        results = json.loads((run / "results.json").read_text())
+        assert results["engine"] == "batched" and set(results["final_eval"]) == set(tasks)
+        assert results["continual"] is not None
+        assert json.loads((run / "status.json").read_text())["status"] == "finished"
+        assert (run / "model.zip").exists() and (run / "schedule.json").exists()
+    (buffer,) = buffers
+    assert buffer.observations.dtype == torch.uint8 and buffer.observations.shape == (2, 600, 603)
+    assert buffer.observations.nbytes + buffer.next_observations.nbytes == 2 * 2 * 600 * 603
