@@ -424,3 +424,16 @@ def test_moerl_train_seeds_runs_a_minatar_suite_batched(tmp_path, monkeypatch):
     (buffer,) = buffers
     assert buffer.observations.dtype == torch.uint8 and buffer.observations.shape == (2, 600, 603)
     assert buffer.observations.nbytes + buffer.next_observations.nbytes == 2 * 2 * 600 * 603
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_on_cuda_the_suite_plays_as_on_the_cpu():
+    spec = MinAtarSuiteEnv(ALL, "mtrl", sticky_action_prob=0.2, max_episode_steps=50)
+    cpu, cuda = BatchedMinAtarSuite(spec, range(6)), BatchedMinAtarSuite(spec, range(6), device="cuda")
+    assert torch.equal(cpu.reset(), cuda.reset().cpu())
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        actions = torch.as_tensor(rng.integers(0, 6, 6))
+        a, b = cpu.step(actions), cuda.step(actions.cuda())
+        assert torch.equal(a.obs, b.obs.cpu()) and torch.equal(a.final_obs, b.final_obs.cpu())
+        assert torch.equal(a.reward, b.reward.cpu()) and torch.equal(a.done, b.done.cpu())
