@@ -95,7 +95,8 @@ _SHARED = ("task_names", "task_onehot", "base_obs_dim", "action_set", "ramping")
 
 def _physical_order(t: torch.Tensor) -> list[int]:
     """The order of ``t``'s dimensions in memory, outermost first (what ``torch.empty_permuted`` takes)."""
-    return sorted(range(t.dim()), key=lambda d: (-t.stride(d), d))
+    strides = t.stride()
+    return sorted(range(t.dim()), key=lambda d: (-strides[d], d))
 
 
 def _like(value: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
@@ -148,7 +149,7 @@ class BatchedMinAtarSuite:
         self.mode = first.mode
         self.modes = [spec.mode for spec in specs]
         self.base_obs_dim = first.base_obs_dim
-        self.grid_shape: tuple[int, int, int] = tuple(first.grid_shape)  # type: ignore[assignment]
+        self.grid_shape: tuple[int, ...] = tuple(first.grid_shape)
         self.num_channels = self.grid_shape[2]
         self.task_onehot = first.task_onehot
         self.obs_dim = int(first.observation_space.shape[0])
