@@ -322,6 +322,8 @@ class BatchedMinAtarSuite:
         """Take one action per environment ``(N,)``; ended episodes restart at once (see :class:`BatchStep`).
 
         ``validate=False`` skips the range check of ``actions`` (the engines' actions are valid by construction).
+        Where no episode ended, ``obs`` and ``final_obs`` are one tensor (one observation pass instead of two):
+        change neither in place.
         """
         actions = torch.as_tensor(actions, device=self.device).long()
         if validate and bool(((actions < 0) | (actions >= self.n_actions)).any()):
