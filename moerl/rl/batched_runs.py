@@ -66,16 +66,16 @@ _PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-
 
 
 def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
-    """The :class:`~moerl.rl.envs.suite.TaskSuiteEnv` the batched engine reproduces for ``env_id``."""
+    """The suite the batched engine reproduces for ``env_id``: a :class:`~moerl.rl.envs.suite.TaskSuiteEnv`, or
+    a :class:`~moerl.rl.envs.minatar_suite.MinAtarSuiteEnv` for the MinAtar suites (which needs the optional
+    ``minatar`` package, as on the SB3 path: the spec is the reference suite)."""
     from moerl.rl.envs.registration import make
-    from moerl.rl.envs.suite import TaskSuiteEnv
+    from moerl.rl.envs.suite import SuiteEnv, TaskSuiteEnv
 
     if env_id in _PLAIN_IDS:
         if env_kwargs:
             raise ConfigError(f"env_kwargs do not apply to '{env_id}' with the batched engine")
         return TaskSuiteEnv([_PLAIN_IDS[env_id]], "mtrl", task_onehot=False)
-    if env_id.startswith("moerl/MinAtar"):
-        raise ConfigError(f"the batched engine does not run the MinAtar suites yet ('{env_id}'); use --engine sb3")
     if not env_id.startswith("moerl/") or "RoutingMDP" in env_id:
         raise ConfigError(f"the batched engine runs moerl's task suites, CartPole-v1 and MountainCar-v0, "
                           f"not '{env_id}'; use --engine sb3")
@@ -85,7 +85,7 @@ def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None =
     if fixed_task is not None:
         kwargs["fixed_task"] = fixed_task
     env = make(env_id, **kwargs).unwrapped
-    assert isinstance(env, TaskSuiteEnv)
+    assert isinstance(env, SuiteEnv)
     return env
 
 
@@ -486,7 +486,8 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
     names_of_tasks = {suite_spec(resolve_env(c.env), c.env_kwargs).task_names for c in configs}
     if len(names_of_tasks) > 1:
         raise ConfigError(f"the members of one batch must share their tasks, got {sorted(names_of_tasks)}")
-    check_sizes(configs[0], int(spec.observation_space.shape[0]), len(seeds), max(capacities))
+    check_sizes(configs[0], int(spec.observation_space.shape[0]), len(seeds), max(capacities),
+                obs_bytes=np.dtype(spec.observation_space.dtype).itemsize)  # MinAtar's replay holds bytes
     names = [f"{base}_s{seed}" for base, seed in zip(bases, seeds, strict=True)]
     if len(set(names)) != len(names):
         raise ConfigError(f"two members of one batch would share a run directory: {sorted(names)}")

@@ -111,7 +111,7 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
     from moerl.rl.batched_runs import suite_spec
     from moerl.rl.config import engine_device, resolve_env
     from moerl.rl.engine.batched_dqn import BatchedDQN
-    from moerl.rl.envs.batched import BatchedTaskSuite
+    from moerl.rl.envs.batched import make_batched_suite
 
     first = configs[0]
     specs = [suite_spec(resolve_env(c.env), c.env_kwargs) for c in configs]
@@ -127,8 +127,8 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
     step = (time.perf_counter() - start) / TIMED_STEPS
     tasks = specs[0].num_tasks
     episodes = first.eval.episodes
-    env = BatchedTaskSuite([s for s in specs for _ in range(tasks * episodes)],
-                           list(range(len(specs) * tasks * episodes)), agent.device)
+    env = make_batched_suite([s for s in specs for _ in range(tasks * episodes)],
+                             list(range(len(specs) * tasks * episodes)), agent.device)
     obs = env.reset()
     start = time.perf_counter()
     for _ in range(TIMED_EVAL_STEPS):

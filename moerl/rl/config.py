@@ -268,12 +268,13 @@ def _machine_bytes() -> int:
 
 
 def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
-                 capacity: int | None = None) -> dict[str, tuple[str, int]]:
+                 capacity: int | None = None, obs_bytes: int = 4) -> dict[str, tuple[str, int]]:
     """Bytes ``seeds`` runs of ``config`` hold at once, per part: (the key that sizes it, bytes).
 
     A deliberately rough upper estimate, meant to refuse sizes no machine of ours can hold before they reach
     the allocator (which answers with a traceback, a hang or the OOM killer), never to refuse a real config:
-    the replay buffer's observations and next observations in float32; the online and target networks' weights
+    the replay buffer's observations and next observations in ``obs_bytes`` per entry (float32's 4; the
+    MinAtar suites' bytes are stored as such, 1); the online and target networks' weights
     and Adam's two moments; one update's inputs and activations (forward and backward of the online network,
     forward of the target), with every token sent through every expert slot. ``obs_dim`` is an upper bound on
     our suites' observation size unless the caller knows the real one.
@@ -287,20 +288,21 @@ def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
     if routed and net.router == "softmoe":
         slots = experts * (net.slots_per_expert or -(-net.tokens // experts))
     params = experts * (obs_dim * width + width * width + width * 8) + width * width + width * slots
-    per_sample = 2 * obs_dim * 4 + 16
+    per_sample = 2 * obs_dim * 4 + 16  # an update's minibatch, made float for the network
     update = d.batch_size * per_sample + 4 * 3 * d.batch_size * net.tokens * max(slots, experts) * width
     return {
-        "replay": ("dqn.buffer_size", seeds * (capacity or 0) * per_sample),
+        "replay": ("dqn.buffer_size", seeds * (capacity or 0) * (2 * obs_dim * obs_bytes + 16)),
         "network": ("network.hidden / network.experts", seeds * 4 * 4 * params),
         "update": ("dqn.batch_size" if slots == 1 else "dqn.batch_size / network.slots_per_expert",
                    seeds * update),
     }
 
 
-def check_sizes(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1, capacity: int | None = None) -> None:
+def check_sizes(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1, capacity: int | None = None,
+                obs_bytes: int = 4) -> None:
     """Refuse a run (or a batch of ``seeds`` runs) whose :func:`memory_needs` exceed the share of this
     machine's memory one run may plan to use, naming the part that needs most and its key."""
-    needs = memory_needs(config, obs_dim, seeds, capacity)
+    needs = memory_needs(config, obs_dim, seeds, capacity, obs_bytes)
     total = sum(size for _, size in needs.values())
     limit = int(_machine_bytes() * MEMORY_FRACTION)
     if total <= limit:

@@ -47,7 +47,7 @@ class BatchedReplayBuffer:
     """One circular replay buffer per seed (see the module docstring)."""
 
     def __init__(self, seeds: Sequence[int], capacity: int | Sequence[int], obs_dim: int,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", obs_dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
         s = len(seeds)
         capacities = [int(capacity)] * s if isinstance(capacity, int) else [int(c) for c in capacity]
@@ -58,8 +58,10 @@ class BatchedReplayBuffer:
         self.capacities = torch.as_tensor(capacities, dtype=torch.int64, device=self.device)
         self._uniform = len(set(capacities)) == 1  # one write position for all: a slice, not a scatter
         shape = (s, self.capacity)
-        self.observations = torch.zeros(*shape, obs_dim, device=self.device)
-        self.next_observations = torch.zeros(*shape, obs_dim, device=self.device)
+        # Observations in the env's dtype: MinAtar's grids of 0/1 bytes would take four times the memory as
+        # float32 (a 100k buffer of 1,003-byte observations: 0.2 GB per seed instead of 0.8 GB).
+        self.observations = torch.zeros(*shape, obs_dim, dtype=obs_dtype, device=self.device)
+        self.next_observations = torch.zeros(*shape, obs_dim, dtype=obs_dtype, device=self.device)
         self.actions = torch.zeros(shape, dtype=torch.int64, device=self.device)
         self.rewards = torch.zeros(shape, device=self.device)
         self.dones = torch.zeros(shape, device=self.device)

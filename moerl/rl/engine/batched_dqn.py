@@ -2,7 +2,9 @@
 
 Why: a study is hundreds of runs of small networks, and the SB3 path spends most of its time in Python
 per step and per seed. Here one Python step advances every seed: the suites are
-:class:`~moerl.rl.envs.batched.BatchedTaskSuite`, the Q-networks :class:`~moerl.rl.nets.batched.BatchedQNetwork`,
+:class:`~moerl.rl.envs.batched.BatchedTaskSuite` (CartPole / MountainCar) or
+:class:`~moerl.rl.envs.batched_minatar.BatchedMinAtarSuite` (MinAtar; observations kept as bytes, in the
+replay buffer too, and made float by the encoder only for the network), the Q-networks :class:`~moerl.rl.nets.batched.BatchedQNetwork`,
 the replay buffers :class:`~moerl.rl.algos.replay.BatchedReplayBuffer`. The three are separate
 modules so that another algorithm can reuse the suites and networks.
 
@@ -53,7 +55,7 @@ from moerl.core.seeding import api_seeds
 from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
-from moerl.rl.envs.batched import BatchedTaskSuite
+from moerl.rl.envs.batched import make_batched_suite
 from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
 from moerl.rl.nets.member_adam import MemberAdam
@@ -92,12 +94,10 @@ def suite_of(env: Any) -> SuiteSpec:
     suite = getattr(env, "unwrapped", env)
     if not all(hasattr(suite, key) for key in ("task_names", "block_steps", "episode_limits", "schedule")):
         raise ConfigError(
-            f"BatchedDQN runs moerl's task suites (TaskSuiteEnv, e.g. gym.make('moerl/CartPole-MTRL-v0')), "
+            f"BatchedDQN runs moerl's task suites (TaskSuiteEnv, e.g. gym.make('moerl/CartPole-MTRL-v0'), or "
+            f"MinAtarSuiteEnv), "
             f"not {type(suite).__name__}; for CartPole-v1 use TaskSuiteEnv(['cartpole-default'], 'mtrl', "
             "task_onehot=False), for other envs MoEDQN")
-    if getattr(suite, "grid_shape", None) is not None:
-        raise ConfigError(f"BatchedDQN does not run the MinAtar suites yet ({type(suite).__name__}); train them "
-                          "with MoEDQN")
     lost = [name for name in wrappers if name not in _CHECKING_WRAPPERS]
     if lost:
         raise ConfigError(
@@ -238,9 +238,11 @@ class BatchedDQN:
     may differ in their suite's setting and in :data:`PER_MEMBER` (a study's runs of one architecture).
 
     Args:
-        suite: the task suite: a :class:`TaskSuiteEnv` (its tasks, schedule and limits are the spec), also as
+        suite: the task suite: a :class:`TaskSuiteEnv` or ``MinAtarSuiteEnv`` (its tasks, schedule and limits
+            are the spec), also as
             ``gym.make("moerl/...")`` returns it (the suite inside Gymnasium's checking wrappers); or one per
-            member (see :class:`~moerl.rl.envs.batched.BatchedTaskSuite` for what they must share).
+            member (see :class:`~moerl.rl.envs.batched.BatchedTaskSuite` and
+            :class:`~moerl.rl.envs.batched_minatar.BatchedMinAtarSuite` for what they must share).
         seeds: one run per seed: distinct integers, or text as ``moerl train --seeds`` reads it (``"0-9"``).
         network: the Q-network, as for :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`'s ``policy_kwargs["network"]``.
         dqn: the algorithm's settings, a :class:`DQNHyperParams` or a dict of its keys (defaults:
@@ -279,7 +281,7 @@ class BatchedDQN:
         self.member_hp = check_members(specs, hps, self.num_seeds)
         check_distinct_members(specs, hps, self.seeds)
         self.hp = hps[0]
-        self.env = BatchedTaskSuite(specs, self.seeds, self.device)
+        self.env = make_batched_suite(specs, self.seeds, self.device)
         layout = layout_for_env(specs[0])
         check_layout_fits(self.network_config, layout, repr(specs[0]))
         # The reference engine's observation rules (rescaling, task id, action masks): one encoder for both.
@@ -304,7 +306,9 @@ class BatchedDQN:
                 torch.tensor([hp.adam_eps for hp in hps], dtype=torch.float32, device=self.device))
         capacities = [hp.buffer_size or default_capacity(spec.block_steps if spec.schedule() else None)
                       for hp, spec in zip(hps, specs, strict=True)]
-        self.buffer = BatchedReplayBuffer(self.seeds, capacities, self.env.obs_dim, self.device)
+        # Observations stored in the suite's dtype (MinAtar's bytes: a quarter of float32's memory); the
+        # encoder makes them float for the network.
+        self.buffer = BatchedReplayBuffer(self.seeds, capacities, self.env.obs_dim, self.device, self.env.obs_dtype)
         # Per-member values as (S, ...) tensors only where members differ: a uniform batch computes with
         # Python floats exactly as before.
         gammas = [hp.gamma for hp in hps]
@@ -563,10 +567,10 @@ class BatchedDQN:
         if isinstance(suite, Sequence):  # one suite per member (members with their own episode limits)
             if len(suite) != s:
                 raise ValueError(f"one evaluation suite per member: {len(suite)} suites for {s} members")
-            env = BatchedTaskSuite([spec for spec in suite for _ in range(t * episodes)], keys, self.device,
-                                   fixed_tasks=fixed)
+            env = make_batched_suite([spec for spec in suite for _ in range(t * episodes)], keys, self.device,
+                                     fixed_tasks=fixed)
         else:
-            env = BatchedTaskSuite(suite, keys, self.device, fixed_tasks=fixed)
+            env = make_batched_suite(suite, keys, self.device, fixed_tasks=fixed)
         obs = env.reset()
         returns = torch.zeros(s * t * episodes, dtype=torch.float64, device=self.device)
         finished = torch.zeros(s * t * episodes, dtype=torch.bool, device=self.device)

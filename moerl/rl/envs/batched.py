@@ -75,6 +75,40 @@ class BatchStep:
         return self.terminated | self.truncated
 
 
+def schedule_table(specs: Sequence[SuiteSpec], seeds: Sequence[int],
+                   fixed_tasks: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each env's CRL task per block, ``(N, blocks)`` (shorter schedules repeat their last task, which the
+    env keeps after its schedule ends), and each env's number of blocks ``(N,)`` (0 outside CRL or with a
+    fixed task). ``order="random"`` draws seed ``s``'s permutations with ``np.random.default_rng(s)``, as
+    ``SuiteEnv.reset(seed=s)`` does. Shared by the classic and the MinAtar batched suites, so that both
+    follow the reference's schedules by construction."""
+    rows: list[list[int]] = []
+    for i, (spec, seed) in enumerate(zip(specs, seeds, strict=True)):
+        fixed = fixed_tasks is not None and fixed_tasks[i] >= 0
+        if spec.mode != "crl" or fixed:
+            rows.append([])
+            continue
+        rng = np.random.default_rng(seed) if spec.order == "random" else None
+        blocks = build_schedule(spec.order, spec.task_names, spec.block_steps, spec.cycles, rng)
+        rows.append([b.task_id for b in blocks])
+    width = max(len(row) for row in rows)
+    table = np.asarray([row + [row[-1] if row else 0] * (width - len(row)) for row in rows], dtype=np.int64)
+    return table.reshape(len(rows), width), np.asarray([len(row) for row in rows], dtype=np.int64)
+
+
+def make_batched_suite(suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
+                       device: str | torch.device = "cpu", fixed_tasks: Sequence[int] | None = None) -> Any:
+    """The batched suite of ``suite``'s kind: :class:`~moerl.rl.envs.batched_minatar.BatchedMinAtarSuite` for
+    MinAtar suites (specs with a ``grid_shape``), else :class:`BatchedTaskSuite`; same arguments, same
+    interface (what the batched engine reads)."""
+    first = suite[0] if isinstance(suite, Sequence) else suite
+    if getattr(first, "grid_shape", None) is not None:
+        from moerl.rl.envs.batched_minatar import BatchedMinAtarSuite  # imports the games only when needed
+
+        return BatchedMinAtarSuite(suite, seeds, device, fixed_tasks)
+    return BatchedTaskSuite(suite, seeds, device, fixed_tasks)
+
+
 #: What every member of one batch must share: the network reads the same observation and action layout.
 _SHARED = ("task_names", "task_onehot", "base_obs_dim")
 
@@ -116,6 +150,8 @@ class BatchedTaskSuite:
         self.base_obs_dim = first.base_obs_dim
         self.task_onehot = first.task_onehot
         self.obs_dim = int(first.observation_space.shape[0])
+        #: The observations' dtype (a replay buffer stores them so).
+        self.obs_dtype = torch.float32
         self.n_actions = int(first.valid_actions.shape[1])
         self.block_steps = first.block_steps
         self.return_bounds = first.return_bounds
@@ -151,7 +187,7 @@ class BatchedTaskSuite:
         #: (N, tasks) each environment's cumulative MTRL task probabilities.
         self._probs_cdf = torch.as_tensor(np.stack([np.cumsum(spec.task_probs) for spec in specs]), dtype=f64,
                                           device=dev)
-        schedules, blocks = self._schedules(specs, fixed_tasks)
+        schedules, blocks = schedule_table(specs, self.seeds, fixed_tasks)
         self.num_blocks = schedules.shape[1]
         self.schedule_tasks = torch.as_tensor(schedules, device=dev)  # (N, blocks); 0 blocks: no env in CRL
         #: (N,) each environment's number of CRL blocks (0: not CRL) and block length.
@@ -168,23 +204,6 @@ class BatchedTaskSuite:
         self._arange = torch.arange(n, device=dev)
 
     # ------------------------------------------------------------------ construction
-    def _schedules(self, specs: list[SuiteSpec], fixed_tasks: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Each env's CRL task per block, ``(N, blocks)`` (shorter schedules repeat their last task, which the
-        env keeps after its schedule ends), and each env's number of blocks ``(N,)`` (0 outside CRL or with a
-        fixed task)."""
-        rows: list[list[int]] = []
-        for i, (spec, seed) in enumerate(zip(specs, self.seeds, strict=True)):
-            fixed = fixed_tasks is not None and fixed_tasks[i] >= 0
-            if spec.mode != "crl" or fixed:
-                rows.append([])
-                continue
-            rng = np.random.default_rng(seed) if spec.order == "random" else None
-            blocks = build_schedule(spec.order, spec.task_names, spec.block_steps, spec.cycles, rng)
-            rows.append([b.task_id for b in blocks])
-        width = max(len(row) for row in rows)
-        table = np.asarray([row + [row[-1] if row else 0] * (width - len(row)) for row in rows], dtype=np.int64)
-        return table.reshape(len(rows), width), np.asarray([len(row) for row in rows], dtype=np.int64)
-
     @property
     def crl(self) -> bool:
         """Whether some environment follows a CRL schedule."""
