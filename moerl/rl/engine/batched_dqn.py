@@ -283,8 +283,9 @@ class BatchedDQN:
         # The reference engine's observation rules (rescaling, task id, action masks): one encoder for both.
         self.encoder = ObservationEncoder(layout, self.env.n_actions, self.network_config).to(self.device)
         in_features, n_actions = self.encoder.in_features, self.env.n_actions
-        self.q_net = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
-        self.q_net_target = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
+        grid = layout.grid_shape  # the conv torso's grid (None without one), as the SB3 policy reads it
+        self.q_net = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds, grid)
+        self.q_net_target = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds, grid)
         self.q_net.to(self.device)
         self.q_net_target.to(self.device).copy_from_(self.q_net)
         self.q_net_target.train(False)
