@@ -17,22 +17,26 @@ for ``E`` experts (the ``big`` placement's experts each have a conv of their own
 ``(S, E, O, C, k, k)`` seed-stacked (:mod:`moerl.rl.nets.batched`). The input carries the same leading
 dimensions. All ``G = S * E`` convolutions run as one grouped ``conv2d(groups=G)`` over the channel-last input
 ``(N, H, W, G * C)`` (channels-last memory, no copy for ``G = 1``). Why this and not the alternatives,
-measured with ``benchmarks/grid_conv.py`` (one CPU thread, ``C = 6``, 16 channels, ms per forward /
-forward+backward, best of 5 rounds on a loaded 2-core machine; the numbers move by ~20% between runs):
+measured with ``benchmarks/grid_conv.py`` (one CPU thread, ``C = 6``, 16 channels; ms per forward /
+forward+backward, best of 5 rounds, the four alternating within each round, on a 2-core machine loaded by
+other work, so the numbers move by tens of percent between runs and sub-millisecond ones are noise):
 
-=====================  =============  =============  ===============
-groups x rows           grouped conv   unfold + bmm   loop of convs
-=====================  =============  =============  ===============
-S=8, batch 1 (acting)   0.10 / 0.32    0.10 / 0.26    0.26 / 0.70
-S=8, batch 128          2.1 / 5.5      17 / 31        3.7 / 6.5
-S=64, batch 1           0.31 / 1.0     0.65 / 1.6     2.0 / 5.9
-S=64, batch 128         63 / 104       302 / 378      100 / 161
-=====================  =============  =============  ===============
+=====================  =============  =============  ==============  =============
+groups x rows           grouped conv   grouped NCHW   unfold + bmm    loop of convs
+=====================  =============  =============  ==============  =============
+S=8, batch 1 (acting)   0.25 / 0.75    0.12 / 0.75    0.12 / 0.47     0.34 / 1.43
+S=8, batch 128          4.6 / 9.1      14 / 39        37 / 46         8.4 / 16
+S=64, batch 1           0.48 / 1.2     0.56 / 2.7     0.72 / 1.1      3.0 / 11
+S=64, batch 128         45 / 108       138 / 329      292 / 398       74 / 146
+=====================  =============  =============  ==============  =============
 
-(im2col with ``unfold`` and one ``bmm`` per group moves 9x the input through memory and loses everywhere; a
-Python loop of one ``conv2d`` per group pays a launch and an autograd node per group, 5-6x slower when
-acting; the grouped conv in channels-first layout, ``(N, G * C, H, W)``, measured 2-3x slower than
-channels-last.) ``benchmarks/grid_conv.py`` re-measures the table.
+The grouped conv in channels-last layout wins at update batches by 1.3-1.8x over a Python loop of one
+``conv2d`` per group (each returning its own tensor, then stacked) and by 3x over the same grouped conv on a
+channels-first copy ``(N, G * C, H, W)``; im2col (``unfold``, then one ``bmm`` over the groups) moves 9x the
+input through memory and is the slowest there; acting (batch 1) is a fraction of a millisecond for all but the
+loop, whose launches and autograd nodes per group cost 3-10x. Whole networks (same script, batch 128): a
+seed-stacked conv network's forward+backward is about a loop of S plain networks' (0.9-1.0x at S=8 and 64:
+the arithmetic dominates at that batch), its gain is in acting and in the engine's one Python step for all seeds.
 """
 
 from __future__ import annotations

@@ -46,6 +46,11 @@ token per sample a soft MoE's slots all receive the same input and its combine w
 softmax gate per sample; 64 position tokens let the slots mix positions and topk route each position to its
 experts. The experts are small (``E x (19 x 128 + 128 x 16)`` weights at hidden 128 and 3 tasks, against the
 dense hidden layer's ``1027 x 128``), as in dopamine's, where an MoE scales with its number of experts.
+*Cost*: an expert's hidden layer holds ``hidden`` units per slot (softmoe) or token (topk, hardcoded), and a
+soft MoE has as many slots as tokens by default, so per sample 64 x ``hidden`` activations where the dense layer
+has ``hidden``: 8 seeds of ``middle``/softmoe (4 experts) took ~300 ms per forward+backward at batch 128
+against ~40 ms for ``dense`` (one loaded CPU thread, ``benchmarks/grid_conv.py``); with
+``slots_per_expert: 1`` (4 slots) it took 28 ms against dense's 31 ms in one interleaved measurement.
 """
 
 from __future__ import annotations
