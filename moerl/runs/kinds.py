@@ -293,7 +293,8 @@ def default_run_name(*parts: Any) -> str:
 NOT_IN_ID = ("seed", "device", "data_dir", "compile")
 #: Dotted keys left out of the id (and of a report's variant key) while at this default value: keys added after
 #: runs were named, so that those runs keep their ids; a non-default value is part of the id.
-NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.expert_compute": "dense", "network.torso": "mlp"}
+NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.expert_compute": "dense", "network.torso": "mlp",
+                                        "dqn.optimizer": "adam"}
 
 
 def without_defaults_not_in_id(flat: Mapping[str, Any]) -> dict[str, Any]:
