@@ -21,7 +21,8 @@ observation layout, :attr:`~moerl.rl.nets.obs_layout.ObsLayout.grid_shape`, so b
 network) and the trunk is MinAtar's DQN (Young & Tian 2019): ``conv -> hidden -> actions``, the conv
 (:mod:`moerl.nn.conv`: 3x3, 16 channels, stride 1, no padding, ReLU; 10x10 -> 8x8 x 16 = 1024 features) in
 place of the first hidden layer, ``extra`` appended after its features (as the MLP path appends the one-hot).
-Per placement:
+The grid arrives as the encoder gives every input, rescaled to [-1, 1] by default (MinAtar's DQN reads its
+0/1 cells: ``rescale_inputs: false``; a valid conv has no zero padding for the shift to matter). Per placement:
 
 ==========  ==========================================================================================
 ``dense``   ``conv -> [1024 | one-hot] -> hidden -> actions``: MinAtar's DQN network (plus the one-hot)
