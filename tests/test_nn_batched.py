@@ -1,9 +1,11 @@
 """S seeds at once (moerl.rl.nets.batched): seed i of the batch is seed i's plain MoEQNetwork, exactly or to the
-last bits of float32, for the forward, the record (balancing loss, metrics), gradients, Adam and clipping."""
+last bits of float32, for the forward, the record (balancing loss, metrics), gradients, Adam and clipping; with
+the MLP torso and the conv torso (``conv-*`` cases: a small grid, every placement)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -32,6 +34,20 @@ CASES = {
     "big-topk-importance": {"arch": "big", "router": "topk", "balance_loss": "importance"},
     "all-topk-entropy-tokens2": {"arch": "all", "router": "topk", "balance_loss": "entropy", "tokens": 2},
 }
+#: The conv torso (network.torso: conv) on features [GRID flattened | GRID_EXTRA]: a 4x4 grid of 3 channels gives
+#: 2x2 positions (so arch all's first MoE layer has 4 position tokens, hidden 8 = 4 x 2 units), every placement.
+GRID, GRID_EXTRA = (4, 4, 3), 2
+CONV_CASES = {
+    "conv-dense": {"arch": "dense", "torso": "conv"},
+    "conv-wide": {"arch": "wide", "torso": "conv"},
+    "conv-middle-topk": {"arch": "middle", "router": "topk", "torso": "conv"},
+    "conv-final-softmoe": {"arch": "final", "router": "softmoe", "torso": "conv"},
+    **{f"conv-{arch}-{router}": {"arch": arch, "router": router, "torso": "conv"}
+       for arch, router in itertools.product(("all", "big"), ROUTERS)},
+    "conv-all-topk-load-tokens2": {"arch": "all", "router": "topk", "balance_loss": "load", "tokens": 2,
+                                   "torso": "conv"},
+}
+CASES.update(CONV_CASES)
 #: With noise, the training-mode forward is random: tested on its own below (eval mode here).
 NOISY = {"arch": "all", "router": "topk", "noise_std": 0.5, "balance_loss": "load", "tokens": 2}
 
@@ -40,16 +56,29 @@ def config(**kw) -> QNetworkConfig:
     return QNetworkConfig(**{**BASE, **kw})
 
 
-def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def in_features(cfg: QNetworkConfig | None) -> int:
+    return math.prod(GRID) + GRID_EXTRA if cfg is not None and cfg.torso == "conv" else IN
+
+
+def grid_of(cfg: QNetworkConfig) -> tuple[int, int, int] | None:
+    return GRID if cfg.torso == "conv" else None
+
+
+def inputs(seed: int = 0, cfg: QNetworkConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(S, BATCH, IN, generator=g), torch.randint(0, BASE["experts"], (S, BATCH), generator=g)
+    x = torch.randn(S, BATCH, in_features(cfg), generator=g)
+    return x, torch.randint(0, BASE["experts"], (S, BATCH), generator=g)
+
+
+def stacked_of(cfg: QNetworkConfig, seeds=SEEDS) -> BatchedQNetwork:
+    return BatchedQNetwork.from_seeds(in_features(cfg), ACTIONS, cfg, seeds, grid_of(cfg))
 
 
 def plain_networks(cfg: QNetworkConfig) -> list[MoEQNetwork]:
     nets = []
     for seed in SEEDS:
         with seeded(seed):
-            nets.append(MoEQNetwork(IN, ACTIONS, cfg))
+            nets.append(MoEQNetwork(in_features(cfg), ACTIONS, cfg, grid_of(cfg)))
     return nets
 
 
@@ -64,8 +93,8 @@ case_ids = pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 @case_ids
 def test_forward_record_and_metrics_equal_the_plain_network(case):
     cfg = config(**CASES[case])
-    batched = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)
-    x, t = inputs()
+    batched = stacked_of(cfg)
+    x, t = inputs(0, cfg)
     q, rec = batched.forward_record(x, t)
     assert q.shape == (S, BATCH, ACTIONS)
     assert torch.equal(batched(x, t), q)  # without the record: the same pass
@@ -92,8 +121,8 @@ def test_forward_record_and_metrics_equal_the_plain_network(case):
 @case_ids
 def test_gradients_equal_the_plain_networks(case):
     cfg = config(**CASES[case])
-    batched = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)
-    x, t = inputs(1)
+    batched = stacked_of(cfg)
+    x, t = inputs(1, cfg)
     target = torch.randn(S, BATCH, ACTIONS, generator=torch.Generator().manual_seed(2))
     q, rec = batched.forward_record(x, t)
     aux = rec.aux_loss()
@@ -123,12 +152,13 @@ def _train_plain(nets, x, t, target, steps, max_norm, lr):
 
 
 @pytest.mark.parametrize("max_norm", [None, 0.05], ids=["no-clip", "clip"])
-@pytest.mark.parametrize("case", ["dense", "all-softmoe-tokens2-normalize", "middle-topk2-load", "big-hardcoded"])
+@pytest.mark.parametrize("case", ["dense", "all-softmoe-tokens2-normalize", "middle-topk2-load", "big-hardcoded",
+                                  "conv-all-softmoe", "conv-big-hardcoded"])
 def test_adam_on_stacked_parameters_is_adam_per_seed(case, max_norm):
     """Two Adam steps (the second uses Adam's state) on the stacked parameters = S separate Adams."""
     cfg, lr, steps = config(**CASES[case]), 1e-3, 2
-    batched = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)
-    x, t = inputs(3)
+    batched = stacked_of(cfg)
+    x, t = inputs(3, cfg)
     target = torch.randn(S, BATCH, ACTIONS, generator=torch.Generator().manual_seed(4))
     opt = torch.optim.Adam(batched.parameters(), lr=lr)
     for _ in range(steps):
@@ -207,14 +237,14 @@ def test_seeds_round_trip_exactly(case):
     cfg = config(**CASES[case])
     nets = plain_networks(cfg)
     rng_before = torch.get_rng_state()
-    batched = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)
+    batched = stacked_of(cfg)
     assert torch.equal(torch.get_rng_state(), rng_before)  # building S networks leaves the caller's stream alone
     from_nets = BatchedQNetwork(nets)
     for (k, a), (k2, b) in zip(batched.state_dict().items(), from_nets.state_dict().items(), strict=True):
         assert k == k2 and k.startswith("net.") and torch.equal(a, b), k
     for i, net in enumerate(nets):
         back = batched.network(i)
-        assert isinstance(back, MoEQNetwork) and back.config == cfg
+        assert isinstance(back, MoEQNetwork) and back.config == cfg and back.grid_shape == grid_of(cfg)
         assert back.state_dict().keys() == net.state_dict().keys()
         for key, value in net.state_dict().items():
             assert torch.equal(back.state_dict()[key], value), key
@@ -231,11 +261,11 @@ def test_seeds_round_trip_exactly(case):
 @case_ids
 def test_a_seed_alone_computes_what_it_computes_in_a_batch(case):
     cfg = config(**CASES[case])
-    batch = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, SEEDS)
-    x, t = inputs(7)
+    batch = stacked_of(cfg)
+    x, t = inputs(7, cfg)
     q, rec = batch.forward_record(x, t)
     for i, seed in enumerate(SEEDS):
-        alone = BatchedQNetwork.from_seeds(IN, ACTIONS, cfg, [seed])
+        alone = stacked_of(cfg, [seed])
         q1, rec1 = alone.forward_record(x[i:i + 1], t[i:i + 1])
         # A batch of one runs other kernel shapes than a batch of S (elementwise tails, BLAS blocking on
         # AVX-512/AMX CPUs): float32 tolerance, not bit-equality.

@@ -18,6 +18,13 @@ ARCHS = Registry("arch", {
 #: Archs with a router; ``dense`` and ``wide`` have none (``wide`` still reads ``experts`` as its width factor).
 ROUTED_ARCHS = ("middle", "final", "all", "big")
 
+#: What reads the observation before the placements' layers (``network.torso``).
+TORSOS = Registry("torso", {
+    "mlp": "the flat observation feeds the first layer directly (default)",
+    "conv": "MinAtar's DQN torso on the observation's grid (3x3 conv, 16 channels, stride 1, no padding, ReLU), "
+            "then the placement's layers; suites with a grid only (minatar-*)",
+})
+
 ROUTERS = Registry("router", {
     "softmoe": "Soft MoE: slots; dispatch softmax over tokens, combine softmax over all slots",
     "topk": "softmax over all experts, keep the top k (no renormalisation); optional noise and balancing",

@@ -92,6 +92,9 @@ class ExpertMLP(nn.Module):
     is given, so dormant-neuron metrics can see inside the experts without hooks.
     """
 
+    #: Whether :meth:`forward_routed` computes these experts (``expert_compute: auto`` routes only such experts).
+    can_route = True
+
     def __init__(self, num_experts: int, sizes: tuple[int, ...], activate_output: bool = False):
         super().__init__()
         if len(sizes) < 2:

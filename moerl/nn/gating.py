@@ -134,7 +134,7 @@ class TopKRouter(nn.Module):
         self.k = config.topk
         self.noise_std = config.noise_std
         self.balance_loss = config.balance_loss
-        self.routed = config.expert_compute != "dense"  # "auto" routes these routers
+        self.routed = config.expert_compute != "dense" and experts.can_route  # "auto" routes these routers
         self.weight = nn.Parameter(torch.empty(token_dim, self.num_experts))
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(token_dim))
 
@@ -206,7 +206,7 @@ class HardcodedRouter(nn.Module):
         super().__init__()
         self.experts = experts
         self.num_experts = config.experts
-        self.routed = config.expert_compute != "dense"  # "auto" routes these routers
+        self.routed = config.expert_compute != "dense" and experts.can_route  # "auto" routes these routers
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None, record: ForwardRecord | None,
                 name: str) -> torch.Tensor:

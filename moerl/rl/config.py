@@ -27,6 +27,7 @@ from moerl.core.seeding import check_seed
 from moerl.nn.choices import ARCHS, ROUTED_ARCHS, ROUTERS
 from moerl.rl.algos.dqn import DQNHyperParams
 from moerl.rl.nets.encoder import MoENetworkConfig, refuse_ignored_keys
+from moerl.rl.nets.obs_layout import no_grid_message
 from moerl.runs.kinds import Option, config_options, hashed_run_name
 
 FAMILY_NAME = "moe-dqn"
@@ -215,10 +216,12 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
-    from moerl.rl.envs.registration import check_env_kwargs
+    from moerl.rl.envs.registration import check_env_kwargs, has_grid
 
     check_env_kwargs(resolve_env(config.env), config.env_kwargs)
     net, d = config.network, config.dqn
+    if net.torso == "conv" and not has_grid(resolve_env(config.env)):
+        raise ConfigError(no_grid_message(config.env))
     d.validate()
     for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
                         ("network.hidden", net.hidden), ("network.tokens", net.tokens),
@@ -385,13 +388,15 @@ def run_label(config: Mapping[str, Any]) -> str:
 
     One name for ``moerl train`` (both engines) and ``moerl sweep``: the same config gets the same
     directory wherever it is trained. Archs without a router (dense, wide) never carry one in the name,
-    whatever ``network.router`` holds. The id is the config's hash before the run resolves its budget and
+    whatever ``network.router`` holds; a conv torso adds ``_conv``. The id is the config's hash before the run resolves its budget and
     replay capacity (a sweep names its jobs before that), so it is computed on the validated config.
     """
 
     net = config["network"]
     router = net["router"] if net["arch"] in ROUTED_ARCHS else None
-    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), net["arch"], router), None)
+    torso = net.get("torso", "mlp")  # named only when not the default, so MLP runs keep their names
+    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), net["arch"], router,
+                                    None if torso == "mlp" else torso), None)
 
 
 def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, Any]:

@@ -292,6 +292,9 @@ def default_run_name(*parts: Any) -> str:
 #: (named apart), where it trains, where its data files lie, and how its arithmetic is carried out (compiled
 #: updates, experts computed only where routed: both change float rounding only, like the device).
 NOT_IN_ID = ("seed", "device", "data_dir", "compile", "network.expert_compute")
+#: Dotted keys left out of the id (and of a report's variant key) while at this default value: keys added after
+#: runs were named, so that those runs keep their ids; a non-default value is part of the id.
+NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.torso": "mlp", "dqn.optimizer": "adam"}
 
 
 def not_in_id(key: str) -> bool:
@@ -300,8 +303,10 @@ def not_in_id(key: str) -> bool:
 
 
 def without_not_in_id(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A flattened config without the :data:`NOT_IN_ID` keys: what makes two runs the same config."""
-    return {k: v for k, v in flat.items() if not not_in_id(k)}
+    """A flattened config without the :data:`NOT_IN_ID` keys and the :data:`NOT_IN_ID_AT_DEFAULT` keys at their
+    default: what makes two runs the same config."""
+    return {k: v for k, v in flat.items()
+            if not not_in_id(k) and (k not in NOT_IN_ID_AT_DEFAULT or v != NOT_IN_ID_AT_DEFAULT[k])}
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -311,10 +316,11 @@ def config_id(config: Mapping[str, Any]) -> str:
     id wherever it is trained.
     """
     kept = {k: v for k, v in config.items() if k not in NOT_IN_ID}
-    for dotted in (k for k in NOT_IN_ID if "." in k):
+    dropped = [(k, None) for k in NOT_IN_ID if "." in k] + list(NOT_IN_ID_AT_DEFAULT.items())
+    for dotted, default in dropped:
         section, _, key = dotted.partition(".")
         inner = kept.get(section)
-        if isinstance(inner, Mapping) and key in inner:
+        if isinstance(inner, Mapping) and key in inner and (default is None or inner[key] == default):
             kept[section] = {k: v for k, v in inner.items() if k != key}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

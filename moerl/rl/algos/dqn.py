@@ -11,7 +11,9 @@ step can call the same functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,14 @@ LOSSES = Registry("loss", {
     "mse": "squared TD error (dopamine's classic-control DQN)",
     "huber": "Huber / smooth L1 TD error (SB3's DQN)",
 })
+OPTIMIZERS = Registry("optimizer", {
+    "adam": "Adam with epsilon dqn.adam_eps (dopamine's classic-control DQN; the default)",
+    "rmsprop": "centered RMSprop, squared-gradient momentum 0.95, epsilon 0.01 (MinAtar's DQN)",
+})
+#: MinAtar's DQN optimiser (the ``minatar`` package's ``examples/dqn.py``: ``RMSprop(lr=STEP_SIZE,
+#: alpha=SQUARED_GRAD_MOMENTUM, centered=True, eps=MIN_SQUARED_GRAD)`` with 0.95 and 0.01); its learning rate,
+#: 2.5e-4, is ``dqn.learning_rate``'s to set.
+RMSPROP_KWARGS: dict[str, Any] = {"alpha": 0.95, "eps": 0.01, "centered": True}
 
 
 @dataclass
@@ -37,6 +47,12 @@ class DQNHyperParams:
     learning_rate: float = 1e-3
     #: Adam's epsilon (dopamine: 3.125e-4; torch's default 1e-8).
     adam_eps: float = 3.125e-4
+    #: ``adam`` (the default, with ``adam_eps``) or ``rmsprop`` (MinAtar's DQN's: :data:`RMSPROP_KWARGS`), the same
+    #: optimiser on both engines (:func:`optimizer_of`). MinAtar's DQN also takes ``learning_rate: 2.5e-4``,
+    #: ``batch_size: 32``, ``train_freq: 1``, ``target_update_interval: 1000``, ``buffer_size: 100000``,
+    #: ``learning_starts: 5000`` and epsilon 1 -> 0.1 over its first 100k frames, each a key here; the defaults
+    #: stay dopamine's classic-control DQN's (above), which every run so far used.
+    optimizer: str = "adam"
     #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
     #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
     #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
@@ -64,6 +80,10 @@ class DQNHyperParams:
         refuses, with the same line (a negative clipping norm would train by gradient ascent).
         """
         LOSSES.check(self.loss)
+        OPTIMIZERS.check(self.optimizer)
+        if self.optimizer != "adam" and self.adam_eps != DQNHyperParams.adam_eps:
+            raise ConfigError(f"dqn.adam_eps applies to optimizer adam, not {self.optimizer} (whose epsilon is "
+                              f"{RMSPROP_KWARGS['eps']}); leave it at its default")
         for name in ("batch_size", "train_freq", "learning_rate", "gradient_steps", "target_update_interval",
                      "adam_eps", "max_grad_norm"):
             check_positive(f"dqn.{name}", getattr(self, name))
@@ -76,6 +96,18 @@ class DQNHyperParams:
         if self.buffer_size is not None:
             check_positive("dqn.buffer_size", self.buffer_size)
         return self
+
+
+def optimizer_of(hp: DQNHyperParams) -> tuple[Callable[..., torch.optim.Optimizer], dict[str, Any]]:
+    """The optimiser class and its keyword arguments (all but the parameters and the learning rate) of ``hp``.
+
+    One definition for both engines: the SB3 path passes them as the policy's ``optimizer_class`` and
+    ``optimizer_kwargs``, the batched engine builds the class on its seed-stacked parameters (an elementwise
+    optimiser on a stacked tensor is exactly one optimiser per seed, see :mod:`moerl.rl.nets.batched`).
+    """
+    if hp.optimizer == "rmsprop":
+        return torch.optim.RMSprop, dict(RMSPROP_KWARGS)
+    return torch.optim.Adam, {"eps": hp.adam_eps}
 
 
 #: Replay capacity when neither the user nor a CRL schedule sets it (dopamine's).

@@ -20,7 +20,7 @@ task id and masks actions, as the SB3 policy's Q-network does with the same func
   ``target_update_interval`` env steps the target network is updated (polyak with ``tau``); every
   ``train_freq`` env steps, once past ``learning_starts``, ``gradient_steps`` updates: TD target from the
   target network's masked max, MSE or Huber loss plus ``aux_loss_coef`` times the routers' balancing loss,
-  Adam (eps ``adam_eps``) and gradient clipping at ``max_grad_norm``, *per seed*.
+  Adam (eps ``adam_eps``; or ``optimizer: rmsprop``) and gradient clipping at ``max_grad_norm``, *per seed*.
 
 Seed ``i`` starts from the very weights the SB3 path builds for seed ``i`` (tested), and its environment,
 exploration and minibatches draw from its own streams (:class:`~moerl.core.seed_streams.SeedStreams`), so a seed
@@ -53,7 +53,7 @@ from moerl.core.errors import ConfigError, check_positive
 from moerl.core.seed_streams import SeedStreams, splitmix64
 from moerl.core.seeding import api_seeds
 from moerl.core.threads import TRAINING_THREADS, torch_threads
-from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, td_loss, td_target, total_loss
+from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, optimizer_of, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.envs.batched import make_batched_suite
 from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
@@ -287,8 +287,9 @@ class BatchedDQN:
         # The reference engine's observation rules (rescaling, task id, action masks): one encoder for both.
         self.encoder = ObservationEncoder(layout, self.env.n_actions, self.network_config).to(self.device)
         in_features, n_actions = self.encoder.in_features, self.env.n_actions
-        self.q_net = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
-        self.q_net_target = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds)
+        grid = layout.grid_shape  # the conv torso's grid (None without one), as the SB3 policy reads it
+        self.q_net = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds, grid)
+        self.q_net_target = BatchedQNetwork.from_seeds(in_features, n_actions, self.network_config, self.seeds, grid)
         self.q_net.to(self.device)
         self.q_net_target.to(self.device).copy_from_(self.q_net)
         self.q_net_target.train(False)
@@ -296,7 +297,13 @@ class BatchedDQN:
         # optimiser time at 10 seeds on one CPU thread); the same arithmetic as the SB3 path's Adam up to
         # float rounding (the update-equivalence test bounds it).
         self.optimizer: torch.optim.Optimizer
-        if len({(hp.learning_rate, hp.adam_eps) for hp in hps}) == 1:
+        if self.hp.optimizer != "adam":  # dqn.optimizer (shared by the members): the SB3 path's, optimizer_of
+            if len({hp.learning_rate for hp in hps}) > 1:
+                raise ConfigError(f"members with learning rates of their own need dqn.optimizer adam, not "
+                                  f"{self.hp.optimizer}")
+            optimizer_class, optimizer_kwargs = optimizer_of(self.hp)
+            self.optimizer = optimizer_class(self.q_net.parameters(), lr=self.hp.learning_rate, **optimizer_kwargs)
+        elif len({(hp.learning_rate, hp.adam_eps) for hp in hps}) == 1:
             self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate,
                                               eps=self.hp.adam_eps, fused=True)
         else:  # members with their own learning rate or epsilon (a batch of one config keeps the fused Adam)

@@ -138,6 +138,13 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
+def has_grid(env_id: str) -> bool:
+    """Whether ``env_id``'s observations begin with a grid (a ``grid_shape`` attribute: the MinAtar suites),
+    known without making the env: what ``network.torso: conv`` needs, checked before a run starts."""
+    suite = _BY_ID.get(SHORT_NAMES.get(env_id, env_id))
+    return suite is not None and suite.family == MINATAR
+
+
 def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
     """Refuse env settings a training run would not honour, before anything runs.
 

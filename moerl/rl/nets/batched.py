@@ -5,7 +5,8 @@ are written once, in :mod:`moerl.nn`, and every layer there also runs with *seed
 leading dimension ``S`` on each weight; see :class:`~moerl.rl.nets.qnetwork.MoEQNetwork`). :class:`BatchedQNetwork`
 keeps an ordinary :class:`~moerl.rl.nets.qnetwork.MoEQNetwork` whose parameters have been replaced by stacked
 ones and calls it on ``(S, B, in)`` inputs: each linear layer is one batched matrix product over all seeds
-(and experts; see :class:`~moerl.nn.experts.BatchedLinear`), each reduction is taken per seed. Nothing is re-implemented: a change to a router or a
+(and experts; see :class:`~moerl.nn.experts.BatchedLinear`), the conv torso (``torso: conv``) one grouped
+convolution over all seeds (and experts; :func:`~moerl.nn.conv.grid_conv_relu`), each reduction is taken per seed. Nothing is re-implemented: a change to a router or a
 placement reaches the batched engine unchanged, and the tests check that the batched forward,
 gradients, balancing losses and metrics of seed ``i`` are those of the plain network holding seed
 ``i``'s weights (``tests/test_nn_batched.py``): equal up to float32 rounding, since a batched matmul and
@@ -147,13 +148,14 @@ class BatchedQNetwork(nn.Module):
             raise ValueError("BatchedQNetwork needs at least one network")
         first = networks[0]
         for k, other in enumerate(networks):
-            if (other.in_features, other.n_actions, other.config) != (first.in_features, first.n_actions, first.config):
-                raise ValueError(
-                    f"network {k} differs from network 0: ({other.in_features}, {other.n_actions}, {other.config}) "
-                    f"vs ({first.in_features}, {first.n_actions}, {first.config})"
-                )
+            mine = (other.in_features, other.n_actions, other.config, other.grid_shape)
+            theirs = (first.in_features, first.n_actions, first.config, first.grid_shape)
+            if mine != theirs:
+                raise ValueError(f"network {k} differs from network 0: {mine} vs {theirs}")
         self.config: QNetworkConfig = copy.deepcopy(first.config)
         self.in_features, self.n_actions = first.in_features, first.n_actions
+        #: The grid the features begin with (``torso: conv``), as :class:`MoEQNetwork` takes it.
+        self.grid_shape = first.grid_shape
         self.num_seeds = len(networks)
         self.net = self._skeleton()
         states = [dict(n.named_parameters()) for n in networks]
@@ -168,8 +170,9 @@ class BatchedQNetwork(nn.Module):
 
     @classmethod
     def from_seeds(cls, in_features: int, n_actions: int, config: QNetworkConfig,
-                   seeds: Sequence[int]) -> BatchedQNetwork:
-        """Seed ``i``'s weights: ``MoEQNetwork(in_features, n_actions, config)`` built inside ``seeded(seeds[i])``.
+                   seeds: Sequence[int], grid_shape: tuple[int, int, int] | None = None) -> BatchedQNetwork:
+        """Seed ``i``'s weights: ``MoEQNetwork(in_features, n_actions, config, grid_shape)`` built inside
+        ``seeded(seeds[i])``.
 
         The caller's random stream is left untouched.
         """
@@ -177,13 +180,13 @@ class BatchedQNetwork(nn.Module):
         networks = []
         for seed in seeds:
             with seeded(seed):
-                networks.append(MoEQNetwork(in_features, n_actions, copy.deepcopy(config)))
+                networks.append(MoEQNetwork(in_features, n_actions, copy.deepcopy(config), grid_shape))
         return cls(networks)
 
     def _skeleton(self) -> MoEQNetwork:
         """A plain network of this architecture with no storage (meta tensors) and no random draws."""
         with torch.device("meta"):
-            return MoEQNetwork(self.in_features, self.n_actions, copy.deepcopy(self.config))
+            return MoEQNetwork(self.in_features, self.n_actions, copy.deepcopy(self.config), self.grid_shape)
 
     # --- seeds in and out ---------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 moerl's task suites append a one-hot task id to the game's observation (``specs``: the task-id
 convention). :class:`ObsLayout` says where the parts are, the bounds that rescale the game part to
 [-1, 1] (dopamine's classic-control convention), and which actions each task allows (the mixed
-CartPole + MountainCar suite has an action that CartPole lacks). It is plain data, stored with the
-saved policy.
+CartPole + MountainCar suite has an action that CartPole lacks), and, for suites whose game part is a grid
+(MinAtar), the grid's shape, which the conv torso (``network.torso: conv``) reads. It is plain data, stored with
+the saved policy, so both engines (the SB3 policy and the batched engine) build the same network from it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class ObsLayout:
     #: numbers to CartPole's 4: one shared scale would squash MountainCar's +-0.07 velocity by +-5).
     task_low: tuple[tuple[float, ...], ...] | None = None
     task_high: tuple[tuple[float, ...], ...] | None = None
+    #: ``(H, W, C)`` when the game part is a grid flattened in (row, column, channel) order (``base_dim = H * W *
+    #: C``; the suite's ``grid_shape``, e.g. MinAtar's ``(10, 10, C)``); None for other observations. Read by the
+    #: conv torso; layouts saved before it existed load with None.
+    grid_shape: tuple[int, int, int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +53,8 @@ class ObsLayout:
                 d[key] = tuple(tuple(float(v) for v in row) for row in d[key])
         if d.get("valid_actions") is not None:
             d["valid_actions"] = tuple(tuple(bool(v) for v in row) for row in d["valid_actions"])
+        if d.get("grid_shape") is not None:
+            d["grid_shape"] = tuple(int(v) for v in d["grid_shape"])
         return cls(**d)
 
 
@@ -83,8 +90,14 @@ def layout_for_env(env: Any) -> ObsLayout:
         if not np.allclose(per_task, per_task[:1]):
             task_low = tuple(tuple(row) for row in per_task[:, 0].tolist())
             task_high = tuple(tuple(row) for row in per_task[:, 1].tolist())
+    grid = env_attr(env, "grid_shape")
+    grid_shape = None
+    if grid is not None:
+        grid_shape = (int(grid[0]), int(grid[1]), int(grid[2]))
+        if int(np.prod(grid_shape)) != base_dim:
+            raise ConfigError(f"the env's grid_shape {grid_shape} does not fill its {base_dim} observation features")
     return ObsLayout(base_dim, num_tasks, low, high, valid_actions, tuple(names) if names else (),
-                     task_low, task_high)
+                     task_low, task_high, grid_shape)
 
 
 def _default_bounds(env: Any, space: Any, base_dim: int):
@@ -104,9 +117,12 @@ def _default_bounds(env: Any, space: Any, base_dim: int):
 
 def check_layout_fits(network: Any, layout: ObsLayout, env_name: str) -> None:
     """Refuse (one line) a network the observation layout cannot feed: the ``hardcoded`` router routes by
-    task id, so it needs a task one-hot and one expert per task. Checked by every engine (the SB3 path's
-    :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`, the batched engine) before anything is trained."""
+    task id, so it needs a task one-hot and one expert per task; the conv torso reads a grid, so it needs a
+    suite with one. Checked by every engine (the SB3 path's :class:`~moerl.rl.sb3.moe_dqn.MoEDQN`, the batched
+    engine) before anything is trained."""
 
+    if getattr(network, "torso", "mlp") == "conv" and layout.grid_shape is None:
+        raise ConfigError(no_grid_message(env_name))
     if network.router != "hardcoded" or not network.uses_moe:
         return
     if layout.num_tasks == 0:
@@ -119,3 +135,9 @@ def check_layout_fits(network: Any, layout: ObsLayout, env_name: str) -> None:
             f"router 'hardcoded' needs one expert per task: env '{env_name}' has {layout.num_tasks} tasks "
             f"but --experts is {network.experts}"
         )
+
+
+def no_grid_message(env_name: str) -> str:
+    """The one line that refuses ``torso: conv`` on an env whose observations have no grid."""
+    return (f"network.torso 'conv' reads a grid, but env '{env_name}' has none (flat features); use a suite with "
+            "a grid (minatar-mtrl, minatar-crl) or torso 'mlp'")

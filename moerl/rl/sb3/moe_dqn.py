@@ -33,6 +33,7 @@ from moerl.rl.algos.dqn import (
     LOSSES,
     DQNHyperParams,
     default_capacity,
+    optimizer_of,
     td_loss,
     td_target,
     total_loss,
@@ -133,6 +134,8 @@ class MoEDQN(DQN):
     :param loss: TD loss, ``mse`` (dopamine) or ``huber`` (SB3).
     :param aux_loss_coef: weight of the router's balancing loss, when the network has one.
     :param adam_eps: Adam's epsilon, unless ``policy_kwargs["optimizer_kwargs"]`` sets it.
+    :param optimizer: ``adam`` or ``rmsprop`` (MinAtar's DQN's centered RMSprop), as the batched engine builds it
+        (:func:`~moerl.rl.algos.dqn.optimizer_of`), unless ``policy_kwargs["optimizer_class"]`` is given.
     :param metrics_interval: env steps between MoE metric computations (dormant neurons, router usage).
     """
 
@@ -171,6 +174,7 @@ class MoEDQN(DQN):
         loss: str = _D.loss,
         aux_loss_coef: float = _D.aux_loss_coef,
         adam_eps: float = _D.adam_eps,
+        optimizer: str = _D.optimizer,
         metrics_interval: int = 1000,
     ):
         arguments = dict(locals())  # the arguments as given, before anything below rebinds a name
@@ -183,7 +187,12 @@ class MoEDQN(DQN):
         self._last_metrics_step = -metrics_interval
         policy_kwargs = dict(policy_kwargs or {})
         optimizer_kwargs = dict(policy_kwargs.get("optimizer_kwargs") or {})
-        optimizer_kwargs.setdefault("eps", adam_eps)
+        # The optimiser both engines build (moerl.rl.algos.dqn.optimizer_of); what the caller passes wins.
+        optimizer_class, defaults = optimizer_of(DQNHyperParams(adam_eps=adam_eps, optimizer=optimizer))
+        for key, value in defaults.items():
+            optimizer_kwargs.setdefault(key, value)
+        if optimizer_class is not torch.optim.Adam:  # Adam is SB3's default: its models' kwargs stay as they were
+            policy_kwargs.setdefault("optimizer_class", optimizer_class)
         policy_kwargs["optimizer_kwargs"] = optimizer_kwargs
         super().__init__(
             policy, env, learning_rate=learning_rate, buffer_size=buffer_size or DEFAULT_BUFFER_SIZE,

@@ -70,7 +70,8 @@ class MoEQNet(QNetwork):
         n_actions = int(action_space.n)
         self.register_buffer("valid_actions", valid_action_table(self.layout, n_actions))
         in_dim = self.layout.base_dim + (self.layout.num_tasks if self.task_id_in_features else 0)
-        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config)
+        # The grid's shape (conv torso) comes from the layout, as on the batched engine.
+        self.q_net = MoEQNetwork(in_dim, n_actions, self.network_config, self.layout.grid_shape)
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(network input features, task ids or None) from a batch of observations."""
