@@ -23,8 +23,9 @@ from moerl.core.errors import ConfigError
 from moerl.core.seeding import seeded
 from moerl.nn import ForwardRecord, forward_metrics
 from moerl.nn.conv import GridSpec, GridTorso, grid_conv_relu
+from moerl.rl.engine.batched_dqn import BatchedDQN
 from moerl.rl.nets.batched import BatchedQNetwork
-from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder
+from moerl.rl.nets.encoder import MoENetworkConfig
 from moerl.rl.nets.obs_layout import ObsLayout, check_layout_fits, layout_for_env
 from moerl.rl.nets.qnetwork import MoEQNetwork, QNetworkConfig
 from moerl.runs.kinds import config_id
@@ -188,8 +189,7 @@ def test_gradients_reach_the_conv_of_every_seed_and_only_that_seeds(placement):
 @needs_minatar
 @pytest.mark.parametrize("placement", [PLACEMENTS[0], PLACEMENTS[5], PLACEMENTS[9]], ids=[ids[0], ids[5], ids[9]])
 def test_the_sb3_policy_and_the_batched_engine_build_the_same_network(placement):
-    """Seed s's SB3 policy and the batched engine's network (what BatchedDQN builds: the layout's grid, the
-    encoder's features) hold the same weights and give the same Q-values on the suite's observations, and a
+    """Seed s's SB3 policy and the batched engine's network (``BatchedDQN`` on the MinAtar suite) hold the same weights and give the same Q-values on the suite's observations, and a
     saved SB3 model reloads to the same network."""
     from moerl.rl.experiment import DQNRunConfig, build_model, validate
 
@@ -201,8 +201,8 @@ def test_the_sb3_policy_and_the_batched_engine_build_the_same_network(placement)
     for key, value in {**placement, "hidden": 64, "torso": "conv"}.items():
         setattr(cfg.network, key, value)
     net_cfg = validate(cfg).network
-    encoder = ObservationEncoder(layout, ACTIONS, net_cfg)
-    batched = BatchedQNetwork.from_seeds(encoder.in_features, ACTIONS, net_cfg, seeds, layout.grid_shape)
+    agent = BatchedDQN(env.unwrapped, seeds, net_cfg)  # the batched engine on the batched MinAtar suite
+    encoder, batched = agent.encoder, agent.q_net
     obs = []
     o, _ = env.reset(seed=0)
     for step in range(40):
