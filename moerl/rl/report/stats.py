@@ -64,11 +64,12 @@ def _pairwise(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
               func: Callable[[np.ndarray, np.ndarray], float]) -> dict[str, Interval]:
     from rliable import library as rly
 
-    if not pairs:
-        return {}
-    np.random.seed(SEED)
-    point, interval = rly.get_interval_estimates(dict(pairs), lambda x, y: np.array([func(x, y)]), reps=REPS)
-    return {k: (float(point[k][0]), float(interval[k][0, 0]), float(interval[k][1, 0])) for k in pairs}
+    out: dict[str, Interval] = {}
+    for name, pair in pairs.items():  # seeded per pair: a pair's CI never depends on which others are computed
+        np.random.seed(SEED)
+        point, interval = rly.get_interval_estimates({name: pair}, lambda x, y: np.array([func(x, y)]), reps=REPS)
+        out[name] = (float(point[name][0]), float(interval[name][0, 0]), float(interval[name][1, 0]))
+    return out
 
 
 def prob_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
