@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from moerl.core.seed_streams import SeedStreams
-from moerl.rl.envs.batched import BatchedTaskSuite, make_batched_suite
+from moerl.rl.envs.batched import BatchedTaskSuite
 from moerl.rl.envs.batched_minatar import ENV_STREAM, GAME_CLASSES, BatchedMinAtarSuite
+from moerl.rl.envs.batched_suites import make_batched_suite
 from moerl.rl.envs.minatar.games import GAMES
 
 pytest.importorskip("minatar")

@@ -106,6 +106,8 @@ def test_a_batched_model_records_the_runs_whole_dqn_section(tmp_path):
                 saved = model.policy.optimizer.param_groups[0]["eps"]
             elif field.name == "train_freq":
                 saved = model.train_freq.frequency
+            elif field.name == "optimizer":  # the optimiser the saved policy trains with
+                saved = "rmsprop" if isinstance(model.policy.optimizer, torch.optim.RMSprop) else "adam"
             else:
                 saved = getattr(model, field.name)
             assert saved == dqn[field.name], (run.name, field.name, saved, dqn[field.name])

@@ -297,7 +297,7 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys) -> N
 
 # ---------------------------------------------------------------- the reference path reads it
 @needs_minatar
-def test_moe_dqn_reads_the_suite_and_the_batched_engine_refuses_it() -> None:
+def test_moe_dqn_reads_the_suite_and_the_batched_engine_takes_its_spec() -> None:
     from moerl import MoEDQN
     from moerl.rl.batched_runs import suite_spec
     from moerl.rl.nets.obs_layout import layout_for_env
@@ -309,5 +309,5 @@ def test_moe_dqn_reads_the_suite_and_the_batched_engine_refuses_it() -> None:
                    policy_kwargs={"network": {"arch": "big", "router": "hardcoded", "experts": 3, "hidden": 16}})
     assert model.replay_buffer.observations.dtype == np.uint8
     model.learn(200)
-    with pytest.raises(ConfigError, match="--engine sb3"):
-        suite_spec("moerl/MinAtar-CRL-v0", {})
+    spec = suite_spec("moerl/MinAtar-CRL-v0", {})  # the batched engine reproduces the reference suite
+    assert isinstance(spec, MinAtarSuiteEnv) and spec.grid_shape == (10, 10, 6)

@@ -111,7 +111,7 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
     from moerl.rl.batched_runs import suite_spec
     from moerl.rl.config import engine_device, resolve_env
     from moerl.rl.engine.batched_dqn import BatchedDQN
-    from moerl.rl.envs.batched import make_batched_suite
+    from moerl.rl.envs.batched_suites import make_batched_suite
 
     first = configs[0]
     specs = [suite_spec(resolve_env(c.env), c.env_kwargs) for c in configs]

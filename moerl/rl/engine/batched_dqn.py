@@ -55,7 +55,7 @@ from moerl.core.seeding import api_seeds
 from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, optimizer_of, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
-from moerl.rl.envs.batched import make_batched_suite
+from moerl.rl.envs.batched_suites import make_batched_suite
 from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
 from moerl.rl.nets.member_adam import MemberAdam

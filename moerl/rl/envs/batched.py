@@ -96,19 +96,6 @@ def schedule_table(specs: Sequence[SuiteSpec], seeds: Sequence[int],
     return table.reshape(len(rows), width), np.asarray([len(row) for row in rows], dtype=np.int64)
 
 
-def make_batched_suite(suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
-                       device: str | torch.device = "cpu", fixed_tasks: Sequence[int] | None = None) -> Any:
-    """The batched suite of ``suite``'s kind: :class:`~moerl.rl.envs.batched_minatar.BatchedMinAtarSuite` for
-    MinAtar suites (specs with a ``grid_shape``), else :class:`BatchedTaskSuite`; same arguments, same
-    interface (what the batched engine reads)."""
-    first = suite[0] if isinstance(suite, Sequence) else suite
-    if getattr(first, "grid_shape", None) is not None:
-        from moerl.rl.envs.batched_minatar import BatchedMinAtarSuite  # imports the games only when needed
-
-        return BatchedMinAtarSuite(suite, seeds, device, fixed_tasks)
-    return BatchedTaskSuite(suite, seeds, device, fixed_tasks)
-
-
 #: What every member of one batch must share: the network reads the same observation and action layout.
 _SHARED = ("task_names", "task_onehot", "base_obs_dim")
 
