@@ -100,7 +100,57 @@ def schedule_table(specs: Sequence[SuiteSpec], seeds: Sequence[int],
 _SHARED = ("task_names", "task_onehot", "base_obs_dim")
 
 
-class BatchedTaskSuite:
+class SpecBatch:
+    """What every batched suite reads from its specs, once: one spec per environment, the keys the members
+    must share, and the suite-level facts (tasks, setting, sizes, bounds, fixed tasks) taken from the first.
+
+    Why a base class: the classic and the MinAtar batched suites read their specs the same way; only their
+    games differ.
+    """
+
+    def _read_specs(self, suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
+                    device: str | torch.device, fixed_tasks: Sequence[int] | None,
+                    shared: Sequence[str]) -> list[Any]:
+        """Set the suite-level attributes from ``suite`` (one spec, or one per seed) and return the specs;
+        ``ValueError`` when their number or a ``shared`` key disagrees, or a fixed task is out of range."""
+        self.device = torch.device(device)
+        self.seeds = [int(s) for s in seeds]
+        n = self.num_envs = len(self.seeds)
+        specs: list[Any] = list(suite) if isinstance(suite, Sequence) else [suite] * n
+        if len(specs) != n:
+            raise ValueError(f"one suite spec per environment: {len(specs)} specs for {n} seeds")
+        first = specs[0]
+        for key in shared:
+            if any(getattr(spec, key) != getattr(first, key) for spec in specs):
+                raise ValueError(f"the suites of one batch must share their {key}; got "
+                                 f"{sorted({str(getattr(spec, key)) for spec in specs})}")
+        self.specs = specs
+        self.task_names: tuple[str, ...] = first.task_names
+        self.num_tasks = first.num_tasks
+        #: The setting of the first spec (all of them when the batch is uniform); per env: :attr:`modes`.
+        self.mode = first.mode
+        self.modes = [spec.mode for spec in specs]
+        self.base_obs_dim = first.base_obs_dim
+        self.task_onehot = first.task_onehot
+        self.obs_dim = int(first.observation_space.shape[0])
+        self.n_actions = int(first.valid_actions.shape[1])
+        self.block_steps = first.block_steps
+        self.return_bounds = first.return_bounds
+        self.obs_bounds = first.obs_bounds
+        self.fixed_task = first.fixed_task
+        if fixed_tasks is None and any(spec.fixed_task is not None for spec in specs):
+            fixed_tasks = [-1 if spec.fixed_task is None else spec.fixed_task for spec in specs]
+        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(-1 <= k < self.num_tasks for k in fixed_tasks)):
+            raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
+                             f"got {list(fixed_tasks)}")
+        #: (N,) the task each environment keeps (-1: none, it follows its CRL schedule or MTRL draws), or None.
+        self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
+                                                                      device=self.device)
+        self.valid_actions = torch.as_tensor(first.valid_actions, device=self.device)
+        return specs
+
+
+class BatchedTaskSuite(SpecBatch):
     """N task suites, one per seed, stepped together (see the module docstring).
 
     Args:
@@ -116,44 +166,11 @@ class BatchedTaskSuite:
 
     def __init__(self, suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
                  device: str | torch.device = "cpu", fixed_tasks: Sequence[int] | None = None) -> None:
-        self.device = torch.device(device)
-        self.seeds = [int(s) for s in seeds]
-        n = self.num_envs = len(self.seeds)
-        specs = list(suite) if isinstance(suite, Sequence) else [suite] * n
-        if len(specs) != n:
-            raise ValueError(f"one suite spec per environment: {len(specs)} specs for {n} seeds")
-        first = specs[0]
-        for key in _SHARED:
-            if any(getattr(spec, key) != getattr(first, key) for spec in specs):
-                raise ValueError(f"the suites of one batch must share their {key}; got "
-                                 f"{sorted({str(getattr(spec, key)) for spec in specs})}")
-        dev, f64 = self.device, torch.float64
-        self.specs = specs
-        self.task_names = first.task_names
-        self.num_tasks = first.num_tasks
-        #: The setting of the first spec (all of them when the batch is uniform); per env: :attr:`modes`.
-        self.mode = first.mode
-        self.modes = [spec.mode for spec in specs]
-        self.base_obs_dim = first.base_obs_dim
-        self.task_onehot = first.task_onehot
-        self.obs_dim = int(first.observation_space.shape[0])
+        specs = self._read_specs(suite, seeds, device, fixed_tasks, _SHARED)
+        dev, f64, n = self.device, torch.float64, self.num_envs
         #: The observations' dtype (a replay buffer stores them so).
         self.obs_dtype = torch.float32
-        self.n_actions = int(first.valid_actions.shape[1])
-        self.block_steps = first.block_steps
-        self.return_bounds = first.return_bounds
-        self.obs_bounds = first.obs_bounds
-        self.fixed_task = first.fixed_task
-        if fixed_tasks is None and any(spec.fixed_task is not None for spec in specs):
-            fixed_tasks = [-1 if spec.fixed_task is None else spec.fixed_task for spec in specs]
-        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(-1 <= k < self.num_tasks for k in fixed_tasks)):
-            raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
-                             f"got {list(fixed_tasks)}")
-        #: (N,) the task each environment keeps (-1: none, it follows its CRL schedule or MTRL draws), or None.
-        self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
-                                                                      device=dev)
-        tasks = first.tasks
-        self.valid_actions = torch.as_tensor(first.valid_actions, device=dev)
+        tasks = specs[0].tasks
         self._n_valid = self.valid_actions.sum(1)
         self._game = torch.tensor([_GAME_IDS[t.game] for t in tasks], device=dev)
         #: The games the suite has: a suite of one game steps only that game's physics (static, no branch on data).

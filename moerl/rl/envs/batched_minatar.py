@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from moerl.core.seed_streams import SeedStreams
-from moerl.rl.envs.batched import BatchStep, schedule_table
+from moerl.rl.envs.batched import BatchStep, SpecBatch, schedule_table
 from moerl.rl.envs.minatar.asterix import Asterix
 from moerl.rl.envs.minatar.base import GRID, BatchedGame, State, where_state
 from moerl.rl.envs.minatar.breakout import Breakout
@@ -107,7 +107,7 @@ def _like(value: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
     return out.copy_(value)
 
 
-class BatchedMinAtarSuite:
+class BatchedMinAtarSuite(SpecBatch):
     """N MinAtar task suites, one per seed, stepped together (see the module docstring).
 
     Args:
@@ -129,50 +129,20 @@ class BatchedMinAtarSuite:
 
     def __init__(self, suite: SuiteSpec | Sequence[SuiteSpec], seeds: Sequence[int],
                  device: str | torch.device = "cpu", fixed_tasks: Sequence[int] | None = None) -> None:
-        self.device = dev = torch.device(device)
-        self.seeds = [int(s) for s in seeds]
-        n = self.num_envs = len(self.seeds)
-        specs: list[Any] = list(suite) if isinstance(suite, Sequence) else [suite] * n
-        if len(specs) != n:
-            raise ValueError(f"one suite spec per environment: {len(specs)} specs for {n} seeds")
+        specs = self._read_specs(suite, seeds, device, fixed_tasks, _SHARED)
         if any(getattr(spec, "grid_shape", None) is None for spec in specs):
             raise ValueError("BatchedMinAtarSuite runs the MinAtar suites (MinAtarSuiteEnv); for the classic "
                              "suites use BatchedTaskSuite")
-        first = specs[0]
-        for key in _SHARED:
-            if any(getattr(spec, key) != getattr(first, key) for spec in specs):
-                raise ValueError(f"the suites of one batch must share their {key}; got "
-                                 f"{sorted({str(getattr(spec, key)) for spec in specs})}")
-        self.specs = specs
-        self.task_names: tuple[str, ...] = first.task_names
-        self.num_tasks = first.num_tasks
-        self.mode = first.mode
-        self.modes = [spec.mode for spec in specs]
-        self.base_obs_dim = first.base_obs_dim
+        dev, n, first = self.device, self.num_envs, specs[0]
         self.grid_shape: tuple[int, ...] = tuple(first.grid_shape)
         self.num_channels = self.grid_shape[2]
-        self.task_onehot = first.task_onehot
-        self.obs_dim = int(first.observation_space.shape[0])
         #: The observations' dtype: bytes, as the reference suite's (a replay buffer stores them so).
         self.obs_dtype = torch.uint8
-        self.n_actions = int(first.valid_actions.shape[1])
-        self.block_steps = first.block_steps
-        self.return_bounds = first.return_bounds
-        self.obs_bounds = first.obs_bounds
-        self.fixed_task = first.fixed_task
         self.action_set = first.action_set
         self.ramping = bool(first.ramping)
-        if fixed_tasks is None and any(spec.fixed_task is not None for spec in specs):
-            fixed_tasks = [-1 if spec.fixed_task is None else spec.fixed_task for spec in specs]
-        if fixed_tasks is not None and (len(fixed_tasks) != n or not all(-1 <= k < self.num_tasks for k in fixed_tasks)):
-            raise ValueError(f"fixed_tasks: one task index in [0, {self.num_tasks}) per environment ({n}), "
-                             f"got {list(fixed_tasks)}")
-        self._fixed = None if fixed_tasks is None else torch.as_tensor(list(fixed_tasks), dtype=torch.int64,
-                                                                      device=dev)
 
         # The games (task t is game t) and how an agent's action becomes a game's (full-set) action.
         self.games: list[BatchedGame] = [GAME_CLASSES[name](self.ramping) for name in self.task_names]
-        self.valid_actions = torch.as_tensor(first.valid_actions, device=dev)
         self._n_valid = self.valid_actions.sum(1)
         for game, declared in zip(self.games, first.tasks, strict=True):  # the plain data and the games agree
             assert game.spec.minimal_actions == declared.minimal_actions, (game.spec.name, declared)
