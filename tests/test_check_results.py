@@ -75,6 +75,41 @@ def test_a_rerun_of_the_sweep_matches_the_block_and_a_changed_number_fails(tiny_
         readme.write_text(good)
 
 
+
+def test_a_docs_page_and_a_readme_summary_are_written_and_checked_from_one_rerun(tiny_study):
+    """The full block in a docs page and its one-screen summary in the README come from the same runs; with no
+    file named the check reads both, reruns the sweep once, and a changed number in the summary fails."""
+    readme, page = tiny_study / "README.md", tiny_study / "docs" / "results.md"
+    good = readme.read_text()
+    page.parent.mkdir()
+    try:
+        page.write_text("# Full\n\n<!-- results: tiny.yaml -->\n<!-- /results -->\n")
+        readme.write_text(good + "\n<!-- results: tiny.yaml summary -->\nold\n<!-- /results -->\n")
+        written = _check(tiny_study, "--write", "--runs", "runs/tiny")
+        assert written.returncode == 0, written.stdout + written.stderr
+        assert "wrote the block of tiny.yaml (summary) in README.md" in written.stdout
+        full, summary = page.read_text(), readme.read_text().rpartition("<!-- results: tiny.yaml summary -->")[2]
+        assert "##### Dormant neurons" in full and "##### Dormant neurons" not in summary
+        assert "   - " in full and "   - " not in summary  # the claims' comparisons stay on the docs page
+        aggregates = full.split("##### Aggregate scores", 1)[1]
+        table = [line for line in aggregates.splitlines() if line.startswith("| big/softmoe |")]
+        assert table[0] in summary and "#### cartpole-crl (crl)" in summary  # the aggregate scores, as in full
+        verdicts = [line for line in full.splitlines() if re.match(r"\d+\. \*\*", line)]
+        assert verdicts and all(line in summary for line in verdicts)
+
+        checked = _check(tiny_study)  # README.md and docs/*.md, one rerun of tiny.yaml for the three blocks
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.count("[check_results] rerunning tiny.yaml") == 1
+        assert checked.stdout.count("matches what its command produces") == 3
+
+        readme.write_text(readme.read_text().replace(table[0], table[0].replace("| big/softmoe | 2 |", "| big/softmoe | 3 |")))
+        changed = _check(tiny_study, "--runs", "runs/tiny", "README.md")
+        assert changed.returncode == 1 and "tiny.yaml (summary) in README.md: the block does NOT match" in changed.stdout
+    finally:
+        readme.write_text(good)
+        page.unlink(missing_ok=True)
+        page.parent.rmdir()
+
 def _first_interval_row(text: str) -> tuple[int, re.Match]:
     """Index of the first table row with an ``x [lo, hi]`` cell whose interval is not a point, and that cell."""
     for row, line in enumerate(text.splitlines(keepends=True)):
