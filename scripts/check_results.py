@@ -8,7 +8,7 @@ A results block in a Markdown file is delimited by two comments naming the sweep
     <!-- /results -->
 
 Its body is a digest of ``moerl report`` over the sweep's runs: per env and setting, the variants, the
-aggregate scores, the dormant-neuron and continual-metric tables, and the claims section; figures and the
+aggregate scores, the dormant-neuron, expert-specialisation and continual-metric tables, and the claims section; figures and the
 per-run table are left out. A block whose marker adds ``summary`` (``<!-- results: FILE summary -->``) holds
 one screen of it: the aggregate scores per env and setting and each claim's verdict, for the README; the full
 block lives in a ``docs/`` page. Both views are checked the same way, from one rerun of the sweep. Lines starting with ``> stack:`` name the commit and software stack the runs came
@@ -59,7 +59,7 @@ BLOCK = re.compile(r"<!-- results: (?P<sweep>\S+)(?: (?P<view>summary))? -->\n(?
 DEFAULT_FILES = ("README.md", "docs/*.md")
 STACK_PREFIX = "> stack:"
 #: Report subsections kept in the digest (the others only hold figures).
-KEPT_SUBSECTIONS = ("Aggregate scores", "Dormant neurons", "Continual metrics")
+KEPT_SUBSECTIONS = ("Aggregate scores", "Dormant neurons", "Expert usage per task", "Continual metrics")
 
 
 def digest(report_text: str, sweep_file: str, runs: str, view: str | None = None) -> str:

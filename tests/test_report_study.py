@@ -344,3 +344,22 @@ def test_the_new_files_leave_training_and_random_streams_untouched(tmp_path):
         agent.learn(600)
     sa, sb = a.q_net.state_dict(), b.q_net.state_dict()
     assert all(torch.equal(v, sb[k]) for k, v in sa.items())
+
+
+def test_task_specialisation_measures_how_task_specific_the_experts_are(big_wins):
+    """1 for one expert per task, 0 for the same mix everywhere, the mutual information in between, and the
+    report's table gives it per variant and layer over seeds."""
+    from moerl.rl.report.usage import task_specialisation
+
+    assert task_specialisation(np.eye(4)) == pytest.approx(1.0)
+    assert task_specialisation(np.full((4, 4), 0.25)) == pytest.approx(0.0, abs=1e-12)
+    assert task_specialisation(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])) == pytest.approx(1.0)
+    rows = np.full((4, 4), 0.1) + 0.6 * np.eye(4)  # the fixture's runs: 0.7 on the task's own expert
+    expected = (np.log(4) + (0.7 * np.log(0.7) + 3 * 0.1 * np.log(0.1))) / np.log(4)
+    assert task_specialisation(rows) == pytest.approx(expected)
+    with_gap = np.vstack([np.eye(3), np.full((1, 3), np.nan)])  # a task not evaluated is left out
+    assert task_specialisation(with_gap) == pytest.approx(1.0)
+    assert task_specialisation(np.ones((1, 4))) is None and task_specialisation(np.ones((4, 1))) is None
+    _, _, text = big_wins
+    row = next(line for line in text.splitlines() if line.startswith("| big/softmoe | big |"))
+    assert row == f"| big/softmoe | big | {len(HIGH)} | {expected:.3f} [{expected:.3f}, {expected:.3f}] |"

@@ -18,6 +18,7 @@ import numpy as np
 from moerl.rl.report import stats as stats
 from moerl.rl.report.data import DORMANT_KEY, Group
 from moerl.rl.report.study import EnvStudy
+from moerl.rl.report.usage import usage_table
 from moerl.runs.tables import slug
 
 DPI = 110
@@ -209,27 +210,6 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, out, f"{slug(study.title)}-dormant.png")
-
-
-def usage_table(group: Group) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    """``(tasks, {layer: tasks x experts})``: mean over seeds of the usage at each run's last evaluation."""
-    acc: dict[str, dict[tuple[str, int], list[float]]] = {}
-    for run in group.runs:
-        rows = run.usage_rows or []
-        if not rows:
-            continue
-        last = max(int(r["step"]) for r in rows)
-        for r in rows:
-            if int(r["step"]) == last:
-                acc.setdefault(r["layer"], {}).setdefault((r["task"], int(r["expert"])), []).append(float(r["usage"]))
-    if not acc:
-        return None
-    tasks = [t for t in group.tasks if any(t == k[0] for cells in acc.values() for k in cells)]
-    out = {}
-    for layer, cells in acc.items():
-        experts = 1 + max(e for _, e in cells)
-        out[layer] = np.array([[np.mean(cells.get((t, e), [np.nan])) for e in range(experts)] for t in tasks])
-    return tasks, out
 
 
 def usage_heatmap(study: EnvStudy, group: Group, out: Path) -> str | None:

@@ -206,6 +206,7 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
     routed = [g for g in study.groups if g.first.router is not None]
     if routed:
         lines += ["### Expert usage per task", ""]
+        lines += _specialisation_table(routed)
         for g in routed:
             if figures:
                 lines += [_image(files, f"usage {g.label}", f"{g.label} expert usage",
@@ -225,6 +226,29 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
                                     ("average performance", "forgetting", "forward transfer"))])
         lines += [table(["variant", "average performance", "forgetting (end of block)", "forward transfer"], rows), ""]
     return lines
+
+
+def _specialisation_table(groups: list[Any]) -> list[str]:
+    """Per routed variant and MoE layer: how task-specific the experts' usage is at the last evaluation
+    (:func:`~moerl.rl.report.usage.task_specialisation`), mean [min, max] over seeds."""
+    from moerl.rl.report.usage import last_usage, task_specialisation
+
+    rows = []
+    for g in groups:
+        per_layer: dict[str, list[float]] = {}
+        for run in g.runs:
+            for layer, usage in last_usage(run, list(g.tasks)).items():
+                value = task_specialisation(usage)
+                if value is not None:
+                    per_layer.setdefault(layer, []).append(value)
+        rows += [[g.label, layer, str(len(values)), _mean_range(values)] for layer, values in sorted(per_layer.items())]
+    if not rows:
+        return []
+    return ["Task specialisation of the experts at the last evaluation: the mutual information between the "
+            "evaluated task and the expert its inputs are routed to, over its maximum log(min(tasks, experts)); "
+            "1 = each task has experts of its own (hardcoded, by construction, with one expert per task), "
+            "0 = every task uses the experts alike. Mean [min, max] over seeds.", "",
+            table(["variant", "layer", "seeds", "task specialisation"], rows), ""]
 
 
 def _mean_range(values: list[float]) -> str:
