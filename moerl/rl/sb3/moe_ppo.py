@@ -184,8 +184,8 @@ class MoEPPO(PPO):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         progress = self._current_progress_remaining
-        clip_range = float(self.clip_range(progress))
-        clip_range_vf = None if self.clip_range_vf is None else float(self.clip_range_vf(progress))
+        clip_range = float(self.clip_range(progress))  # type: ignore[operator]  # a schedule once set up
+        clip_range_vf = None if self.clip_range_vf is None else float(self.clip_range_vf(progress))  # type: ignore[operator]
         net = self.policy.ac
         use_aux = self.aux_loss_coef > 0 and net.actor.config.uses_moe and net.actor.config.balance_loss != "none"
         want_metrics = self.num_timesteps - self._last_metrics_step >= self.metrics_interval

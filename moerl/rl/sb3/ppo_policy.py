@@ -64,7 +64,7 @@ class MoEActorCriticPolicy(ActorCriticPolicy):
         kw = self.moe_kwargs
         self.ac = MoEActorCritic(ObsLayout.from_dict(kw["obs_layout"]), int(self.action_space.n),
                                  network_config(kw["network"]), shared=kw["shared"])
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     # --- what PPO calls ---------------------------------------------------------------------------
     def _obs(self, obs: PyTorchObs) -> torch.Tensor:
