@@ -6,6 +6,8 @@ Real SB3 objects (its ``RolloutBuffer``, its ``PPO.train``) and real moerl envs 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -349,3 +351,25 @@ def test_short_learn_on_cartpole_mtrl(network):
 def test_moeppo_refuses_sb3_policies():
     with pytest.raises(ConfigError, match="unknown policy 'MlpPolicy' for MoEPPO"):
         MoEPPO("MlpPolicy", CARTPOLE)
+
+
+PURE = """
+import sys, torch
+from moerl.rl.algos.ppo import gae, ppo_loss
+from moerl.rl.nets.actor_critic import MoEActorCritic
+from moerl.rl.nets.encoder import MoENetworkConfig
+from moerl.rl.nets.obs_layout import ObsLayout
+net = MoEActorCritic(ObsLayout(4, 2), 2, MoENetworkConfig(arch="big", router="softmoe"))
+logits, values = net(torch.randn(8, 6))
+adv, ret = gae(torch.randn(5, 1, 8), torch.randn(5, 1, 8), torch.zeros(5, 1, 8), torch.randn(1, 8), 0.99, 0.95)
+x = torch.zeros(1, 8)
+loss, _ = ppo_loss(x, x, adv[0], values[None], x, ret[0], x, clip_range=0.2, ent_coef=0.0, vf_coef=0.5)
+loss.sum().backward()
+print("stable_baselines3" in sys.modules)
+"""
+
+
+def test_the_pure_torch_side_runs_without_stable_baselines3():
+    """What the batched engine will call (GAE, the loss, the network) loads no SB3."""
+    out = subprocess.run([sys.executable, "-c", PURE], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
