@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Logger
 import moerl  # noqa: F401  (registers the envs)
 from moerl.core.errors import ConfigError
 from moerl.rl.algos.ppo import PPOHyperParams, gae, ppo_loss
+from moerl.rl.evaluation import evaluate_tasks, task_env_factories
 from moerl.rl.nets.actor_critic import MoEActorCritic
 from moerl.rl.nets.encoder import MoENetworkConfig
 from moerl.rl.nets.obs_layout import layout_for_env
@@ -348,9 +349,22 @@ def test_short_learn_on_cartpole_mtrl(network):
         assert "moe/actor/router/big/entropy" in tags and "moe/critic/router/big/entropy" in tags
 
 
-def test_moeppo_refuses_sb3_policies():
+def test_moeppo_refuses_sb3_policies_and_ignored_arguments():
     with pytest.raises(ConfigError, match="unknown policy 'MlpPolicy' for MoEPPO"):
         MoEPPO("MlpPolicy", CARTPOLE)
+    with pytest.raises(ConfigError, match="n_envs applies when env is an id"):
+        MoEPPO(env=gym.make(CARTPOLE), n_envs=8)
+    with pytest.raises(ConfigError, match="batch_size or n_minibatches, not both"):
+        MoEPPO(env=CARTPOLE, batch_size=64, n_minibatches=8)
+    assert MoEPPO(env=CARTPOLE, n_envs=2, n_minibatches=8).batch_size == 2 * 128 // 8
+
+
+def test_per_task_greedy_evaluation_reads_a_moeppo_model():
+    model = MoEPPO(env=CARTPOLE, n_steps=32, seed=0)
+    model.learn(128)
+    names = layout_for_env(gym.make(CARTPOLE)).task_names
+    results = evaluate_tasks(model, task_env_factories(CARTPOLE, {}, names), n_episodes=1, seed=0)
+    assert [r.task for r in results] == list(names)
 
 
 PURE = """

@@ -53,6 +53,12 @@ def check_arguments(arguments: dict[str, Any]) -> None:
     from_dict(PPOHyperParams, values, "ppo.").validate()
     if arguments["batch_size"] is not None:
         check_positive("ppo.batch_size", arguments["batch_size"])
+        if arguments["n_minibatches"] != _D.n_minibatches:
+            raise ConfigError("give batch_size or n_minibatches, not both (n_minibatches sets batch_size to "
+                              "n_envs x n_steps / n_minibatches)")
+    if arguments["n_envs"] != _D.n_envs and not isinstance(arguments["env"], str):
+        raise ConfigError("n_envs applies when env is an id (MoEPPO builds the environments); this env brings its "
+                          "own number of environments")
     check_positive("logging.metrics_interval", arguments["metrics_interval"])
     if arguments["seed"] is not None:
         check_seed(arguments["seed"])
@@ -85,7 +91,9 @@ class MoEPPO(PPO):
         absent), ``shared``, ``optimizer_kwargs``.
     :param n_envs: environments built when ``env`` is an id (ignored otherwise).
     :param n_minibatches: minibatches per pass over a rollout, when ``batch_size`` is None.
-    :param anneal_lr: anneal a constant ``learning_rate`` linearly to 0 over the run (PureJaxRL's ``ANNEAL_LR``).
+    :param anneal_lr: anneal a constant ``learning_rate`` linearly to 0 over the run (PureJaxRL's ``ANNEAL_LR``), on
+        SB3's progress: SB3 updates its progress after collecting a rollout, so the first update already runs at
+        ``lr * (1 - 1 / updates)`` where PureJaxRL's runs at ``lr``.
     :param adam_eps: Adam's epsilon, unless ``policy_kwargs["optimizer_kwargs"]`` sets it.
     :param value_clip: ``sb3`` or ``max`` (:data:`~moerl.rl.algos.ppo.VALUE_CLIPS`), when ``clip_range_vf`` is set.
     :param aux_loss_coef: weight of the routers' balancing loss, when the network has one.
