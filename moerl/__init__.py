@@ -5,7 +5,8 @@ import DQN``), for the three research lines:
 
 * MoE value networks in multi-task and continual RL: :class:`MoEDQN`, :class:`MoEDQNPolicy`,
   :class:`MoENetworkConfig`, :class:`DQNHyperParams`, :func:`evaluate_tasks`, :class:`TaskSuiteEnv`, and
-  the batched engine (many seeds at once): :class:`BatchedDQN`, :class:`BatchedTaskSuite`;
+  the batched engine (many seeds at once): :class:`BatchedDQN`, :class:`BatchedTaskSuite`; MoE actor-critics
+  trained by PPO: :class:`MoEPPO`, :class:`MoEActorCriticPolicy`, :class:`PPOHyperParams`;
 * routing networks: :class:`RoutingLearner`, :class:`LearnerConfig`, :func:`make_router`,
   :func:`build_mtl_dataset`;
 * masked-expert vision models: :class:`MaskedExpertLearner`, :class:`PackNetLearner`,
@@ -38,6 +39,10 @@ _EXPORTS = {
     "TaskSuiteEnv": "moerl.rl.envs.suite",
     "BatchedDQN": "moerl.rl.engine.batched_dqn",
     "BatchedTaskSuite": "moerl.rl.envs.batched",
+    # MoE PPO (issue 26; the algorithm arXiv 2406.18420 ran)
+    "MoEPPO": "moerl.rl.sb3.moe_ppo",
+    "PPOHyperParams": "moerl.rl.algos.ppo",
+    "MoEActorCriticPolicy": "moerl.rl.sb3.ppo_policy",
     # routing networks (seed 002)
     "RoutingLearner": "moerl.routing.trainer",
     "LearnerConfig": "moerl.routing.trainer",
@@ -69,13 +74,16 @@ if TYPE_CHECKING:
     from moerl.masked.packnet import PackNetLearner  # noqa: F401
     from moerl.masked.suites import build_suite as build_vision_suite  # noqa: F401
     from moerl.rl.algos.dqn import DQNHyperParams  # noqa: F401
+    from moerl.rl.algos.ppo import PPOHyperParams  # noqa: F401
     from moerl.rl.engine.batched_dqn import BatchedDQN  # noqa: F401
     from moerl.rl.envs.batched import BatchedTaskSuite  # noqa: F401
     from moerl.rl.envs.suite import TaskSuiteEnv  # noqa: F401
     from moerl.rl.evaluation import evaluate_tasks  # noqa: F401
     from moerl.rl.nets.encoder import MoENetworkConfig  # noqa: F401
     from moerl.rl.sb3.moe_dqn import MoEDQN  # noqa: F401
+    from moerl.rl.sb3.moe_ppo import MoEPPO  # noqa: F401
     from moerl.rl.sb3.policy import MoEDQNPolicy  # noqa: F401
+    from moerl.rl.sb3.ppo_policy import MoEActorCriticPolicy  # noqa: F401
     from moerl.routing.data import build as build_mtl_dataset  # noqa: F401
     from moerl.routing.policies import make_router  # noqa: F401
     from moerl.routing.trainer import LearnerConfig, RoutingLearner  # noqa: F401
