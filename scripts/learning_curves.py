@@ -1,12 +1,20 @@
 """How fast does DQN learn each task alone? A table from single-task runs, to choose CRL block lengths.
 
     python scripts/learning_curves.py runs/mountaincar-budget [--at 10000,25000,50000,100000]
+        [--metric normalized|return|train] [--window 10000]
 
 For every run below the folders whose config pins one task (``env_kwargs.fixed_task``), the greedy
 normalised return on *that* task at the given steps (the eval.csv row at the largest evaluated step not
 after it), grouped by variant (arch/router) and task: median and [min, max] over seeds, and the first evaluated step at which the
 median reaches 90% of its best value over the run. A block shorter than that step ends before DQN has
 learned the task alone, so what the continual agent "forgets" would be a task it never learned.
+
+``--metric`` picks what is read: ``normalized`` (the default: greedy normalised return, eval.csv), ``return``
+(the greedy return itself, eval.csv: what published anchors in a game's own units compare with) or ``train``
+(the *training* episodes' return, what MinAtar's and gymnax's published curves plot: the run's TensorBoard
+``train/return/<task>`` points, each the mean return of the episodes finished since the previous point, averaged
+over the points in the ``--window`` env steps up to the step read; with exploration on, so below the greedy
+return when the policy is good).
 
 Why a script and not ``moerl report``: the report aggregates final scores and draws the curves; this table
 reads the curves at chosen steps, which only the budget question needs.
@@ -16,14 +24,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 LEVEL = 0.9
+METRICS = ("normalized", "return", "train")
 
 
-def single_task_runs(folders: list[str]) -> dict[tuple[str, str], list[dict[int, float]]]:
-    """(variant, task name) -> per run, {step: normalised return on that task}; variant: ``arch[/router]``.
+def train_curve(tb_dir: Path, task: str, window: int) -> dict[int, float]:
+    """{step: mean of the ``train/return/<task>`` points in (step - window, step]} at every logged step."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(tb_dir), size_guidance={SCALARS: 0})  # 0: keep every point
+    events.Reload()
+    tag = f"train/return/{task}"
+    if tag not in events.Tags()["scalars"]:
+        return {}
+    points = sorted((e.step, e.value) for e in events.Scalars(tag))
+    steps = np.array([p[0] for p in points])
+    values = np.array([p[1] for p in points])
+    return {int(s): float(values[(steps > s - window) & (steps <= s)].mean()) for s in steps}
+
+
+def single_task_runs(folders: list[str], metric: str = "normalized",
+                     window: int = 10000) -> dict[tuple[str, str], list[dict[int, float]]]:
+    """(variant, task name) -> per run, {step: ``metric`` on that task}; variant: ``arch[/router]``.
     Runs are found and read by ``moerl report``'s loader."""
     from moerl.core.errors import ConfigError
     from moerl.rl.report.data import load_runs
@@ -39,14 +65,22 @@ def single_task_runs(folders: list[str]) -> dict[tuple[str, str], list[dict[int,
             continue
         tasks = list(run.results["final_eval"])
         task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
-        curve = {int(r["step"]): float(r["normalized"]) for r in run.eval_rows if r["task"] == task}
+        if metric == "train":
+            curve = train_curve(run.path / "tb", task, window)
+        else:
+            column = "normalized" if metric == "normalized" else "mean_return"
+            curve = {int(r["step"]): float(r[column]) for r in run.eval_rows if r["task"] == task}
+        if not curve:
+            continue
         variant = run.arch if run.router is None else f"{run.arch}/{run.router}"
         out.setdefault((variant, task), []).append(curve)
     return out
 
 
 def value_at(curve: dict[int, float], step: int) -> float:
-    return curve[max(s for s in curve if s <= step)]
+    """The curve at the largest step not after ``step`` (NaN when the curve starts later)."""
+    before = [s for s in curve if s <= step]
+    return curve[max(before)] if before else float("nan")
 
 
 def table(curves: dict[tuple[str, str], list[dict[int, float]]], at: list[int]) -> str:
@@ -57,11 +91,14 @@ def table(curves: dict[tuple[str, str], list[dict[int, float]]], at: list[int]) 
         cells = []
         for step in at:
             v = np.array([value_at(c, step) for c in runs])
-            cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]")
-        steps = sorted(set.intersection(*(set(c) for c in runs)))
-        median = np.array([np.median([c[s] for c in runs]) for s in steps])
-        reached = next(s for s, m in zip(steps, median, strict=True) if m >= LEVEL * median.max())
-        rows.append([variant, task, str(len(runs)), *cells, f"{reached:,} (best median {median.max():.2f})"])
+            v = v[np.isfinite(v)]
+            cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" if len(v) else "-")
+        steps = sorted(set().union(*(set(c) for c in runs)))
+        with np.errstate(all="ignore"):
+            median = np.array([np.nanmedian([value_at(c, s) for c in runs]) for s in steps])
+        best = np.nanmax(median)
+        reached = next(s for s, m in zip(steps, median, strict=True) if m >= LEVEL * best)
+        rows.append([variant, task, str(len(runs)), *cells, f"{reached:,} (best median {best:.2f})"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
@@ -70,13 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--at", default="10000,25000,50000,100000", help="steps to read the curves at")
+    parser.add_argument("--metric", default="normalized", choices=METRICS, help="what the table reads (see above)")
+    parser.add_argument("--window", type=int, default=10000, help="env steps averaged for --metric train")
     args = parser.parse_args(argv)
     try:
         at = [int(s) for s in args.at.split(",")]
     except ValueError:
         print(f"learning_curves: --at '{args.at}' is not a comma-separated list of steps", file=sys.stderr)
         return 2
-    curves = single_task_runs(args.folders)
+    if args.window <= 0:
+        print(f"learning_curves: --window must be a positive number of steps, got {args.window}", file=sys.stderr)
+        return 2
+    curves = single_task_runs(args.folders, args.metric, args.window)
     if not curves:
         print(f"learning_curves: no single-task runs (env_kwargs.fixed_task) below {', '.join(args.folders)}",
               file=sys.stderr)

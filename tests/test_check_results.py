@@ -223,3 +223,42 @@ def test_learning_curves_reads_each_single_task_run_on_its_own_task(tiny_study):
     bad = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--at", "x"], cwd=tiny_study,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--at 'x'" in bad.stderr
+
+
+def test_learning_curves_reads_raw_and_training_returns(tiny_study):
+    """``--metric return`` reads eval.csv's greedy return, ``--metric train`` the TensorBoard training returns
+    of the task, averaged over the window before the step read."""
+    import csv
+
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    def table(*args: str) -> dict[tuple[str, str], str]:
+        done = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--at", "300", *args], cwd=tiny_study,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return {tuple(c.strip() for c in line.split("|")[1:3]): line for line in done.stdout.splitlines()[2:]}
+
+    runs = [run for run in sorted((tiny_study / "runs" / "tiny").glob("*_dense-*"))
+            if "fixed_task" in (run / "config.yaml").read_text()]
+    raw = []
+    for run in runs:
+        with open(run / "eval.csv", newline="") as f:
+            raw += [float(r["mean_return"]) for r in csv.DictReader(f)
+                    if r["task"] == "cartpole-longheavy" and r["step"] == "300"]
+    v = np.array(raw)
+    assert f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" in table("--metric", "return")[("dense", "cartpole-longheavy")]
+
+    trained = []
+    for run in runs:
+        events = EventAccumulator(str(run / "tb"), size_guidance={SCALARS: 0})
+        events.Reload()
+        points = [(e.step, e.value) for e in events.Scalars("train/return/cartpole-longheavy")]
+        at = max(step for step, _ in points if step <= 300)
+        trained.append(np.mean([value for step, value in points if at - 200 < step <= at]))
+    v = np.array(trained)
+    row = table("--metric", "train", "--window", "200")[("dense", "cartpole-longheavy")]
+    assert f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" in row
+    bad = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--window", "0"], cwd=tiny_study,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--window must be a positive" in bad.stderr
