@@ -262,3 +262,39 @@ def test_learning_curves_reads_raw_and_training_returns(tiny_study):
     bad = subprocess.run([sys.executable, str(CURVES), "runs/tiny", "--window", "0"], cwd=tiny_study,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--window must be a positive" in bad.stderr
+
+
+def test_study_cost_reads_each_batch_once(tiny_study):
+    """scripts/study_cost.py: a batch's time is its members' largest train_seconds, counted once, spread over
+    its env steps; a batch with a member not finished is left out."""
+    import json
+    import shutil
+
+    script = SCRIPT.with_name("study_cost.py")
+    runs = sorted((tiny_study / "runs" / "tiny").glob("*_s*"))
+    by_leader: dict[str, list[dict]] = {}
+    for run in runs:
+        leader = json.loads((run / "status.json").read_text()).get("batch", {}).get("leader", run.name)
+        by_leader.setdefault(leader, []).append(json.loads((run / "results.json").read_text()))
+    seconds = sum(max(r["train_seconds"] for r in rs) for rs in by_leader.values())
+    steps = sum(r["timesteps"] for rs in by_leader.values() for r in rs)
+    done = subprocess.run([sys.executable, str(script), "runs/tiny"], cwd=tiny_study, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"All: {len(by_leader)} batches, {steps:,} member env steps, {seconds / 3600:.2f} core hours." in done.stdout
+    dense = [r for rs in by_leader.values() for r in rs if r["arch"] == "dense"]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| dense |"))
+    assert f"| {sum(r['timesteps'] for r in dense):,} |" in row and f"| {dense[0]['parameters']:,} |" in row
+
+    copy = tiny_study / "runs" / "partial"
+    shutil.copytree(tiny_study / "runs" / "tiny", copy)
+    try:
+        member = next(run for run in sorted(copy.glob("*_s*")) if "batch" in (run / "status.json").read_text())
+        shutil.rmtree(member)  # one member gone: its batch is no longer complete
+        done = subprocess.run([sys.executable, str(script), "runs/partial"], cwd=tiny_study, capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and "1 batch(es) left out" in done.stdout
+        assert f"All: {len(by_leader) - 1} batches" in done.stdout
+    finally:
+        shutil.rmtree(copy)
+    bad = subprocess.run([sys.executable, str(script), "nowhere"], cwd=tiny_study, capture_output=True, text=True)
+    assert bad.returncode == 2 and "'nowhere' does not exist" in bad.stderr
