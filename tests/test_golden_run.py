@@ -1,0 +1,77 @@
+"""The golden run (scripts/golden_run.py): the study's engine still computes what the study computed.
+
+On the kind of CPU the record was made on, every run must match bit for bit; on another, the warm-up episodes
+exactly and the first losses within float32 tolerance. A mismatch names the results computed with the old
+numerics (the record's ``results``), so a change that moves numerics says which results predate it."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "golden_run.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("golden_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+golden = _script()
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return golden.run_all()
+
+
+def test_the_engine_computes_what_the_record_holds(runs):
+    record = json.loads(golden.RECORD.read_text())
+    assert set(runs) == {f"{s}:{v}" for s in golden.SUITES for v in golden.VARIANTS}  # every study variant
+    same_cpu = record["cpu"] == golden.cpu_kind()
+    assert golden.differences(record["runs"], runs, same_cpu) == [], (
+        "the study's numerics moved; results computed with the recorded numerics: " + "; ".join(record["results"])
+        + ". Rerun them or say which predate the change, then: python scripts/golden_run.py --write")
+    for run in runs.values():  # the record has something to compare: warm-up episodes and updates happened
+        assert run["warmup"] and len(run["first_losses"]) == golden.FIRST_UPDATES
+
+
+def test_a_moved_number_is_caught(runs):
+    """Fault injection: each part of a run, changed, is reported; the digest only on the recorded CPU."""
+    key = "cartpole-crl:big/softmoe"
+    moved = copy.deepcopy(runs)
+    moved[key]["digest"] = "0" * 16
+    assert golden.differences(runs, moved, same_cpu=True) == [
+        f"{key}: the run's digest {'0' * 16} differs from the record's {runs[key]['digest']}"]
+    assert golden.differences(runs, moved, same_cpu=False) == []  # another CPU: the digest is not compared
+    moved = copy.deepcopy(runs)
+    moved[key]["first_losses"][0][1] *= 1 + 10 * golden.RTOL
+    (problem,) = golden.differences(runs, moved, same_cpu=False)
+    assert "first losses" in problem
+    moved[key]["first_losses"][0][1] = runs[key]["first_losses"][0][1] * (1 + golden.RTOL / 10)  # rounding
+    assert golden.differences(runs, moved, same_cpu=False) == []
+    moved = copy.deepcopy(runs)
+    moved[key]["warmup"][0][2] += 1
+    assert "warm-up episodes differ" in golden.differences(runs, moved, same_cpu=False)[0]
+    moved = copy.deepcopy(runs)
+    moved[key]["init"] = "f" * 16
+    assert golden.differences(runs, moved, same_cpu=False) == []
+    assert "initial weights differ" in golden.differences(runs, moved, same_cpu=True)[0]
+
+
+def test_the_command_reports_and_names_the_results_that_predate(runs, tmp_path, capsys):
+    record = json.loads(golden.RECORD.read_text())
+    record["runs"]["mountaincar-crl:dense"]["warmup"] = []  # a record the engine no longer matches
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    assert golden.main(["--record", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "the study's numerics moved" in out and "mountaincar-crl:dense: the warm-up episodes differ" in out
+    assert record["results"][0] in out
+    assert golden.main(["--record", str(tmp_path / "missing.json")]) == 2
