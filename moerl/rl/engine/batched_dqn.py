@@ -56,6 +56,7 @@ from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, optimizer_of, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
 from moerl.rl.engine.greedy_eval import GreedyEvaluation
+from moerl.rl.engine.members import check_distinct_members, check_member_settings
 from moerl.rl.engine.seed_adam import seed_adam
 from moerl.rl.engine.suite_input import suite_of
 from moerl.rl.envs.batched_suites import make_batched_suite
@@ -117,30 +118,8 @@ def _exploration(hp: DQNHyperParams) -> tuple[float, float, float]:
 
 
 def check_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], num_seeds: int) -> list[DQNHyperParams]:
-    """One suite spec and one :class:`DQNHyperParams` per member, agreeing on every setting outside
-    :data:`PER_MEMBER` (members share the network shape and the step structure); else the one-line
-    :class:`ConfigError` naming the setting."""
-    if len(specs) != num_seeds or len(hps) != num_seeds:
-        raise ConfigError(f"one suite and one dqn config per member: {len(specs)} suites and {len(hps)} configs "
-                         f"for {num_seeds} seeds")
-    for key in DQNHyperParams.__dataclass_fields__:
-        values = {repr(getattr(hp, key)) for hp in hps}
-        if key not in PER_MEMBER and len(values) > 1:
-            raise ConfigError(f"the members of one batch must share dqn.{key} (got {', '.join(sorted(values))}); "
-                              f"members may differ in {', '.join('dqn.' + k for k in PER_MEMBER)}")
-    return hps
-
-
-def check_distinct_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], seeds: list[int]) -> None:
-    """No two members of a batch may be the same run: the same seed with the same settings."""
-    seen: set[tuple[Any, ...]] = set()
-    for spec, hp, seed in zip(specs, hps, seeds, strict=True):
-        key = (seed, spec.mode, str(spec.order), spec.block_steps, spec.cycles, spec.fixed_task,
-               tuple(spec.task_probs), tuple(spec.episode_limits), repr(hp))
-        if key in seen:
-            raise ConfigError(f"two members of one batch are the same run (seed {seed}, the same settings); "
-                              "a seed repeats only across members of different configs")
-        seen.add(key)
+    """:func:`~moerl.rl.engine.members.check_member_settings` for DQN's :data:`PER_MEMBER`."""
+    return check_member_settings(specs, hps, num_seeds, PER_MEMBER, "dqn")
 
 
 class UpdateLoss(nn.Module):
