@@ -294,16 +294,21 @@ class BatchedPPO(GreedyEvaluation):
         return self.greedy_actions(torch.as_tensor(obs, device=self.device))
 
     # ------------------------------------------------------------------ the loop
-    def learn(self, total_timesteps: int, *, threads: int | None = TRAINING_THREADS) -> BatchedPPO:
-        """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (whole rollouts, as SB3; the
-        anneal runs over ``total_timesteps``), then gather the log (the boundary). ``threads``: torch threads
-        while it runs (one by default, as ``moerl train``; None keeps the caller's)."""
+    def learn(self, total_timesteps: int, schedule_timesteps: int | None = None, *,
+              threads: int | None = TRAINING_THREADS) -> BatchedPPO:
+        """Train every seed until ``num_timesteps`` reaches ``total_timesteps`` (whole rollouts, as SB3),
+        then gather the log (the boundary).
+
+        ``schedule_timesteps``: the run's total when it is trained in chunks (the learning-rate anneal
+        follows the run); default ``total_timesteps``. ``threads``: torch threads while it runs (one by
+        default, as ``moerl train``; None keeps the caller's).
+        """
         with torch_threads(threads):
-            self.advance(total_timesteps)
+            self.advance(total_timesteps, schedule_timesteps)
             self.sync_log()
         return self
 
-    def advance(self, total_timesteps: int) -> BatchedPPO:
+    def advance(self, total_timesteps: int, schedule_timesteps: int | None = None) -> BatchedPPO:
         """:meth:`learn` without its boundary: rollouts and updates that never read a device value on the host."""
         check_positive("total_timesteps", total_timesteps)
         if self._obs is None:
@@ -311,7 +316,7 @@ class BatchedPPO(GreedyEvaluation):
         self._stop = False
         while self.num_timesteps < total_timesteps and not self._stop:
             rollout = self.collect()
-            self.update(rollout, total_timesteps)
+            self.update(rollout, schedule_timesteps or total_timesteps)
         return self
 
     def _task(self) -> torch.Tensor | None:
