@@ -55,6 +55,7 @@ from moerl.core.seeding import api_seeds
 from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, optimizer_of, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
+from moerl.rl.engine.episode_log import ended_episodes
 from moerl.rl.engine.greedy_eval import GreedyEvaluation
 from moerl.rl.engine.members import check_distinct_members, check_member_settings
 from moerl.rl.engine.seed_adam import seed_adam
@@ -501,16 +502,7 @@ class BatchedDQN(GreedyEvaluation):
             self.log.aux_loss.extend(torch.stack(pending.aux_loss).cpu().numpy())
         for step, metrics in pending.metrics:
             self.log.metrics.append((step, {k: v.cpu().numpy() for k, v in metrics.items()}))
-        if pending.episodes:
-            steps, done, task, ret, length = zip(*pending.episodes, strict=True)
-            done_np = torch.stack(done).cpu().numpy()
-            ended = np.flatnonzero(done_np.any(1))
-            if len(ended):
-                rows = torch.as_tensor(ended, device=self.device)
-                task_np, ret_np, len_np = (torch.stack(t).index_select(0, rows).cpu().numpy()
-                                           for t in (task, ret, length))
-                self.log.episodes.extend((steps[k], done_np[k], task_np[j], ret_np[j], len_np[j])
-                                         for j, k in enumerate(ended))
+        self.log.episodes.extend(ended_episodes(pending.episodes, self.device))
 
 
 def _select_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer, rows: torch.Tensor,

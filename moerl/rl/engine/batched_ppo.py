@@ -55,6 +55,7 @@ from moerl.core.seed_streams import SeedStreams
 from moerl.core.seeding import api_seeds, seeded
 from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.ppo import PPOHyperParams, gae, ppo_loss
+from moerl.rl.engine.episode_log import ended_episodes
 from moerl.rl.engine.greedy_eval import GreedyEvaluation
 from moerl.rl.engine.members import check_distinct_members, check_member_settings
 from moerl.rl.engine.seed_adam import seed_adam, set_lrs
@@ -480,16 +481,7 @@ class BatchedPPO(GreedyEvaluation):
         for kind in ("updates", "metrics"):
             for step, values in getattr(pending, kind):
                 getattr(self.log, kind).append((step, {k: v.cpu().numpy() for k, v in values.items()}))
-        if pending.episodes:
-            steps, done, task, ret, length = zip(*pending.episodes, strict=True)
-            done_np = torch.stack(done).cpu().numpy()
-            ended = np.flatnonzero(done_np.reshape(len(steps), -1).any(1))
-            if len(ended):
-                rows = torch.as_tensor(ended, device=self.device)
-                task_np, ret_np, len_np = (torch.stack(t).index_select(0, rows).cpu().numpy()
-                                           for t in (task, ret, length))
-                self.log.episodes.extend((steps[k], done_np[k], task_np[j], ret_np[j], len_np[j])
-                                         for j, k in enumerate(ended))
+        self.log.episodes.extend(ended_episodes(pending.episodes, self.device))
 
 
 __all__ = ["PER_MEMBER", "BatchedPPO", "PPOTrainLog", "Rollout", "categorical", "explained_variance", "per_seed",
