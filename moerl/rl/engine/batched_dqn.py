@@ -50,11 +50,16 @@ from torch import nn
 from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
 from moerl.core.errors import ConfigError, check_positive
-from moerl.core.seed_streams import SeedStreams, splitmix64
+from moerl.core.seed_streams import SeedStreams
 from moerl.core.seeding import api_seeds
 from moerl.core.threads import TRAINING_THREADS, torch_threads
 from moerl.rl.algos.dqn import DQNHyperParams, default_capacity, optimizer_of, td_loss, td_target, total_loss
 from moerl.rl.algos.replay import BatchedReplayBuffer
+from moerl.rl.engine.episode_log import ended_episodes
+from moerl.rl.engine.greedy_eval import GreedyEvaluation
+from moerl.rl.engine.members import check_distinct_members, check_member_settings
+from moerl.rl.engine.seed_adam import seed_adam
+from moerl.rl.engine.suite_input import suite_of
 from moerl.rl.envs.batched_suites import make_batched_suite
 from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, ObservationEncoder, checked_network
@@ -72,42 +77,6 @@ def linear_schedule(start: float, end: float, fraction: float, progress_remainin
     if done > fraction:
         return end
     return start + done * (end - start) / fraction
-
-
-#: Gymnasium's own bookkeeping wrappers (``gym.make`` adds them): they change nothing the engine would lose.
-_CHECKING_WRAPPERS = ("OrderEnforcing", "PassiveEnvChecker")
-
-
-def suite_of(env: Any) -> SuiteSpec:
-    """The task suite the engine reproduces: ``env`` itself, or the suite inside ``gym.make``'s wrappers.
-
-    Why refuse other wrappers: the engine reads the suite's settings and runs its own torch dynamics, so a
-    wrapper's effect (``gym.make(id, max_episode_steps=N)`` adds a ``TimeLimit``) would silently be lost;
-    the suite's own keyword (``TaskSuiteEnv(..., max_episode_steps=N)``) takes effect. Rendering is not the engine's job either. Read by attribute, so this stays free of
-    Gymnasium (an import contract).
-    """
-    wrappers = []
-    inner = env
-    while getattr(inner, "unwrapped", inner) is not inner and hasattr(inner, "env"):
-        wrappers.append(type(inner).__name__)
-        inner = inner.env
-    suite = getattr(env, "unwrapped", env)
-    if not all(hasattr(suite, key) for key in ("task_names", "block_steps", "episode_limits", "schedule")):
-        raise ConfigError(
-            f"BatchedDQN runs moerl's task suites (TaskSuiteEnv, e.g. gym.make('moerl/CartPole-MTRL-v0'), or "
-            f"MinAtarSuiteEnv), "
-            f"not {type(suite).__name__}; for CartPole-v1 use TaskSuiteEnv(['cartpole-default'], 'mtrl', "
-            "task_onehot=False), for other envs MoEDQN")
-    lost = [name for name in wrappers if name not in _CHECKING_WRAPPERS]
-    if lost:
-        raise ConfigError(
-            f"BatchedDQN runs the suite itself, so the Gymnasium wrapper(s) {', '.join(lost)} would be ignored; "
-            "give the suite its own settings instead (an episode limit: TaskSuiteEnv(..., max_episode_steps=N), "
-            "not gym.make(id, max_episode_steps=N))")
-    if getattr(suite, "render_mode", None) is not None:
-        raise ConfigError(f"BatchedDQN does not render; make the suite without render_mode "
-                          f"(got {suite.render_mode!r})")
-    return suite
 
 
 def hyperparams(dqn: DQNHyperParams | dict[str, Any] | None) -> DQNHyperParams:
@@ -150,30 +119,8 @@ def _exploration(hp: DQNHyperParams) -> tuple[float, float, float]:
 
 
 def check_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], num_seeds: int) -> list[DQNHyperParams]:
-    """One suite spec and one :class:`DQNHyperParams` per member, agreeing on every setting outside
-    :data:`PER_MEMBER` (members share the network shape and the step structure); else the one-line
-    :class:`ConfigError` naming the setting."""
-    if len(specs) != num_seeds or len(hps) != num_seeds:
-        raise ConfigError(f"one suite and one dqn config per member: {len(specs)} suites and {len(hps)} configs "
-                         f"for {num_seeds} seeds")
-    for key in DQNHyperParams.__dataclass_fields__:
-        values = {repr(getattr(hp, key)) for hp in hps}
-        if key not in PER_MEMBER and len(values) > 1:
-            raise ConfigError(f"the members of one batch must share dqn.{key} (got {', '.join(sorted(values))}); "
-                              f"members may differ in {', '.join('dqn.' + k for k in PER_MEMBER)}")
-    return hps
-
-
-def check_distinct_members(specs: list[SuiteSpec], hps: list[DQNHyperParams], seeds: list[int]) -> None:
-    """No two members of a batch may be the same run: the same seed with the same settings."""
-    seen: set[tuple[Any, ...]] = set()
-    for spec, hp, seed in zip(specs, hps, seeds, strict=True):
-        key = (seed, spec.mode, str(spec.order), spec.block_steps, spec.cycles, spec.fixed_task,
-               tuple(spec.task_probs), tuple(spec.episode_limits), repr(hp))
-        if key in seen:
-            raise ConfigError(f"two members of one batch are the same run (seed {seed}, the same settings); "
-                              "a seed repeats only across members of different configs")
-        seen.add(key)
+    """:func:`~moerl.rl.engine.members.check_member_settings` for DQN's :data:`PER_MEMBER`."""
+    return check_member_settings(specs, hps, num_seeds, PER_MEMBER, "dqn")
 
 
 class UpdateLoss(nn.Module):
@@ -231,7 +178,7 @@ def _compiled_update_loss() -> Any:
     return torch.compile(_call, dynamic=False, fullgraph=True)
 
 
-class BatchedDQN:
+class BatchedDQN(GreedyEvaluation):
     """S seeds of MoE DQN on one task suite, trained together (see the module docstring).
 
     A batch member is (suite, seed, dqn settings): members share the network and the update structure, and
@@ -293,9 +240,6 @@ class BatchedDQN:
         self.q_net.to(self.device)
         self.q_net_target.to(self.device).copy_from_(self.q_net)
         self.q_net_target.train(False)
-        # fused: one kernel per parameter for the whole update instead of ~10 elementwise passes (5x less
-        # optimiser time at 10 seeds on one CPU thread); the same arithmetic as the SB3 path's Adam up to
-        # float rounding (the update-equivalence test bounds it).
         self.optimizer: torch.optim.Optimizer
         if self.hp.optimizer != "adam":  # dqn.optimizer (shared by the members): the SB3 path's, optimizer_of
             if len({hp.learning_rate for hp in hps}) > 1:
@@ -303,14 +247,9 @@ class BatchedDQN:
                                   f"{self.hp.optimizer}")
             optimizer_class, optimizer_kwargs = optimizer_of(self.hp)
             self.optimizer = optimizer_class(self.q_net.parameters(), lr=self.hp.learning_rate, **optimizer_kwargs)
-        elif len({(hp.learning_rate, hp.adam_eps) for hp in hps}) == 1:
-            self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.hp.learning_rate,
-                                              eps=self.hp.adam_eps, fused=True)
-        else:  # members with their own learning rate or epsilon (a batch of one config keeps the fused Adam)
-            self.optimizer = MemberAdam(
-                self.q_net.parameters(),
-                torch.tensor([hp.learning_rate for hp in hps], dtype=torch.float32, device=self.device),
-                torch.tensor([hp.adam_eps for hp in hps], dtype=torch.float32, device=self.device))
+        else:  # per-seed Adam: fused when the members share lr and eps, else one lr and eps per member
+            self.optimizer = seed_adam(self.q_net.parameters(), [hp.learning_rate for hp in hps],
+                                       [hp.adam_eps for hp in hps], self.device)
         capacities = [hp.buffer_size or default_capacity(spec.block_steps if spec.schedule() else None)
                       for hp, spec in zip(hps, specs, strict=True)]
         # Observations stored in the suite's dtype (MinAtar's bytes: a quarter of float32's memory); the
@@ -349,12 +288,14 @@ class BatchedDQN:
         ``task``: the ids when the env or the replay buffer has them (the one-hot is then not decoded)."""
         return self.encoder.split(obs, task)
 
-    @torch.no_grad()
-    def greedy_actions(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked argmax of the online network, ``obs`` (S, B, obs_dim) -> (S, B)."""
+    def _policy_scores(self, feats: torch.Tensor, task: torch.Tensor | None,
+                       record: bool = False) -> tuple[torch.Tensor, BatchedRecord | None]:
+        """The online network's Q-values (and its record when ``record``), in evaluation mode: what greedy
+        actions and :meth:`evaluate` read (:class:`GreedyEvaluation`)."""
         self.q_net.train(False)
-        feats, task = self._split(obs, task)
-        return self.encoder.masked(self.q_net(feats, task), task).argmax(-1)
+        if record:
+            return self.q_net.forward_record(feats, task)
+        return self.q_net(feats, task), None
 
     def _random_valid(self, task: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
         """(S,) uniform valid actions for tasks ``task`` (S,) from uniforms ``u`` (S,)."""
@@ -541,100 +482,6 @@ class BatchedDQN:
             self.optimizer.step()
         self.n_updates += gradient_steps
 
-    @torch.no_grad()
-    def evaluate(self, suite: SuiteSpec | Sequence[SuiteSpec], episodes: int, seed: int,
-                 usage: dict[str, np.ndarray] | None = None, usage_observations: int = 512,
-                 tasks: Sequence[int] | None = None) -> np.ndarray:
-        """Greedy returns ``(S, episodes)``: each seed's network plays ``episodes`` episodes of ``suite``
-        (e.g. one task, ``fixed_task``) in ``S * episodes`` environments at once.
-
-        ``tasks``: task indices of ``suite`` to evaluate together in one batch of ``S * len(tasks) *
-        episodes`` environments (each keeps its task); the returns are then ``(S, len(tasks), episodes)``
-        and equal, task by task, those of evaluating ``suite`` with ``fixed_task`` set to that task (tested):
-        the environments draw the same numbers, and a network's forward pass of one observation does not
-        depend on the others in the batch. One batch instead of one per task: the per-step cost here is
-        dispatch overhead, so evaluating 4 tasks together costs about what one does.
-
-        Evaluation environments draw from streams keyed by ``seed`` and the episode's index, never from the
-        training streams, so evaluating does not change training.
-
-        ``usage``: when given, filled with each MoE layer's mean router usage per seed, ``{layer: (S, E)}``
-        (``(S, len(tasks), E)`` with ``tasks``), over the first ``usage_observations`` (about; whole steps)
-        observations each seed's episodes of a task visit, as the SB3 path measures ``eval_usage``
-        (:func:`moerl.rl.evaluation.run_task_episodes` keeps 512), read from the forward pass that chooses the
-        actions: actions, returns and random streams are the same with or without it (tested).
-        """
-        check_positive("episodes", episodes)
-        s, t = self.num_seeds, 1 if tasks is None else len(tasks)
-        # One key per (run seed, evaluation seed, episode), the same for every task: a seed evaluates the
-        # same alone or in a batch, and a task the same alone or with others.
-        keys = [splitmix64(splitmix64(run_seed, seed), e) for run_seed in self.seeds for _ in range(t)
-                for e in range(episodes)]
-        fixed = None if tasks is None else [k for _ in self.seeds for k in tasks for _ in range(episodes)]
-        if isinstance(suite, Sequence):  # one suite per member (members with their own episode limits)
-            if len(suite) != s:
-                raise ValueError(f"one evaluation suite per member: {len(suite)} suites for {s} members")
-            env = make_batched_suite([spec for spec in suite for _ in range(t * episodes)], keys, self.device,
-                                     fixed_tasks=fixed)
-        else:
-            env = make_batched_suite(suite, keys, self.device, fixed_tasks=fixed)
-        obs = env.reset()
-        returns = torch.zeros(s * t * episodes, dtype=torch.float64, device=self.device)
-        finished = torch.zeros(s * t * episodes, dtype=torch.bool, device=self.device)
-        usage_sum: dict[str, torch.Tensor] = {}
-        seen = torch.zeros(s, t, dtype=torch.float64, device=self.device)
-        while not bool(finished.all()):
-            # Usage only while some (seed, task) pair under the limit still has an episode running.
-            if usage is not None and bool(((seen < usage_observations)
-                                           & ~finished.reshape(s, t, episodes).all(2)).any()):
-                actions = self._greedy_with_usage(obs.reshape(s, t, episodes, -1), ~finished.reshape(s, t, episodes),
-                                                  usage_sum, seen, usage_observations).reshape(-1)
-            else:
-                actions = self._live_greedy_actions(obs.reshape(s, t * episodes, -1),
-                                                    ~finished.reshape(s, t * episodes)).reshape(-1)
-            out = env.step(actions)
-            returns = torch.where(out.done & ~finished, out.episode_return, returns)
-            finished |= out.done
-            obs = out.obs
-        if usage is not None:
-            mean = {name: total / seen.clamp_min(1.0)[..., None] for name, total in usage_sum.items()}
-            usage.update({name: (m[:, 0] if tasks is None else m).cpu().numpy() for name, m in mean.items()})
-        shape = (s, episodes) if tasks is None else (s, t, episodes)
-        return returns.reshape(shape).cpu().numpy()
-
-    def _live_greedy_actions(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-        """:meth:`greedy_actions` (S, B) for the ``live`` (S, B) observations only; 0 for the others.
-
-        Why: an evaluation runs until its longest episode ends, and most episodes end long before it (a
-        CartPole evaluation often has a few 500-step episodes among 10-step ones), so the forward pass is
-        run on each seed's live rows, gathered to the front (as many per seed as the seed with the most);
-        a row's Q-values do not depend on the other rows."""
-        n = obs.shape[1]
-        k = int(live.sum(1).max())
-        if k == n:
-            return self.greedy_actions(obs)
-        order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)[:, :k]  # live rows first
-        sub = obs.gather(1, order[..., None].expand(-1, -1, obs.shape[2]))
-        return torch.zeros_like(live, dtype=torch.long).scatter_(1, order, self.greedy_actions(sub))
-
-    def _greedy_with_usage(self, obs: torch.Tensor, live: torch.Tensor, usage_sum: dict[str, torch.Tensor],
-                           seen: torch.Tensor, limit: int) -> torch.Tensor:
-        """:meth:`greedy_actions` of ``obs`` (S, T, B, obs_dim), (S, T * B), from a forward pass that also adds
-        the router usage of the live observations of the (seed, task) pairs still under ``limit`` observations
-        (``seen``: (S, T)) to ``usage_sum`` (per layer, (S, T, E)). One pass for both: the recorded forward
-        gives the same Q-values as the plain one (tested), and costs about as much."""
-        s, t, b, _ = obs.shape
-        self.q_net.train(False)
-        flat = obs.reshape(s, t * b, -1)
-        feats, task = self._split(flat)
-        q, record = self.q_net.forward_record(feats, task)
-        keep = (live & (seen < limit)[..., None]).to(torch.float64)  # (S, T, B)
-        for name, rout in record.routing.items():
-            add = (rout.usage.to(torch.float64).reshape(s, t, b, -1) * keep[..., None]).sum(2)  # (S, T, E)
-            usage_sum[name] = usage_sum[name] + add if name in usage_sum else add
-        seen += keep.sum(2)
-        return self.encoder.masked(q, task).argmax(-1)
-
     def _task_of(self, data: Any) -> torch.Tensor | None:
         """The task ids stored with a replay minibatch (None for a suite without task one-hots)."""
         return data.tasks if self.encoder.layout.num_tasks else None
@@ -655,16 +502,7 @@ class BatchedDQN:
             self.log.aux_loss.extend(torch.stack(pending.aux_loss).cpu().numpy())
         for step, metrics in pending.metrics:
             self.log.metrics.append((step, {k: v.cpu().numpy() for k, v in metrics.items()}))
-        if pending.episodes:
-            steps, done, task, ret, length = zip(*pending.episodes, strict=True)
-            done_np = torch.stack(done).cpu().numpy()
-            ended = np.flatnonzero(done_np.any(1))
-            if len(ended):
-                rows = torch.as_tensor(ended, device=self.device)
-                task_np, ret_np, len_np = (torch.stack(t).index_select(0, rows).cpu().numpy()
-                                           for t in (task, ret, length))
-                self.log.episodes.extend((steps[k], done_np[k], task_np[j], ret_np[j], len_np[j])
-                                         for j, k in enumerate(ended))
+        self.log.episodes.extend(ended_episodes(pending.episodes, self.device))
 
 
 def _select_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer, rows: torch.Tensor,
