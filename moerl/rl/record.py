@@ -138,8 +138,11 @@ def run_results(config: Any, env_id: str, seed: int, *, engine: str, seeds_in_ba
     """``results.json`` of a finished run: what ran, how long, the final evaluation and continual metrics.
 
     ``env_steps``: the env steps the process took in ``seconds`` (all members of a batch), for the speed.
+    A config that names its algorithm (``algo: ppo``) has it recorded as ``algo``; DQN's results stay as
+    they were (no key: DQN).
     """
-    return {
+    algo = {"algo": config.algo} if getattr(config, "algo", None) else {}
+    return {**algo,
         "env": config.env, "env_id": env_id, "arch": config.network.arch,
         "router": config.network.router if config.network.uses_moe else None, "seed": seed,
         "timesteps": config.timesteps, "engine": engine, "seeds_in_batch": seeds_in_batch,
