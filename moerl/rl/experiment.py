@@ -53,8 +53,9 @@ from moerl.rl.config import (
 )
 from moerl.rl.envs.attributes import normalized_return, suite_info
 from moerl.rl.ppo_config import PPORunConfig, validate_ppo
+from moerl.rl.run_env import make_env
 from moerl.rl.sweep_groups import estimate_group, group_key, train_group
-from moerl.rl.trainer import Trainer, chunk_steps
+from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints
 from moerl.runs.console import Console
 from moerl.runs.kinds import (
     Family,
@@ -70,26 +71,6 @@ __all__ = [
 
 
 # --- building ----------------------------------------------------------------------------------
-def make_env(config: RLRunConfig):
-    import gymnasium as gym
-    from gymnasium.error import DependencyNotInstalled
-    from stable_baselines3.common.monitor import Monitor
-
-    from moerl.rl.envs.registration import make
-
-    env_id = resolve_env(config.env)
-    try:
-        env = make(env_id, **config.env_kwargs)
-    except ConfigError:
-        raise
-    except DependencyNotInstalled as exc:
-        raise ConfigError(f"env '{config.env}' needs a package that is not installed: {exc}") from None
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"bad env_kwargs for '{config.env}': {exc}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        env.close()
-        raise ConfigError(f"env '{config.env}' has action space {env.action_space}; MoE DQN and MoE PPO need Discrete actions")
-    return Monitor(env)
 
 
 def build_model(config: DQNRunConfig, env, tensorboard_log: str | None = None):
@@ -233,11 +214,6 @@ def _dqn_trainer(run: RunDir, config: DQNRunConfig, model: Any, console: Console
                    parameters=count_parameters(model.policy.q_net.q_net), info=suite_info(model.env))
 
 
-def drop_checkpoints(run: RunDir) -> None:
-    """Once a run is marked finished, its checkpoint is dead weight (a replay buffer per run in a study)."""
-    from moerl.rl.sb3.checkpoint import remove_checkpoints
-
-    remove_checkpoints(run.path)
 
 
 def _resume(request: TrainRequest) -> Path | list[Path]:
@@ -299,7 +275,8 @@ def evaluate(run_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     run = RunDir(run_path)
     raw = stored_config(run.read_config())
     ppo = algo_of(raw) == "ppo"
-    config: DQNRunConfig | PPORunConfig = from_dict(PPORunConfig if ppo else DQNRunConfig, raw)
+    schema: type[RLRunConfig] = PPORunConfig if ppo else DQNRunConfig
+    config = from_dict(schema, raw)
     _check_env_unchanged(run, config)
     device = engine_device(config, options.get("device"))
     cls: Any = MoEPPO if ppo else MoEDQN

@@ -22,7 +22,8 @@ from moerl.core.threads import TRAINING_THREADS
 from moerl.rl.config import FAMILY_NAME, default_timesteps, engine_device, resolve_env, run_label
 from moerl.rl.envs.attributes import SuiteInfo, env_attr, suite_info
 from moerl.rl.ppo_config import PPORunConfig, check_rollout_size
-from moerl.rl.trainer import Trainer, chunk_steps
+from moerl.rl.run_env import make_env
+from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints
 from moerl.runs.console import Console
 from moerl.runs.kinds import TrainRequest
 from moerl.runs.rundir import RunDir, running
@@ -31,8 +32,6 @@ from moerl.runs.rundir import RunDir, running
 def run_suite_info(config: PPORunConfig) -> SuiteInfo:
     """The suite as the run sees it (its tasks, return bounds, the CRL schedule on the grid of total env
     steps), read from one env built with the config's own ``env_kwargs``; refuses what PPO cannot run."""
-    from moerl.rl.experiment import make_env
-
     env = make_env(config)
     try:
         info = suite_info(env)
@@ -95,7 +94,6 @@ def train_ppo(request: TrainRequest, config: PPORunConfig) -> Path:
     import numpy as np
     import torch
 
-    from moerl.rl.experiment import drop_checkpoints
 
     label = run_label(to_dict(config))
     torch.set_num_threads(TRAINING_THREADS)
@@ -123,7 +121,6 @@ def resume_ppo(request: TrainRequest, run: RunDir, config: PPORunConfig) -> Path
     """Continue a PPO run from its checkpoint (the config already checked against it)."""
     import torch
 
-    from moerl.rl.experiment import drop_checkpoints
     from moerl.rl.sb3.checkpoint import load_checkpoint
 
     torch.set_num_threads(TRAINING_THREADS)

@@ -21,7 +21,7 @@ from moerl.rl.record import export_model, final_eval_entry, run_results, schedul
 from moerl.runs.console import Console
 from moerl.runs.rundir import RunDir, stop_on_signals
 
-__all__ = ["Trainer", "chunk_steps"]
+__all__ = ["Trainer", "chunk_steps", "drop_checkpoints"]
 
 
 class Trainer:
@@ -170,3 +170,8 @@ class _TensorBoard(TensorBoardOutputFormat):
         self._is_closed = False
 
 
+def drop_checkpoints(run: RunDir) -> None:
+    """Once a run is marked finished, its checkpoint is dead weight (a replay buffer per run in a study)."""
+    from moerl.rl.sb3.checkpoint import remove_checkpoints
+
+    remove_checkpoints(run.path)
