@@ -151,6 +151,7 @@ def test_every_placement_and_router_trains(tmp_path, arch, router):
     run = _train(tmp_path, *args)
     results = json.loads((run / "results.json").read_text())
     assert results["arch"] == arch and results["router"] == router and len(results["final_eval"]) == 4
+    assert results["timesteps"] == 256  # whole rollouts of 4 x 32
 
 
 def test_minatar_conv_torso_trains(tmp_path):
@@ -164,7 +165,7 @@ def test_minatar_conv_torso_trains(tmp_path):
 
 
 def test_seeds_train_one_after_another(tmp_path):
-    rc = main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "0-1", "--timesteps", "256",
+    rc = main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "0-1", "--timesteps", "200",
                "--set", "ppo.n_steps=32", "--set", "eval.freq=0", "--set", "eval.episodes=1",
                "--set", "eval.final_episodes=1", "--logdir", str(tmp_path), "--no-progress", "-q"])
     assert rc == 0
@@ -173,6 +174,11 @@ def test_seeds_train_one_after_another(tmp_path):
     assert runs[0][:-3] == runs[1][:-3]  # one config, two seeds
     ra, rb = (json.loads((tmp_path / r / "results.json").read_text()) for r in runs)
     assert (ra["seed"], rb["seed"]) == (0, 1) and ra["engine"] == rb["engine"] == "sb3"
+    # 200 asked, 256 trained (whole rollouts of 4 x 32) and recorded so; the id keeps the asked budget
+    assert ra["timesteps"] == 256
+    assert yaml.safe_load((tmp_path / runs[0] / "config.yaml").read_text())["timesteps"] == 256
+    with (tmp_path / runs[0] / "eval.csv").open() as f:
+        assert max(int(r["step"]) for r in csv.DictReader(f)) == 256
 
 
 def test_a_ppo_runs_own_config_yaml_trains_again(crl_run, tmp_path):

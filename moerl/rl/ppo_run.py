@@ -89,6 +89,17 @@ def ppo_trainer(run: RunDir, config: PPORunConfig, model: Any, console: Console,
                    parameters=count_parameters(model.policy.ac))
 
 
+def whole_rollouts(config: PPORunConfig) -> None:
+    """Round ``timesteps`` up to whole rollouts (``n_envs x n_steps``), recorded in config.yaml and results.json.
+
+    Why: SB3's PPO only stops between rollouts, so a budget of 40,000 steps at rollouts of 512 trains 40,448;
+    the run's record says what was trained, not what was asked (the run id keeps the asked value).
+    """
+    assert config.timesteps is not None
+    rollout = config.ppo.n_envs * config.ppo.n_steps
+    config.timesteps = -(-config.timesteps // rollout) * rollout
+
+
 def train_ppo(request: TrainRequest, config: PPORunConfig) -> Path:
     """One new PPO run (one seed): build, create the run directory, train, evaluate, write results."""
     import numpy as np
@@ -102,6 +113,7 @@ def train_ppo(request: TrainRequest, config: PPORunConfig) -> Path:
     try:
         if config.timesteps is None:
             config.timesteps = default_timesteps(config)
+        whole_rollouts(config)
         check_rollout_size(config, int(np.prod(env.observation_space.shape)))
         model = build_ppo_model(config, env)  # before the run directory: a bad combination leaves none
         run = RunDir.create(request.logdir, request.run_name or f"{label}_s{config.seed}")
@@ -124,6 +136,7 @@ def resume_ppo(request: TrainRequest, run: RunDir, config: PPORunConfig) -> Path
     from moerl.rl.sb3.checkpoint import load_checkpoint
 
     torch.set_num_threads(TRAINING_THREADS)
+    whole_rollouts(config)  # a new --timesteps total
     info = run_suite_info(config)
     ckpt = load_checkpoint(run.path, device=engine_device(config))
     with running(run, FAMILY_NAME, config.seed, str(engine_device(config)), resumed_from=ckpt.step):
