@@ -13,7 +13,7 @@ not take effect), so a bad run never creates a run directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,13 +59,34 @@ FLAGS: Mapping[str, str] = {
 
 #: The RL line's algorithms (``--algo``): each has its own config schema and engines; DQN is the default.
 RL_ALGOS = Registry("RL algorithm", {
-    "dqn": "MoE DQN: the SB3 reference engine and the batched engine (this config schema)",
+    "dqn": "MoE DQN: the SB3 reference engine and the batched engine (the dqn: section)",
+    "ppo": "MoE PPO: the SB3 reference engine (the ppo: section; docs/moe-ppo.md)",
 })
 
 
 def check_algo(algo: str | None) -> str:
     """The RL algorithm ``--algo`` names (default ``dqn``), or the one-line refusal with the valid choices."""
     return RL_ALGOS.check("dqn" if algo is None else algo)
+
+
+def algo_of(raw: Mapping[str, Any]) -> str:
+    """The algorithm a config mapping (a run's ``config.yaml``, a ``--config`` file) is for: its ``algo`` key,
+    absent in DQN's configs (they were written before ``--algo`` existed and stay as they are)."""
+    algo = raw.get("algo", "dqn")
+    if not isinstance(algo, str):
+        raise ConfigError(f"config key 'algo' must name an RL algorithm ({RL_ALGOS.help()}), got {algo!r}")
+    return RL_ALGOS.check(algo)
+
+
+def refuse_other_algos(algo: str, keys: Iterable[str], where: str) -> None:
+    """Refuse a setting of another algorithm's section (``--set dqn.batch_size=...`` in a PPO run) with one
+    line naming both algorithms, rather than an "unknown key" that hides why. ``keys``: dotted or top-level
+    config keys given in ``where`` (``--set``, the config file)."""
+    for key in keys:
+        section = str(key).split(".")[0]
+        if section in RL_ALGOS and section != algo:
+            raise ConfigError(f"{where} sets '{key}', a setting of --algo {section}, but this run trains --algo "
+                              f"{algo} (its settings are under '{algo}.')")
 
 
 @dataclass
@@ -117,7 +138,9 @@ class CheckpointSection:
 
 
 @dataclass
-class DQNRunConfig:
+class _RunHead:
+    """The sections every RL run config starts with (see :class:`RLRunConfig`)."""
+
     family: str = FAMILY_NAME
     env: str = "CartPole-v1"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -127,7 +150,12 @@ class DQNRunConfig:
     #: ``auto``: the faster device for the engine (:func:`engine_device`): the CPU for ``sb3``, else a GPU if any.
     device: str = "auto"
     network: MoENetworkConfig = field(default_factory=MoENetworkConfig)
-    dqn: DQNHyperParams = field(default_factory=DQNHyperParams)
+
+
+@dataclass
+class _RunTail:
+    """The sections every RL run config ends with (see :class:`RLRunConfig`)."""
+
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
@@ -137,6 +165,30 @@ class DQNRunConfig:
     #: Whether the batched engine compiles its updates (:data:`COMPILE`). How, not what: not part of the
     #: config id (compiled and eager updates differ in float rounding only).
     compile: str = "off"
+
+
+@dataclass
+class RLRunConfig(_RunTail, _RunHead):
+    """What every RL algorithm's run config holds: the env, the network, evaluation, logging, checkpoints.
+
+    An algorithm's config is this plus its own section (``dqn:``, ``ppo:``), declared as
+    ``class XRunConfig(RLRunConfig, _RunTail, _XSection, _RunHead)``. Why that spelling: a dataclass lists
+    its fields in reverse method-resolution order, which here is head, algorithm section, tail, so the
+    section sits between ``network`` and ``eval`` where DQN's always was. A run's ``config.yaml`` is written
+    in field order, so DQN's files (and, since ids hash the config, DQN's run ids) stay byte for byte what
+    they were before PPO (tests/test_ppo_cli.py pins both); every common part is written once, here.
+    """
+
+
+@dataclass
+class _DQNSection:
+    dqn: DQNHyperParams = field(default_factory=DQNHyperParams)
+
+
+@dataclass
+class DQNRunConfig(RLRunConfig, _RunTail, _DQNSection, _RunHead):
+    """MoE DQN's run config: :class:`RLRunConfig` plus the ``dqn:`` section (no ``algo`` key: DQN is the
+    default algorithm, and configs written before ``--algo`` existed name none)."""
 
 
 # --- env names ---------------------------------------------------------------------------------
@@ -166,13 +218,21 @@ def build_config(file: str | None = None, flags: Mapping[str, Any] | None = None
                  overrides: tuple[str, ...] | list[str] = ()) -> DQNRunConfig:
     """Defaults <- ``file`` <- ``flags`` (TrainRequest field -> value) <- ``overrides``, validated."""
     keyed = {FLAGS[name]: value for name, value in (flags or {}).items() if value is not None and name != "algo"}
+    refuse_given_sections("dqn", file, overrides)
     config, given = resolve(DQNRunConfig, file=file, flags=keyed, overrides=overrides, aliases=FLAGS)
     if file:
         given = given - default_valued_file_keys(file, config, set(keyed), overrides)
     return validate(config, given)
 
 
-def default_valued_file_keys(file: str, config: DQNRunConfig, flag_keys: set[str],
+def refuse_given_sections(algo: str, file: str | None, overrides: tuple[str, ...] | list[str]) -> None:
+    """:func:`refuse_other_algos` over what a run was given: ``--set`` keys, then the config file's sections."""
+    refuse_other_algos(algo, [".".join(parse_override(text)[0]) for text in overrides], "--set")
+    if file:
+        refuse_other_algos(algo, load_yaml(file), f"config file '{file}'")
+
+
+def default_valued_file_keys(file: str, config: RLRunConfig, flag_keys: set[str],
                               overrides: tuple[str, ...] | list[str]) -> set[str]:
     """Keys only a config file gives, at their default value: not a request for a setting, so never refused.
 
@@ -183,7 +243,7 @@ def default_valued_file_keys(file: str, config: DQNRunConfig, flag_keys: set[str
     file_keys = leaf_keys(unflatten_aliases(load_yaml(file), FLAGS))
     override_keys = {".".join(parse_override(text)[0]) for text in overrides}
     override_keys |= {FLAGS.get(k, k) for k in override_keys}
-    ours, defaults = to_dict(config), to_dict(DQNRunConfig())
+    ours, defaults = to_dict(config), to_dict(type(config)())
     out = set()
     for key in file_keys - flag_keys - override_keys:
         mine, default = ours, defaults
@@ -213,16 +273,24 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
                           "compiled); use one or the other")
     if config.compile == "on" and config.network.expert_compute == "auto":  # auto: routed only where not compiled
         config.network.expert_compute = "dense"
+    return validate_run(config, given, config.dqn.validate, lambda: check_sizes(config))
+
+
+def validate_run(config: RLRunConfig, given: frozenset[str], check_section: Callable[[], Any],
+                 check_memory: Callable[[], Any]) -> Any:
+    """The checks every RL algorithm's config shares, in one order; ``check_section`` checks the algorithm's
+    own section (where a bad value in it is reported among the others), ``check_memory`` what one run of it
+    would hold. Returns ``config``."""
     if config.family != FAMILY_NAME:
         raise ConfigError(f"config family '{config.family}' is not '{FAMILY_NAME}'")
     config.env = config.env.strip()
     from moerl.rl.envs.registration import check_env_kwargs, has_grid
 
     check_env_kwargs(resolve_env(config.env), config.env_kwargs)
-    net, d = config.network, config.dqn
+    net = config.network
     if net.torso == "conv" and not has_grid(resolve_env(config.env)):
         raise ConfigError(no_grid_message(config.env))
-    d.validate()
+    check_section()
     for what, value in (("network.experts", net.experts), ("network.topk", net.topk),
                         ("network.hidden", net.hidden), ("network.tokens", net.tokens),
                         ("eval.episodes", config.eval.episodes), ("eval.final_episodes", config.eval.final_episodes),
@@ -235,7 +303,7 @@ def validate(config: DQNRunConfig, given: frozenset[str] = frozenset()) -> DQNRu
     check_positive("checkpoint.every", config.checkpoint.every, allow_zero=True)
     check_positive("network.noise_std", net.noise_std, allow_zero=True)
     check_seed(config.seed)
-    check_sizes(config)
+    check_memory()
     _check_reference_runs(config.eval.reference_runs)
     for task, path in config.eval.reference_runs.items():
         if not (Path(path) / "eval.csv").is_file():
@@ -334,7 +402,7 @@ def stored_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def engine_device(config: DQNRunConfig, device: str | None = None):
+def engine_device(config: RLRunConfig, device: str | None = None):
     """The torch device the run's engine uses: ``auto`` means the faster one for that engine.
 
     Measured (issue 10, an H100 machine): one SB3-path run of these small networks is launch-bound on a GPU
@@ -348,18 +416,20 @@ def engine_device(config: DQNRunConfig, device: str | None = None):
     return resolve_device(name)
 
 
-def apply_resume_flags(config: DQNRunConfig, timesteps: int | None, device: str | None, step: int) -> DQNRunConfig:
-    """What ``--resume`` may change (a new total, the device), checked against the checkpoint's step."""
+def apply_resume_flags(config: Any, timesteps: int | None, device: str | None, step: int,
+                       check: Callable[[Any], Any] | None = None) -> Any:
+    """What ``--resume`` may change (a new total, the device), checked against the checkpoint's step, then the
+    whole config by ``check`` (the algorithm's validation; DQN's :func:`validate` by default)."""
     if timesteps is not None:
         if timesteps < step:
             raise ConfigError(f"--timesteps {timesteps} is below the checkpoint's step {step}")
         config.timesteps = timesteps
     if device is not None:
         config.device = device
-    return validate(config)
+    return (check or validate)(config)
 
 
-def default_timesteps(config: DQNRunConfig) -> int:
+def default_timesteps(config: RLRunConfig) -> int:
     """The run's budget when ``timesteps`` is not set: the suite's schedule, else 50k (CartPole) or 100k."""
     from moerl.rl.envs.registration import default_timesteps as suite_default
 
@@ -384,7 +454,7 @@ def reference_rows(reference_runs: dict[str, str]) -> dict[str, list[dict]]:
 
 
 def run_label(config: Mapping[str, Any]) -> str:
-    """``<env>_<arch>[_<router>]-<config id>`` for a resolved config (as :func:`moerl.core.config.to_dict` gives it).
+    """``<env>[_ppo]_<arch>[_<router>]-<config id>`` for a resolved config (as :func:`moerl.core.config.to_dict` gives it).
 
     One name for ``moerl train`` (both engines) and ``moerl sweep``: the same config gets the same
     directory wherever it is trained. Archs without a router (dense, wide) never carry one in the name,
@@ -395,7 +465,8 @@ def run_label(config: Mapping[str, Any]) -> str:
     net = config["network"]
     router = net["router"] if net["arch"] in ROUTED_ARCHS else None
     torso = net.get("torso", "mlp")  # named only when not the default, so MLP runs keep their names
-    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), net["arch"], router,
+    algo = config.get("algo")  # PPO's configs name their algorithm; DQN's (the default) never did
+    return hashed_run_name(config, (str(config["env"]).replace("/", "-"), algo, net["arch"], router,
                                     None if torso == "mlp" else torso), None)
 
 

@@ -76,11 +76,17 @@ def write_tables(folder: Path, eval_rows: Sequence[Mapping[str, Any]], usage: Se
 
 
 def usage_rows(step: int, task: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
-    """``eval_usage.csv`` rows from :func:`moerl.nn.metrics.forward_metrics` keys ``router/<layer>/usage_expert<e>``."""
+    """``eval_usage.csv`` rows from :func:`moerl.nn.metrics.forward_metrics` keys ``router/<layer>/usage_expert<e>``.
+
+    An actor-critic's keys carry their head first (``actor/router/<layer>/...``, MoE PPO): the row's layer is
+    then ``<head>.<layer>`` (``actor.big``), one name without a slash, as TensorBoard's layout and the report
+    read layers."""
     rows = []
     for key, value in metrics.items():
-        if key.startswith("router/") and "/usage_expert" in key:
-            layer, expert = key[len("router/"):].split("/usage_expert")
+        head, _, rest = key.rpartition("router/")
+        if rest and "/usage_expert" in rest and head in ("", "actor/", "critic/", "shared/"):
+            layer, expert = rest.split("/usage_expert")
+            layer = f"{head[:-1]}.{layer}" if head else layer
             rows.append({"step": step, "task": task, "layer": layer, "expert": int(expert), "usage": float(value)})
     return rows
 
@@ -132,8 +138,11 @@ def run_results(config: Any, env_id: str, seed: int, *, engine: str, seeds_in_ba
     """``results.json`` of a finished run: what ran, how long, the final evaluation and continual metrics.
 
     ``env_steps``: the env steps the process took in ``seconds`` (all members of a batch), for the speed.
+    A config that names its algorithm (``algo: ppo``) has it recorded as ``algo``; DQN's results stay as
+    they were (no key: DQN).
     """
-    return {
+    algo = {"algo": config.algo} if getattr(config, "algo", None) else {}
+    return {**algo,
         "env": config.env, "env_id": env_id, "arch": config.network.arch,
         "router": config.network.router if config.network.uses_moe else None, "seed": seed,
         "timesteps": config.timesteps, "engine": engine, "seeds_in_batch": seeds_in_batch,

@@ -64,6 +64,11 @@ class Run:
         return None if self.arch in ROUTERLESS else self.results.get("router")
 
     @property
+    def algo(self) -> str:
+        """``dqn`` (its results and configs name no algorithm) or the one they name (``ppo``)."""
+        return str(self.results.get("algo") or self.config.get("algo") or "dqn")
+
+    @property
     def seed(self) -> int:
         return int(self.results.get("seed", self.config.get("seed", 0)))
 
@@ -116,7 +121,8 @@ class Group:
     @property
     def base_label(self) -> str:
         run = self.first
-        return run.arch if run.router is None else f"{run.arch}/{run.router}"
+        label = run.arch if run.router is None else f"{run.arch}/{run.router}"
+        return label if run.algo == "dqn" else f"{label} ({run.algo})"
 
     @property
     def is_dense(self) -> bool:
@@ -245,7 +251,7 @@ def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[
             skipped.append((p, str(exc)))
             continue
         if run.read_status().get("family") != "moe-dqn":
-            skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN runs)"))
+            skipped.append((p, "not a moe-dqn run ('moerl report' summarises MoE DQN and MoE PPO runs)"))
             continue
         try:
             loaded = load_run(run)

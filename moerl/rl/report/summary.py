@@ -51,6 +51,12 @@ def with_dormant(run: Run) -> dict[str, Any]:
     return results
 
 
+def arch_cell(r: dict[str, Any]) -> str:
+    """The arch column of a run's ``results.json``: ``big``, or ``big (ppo)`` for an algorithm other than DQN
+    (DQN's results name none), so a report over both algorithms tells their rows apart."""
+    return f"{r['arch']} ({r['algo']})" if r.get("algo") else str(r["arch"])
+
+
 def markdown_table(results: list[dict[str, Any]]) -> str:
     tasks: list[str] = []
     for r in results:
@@ -61,7 +67,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         cont = r.get("continual") or {}
         router = "-" if r["arch"] in ("dense", "wide") else r["router"]
-        cells = [r["arch"], router, str(r["seed"]), str(r["timesteps"]), fmt(r.get("steps_per_second"), 0)]
+        cells = [arch_cell(r), router, str(r["seed"]), str(r["timesteps"]), fmt(r.get("steps_per_second"), 0)]
         cells += [fmt(r["final_eval"].get(t, {}).get("mean_return"), 1) for t in tasks]
         cells += [fmt(cont.get("average_performance")), fmt(cont.get("mean_forgetting_end_of_block")),
                   fmt(r.get("final_dormant_tau0.1"))]
@@ -102,7 +108,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
         router = "-" if r["arch"] in ("dense", "wide") else r["router"]
-        groups.setdefault((r["env"], r["arch"], router), []).append(r)
+        groups.setdefault((r["env"], arch_cell(r), router), []).append(r)
     head = ["env", "arch", "router", "seeds", "avg perf: mean [min, max]", "forgetting: mean [min, max]",
             "dormant tau 0.1: mean [min, max]", "IQM normalised return [95% CI]"]
     scores = {"/".join(key): m for key, runs in groups.items() if (m := _normalized_scores(runs)) is not None}

@@ -1,15 +1,16 @@
-"""Checkpoints of an MoE DQN run that resume bit for bit.
+"""Checkpoints of an MoE DQN or MoE PPO run that resume bit for bit.
 
-A checkpoint is taken at a rollout boundary (between ``learn`` chunks, or after
-:meth:`~moerl.rl.sb3.moe_dqn.MoEDQN.request_stop`), where nothing is half-done, and holds everything the
-rest of the run depends on:
+A checkpoint is taken at a rollout boundary (between ``learn`` chunks, or after the model's
+``request_stop``), where nothing is half-done, and holds everything the rest of the run depends on:
 
 * the model, its optimiser state and SB3's counters (SB3's ``save``: ``num_timesteps``, ``_last_obs``,
-  ``_episode_num``, the episode-info buffer, the exploration rate...);
-* the replay buffer (SB3's ``save_replay_buffer``);
+  ``_last_episode_starts``, ``_episode_num``, the episode-info buffer, the exploration rate...);
+* DQN's replay buffer (SB3's ``save_replay_buffer``); PPO has none to keep: at a rollout boundary its rollout
+  buffer has been used up and the next rollout refills it whole;
 * the training env itself, pickled with cloudpickle: the game state mid-episode, its random generator, the
   CRL schedule position (block, cycle, step in block) and the Monitor's episode bookkeeping;
-* the global random states (python, numpy, torch) that exploration and minibatch sampling draw from;
+* the global random states (python, numpy, torch) that exploration and minibatch sampling draw from (SB3's
+  PPO draws each epoch's minibatch permutation from numpy's global generator, its actions from torch's);
 * the logger's values recorded but not yet written, and the callbacks' own state (``extra``).
 
 Why our own module rather than SB3's ``CheckpointCallback``: that callback saves the model (and optionally
@@ -50,12 +51,21 @@ class Checkpoint:
     extra: dict[str, Any]
 
 
+def _algo(model: Any) -> str:
+    from moerl.rl.sb3.moe_ppo import MoEPPO
+
+    return "ppo" if isinstance(model, MoEPPO) else "dqn"
+
+
 def _write_state(work: Path, model: Any, extra: dict[str, Any], step: int) -> None:
     model.save(work / "model.zip")
-    model.save_replay_buffer(work / "replay.pkl")
+    algo = _algo(model)
+    if algo == "dqn":
+        model.save_replay_buffer(work / "replay.pkl")
     logger = model.logger
     state = {
         "step": step,
+        "algo": algo,
         "env": model.env,
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -79,18 +89,23 @@ EXTRA_KEYS = ("episodes", "eval", "seconds")
 
 
 def load_checkpoint(run_path: str | Path, device: Any = "cpu") -> Checkpoint:
-    """Rebuild the model, its env, replay buffer, random states and logger values from the checkpoint.
+    """Rebuild the model (``MoEDQN`` or ``MoEPPO``, as ``state.pkl`` says), its env, DQN's replay buffer, the
+    random states and logger values from the checkpoint.
 
-    A missing or damaged file (``state.pkl``, ``model.zip``, ``replay.pkl``) is one ConfigError naming it
+    A missing or damaged file (``state.pkl``, ``model.zip``, DQN's ``replay.pkl``) is one ConfigError naming it
     (:func:`~moerl.core.checkpoint_store.load_checkpoint_file`), raised before anything is written.
     """
     from moerl.rl.sb3.moe_dqn import MoEDQN
+    from moerl.rl.sb3.moe_ppo import MoEPPO
 
     state = load_checkpoint_file(run_path, "state.pkl", _read_state)
+    algo = state.get("algo", "dqn")  # checkpoints written before PPO are DQN's
+    cls: Any = MoEPPO if algo == "ppo" else MoEDQN
     # force_reset=False: SB3 would otherwise drop _last_obs and reset the env mid-episode.
-    model = load_checkpoint_file(run_path, "model.zip", lambda path: MoEDQN.load(
+    model = load_checkpoint_file(run_path, "model.zip", lambda path: cls.load(
         path, env=state["env"], device=device, force_reset=False))
-    load_checkpoint_file(run_path, "replay.pkl", model.load_replay_buffer)
+    if algo == "dqn":
+        load_checkpoint_file(run_path, "replay.pkl", model.load_replay_buffer)
     model._last_metrics_step = state["last_metrics_step"]
     # SB3's load re-seeds the global generators (set_random_seed in _setup_model): restore them last.
     rng = state["rng"]

@@ -147,6 +147,12 @@ class MoEPPO(PPO):
         self._last_metrics_step = -metrics_interval
         #: ``(step, tag, value)`` of every MoE metric since the last :meth:`pop_metrics`.
         self._metric_rows: list[tuple[int, str, float]] = []
+        #: Total env steps of the whole run when ``learn`` is called in chunks (checkpoints): the learning-rate
+        #: anneal and clip schedules then follow the run, not the chunk (as ``MoEDQN.schedule_timesteps``).
+        self.schedule_timesteps: int | None = None
+        self._stop_requested = False
+        #: Logger values carried by a checkpoint until the new logger exists (:mod:`moerl.rl.sb3.checkpoint`).
+        self._pending_log: dict[str, Any] | None = None
         if isinstance(env, str):
             env = make_vec_env(env, n_envs=n_envs)
         envs = env.num_envs if isinstance(env, VecEnv) else (1 if env is not None else n_envs)
@@ -180,6 +186,35 @@ class MoEPPO(PPO):
             return super().learn(total_timesteps, callback=callback, log_interval=log_interval,
                                  tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
                                  progress_bar=progress_bar)
+
+    # --- chunked training and clean stops -----------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask ``learn`` to return before the next rollout, where the state is whole (for checkpoints).
+
+        Called from a signal handler: the rollout being collected and its update finish first, so the state
+        saved afterwards is one an uninterrupted run also passes through (a rollout boundary).
+        """
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        if self._stop_requested:
+            return False
+        return super().collect_rollouts(*args, **kwargs)
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any):
+        total, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
+        if self.schedule_timesteps is not None:
+            self._total_timesteps = self.schedule_timesteps
+        return total, callback
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        """SB3's progress, over the whole run when it is trained in chunks (:attr:`schedule_timesteps`):
+        ``OnPolicyAlgorithm.learn`` passes the chunk's end, which would restart the anneal at every chunk."""
+        super()._update_current_progress_remaining(num_timesteps, self.schedule_timesteps or total_timesteps)
 
     # --- learning ----------------------------------------------------------------------------
     def train(self) -> None:
@@ -265,7 +300,8 @@ class MoEPPO(PPO):
         return rows
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_metrics_step", "_metric_rows"]
+        return [*super()._excluded_save_params(), "_last_metrics_step", "_metric_rows", "_stop_requested",
+                "schedule_timesteps", "_pending_log"]
 
     # --- analysis ----------------------------------------------------------------------------
     def _obs_batch(self, observations: Any) -> torch.Tensor:
