@@ -40,12 +40,10 @@ from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.core.threads import TRAINING_THREADS
+from moerl.rl.batch_engines import PLAIN_IDS, engine_of, suite_spec
 from moerl.rl.record import (
-    AUX_LOSS_TAG,
-    LOSS_TAG,
     eval_row,
     eval_scalars,
-    export_model,
     final_eval_entry,
     moe_tag,
     run_results,
@@ -61,40 +59,16 @@ from moerl.runs.rundir import RunDir, check_run_name, resume_status, run_state, 
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
 PROGRESS_STEPS = 1000
-#: Gymnasium ids the batched engine reproduces, as one-task suites without a task one-hot.
-_PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-default"}
-
-
-def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
-    """The suite the batched engine reproduces for ``env_id``: a :class:`~moerl.rl.envs.suite.TaskSuiteEnv`, or
-    a :class:`~moerl.rl.envs.minatar_suite.MinAtarSuiteEnv` for the MinAtar suites (which needs the optional
-    ``minatar`` package, as on the SB3 path: the spec is the reference suite)."""
-    from moerl.rl.envs.registration import make
-    from moerl.rl.envs.suite import SuiteEnv, TaskSuiteEnv
-
-    if env_id in _PLAIN_IDS:
-        if env_kwargs:
-            raise ConfigError(f"env_kwargs do not apply to '{env_id}' with the batched engine")
-        return TaskSuiteEnv([_PLAIN_IDS[env_id]], "mtrl", task_onehot=False)
-    if not env_id.startswith("moerl/") or "RoutingMDP" in env_id:
-        raise ConfigError(f"the batched engine runs moerl's task suites, CartPole-v1 and MountainCar-v0, "
-                          f"not '{env_id}'; use --engine sb3")
-    if "render_mode" in env_kwargs:
-        raise ConfigError("the batched engine does not render: remove env_kwargs.render_mode")
-    kwargs = dict(env_kwargs)
-    if fixed_task is not None:
-        kwargs["fixed_task"] = fixed_task
-    env = make(env_id, **kwargs).unwrapped
-    assert isinstance(env, SuiteEnv)
-    return env
+_PLAIN_IDS = PLAIN_IDS
 
 
 def resolve_engine(config: Any, num_seeds: int) -> str:
     """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
-    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
+    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3.
+    A PPO config with ``ppo.target_kl`` trains on sb3 (BatchedPPO refuses a per-seed early stop)."""
     if config.engine != "auto":
         return config.engine
-    if num_seeds < 2:
+    if num_seeds < 2 or getattr(getattr(config, "ppo", None), "target_kl", None) is not None:
         return "sb3"
     from moerl.rl.config import resolve_env
 
@@ -142,9 +116,10 @@ class _Batch:
         import torch
 
         from moerl.rl.config import engine_device, resolve_env
-        from moerl.rl.engine.batched_dqn import BatchedDQN
         from moerl.rl.tb_layout import TaskSchedule, return_scale
 
+        #: The algorithm's side of the batch (:mod:`moerl.rl.batch_engines`).
+        self.engine = engine_of(configs[0])
         check_member_configs(configs)
         if max(c.timesteps for c in configs) != configs[0].timesteps:
             raise ValueError("the first member (the leader, holding the checkpoint) must have the largest budget")
@@ -180,8 +155,7 @@ class _Batch:
         self.schedules = [TaskSchedule(spec.schedule(), spec.task_names, return_scale(bounds)) if bounds else None
                           for spec, bounds in zip(self.specs, self.member_bounds, strict=True)]
         torch.set_num_threads(TRAINING_THREADS)
-        self.agent = BatchedDQN(self.specs, seeds, config.network, [c.dqn for c in configs], engine_device(config),
-                                metrics_interval=config.logging.metrics_interval, compile=self.compiled)
+        self.agent = self.engine.build(configs, self.specs, seeds, engine_device(config), self.compiled)
         self.last_eval = -1
         self.seconds = 0.0
         self.view: Any = None  # the console's progress view (set by train)
@@ -243,14 +217,13 @@ class _Batch:
             sr.rows.extend(rows)
             for tag, value in eval_scalars(rows):
                 sr.writer.add_scalar(tag, value, step)
-            if log.td_loss:
-                sr.writer.add_scalar(LOSS_TAG, float(np.mean([t[i] for t in log.td_loss])), step)
-            if log.aux_loss:
-                sr.writer.add_scalar(AUX_LOSS_TAG, float(np.mean([a[i] for a in log.aux_loss])), step)
+            for tag, value, at in self.engine.train_scalars(log, i, step, self.configs[i]):
+                sr.writer.add_scalar(tag, value, at)
             per_task: dict[int, list[float]] = {}
-            for _, done, task, ret, _length in log.episodes:
-                if done[i]:
-                    per_task.setdefault(int(task[i]), []).append(float(ret[i]))
+            for _, done, task, ret, _length in log.episodes:  # (S,), or (S, N) with environments per seed
+                ended = np.atleast_1d(done[i])
+                for t, r in zip(np.atleast_1d(task[i])[ended], np.atleast_1d(ret[i])[ended], strict=True):
+                    per_task.setdefault(int(t), []).append(float(r))
             for t, rets in per_task.items():
                 sr.writer.add_scalar(train_return_tag(self.spec.task_names[t]), float(np.mean(rets)), step)
             for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
@@ -301,12 +274,14 @@ class _Batch:
         if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
             self.evaluate(0, config.eval.episodes)
         # PROGRESS_STEPS only splits learn() for the view: a run learned in any chunks is the same run (tested)
-        every = [f for f in (config.eval.freq, _checkpoint_steps(config), PROGRESS_STEPS) if f]
+        every = [f for f in (config.eval.freq, self.engine.checkpoint_steps(config), PROGRESS_STEPS) if f]
+        ckpt = self.engine.checkpoint_steps(config)
         try:
             # (the agent is looked up anew: members that reach their budgets leave it, finish_members)
             with stop_on_signals(lambda name: self.agent.request_stop()) as signals:
                 while self.agent.num_timesteps < total and not self.agent.stopped:
                     agent = self.agent
+                    before = agent.num_timesteps
                     budgets = [c.timesteps for c in self.configs]
                     # chunks end at every active member's budget, where it leaves the batch
                     target = min([total, *((agent.num_timesteps // f + 1) * f for f in every),
@@ -318,12 +293,14 @@ class _Batch:
                     if agent.stopped:
                         break
                     n = agent.num_timesteps
-                    if config.eval.freq and n % config.eval.freq == 0:
+                    # a multiple of the cadence reached or passed: DQN's chunks end on them; PPO's at the
+                    # rollout boundary after them (BatchedPPO stops only between rollouts, as SB3's PPO)
+                    if _passed(before, n, config.eval.freq):
                         self.evaluate(n, config.eval.episodes)
                     finishing = [i for i, b in enumerate(budgets) if b == n]
                     if n < total and finishing:
                         self.finish_members(finishing, started, console)
-                    if n < total and _checkpoint_steps(config) and n % _checkpoint_steps(config) == 0:
+                    if n < total and _passed(before, n, ckpt):
                         self.checkpoint(started)
                 if self.agent.stopped:
                     for sr in self.seed_runs:
@@ -408,10 +385,9 @@ class _Batch:
                                       self.config.eval.episodes))
 
 
-def _checkpoint_steps(config: Any) -> int:
-    """Env steps between batch checkpoints (0: none), a multiple of ``train_freq`` as on the SB3 path."""
-    every, freq = config.checkpoint.every, config.dqn.train_freq
-    return max(freq, (every // freq) * freq) if every else 0
+def _passed(before: int, now: int, every: int) -> bool:
+    """Whether the steps ``(before, now]`` hold a multiple of ``every`` (0: never)."""
+    return bool(every) and now // every > before // every
 
 
 def _members_status(runs: list[Any], seeds: list[int]) -> dict[str, Any]:
@@ -428,9 +404,8 @@ def check_member_configs(configs: list[Any]) -> None:
     engine checks): one evaluation and checkpoint cadence, one network, one device; each may have its own
     budget (it leaves the batch when it reaches it)."""
     from moerl.core.config import leaf_keys
-    from moerl.rl.engine.batched_dqn import PER_MEMBER
 
-    own = (*MEMBER_KEYS, *(f"dqn.{k}" for k in PER_MEMBER))
+    own = engine_of(configs[0]).member_keys()
     first = to_dict(configs[0])
     for config in configs[1:]:
         other = to_dict(config)
@@ -468,26 +443,22 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
     ordered by budget, largest first (stably), so the checkpoint's home is never written out first. The run
     directories are returned in the order of ``configs``.
     """
-    from moerl.rl.config import check_sizes, default_timesteps, engine_device, resolve_env, run_label
-    from moerl.rl.sb3.moe_dqn import default_buffer_size
+    from moerl.rl.config import engine_device, resolve_env, run_label
 
     configs = [dataclasses.replace(c) for c in configs]  # budgets and capacities are resolved below
+    engine = engine_of(configs[0])
     bases, capacities = [], []
     for config, name in zip(configs, run_names, strict=True):
         spec = suite_spec(resolve_env(config.env), config.env_kwargs)
         bases.append(name or run_label(to_dict(config)))  # before the budget is resolved, as moerl sweep names it
-        if config.timesteps is None:
-            config.timesteps = default_timesteps(config)
-        config.dqn = dataclasses.replace(config.dqn, buffer_size=config.dqn.buffer_size or default_buffer_size(spec))
-        capacities.append(config.dqn.buffer_size)
+        capacities.append(engine_of(config).resolve(config, spec))
     check_member_configs(configs)
     order = sorted(range(len(configs)), key=lambda i: -configs[i].timesteps)  # stable: the largest budgets first
     configs, seeds, bases = [configs[i] for i in order], [seeds[i] for i in order], [bases[i] for i in order]
     names_of_tasks = {suite_spec(resolve_env(c.env), c.env_kwargs).task_names for c in configs}
     if len(names_of_tasks) > 1:
         raise ConfigError(f"the members of one batch must share their tasks, got {sorted(names_of_tasks)}")
-    check_sizes(configs[0], int(spec.observation_space.shape[0]), len(seeds), max(capacities),
-                obs_bytes=np.dtype(spec.observation_space.dtype).itemsize)  # MinAtar's replay holds bytes
+    engine.check_sizes(configs[0], spec, len(seeds), max(capacities))
     names = [f"{base}_s{seed}" for base, seed in zip(bases, seeds, strict=True)]
     if len(set(names)) != len(names):
         raise ConfigError(f"two members of one batch would share a run directory: {sorted(names)}")
@@ -521,7 +492,7 @@ def resume_seeds(request: Any) -> list[Path]:
     budgets of their own may have finished before (their files are left alone): those that left the batch
     before the checkpoint are not in it; one that finished after it is in it, and trains on in the batch
     to its budget without writing anything, so the others compute exactly as they did (``_SeedRun.done``)."""
-    from moerl.rl.config import DQNRunConfig, apply_resume_flags, engine_device, stored_config
+    from moerl.rl.config import apply_resume_flags, engine_device, stored_config
 
     check_resume_request(request, {"timesteps": "a new total", "device": "where to continue"})
     member = RunDir(request.resume)
@@ -546,7 +517,8 @@ def resume_seeds(request: Any) -> list[Path]:
     configs = []
     for run, saved in zip(batch_runs, state.get("configs") or [None] * len(batch_runs), strict=True):
         # each member's own config (members of a sweep group differ in their env settings), as checkpointed
-        config = from_dict(DQNRunConfig, stored_config(run.read_config()))
+        raw = stored_config(run.read_config())
+        config = from_dict(engine_of(raw).schema, raw)
         if saved is not None:
             _check_member_config(run, to_dict(config), stored_config(saved))
         config.seed = batch_seed
@@ -555,7 +527,8 @@ def resume_seeds(request: Any) -> list[Path]:
         raise ConfigError("--timesteps sets one total for every member, and the members of this batch have "
                           "budgets of their own; resume it without --timesteps")
     configs = [c if run.path.name in done else
-               apply_resume_flags(c, request.option("timesteps"), request.option("device"), step)
+               apply_resume_flags(c, request.option("timesteps"), request.option("device"), step,
+                                  engine_of(c).validate)
                for run, c in zip(batch_runs, configs, strict=True)]
     if request.option("device") is not None:  # one device for the whole batch, the finished members' too
         configs = [dataclasses.replace(c, device=request.option("device")) for c in configs]
@@ -653,16 +626,8 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
     from moerl.rl.config import reference_rows
     from moerl.rl.continual import continual_metrics
     from moerl.rl.envs.attributes import normalized_return
-    from moerl.rl.nets.qnetwork import count_parameters
-    from moerl.rl.sb3.moe_dqn import MoEDQN
 
-    model = MoEDQN("MoEPolicy", spec, policy_kwargs={"network": to_dict(config.network)}, seed=sr.seed,
-                   device="cpu", **_dqn_kwargs(config))
-    state = agent.q_net.state_dict_of(i)
-    model.policy.q_net.q_net.load_state_dict(state)
-    model.policy.q_net_target.q_net.load_state_dict(agent.q_net_target.state_dict_of(i))
-    model.num_timesteps = agent.num_timesteps
-    export_model(sr.run, model)
+    parameters = engine_of(config).export(sr.run, i, agent, config, spec, sr.seed)
     schedule = spec.schedule()
     sr.run.write_json("schedule.json", schedule_record(schedule, spec.block_steps))
     final_eval = {}
@@ -675,14 +640,9 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
     rows = [{k: str(v) for k, v in r.items()} for r in sr.rows]
     results = run_results(
         config, env_id, sr.seed, engine="batched", seeds_in_batch=num_seeds, seconds=seconds,
-        env_steps=env_steps, parameters=count_parameters(model.policy.q_net.q_net),
+        env_steps=env_steps, parameters=parameters,
         final_eval=final_eval,
         continual=continual_metrics(rows, schedule, spec.block_steps, reference) if bounds else None)
     sr.run.write_json("results.json", results)
     return results
 
-
-def _dqn_kwargs(config: Any) -> dict[str, Any]:
-    """MoEDQN's arguments: the whole ``dqn:`` section, as the SB3 path passes it (the saved zip records the
-    run's hyper-parameters, ``loss``, ``aux_loss_coef`` and ``adam_eps`` included)."""
-    return dataclasses.asdict(config.dqn)

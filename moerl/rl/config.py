@@ -60,7 +60,7 @@ FLAGS: Mapping[str, str] = {
 #: The RL line's algorithms (``--algo``): each has its own config schema and engines; DQN is the default.
 RL_ALGOS = Registry("RL algorithm", {
     "dqn": "MoE DQN: the SB3 reference engine and the batched engine (the dqn: section)",
-    "ppo": "MoE PPO: the SB3 reference engine (the ppo: section; docs/moe-ppo.md)",
+    "ppo": "MoE PPO: the SB3 reference engine and the batched engine (the ppo: section; docs/moe-ppo.md)",
 })
 
 

@@ -177,8 +177,8 @@ class BatchProgress:
 
     def episodes(self, log_episodes: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         for _, done, task, ret, _length in log_episodes[self._seen:]:
-            for i in np.flatnonzero(done):
-                self.recent[self.names[int(task[i])]][i].append(float(ret[i]))
+            for at in map(tuple, np.argwhere(done)):  # (seed,) or, with environments per seed, (seed, env)
+                self.recent[self.names[int(task[at])]][at[0]].append(float(ret[at]))
         self._seen = len(log_episodes)
 
     def popped(self) -> None:

@@ -165,10 +165,12 @@ def requested_algo(request: TrainRequest) -> str:
 
 
 def _train_ppo(request: TrainRequest) -> Path | list[Path]:
-    """``--algo ppo``: one run, or (``--seeds``) one run per seed, one after another on the SB3 engine (the
-    batched PPO engine is not wired yet: :data:`moerl.rl.ppo_config.NO_BATCHED`)."""
+    """``--algo ppo``: one run, or (``--seeds``) one run per seed: together on the batched engine
+    (:class:`~moerl.rl.engine.batched_ppo.BatchedPPO`, through :mod:`moerl.rl.batched_runs` as DQN's batches),
+    or one after another on the SB3 engine; ``engine: auto`` resolves as for DQN."""
     import copy
 
+    from moerl.rl.batched_runs import resolve_engine, train_seeds
     from moerl.rl.ppo_config import build_ppo_config
     from moerl.rl.ppo_run import train_ppo
 
@@ -176,10 +178,14 @@ def _train_ppo(request: TrainRequest) -> Path | list[Path]:
     if seeds_spec is not None and request.option("seed") is not None:
         raise ConfigError("give --seed or --seeds, not both")
     config = build_ppo_config(request.config, request.flags(), request.overrides)
+    seeds = parse_seeds(seeds_spec) if seeds_spec is not None else [config.seed]
+    config.engine = resolve_engine(config, len(seeds))
+    if config.engine == "batched":
+        return train_seeds(config, seeds, request.logdir, request.run_name, request.console())
     if seeds_spec is None:
         return train_ppo(request, config)
     paths = []
-    for seed in parse_seeds(seeds_spec):
+    for seed in seeds:
         one = copy.deepcopy(config)
         one.seed = seed
         name = f"{request.run_name}_s{seed}" if request.run_name else None

@@ -6,10 +6,13 @@ flags are DQN's, shared through :class:`moerl.rl.config.RLRunConfig` and validat
 :func:`~moerl.rl.config.validate_run`. The config names its algorithm (``algo: ppo``), so a run's
 ``config.yaml`` tells ``--resume``, ``moerl eval``, ``runs`` and ``report`` what trained it.
 
-What PPO refuses that DQN takes: ``--engine batched`` and ``--compile on`` (the batched PPO engine is not
-wired into the CLI yet), the ``dqn:`` section; a CRL suite whose block length ``n_envs`` does not divide
-(each of the ``n_envs`` environments runs ``block_steps / n_envs`` steps of each block, so the run switches
-task on the same grid of total env steps as DQN's single environment).
+Engines as for DQN: ``sb3`` (:class:`~moerl.rl.sb3.moe_ppo.MoEPPO`), ``batched``
+(:class:`~moerl.rl.engine.batched_ppo.BatchedPPO`, every seed in one process) and ``auto`` (batched for two or
+more seeds of an env it runs). What PPO refuses that DQN takes: ``--compile on`` (BatchedPPO runs eager),
+``ppo.target_kl`` on the batched engine (no per-seed early stop; ``auto`` picks sb3 for it), the ``dqn:``
+section; a CRL suite whose block length ``n_envs`` does not divide (each of the ``n_envs`` environments runs
+``block_steps / n_envs`` steps of each block, so the run switches task on the same grid of total env steps as
+DQN's single environment).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from moerl.rl.config import (
 
 ALGO = "ppo"
 
-#: Why ``--engine batched`` is refused for PPO (one line; the engine lands with issue 26's batched step).
-NO_BATCHED = ("the batched PPO engine is not wired yet: --algo ppo trains on the sb3 engine (leave --engine out, "
-              "or --engine sb3; --seeds run one after another)")
+#: Why ``ppo.target_kl`` is refused on the batched engine (one line).
+NO_TARGET_KL = ("ppo.target_kl is not supported by the batched engine (a per-seed early stop needs per-seed Adam "
+                "step counts); leave it unset, or use --engine sb3")
 
 
 @dataclass
@@ -64,19 +67,19 @@ def build_ppo_config(file: str | None = None, flags: Mapping[str, Any] | None = 
 
 
 def validate_ppo(config: PPORunConfig, given: frozenset[str] = frozenset()) -> PPORunConfig:
-    """Every value of a PPO run config, or the one-line :class:`ConfigError`; ``engine: auto`` becomes ``sb3``."""
+    """Every value of a PPO run config, or the one-line :class:`ConfigError` (``engine: auto`` is resolved by
+    the caller, with the number of seeds: :func:`moerl.rl.batched_runs.resolve_engine`)."""
     if config.algo != ALGO:
         raise ConfigError(f"config key 'algo' is '{config.algo}' in a PPO config; leave it out or write algo: ppo")
     from moerl.rl.config import COMPILE, ENGINES
 
     ENGINES.check(config.engine)
     COMPILE.check(config.compile)
-    if config.engine == "batched":
-        raise ConfigError(NO_BATCHED)
+    if config.engine == "batched" and config.ppo.target_kl is not None:
+        raise ConfigError(NO_TARGET_KL)
     if config.compile == "on":
-        raise ConfigError("compile: on applies to the batched engine, which --algo ppo does not run yet; "
-                          "use compile: off")
-    config.engine = "sb3"
+        raise ConfigError("compile: on applies to DQN's batched engine; --algo ppo trains eager on both "
+                          "engines: use compile: off")
     return validate_run(config, given, config.ppo.validate, lambda: check_rollout_size(config))
 
 

@@ -62,9 +62,11 @@ def make_vec_env(config: PPORunConfig, info: SuiteInfo) -> Any:
     return DummyVecEnv([lambda: Monitor(make(env_id, **kwargs)) for _ in range(n)])
 
 
-def build_ppo_model(config: PPORunConfig, env: Any, tensorboard_log: str | None = None) -> Any:
+def build_ppo_model(config: PPORunConfig, env: Any, tensorboard_log: str | None = None,
+                    device: str | None = None) -> Any:
     """An untrained :class:`MoEPPO` for ``config`` on ``env`` (seeded): the ``ppo:`` section is MoEPPO's own
-    arguments (``n_envs`` excepted: ``env`` brings its environments), the ``network:`` section its network."""
+    arguments (``n_envs`` excepted: ``env`` brings its environments), the ``network:`` section its network;
+    ``device``: instead of the config's (the batched engine exports its members' networks on the CPU)."""
     import dataclasses
 
     from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
@@ -74,7 +76,7 @@ def build_ppo_model(config: PPORunConfig, env: Any, tensorboard_log: str | None 
     settings = {k: v for k, v in dataclasses.asdict(config.ppo).items() if k != "n_envs"}
     return MoEPPO("MoEPolicy", env, **settings, metrics_interval=config.logging.metrics_interval,
                   policy_kwargs={"network": to_dict(config.network)}, tensorboard_log=tensorboard_log,
-                  seed=config.seed, device=engine_device(config), verbose=0)
+                  seed=config.seed, device=device or engine_device(config), verbose=0)
 
 
 def ppo_trainer(run: RunDir, config: PPORunConfig, model: Any, console: Console, info: SuiteInfo,

@@ -274,11 +274,17 @@ class BatchedPPO(GreedyEvaluation):
 
     def _policy_scores(self, feats: torch.Tensor, task: torch.Tensor | None,
                        record: bool = False) -> tuple[torch.Tensor, BatchedRecord | None]:
-        """The actor's logits (greedy PPO: their masked argmax) and its record, in evaluation mode."""
+        """The actor's logits (greedy PPO: their masked argmax), in evaluation mode; with ``record``, the
+        routing of both heads under the SB3 path's evaluation names ``actor.<layer>`` and ``critic.<layer>``
+        (``shared.<layer>``), as ``MoEPPO.moe_metrics`` gives them to ``eval_usage.csv``."""
         self._mode(False)
         if record:
             out, rec = self.actor.forward_record(feats, task)
-            return out[..., :self.n_actions], rec
+            heads = {"shared" if self.critic is None else "actor": rec}
+            if self.critic is not None:
+                heads["critic"] = self.critic.forward_record(feats, task)[1]
+            routing = {f"{head}.{name}": r for head, part in heads.items() for name, r in part.routing.items()}
+            return out[..., :self.n_actions], BatchedRecord(self.num_seeds, routing, {})
         return self.actor(feats, task)[..., :self.n_actions], None
 
     def _mode(self, training: bool) -> None:
