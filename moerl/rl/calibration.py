@@ -6,7 +6,8 @@ measured elsewhere mislead. A calibration builds the group's engine (the real co
 count), lets it warm up past the first updates, then times:
 
 * ``step``: seconds per env step of the whole group, updates included (a step before ``learning_starts``
-  costs less, so charging every step at this rate slightly over-estimates);
+  costs less, so charging every step at this rate slightly over-estimates); for a PPO group, one whole
+  rollout and its update timed after a first one (rollouts of ``n_envs x n_steps`` steps per member);
 * ``eval_step``: seconds per step of one evaluation batch (every member x task x episode, one greedy forward
   and one env step each); an evaluation is charged as if every episode ran to the longest episode limit
   (untrained agents end episodes early, trained ones often reach the limit).
@@ -63,8 +64,10 @@ def cache_file() -> Path:
 def calibration_key(configs: list[Any]) -> str:
     """What a calibration depends on: the shared network and update, the member count, the suites, the CPU."""
     first = to_dict(configs[0])
+    section = {"ppo": first["ppo"]} if "ppo" in first else {
+        "dqn": {k: v for k, v in first["dqn"].items() if k != "buffer_size"}}
     parts = {
-        "network": first["network"], "dqn": {k: v for k, v in first["dqn"].items() if k != "buffer_size"},
+        "network": first["network"], **section,
         "members": len(configs), "envs": sorted({c.env for c in configs}), "eval": first["eval"]["episodes"],
         "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "device": first["device"], "compile": _compiles(configs),
@@ -115,16 +118,20 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
 
     first = configs[0]
     specs = [suite_spec(resolve_env(c.env), c.env_kwargs) for c in configs]
-    warm = min(first.dqn.learning_starts, 100)  # the warm-up only fills the buffers: keep it short
-    hps = [dataclasses.replace(c.dqn, learning_starts=warm) for c in configs]
     compiled = _compiles(configs)
-    agent = BatchedDQN(specs, seeds, first.network, hps, engine_device(first), compile=compiled)
-    start = time.perf_counter()
-    agent.learn(warm + 10 * first.dqn.train_freq)
-    compile_seconds = time.perf_counter() - start if compiled else 0.0
-    start = time.perf_counter()
-    agent.learn(agent.num_timesteps + TIMED_STEPS)
-    step = (time.perf_counter() - start) / TIMED_STEPS
+    if getattr(first, "algo", "dqn") == "ppo":
+        agent, step = _time_ppo(configs, specs, seeds)
+        compile_seconds = 0.0
+    else:
+        warm = min(first.dqn.learning_starts, 100)  # the warm-up only fills the buffers: keep it short
+        hps = [dataclasses.replace(c.dqn, learning_starts=warm) for c in configs]
+        agent = BatchedDQN(specs, seeds, first.network, hps, engine_device(first), compile=compiled)
+        start = time.perf_counter()
+        agent.learn(warm + 10 * first.dqn.train_freq)
+        compile_seconds = time.perf_counter() - start if compiled else 0.0
+        start = time.perf_counter()
+        agent.learn(agent.num_timesteps + TIMED_STEPS)
+        step = (time.perf_counter() - start) / TIMED_STEPS
     tasks = specs[0].num_tasks
     episodes = first.eval.episodes
     env = make_batched_suite([s for s in specs for _ in range(tasks * episodes)],
@@ -136,6 +143,21 @@ def _time_group(configs: list[Any], seeds: list[int]) -> Calibration:
         obs = env.step(actions, validate=False).obs
     eval_step = (time.perf_counter() - start) / TIMED_EVAL_STEPS
     return Calibration(step, eval_step, compile_seconds)
+
+
+def _time_ppo(configs: list[Any], specs: list[Any], seeds: list[int]) -> tuple[Any, float]:
+    """A PPO group's engine and its seconds per env step: one rollout with its update, timed after a first
+    (which allocates); a rollout is the smallest piece BatchedPPO trains."""
+    from moerl.rl.batch_engines import PPOBatchEngine
+    from moerl.rl.config import engine_device
+
+    agent = PPOBatchEngine.build(configs, specs, seeds, engine_device(configs[0]), False)
+    rollout = configs[0].ppo.n_envs * configs[0].ppo.n_steps
+    total = 1_000 * rollout  # the learning-rate anneal of a long run: a calibration's steps train at full rate
+    agent.learn(rollout, schedule_timesteps=total)
+    start = time.perf_counter()
+    agent.learn(2 * rollout, schedule_timesteps=total)
+    return agent, (time.perf_counter() - start) / rollout
 
 
 def estimate_seconds(configs: list[Any], calibration: Calibration) -> float:

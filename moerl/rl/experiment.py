@@ -48,13 +48,12 @@ from moerl.rl.config import (
     resolve_env,
     run_label,
     stored_config,
-    sweep_config,
     validate,
 )
 from moerl.rl.envs.attributes import normalized_return, suite_info
 from moerl.rl.ppo_config import PPORunConfig, validate_ppo
 from moerl.rl.run_env import make_env
-from moerl.rl.sweep_groups import estimate_group, group_key, train_group
+from moerl.rl.sweep_groups import estimate_group, group_key, sweep_config, train_group
 from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints
 from moerl.runs.console import Console
 from moerl.runs.kinds import (

@@ -1,12 +1,15 @@
-"""How ``moerl sweep`` batches the MoE DQN line's runs: which configs may share a batch, how a group trains,
-and what it costs.
+"""How ``moerl sweep`` batches the RL line's runs (MoE DQN and MoE PPO): which configs may share a batch, how a
+group trains, and what it costs; and what one sweep point is (:func:`sweep_config`, ``algo: ppo`` included).
 
 A sweep's runs of one architecture differ only in what the batched engine holds per member (the seed, the
 env settings of one set of tasks, the budget, the replay capacity, the discount, the exploration schedule,
 the learning rate and Adam's epsilon:
 :data:`~moerl.rl.batched_runs.MEMBER_KEYS`, :data:`~moerl.rl.engine.batched_dqn.PER_MEMBER`); such runs
 get one :func:`group_key`, and the sweep trains them in processes of many members
-(:func:`moerl.runs.sweep.jobs.group_plans`), each member still writing its own run directory.
+(:func:`moerl.runs.sweep.jobs.group_plans`), each member still writing its own run directory. PPO's runs group
+the same way over what :class:`~moerl.rl.engine.batched_ppo.BatchedPPO` holds per member (env settings,
+learning rate, Adam's epsilon, discount, GAE lambda), with one budget per group (BatchedPPO's members cannot
+leave a batch early); a PPO config never shares a key with a DQN config (``algo`` is part of the key).
 """
 
 from __future__ import annotations
@@ -17,29 +20,57 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from moerl.core.config import from_dict
+from moerl.core.config import from_dict, load_yaml, resolve, to_dict
+from moerl.core.config_files import resolve_config_file
 from moerl.core.errors import ConfigError
-from moerl.rl.config import DQNRunConfig, resolve_env, validate
+from moerl.rl.batch_engines import engine_of, suite_spec
+from moerl.rl.config import FLAGS, algo_of, check_algo, refuse_other_algos, resolve_env
+from moerl.rl.config import sweep_config as dqn_sweep_config
+from moerl.rl.ppo_config import PPORunConfig, validate_ppo
 from moerl.runs.console import Console
+
+
+def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``moerl sweep`` point: :func:`moerl.rl.config.sweep_config` for DQN; for ``algo: ppo`` (a key of the
+    point or of the base config file) the same over :class:`~moerl.rl.ppo_config.PPORunConfig`, validated as
+    ``moerl train --algo ppo`` validates it (a ``dqn.`` key in a PPO point is refused, and the reverse)."""
+    from moerl.rl.config import default_valued_file_keys
+
+    file = str(resolve_config_file(base_file)) if base_file else None
+    flags = {FLAGS.get(k, k): v for k, v in keys.items()}
+    algo = check_algo(flags.pop("algo", None) or (algo_of(load_yaml(file)) if file else None))
+    refuse_other_algos(algo, flags, "the sweep")
+    if algo != "ppo":
+        return dqn_sweep_config(base_file, {k: v for k, v in keys.items() if k != "algo"})
+    config, given = resolve(PPORunConfig, file=file, flags=flags, aliases=FLAGS)
+    if file:
+        given = given - default_valued_file_keys(file, config, set(flags), ())
+    return to_dict(validate_ppo(config, given))
 
 
 def group_key(config: Mapping[str, Any]) -> str | None:
     """Equal for configs whose runs may train in one batch, None for a config that trains alone (the sb3
     engine, or an env the batched engine does not run)."""
-    from moerl.rl.batched_runs import MEMBER_KEYS, suite_spec
-    from moerl.rl.engine.batched_dqn import PER_MEMBER
+    from moerl.rl.batched_runs import MEMBER_KEYS
 
     if config.get("engine") not in ("batched", "auto"):
         return None
-    parsed = from_dict(DQNRunConfig, dict(config))
+    engine = engine_of(config)
+    parsed = from_dict(engine.schema, dict(config))
+    if engine.algo == "ppo" and parsed.ppo.target_kl is not None:
+        return None  # trains on sb3 (BatchedPPO refuses it)
     try:
         tasks = suite_spec(resolve_env(parsed.env), parsed.env_kwargs).task_names
     except ConfigError:
         return None
-    # budgets are per member (timesteps is one of MEMBER_KEYS): a member leaves its batch at its own
-    shared = {key: value for key, value in config.items() if key not in (*MEMBER_KEYS, "eval", "dqn", "seed")}
+    section = engine.algo  # the algorithm's own settings: dqn: or ppo:
+    per_member = {k.split(".", 1)[1] for k in engine.member_keys() if k.startswith(f"{section}.")}
+    # DQN's budgets are per member (timesteps is one of MEMBER_KEYS): a member leaves its batch at its own;
+    # PPO's members share one (the key holds it)
+    own = MEMBER_KEYS if section == "dqn" else tuple(k for k in MEMBER_KEYS if k != "timesteps")
+    shared = {key: value for key, value in config.items() if key not in (*own, "eval", section, "seed")}
     shared["eval"] = {k: v for k, v in config.get("eval", {}).items() if k != "reference_runs"}
-    shared["dqn"] = {k: v for k, v in config.get("dqn", {}).items() if k not in PER_MEMBER}
+    shared[section] = {k: v for k, v in config.get(section, {}).items() if k not in per_member}
     shared["tasks"] = list(tasks)
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -47,10 +78,11 @@ def group_key(config: Mapping[str, Any]) -> str | None:
 def _members(members: Sequence[Mapping[str, Any]], device: str | None) -> tuple[list[Any], list[int], list[str]]:
     configs, seeds, names = [], [], []
     for member in members:
-        config = from_dict(DQNRunConfig, dict(member["config"]))
+        engine = engine_of(member["config"])
+        config = from_dict(engine.schema, dict(member["config"]))
         if device is not None:
             config.device = device
-        validate(config)
+        engine.validate(config)
         for seed in member["seeds"]:
             configs.append(config)
             seeds.append(int(seed))
