@@ -1,4 +1,4 @@
-"""Do the two MoE-DQN engines agree? 10 seeds per engine per config, IQMs with 95% bootstrap CIs.
+"""Do the two engines of an RL algorithm agree? 10 seeds per engine per config, IQMs with 95% bootstrap CIs.
 
 For each config (env x network) the SB3 path trains seeds 0-9 one after another (``--engine sb3``) and the
 batched engine trains them together (``--engine batched``), both with moerl's defaults and the env's default
@@ -7,11 +7,15 @@ final greedy normalised return per task (``results.json``: ``final_eval``); per 
 interquartile mean over runs x tasks with a 95% stratified-bootstrap CI, and the CI of the difference of
 the IQMs (SB3 minus batched; an interval containing 0 means no difference detected).
 
+``--algo ppo`` runs the same check for MoE PPO (``MoEPPO`` against ``BatchedPPO``, PPO's defaults, its runs
+under ``<out>/ppo/``); ``--set KEY=VALUE`` (repeatable) passes settings to every run, e.g. one MinAtar game:
+``--configs minatar-crl:dense --set env_kwargs.fixed_task=1``.
+
 Long (about an hour of CPU per config and engine at the default budgets) and resumable: finished run
 directories are kept and skipped, an unfinished one is trained again; ``--configs`` runs a part.
 
-    python scripts/validate_batched_engine.py --out runs/validation [--configs cartpole-crl:dense,...]
-        [--seeds 0-9] [--timesteps N] [--engines sb3,batched] [--report docs/batched-validation.md]
+    python scripts/validate_batched_engine.py --out runs/validation [--algo dqn|ppo] [--configs cartpole-crl:dense,...]
+        [--seeds 0-9] [--timesteps N] [--set KEY=VALUE ...] [--engines sb3,batched] [--report docs/batched-validation.md]
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ def _finished(path: Path) -> bool:
         return False
 
 
-def run_config(out: Path, config: str, engine: str, seeds: list[int], timesteps: int | None) -> list[Path]:
+def run_config(out: Path, config: str, engine: str, seeds: list[int], timesteps: int | None,
+               algo: str = "dqn", settings: tuple[str, ...] = ()) -> list[Path]:
     """Train what is missing of ``config`` x ``engine`` under ``out``; return the seeds' run directories."""
     from moerl.cli import main
 
     _, flags = _args(config)
+    flags += [*(["--algo", algo] if algo != "dqn" else []), *(x for kv in settings for x in ("--set", kv))]
     name = config.replace(":", "_").replace("/", "-")
     logdir = out / engine / name
     paths = [logdir / f"{name}_s{seed}" for seed in seeds]
@@ -109,13 +115,16 @@ def main() -> None:
     p.add_argument("--seeds", default="0-9")
     p.add_argument("--timesteps", type=int)
     p.add_argument("--engines", default="sb3,batched")
+    p.add_argument("--algo", choices=("dqn", "ppo"), default="dqn", help="the algorithm whose engines are compared")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of every run")
     p.add_argument("--report", help="also write the markdown table to this file")
     args = p.parse_args()
-    out, seeds = Path(args.out), parse_seeds(args.seeds)
+    out, seeds = Path(args.out) / ("ppo" if args.algo == "ppo" else ""), parse_seeds(args.seeds)
     lines = ["| config | SB3 path IQM [95% CI] | batched IQM [95% CI] | difference [95% CI] |", "|---|---|---|---|"]
     results = {}
     for config in args.configs.split(","):
-        paths = {engine: run_config(out, config, engine, seeds, args.timesteps) for engine in args.engines.split(",")}
+        paths = {engine: run_config(out, config, engine, seeds, args.timesteps, args.algo, tuple(args.set))
+                 for engine in args.engines.split(",")}
         if set(paths) != {"sb3", "batched"}:
             continue
         res = compare(scores(paths["sb3"]), scores(paths["batched"]))
@@ -123,8 +132,10 @@ def main() -> None:
         cells = [f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" for v in (res["sb3"], res["batched"], res["difference"])]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    (out / "validation.json").write_text(json.dumps({"seeds": seeds, "timesteps": args.timesteps,
-                                                      "results": results}, indent=2) + "\n")
+    record = {"seeds": seeds, "timesteps": args.timesteps, "results": results}
+    if args.algo != "dqn":  # DQN's record stays as it was
+        record = {"algo": args.algo, **record, "settings": args.set}
+    (out / "validation.json").write_text(json.dumps(record, indent=2) + "\n")
     table = "\n".join(lines) + "\n"
     print(table)
     if args.report:

@@ -236,3 +236,35 @@ def test_unknown_algo_lists_the_valid_ones(tmp_path, capsys):
 def test_algo_flag_and_config_file_that_disagree_are_refused(crl_run, tmp_path, capsys):
     rc = main(["train", "--algo", "dqn", "--config", str(crl_run / "config.yaml"), "--logdir", str(tmp_path)])
     assert rc == 2 and "says algo: ppo" in capsys.readouterr().err
+
+
+# --- shipped PPO configs -----------------------------------------------------------------------------
+SHIPPED = {  # name: (the source's settings the file must hold, rollout = n_envs x n_steps)
+    "ppo/cartpole": ({"learning_rate": 2.5e-4, "n_envs": 4, "n_steps": 128, "n_epochs": 4, "n_minibatches": 4,
+                      "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01}, 512),
+    "ppo/minatar": ({"learning_rate": 5e-4, "n_envs": 64, "n_steps": 128, "n_epochs": 4, "n_minibatches": 8,
+                     "gamma": 0.999, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01}, 8192),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_ppo_configs_hold_their_sources_settings_and_train_a_rollout_on_both_engines(name, tmp_path):
+    from moerl.core.config_files import shipped_configs
+    from moerl.rl.ppo_config import build_ppo_config
+
+    assert sorted(c for c in shipped_configs() if c.startswith("ppo/")) == sorted(SHIPPED)
+    settings, rollout = SHIPPED[name]
+    config = build_ppo_config(name)
+    assert {k: getattr(config.ppo, k) for k in settings} == settings
+    if name == "ppo/cartpole":  # PureJaxRL's defaults are PPOHyperParams' own
+        from moerl.rl.algos.ppo import PPOHyperParams
+
+        assert config.ppo == PPOHyperParams() and config.timesteps == 500_000
+    small = ["--timesteps", "1", "--set", "eval.freq=0", "--set", "eval.episodes=1", "--set", "eval.final_episodes=1",
+             "--no-progress", "-q", "--logdir", str(tmp_path)]
+    assert main(["train", "--config", name, "--seeds", "0-1", "--run-name", "b", *small]) == 0
+    assert main(["train", "--config", name, "--seed", "0", "--run-name", "one", *small]) == 0
+    for run in ("b_s0", "b_s1", "one"):
+        written = yaml.safe_load((tmp_path / run / "config.yaml").read_text())
+        assert written["timesteps"] == rollout and written["engine"] == ("sb3" if run == "one" else "batched")
+        assert (tmp_path / run / "model.zip").is_file()
