@@ -164,8 +164,9 @@ def test_minatar_conv_torso_trains(tmp_path):
     assert json.loads((run / "results.json").read_text())["final_eval"]
 
 
-def test_seeds_train_one_after_another(tmp_path):
-    rc = main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "0-1", "--timesteps", "200",
+def test_seeds_train_one_after_another_on_the_sb3_engine(tmp_path):
+    """``--engine sb3``: the seeds one after another (``engine: auto`` batches them: test_batched_ppo_runs.py)."""
+    rc = main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "0-1", "--engine", "sb3", "--timesteps", "200",
                "--set", "ppo.n_steps=32", "--set", "eval.freq=0", "--set", "eval.episodes=1",
                "--set", "eval.final_episodes=1", "--logdir", str(tmp_path), "--no-progress", "-q"])
     assert rc == 0
