@@ -111,3 +111,15 @@ def test_the_ray_backend_gives_the_local_backends_ppo_runs(study, tmp_path):
     assert _finished(tmp_path / "ray") == names
     for name in names:
         assert (logdir / name / "eval.csv").read_text() == (tmp_path / "ray" / name / "eval.csv").read_text()
+
+
+def test_the_paper_ppo_study_groups_by_architecture_and_budget():
+    """configs/paper/ppo-minatar.yaml: per variant, CRL in both orders (the suite's 3 x 1e7) and MTRL (3e7)
+    are one group, the three single-game references (1e7) another."""
+    from collections import Counter
+
+    from moerl.rl.sweep_groups import group_key
+
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "configs" / "paper" / "ppo-minatar.yaml")
+    keys = Counter(group_key(job.config) for job in spec.jobs)
+    assert None not in keys and len(spec.jobs) == 66 and sorted(keys.values()) == [3] * 22

@@ -72,6 +72,14 @@ def group_key(config: Mapping[str, Any]) -> str | None:
     shared["eval"] = {k: v for k, v in config.get("eval", {}).items() if k != "reference_runs"}
     shared[section] = {k: v for k, v in config.get(section, {}).items() if k not in per_member}
     shared["tasks"] = list(tasks)
+    if section == "ppo":  # the budget as trained (null: the suite's own), so MTRL's 3e7 meets CRL's 3 x 1e7
+        from moerl.rl.config import default_timesteps
+        from moerl.rl.ppo_run import whole_rollouts
+
+        if parsed.timesteps is None:
+            parsed.timesteps = default_timesteps(parsed)
+        whole_rollouts(parsed)
+        shared["timesteps"] = parsed.timesteps
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
