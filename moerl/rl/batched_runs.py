@@ -1,4 +1,4 @@
-"""``moerl train --seeds 0-9 --engine batched``: many seeds of one MoE-DQN config, trained together; and
+"""``moerl train --seeds 0-9 --engine batched``: many seeds of one MoE-DQN or MoE-PPO config, trained together; and
 batches whose members are runs of several configs of one architecture (:func:`train_members`: a sweep's
 settings, e.g. task orders, fixed tasks, block lengths, replay capacities, that the engine holds per member).
 
@@ -19,6 +19,11 @@ land exactly where and as the SB3 path's do, one run directory per seed, so that
   (:mod:`moerl.rl.tb_layout`);
 * ``model.zip``: the seed's network in an SB3 ``MoEDQN`` zip (``MoEDQN.load`` reads it);
 * ``results.json`` (final evaluation over ``eval.final_episodes``, continual metrics) and ``schedule.json``.
+
+The algorithm's side (its engine, its member settings, budgets, checkpoint interval, training scalars and
+model zip) comes from its adapter in :mod:`moerl.rl.batch_engines`; for PPO (``BatchedPPO``), ``model.zip`` is
+a ``MoEPPO`` zip, the training scalars are PPO's ``train/*`` diagnostics, and evaluations and checkpoints fall
+on rollout boundaries (the first at or after each multiple of ``eval.freq``; see docs/moe-ppo.md).
 
 Checkpoints, signals and ``--resume`` work for a batch as for one run (see :class:`_Batch`). MoE metrics
 (``moe/dormant/...``, ``moe/router/...``) are measured every ``logging.metrics_interval`` env steps on a
