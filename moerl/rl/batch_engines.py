@@ -198,7 +198,7 @@ class PPOBatchEngine:
         """Member ``i``'s PPO diagnostics, one point per update at the env step it ended, under SB3's ``train/*``
         tags; ``train/loss`` is the update's mean loss over its minibatches (SB3 logs its last minibatch's)."""
         p = config.ppo
-        out = []
+        out: list[tuple[str, float, int]] = []
         for at, update in log.updates:
             values = {key: float(v[i]) for key, v in update.items()}
             out.extend((PPO_TAGS[key], value, at) for key, value in values.items() if key in PPO_TAGS)
