@@ -52,12 +52,13 @@ grids (heading right, heading left): they never interact with anything but the s
 heading one way are one. Should a spawn ever find no free slot, it is dropped and ``overflow`` set (not
 reachable with the default sizes; the tests check it stays clear).
 
-Spawn numbers stay small: after every step they are renumbered so that the oldest live enemy has 0 (the
-order is kept, which is all they are for). An enemy moves at least once every 6 steps (its countdown
+Spawn numbers stay small: after a step that leaves a game's next number above 64, that game's numbers are
+renumbered so that its oldest live enemy has 0 (the order is kept, which is all they are for; a game's
+numbers depend on its own history only). An enemy moves at least once every 6 steps (its countdown
 restarts at the move interval, at most 5, and the interval never grows) and leaves the board at its 10th
 move, so it lives at most 60 steps; with one spawn per step at most, the live enemies' numbers and the next
-one are all within 0-61 after a renumbering, and below 63 within a step: bytes, and under 127 as the strike
-and meet orders below need.
+one are all within 0-61 after a renumbering, so at most 64 when a step starts and 65 within it: bytes, and
+under 127 as the strike and meet orders below need.
 
 Random draws, ``draws_per_step = 5`` per environment (``draws_per_reset = 0``): slots 0-2 the enemy spawn's
 side (``u < 1/2``: from the left, heading right), kind (``u < 1/3``: a submarine) and row (``1 + floor(8 u)``),
@@ -94,6 +95,7 @@ SPEC = GameSpec(
 RAMP_ENEMY_SLOTS = 40
 FLAT_ENEMY_SLOTS = 4
 MAX_ENEMY_SLOTS = 127  # slot ranks are bytes
+_RENUMBER_AT = 64  # spawn numbers are renumbered after a step where some game's next one passes this
 TORPEDO_SLOTS = 2
 DIVER_SLOTS = 2
 MAX_OXYGEN = 200
@@ -152,9 +154,8 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             # the draws: sides and kind (slots 0, 1, 3) are u < these; a spawn column is 9 * (1 - side)
             "draws": torch.tensor([[0.5, 1 / 3, 0.0, 0.5, 0.0]], dtype=torch.float64, device=device),
             "nine": torch.full((1, 5), GRID - 1, dtype=_I8, device=device),
-            # per action (MinAtar's full set): column move, row move, facing after (-1: as before)
-            "moves": torch.tensor([[0, 0, -1], [-1, 0, 0], [0, -1, -1], [1, 0, 1], [0, 1, -1], [0, 0, -1]],
-                                  device=device),
+            # the submarine's key in the move tables: x * 2 + y * 20 + facing right (+ 200 * action)
+            "move_key": torch.tensor([[2], [2 * GRID], [1]], device=device),
             # bullet grids (right, left) moving one cell: the right grid's column 0 and the left's 9 empty
             "shift_keep": torch.cat([cols != 0, cols != GRID - 1]).to(_U8)[None],
             "grids": torch.tensor([[0, _CELLS]], device=device),
@@ -164,8 +165,23 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
     return _CONSTS[key]
 
 
+def _move_tables() -> dict[str, torch.Tensor]:
+    """The submarine after an action, by ``((action * 10 + row) * 10 + column) * 2 + facing right``: ``moved``
+    (3, 1200) int64 rows column, row, facing right; ``moved8`` (4, 1200) int8 the same and its cell."""
+    moves = ((0, 0, -1), (-1, 0, 0), (0, -1, -1), (1, 0, 1), (0, 1, -1), (0, 0, -1))  # column, row, facing after
+    out = torch.zeros(4, len(moves) * GRID * GRID * 2, dtype=torch.int64)
+    for action, (dx, dy, face) in enumerate(moves):
+        for row in range(GRID):
+            for col in range(GRID):
+                for right in range(2):
+                    x, y = min(max(col + dx, 0), GRID - 1), min(max(row + dy, 0), GRID - 2)
+                    key = ((action * GRID + row) * GRID + col) * 2 + right
+                    out[:, key] = torch.tensor([x, y, right if face < 0 else face, y * GRID + x])
+    return {"moved": out[:3].contiguous(), "moved8": out.to(_I8)}
+
+
 def _tables() -> dict[str, torch.Tensor]:
-    """The observation's lookup tables (see :meth:`Seaquest.observe`)."""
+    """The observation's and the submarine's lookup tables (see :meth:`Seaquest.observe`, :func:`_move_tables`)."""
     cells = torch.full((_MARK_KEYS, 2), _SINK, dtype=torch.int64)
 
     def put(key: int, slot: int, channel: int, row: int, col: int) -> None:
@@ -193,7 +209,7 @@ def _tables() -> dict[str, torch.Tensor]:
         gauges[oxygen, :, 0, :oxygen * 10 // MAX_OXYGEN] = 1
     for aboard in range(-1, GRID + 1):
         gauges[:, aboard + 1, 1, max(0, GRID - 1 - aboard):GRID - 1] = 1
-    return {"marks": cells, "gauges": gauges.view(-1, 2 * GRID),
+    return {**_move_tables(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
             # key weights of the packed fields (alive, column, row, heading right, a sub) and the offsets
             "sub_key": torch.tensor([[2], [GRID * 2], [1]]),
             "torpedo_key": torch.tensor([[[(GRID + 2) * GRID]], [[1]], [[GRID + 2]]]),
@@ -299,12 +315,17 @@ class Seaquest:
          next_seq) = _rows(state["sub"]).unbind(0)
         ended = state["terminal"]
         live = ~ended
-        action = action * live
         u = u.to(torch.float64)
         side = (u < c["draws"]).view(_I8)  # (N, 5): 0 the enemy enters from the left, 1 it is a sub, 3 the diver..
         spawn_x = c["nine"] - c["nine"] * side  # .. and their columns (0 and 3)
         rows = (u * 8).floor_().to(_I8).add_(1)  # (N, 5): 2 the enemy's row, 4 the diver's
-        x8, y8, mi8 = x.to(_I8), y.to(_I8), move_interval.to(_I8)
+        mi8 = move_interval.to(_I8)
+
+        # The submarine moves (firing replaces moving: the torpedo below starts where it is).
+        action = action * live
+        key = (_rows(state["sub"])[:3] * c["move_key"]).sum(0).add_(action, alpha=2 * _CELLS)
+        x, y, facing = c["moved"].index_select(1, key).unbind(0)
+        x8, y8, facing8, sub_cell = c["moved8"].index_select(1, key)[:, None].unbind(0)  # (1, N) each
 
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
         # The next state's enemies are a copy updated in place; slots from k on are dead and stay as they are.
@@ -341,17 +362,9 @@ class Seaquest:
         fire = (action == 5) & (shot_timer == 0)
         overflow = overflow | (fire & torpedoes[0, 1].view(b8))
         put = (c["slot"] == torpedoes[0].sum(0, dtype=_I8)[None]) & fire[None]
-        values = torch.stack([c["one"], x8, y8, facing.to(_I8)])
+        values = torch.stack([c["one"], x8[0], y8[0], facing8[0]])
         torpedoes = torpedoes + put.view(_I8)[None] * (values[:, None] - torpedoes)
         shot_timer = torch.where(fire, SHOT_COOLDOWN, shot_timer)
-
-        # The submarine moves (firing replaces moving).
-        move = c["moves"][action]
-        x = (x + move[:, 0]).clamp_(0, GRID - 1)
-        y = (y + move[:, 1]).clamp_(0, GRID - 2)
-        facing = torch.where(move[:, 2] < 0, facing, move[:, 2])
-        x8, y8 = x.to(_I8), y.to(_I8)
-        sub_cell = (y * GRID + x).to(_I8)[None]
 
         # Torpedoes move; newest first, each on the board strikes the oldest fish, else the oldest sub, in its
         # cell. Strike order (bytes): fish 255 - seq, subs 127 - seq; the largest is the victim. A torpedo
@@ -377,29 +390,22 @@ class Seaquest:
         reward = hit.sum(0)
 
         # Divers, newest first: picked up (room permitting) before or after their move.
+        # Each diver is picked up if it is in the submarine's cell before its move, or moves into it (a diver
+        # picked up before its move would have moved only where it is gone anyway); the newest (slot 1) first,
+        # so with room for one only, slot 0 is picked when slot 1 is not. A diver left swims: its countdown
+        # drops, or it moves and its countdown restarts (what is left in a freed slot does not matter).
         d_alive, d_x, d_y, d_right, d_timer = divers.unbind(0)
         swimming = d_alive.view(b8) & live[None]
-        row_here = d_y == y8[None]
-        here = swimming & (d_x == x8[None]) & row_here
         stepped = d_x + d_right + d_right - 1
         out = stepped.view(_U8) >= GRID
-        here_after = (stepped == x8[None]) & row_here & ~out
-        ready = d_timer == 0
-        picked: list[torch.Tensor] = []
-        stayed: list[torch.Tensor] = []
-        moved: list[torch.Tensor] = []
-        for j in reversed(range(DIVER_SLOTS)):
-            pick = here[j] & (aboard < MAX_DIVERS)
-            aboard = aboard + pick
-            stay = swimming[j] & ~pick
-            moves = stay & ready[j]
-            after = moves & here_after[j] & (aboard < MAX_DIVERS)
-            aboard = aboard + after
-            picked.append(pick | after)
-            stayed.append(stay)
-            moved.append(moves)
-        picks, stay, moves = torch.stack(picked[::-1]), torch.stack(stayed[::-1]), torch.stack(moved[::-1])
-        d_timer = d_timer - stay.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
+        moves = swimming & (d_timer == zero)
+        there = (d_x == x8) | (moves & (stepped == x8) & ~out)
+        found = swimming & there & (d_y == y8)
+        room = aboard < MAX_DIVERS
+        picks = found & room[None]
+        picks[0] &= (aboard < MAX_DIVERS - 1) | ~found[1]
+        aboard = aboard + picks.sum(0)
+        d_timer = d_timer - swimming.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
         d_x = d_x + moves * (stepped - d_x)
         d_alive = d_alive.view(b8) & ~(picks | (moves & out))
 
@@ -475,10 +481,13 @@ class Seaquest:
             e_interval = e_interval - (ramps & (e_interval > 1)) * 1
             ramp_index = ramp_index + ramps
 
-        # Spawn numbers renumbered from the oldest live enemy (0); a terminal game keeps its own.
-        first = torch.minimum(eseq_u.masked_fill(~alive, 255).amin(0), next_seq.to(_U8)) * live
-        eseq_u -= first[None]
-        next_seq = next_seq - first
+        # A game's spawn numbers are renumbered from its oldest live enemy (0) when its next one passes
+        # _RENUMBER_AT (the CPU skips the work when none does); a terminal game keeps its own.
+        if dev.type != "cpu" or int(next_seq.max()) > _RENUMBER_AT:
+            first = (torch.minimum(eseq_u.masked_fill(~alive, 255).amin(0), next_seq.to(_U8))
+                     * (live & (next_seq > _RENUMBER_AT)))
+            eseq_u -= first[None]
+            next_seq = next_seq - first
         alive8.copy_(alive)
 
         sub = torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced * 1, e_interval, clocks[0], clocks[1],
