@@ -68,7 +68,8 @@ side and row, used on steps that spawn a diver.
 **Layout** (for speed: on one CPU thread the time goes to the number of tensor operations far more than to
 their size): the state is a few packed tensors, not one per field, so that a spawn writes all of an enemy's
 fields in one select and :func:`~moerl.rl.envs.minatar.base.where_state` and :meth:`Seaquest.reset` touch
-seven tensors. :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their
+six tensors (torpedoes and divers share one, so that a step appends to both, and
+compacts both, in one pass). :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their
 memory is ``(fields, slots, N)``; the state tensor is a permuted view with N leading), so one field of all
 slots is a contiguous ``(slots, N)`` block and a reduction over the slots (``amax`` over the first dimension)
 runs along contiguous rows of N; they hold bytes. ``torch.where`` on those blocks is avoided (hundreds of
@@ -113,10 +114,12 @@ SUB_FIELDS = ("x", "y", "facing_right", "oxygen", "divers", "shot_timer", "surfa
               "e_spawn_timer", "d_spawn_timer", "move_interval", "ramp_index", "next_seq")
 _SUB_START = (5, 0, 0, MAX_OXYGEN, 0, 0, 1, INIT_SPAWN_INTERVAL, INIT_SPAWN_INTERVAL, DIVER_SPAWN_INTERVAL,
               INIT_MOVE_INTERVAL, 0, 0)
-#: The fields of ``state["enemies"]`` (int8), ``state["torpedoes"]`` and ``state["diver_slots"]``.
+#: The fields of ``state["enemies"]`` (int8) and of ``state["objects"]`` (int8: the torpedoes' slots 0-1, without a
+#: countdown, and the divers' slots 2-3, each pair in list order).
 ENEMY_FIELDS = ("e_alive", "e_x", "e_y", "e_right", "e_sub", "e_timer", "e_gun", "e_seq")
 TORPEDO_FIELDS = ("t_alive", "t_x", "t_y", "t_right")
 DIVER_FIELDS = ("d_alive", "d_x", "d_y", "d_right", "d_timer")
+OBJECT_FIELDS = ("alive", "x", "y", "right", "timer")
 _FLAGS = ("e_alive", "e_right", "e_sub", "t_alive", "t_right", "d_alive", "d_right")
 #: Where the observation paints what is not drawn: a cell of the oxygen gauge's row, written after painting.
 _SINK = _OXYGEN * GRID * GRID + (GRID - 1) * GRID
@@ -149,7 +152,7 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             # (k, N): k - slot, whose largest value over the free slots marks the first free slot
             "first": torch.arange(k, 0, -1, dtype=_I8, device=device)[:, None].expand(k, n).contiguous(),
             "up": torch.arange(1, k + 1, dtype=_I8, device=device),
-            "slot": torch.arange(2, dtype=_I8, device=device)[:, None].expand(2, n).contiguous(),
+            "slot": torch.arange(2, dtype=_I8, device=device)[None, :, None].expand(2, 2, n).contiguous(),
             "sub": torch.tensor(_SUB_START, dtype=_I64, device=device)[:, None].expand(len(_SUB_START), n).contiguous(),
             # the draws: sides and kind (slots 0, 1, 3) are u < these; a spawn column is 9 * (1 - side)
             "draws": torch.tensor([[0.5, 1 / 3, 0.0, 0.5, 0.0]], dtype=torch.float64, device=device),
@@ -212,8 +215,10 @@ def _tables() -> dict[str, torch.Tensor]:
     return {**_move_tables(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
             # key weights of the packed fields (alive, column, row, heading right, a sub) and the offsets
             "sub_key": torch.tensor([[2], [GRID * 2], [1]]),
-            "torpedo_key": torch.tensor([[[(GRID + 2) * GRID]], [[1]], [[GRID + 2]]]),
-            "diver_key": torch.tensor([[[2 * (GRID + 2) * GRID]], [[1]], [[GRID + 2]], [[(GRID + 2) * GRID]]]),
+            # torpedoes' (slots 0-1: no heading in the key) and divers' (slots 2-3) weights, then offsets
+            "object_key": torch.tensor([[(GRID + 2) * GRID] * 2 + [2 * (GRID + 2) * GRID] * 2, [1] * 4,
+                                        [GRID + 2] * 4, [0] * 2 + [(GRID + 2) * GRID] * 2])[:, :, None],
+            "object_base": torch.tensor([[_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2]),
             "enemy_key": torch.tensor([[[4 * (GRID + 2) * GRID]], [[1]], [[GRID + 2]], [[(GRID + 2) * GRID]],
                                        [[2 * (GRID + 2) * GRID]]])}
 
@@ -238,9 +243,10 @@ def fields(state: State) -> State:
     ``(N, 2)``, in list order (flags as bool, numbers as int8); enemy bullets ``b_right``, ``b_left``
     ``(N, 10, 10)`` bool; ``terminal`` and ``overflow`` ``(N,)`` bool."""
     out = {name: state["sub"][:, i] for i, name in enumerate(SUB_FIELDS)}
-    for key, names in (("enemies", ENEMY_FIELDS), ("torpedoes", TORPEDO_FIELDS), ("diver_slots", DIVER_FIELDS)):
+    for key, names, slots in (("enemies", ENEMY_FIELDS, slice(None)), ("objects", TORPEDO_FIELDS, slice(0, 2)),
+                              ("objects", DIVER_FIELDS, slice(2, 4))):
         for i, name in enumerate(names):
-            value = state[key][:, i]
+            value = state[key][:, i, slots]
             out[name] = value.view(torch.bool) if name in _FLAGS else value
     out["b_right"], out["b_left"] = state["bullets"].unbind(1)
     out["terminal"], out["overflow"] = state["terminal"], state["overflow"]
@@ -258,11 +264,11 @@ def _width(alive: torch.Tensor, up: torch.Tensor) -> int:
 
 
 def _compact(block: torch.Tensor) -> torch.Tensor:
-    """Two slots ``(fields, 2, N)`` (field 0 ``alive``) in list order again after removals: where only the
-    second is live, the two swap (which also leaves the right alive flags)."""
-    shift = block[0, 1] > block[0, 0]
-    d = (block[:, 1] - block[:, 0]) * shift
-    return block + torch.stack([d, -d], 1)
+    """Pairs of slots ``(fields, pairs, 2, N)`` (field 0 ``alive``) in list order again after removals: where
+    only the second of a pair is live, the two swap (which also leaves the right alive flags)."""
+    shift = block[0, :, 1] > block[0, :, 0]
+    d = (block[:, :, 1] - block[:, :, 0]) * shift.view(_I8)
+    return block + torch.stack([d, -d], 2)
 
 
 class Seaquest:
@@ -270,10 +276,12 @@ class Seaquest:
 
     State keys, leading dimension N: ``sub`` ``(N, 13)`` int64 (the fields :data:`SUB_FIELDS`); ``enemies``
     ``(N, 8, max_enemies)`` int8 (:data:`ENEMY_FIELDS`: alive, column, row, heading right, a submarine (else
-    a fish), move countdown, gun countdown, spawn number); ``torpedoes`` ``(N, 4, 2)`` and ``diver_slots``
-    ``(N, 5, 2)`` int8 (:data:`TORPEDO_FIELDS`, :data:`DIVER_FIELDS`) in list order; ``bullets``
-    ``(N, 2, 10, 10)`` bool (heading right, heading left; row, column); ``terminal``, ``overflow`` ``(N,)``
-    bool. :func:`fields` names them all. A dead slot's fields are left as they were (only alive counts).
+    a fish), move countdown, gun countdown, spawn number); ``objects`` ``(N, 5, 4)`` int8
+    (:data:`OBJECT_FIELDS`: alive, column, row, heading right, move countdown; slots 0-1 the torpedoes,
+    :data:`TORPEDO_FIELDS`, with no countdown, slots 2-3 the divers, :data:`DIVER_FIELDS`, each pair in list
+    order); ``bullets`` ``(N, 2, 10, 10)`` bool (heading right, heading left; row, column); ``terminal``,
+    ``overflow`` ``(N,)`` bool. :func:`fields` names them all. A dead slot's fields are whatever a step left
+    there (only alive counts).
 
     Args:
         ramping: MinAtar's difficulty ramp (on by default, as in the package).
@@ -298,8 +306,7 @@ class Seaquest:
         return {
             "sub": c["sub"].clone().t(),
             "enemies": _packed((len(ENEMY_FIELDS), self.max_enemies), n, _I8, dev),
-            "torpedoes": _packed((len(TORPEDO_FIELDS), TORPEDO_SLOTS), n, _I8, dev),
-            "diver_slots": _packed((len(DIVER_FIELDS), DIVER_SLOTS), n, _I8, dev),
+            "objects": _packed((len(OBJECT_FIELDS), TORPEDO_SLOTS + DIVER_SLOTS), n, _I8, dev),
             "bullets": torch.zeros(n, 2, GRID, GRID, dtype=torch.bool, device=dev),
             "terminal": no[0], "overflow": no[1],
         }
@@ -350,26 +357,23 @@ class Seaquest:
         next_seq = next_seq + spawn
         e_clock = torch.where(due, e_interval, e_clock)
 
-        # Diver spawn: appended after the live divers (list order); then the action's torpedo, likewise.
-        divers = _rows(state["diver_slots"])
+        # The action's torpedo and the diver spawn, each appended after the live ones of its pair (list order).
+        objects = _rows(state["objects"]).view(len(OBJECT_FIELDS), 2, 2, n)  # (fields, torpedoes/divers, 2, N)
         due = (d_clock == 0) & live
-        overflow = overflow | (due & divers[0, 1].view(b8))
-        put = (c["slot"] == divers[0].sum(0, dtype=_I8)[None]) & due[None]
-        values = torch.stack([c["one"], spawn_x[:, 3], rows[:, 4], side[:, 3], c["five"]])
-        divers = divers + put.view(_I8)[None] * (values[:, None] - divers)
-        d_clock = torch.where(due, DIVER_SPAWN_INTERVAL, d_clock)
-        torpedoes = _rows(state["torpedoes"])
         fire = (action == 5) & (shot_timer == 0)
-        overflow = overflow | (fire & torpedoes[0, 1].view(b8))
-        put = (c["slot"] == torpedoes[0].sum(0, dtype=_I8)[None]) & fire[None]
-        values = torch.stack([c["one"], x8[0], y8[0], facing8[0]])
-        torpedoes = torpedoes + put.view(_I8)[None] * (values[:, None] - torpedoes)
+        adds = torch.stack([fire, due])
+        overflow = overflow | (adds & objects[0, :, 1].view(b8)).amax(0)
+        put = (c["slot"] == objects[0].sum(1, dtype=_I8)[:, None]) & adds[:, None]
+        values = torch.stack([c["one"], c["one"], x8[0], spawn_x[:, 3], y8[0], rows[:, 4], facing8[0], side[:, 3],
+                              c["zero"][0], c["five"]]).view(len(OBJECT_FIELDS), 2, 1, n)
+        objects = torch.addcmul(objects, put.view(_I8)[None], values - objects)
+        d_clock = torch.where(due, DIVER_SPAWN_INTERVAL, d_clock)
         shot_timer = torch.where(fire, SHOT_COOLDOWN, shot_timer)
 
         # Torpedoes move; newest first, each on the board strikes the oldest fish, else the oldest sub, in its
         # cell. Strike order (bytes): fish 255 - seq, subs 127 - seq; the largest is the victim. A torpedo
         # off the board or not flying aims at cell -1, where no enemy is.
-        t_alive, t_x, t_y, t_right = torpedoes.unbind(0)
+        t_alive, t_x, t_y, t_right, t_timer = objects[:, 0].unbind(0)
         flying = t_alive.view(b8) & live[None]
         t_x = t_x + flying * (t_right + t_right - 1)
         flying = flying & (t_x.view(_U8) < GRID)  # -1 is 255 as a byte
@@ -394,7 +398,7 @@ class Seaquest:
         # picked up before its move would have moved only where it is gone anyway); the newest (slot 1) first,
         # so with room for one only, slot 0 is picked when slot 1 is not. A diver left swims: its countdown
         # drops, or it moves and its countdown restarts (what is left in a freed slot does not matter).
-        d_alive, d_x, d_y, d_right, d_timer = divers.unbind(0)
+        d_alive, d_x, d_y, d_right, d_timer = objects[:, 1].unbind(0)
         swimming = d_alive.view(b8) & live[None]
         stepped = d_x + d_right + d_right - 1
         out = stepped.view(_U8) >= GRID
@@ -494,8 +498,9 @@ class Seaquest:
                            move_interval, ramp_index, next_seq])
         nxt = {
             "sub": sub.t(), "enemies": enemies.permute(2, 0, 1),
-            "torpedoes": _compact(torch.stack([t_alive.view(_I8), t_x, t_y, t_right])).permute(2, 0, 1),
-            "diver_slots": _compact(torch.stack([d_alive.view(_I8), d_x, d_y, d_right, d_timer])).permute(2, 0, 1),
+            "objects": _compact(torch.stack([t_alive.view(_I8), d_alive.view(_I8), t_x, d_x, t_y, d_y, t_right, d_right,
+                                             t_timer, d_timer]).view(len(OBJECT_FIELDS), 2, 2, n)).view(
+                len(OBJECT_FIELDS), 4, n).permute(2, 0, 1),
             "bullets": after.view(b8).view(n, 2, GRID, GRID), "terminal": terminal, "overflow": overflow,
         }
         return nxt, reward.to(torch.float32), terminal
@@ -513,8 +518,7 @@ class Seaquest:
         k = _width(every[0], c["up"])
         keys = torch.cat([
             (sub[:3] * c["sub_key"]).sum(0)[:, None],
-            (_rows(state["torpedoes"])[:3] * c["torpedo_key"]).sum(0).t() + (_MARK_TORPEDO + 1),
-            (_rows(state["diver_slots"])[:4] * c["diver_key"]).sum(0).t() + (_MARK_DIVER + 1),
+            (_rows(state["objects"])[:4] * c["object_key"]).sum(0).t() + c["object_base"],
             (every[:5, :k] * c["enemy_key"]).sum(0).t() + (_MARK_ENEMY + 1),
         ], 1)
         marks = c["marks"].index_select(0, keys.view(-1)).view(n, -1)
