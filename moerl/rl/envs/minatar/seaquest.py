@@ -161,7 +161,6 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             "move_key": torch.tensor([[2], [2 * GRID], [1]], device=device),
             # bullet grids (right, left) moving one cell: the right grid's column 0 and the left's 9 empty
             "shift_keep": torch.cat([cols != 0, cols != GRID - 1]).to(_U8)[None],
-            "grids": torch.tensor([[0, _CELLS]], device=device),
             "ones": torch.ones(n, 2 * (1 + TORPEDO_SLOTS + DIVER_SLOTS + k), dtype=_U8, device=device),
             **{name: value.to(device) for name, value in _tables().items()},
         }
@@ -170,17 +169,45 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
 
 def _move_tables() -> dict[str, torch.Tensor]:
     """The submarine after an action, by ``((action * 10 + row) * 10 + column) * 2 + facing right``: ``moved``
-    (3, 1200) int64 rows column, row, facing right; ``moved8`` (4, 1200) int8 the same and its cell."""
+    (4, 1200) int64 rows column, row, facing right and ``row * 8 + 1`` (its part of the surfacing key, see
+    :func:`_surface_table`); ``moved8`` (4, 1200) int8 column, row, facing right and cell; ``touch`` (1200, 4)
+    the cells of the two enemy bullet grids ``(N, 200)`` that hit it: heading right, at its cell or the one
+    to the left (moving in), heading left, at its cell or the one to the right (repeats where none)."""
     moves = ((0, 0, -1), (-1, 0, 0), (0, -1, -1), (1, 0, 1), (0, 1, -1), (0, 0, -1))  # column, row, facing after
-    out = torch.zeros(4, len(moves) * GRID * GRID * 2, dtype=torch.int64)
+    out = torch.zeros(5, len(moves) * GRID * GRID * 2, dtype=torch.int64)
+    touch = torch.zeros(out.shape[1], 4, dtype=torch.int64)
     for action, (dx, dy, face) in enumerate(moves):
         for row in range(GRID):
             for col in range(GRID):
                 for right in range(2):
                     x, y = min(max(col + dx, 0), GRID - 1), min(max(row + dy, 0), GRID - 2)
                     key = ((action * GRID + row) * GRID + col) * 2 + right
-                    out[:, key] = torch.tensor([x, y, right if face < 0 else face, y * GRID + x])
-    return {"moved": out[:3].contiguous(), "moved8": out.to(_I8)}
+                    cell = y * GRID + x
+                    out[:, key] = torch.tensor([x, y, right if face < 0 else face, y * 8 + 1, cell])
+                    touch[key] = torch.tensor([cell, cell - (x > 0), _CELLS + cell, _CELLS + cell + (x < GRID - 1)])
+    return {"moved": out[:4].contiguous(), "moved8": out[[0, 1, 2, 4]].to(_I8), "touch": touch}
+
+
+def _surface_table() -> torch.Tensor:
+    """Oxygen and surfacing by ``(live * 2 + surfaced) * 80 + row * 8 + divers aboard + 1`` (the row after the
+    action; divers clamped to -1..6: below 0 all count alike): ``(6, 320)`` int64 rows: what oxygen becomes
+    as ``oxygen * keep + set`` (keep 0, set 200 on surfacing; keep 1, set -1 a step ending below), keep,
+    1000 where the step ends the game by surfacing with no diver (so that ``this >= oxygen`` also covers
+    oxygen at 0 or less), the change of the divers aboard, surfaced after, and 1 where all six pay out."""
+    out = torch.zeros(6, 2, 2, GRID, 8, dtype=torch.int64)
+    for live in range(2):
+        for surfaced in range(2):
+            for row in range(GRID):
+                for divers in range(-1, 7):
+                    below = live and row > 0
+                    arrives = live and row == 0 and not surfaced
+                    surfaces = arrives and divers != 0
+                    full = surfaces and divers == MAX_DIVERS
+                    out[:, live, surfaced, row, divers + 1] = torch.tensor([
+                        MAX_OXYGEN if surfaces else -int(below), 0 if surfaces else 1,
+                        1000 if arrives and divers == 0 else 0, (-MAX_DIVERS - 1 if full else -1) if surfaces else 0,
+                        int((surfaced or surfaces) and not below), int(full)])
+    return out.view(6, -1)
 
 
 def _tables() -> dict[str, torch.Tensor]:
@@ -212,7 +239,7 @@ def _tables() -> dict[str, torch.Tensor]:
         gauges[oxygen, :, 0, :oxygen * 10 // MAX_OXYGEN] = 1
     for aboard in range(-1, GRID + 1):
         gauges[:, aboard + 1, 1, max(0, GRID - 1 - aboard):GRID - 1] = 1
-    return {**_move_tables(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
+    return {**_move_tables(), "surface": _surface_table(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
             # key weights of the packed fields (alive, column, row, heading right, a sub) and the offsets
             "sub_key": torch.tensor([[2], [GRID * 2], [1]]),
             # torpedoes' (slots 0-1: no heading in the key) and divers' (slots 2-3) weights, then offsets
@@ -331,7 +358,7 @@ class Seaquest:
         # The submarine moves (firing replaces moving: the torpedo below starts where it is).
         action = action * live
         key = (_rows(state["sub"])[:3] * c["move_key"]).sum(0).add_(action, alpha=2 * _CELLS)
-        x, y, facing = c["moved"].index_select(1, key).unbind(0)
+        x, y, facing, surface_key = c["moved"].index_select(1, key).unbind(0)
         x8, y8, facing8, sub_cell = c["moved8"].index_select(1, key)[:, None].unbind(0)  # (1, N) each
 
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
@@ -449,38 +476,31 @@ class Seaquest:
         # Enemy bullets, (N, 200) bytes (right grid, left grid): the new ones join; all touch the submarine
         # before or after moving one cell (in place: fresh (N, 200) tensors cost more than the operations).
         old = state["bullets"].reshape(n, 2 * _CELLS).view(_U8)
-        where = (e_cell.view(_U8) + (eright.view(_U8) ^ 1) * _CELLS).t().long()  # an enemy's cell is in 0..90
-        grid = torch.zeros(n, 2 * _CELLS, dtype=_U8, device=dev)
-        grid.scatter_add_(1, where, shoots.view(_U8).t())
-        grid.clamp_(max=1)
-        grid |= old
-        at_sub = sub_cell.t().long() + c["grids"]
-        touched = grid.gather(1, at_sub)
+        # An enemy's cell is in 9..90: the right grid's cell, or the left grid's (+100) for one heading left.
+        where = torch.addcmul(e_cell, eright, eright, value=-_CELLS).t().long().add_(_CELLS)
+        grid = old.clone()
+        grid.scatter_reduce_(1, where, shoots.view(_U8).t(), reduce="amax")
+        terminal = terminal | grid.gather(1, c["touch"].index_select(0, key)).amax(1).view(b8)
         after = torch.empty_like(grid)
         after[:, 1:_CELLS] = grid[:, :_CELLS - 1]
         after[:, _CELLS:-1] = grid[:, _CELLS + 1:]
         after &= c["shift_keep"]
-        touched |= after.gather(1, at_sub)
-        terminal = terminal | touched.amax(1).view(b8)
         if dev.type != "cpu" or bool(ended.any()):  # a terminal game keeps its bullets (the CPU checks first)
             after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)
 
         # Clocks, oxygen, surfacing.
+        # Clocks, oxygen, surfacing (from :func:`_surface_table`; the ramp only where some game surfaces).
+        live64 = live.long()
         clocks = torch.stack([e_clock, d_clock, shot_timer])
-        clocks = clocks - clocks.clamp(max=1) * live
-        terminal = terminal | (oxygen <= 0)
-        below = y > 0
-        oxygen = oxygen - (below & live).long()
-        arrives = ~below & (surfaced == 0) & live
-        terminal = terminal | (arrives & (aboard == 0))
-        surfaces = arrives & (aboard != 0)
-        surfaced = ((surfaced != 0) | surfaces) & ~(below & live)
-        full = surfaces & (aboard == MAX_DIVERS)
-        reward = reward + full * torch.div(oxygen * 10, MAX_OXYGEN, rounding_mode="floor")
-        aboard = torch.where(surfaces, torch.where(full, 0, aboard) - 1, aboard)
-        oxygen = torch.where(surfaces, MAX_OXYGEN, oxygen)
-        if self.ramping:
-            ramps = surfaces & ((e_interval > 1) | (move_interval > 2))
+        clocks = clocks - clocks.clamp(max=live64)
+        surface_key = (surface_key + aboard.clamp(-1, MAX_DIVERS)).add_(surfaced, alpha=2 * 40).add_(live64, alpha=160)
+        o_set, o_keep, ends, d_aboard, surfaced, full = c["surface"].index_select(1, surface_key).unbind(0)
+        terminal = terminal | (ends >= oxygen)
+        reward = torch.addcmul(reward, full, oxygen.div(MAX_OXYGEN // 10, rounding_mode="floor"))
+        aboard = aboard + d_aboard
+        oxygen = torch.addcmul(o_set, oxygen, o_keep)
+        if self.ramping and (dev.type != "cpu" or int(o_keep.amin()) == 0):
+            ramps = (o_keep == 0) & ((e_interval > 1) | (move_interval > 2))
             move_interval = move_interval - (ramps & (move_interval > 2) & (ramp_index % 2 == 1)) * 1
             e_interval = e_interval - (ramps & (e_interval > 1)) * 1
             ramp_index = ramp_index + ramps
@@ -494,7 +514,7 @@ class Seaquest:
             next_seq = next_seq - first
         alive8.copy_(alive)
 
-        sub = torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced * 1, e_interval, clocks[0], clocks[1],
+        sub = torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced, e_interval, clocks[0], clocks[1],
                            move_interval, ramp_index, next_seq])
         nxt = {
             "sub": sub.t(), "enemies": enemies.permute(2, 0, 1),
