@@ -151,7 +151,6 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             "gun": row(ENEMY_SHOT_INTERVAL),
             # (k, N): k - slot, whose largest value over the free slots marks the first free slot
             "first": torch.arange(k, 0, -1, dtype=_I8, device=device)[:, None].expand(k, n).contiguous(),
-            "up": torch.arange(1, k + 1, dtype=_I8, device=device),
             "slot": torch.arange(2, dtype=_I8, device=device)[None, :, None].expand(2, 2, n).contiguous(),
             "sub": torch.tensor(_SUB_START, dtype=_I64, device=device)[:, None].expand(len(_SUB_START), n).contiguous(),
             # the draws: sides and kind (slots 0, 1, 3) are u < these; a spawn column is 9 * (1 - side)
@@ -162,6 +161,13 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             # bullet grids (right, left) moving one cell: the right grid's column 0 and the left's 9 empty
             "shift_keep": torch.cat([cols != 0, cols != GRID - 1]).to(_U8)[None],
             "ones": torch.ones(n, 2 * (1 + TORPEDO_SLOTS + DIVER_SLOTS + k), dtype=_U8, device=device),
+            # the observation's keys of the objects' and enemies' slots (see ``_tables``): weights, offsets
+            "slot_key": torch.tensor([[(GRID + 2) * GRID] * 2 + [2 * (GRID + 2) * GRID] * 2 + [4 * (GRID + 2) * GRID] * k,
+                                      [1] * (4 + k), [GRID + 2] * (4 + k),
+                                      [0] * 2 + [(GRID + 2) * GRID] * (2 + k), [0] * 4 + [2 * (GRID + 2) * GRID] * k],
+                                     device=device)[:, :, None],
+            "slot_base": torch.tensor([[_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2 + [_MARK_ENEMY + 1] * k],
+                                      device=device),
             **{name: value.to(device) for name, value in _tables().items()},
         }
     return _CONSTS[key]
@@ -240,14 +246,10 @@ def _tables() -> dict[str, torch.Tensor]:
     for aboard in range(-1, GRID + 1):
         gauges[:, aboard + 1, 1, max(0, GRID - 1 - aboard):GRID - 1] = 1
     return {**_move_tables(), "surface": _surface_table(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
-            # key weights of the packed fields (alive, column, row, heading right, a sub) and the offsets
-            "sub_key": torch.tensor([[2], [GRID * 2], [1]]),
-            # torpedoes' (slots 0-1: no heading in the key) and divers' (slots 2-3) weights, then offsets
-            "object_key": torch.tensor([[(GRID + 2) * GRID] * 2 + [2 * (GRID + 2) * GRID] * 2, [1] * 4,
-                                        [GRID + 2] * 4, [0] * 2 + [(GRID + 2) * GRID] * 2])[:, :, None],
-            "object_base": torch.tensor([[_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2]),
-            "enemy_key": torch.tensor([[[4 * (GRID + 2) * GRID]], [[1]], [[GRID + 2]], [[(GRID + 2) * GRID]],
-                                       [[2 * (GRID + 2) * GRID]]])}
+            # the submarine's key (x, y, facing right) and the gauges' (oxygen, divers aboard, both clamped)
+            "sub_key": torch.tensor([[[2], [0]], [[GRID * 2], [0]], [[1], [0]], [[0], [GRID + 2]], [[0], [1]]]),
+            "sub_low": torch.tensor([[0], [0], [0], [0], [-1]]),
+            "sub_high": torch.tensor([[GRID - 1], [GRID - 1], [1], [MAX_OXYGEN], [GRID]])}
 
 
 def _packed(shape: tuple[int, ...], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -280,14 +282,16 @@ def fields(state: State) -> State:
     return out
 
 
-def _width(alive: torch.Tensor, up: torch.Tensor) -> int:
+def _width(alive: torch.Tensor) -> int:
     """How many enemy slots, from the first, a step must work on: up to the last live one in any environment
-    (``alive`` ``(k, N)`` int8, ``up`` the slot numbers from 1), plus one for a spawn. All of them off the CPU
+    (``alive`` ``(k, N)`` int8), plus one for a spawn. All of them off the CPU
     (reading the number back would wait for the device)."""
     k = alive.shape[0]
     if alive.device.type != "cpu":
         return k
-    return min(k, int((alive.amax(1) * up).amax()) + 1)
+    used = alive.amax(1).tolist()
+    last = next((i for i in range(k - 1, -1, -1) if used[i]), -1)
+    return min(k, last + 2)
 
 
 def _compact(block: torch.Tensor) -> torch.Tensor:
@@ -364,7 +368,7 @@ class Seaquest:
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
         # The next state's enemies are a copy updated in place; slots from k on are dead and stay as they are.
         enemies = _rows(state["enemies"]).clone()
-        k = _width(enemies[0], c["up"])
+        k = _width(enemies[0])
         block = enemies[:, :k]
         alive8, ex, ey, eright, esub, etimer, egun, eseq = block.unbind(0)
         alive = alive8.view(b8)
@@ -535,18 +539,16 @@ class Seaquest:
         c = _consts(n, self.max_enemies, dev)
         sub = _rows(state["sub"])
         every = _rows(state["enemies"])
-        k = _width(every[0], c["up"])
-        keys = torch.cat([
-            (sub[:3] * c["sub_key"]).sum(0)[:, None],
-            (_rows(state["objects"])[:4] * c["object_key"]).sum(0).t() + c["object_base"],
-            (every[:5, :k] * c["enemy_key"]).sum(0).t() + (_MARK_ENEMY + 1),
-        ], 1)
+        k = _width(every[0])
+        sub_keys = (sub[:5].clamp(c["sub_low"], c["sub_high"])[:, None] * c["sub_key"]).sum(0)  # (2, N)
+        slots = torch.cat([_rows(state["objects"]), every[:5, :k]], 1)  # (5, 4 + k, N)
+        keys = torch.cat([sub_keys[0][:, None], (slots * c["slot_key"][:, :4 + k]).sum(0).t() + c["slot_base"][:, :4 + k]],
+                         1)
         marks = c["marks"].index_select(0, keys.view(-1)).view(n, -1)
         obs = torch.zeros(n, SPEC.num_channels * _CELLS, dtype=_U8, device=dev)
         obs.scatter_(1, marks, c["ones"][:, :marks.shape[1]])
         bullets = state["bullets"].reshape(n, 2, _CELLS).view(_U8)
         torch.bitwise_or(bullets[:, 0], bullets[:, 1], out=obs[:, _EBULLET * _CELLS:(_EBULLET + 1) * _CELLS])
-        gauges = sub[3].clamp(0, MAX_OXYGEN) * (GRID + 2) + sub[4].clamp(-1, GRID) + 1
-        obs = obs.view(n, SPEC.num_channels, GRID, GRID)
-        obs[:, _OXYGEN:_DIVER_GAUGE + 1, GRID - 1] = c["gauges"].index_select(0, gauges).view(n, 2, GRID)
+        obs = obs.view(n, SPEC.num_channels, GRID, GRID)  # the gauges' row (over the sink)
+        obs[:, _OXYGEN:_DIVER_GAUGE + 1, GRID - 1] = c["gauges"].index_select(0, sub_keys[1] + 1).view(n, 2, GRID)
         return obs.view(torch.bool).permute(0, 2, 3, 1)
