@@ -161,13 +161,14 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             # bullet grids (right, left) moving one cell: the right grid's column 0 and the left's 9 empty
             "shift_keep": torch.cat([cols != 0, cols != GRID - 1]).to(_U8)[None],
             "ones": torch.ones(n, 2 * (1 + TORPEDO_SLOTS + DIVER_SLOTS + k), dtype=_U8, device=device),
-            # the observation's keys of the objects' and enemies' slots (see ``_tables``): weights, offsets
+            # the observation's keys of the objects' and enemies' slots (see ``_tables``; float32, exact for these
+            # small integers and faster than int64): weights, and offsets after the submarine's key (0)
             "slot_key": torch.tensor([[(GRID + 2) * GRID] * 2 + [2 * (GRID + 2) * GRID] * 2 + [4 * (GRID + 2) * GRID] * k,
                                       [1] * (4 + k), [GRID + 2] * (4 + k),
                                       [0] * 2 + [(GRID + 2) * GRID] * (2 + k), [0] * 4 + [2 * (GRID + 2) * GRID] * k],
-                                     device=device)[:, :, None],
-            "slot_base": torch.tensor([[_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2 + [_MARK_ENEMY + 1] * k],
-                                      device=device),
+                                     dtype=torch.float32, device=device)[:, :, None],
+            "slot_base": torch.tensor([[0] + [_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2 + [_MARK_ENEMY + 1] * k],
+                                      dtype=torch.float32, device=device),
             **{name: value.to(device) for name, value in _tables().items()},
         }
     return _CONSTS[key]
@@ -246,8 +247,10 @@ def _tables() -> dict[str, torch.Tensor]:
     for aboard in range(-1, GRID + 1):
         gauges[:, aboard + 1, 1, max(0, GRID - 1 - aboard):GRID - 1] = 1
     return {**_move_tables(), "surface": _surface_table(), "marks": cells, "gauges": gauges.view(-1, 2 * GRID),
-            # the submarine's key (x, y, facing right) and the gauges' (oxygen, divers aboard, both clamped)
-            "sub_key": torch.tensor([[[2], [0]], [[GRID * 2], [0]], [[1], [0]], [[0], [GRID + 2]], [[0], [1]]]),
+            # the submarine's key (x, y, facing right) and the gauges' (oxygen, divers aboard, both clamped) as
+            # ``sub_bias + sub_key @ clamp(fields 0-4)`` in float32
+            "sub_key": torch.tensor([[2.0, GRID * 2, 1, 0, 0], [0, 0, 0, GRID + 2, 1]]),
+            "sub_bias": torch.tensor([[0.0], [1]]),
             "sub_low": torch.tensor([[0], [0], [0], [0], [-1]]),
             "sub_high": torch.tensor([[GRID - 1], [GRID - 1], [1], [MAX_OXYGEN], [GRID]])}
 
@@ -294,12 +297,12 @@ def _width(alive: torch.Tensor) -> int:
     return min(k, last + 2)
 
 
-def _compact(block: torch.Tensor) -> torch.Tensor:
-    """Pairs of slots ``(fields, pairs, 2, N)`` (field 0 ``alive``) in list order again after removals: where
-    only the second of a pair is live, the two swap (which also leaves the right alive flags)."""
+def _compact(block: torch.Tensor, out: torch.Tensor) -> None:
+    """Pairs of slots ``(fields, pairs, 2, N)`` (field 0 ``alive``) in list order again after removals, into
+    ``out``: where only the second of a pair is live, the two swap (which also leaves the right alive flags)."""
     shift = block[0, :, 1] > block[0, :, 0]
     d = (block[:, :, 1] - block[:, :, 0]) * shift.view(_I8)
-    return block + torch.stack([d, -d], 2)
+    torch.add(block, torch.stack([d, -d], 2), out=out)
 
 
 class Seaquest:
@@ -343,9 +346,30 @@ class Seaquest:
         }
 
     def step(self, state: State, action: torch.Tensor, u: torch.Tensor) -> tuple[State, torch.Tensor, torch.Tensor]:
-        # A terminal game stands still because every change below is gated on ``live`` (no action, no spawn,
-        # nothing moves), not by a selection at the end. Written for few tensor operations (see the module
-        # docstring): masks stay bool, int8 blocks take bool factors directly, in-place where the tensor is new.
+        # The outputs are made here, ordinary tensors, and written in inference mode, where the many small
+        # tensor operations in between cost less (see the module docstring).
+        n, dev = action.shape[0], action.device
+        _consts(n, self.max_enemies, dev)  # made outside inference mode: kept for later calls
+        out = {"sub": torch.empty(len(SUB_FIELDS), n, dtype=_I64, device=dev),
+               "enemies": torch.empty(len(ENEMY_FIELDS), self.max_enemies, n, dtype=_I8, device=dev),
+               "objects": torch.empty(len(OBJECT_FIELDS), 2, 2, n, dtype=_I8, device=dev),
+               "bullets": torch.empty(n, 2 * _CELLS, dtype=_U8, device=dev),
+               "terminal": torch.empty(n, dtype=torch.bool, device=dev),
+               "overflow": torch.empty(n, dtype=torch.bool, device=dev),
+               "reward": torch.empty(n, dtype=torch.float32, device=dev)}
+        with torch.inference_mode():
+            self._advance(state, action, u, out)
+        nxt = {"sub": out["sub"].t(), "enemies": out["enemies"].permute(2, 0, 1),
+               "objects": out["objects"].view(len(OBJECT_FIELDS), 4, n).permute(2, 0, 1),
+               "bullets": out["bullets"].view(torch.bool).view(n, 2, GRID, GRID), "terminal": out["terminal"],
+               "overflow": out["overflow"]}
+        return nxt, out["reward"], out["terminal"]
+
+    def _advance(self, state: State, action: torch.Tensor, u: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+        """One step, written into ``out`` (see :meth:`step`). A terminal game stands still because every change
+        below is gated on ``live`` (no action, no spawn, nothing moves), not by a selection at the end. Written
+        for few tensor operations (see the module docstring): masks stay bool, int8 blocks take bool factors
+        directly, in-place where the tensor is new."""
         n, dev = action.shape[0], action.device
         c = _consts(n, self.max_enemies, dev)
         zero, b8 = c["zero"], torch.bool
@@ -367,7 +391,8 @@ class Seaquest:
 
         # Enemy spawn (its three draws are taken whenever it is due, even if cancelled) into the first free slot.
         # The next state's enemies are a copy updated in place; slots from k on are dead and stay as they are.
-        enemies = _rows(state["enemies"]).clone()
+        enemies = out["enemies"]
+        enemies.copy_(_rows(state["enemies"]))
         k = _width(enemies[0])
         block = enemies[:, :k]
         alive8, ex, ey, eright, esub, etimer, egun, eseq = block.unbind(0)
@@ -393,7 +418,7 @@ class Seaquest:
         due = (d_clock == 0) & live
         fire = (action == 5) & (shot_timer == 0)
         adds = torch.stack([fire, due])
-        overflow = overflow | (adds & objects[0, :, 1].view(b8)).amax(0)
+        torch.bitwise_or(overflow, (adds & objects[0, :, 1].view(b8)).amax(0), out=out["overflow"])
         put = (c["slot"] == objects[0].sum(1, dtype=_I8)[:, None]) & adds[:, None]
         values = torch.stack([c["one"], c["one"], x8[0], spawn_x[:, 3], y8[0], rows[:, 4], facing8[0], side[:, 3],
                               c["zero"][0], c["five"]]).view(len(OBJECT_FIELDS), 2, 1, n)
@@ -432,9 +457,9 @@ class Seaquest:
         d_alive, d_x, d_y, d_right, d_timer = objects[:, 1].unbind(0)
         swimming = d_alive.view(b8) & live[None]
         stepped = d_x + d_right + d_right - 1
-        out = stepped.view(_U8) >= GRID
+        leaves = stepped.view(_U8) >= GRID
         moves = swimming & (d_timer == zero)
-        there = (d_x == x8) | (moves & (stepped == x8) & ~out)
+        there = (d_x == x8) | (moves & (stepped == x8) & ~leaves)
         found = swimming & there & (d_y == y8)
         room = aboard < MAX_DIVERS
         picks = found & room[None]
@@ -442,7 +467,7 @@ class Seaquest:
         aboard = aboard + picks.sum(0)
         d_timer = d_timer - swimming.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
         d_x = d_x + moves * (stepped - d_x)
-        d_alive = d_alive.view(b8) & ~(picks | (moves & out))
+        d_alive = d_alive.view(b8) & ~(picks | (moves & leaves))
 
         # Enemies (subs, then fish): touch before and after the move, move, meet torpedoes, subs fire.
         acting = alive & live[None]
@@ -485,7 +510,7 @@ class Seaquest:
         grid = old.clone()
         grid.scatter_reduce_(1, where, shoots.view(_U8).t(), reduce="amax")
         terminal = terminal | grid.gather(1, c["touch"].index_select(0, key)).amax(1).view(b8)
-        after = torch.empty_like(grid)
+        after = out["bullets"]
         after[:, 1:_CELLS] = grid[:, :_CELLS - 1]
         after[:, _CELLS:-1] = grid[:, _CELLS + 1:]
         after &= c["shift_keep"]
@@ -499,7 +524,7 @@ class Seaquest:
         clocks = clocks - clocks.clamp(max=live64)
         surface_key = (surface_key + aboard.clamp(-1, MAX_DIVERS)).add_(surfaced, alpha=2 * 40).add_(live64, alpha=160)
         o_set, o_keep, ends, d_aboard, surfaced, full = c["surface"].index_select(1, surface_key).unbind(0)
-        terminal = terminal | (ends >= oxygen)
+        torch.bitwise_or(terminal, ends >= oxygen, out=out["terminal"])
         reward = torch.addcmul(reward, full, oxygen.div(MAX_OXYGEN // 10, rounding_mode="floor"))
         aboard = aboard + d_aboard
         oxygen = torch.addcmul(o_set, oxygen, o_keep)
@@ -518,37 +543,36 @@ class Seaquest:
             next_seq = next_seq - first
         alive8.copy_(alive)
 
-        sub = torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced, e_interval, clocks[0], clocks[1],
-                           move_interval, ramp_index, next_seq])
-        nxt = {
-            "sub": sub.t(), "enemies": enemies.permute(2, 0, 1),
-            "objects": _compact(torch.stack([t_alive.view(_I8), d_alive.view(_I8), t_x, d_x, t_y, d_y, t_right, d_right,
-                                             t_timer, d_timer]).view(len(OBJECT_FIELDS), 2, 2, n)).view(
-                len(OBJECT_FIELDS), 4, n).permute(2, 0, 1),
-            "bullets": after.view(b8).view(n, 2, GRID, GRID), "terminal": terminal, "overflow": overflow,
-        }
-        return nxt, reward.to(torch.float32), terminal
+        torch.stack([x, y, facing, oxygen, aboard, clocks[2], surfaced, e_interval, clocks[0], clocks[1],
+                     move_interval, ramp_index, next_seq], out=out["sub"])
+        _compact(torch.stack([t_alive.view(_I8), d_alive.view(_I8), t_x, d_x, t_y, d_y, t_right, d_right, t_timer,
+                              d_timer]).view(len(OBJECT_FIELDS), 2, 2, n), out["objects"])
+        out["reward"].copy_(reward)
 
     def observe(self, state: State) -> torch.Tensor:
         """The grids, built channels-first and returned as a channels-last view (a network's
         ``permute(0, 3, 1, 2)`` back to channels-first is then free). Each object (the submarine, torpedoes,
         divers, enemies) makes a key of its fields, a table gives the cells it sets (itself and its trail or
         back, or the sink for none), and one scatter sets them all; the bullets are copied, and a second table
-        gives the gauges' row."""
+        gives the gauges' row. Like :meth:`step`, it writes its output (made first) in inference mode."""
         n, dev = state["terminal"].shape[0], state["terminal"].device
         c = _consts(n, self.max_enemies, dev)
+        obs = torch.zeros(n, SPEC.num_channels * _CELLS, dtype=_U8, device=dev)
+        with torch.inference_mode():
+            self._paint(state, obs, c)
+        return obs.view(torch.bool).view(n, SPEC.num_channels, GRID, GRID).permute(0, 2, 3, 1)
+
+    def _paint(self, state: State, obs: torch.Tensor, c: dict[str, torch.Tensor]) -> None:
+        n = obs.shape[0]
         sub = _rows(state["sub"])
         every = _rows(state["enemies"])
         k = _width(every[0])
-        sub_keys = (sub[:5].clamp(c["sub_low"], c["sub_high"])[:, None] * c["sub_key"]).sum(0)  # (2, N)
-        slots = torch.cat([_rows(state["objects"]), every[:5, :k]], 1)  # (5, 4 + k, N)
-        keys = torch.cat([sub_keys[0][:, None], (slots * c["slot_key"][:, :4 + k]).sum(0).t() + c["slot_base"][:, :4 + k]],
-                         1)
-        marks = c["marks"].index_select(0, keys.view(-1)).view(n, -1)
-        obs = torch.zeros(n, SPEC.num_channels * _CELLS, dtype=_U8, device=dev)
+        sub_keys = torch.addmm(c["sub_bias"], c["sub_key"], sub[:5].clamp(c["sub_low"], c["sub_high"]).float())
+        slots = torch.cat([_rows(state["objects"]), every[:5, :k]], 1).float()  # (5, 4 + k, N)
+        keys = torch.cat([sub_keys[:1].t(), slots.mul_(c["slot_key"][:, :4 + k]).sum(0).t()], 1)
+        marks = c["marks"].index_select(0, keys.add_(c["slot_base"][:, :5 + k]).long().view(-1)).view(n, -1)
         obs.scatter_(1, marks, c["ones"][:, :marks.shape[1]])
         bullets = state["bullets"].reshape(n, 2, _CELLS).view(_U8)
         torch.bitwise_or(bullets[:, 0], bullets[:, 1], out=obs[:, _EBULLET * _CELLS:(_EBULLET + 1) * _CELLS])
-        obs = obs.view(n, SPEC.num_channels, GRID, GRID)  # the gauges' row (over the sink)
-        obs[:, _OXYGEN:_DIVER_GAUGE + 1, GRID - 1] = c["gauges"].index_select(0, sub_keys[1] + 1).view(n, 2, GRID)
-        return obs.view(torch.bool).permute(0, 2, 3, 1)
+        grids = obs.view(n, SPEC.num_channels, GRID, GRID)  # the gauges' row (over the sink)
+        grids[:, _OXYGEN:_DIVER_GAUGE + 1, GRID - 1] = c["gauges"].index_select(0, sub_keys[1].long()).view(n, 2, GRID)
