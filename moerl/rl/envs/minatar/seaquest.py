@@ -377,6 +377,9 @@ class Seaquest:
          next_seq) = _rows(state["sub"]).unbind(0)
         ended = state["terminal"]
         live = ~ended
+        # On the CPU, when no game has ended (as where a caller resets them before stepping), the masks by
+        # ``live`` are skipped: they would change nothing.
+        gated = dev.type != "cpu" or bool(ended.any())
         u = u.to(torch.float64)
         side = (u < c["draws"]).view(_I8)  # (N, 5): 0 the enemy enters from the left, 1 it is a sub, 3 the diver..
         spawn_x = c["nine"] - c["nine"] * side  # .. and their columns (0 and 3)
@@ -384,7 +387,8 @@ class Seaquest:
         mi8 = move_interval.to(_I8)
 
         # The submarine moves (firing replaces moving: the torpedo below starts where it is).
-        action = action * live
+        if gated:
+            action = action * live
         key = (_rows(state["sub"])[:3] * c["move_key"]).sum(0).add_(action, alpha=2 * _CELLS)
         x, y, facing, surface_key = c["moved"].index_select(1, key).unbind(0)
         x8, y8, facing8, sub_cell = c["moved8"].index_select(1, key)[:, None].unbind(0)  # (1, N) each
@@ -398,7 +402,7 @@ class Seaquest:
         alive8, ex, ey, eright, esub, etimer, egun, eseq = block.unbind(0)
         alive = alive8.view(b8)
         row = rows[:, 2]
-        due = (e_clock == 0) & live
+        due = (e_clock == 0) & live if gated else e_clock == 0
         clash = (alive & (ey == row[None]) & (eright != side[:, 0][None])).amax(0)
         rank = c["first"][:k] & (alive8 - 1)  # k - slot where free, else 0
         best = rank.amax(0)
@@ -415,7 +419,7 @@ class Seaquest:
 
         # The action's torpedo and the diver spawn, each appended after the live ones of its pair (list order).
         objects = _rows(state["objects"]).view(len(OBJECT_FIELDS), 2, 2, n)  # (fields, torpedoes/divers, 2, N)
-        due = (d_clock == 0) & live
+        due = (d_clock == 0) & live if gated else d_clock == 0
         fire = (action == 5) & (shot_timer == 0)
         adds = torch.stack([fire, due])
         torch.bitwise_or(overflow, (adds & objects[0, :, 1].view(b8)).amax(0), out=out["overflow"])
@@ -430,7 +434,7 @@ class Seaquest:
         # cell. Strike order (bytes): fish 255 - seq, subs 127 - seq; the largest is the victim. A torpedo
         # off the board or not flying aims at cell -1, where no enemy is.
         t_alive, t_x, t_y, t_right, t_timer = objects[:, 0].unbind(0)
-        flying = t_alive.view(b8) & live[None]
+        flying = t_alive.view(b8) & live[None] if gated else t_alive.view(b8)
         t_x = t_x + flying * (t_right + t_right - 1)
         flying = flying & (t_x.view(_U8) < GRID)  # -1 is 255 as a byte
         t_cell = t_y * GRID + t_x
@@ -446,7 +450,7 @@ class Seaquest:
             alive = alive ^ (there & (score == top))
             tops.append(top)
         hit = torch.cat(tops[::-1]) != 0
-        t_alive = (flying & ~hit) | (t_alive.view(b8) & ended[None])
+        t_alive = (flying & ~hit) | (t_alive.view(b8) & ended[None]) if gated else flying & ~hit
         reward = hit.sum(0)
 
         # Divers, newest first: picked up (room permitting) before or after their move.
@@ -455,7 +459,7 @@ class Seaquest:
         # so with room for one only, slot 0 is picked when slot 1 is not. A diver left swims: its countdown
         # drops, or it moves and its countdown restarts (what is left in a freed slot does not matter).
         d_alive, d_x, d_y, d_right, d_timer = objects[:, 1].unbind(0)
-        swimming = d_alive.view(b8) & live[None]
+        swimming = d_alive.view(b8) & live[None] if gated else d_alive.view(b8)
         stepped = d_x + d_right + d_right - 1
         leaves = stepped.view(_U8) >= GRID
         moves = swimming & (d_timer == zero)
@@ -470,7 +474,7 @@ class Seaquest:
         d_alive = d_alive.view(b8) & ~(picks | (moves & leaves))
 
         # Enemies (subs, then fish): touch before and after the move, move, meet torpedoes, subs fire.
-        acting = alive & live[None]
+        acting = alive & live[None] if gated else alive
         terminal = ended | (acting & (e_cell == sub_cell)).amax(0)
         moves = acting & (etimer == zero)
         step = moves * (eright + eright - 1)
@@ -514,15 +518,20 @@ class Seaquest:
         after[:, 1:_CELLS] = grid[:, :_CELLS - 1]
         after[:, _CELLS:-1] = grid[:, _CELLS + 1:]
         after &= c["shift_keep"]
-        if dev.type != "cpu" or bool(ended.any()):  # a terminal game keeps its bullets (the CPU checks first)
+        if gated:  # a terminal game keeps its bullets
             after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)
 
         # Clocks, oxygen, surfacing.
         # Clocks, oxygen, surfacing (from :func:`_surface_table`; the ramp only where some game surfaces).
-        live64 = live.long()
         clocks = torch.stack([e_clock, d_clock, shot_timer])
-        clocks = clocks - clocks.clamp(max=live64)
-        surface_key = (surface_key + aboard.clamp(-1, MAX_DIVERS)).add_(surfaced, alpha=2 * 40).add_(live64, alpha=160)
+        surface_key = (surface_key + aboard.clamp(-1, MAX_DIVERS)).add_(surfaced, alpha=2 * 40)
+        if gated:
+            live64 = live.long()
+            clocks = clocks - clocks.clamp(max=live64)
+            surface_key.add_(live64, alpha=2 * 80)
+        else:
+            clocks = clocks - clocks.clamp(max=1)
+            surface_key.add_(2 * 80)
         o_set, o_keep, ends, d_aboard, surfaced, full = c["surface"].index_select(1, surface_key).unbind(0)
         torch.bitwise_or(terminal, ends >= oxygen, out=out["terminal"])
         reward = torch.addcmul(reward, full, oxygen.div(MAX_OXYGEN // 10, rounding_mode="floor"))
