@@ -435,7 +435,7 @@ class Seaquest:
         # off the board or not flying aims at cell -1, where no enemy is.
         t_alive, t_x, t_y, t_right, t_timer = objects[:, 0].unbind(0)
         flying = t_alive.view(b8) & live[None] if gated else t_alive.view(b8)
-        t_x = t_x + flying * (t_right + t_right - 1)
+        t_x = t_x + flying.view(_I8) * (t_right + t_right - 1)
         flying = flying & (t_x.view(_U8) < GRID)  # -1 is 255 as a byte
         t_cell = t_y * GRID + t_x
         target = torch.where(flying, t_cell, -1)[:, None]  # (2, 1, N)
@@ -445,7 +445,7 @@ class Seaquest:
         tops: list[torch.Tensor] = []
         for j in reversed(range(TORPEDO_SLOTS)):
             there = alive & (e_cell == target[j])
-            score = there * order
+            score = order * there.view(_U8)
             top = score.amax(0, keepdim=True)
             alive = alive ^ (there & (score == top))
             tops.append(top)
@@ -470,14 +470,14 @@ class Seaquest:
         picks[0] &= (aboard < MAX_DIVERS - 1) | ~found[1]
         aboard = aboard + picks.sum(0)
         d_timer = d_timer - swimming.view(_I8) + moves.view(_I8) * (DIVER_MOVE_INTERVAL + 1)
-        d_x = d_x + moves * (stepped - d_x)
+        d_x = d_x + moves.view(_I8) * (stepped - d_x)
         d_alive = d_alive.view(b8) & ~(picks | (moves & leaves))
 
         # Enemies (subs, then fish): touch before and after the move, move, meet torpedoes, subs fire.
         acting = alive & live[None] if gated else alive
         terminal = ended | (acting & (e_cell == sub_cell)).amax(0)
         moves = acting & (etimer == zero)
-        step = moves * (eright + eright - 1)
+        step = moves.view(_I8) * (eright + eright - 1)
         etimer -= acting.view(_I8)
         etimer.addcmul_(moves.view(_I8), (mi8 + 1)[None])
         ex += step
@@ -498,7 +498,7 @@ class Seaquest:
         tops = []
         for j in range(TORPEDO_SLOTS):
             there = meets & alive & (e_cell == target[j])
-            score = there * order
+            score = order * there.view(_U8)
             top = score.amax(0, keepdim=True)
             alive = alive ^ (there & (score == top))
             tops.append(top)
