@@ -68,16 +68,22 @@ side and row, used on steps that spawn a diver.
 **Layout** (for speed: on one CPU thread the time goes to the number of tensor operations far more than to
 their size): the state is a few packed tensors, not one per field, so that a spawn writes all of an enemy's
 fields in one select and :func:`~moerl.rl.envs.minatar.base.where_state` and :meth:`Seaquest.reset` touch
-six tensors (torpedoes and divers share one, so that a step appends to both, and
-compacts both, in one pass). :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their
-memory is ``(fields, slots, N)``; the state tensor is a permuted view with N leading), so one field of all
-slots is a contiguous ``(slots, N)`` block and a reduction over the slots (``amax`` over the first dimension)
-runs along contiguous rows of N; they hold bytes. ``torch.where`` on those blocks is avoided (hundreds of
+six tensors (torpedoes and divers share one, so that a step appends to both, and compacts both, in one
+pass). :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their memory is
+``(fields, slots, N)``; the state tensor is a permuted view with N leading), so one field of all slots is a
+contiguous ``(slots, N)`` block and a reduction over the slots (``amax`` over the first dimension) runs
+along contiguous rows of N; they hold bytes. ``torch.where`` on those blocks is avoided (hundreds of
 microseconds on ``(40, 1024)``; selections are arithmetic), and so are comparisons of them with a Python
-scalar (several times slower than with a ``(1, N)`` row of the same dtype). On the CPU a step works only on
-the enemy slots up to the last one live in any environment (plus one for a spawn; the rest are dead and
-stay as they are), which it reads back from the tensors. Any memory layout of the state is accepted (the
-results are the same); only the speed depends on it.
+scalar (several times slower than with a ``(1, N)`` row of the same dtype) and arithmetic mixing bools with
+bytes (bool masks enter as byte views). Lookup tables replace chains of small operations: the submarine's
+move (with the enemy bullets' cells that hit it there), oxygen and surfacing, and the observation's marks.
+:meth:`Seaquest.step` and :meth:`Seaquest.observe` make their outputs first (ordinary tensors) and do all
+the work in ``torch.inference_mode()``, writing into them, which makes each of the many small operations
+cheaper. On the CPU a step works only on the enemy slots up to the last one live in any environment (plus
+one for a spawn; the rest are dead and stay as they are), which it reads back from the tensors; likewise it
+skips the masks that keep ended games still when none has ended, the difficulty ramp when no game surfaces,
+and renumbering when no game needs it. Any memory layout of the state is accepted (the results are the
+same); only the speed depends on it.
 """
 
 from __future__ import annotations
@@ -521,7 +527,6 @@ class Seaquest:
         if gated:  # a terminal game keeps its bullets
             after.sub_(old).mul_(live.view(_U8)[:, None]).add_(old)
 
-        # Clocks, oxygen, surfacing.
         # Clocks, oxygen, surfacing (from :func:`_surface_table`; the ramp only where some game surfaces).
         clocks = torch.stack([e_clock, d_clock, shot_timer])
         surface_key = (surface_key + aboard.clamp(-1, MAX_DIVERS)).add_(surfaced, alpha=2 * 40)
