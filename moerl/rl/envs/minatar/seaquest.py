@@ -379,8 +379,9 @@ class Seaquest:
         n, dev = action.shape[0], action.device
         c = _consts(n, self.max_enemies, dev)
         zero, b8 = c["zero"], torch.bool
+        sub = _rows(state["sub"])
         (x, y, facing, oxygen, aboard, shot_timer, surfaced, e_interval, e_clock, d_clock, move_interval, ramp_index,
-         next_seq) = _rows(state["sub"]).unbind(0)
+         next_seq) = sub.unbind(0)
         ended = state["terminal"]
         live = ~ended
         # On the CPU, when no game has ended (as where a caller resets them before stepping), the masks by
@@ -388,14 +389,14 @@ class Seaquest:
         gated = dev.type != "cpu" or bool(ended.any())
         u = u.to(torch.float64)
         side = (u < c["draws"]).view(_I8)  # (N, 5): 0 the enemy enters from the left, 1 it is a sub, 3 the diver..
-        spawn_x = c["nine"] - c["nine"] * side  # .. and their columns (0 and 3)
-        rows = (u * 8).floor_().to(_I8).add_(1)  # (N, 5): 2 the enemy's row, 4 the diver's
+        spawn_x = torch.addcmul(c["nine"], c["nine"], side, value=-1)  # .. and their columns (0 and 3)
+        rows = (u * 8).to(_I8).add_(1)  # (N, 5): 2 the enemy's row, 4 the diver's (truncation is floor here)
         mi8 = move_interval.to(_I8)
 
         # The submarine moves (firing replaces moving: the torpedo below starts where it is).
         if gated:
             action = action * live
-        key = (_rows(state["sub"])[:3] * c["move_key"]).sum(0).add_(action, alpha=2 * _CELLS)
+        key = (sub[:3] * c["move_key"]).sum(0).add_(action, alpha=2 * _CELLS)
         x, y, facing, surface_key = c["moved"].index_select(1, key).unbind(0)
         x8, y8, facing8, sub_cell = c["moved8"].index_select(1, key)[:, None].unbind(0)  # (1, N) each
 
