@@ -448,7 +448,8 @@ class Seaquest:
         target = torch.where(flying, t_cell, -1)[:, None]  # (2, 1, N)
         e_cell = ey * GRID + ex
         esub_u, eseq_u = esub.view(_U8), eseq.view(_U8)
-        order = (255 - eseq_u) - esub_u * 128
+        meet_order = esub_u * 128 + eseq_u + 1  # (for the meets below) subs first, then the newest
+        order = -meet_order  # 256 - it as bytes: 255 - seq for fish, 127 - seq for subs
         tops: list[torch.Tensor] = []
         for j in reversed(range(TORPEDO_SLOTS)):
             there = alive & (e_cell == target[j])
@@ -482,7 +483,7 @@ class Seaquest:
 
         # Enemies (subs, then fish): touch before and after the move, move, meet torpedoes, subs fire.
         acting = alive & live[None] if gated else alive
-        terminal = ended | (acting & (e_cell == sub_cell)).amax(0)
+        touch = acting & (e_cell == sub_cell)
         moves = acting & (etimer == zero)
         step = moves.view(_I8) * (eright + eright - 1)
         etimer -= acting.view(_I8)
@@ -490,17 +491,16 @@ class Seaquest:
         ex += step
         e_cell = e_cell + step
         gone = moves & (ex.view(_U8) >= c["ten"])  # -1 is 255 as a byte
-        stays = moves & ~gone
-        touch = stays & (e_cell == sub_cell)
-        terminal = terminal | touch.amax(0)
-        meets = stays & ~touch
+        stays = moves ^ gone  # (gone is within moves, moves within acting, acting within alive)
+        meets = stays & (e_cell != sub_cell)
+        terminal = ended | (touch | (stays ^ meets)).amax(0)
         shooting = acting & esub.view(b8)
         shoots = shooting & (egun == zero)
         egun -= shooting.view(_I8)
         egun.add_(shoots.view(_I8), alpha=ENEMY_SHOT_INTERVAL + 1)
         shoots = shoots & ~gone  # even a sub destroyed below fires; one past the edge never reaches the board
-        alive = alive & ~gone
-        order = esub_u * 128 + eseq_u + 1  # subs first, then the newest (bytes)
+        alive = alive ^ gone
+        order = meet_order
         target = torch.where(t_alive, t_cell, -1)[:, None]
         tops = []
         for j in range(TORPEDO_SLOTS):
