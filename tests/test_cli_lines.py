@@ -15,9 +15,9 @@ QUICK = ["--timesteps", "300", "--set", "dqn.learning_starts=100", "--set", "net
 
 def test_the_rl_line_takes_algo_dqn_and_refuses_another(tmp_path, capsys):
     logdir = tmp_path / "runs"
-    assert main(["train", "--env", "cartpole-crl", "--algo", "ppo", "--logdir", str(logdir), *QUICK]) == 2
+    assert main(["train", "--env", "cartpole-crl", "--algo", "a2c", "--logdir", str(logdir), *QUICK]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'ppo'" in err and "dqn" in err, err
+    assert err.count("\n") == 1 and "'a2c'" in err and "dqn, ppo" in err, err
     assert not logdir.exists()
     assert main(["train", "--env", "cartpole-crl", "--algo", "dqn", "--arch", "dense", "--logdir", str(logdir),
                  "--run-name", "with-algo", *QUICK]) == 0
