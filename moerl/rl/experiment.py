@@ -54,7 +54,7 @@ from moerl.rl.envs.attributes import normalized_return, suite_info
 from moerl.rl.ppo_config import PPORunConfig, validate_ppo
 from moerl.rl.run_env import make_env
 from moerl.rl.sweep_groups import estimate_group, group_key, sweep_config, train_group
-from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints
+from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints, train_in
 from moerl.runs.console import Console
 from moerl.runs.kinds import (
     Family,
@@ -137,11 +137,7 @@ def train(request: TrainRequest) -> Path | list[Path]:
         config.dqn.buffer_size = model.buffer_size  # record the resolved capacity
         name = request.run_name or f"{label}_s{config.seed}"
         run = RunDir.create(request.logdir, name)
-        with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
-            run.write_config(to_dict(config))
-            trainer = _dqn_trainer(run, config, model, request.console())
-            results = trainer.run()
-            run.write_json("results.json", results)
+        trainer, results = train_in(run, config, lambda r: _dqn_trainer(r, config, model, request.console()))
     finally:
         env.close()
     drop_checkpoints(run)

@@ -23,7 +23,7 @@ from moerl.rl.config import FAMILY_NAME, default_timesteps, engine_device, resol
 from moerl.rl.envs.attributes import SuiteInfo, env_attr, suite_info
 from moerl.rl.ppo_config import PPORunConfig, check_rollout_size
 from moerl.rl.run_env import make_env
-from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints
+from moerl.rl.trainer import Trainer, chunk_steps, drop_checkpoints, train_in
 from moerl.runs.console import Console
 from moerl.runs.kinds import TrainRequest
 from moerl.runs.rundir import RunDir, running
@@ -119,11 +119,7 @@ def train_ppo(request: TrainRequest, config: PPORunConfig) -> Path:
         check_rollout_size(config, int(np.prod(env.observation_space.shape)))
         model = build_ppo_model(config, env)  # before the run directory: a bad combination leaves none
         run = RunDir.create(request.logdir, request.run_name or f"{label}_s{config.seed}")
-        with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
-            run.write_config(to_dict(config))
-            trainer = ppo_trainer(run, config, model, request.console(), info)
-            results = trainer.run()
-            run.write_json("results.json", results)
+        trainer, results = train_in(run, config, lambda r: ppo_trainer(r, config, model, request.console(), info))
     finally:
         env.close()
     drop_checkpoints(run)

@@ -14,12 +14,13 @@ from typing import Any
 
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
-from moerl.rl.config import RLRunConfig, reference_rows, resolve_env
+from moerl.core.config import to_dict
+from moerl.rl.config import FAMILY_NAME, RLRunConfig, engine_device, reference_rows, resolve_env
 from moerl.rl.console import ProgressCallback, last_eval_returns, summary_lines
 from moerl.rl.envs.attributes import SuiteInfo
 from moerl.rl.record import export_model, final_eval_entry, run_results, schedule_record
 from moerl.runs.console import Console
-from moerl.runs.rundir import RunDir, stop_on_signals
+from moerl.runs.rundir import RunDir, running, stop_on_signals
 
 __all__ = ["Trainer", "chunk_steps", "drop_checkpoints"]
 
@@ -175,3 +176,14 @@ def drop_checkpoints(run: RunDir) -> None:
     from moerl.rl.sb3.checkpoint import remove_checkpoints
 
     remove_checkpoints(run.path)
+
+
+def train_in(run: RunDir, config: RLRunConfig, make_trainer: Any) -> tuple[Trainer, dict[str, Any]]:
+    """A new run's life in its directory, for every algorithm: marked running, its resolved config written,
+    ``make_trainer(run)`` trained, ``results.json`` written; returns the trainer and the results."""
+    with running(run, FAMILY_NAME, config.seed, str(engine_device(config))):
+        run.write_config(to_dict(config))
+        trainer = make_trainer(run)
+        results = trainer.run()
+        run.write_json("results.json", results)
+    return trainer, results
