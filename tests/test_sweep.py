@@ -292,3 +292,21 @@ def test_the_evidence_sweeps_are_valid_single_task_runs_of_every_task(path):
     env = {job.config["env"] for job in spec.jobs}.pop()
     tasks = {job.config["env_kwargs"]["fixed_task"] for job in spec.jobs}
     assert tasks == set(range(len(gym.make(resolve_env_id(env)).unwrapped.task_names)))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper" / "evidence").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_evidence_sweep_validates_and_names_its_own_command(path):
+    """Each evidence file's runs are valid configs of their engine, and its header gives the command that runs it
+    (the README and docs quote these headers; a renamed file with a stale command would send readers astray)."""
+    from moerl.core.config import from_dict
+    from moerl.rl.batch_engines import engine_of
+
+    spec = load_sweep(path)
+    assert spec.jobs
+    for job in spec.jobs:
+        config = from_dict(engine_of(job.config).schema, dict(job.config))
+        assert config.env == job.config["env"]
+    rel = path.relative_to(path.parents[3]).as_posix()
+    assert f"moerl sweep {rel}" in path.read_text()
+    assert yaml.safe_load(path.read_text())["logdir"] == f"runs/{path.stem}"
