@@ -27,7 +27,7 @@ CONSTANT = {**SMALL, "anneal_lr": False}  # a one-rollout run anneals its only u
 def _sb3_model(seed: int, network: dict, hp: PPOHyperParams, shared: bool, env: str = CARTPOLE) -> MoEPPO:
     model = MoEPPO(env=env, n_envs=hp.n_envs, n_steps=hp.n_steps, n_epochs=hp.n_epochs,
                    n_minibatches=hp.n_minibatches, aux_loss_coef=hp.aux_loss_coef, clip_range_vf=hp.clip_range_vf,
-                   seed=seed, policy_kwargs={"network": network, "shared": shared})
+                   anneal_clip=hp.anneal_clip, seed=seed, policy_kwargs={"network": network, "shared": shared})
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model
 
@@ -54,18 +54,21 @@ def _fill(model: MoEPPO, rollout, i: int, gamma: float) -> None:
     buf.compute_returns_and_advantage(rollout.last_values[i].clone(), dones[-1])
 
 
-NETWORKS = [({"arch": "middle", "hidden": 32}, False),
-            ({"arch": "big", "router": "topk", "topk": 1, "balance_loss": "importance", "hidden": 16}, False),
-            ({"arch": "final", "router": "softmoe", "hidden": 16}, True)]
+NETWORKS = [({"arch": "middle", "hidden": 32}, False, False),
+            ({"arch": "big", "router": "topk", "topk": 1, "balance_loss": "importance", "hidden": 16}, False, False),
+            ({"arch": "final", "router": "softmoe", "hidden": 16}, True, False),
+            ({"arch": "dense", "hidden": 32}, False, True)]
 
 
-@pytest.mark.parametrize("network, shared", NETWORKS, ids=["middle", "big-topk-aux", "final-softmoe-shared"])
-def test_one_batched_update_is_moeppos_update_on_the_same_rollout(network, shared, monkeypatch):
+@pytest.mark.parametrize("network, shared, anneal_clip", NETWORKS,
+                         ids=["middle", "big-topk-aux", "final-softmoe-shared", "dense-anneal-clip"])
+def test_one_batched_update_is_moeppos_update_on_the_same_rollout(network, shared, anneal_clip, monkeypatch):
     """The rollout is collected once (by the batched engine, with a truncation in it) and fed to both; SB3's
     ``RolloutBuffer.get`` gets the same per-seed permutation (numpy's global one, injected): the weights after
-    the update (2 epochs x 2 minibatches: Adam's state matters) agree within float32 tolerance."""
+    the update (2 epochs x 2 minibatches: Adam's state matters) agree within float32 tolerance. With
+    ``anneal_clip`` both clip at 0.2 x the progress left (0.15 after the first of four rollouts)."""
     suite = TaskSuiteEnv("cartpole", "mtrl", max_episode_steps=20)  # truncations inside a 32-step rollout
-    hp = PPOHyperParams(**SMALL, aux_loss_coef=0.05, clip_range_vf=0.2).validate()
+    hp = PPOHyperParams(**SMALL, aux_loss_coef=0.05, clip_range_vf=0.2, anneal_clip=anneal_clip).validate()
     seeds = [0, 3]
     agent = BatchedPPO(suite, seeds, network, hp, shared=shared)
     models = [_sb3_model(s, network, hp, shared) for s in seeds]
@@ -98,6 +101,8 @@ def test_one_batched_update_is_moeppos_update_on_the_same_rollout(network, share
         sb3 = model.logger.name_to_value
         assert diag["value_loss"][i] == pytest.approx(sb3["train/value_loss"], rel=1e-4)
         assert diag["clip_fraction"][i] == pytest.approx(sb3["train/clip_fraction"], abs=1e-6)
+        assert diag["clip_range"][i] == pytest.approx(sb3["train/clip_range"], rel=1e-6)
+        assert sb3["train/clip_range"] == pytest.approx(0.15 if anneal_clip else 0.2)
         assert diag["explained_variance"][i] == pytest.approx(sb3["train/explained_variance"], rel=1e-4, abs=1e-5)
         if network.get("balance_loss"):
             assert diag["aux_loss"][i] == pytest.approx(sb3["train/aux_loss"], rel=1e-4)

@@ -245,6 +245,9 @@ SHIPPED = {  # name: (the source's settings the file must hold, rollout = n_envs
                       "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01}, 512),
     "ppo/minatar": ({"learning_rate": 5e-4, "n_envs": 64, "n_steps": 128, "n_epochs": 4, "n_minibatches": 8,
                      "gamma": 0.999, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01}, 8192),
+    "ppo/cartpole-zoo": ({"learning_rate": 1e-3, "anneal_lr": True, "clip_range": 0.2, "anneal_clip": True,
+                          "n_envs": 8, "n_steps": 32, "n_epochs": 20, "n_minibatches": 1, "gamma": 0.98,
+                          "gae_lambda": 0.8, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5}, 256),
 }
 
 

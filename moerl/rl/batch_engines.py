@@ -59,7 +59,7 @@ COMMON_MEMBER_KEYS = ("env", "env_kwargs", "eval.reference_runs")
 PPO_TAGS = {"policy_loss": "train/policy_gradient_loss", "value_loss": "train/value_loss",
             "entropy_loss": "train/entropy_loss", "clip_fraction": "train/clip_fraction",
             "approx_kl": "train/approx_kl", "explained_variance": "train/explained_variance",
-            "learning_rate": "train/learning_rate", "aux_loss": AUX_LOSS_TAG}
+            "learning_rate": "train/learning_rate", "clip_range": "train/clip_range", "aux_loss": AUX_LOSS_TAG}
 
 
 class DQNBatchEngine:
@@ -204,7 +204,6 @@ class PPOBatchEngine:
             out.extend((PPO_TAGS[key], value, at) for key, value in values.items() if key in PPO_TAGS)
             loss = values["policy_loss"] + p.ent_coef * values["entropy_loss"] + p.vf_coef * values["value_loss"]
             out.append(("train/loss", loss + p.aux_loss_coef * values.get("aux_loss", 0.0), at))
-            out.append(("train/clip_range", float(p.clip_range), at))
         return out
 
     @staticmethod

@@ -64,6 +64,9 @@ class PPOHyperParams:
     gae_lambda: float = 0.95
     #: The surrogate's clipping (``CLIP_EPS``).
     clip_range: float = 0.2
+    #: Anneal ``clip_range`` linearly to 0 over the run, on the learning rate's schedule (rl-zoo's
+    #: ``clip_range: lin_0.2``; PureJaxRL keeps it constant).
+    anneal_clip: bool = False
     #: Value clipping range; None: no value clipping (SB3's default; PureJaxRL clips with ``CLIP_EPS``).
     clip_range_vf: float | None = None
     #: How the value is clipped when ``clip_range_vf`` is set (:data:`VALUE_CLIPS`).

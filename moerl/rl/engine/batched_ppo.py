@@ -20,7 +20,7 @@ The algorithm is MoEPPO's, written once in :mod:`moerl.rl.algos.ppo`:
   minibatches, each seed with its own permutation (counter streams), each minibatch's loss
   :func:`~moerl.rl.algos.ppo.ppo_loss` over ``(S, B)`` plus the routers' balancing loss, per-seed gradient
   clipping (:func:`~moerl.rl.nets.batched.clip_grad_norm_per_seed`) and per-seed Adam (eps ``adam_eps``);
-  the learning rate annealed on SB3's progress (``anneal_lr``).
+  the learning rate (``anneal_lr``) and clip range (``anneal_clip``) annealed on SB3's progress.
 
 Rollout tensors are flattened per seed in SB3's order (environment-major, ``n * n_steps + t``, what
 ``RolloutBuffer.swap_and_flatten`` gives), so a permutation index names the same transition on both engines:
@@ -382,6 +382,14 @@ class BatchedPPO(GreedyEvaluation):
         done = 1.0 - (1.0 - float(self.num_timesteps) / float(total_timesteps))
         return [0.0 if done > 1.0 else h.learning_rate + done * (0.0 - h.learning_rate) / 1.0 for h in self.member_hp]
 
+    def clip_range(self, total_timesteps: int) -> float:
+        """The surrogate's clip range for the update after a rollout: annealed as :meth:`learning_rates` with
+        ``anneal_clip`` (the same float arithmetic as SB3's ``LinearSchedule``), else the constant."""
+        if not self.hp.anneal_clip:
+            return self.hp.clip_range
+        done = 1.0 - (1.0 - float(self.num_timesteps) / float(total_timesteps))
+        return 0.0 if done > 1.0 else self.hp.clip_range + done * (0.0 - self.hp.clip_range) / 1.0
+
     def update(self, rollout: Rollout, total_timesteps: int, permutations: torch.Tensor | None = None) -> None:
         """``n_epochs`` x ``n_minibatches`` PPO updates of every seed on ``rollout`` (see the module docs).
 
@@ -390,6 +398,7 @@ class BatchedPPO(GreedyEvaluation):
         hp = self.hp
         lrs = self.learning_rates(total_timesteps)
         set_lrs(self.optimizer, lrs)
+        clip_range = self.clip_range(total_timesteps)
         advantages, returns = gae(rollout.rewards, rollout.values, rollout.dones, rollout.last_values,
                                   self._gamma, self._gae_lambda,  # type: ignore[arg-type]  # (S, 1) broadcasts
                                   truncated_values=rollout.truncated_values)
@@ -416,7 +425,7 @@ class BatchedPPO(GreedyEvaluation):
                        if self.use_aux and records else None)
                 loss, diag = ppo_loss(
                     log_prob, mb["old_log_prob"], mb["advantages"], values, mb["old_values"], mb["returns"],
-                    entropy, clip_range=hp.clip_range, ent_coef=hp.ent_coef, vf_coef=hp.vf_coef,
+                    entropy, clip_range=clip_range, ent_coef=hp.ent_coef, vf_coef=hp.vf_coef,
                     normalize_advantage=hp.normalize_advantage, clip_range_vf=hp.clip_range_vf,
                     value_clip=hp.value_clip, aux_loss=aux, aux_loss_coef=hp.aux_loss_coef)
                 if want_metrics and records:
@@ -438,6 +447,7 @@ class BatchedPPO(GreedyEvaluation):
             out["approx_kl"] = torch.stack(kls).mean(0)
             out["explained_variance"] = explained_variance(flat["old_values"], flat["returns"])
             out["learning_rate"] = torch.tensor(lrs, device=self.device)
+            out["clip_range"] = torch.full_like(out["learning_rate"], clip_range)
         self._pending.updates.append((self.num_timesteps, out))
 
     def request_stop(self) -> None:

@@ -94,6 +94,8 @@ class MoEPPO(PPO):
     :param anneal_lr: anneal a constant ``learning_rate`` linearly to 0 over the run (PureJaxRL's ``ANNEAL_LR``), on
         SB3's progress: SB3 updates its progress after collecting a rollout, so the first update already runs at
         ``lr * (1 - 1 / updates)`` where PureJaxRL's runs at ``lr``.
+    :param anneal_clip: anneal a constant ``clip_range`` linearly to 0 on the same progress (rl-zoo's
+        ``clip_range: lin_0.2``).
     :param adam_eps: Adam's epsilon, unless ``policy_kwargs["optimizer_kwargs"]`` sets it.
     :param value_clip: ``sb3`` or ``max`` (:data:`~moerl.rl.algos.ppo.VALUE_CLIPS`), when ``clip_range_vf`` is set.
     :param aux_loss_coef: weight of the routers' balancing loss, when the network has one.
@@ -133,6 +135,7 @@ class MoEPPO(PPO):
         n_envs: int = _D.n_envs,
         n_minibatches: int = _D.n_minibatches,
         anneal_lr: bool = _D.anneal_lr,
+        anneal_clip: bool = _D.anneal_clip,
         adam_eps: float = _D.adam_eps,
         value_clip: str = _D.value_clip,
         aux_loss_coef: float = _D.aux_loss_coef,
@@ -160,6 +163,8 @@ class MoEPPO(PPO):
             batch_size = max(2, n_steps * envs // n_minibatches)
         if anneal_lr and not callable(learning_rate):
             learning_rate = LinearSchedule(float(learning_rate), 0.0, 1.0)
+        if anneal_clip and not callable(clip_range):
+            clip_range = LinearSchedule(float(clip_range), 0.0, 1.0)
         policy_kwargs = dict(policy_kwargs or {})
         optimizer_kwargs = dict(policy_kwargs.get("optimizer_kwargs") or {})
         optimizer_kwargs.setdefault("eps", adam_eps)
