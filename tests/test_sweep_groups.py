@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from moerl.cli import main
@@ -96,3 +97,21 @@ def test_a_killed_group_resumes_as_one_batch(tmp_path):
     record = json.loads((tmp_path / "killed" / "sweep.json").read_text())
     assert [j["action"] for j in record["jobs"]].count("resume") == 1  # one resume for the whole group
     assert len(_finished(tmp_path / "killed")) == 6
+
+
+def test_a_setting_added_after_a_checkpoint_at_its_default_is_no_edit(tmp_path):
+    """A batch checkpointed before a setting existed resumes when the member's config holds that setting at
+    its default (what the run computed); any other value, or any other key the checkpoint lacks, is refused."""
+    from types import SimpleNamespace
+
+    from moerl.core.errors import ConfigError
+    from moerl.rl.batched_runs import _check_member_config
+
+    run = SimpleNamespace(path=tmp_path)
+    saved = {"algo": "ppo", "ppo": {"clip_range": 0.2}, "network": {"arch": "dense"}}
+    _check_member_config(run, {**saved, "ppo": {"clip_range": 0.2, "anneal_clip": False},
+                               "network": {"arch": "dense", "torso": "mlp"}}, saved)
+    with pytest.raises(ConfigError, match=r"ppo.anneal_clip: None -> True"):
+        _check_member_config(run, {**saved, "ppo": {"clip_range": 0.2, "anneal_clip": True}}, saved)
+    with pytest.raises(ConfigError, match=r"ppo.target_kl: None -> 0.01"):
+        _check_member_config(run, {**saved, "ppo": {"clip_range": 0.2, "target_kl": 0.01}}, saved)

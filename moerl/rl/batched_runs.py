@@ -59,7 +59,7 @@ from moerl.rl.record import (
     write_tables,
 )
 from moerl.runs.console import Console
-from moerl.runs.kinds import check_resume_request
+from moerl.runs.kinds import NOT_IN_ID_AT_DEFAULT, check_resume_request
 from moerl.runs.rundir import RunDir, check_run_name, resume_status, run_state, running_many, stop_on_signals
 
 #: Env steps between two updates of the progress view (learn() is called in chunks of at most this many).
@@ -559,12 +559,15 @@ _RESUME_KEYS = ("timesteps", "device")
 
 def _check_member_config(run: Any, config: dict[str, Any], saved: dict[str, Any]) -> None:
     """A member's ``config.yaml`` must be the config its batch was checkpointed with (an edit is refused, as
-    for the leader's: :meth:`RunDir.open_resumable`)."""
+    for the leader's: :meth:`RunDir.open_resumable`). A key the checkpoint lacks that now holds its default
+    (:data:`~moerl.runs.kinds.NOT_IN_ID_AT_DEFAULT`: a setting added after the run started) is no edit: the
+    run computed exactly what that default computes."""
     from moerl.core.config import flatten
 
     now, then = flatten(config), flatten(saved)
     for key in sorted(set(now) | set(then)):
-        if key.split(".")[0] not in _RESUME_KEYS and now.get(key) != then.get(key):
+        added_at_default = key not in then and key in NOT_IN_ID_AT_DEFAULT and now[key] == NOT_IN_ID_AT_DEFAULT[key]
+        if key.split(".")[0] not in _RESUME_KEYS and now.get(key) != then.get(key) and not added_at_default:
             raise ConfigError(f"'{run.path / 'config.yaml'}' was edited after its checkpoint ({key}: "
                               f"{then.get(key)!r} -> {now.get(key)!r}); a resume keeps the config it was "
                               "checkpointed with")
