@@ -272,3 +272,34 @@ def test_shipped_ppo_configs_hold_their_sources_settings_and_train_a_rollout_on_
         written = yaml.safe_load((tmp_path / run / "config.yaml").read_text())
         assert written["timesteps"] == rollout and written["engine"] == ("sb3" if run == "one" else "batched")
         assert (tmp_path / run / "model.zip").is_file()
+
+
+def test_shared_network_takes_effect_on_both_engines_and_keeps_default_ids(tmp_path):
+    """``ppo.shared_network``: one network for actor and critic in the SB3 model and in every batched member's
+    exported zip (no critic, fewer parameters); at its default the run id is the one computed before the key
+    existed."""
+    from moerl.rl.sb3.moe_ppo import MoEPPO
+    from moerl.runs.kinds import config_id
+
+    small = ["--env", "cartpole-mtrl", "--arch", "big", "--router", "softmoe", "--timesteps", "128",
+             "--set", "ppo.n_steps=32", "--set", "eval.freq=0", "--set", "eval.episodes=1",
+             "--set", "eval.final_episodes=1", "--no-progress", "-q", "--logdir", str(tmp_path)]
+    assert main(["train", "--algo", "ppo", *small, "--seed", "0", "--run-name", "sep"]) == 0
+    assert main(["train", "--algo", "ppo", *small, "--seed", "0", "--run-name", "one",
+                 "--set", "ppo.shared_network=true"]) == 0
+    assert main(["train", "--algo", "ppo", *small, "--seeds", "0-1", "--run-name", "b",
+                 "--set", "ppo.shared_network=true"]) == 0
+    separate = MoEPPO.load(tmp_path / "sep" / "model.zip", device="cpu").policy.ac
+    assert separate.critic is not None
+    params = {}
+    for run in ("one", "b_s0", "b_s1"):
+        ac = MoEPPO.load(tmp_path / run / "model.zip", device="cpu").policy.ac
+        assert ac.critic is None
+        params[run] = sum(p.numel() for p in ac.parameters())
+        written = yaml.safe_load((tmp_path / run / "config.yaml").read_text())
+        assert written["ppo"]["shared_network"] is True
+    assert len(set(params.values())) == 1 and params["one"] < sum(p.numel() for p in separate.parameters())
+    sep_config = yaml.safe_load((tmp_path / "sep" / "config.yaml").read_text())
+    assert sep_config["ppo"]["shared_network"] is False
+    before = {**sep_config, "ppo": {k: v for k, v in sep_config["ppo"].items() if k != "shared_network"}}
+    assert config_id(sep_config) == config_id(before)  # the default leaves the id as it was

@@ -294,7 +294,8 @@ def default_run_name(*parts: Any) -> str:
 NOT_IN_ID = ("seed", "device", "data_dir", "compile", "network.expert_compute")
 #: Dotted keys left out of the id (and of a report's variant key) while at this default value: keys added after
 #: runs were named, so that those runs keep their ids; a non-default value is part of the id.
-NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.torso": "mlp", "dqn.optimizer": "adam", "ppo.anneal_clip": False}
+NOT_IN_ID_AT_DEFAULT: dict[str, Any] = {"network.torso": "mlp", "dqn.optimizer": "adam", "ppo.anneal_clip": False,
+                                        "ppo.shared_network": False}
 
 
 def not_in_id(key: str) -> bool:

@@ -79,6 +79,10 @@ class PPOHyperParams:
     target_kl: float | None = None
     #: Weight of the routers' balancing loss (routers with ``balance_loss`` other than none), as for DQN.
     aux_loss_coef: float = 0.01
+    #: One network for actor and critic (``n_actions + 1`` outputs) instead of two of the same config
+    #: (PureJaxRL's separate actor and critic, the default): :class:`MoEActorCritic
+    #: <moerl.rl.nets.actor_critic.MoEActorCritic>`'s ``shared``.
+    shared_network: bool = False
 
     @property
     def batch_size(self) -> int:

@@ -186,7 +186,8 @@ class BatchedPPO(GreedyEvaluation):
         network: both heads' network, as ``MoEPPO``'s ``policy_kwargs["network"]``.
         ppo: the settings (:class:`PPOHyperParams` or a dict of its keys), or one per member; members may
             differ in :data:`PER_MEMBER` only.
-        shared: one network for actor and critic (``n_actions + 1`` outputs), as ``policy_kwargs["shared"]``.
+        shared: one network for actor and critic (``n_actions + 1`` outputs), as ``policy_kwargs["shared"]``
+            (also taken when the settings say ``shared_network``).
         device: where everything lives.
         metrics_interval: env steps (per seed) between MoE metrics of a training minibatch.
     """
@@ -209,7 +210,7 @@ class BatchedPPO(GreedyEvaluation):
         self.member_hp = check_member_settings(specs, hps, s, PER_MEMBER, "ppo")
         check_distinct_members(specs, hps, self.seeds)
         self.hp = hp = hps[0]
-        self.n_envs, self.shared = hp.n_envs, bool(shared)
+        self.n_envs, self.shared = hp.n_envs, bool(shared or hp.shared_network)
         self.env = make_batched_suite([spec for spec in specs for _ in range(hp.n_envs)],
                                       env_seeds(self.seeds, hp.n_envs), self.device)
         layout = layout_for_env(specs[0])

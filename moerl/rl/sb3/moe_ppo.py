@@ -88,7 +88,8 @@ class MoEPPO(PPO):
         (SB3's ``make_vec_env``), PureJaxRL's 4 by default.
     :param batch_size: minibatch size; None: one rollout (``n_envs * n_steps``) split into ``n_minibatches``.
     :param policy_kwargs: :class:`MoEActorCriticPolicy`'s ``network``, ``obs_layout`` (read from ``env`` when
-        absent), ``shared``, ``optimizer_kwargs``.
+        absent), ``shared`` (default ``shared_network``), ``optimizer_kwargs``.
+    :param shared_network: one network for actor and critic instead of two (a config's ``ppo.shared_network``).
     :param n_envs: environments built when ``env`` is an id (ignored otherwise).
     :param n_minibatches: minibatches per pass over a rollout, when ``batch_size`` is None.
     :param anneal_lr: anneal a constant ``learning_rate`` linearly to 0 over the run (PureJaxRL's ``ANNEAL_LR``), on
@@ -136,6 +137,7 @@ class MoEPPO(PPO):
         n_minibatches: int = _D.n_minibatches,
         anneal_lr: bool = _D.anneal_lr,
         anneal_clip: bool = _D.anneal_clip,
+        shared_network: bool = _D.shared_network,
         adam_eps: float = _D.adam_eps,
         value_clip: str = _D.value_clip,
         aux_loss_coef: float = _D.aux_loss_coef,
@@ -166,6 +168,7 @@ class MoEPPO(PPO):
         if anneal_clip and not callable(clip_range):
             clip_range = LinearSchedule(float(clip_range), 0.0, 1.0)
         policy_kwargs = dict(policy_kwargs or {})
+        policy_kwargs.setdefault("shared", shared_network)
         optimizer_kwargs = dict(policy_kwargs.get("optimizer_kwargs") or {})
         optimizer_kwargs.setdefault("eps", adam_eps)
         policy_kwargs["optimizer_kwargs"] = optimizer_kwargs
