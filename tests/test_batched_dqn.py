@@ -151,6 +151,40 @@ def test_member_adam_leaves_a_member_with_learning_rate_zero_exactly_as_it_was()
     assert torch.equal(weight[1], before[1]) and not torch.equal(weight[0], before[0])
 
 
+
+def test_masked_member_adam_skips_left_out_members_and_otherwise_is_member_adam():
+    """MaskedMemberAdam (PPO's target_kl): unmasked it is MemberAdam bit for bit; a member left out of a step
+    keeps weights and moments exactly, and its later steps are bias-corrected by its own count (a member that
+    skipped two of five steps ends as one that took three)."""
+    from moerl.rl.nets.member_adam import MaskedMemberAdam, MemberAdam
+
+    torch.manual_seed(0)
+    start, grads = torch.randn(3, 5, 4), [torch.randn(3, 5, 4) for _ in range(5)]
+    lr, eps = torch.tensor([1e-2, 2e-3, 5e-3]), torch.tensor([1e-5, 1e-8, 1e-5])
+    plain, masked = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    a, b = MemberAdam([plain], lr, eps), MaskedMemberAdam([masked], lr, eps)
+    for g in grads:
+        plain.grad, masked.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert torch.equal(plain, masked)
+    skipping = torch.nn.Parameter(start.clone())
+    c = MaskedMemberAdam([skipping], lr, eps)
+    own = torch.nn.Parameter(start[1:2].clone())  # member 1 alone, given only the steps it takes
+    d = MaskedMemberAdam([own], lr[1:2], eps[1:2])
+    for step, g in enumerate(grads):
+        active = torch.tensor([True, step not in (1, 3), True])
+        skipping.grad = g.clone()
+        held = skipping.detach()[1].clone()
+        c.step(active=active)
+        if step in (1, 3):
+            assert torch.equal(skipping.detach()[1], held)
+        else:
+            own.grad = g[1:2].clone()
+            d.step()
+    assert torch.equal(skipping.detach()[1], own.detach()[0]) and c.state[skipping]["step"].tolist() == [5, 3, 5]
+    assert torch.equal(skipping.detach()[0], plain.detach()[0])
+
 def test_exploration_follows_sb3s_linear_schedule():
     from stable_baselines3.common.utils import LinearSchedule
 

@@ -27,7 +27,7 @@ CONSTANT = {**SMALL, "anneal_lr": False}  # a one-rollout run anneals its only u
 def _sb3_model(seed: int, network: dict, hp: PPOHyperParams, shared: bool, env: str = CARTPOLE) -> MoEPPO:
     model = MoEPPO(env=env, n_envs=hp.n_envs, n_steps=hp.n_steps, n_epochs=hp.n_epochs,
                    n_minibatches=hp.n_minibatches, aux_loss_coef=hp.aux_loss_coef, clip_range_vf=hp.clip_range_vf,
-                   anneal_clip=hp.anneal_clip, seed=seed, policy_kwargs={"network": network, "shared": shared})
+                   anneal_clip=hp.anneal_clip, target_kl=hp.target_kl, learning_rate=hp.learning_rate, seed=seed, policy_kwargs={"network": network, "shared": shared})
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model
 
@@ -107,6 +107,42 @@ def test_one_batched_update_is_moeppos_update_on_the_same_rollout(network, share
         if network.get("balance_loss"):
             assert diag["aux_loss"][i] == pytest.approx(sb3["train/aux_loss"], rel=1e-4)
 
+
+
+def test_target_kl_stops_each_seed_as_sb3_does(monkeypatch):
+    """``target_kl`` per seed: three seeds of one batch stop after different numbers of epochs (SB3 counts 1, 2
+    and 1 of 3 here: lr 0.01 makes the KL grow within an update), and each seed's weights, approximate KL
+    (mean over its last epoch) and loss diagnostics (over the minibatches it computed) are SB3's."""
+    suite = TaskSuiteEnv("cartpole", "mtrl", max_episode_steps=20)
+    hp = PPOHyperParams(**{**SMALL, "n_epochs": 3}, learning_rate=0.01, target_kl=1e-4).validate()
+    seeds, network = [0, 3, 5], {"arch": "middle", "hidden": 32}
+    agent = BatchedPPO(suite, seeds, network, hp)
+    models = [_sb3_model(s, network, hp, False) for s in seeds]
+    agent._obs = agent.env.reset().reshape(3, hp.n_envs, -1)
+    rollout = agent.collect()
+    total = 4 * hp.n_envs * hp.n_steps
+    counter = agent._permutations.counter
+    order = agent.draw_permutations()
+    agent._permutations.counter = counter
+    agent.update(rollout, total)
+    diag = agent.pop_log().updates[-1][1]
+    epochs = []
+    for i, model in enumerate(models):
+        _fill(model, rollout, i, hp.gamma)
+        perms = iter(order[i].numpy())
+        monkeypatch.setattr(np.random, "permutation", lambda n, perms=perms: next(perms))
+        model.num_timesteps = agent.num_timesteps
+        model._current_progress_remaining = 1.0 - agent.num_timesteps / total
+        model.train()
+        epochs.append(model._n_updates)
+        after = model.policy.state_dict()
+        for key, value in _weights(agent, i).items():
+            torch.testing.assert_close(value, after[key], rtol=1e-5, atol=1e-6, msg=key)
+        sb3 = model.logger.name_to_value
+        assert diag["approx_kl"][i] == pytest.approx(sb3["train/approx_kl"], rel=1e-4)
+        assert diag["value_loss"][i] == pytest.approx(sb3["train/value_loss"], rel=1e-4)
+        assert diag["clip_fraction"][i] == pytest.approx(sb3["train/clip_fraction"], abs=1e-6)
+    assert epochs == [1, 2, 1]  # the seeds stopped apart, all before the last epoch
 
 def test_flattening_follows_sb3s_environment_major_order():
     x = torch.arange(3 * 2 * 4).reshape(3, 2, 4)  # (T, S, N)
@@ -206,8 +242,6 @@ def test_invalid_actions_are_never_taken_and_evaluation_is_per_task():
 
 def test_bad_settings_are_refused_in_one_line():
     suite = TaskSuiteEnv("cartpole", "mtrl")
-    with pytest.raises(ConfigError, match="ppo.target_kl is not supported by the batched engine"):
-        BatchedPPO(suite, [0], None, {"target_kl": 0.02})
     with pytest.raises(ConfigError, match="ppo.n_minibatches"):
         BatchedPPO(suite, [0], None, {"n_minibatches": 3})
     with pytest.raises(ConfigError, match="must share ppo.n_steps"):

@@ -171,7 +171,7 @@ def test_a_sigkilled_ppo_batch_resumes_from_a_member_to_the_uninterrupted_result
 @pytest.mark.parametrize("args, engine", [
     (["--seeds", "0,1"], "batched"),  # engine: auto, two seeds of a suite
     (["--seed", "0"], "sb3"),  # one seed alone
-    (["--seeds", "0,1", "--set", "ppo.target_kl=0.05"], "sb3"),  # auto never picks an engine that refuses it
+    (["--seeds", "0,1", "--set", "ppo.target_kl=0.05"], "batched"),  # a per-seed early stop on both engines
     (["--seed", "0", "--engine", "batched"], "batched"),
 ])
 def test_engine_auto_resolves_for_ppo_as_for_dqn(tmp_path, args, engine):

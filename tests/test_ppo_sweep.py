@@ -93,7 +93,7 @@ def test_ppo_and_dqn_runs_of_one_architecture_never_share_a_batch(tmp_path, caps
 
 @pytest.mark.parametrize("changes, message", [
     ({"base": {**BASE, "dqn.batch_size": 32}}, "sets 'dqn.batch_size', a setting of --algo dqn"),
-    ({"base": {**BASE, "ppo.target_kl": 0.01}}, "ppo.target_kl is not supported by the batched engine"),
+    ({"base": {**BASE, "ppo.target_kl": -0.01}}, "ppo.target_kl must be positive, got"),
     ({"variants": [{"arch": "dense", "algo": "sac"}]}, "unknown RL algorithm 'sac'"),
 ])
 def test_bad_ppo_sweep_points_are_refused_in_one_line(tmp_path, capsys, changes, message):

@@ -69,11 +69,10 @@ _PLAIN_IDS = PLAIN_IDS
 
 def resolve_engine(config: Any, num_seeds: int) -> str:
     """The engine ``auto`` means for ``num_seeds`` seeds of this config: the batched engine when it runs the
-    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3.
-    A PPO config with ``ppo.target_kl`` trains on sb3 (BatchedPPO refuses a per-seed early stop)."""
+    env and there are at least two seeds (one seed alone is faster on the SB3 path: benchmarks/), else sb3."""
     if config.engine != "auto":
         return config.engine
-    if num_seeds < 2 or getattr(getattr(config, "ppo", None), "target_kl", None) is not None:
+    if num_seeds < 2:
         return "sb3"
     from moerl.rl.config import resolve_env
 

@@ -9,10 +9,9 @@ flags are DQN's, shared through :class:`moerl.rl.config.RLRunConfig` and validat
 Engines as for DQN: ``sb3`` (:class:`~moerl.rl.sb3.moe_ppo.MoEPPO`), ``batched``
 (:class:`~moerl.rl.engine.batched_ppo.BatchedPPO`, every seed in one process) and ``auto`` (batched for two or
 more seeds of an env it runs). What PPO refuses that DQN takes: ``--compile on`` (BatchedPPO runs eager),
-``ppo.target_kl`` on the batched engine (no per-seed early stop; ``auto`` picks sb3 for it), the ``dqn:``
-section; a CRL suite whose block length ``n_envs`` does not divide (each of the ``n_envs`` environments runs
-``block_steps / n_envs`` steps of each block, so the run switches task on the same grid of total env steps as
-DQN's single environment).
+the ``dqn:`` section; a CRL suite whose block length ``n_envs`` does not divide (each of the ``n_envs``
+environments runs ``block_steps / n_envs`` steps of each block, so the run switches task on the same grid of
+total env steps as DQN's single environment).
 """
 
 from __future__ import annotations
@@ -37,11 +36,6 @@ from moerl.rl.config import (
 )
 
 ALGO = "ppo"
-
-#: Why ``ppo.target_kl`` is refused on the batched engine (one line).
-NO_TARGET_KL = ("ppo.target_kl is not supported by the batched engine (a per-seed early stop needs per-seed Adam "
-                "step counts); leave it unset, or use --engine sb3")
-
 
 @dataclass
 class _PPOSection:
@@ -75,8 +69,6 @@ def validate_ppo(config: PPORunConfig, given: frozenset[str] = frozenset()) -> P
 
     ENGINES.check(config.engine)
     COMPILE.check(config.compile)
-    if config.engine == "batched" and config.ppo.target_kl is not None:
-        raise ConfigError(NO_TARGET_KL)
     if config.compile == "on":
         raise ConfigError("compile: on applies to DQN's batched engine; --algo ppo trains eager on both "
                           "engines: use compile: off")

@@ -57,8 +57,6 @@ def group_key(config: Mapping[str, Any]) -> str | None:
         return None
     engine = engine_of(config)
     parsed = from_dict(engine.schema, dict(config))
-    if engine.algo == "ppo" and parsed.ppo.target_kl is not None:
-        return None  # trains on sb3 (BatchedPPO refuses it)
     try:
         tasks = suite_spec(resolve_env(parsed.env), parsed.env_kwargs).task_names
     except ConfigError:

@@ -30,8 +30,11 @@ the update-equivalence test injects one permutation into both.
 seeds), so the engines agree statistically, not bitwise; a seed follows the same path alone or in any
 batch up to float rounding in batched products (bit for bit beside any neighbour in a batch of one size).
 
-**target_kl** is refused: SB3 stops a seed's epochs early and skips its optimiser steps, which per seed
-needs a per-seed Adam step count (torch's fused Adam keeps one per tensor) and a masked step; not built.
+**target_kl** as SB3 applies it, per seed: a seed whose minibatch's approximate KL exceeds 1.5 x
+``target_kl`` takes no optimiser step from that minibatch on in this update (SB3 breaks out of its epochs), the
+others go on; the optimiser is then :class:`~moerl.rl.nets.member_adam.MaskedMemberAdam` (a per-seed step
+count and a masked step; torch's fused Adam keeps one count per tensor). The stopped seeds' minibatches are
+still computed (no host read decides to skip them) and not counted in their diagnostics.
 
 The host waits on the device only at boundaries: :meth:`BatchedPPO.advance` reads no device value on the
 host (tested by making ``.item()``, ``.cpu()`` ... raise); diagnostics, MoE metrics and finished episodes wait
@@ -50,7 +53,7 @@ import torch
 
 from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
-from moerl.core.errors import ConfigError, check_positive
+from moerl.core.errors import check_positive
 from moerl.core.seed_streams import SeedStreams
 from moerl.core.seeding import api_seeds, seeded
 from moerl.core.threads import TRAINING_THREADS, torch_threads
@@ -64,6 +67,7 @@ from moerl.rl.envs.batched_suites import make_batched_suite
 from moerl.rl.nets.actor_critic import MoEActorCritic
 from moerl.rl.nets.batched import BatchedQNetwork, BatchedRecord, clip_grad_norm_per_seed
 from moerl.rl.nets.encoder import MoENetworkConfig, checked_network
+from moerl.rl.nets.member_adam import MaskedMemberAdam
 from moerl.rl.nets.obs_layout import check_layout_fits, layout_for_env
 from moerl.rl.spec import SuiteSpec
 
@@ -80,11 +84,7 @@ def ppo_hyperparams(ppo: PPOHyperParams | dict[str, Any] | None) -> PPOHyperPara
     if ppo is None:
         return PPOHyperParams().validate()
     values = to_dict(ppo) if isinstance(ppo, PPOHyperParams) else ppo
-    hp = from_dict(PPOHyperParams, values, "ppo.").validate()
-    if hp.target_kl is not None:
-        raise ConfigError("ppo.target_kl is not supported by the batched engine (a per-seed early stop needs "
-                          "per-seed Adam step counts); leave it unset, or train with MoEPPO")
-    return hp
+    return from_dict(PPOHyperParams, values, "ppo.").validate()
 
 
 @dataclass
@@ -224,8 +224,10 @@ class BatchedPPO(GreedyEvaluation):
         self.actor = BatchedQNetwork([n.actor for n in nets]).to(self.device)
         self.critic = (None if self.shared else
                        BatchedQNetwork([n.critic for n in nets if n.critic is not None]).to(self.device))
-        self.optimizer = seed_adam(self.parameters(), [h.learning_rate for h in hps], [h.adam_eps for h in hps],
-                                   self.device)
+        self.optimizer = (seed_adam(self.parameters(), [h.learning_rate for h in hps], [h.adam_eps for h in hps],
+                                    self.device) if hp.target_kl is None else
+                          MaskedMemberAdam(self.parameters(), torch.tensor([h.learning_rate for h in hps], device=self.device),
+                                           torch.tensor([h.adam_eps for h in hps], device=self.device)))
         self._gamma = self._member_value([h.gamma for h in hps])
         self._gae_lambda = self._member_value([h.gae_lambda for h in hps])
         self._actions = SeedStreams(self.seeds, _ACTION_STREAM, self.device)
@@ -413,9 +415,19 @@ class BatchedPPO(GreedyEvaluation):
         self._mode(True)
         sums: dict[str, list[torch.Tensor]] = {}
         kls: list[torch.Tensor] = []
+        # target_kl: the seeds still updating (SB3 breaks out of a seed's epochs before the optimiser step of
+        # the minibatch whose approximate KL exceeds 1.5 x target_kl); each minibatch's diagnostics count for
+        # the seeds that computed it (``counted``), and approx_kl is the mean over each seed's last epoch
+        limit = None if hp.target_kl is None else 1.5 * hp.target_kl
+        masked = self.optimizer if isinstance(self.optimizer, MaskedMemberAdam) else None
+        kl_stop = limit is not None
+        active = torch.ones(self.num_seeds, dtype=torch.bool, device=self.device)
+        counted: list[torch.Tensor] = []
+        last_kl = torch.zeros(self.num_seeds, device=self.device)
         b = hp.batch_size
         for epoch in range(hp.n_epochs):
             kls = []
+            entered, first = active, len(counted)
             for k in range(hp.n_minibatches):
                 idx = order[:, epoch, k * b:(k + 1) * b]
                 mb = {key: _rows(value, idx) for key, value in flat.items()}
@@ -438,14 +450,30 @@ class BatchedPPO(GreedyEvaluation):
                 for key, value in diag.items():
                     sums.setdefault(key, []).append(value)
                 kls.append(diag["approx_kl"])
+                if limit is not None:
+                    counted.append(active)
+                    active = active & ~(diag["approx_kl"].detach() > limit)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 clip_grad_norm_per_seed(self.parameters(), hp.max_grad_norm)
-                self.optimizer.step()
+                if masked is not None:
+                    masked.step(active=active)
+                else:
+                    self.optimizer.step()
+            if kl_stop:
+                weights = torch.stack(counted[first:]).float()
+                epoch_kl = (torch.stack(kls).detach() * weights).sum(0) / weights.sum(0).clamp(min=1)
+                last_kl = torch.where(entered, epoch_kl, last_kl)
             self.n_updates += 1
         with torch.no_grad():
-            out = {key: torch.stack(values).mean(0) for key, values in sums.items()}
-            out["approx_kl"] = torch.stack(kls).mean(0)
+            if kl_stop:
+                weights = torch.stack(counted).float()
+                out = {key: (torch.stack(values) * weights).sum(0) / weights.sum(0)
+                       for key, values in sums.items()}
+                out["approx_kl"] = last_kl
+            else:
+                out = {key: torch.stack(values).mean(0) for key, values in sums.items()}
+                out["approx_kl"] = torch.stack(kls).mean(0)
             out["explained_variance"] = explained_variance(flat["old_values"], flat["returns"])
             out["learning_rate"] = torch.tensor(lrs, device=self.device)
             out["clip_range"] = torch.full_like(out["learning_rate"], clip_range)

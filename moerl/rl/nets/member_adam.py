@@ -50,3 +50,38 @@ class MemberAdam(torch.optim.Optimizer):
                 step_size = (self.lr / (1 - beta1 ** step)).view(members)
                 denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(self.eps.view(members))
                 p.addcdiv_(exp_avg * step_size, denom, value=-1.0)
+
+
+class MaskedMemberAdam(MemberAdam):
+    """:class:`MemberAdam` whose :meth:`step` can leave members out, each member with its own step count.
+
+    Why: PPO's ``target_kl`` stops a seed's epochs early (SB3 breaks before the optimiser step), so in one
+    batch of seeds those that stopped must see no step at all (weights, moments and bias-correction count
+    unchanged) while the others go on; torch's Adam keeps one step count per tensor. Without ``active`` every
+    member steps, as :class:`MemberAdam` does (bias corrections from an ``(S,)`` count instead of one int).
+    """
+
+    @torch.no_grad()
+    def step(self, closure: None = None, active: torch.Tensor | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                members = (-1,) + (1,) * (p.dim() - 1)
+                taken = torch.ones(p.shape[0], dtype=torch.bool, device=p.device) if active is None else active
+                state["step"] += taken
+                step = state["step"].clamp(min=1)  # a member never stepped: any finite correction (masked)
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
+                mask = taken.view(members)
+                exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
+                exp_avg_sq.copy_(torch.where(mask, torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2), exp_avg_sq))
+                step_size = (self.lr / (1 - beta1 ** step).float()).view(members)
+                denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step).sqrt().float().view(members)).add_(
+                    self.eps.view(members))
+                p.sub_(torch.where(mask, exp_avg * step_size / denom, 0.0))
