@@ -3,9 +3,10 @@
     python scripts/learning_curves.py runs/mountaincar-budget [--at 10000,25000,50000,100000]
         [--metric normalized|return|train] [--window 10000]
 
-For every run below the folders whose config pins one task (``env_kwargs.fixed_task``), the greedy
+For every run below the folders with one task (a suite's config pinning ``env_kwargs.fixed_task``, or a plain
+Gymnasium env such as ``CartPole-v1``), the greedy
 normalised return on *that* task at the given steps (the eval.csv row at the largest evaluated step not
-after it), grouped by variant (arch/router) and task: median and [min, max] over seeds, and the first evaluated step at which the
+after it), grouped by variant (arch/router; ``(ppo)`` for PPO runs, ``(ppo, shared)`` with one network for actor and critic) and task: median and [min, max] over seeds, and the first evaluated step at which the
 median reaches 90% of its best value over the run. A block shorter than that step ends before DQN has
 learned the task alone, so what the continual agent "forgets" would be a task it never learned.
 
@@ -61,10 +62,13 @@ def single_task_runs(folders: list[str], metric: str = "normalized",
     out: dict[tuple[str, str], list[dict[int, float]]] = {}
     for run in runs:
         fixed = run.fixed_task
-        if fixed is None or not run.eval_rows:
-            continue
         tasks = list(run.results["final_eval"])
-        task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
+        if (fixed is None and len(tasks) != 1) or not run.eval_rows:
+            continue
+        if fixed is None:  # a plain Gymnasium env: its one task
+            task = tasks[0]
+        else:
+            task = tasks[int(fixed)] if str(fixed).isdigit() else str(fixed)
         if metric == "train":
             curve = train_curve(run.path / "tb", task, window)
         else:
@@ -73,6 +77,9 @@ def single_task_runs(folders: list[str], metric: str = "normalized",
         if not curve:
             continue
         variant = run.arch if run.router is None else f"{run.arch}/{run.router}"
+        if run.algo != "dqn":
+            shared = (run.config.get(run.algo) or {}).get("shared_network")
+            variant += f" ({run.algo}{', shared' if shared else ''})"
         out.setdefault((variant, task), []).append(curve)
     return out
 

@@ -298,3 +298,26 @@ def test_study_cost_reads_each_batch_once(tiny_study):
         shutil.rmtree(copy)
     bad = subprocess.run([sys.executable, str(script), "nowhere"], cwd=tiny_study, capture_output=True, text=True)
     assert bad.returncode == 2 and "'nowhere' does not exist" in bad.stderr
+
+
+def test_learning_curves_reads_plain_gymnasium_runs_and_labels_ppo(tmp_path):
+    """A run on a plain Gymnasium env is single-task (its one task); PPO runs are labelled ``(ppo)``, and
+    ``(ppo, shared)`` with one network for actor and critic, so the two never merge into one row."""
+    import csv
+
+    from moerl.cli import main
+
+    small = ["--env", "CartPole-v1", "--algo", "ppo", "--timesteps", "256", "--set", "ppo.n_steps=32",
+             "--set", "eval.freq=128", "--set", "eval.episodes=2", "--set", "eval.final_episodes=2",
+             "--no-progress", "-q", "--logdir", str(tmp_path / "runs")]
+    assert main(["train", *small, "--seed", "0", "--run-name", "sep"]) == 0
+    assert main(["train", *small, "--seed", "0", "--run-name", "one", "--set", "ppo.shared_network=true"]) == 0
+    done = subprocess.run([sys.executable, str(CURVES), "runs", "--at", "256", "--metric", "return"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {("dense (ppo)", "CartPole-v1"), ("dense (ppo, shared)", "CartPole-v1")}  # the env's one task
+    for run, variant in (("sep", "dense (ppo)"), ("one", "dense (ppo, shared)")):
+        with open(tmp_path / "runs" / run / "eval.csv", newline="") as f:
+            last = [float(r["mean_return"]) for r in csv.DictReader(f) if r["step"] == "256"]
+        assert f"{last[0]:.2f} [{last[0]:.2f}, {last[0]:.2f}]" in rows[(variant, "CartPole-v1")]
