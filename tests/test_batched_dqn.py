@@ -225,3 +225,20 @@ def test_a_hardcoded_router_that_the_suite_cannot_feed_is_refused_in_one_line():
         BatchedDQN(TaskSuiteEnv("cartpole", "mtrl"), [0], {"arch": "big", "router": "hardcoded", "experts": 3})
     with pytest.raises(ConfigError, match="routes by task id, but env .* has no task one-hot"):
         BatchedDQN(TaskSuiteEnv("cartpole", "mtrl", task_onehot=False), [0], {"arch": "big", "router": "hardcoded"})
+
+
+@pytest.mark.parametrize("engine", ["dqn", "ppo"])
+def test_the_batched_engines_flush_denormals_on_the_cpu(engine):
+    """A batched engine on the CPU flushes denormal floats to zero on its thread (moerl.core.denormals: Adam's
+    decayed moments otherwise run a slow path); without it a denormal survives a multiplication by one."""
+    from moerl.rl.engine.batched_ppo import BatchedPPO
+
+    tiny = torch.tensor([1e-39], dtype=torch.float64)
+    torch.set_flush_denormal(False)
+    try:
+        assert (tiny.float() * 1.0).item() != 0.0  # x86's default: denormals kept
+        suite = TaskSuiteEnv("cartpole", "mtrl")
+        (BatchedDQN if engine == "dqn" else BatchedPPO)(suite, [0, 1], {"arch": "dense", "hidden": 8})
+        assert (tiny.float() * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)

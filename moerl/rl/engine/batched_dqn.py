@@ -49,6 +49,7 @@ from torch import nn
 
 from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
+from moerl.core.denormals import flush_denormals
 from moerl.core.errors import ConfigError, check_positive
 from moerl.core.seed_streams import SeedStreams
 from moerl.core.seeding import api_seeds
@@ -222,6 +223,7 @@ class BatchedDQN(GreedyEvaluation):
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of many seeds: see moerl.core.cpu_allocator
+            flush_denormals()  # Adam's decayed moments: see moerl.core.denormals
         specs = [suite_of(s) for s in suite] if isinstance(suite, Sequence) else [suite_of(suite)] * self.num_seeds
         hps = [hyperparams(d) for d in dqn] if isinstance(dqn, Sequence) else [hyperparams(dqn)] * self.num_seeds
         #: Each member's settings; :attr:`hp` holds those the members share (see :data:`PER_MEMBER`).

@@ -53,6 +53,7 @@ import torch
 
 from moerl.core.config import from_dict, to_dict
 from moerl.core.cpu_allocator import keep_freed_memory
+from moerl.core.denormals import flush_denormals
 from moerl.core.errors import check_positive
 from moerl.core.seed_streams import SeedStreams
 from moerl.core.seeding import api_seeds, seeded
@@ -204,6 +205,7 @@ class BatchedPPO(GreedyEvaluation):
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory()
+            flush_denormals()  # Adam's decayed moments: see moerl.core.denormals
         specs = ([suite_of(x, "BatchedPPO", "MoEPPO") for x in suite] if isinstance(suite, Sequence)
                  else [suite_of(suite, "BatchedPPO", "MoEPPO")] * s)
         hps = [ppo_hyperparams(p) for p in ppo] if isinstance(ppo, Sequence) else [ppo_hyperparams(ppo)] * s
