@@ -88,9 +88,19 @@ class Run:
         """The CRL task order (task names of the schedule's blocks); empty outside CRL."""
         return tuple(str(b["task_name"]) for b in self.schedule)
 
+    @property
+    def dormant_key(self) -> str:
+        """The ``metrics.csv`` key of the tau=0.1 dormant fraction over all hidden neurons: DQN's Q-network
+        (:data:`DORMANT_KEY`); for PPO the policy's (``moe/actor/...``; ``moe/shared/...`` when one network
+        serves actor and critic): the network that acts. The critic's series are in ``metrics.csv`` beside it."""
+        if self.algo == "dqn":
+            return DORMANT_KEY
+        shared = (self.config.get(self.algo) or {}).get("shared_network")
+        return DORMANT_KEY.replace("moe/", "moe/shared/" if shared else "moe/actor/", 1)
+
     def final_dormant(self) -> float | None:
         """The last tau=0.1 dormant fraction over all hidden neurons in ``metrics.csv`` (None without it)."""
-        series = self.metric_series(DORMANT_KEY)
+        series = self.metric_series(self.dormant_key)
         return series[-1][1] if series else None
 
     def metric_series(self, key: str) -> list[tuple[int, float]]:

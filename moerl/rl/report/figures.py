@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from moerl.rl.report import stats as stats
-from moerl.rl.report.data import DORMANT_KEY, Group
+from moerl.rl.report.data import Group
 from moerl.rl.report.study import EnvStudy
 from moerl.rl.report.usage import usage_table
 from moerl.runs.tables import slug
@@ -189,7 +189,7 @@ def dormant(study: EnvStudy, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7.0, 3.8))
     plotted = []
     for g in study.groups:
-        series = [dict(r.metric_series(DORMANT_KEY)) for r in g.runs if r.metric_rows]
+        series = [dict(r.metric_series(r.dormant_key)) for r in g.runs if r.metric_rows]
         if not series or not any(series):
             continue
         plotted.append(g)
