@@ -14,7 +14,8 @@ its budget needs while the others go on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -29,27 +30,35 @@ class MemberAdam(torch.optim.Optimizer):
             raise ValueError(f"lr and eps must be (S,) tensors of one shape, got {tuple(lr.shape)} and {tuple(eps.shape)}")
         self.lr, self.eps = lr, eps
 
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
+    def _stepped(self, first_step: Callable[[torch.Tensor], Any]) -> Iterator[
+            tuple[torch.Tensor, torch.Tensor, dict[str, Any], float, float, tuple[int, ...]]]:
+        """Each parameter with a gradient: ``(p, grad, state, beta1, beta2, members)``, its state made on first use
+        (``first_step(p)``: the step count's initial value), ``members`` the shape that broadcasts an ``(S,)``
+        tensor along ``p``'s member dimension."""
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = 0
+                    state["step"] = first_step(p)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                members = (-1,) + (1,) * (p.dim() - 1)
-                step_size = (self.lr / (1 - beta1 ** step)).view(members)
-                denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(self.eps.view(members))
-                p.addcdiv_(exp_avg * step_size, denom, value=-1.0)
+                yield p, grad, state, beta1, beta2, (-1,) + (1,) * (p.dim() - 1)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for p, grad, state, beta1, beta2, members in self._stepped(lambda p: 0):
+            state["step"] += 1
+            step = state["step"]
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = (self.lr / (1 - beta1 ** step)).view(members)
+            denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(self.eps.view(members))
+            p.addcdiv_(exp_avg * step_size, denom, value=-1.0)
 
 
 class MaskedMemberAdam(MemberAdam):
@@ -63,25 +72,16 @@ class MaskedMemberAdam(MemberAdam):
 
     @torch.no_grad()
     def step(self, closure: None = None, active: torch.Tensor | None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                members = (-1,) + (1,) * (p.dim() - 1)
-                taken = torch.ones(p.shape[0], dtype=torch.bool, device=p.device) if active is None else active
-                state["step"] += taken
-                step = state["step"].clamp(min=1)  # a member never stepped: any finite correction (masked)
-                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
-                mask = taken.view(members)
-                exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
-                exp_avg_sq.copy_(torch.where(mask, torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2), exp_avg_sq))
-                step_size = (self.lr / (1 - beta1 ** step).float()).view(members)
-                denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step).sqrt().float().view(members)).add_(
-                    self.eps.view(members))
-                p.sub_(torch.where(mask, exp_avg * step_size / denom, 0.0))
+        counts = self._stepped(lambda p: torch.zeros(p.shape[0], dtype=torch.float64, device=p.device))
+        for p, grad, state, beta1, beta2, members in counts:
+            taken = torch.ones(p.shape[0], dtype=torch.bool, device=p.device) if active is None else active
+            state["step"] += taken
+            step = state["step"].clamp(min=1)  # a member never stepped: any finite correction (masked)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            mask = taken.view(members)
+            exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
+            exp_avg_sq.copy_(torch.where(mask, torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2),
+                                         exp_avg_sq))
+            step_size = (self.lr / (1 - beta1 ** step).float()).view(members)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step).sqrt().float().view(members)).add_(self.eps.view(members))
+            p.sub_(torch.where(mask, exp_avg * step_size / denom, 0.0))
