@@ -54,6 +54,20 @@ def _fill(model: MoEPPO, rollout, i: int, gamma: float) -> None:
     buf.compute_returns_and_advantage(rollout.last_values[i].clone(), dones[-1])
 
 
+def _update_on_one_rollout(agent: BatchedPPO, hp: PPOHyperParams):
+    """One rollout from a reset and one update of a run of four rollouts: ``(rollout, total env steps, the
+    permutations the update drew, its diagnostics)`` (the permutations are drawn first and the stream rewound,
+    so the update draws the same ones and SB3 can be given them)."""
+    agent._obs = agent.env.reset().reshape(agent.num_seeds, hp.n_envs, -1)
+    rollout = agent.collect()
+    total = 4 * hp.n_envs * hp.n_steps
+    counter = agent._permutations.counter
+    order = agent.draw_permutations()
+    agent._permutations.counter = counter
+    agent.update(rollout, total)
+    return rollout, total, order, agent.pop_log().updates[-1][1]
+
+
 NETWORKS = [({"arch": "middle", "hidden": 32}, False, False),
             ({"arch": "big", "router": "topk", "topk": 1, "balance_loss": "importance", "hidden": 16}, False, False),
             ({"arch": "final", "router": "softmoe", "hidden": 16}, True, False),
@@ -76,15 +90,8 @@ def test_one_batched_update_is_moeppos_update_on_the_same_rollout(network, share
         theirs = model.policy.state_dict()
         for key, value in _weights(agent, i).items():
             assert torch.equal(value, theirs[key]), key
-    agent._obs = agent.env.reset().reshape(2, hp.n_envs, -1)
-    rollout = agent.collect()
+    rollout, total, order, diag = _update_on_one_rollout(agent, hp)
     assert bool((rollout.truncated_values != 0).any())  # the bootstrap is exercised
-    total = 4 * hp.n_envs * hp.n_steps
-    counter = agent._permutations.counter
-    order = agent.draw_permutations()
-    agent._permutations.counter = counter
-    agent.update(rollout, total)
-    diag = agent.pop_log().updates[-1][1]
     for i, model in enumerate(models):
         _fill(model, rollout, i, hp.gamma)
         perms = iter(order[i].numpy())
@@ -118,14 +125,7 @@ def test_target_kl_stops_each_seed_as_sb3_does(monkeypatch):
     seeds, network = [0, 3, 5], {"arch": "middle", "hidden": 32}
     agent = BatchedPPO(suite, seeds, network, hp)
     models = [_sb3_model(s, network, hp, False) for s in seeds]
-    agent._obs = agent.env.reset().reshape(3, hp.n_envs, -1)
-    rollout = agent.collect()
-    total = 4 * hp.n_envs * hp.n_steps
-    counter = agent._permutations.counter
-    order = agent.draw_permutations()
-    agent._permutations.counter = counter
-    agent.update(rollout, total)
-    diag = agent.pop_log().updates[-1][1]
+    rollout, total, order, diag = _update_on_one_rollout(agent, hp)
     epochs = []
     for i, model in enumerate(models):
         _fill(model, rollout, i, hp.gamma)
