@@ -211,3 +211,27 @@ def test_a_stopped_ray_sweep_stops_its_trainers_before_ray_ends_their_workers(tm
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
     record = json.loads((tmp_path / "runs" / "ray" / "sweep.json").read_text())
     assert record["stopped_by"] == "SIGTERM" and sorted(j["status"] for j in record["jobs"]) == ["interrupted", "not started"]
+
+
+def test_children_train_the_launchs_moerl_not_a_checkout_in_the_working_directory(tmp_path):
+    """``python -m`` puts the working directory first on the import path: a sweep launched from a folder that
+    holds another ``moerl`` (a checkout being edited beside a frozen install) used to start its children on
+    that folder's code. The children must import the ``moerl`` the launch itself runs: here the folder's
+    ``moerl`` stops any process that imports it, and the sweep must still train and finish its run."""
+    import moerl
+
+    shadow = tmp_path / "moerl"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('shadow moerl imported')\n")
+    (shadow / "__main__.py").write_text("raise SystemExit('shadow moerl imported')\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "shadowed", "seeds": "0", "base": TINY}))
+    # The launch runs the installed moerl (-P: not the folder's), as the console script `moerl` would.
+    proc = subprocess.run([sys.executable, "-P", "-m", "moerl", "sweep", str(path), "--workers", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    logs = "".join(p.read_text() for p in (tmp_path / "runs" / "shadowed").rglob("*.log"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    assert "shadow moerl imported" not in logs
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "runs" / "shadowed").glob("*_s0/status.json")]
+    assert statuses == ["finished"]
+    assert Path(moerl.__file__).resolve().parent != shadow.resolve()

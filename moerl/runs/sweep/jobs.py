@@ -136,12 +136,29 @@ def set_aside_unaccounted(plans: list[JobPlan]) -> list[tuple[Path, Path]]:
     return moved
 
 
+#: How a launch starts ``moerl`` in a child: this interpreter, ``-P`` so that the child's working directory is not
+#: put first on its import path (``python -m`` would do that, and a checkout of moerl in that directory would
+#: shadow the code the launch runs); :func:`child_env` points the child at the launch's own ``moerl``.
+MOERL = (sys.executable, "-P", "-m", "moerl")
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a launch's child: one torch thread, unbuffered output, and the folder that holds
+    the ``moerl`` this process imported first on ``PYTHONPATH``, so that a child trains the very code its
+    launch planned with (an editable install, a frozen checkout or site-packages alike)."""
+    import moerl
+
+    home = str(Path(moerl.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": home + (os.pathsep + path if path else "")}
+
+
 def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[str]:
-    """The ``moerl train`` command line that carries out ``plan``."""
+    """The ``moerl train`` command line that carries out ``plan`` (run it with :func:`child_env`)."""
     if plan.group:
-        return [sys.executable, "-m", "moerl", "sweep-group", str(config_file),
-                *(["--device", device] if device else [])]
-    cmd = [sys.executable, "-m", "moerl", "train", "--no-progress"]
+        return [*MOERL, "sweep-group", str(config_file), *(["--device", device] if device else [])]
+    cmd = [*MOERL, "train", "--no-progress"]
     if plan.action == "resume":
         return [*cmd, "--resume", str(plan.resume_from), *(["--device", device] if device else [])]
     job = plan.job
@@ -250,7 +267,7 @@ def run_job(plan: JobPlan, state_dir: Path, device: str | None, children: Childr
     config_file = prepare(plan, state_dir)
     log = state_dir / "logs" / f"{plan.plan_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = child_env()
     start = time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(job_command(plan, config_file, device))}\n")
