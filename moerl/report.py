@@ -60,11 +60,13 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
             _write_file(file_target, text)
         return text, skipped
     results = [with_dormant(run) for run in runs]
-    text = (warning + "\n\n" if warning else "") + markdown_table(results) + "\n\n" + summary_table(results)
+    groups = group_runs(runs)
+    text = (warning + "\n\n" if warning else "") + markdown_table(results) + "\n\n" + summary_table(
+        groups, {run.path: r for run, r in zip(runs, results, strict=True)})
     if supervised:
         text += "\n\n" + report_supervised.markdown(supervised)
     text += "\n\n" + stacks
-    studies = build_studies(group_runs(runs))
+    studies = build_studies(groups)
     if dir_target is None:
         text += "\n\n" + study_markdown(studies, None)
         if file_target is not None:

@@ -79,7 +79,7 @@ def test_models_load_in_sb3_and_moerl_eval_and_report_read_the_runs(batched, cap
     assert main(["eval", str(run), "--episodes", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["per_task"]["cartpole-mirror"]["episodes"] == 2
     assert main(["report", *map(str, sorted(batched.iterdir()))]) == 0
-    assert "| cartpole-crl | big | softmoe | 2 |" in capsys.readouterr().out
+    assert "| cartpole-crl | big/softmoe | 2 |" in capsys.readouterr().out
 
 
 def test_a_batched_model_records_the_runs_whole_dqn_section(tmp_path):

@@ -321,3 +321,11 @@ def test_learning_curves_reads_plain_gymnasium_runs_and_labels_ppo(tmp_path):
         with open(tmp_path / "runs" / run / "eval.csv", newline="") as f:
             last = [float(r["mean_return"]) for r in csv.DictReader(f) if r["step"] == "256"]
         assert f"{last[0]:.2f} [{last[0]:.2f}, {last[0]:.2f}]" in rows[(variant, "CartPole-v1")]
+    # `moerl report`'s summary rows are variants too: the two runs of one arch are two rows, not one pooled
+    from moerl.report import report
+
+    text, _ = report([str(tmp_path / "runs")])
+    summary = text[text.index("| env | variant | seeds |"):].split("\n\n")[0].splitlines()[2:]
+    cells = sorted(tuple(c.strip() for c in line.split("|")[1:4]) for line in summary)
+    assert cells == [("CartPole-v1", "dense (ppo) [ppo.shared_network=False]", "1"),
+                     ("CartPole-v1", "dense (ppo) [ppo.shared_network=True]", "1")]

@@ -190,8 +190,8 @@ def test_report_tabulates_finished_runs(tmp_path, capsys):
     written = (tmp_path / "t.md").read_text().strip().splitlines()
     assert written[0] == "<!-- written by moerl -->" and written[1:] == table  # the mark, then what was printed
     summary = table[table.index("") + 1:]
-    assert summary[0].startswith("| env | arch | router | seeds | avg perf")
-    assert summary[2].startswith("| cartpole-mtrl | dense | - | 1 |")
+    assert summary[0].startswith("| env | variant | seeds | avg perf")
+    assert summary[2].startswith("| cartpole-mtrl | dense | 1 |")
     point, lo, hi = (float(x) for x in re.findall(r"[-\d.]+", summary[2].split("|")[-2]))
     assert lo <= point <= hi
     assert main(["report", str(tmp_path / "nope")]) == 2

@@ -145,7 +145,7 @@ def test_report_counts_a_run_once_and_skips_corrupt_ones(two_runs, tmp_path, cap
     assert captured.err.count("counted once") == 1 and "(2 more times; counted once)" in captured.err  # one line
     assert "results.json is missing or corrupt" in captured.err
     summary = captured.out.split("\n\n")[1]
-    assert "| cartpole-mtrl | final | softmoe | 2 |" in summary  # two seeds, not four
+    assert "| cartpole-mtrl | final/softmoe | 2 |" in summary  # two seeds, not four
 
 
 def test_a_run_nested_in_another_runs_folders_does_not_change_its_report(two_runs, capsys):

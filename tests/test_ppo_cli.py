@@ -129,8 +129,8 @@ def test_eval_runs_and_report_read_a_ppo_run(crl_run, capsys, tmp_path):
     # the dormant fraction the report gives a PPO run is the policy's (moe/actor/...), as metrics.csv holds it
     with (crl_run / "metrics.csv").open() as f:
         actor = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "moe/actor/dormant/tau0.1/all"]
-    row = next(line for line in text.splitlines() if line.startswith("| cartpole-crl | big (ppo) | softmoe | 1 |"))
-    assert row.split("|")[7].strip() == f"{actor[-1]:.2f} [{actor[-1]:.2f}, {actor[-1]:.2f}]"
+    row = next(line for line in text.splitlines() if line.startswith("| cartpole-crl | big/softmoe (ppo) | 1 |"))
+    assert row.split("|")[6].strip() == f"{actor[-1]:.2f} [{actor[-1]:.2f}, {actor[-1]:.2f}]"
     assert "no metrics.csv" not in (tmp_path / "rep" / "report.md").read_text()
 
 

@@ -41,7 +41,7 @@ def test_old_runs_evaluate_and_report(old, capsys):
         assert json.loads(capsys.readouterr().out)["per_task"]
     assert main(["report", str(old / "sb3"), str(old / "batched_s0"), str(old / "batched_s1")]) == 0
     out = capsys.readouterr().out
-    assert "| cartpole-crl | big | softmoe |" in out
+    assert "| cartpole-crl | big/softmoe" in out
 
 
 @pytest.mark.parametrize("cut", ["sb3-cut", "batched-cut_s0"])

@@ -19,7 +19,7 @@ def test_a_repeated_config_and_seed_counts_once(tmp_path, capsys):
     runs.mkdir()
     shutil.copytree(PRE_MOVE / "sb3", runs / "cp_s0")
     shutil.copytree(PRE_MOVE / "sb3", runs / "cp_s0-2")  # the same config and seed, a second time
-    shutil.copytree(PRE_MOVE / "batched_s1", runs / "cp_s1")  # the same config, another seed
+    shutil.copytree(PRE_MOVE / "batched_s1", runs / "cp_s1")  # the same network, another seed and engine
     assert main(["train", *ROUTING, "--logdir", str(runs), "--run-name", "r_s3"]) == 0
     assert main(["train", *ROUTING, "--logdir", str(runs), "--run-name", "r_s3-2"]) == 0
     capsys.readouterr()
@@ -28,5 +28,6 @@ def test_a_repeated_config_and_seed_counts_once(tmp_path, capsys):
     dropped = [line for line in err.splitlines() if "a repeat, counted once" in line]
     assert len(dropped) == 2 and any("cp_s0-2" in line and "cp_s0:" in line for line in dropped), err
     assert any("r_s3-2" in line for line in dropped), err
-    assert "| cartpole-crl | big | softmoe | 2 |" in out  # seeds 0 and 1, not 0, 0 and 1
+    assert "| cartpole-crl | big/softmoe [engine=sb3] | 1 |" in out  # seed 0 once, not twice
+    assert "| cartpole-crl | big/softmoe [engine=batched] | 1 |" in out  # a variant of its own, not pooled
     assert "| r (digits-mtl task-specific-1-fc) | 1 | 3 |" in out  # one seed (3), not two

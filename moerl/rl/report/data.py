@@ -22,7 +22,7 @@ from typing import Any
 
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
-from moerl.runs.kinds import without_not_in_id
+from moerl.runs.kinds import NOT_IN_ID_AT_DEFAULT, without_not_in_id
 from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, RunDir
 from moerl.runs.rundir import find_run_dirs as expand_run_folders
@@ -335,7 +335,8 @@ def _distinguishing(group: Group, rivals: list[Group]) -> str:
             continue
         chosen.append(min(differ, key=lambda k: (LABEL_PRIORITY.index(k) if k in LABEL_PRIORITY
                                                  else len(LABEL_PRIORITY), k)))
-    return " [" + ", ".join(f"{k}={mine.get(k, '-')}" for k in chosen) + "]" if chosen else ""
+    # A key left out of the config key at its default (NOT_IN_ID_AT_DEFAULT) shows that default.
+    return " [" + ", ".join(f"{k}={mine.get(k, NOT_IN_ID_AT_DEFAULT.get(k, '-'))}" for k in chosen) + "]" if chosen else ""
 
 
 def references_for(group: Group, groups: list[Group]) -> dict[int, dict[str, list[dict[str, Any]]]]:

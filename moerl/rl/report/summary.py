@@ -1,9 +1,9 @@
 """``moerl report RUN_DIR...``: one markdown table over finished MoE DQN runs.
 
 Per run: arch, router, seed, steps, steps/s, final greedy return per task, and the continual
-metrics (average normalised performance, mean forgetting); then one summary row per (env, arch,
-router) over its seeds: mean and [min, max] of the run-level metrics, and rliable's interquartile mean
-(IQM) of the final normalised returns (runs x tasks) with a 95% stratified bootstrap confidence interval
+metrics (average normalised performance, mean forgetting); then one summary row per variant (the runs
+whose configs differ in the seed alone) over its seeds: mean and [min, max] of the run-level metrics, and
+rliable's interquartile mean (IQM) of the final normalised returns (runs x tasks) with a 95% stratified bootstrap confidence interval
 (Agarwal et al. 2021). rliable is the optional extra ``moerl[stats]`` (in ``dev``); without it the IQM
 column says so instead of silently disappearing.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from moerl.rl.report.data import Run
+from moerl.rl.report.data import Group, Run
 from moerl.runs.tables import fmt
 from moerl.runs.tables import markdown_table as table
 
@@ -103,24 +103,26 @@ def _normalized_scores(runs: list[dict[str, Any]]):
     return np.asarray(rows, dtype=float)
 
 
-def summary_table(results: list[dict[str, Any]]) -> str:
-    """Mean and [min, max] over seeds of average performance and forgetting, per (env, arch, router)."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        router = "-" if r["arch"] in ("dense", "wide") else r["router"]
-        groups.setdefault((r["env"], arch_cell(r), router), []).append(r)
-    head = ["env", "arch", "router", "seeds", "avg perf: mean [min, max]", "forgetting: mean [min, max]",
+def summary_table(groups: list[Group], results: dict[Path, dict[str, Any]]) -> str:
+    """Mean and [min, max] over seeds of average performance, forgetting and dormant fraction, and the IQM of
+    the final normalised returns, per variant: the groups of :func:`~moerl.rl.report.data.group_runs` (runs
+    whose configs differ in the seed alone), named by their labels, so that runs of one arch and router
+    under different settings (an algorithm's option, an engine, a budget) are never pooled into one row.
+    ``results``: each run's results (:func:`with_dormant`) by its path."""
+    head = ["env", "variant", "seeds", "avg perf: mean [min, max]", "forgetting: mean [min, max]",
             "dormant tau 0.1: mean [min, max]", "IQM normalised return [95% CI]"]
-    scores = {"/".join(key): m for key, runs in groups.items() if (m := _normalized_scores(runs)) is not None}
+    by_group = {f"{g.env}/{g.label}": [results[run.path] for run in g.runs] for g in groups}
+    scores = {key: m for key, runs in by_group.items() if (m := _normalized_scores(runs)) is not None}
     iqm = iqm_with_ci(scores) if scores else {}
     rows = []
-    for (env, arch, router), runs in groups.items():
-        cells = [env, arch, router, str(len(runs))]
-        for key in ("average_performance", "mean_forgetting_end_of_block", "final_dormant_tau0.1"):
-            raw = [(r.get("continual") or {}).get(key, r.get(key)) for r in runs]
+    for g in groups:
+        key = f"{g.env}/{g.label}"
+        runs = by_group[key]
+        cells = [g.env, g.label, str(len(runs))]
+        for metric in ("average_performance", "mean_forgetting_end_of_block", "final_dormant_tau0.1"):
+            raw = [(r.get("continual") or {}).get(metric, r.get(metric)) for r in runs]
             vals = [float(v) for v in raw if v is not None]
             cells.append(f"{sum(vals) / len(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]" if vals else "-")
-        key = "/".join((env, arch, router))
         if iqm is None:
             cells.append("needs rliable (pip install 'moerl[stats]')")
         elif key in iqm:
