@@ -81,3 +81,31 @@ def test_the_config_key_is_checked_and_adam_stays_out_of_run_ids():
     with pytest.raises(ConfigError, match="learning rates of their own need dqn.optimizer adam"):
         BatchedDQN(TaskSuiteEnv("classic", "mtrl"), [0, 1], {"arch": "dense"},
                    [DQNHyperParams(optimizer="rmsprop", learning_rate=lr) for lr in (1e-3, 3e-4)])
+
+
+def test_a_batched_rmsprop_run_resumed_from_its_state_equals_the_uninterrupted_run():
+    """MinAtar's DQN settings train with centered RMSprop and their runs resume across processes: a checkpoint
+    (``state_dict`` through ``torch.save`` and ``torch.load``) taken mid-run carries RMSprop's running averages
+    (squared and, centered, plain), so the resumed engine ends bit for bit where the uninterrupted one does."""
+    import io
+
+    suite = TaskSuiteEnv("cartpole", "crl", block_steps=300)
+    hp = DQNHyperParams(optimizer="rmsprop", learning_rate=1e-3, learning_starts=100, batch_size=16)
+    network, seeds = {"arch": "big", "router": "softmoe", "hidden": 16}, [0, 1]
+    whole = BatchedDQN(suite, seeds, network, hp).learn(900)
+    first = BatchedDQN(suite, seeds, network, hp).learn(500, 900)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    state = torch.load(saved, weights_only=False)
+    assert {"square_avg", "grad_avg"} <= set(next(iter(state["optimizer"]["state"].values())))
+    resumed = BatchedDQN(suite, seeds, network, hp)
+    resumed.load_state_dict(state)
+    resumed.learn(900)
+    for i in range(len(seeds)):
+        start = first.q_net.state_dict_of(i)
+        for key, value in whole.q_net.state_dict_of(i).items():
+            assert torch.equal(resumed.q_net.state_dict_of(i)[key], value), key
+        assert any(not torch.equal(start[k], v) for k, v in whole.q_net.state_dict_of(i).items())  # it trained on
+    for a, b in zip(resumed.optimizer.state.values(), whole.optimizer.state.values(), strict=True):
+        assert torch.equal(a["square_avg"], b["square_avg"]) and torch.equal(a["grad_avg"], b["grad_avg"])
