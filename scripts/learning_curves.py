@@ -39,9 +39,14 @@ def train_curve(tb_dir: Path, task: str, window: int) -> dict[int, float]:
 
     events = EventAccumulator(str(tb_dir), size_guidance={SCALARS: 0})  # 0: keep every point
     events.Reload()
-    tag = f"train/return/{task}"
-    if tag not in events.Tags()["scalars"]:
+    from moerl.rl.report.data import plain_task_aliases
+
+    tags = events.Tags()["scalars"]
+    # an older run on a plain Gymnasium id tagged its task otherwise (the suite task, or `main`)
+    found = [t for t in (f"train/return/{name}" for name in (task, *plain_task_aliases(task))) if t in tags]
+    if not found:
         return {}
+    tag = found[0]
     points = sorted((e.step, e.value) for e in events.Scalars(tag))
     steps = np.array([p[0] for p in points])
     values = np.array([p[1] for p in points])

@@ -302,3 +302,52 @@ def test_members_of_other_configs_train_as_in_a_batch_of_their_own_config(tmp_pa
         other.eval.freq = 450
         train_members([members[0], other], [0, 1], str(tmp_path / "bad"), [None] * 2, quiet)
     assert not (tmp_path / "bad").exists()
+
+
+def test_both_engines_name_a_plain_gymnasium_envs_task_by_its_id_and_older_runs_read_alike(tmp_path):
+    """A plain Gymnasium id (CartPole-v1) is one task, named by the id on both engines: eval.csv, results.json,
+    eval_usage.csv and the TensorBoard tags agree, so a report over both has one task column. A batched run
+    written before named it by the suite task reproducing it (``cartpole-default``): the report and
+    ``learning_curves.py --metric train`` read such a run under the id too."""
+    import shutil
+
+    from moerl.report import report
+
+    tiny = ["--env", "CartPole-v1", "--arch", "big", "--router", "softmoe", "--timesteps", "600",
+            "--set", "eval.freq=300", "--set", "eval.episodes=1", "--set", "eval.final_episodes=1",
+            "--set", "dqn.learning_starts=100", "--set", "network.hidden=8", "--no-progress", "-q",
+            "--logdir", str(tmp_path)]
+    assert main(["train", *tiny, "--seed", "0", "--run-name", "one"]) == 0
+    assert main(["train", *tiny, "--seeds", "0-1", "--engine", "batched", "--run-name", "many"]) == 0
+    runs = {name: tmp_path / name for name in ("one", "many_s0", "many_s1")}
+    for run in runs.values():
+        assert {r["task"] for r in _rows(run)} == {"CartPole-v1"}
+        assert list(json.loads((run / "results.json").read_text())["final_eval"]) == ["CartPole-v1"]
+        with open(run / "eval_usage.csv", newline="") as f:
+            assert {r["task"] for r in csv.DictReader(f)} == {"CartPole-v1"}
+    tags = {name: {t for t in read_tb_scalars(run / "tb") if t.startswith(("eval/", "train/return/"))}
+            for name, run in runs.items()}
+    assert tags["one"] == tags["many_s0"] and "train/return/CartPole-v1" in tags["many_s0"]
+    # the same batched run as an older one wrote it: its task under the suite task's name, files and tags
+    old = tmp_path / "old" / "many_s1"
+    shutil.copytree(runs["many_s1"], old)
+    for name in ("eval.csv", "eval_usage.csv"):
+        (old / name).write_text((old / name).read_text().replace(",CartPole-v1,", ",cartpole-default,"))
+    results = json.loads((old / "results.json").read_text())
+    assert results["env"] == "CartPole-v1"
+    results["final_eval"] = {"cartpole-default": results["final_eval"]["CartPole-v1"]}
+    (old / "results.json").write_text(json.dumps(results))
+    for event in (old / "tb").glob("events.out.tfevents.*"):
+        event.unlink()
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(old / "tb")) as writer:
+        for step, value in ((300, 12.0), (600, 20.0)):
+            writer.add_scalar("train/return/cartpole-default", value, step)
+    text, _ = report([str(runs["many_s0"]), str(old)])
+    assert "cartpole-default" not in text and "| 0 | 600 |" in text
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "learning_curves.py"),
+                           str(old), "--metric", "train", "--at", "600", "--window", "1000"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| CartPole-v1 | 1 | 16.00 [16.00, 16.00] |" in done.stdout, done.stdout

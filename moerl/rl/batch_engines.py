@@ -27,6 +27,13 @@ from moerl.rl.record import AUX_LOSS_TAG, LOSS_TAG, export_model
 PLAIN_IDS = {"CartPole-v1": "cartpole-default", "MountainCar-v0": "mountaincar-default"}
 
 
+def task_names(env_id: str, spec: Any) -> list[str]:
+    """The task names a run on ``env_id`` records (eval rows, results, TensorBoard tags, progress): the suite's,
+    or for a plain Gymnasium id its own id, as the SB3 path names that env's one task (not the suite task the
+    batched engine reproduces it with), so that runs of both engines share their task columns."""
+    return [env_id] if env_id in PLAIN_IDS else list(spec.task_names)
+
+
 def suite_spec(env_id: str, env_kwargs: dict[str, Any], fixed_task: str | None = None):
     """The suite the batched engines reproduce for ``env_id``: a :class:`~moerl.rl.envs.suite.TaskSuiteEnv`, or
     a :class:`~moerl.rl.envs.minatar_suite.MinAtarSuiteEnv` for the MinAtar suites (which needs the optional
@@ -239,4 +246,4 @@ def engine_of(config: Any) -> Any:
     return _ENGINES[getattr(config, "algo", "dqn")]
 
 
-__all__ = ["PLAIN_IDS", "PPO_TAGS", "DQNBatchEngine", "PPOBatchEngine", "engine_of", "suite_spec"]
+__all__ = ["PLAIN_IDS", "PPO_TAGS", "DQNBatchEngine", "PPOBatchEngine", "engine_of", "suite_spec", "task_names"]

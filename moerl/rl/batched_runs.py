@@ -45,7 +45,7 @@ from moerl.core.checkpoint_store import load_checkpoint_file, remove_checkpoints
 from moerl.core.config import from_dict, to_dict
 from moerl.core.errors import ConfigError
 from moerl.core.threads import TRAINING_THREADS
-from moerl.rl.batch_engines import PLAIN_IDS, engine_of, suite_spec
+from moerl.rl.batch_engines import PLAIN_IDS, engine_of, suite_spec, task_names
 from moerl.rl.record import (
     eval_row,
     eval_scalars,
@@ -149,7 +149,7 @@ class _Batch:
         self.eval_suites = [spec if env_id in _PLAIN_IDS else
                             suite_spec(env_id, {k: v for k, v in c.env_kwargs.items() if k != "fixed_task"})
                             for spec, env_id, c in zip(self.specs, self.env_ids, configs, strict=True)]
-        self.eval_names = list(self.spec.task_names)
+        self.eval_names = task_names(self.env_id, self.spec)
         # Return bounds (normalised returns, continual metrics) for moerl's suites only, as on the SB3 path.
         self.member_bounds = [{} if env_id in _PLAIN_IDS else
                               {name: tuple(spec.return_bounds[i]) for i, name in enumerate(spec.task_names)}
@@ -178,7 +178,7 @@ class _Batch:
             n = len(self.seed_runs)
             for sr, rows, usage, metrics in zip(self.seed_runs, resume["rows"], resume.get("usage", [[]] * n),
                                                 resume.get("metrics", [[]] * n), strict=True):
-                sr.rows, sr.usage, sr.metrics = rows, usage, metrics
+                sr.rows, sr.usage, sr.metrics = _renamed(rows, self.env_id), _renamed(usage, self.env_id), metrics
                 if not sr.done:
                     _write_eval_csv(sr)
 
@@ -229,7 +229,7 @@ class _Batch:
                 for t, r in zip(np.atleast_1d(task[i])[ended], np.atleast_1d(ret[i])[ended], strict=True):
                     per_task.setdefault(int(t), []).append(float(r))
             for t, rets in per_task.items():
-                sr.writer.add_scalar(train_return_tag(self.spec.task_names[t]), float(np.mean(rets)), step)
+                sr.writer.add_scalar(train_return_tag(self.eval_names[t]), float(np.mean(rets)), step)
             for at, metrics in log.metrics:  # the SB3 path's moe/* tags, at the step they were measured
                 for key, values in metrics.items():
                     sr.writer.add_scalar(moe_tag(key), float(values[i]), at)
@@ -272,7 +272,7 @@ class _Batch:
         members = "seeds" if all(c == config for c in self.configs) else "members"
         label = (f"{config.env} {config.network.arch}" + (f"/{config.network.router}" if config.network.uses_moe
                                                           else "") + f" {len(self.seeds)} {members}")
-        self.view = BatchProgress(console, total, label, self.spec.task_names, len(self.seeds), self.spec.schedule(),
+        self.view = BatchProgress(console, total, label, self.eval_names, len(self.seeds), self.spec.schedule(),
                                   self.spec.block_steps)
         console.start(label, total, "step", initial=self.agent.num_timesteps)
         if self.last_eval < 0:  # when the SB3 path evaluates: at the start, every eval.freq steps, at the end
@@ -653,3 +653,9 @@ def _finish_seed(sr: _SeedRun, i: int, agent: Any, config: Any, spec: Any, env_i
     sr.run.write_json("results.json", results)
     return results
 
+
+def _renamed(rows: list[dict[str, Any]], env_id: str) -> list[dict[str, Any]]:
+    """A checkpoint's eval or usage rows with a plain env's task under the name runs now record
+    (:func:`~moerl.rl.batch_engines.task_names`): checkpoints written before named it by its suite task."""
+    old = PLAIN_IDS.get(env_id)
+    return [{**r, "task": env_id} if old is not None and r.get("task") == old else r for r in rows]

@@ -58,7 +58,7 @@ class Trainer:
         eval_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "fixed_task"}
         self.factories = task_env_factories(self.env_id, eval_kwargs, info.task_names)
         self.bounds = info.return_bounds
-        self.episodes_cb = TaskEpisodeCallback()
+        self.episodes_cb = TaskEpisodeCallback(untasked=self.env_id)
         schedule = TaskSchedule(self.schedule, info.task_names, return_scale(self.bounds)) if self.bounds else None
         self.eval_cb = PerTaskEvalCallback(self.factories, config.eval.freq, config.eval.episodes,
                                            run.path / "eval.csv", self.bounds, seed=config.seed + 10_000,

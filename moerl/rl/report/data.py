@@ -22,6 +22,7 @@ from typing import Any
 
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
+from moerl.rl.batch_engines import PLAIN_IDS
 from moerl.runs.kinds import NOT_IN_ID_AT_DEFAULT, without_not_in_id
 from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, RunDir
@@ -228,8 +229,32 @@ def load_run(run: RunDir) -> Run:
         problem = _csv_problem(name, found or [])
         if problem is not None:
             raise ConfigError(problem)
+    _rename_plain_task(results, rows)
     return Run(run.path, config, results, schedule, block_steps, rows["eval.csv"], rows["eval_usage.csv"],
                rows["metrics.csv"])
+
+
+def _rename_plain_task(results: dict[str, Any], rows: dict[str, list[dict[str, Any]] | None]) -> None:
+    """A batched run on a plain Gymnasium id written before such runs named their task by the id (as the SB3
+    path does: :func:`~moerl.rl.batch_engines.task_names`) named it by the suite task that reproduces it
+    (``cartpole-default``); read it under the id, so that runs of both engines and of any age share a column.
+    Its TensorBoard tags keep the old name (:func:`plain_task_aliases` gives it to readers of tags)."""
+    env = str(results.get("env", ""))
+    old = PLAIN_IDS.get(env)
+    final = results.get("final_eval")
+    if old is None or not isinstance(final, dict) or old not in final:
+        return
+    results["final_eval"] = {(env if task == old else task): value for task, value in final.items()}
+    for name in ("eval.csv", "eval_usage.csv"):
+        for row in rows.get(name) or []:
+            if row.get("task") == old:
+                row["task"] = env
+
+
+def plain_task_aliases(task: str) -> list[str]:
+    """The names a plain Gymnasium id's task had in TensorBoard tags before both engines named it by the id:
+    the suite task reproducing it (batched runs) and ``main`` (the SB3 path's training returns)."""
+    return [name for name in (PLAIN_IDS.get(task), "main") if name is not None]
 
 
 def load_runs(paths: list[str], required: bool = True) -> tuple[list[Run], list[tuple[str, str]]]:

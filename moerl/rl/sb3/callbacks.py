@@ -40,10 +40,14 @@ class TaskEpisodeCallback(BaseCallback):
     the default scalars page shows tag groups alphabetically, and its first cards should be the returns).
     Task switches seen in training are kept in :attr:`switches` as ``(step, task_id, task_name, block,
     cycle)`` rows.
+
+    ``untasked``: the task name of an env whose infos carry no task (a plain Gymnasium env): its id, as the
+    evaluation names its one task (runs written before used ``main``; a checkpoint of one resumes under it).
     """
 
-    def __init__(self, verbose: int = 0):
+    def __init__(self, verbose: int = 0, untasked: str = "main"):
         super().__init__(verbose)
+        self.untasked = untasked
         self.switches: list[tuple[int, int, str, int, int]] = []
         self._episode_returns: dict[str, list[float]] = {}
 
@@ -52,7 +56,8 @@ class TaskEpisodeCallback(BaseCallback):
 
     def load_state_dict(self, state: dict) -> None:
         self.switches = [(int(a), int(b), str(c), int(d), int(e)) for a, b, c, d, e in state["switches"]]
-        self._episode_returns = {k: list(v) for k, v in state["episode_returns"].items()}
+        self._episode_returns = {(self.untasked if k == "main" else k): list(v)
+                                 for k, v in state["episode_returns"].items()}
 
     def recent_returns(self, n: int) -> dict[str, float]:
         """Per task, the mean return of its last ``n`` finished training episodes (for the console)."""
@@ -70,7 +75,7 @@ class TaskEpisodeCallback(BaseCallback):
                     self.logger.record("schedule/block", block)
                     self.logger.record("schedule/cycle", cycle)
             else:
-                name = "main"
+                name = self.untasked
             episode = info.get("episode")
             if done and episode is not None:
                 self.logger.record_mean(train_return_tag(name), float(episode["r"]))

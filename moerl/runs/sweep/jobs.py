@@ -146,9 +146,7 @@ def child_env() -> dict[str, str]:
     """The environment of a launch's child: one torch thread, unbuffered output, and the folder that holds
     the ``moerl`` this process imported first on ``PYTHONPATH``, so that a child trains the very code its
     launch planned with (an editable install, a frozen checkout or site-packages alike)."""
-    import moerl
-
-    home = str(Path(moerl.__file__).resolve().parent.parent)
+    home = str(Path(__file__).resolve().parents[3])  # this file is <home>/moerl/runs/sweep/jobs.py
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": home + (os.pathsep + path if path else "")}
