@@ -320,3 +320,21 @@ def test_the_default_expert_compute_routes_only_what_it_can_and_equals_the_dense
         outs[c] = [q.detach(), xr.grad, *(p.grad for p in net.parameters())]
     for a, b in zip(outs["auto"], outs["dense"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["middle", "all"])
+def test_the_memory_estimate_counts_one_token_per_conv_position(arch):
+    """``memory_needs`` (the refusal of sizes no machine holds) prices an update's activations per token: with
+    the conv torso, ``middle`` and ``all`` route the 64 conv positions of a MinAtar grid, not
+    ``network.tokens`` (1), so the estimate grows with them (it once priced one token, 64x too little)."""
+    from moerl.rl.config import CONV_POSITIONS, DQNRunConfig, memory_needs
+
+    def update_bytes(torso: str) -> int:
+        config = DQNRunConfig(env="minatar-crl")
+        config.network.arch, config.network.router, config.network.torso = arch, "softmoe", torso
+        return memory_needs(config, obs_dim=1003)["update"][1]
+
+    conv, mlp = update_bytes("conv"), update_bytes("mlp")
+    batch, hidden = 128, 128  # the defaults the estimate reads
+    assert conv >= 4 * 3 * batch * CONV_POSITIONS * CONV_POSITIONS * hidden  # tokens x slots (one per token)
+    assert conv > 100 * mlp

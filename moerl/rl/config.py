@@ -338,6 +338,11 @@ def _machine_bytes() -> int:
         return 16 << 30
 
 
+#: Conv output positions of the largest grid a suite has (MinAtar's 10 x 10, a valid 3 x 3 conv: 8 x 8): the
+#: tokens of the position-token MoE layers, for :func:`memory_needs`.
+CONV_POSITIONS = 64
+
+
 def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
                  capacity: int | None = None, obs_bytes: int = 4) -> dict[str, tuple[str, int]]:
     """Bytes ``seeds`` runs of ``config`` hold at once, per part: (the key that sizes it, bytes).
@@ -348,19 +353,22 @@ def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
     MinAtar suites' bytes are stored as such, 1); the online and target networks' weights
     and Adam's two moments; one update's inputs and activations (forward and backward of the online network,
     forward of the target), with every token sent through every expert slot. ``obs_dim`` is an upper bound on
-    our suites' observation size unless the caller knows the real one.
+    our suites' observation size unless the caller knows the real one. With the conv torso, ``middle`` and
+    ``all`` route one token per conv position (MinAtar's 10 x 10 grids: :data:`CONV_POSITIONS`), not
+    ``network.tokens``.
     """
     net, d = config.network, config.dqn
     capacity = capacity if capacity is not None else d.buffer_size
     width = net.hidden * (net.experts if net.arch == "wide" else 1)
     routed = net.arch in ROUTED_ARCHS
     experts = net.experts if routed else 1
+    tokens = CONV_POSITIONS if net.torso == "conv" and net.arch in ("middle", "all") else net.tokens
     slots = 1
     if routed and net.router == "softmoe":
-        slots = experts * (net.slots_per_expert or -(-net.tokens // experts))
+        slots = experts * (net.slots_per_expert or -(-tokens // experts))
     params = experts * (obs_dim * width + width * width + width * 8) + width * width + width * slots
     per_sample = 2 * obs_dim * 4 + 16  # an update's minibatch, made float for the network
-    update = d.batch_size * per_sample + 4 * 3 * d.batch_size * net.tokens * max(slots, experts) * width
+    update = d.batch_size * per_sample + 4 * 3 * d.batch_size * tokens * max(slots, experts) * width
     return {
         "replay": ("dqn.buffer_size", seeds * (capacity or 0) * (2 * obs_dim * obs_bytes + 16)),
         "network": ("network.hidden / network.experts", seeds * 4 * 4 * params),
