@@ -352,7 +352,8 @@ def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
     the replay buffer's observations and next observations in ``obs_bytes`` per entry (float32's 4; the
     MinAtar suites' bytes are stored as such, 1); the online and target networks' weights
     and Adam's two moments; one update's inputs and activations (forward and backward of the online network,
-    forward of the target), with every token sent through every expert slot. ``obs_dim`` is an upper bound on
+    forward of the target): the router's weights of every token for every slot, and the hidden activations of
+    every slot and token. ``obs_dim`` is an upper bound on
     our suites' observation size unless the caller knows the real one. With the conv torso, ``middle`` and
     ``all`` route one token per conv position (MinAtar's 10 x 10 grids: :data:`CONV_POSITIONS`), not
     ``network.tokens``.
@@ -368,7 +369,10 @@ def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
         slots = experts * (net.slots_per_expert or -(-tokens // experts))
     params = experts * (obs_dim * width + width * width + width * 8) + width * width + width * slots
     per_sample = 2 * obs_dim * 4 + 16  # an update's minibatch, made float for the network
-    update = d.batch_size * per_sample + 4 * 3 * d.batch_size * tokens * max(slots, experts) * width
+    # per sample and pass, in floats: the router's token x slot (or expert) weights, and the hidden activations
+    # of the slots (softmoe) or routed tokens and of the tokens themselves, twice (a layer's input and output)
+    activations = tokens * max(slots, experts) + 2 * (max(slots, tokens) + tokens) * width
+    update = d.batch_size * per_sample + 4 * 3 * d.batch_size * activations
     return {
         "replay": ("dqn.buffer_size", seeds * (capacity or 0) * (2 * obs_dim * obs_bytes + 16)),
         "network": ("network.hidden / network.experts", seeds * 4 * 4 * params),
