@@ -13,6 +13,14 @@ torch.set_num_threads(1)
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # render checks run headless (pygame)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logs_in_the_session_tmp(tmp_path_factory):
+    """SB3 models learning without a logger of their own (``configure(None, ...)``) make a fresh
+    ``/tmp/SB3-<time>`` folder each; thousands were left behind per test session. Point them, and the
+    subprocesses tests start, at one folder under pytest's own temporary directory."""
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+
+
 def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """All scalar series in the TensorBoard event files under ``log_dir`` (read with EventAccumulator)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
