@@ -95,12 +95,17 @@ def test_ppo_and_dqn_runs_of_one_architecture_never_share_a_batch(tmp_path, caps
     ({"base": {**BASE, "dqn.batch_size": 32}}, "sets 'dqn.batch_size', a setting of --algo dqn"),
     ({"base": {**BASE, "ppo.target_kl": -0.01}}, "ppo.target_kl must be positive, got"),
     ({"variants": [{"arch": "dense", "algo": "sac"}]}, "unknown RL algorithm 'sac'"),
+    # what only the env tells: refused before anything runs, not by each run at its start
+    ({"base": {**BASE, "ppo.n_envs": 3}}, "ppo.n_envs (3) must divide the CRL block of 128 env steps"),
+    ({"settings": [{"env_kwargs.order": "random", "ppo.n_envs": 2}]}, "env_kwargs.order 'random' with ppo.n_envs 2"),
 ])
 def test_bad_ppo_sweep_points_are_refused_in_one_line(tmp_path, capsys, changes, message):
     path = _write(tmp_path, "bad", **changes)
-    assert main(["sweep", str(path), "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    for extra in (["--dry-run"], []):
+        assert main(["sweep", str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()  # nothing launched, nothing written
 
 
 @pytest.mark.slow

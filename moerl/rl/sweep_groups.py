@@ -27,6 +27,7 @@ from moerl.rl.batch_engines import engine_of, suite_spec
 from moerl.rl.config import FLAGS, algo_of, check_algo, refuse_other_algos, resolve_env
 from moerl.rl.config import sweep_config as dqn_sweep_config
 from moerl.rl.ppo_config import PPORunConfig, validate_ppo
+from moerl.rl.ppo_run import run_suite_info
 from moerl.runs.console import Console
 
 
@@ -45,7 +46,11 @@ def sweep_config(base_file: str | None, keys: Mapping[str, Any]) -> dict[str, An
     config, given = resolve(PPORunConfig, file=file, flags=flags, aliases=FLAGS)
     if file:
         given = given - default_valued_file_keys(file, config, set(flags), ())
-    return to_dict(validate_ppo(config, given))
+    checked = validate_ppo(config, given)
+    # What only the env can tell (ppo.n_envs against the CRL blocks, a random task order), refused here as
+    # `moerl train` refuses it, so that a sweep never launches a run that stops at its start.
+    run_suite_info(checked)
+    return to_dict(checked)
 
 
 def group_key(config: Mapping[str, Any]) -> str | None:
