@@ -3,9 +3,9 @@
 For each game (``--games``), N environments (``--envs``, 1,024 by default) take uniformly random actions from
 the game's minimal action set (drawn beforehand, the same pool for both sides), on one torch thread:
 
-* **ours**: one env step of the batched game is its ``step``, then ``reset`` of fresh states and
-  ``base.where_state`` putting them where the step was terminal (done every step, for all N, as the suites
-  do), then ``observe`` of the result; the uniforms of the step and of the reset are drawn inside the timed
+* **ours**: one env step of the batched game is its ``step``, then ``reset`` of fresh states for the
+  environments whose episode ended and ``base.put_rows_`` writing them into their rows (as the suites
+  restart them), then ``observe`` of the result; the uniforms of the step and of the reset are drawn inside the timed
   loop by :class:`~moerl.core.seed_streams.SeedStreams` (one stream per env, float64, as the interface
   takes them); the minimal action index is mapped to the full set by a gather;
 * **reference**: the ``minatar`` package's Gymnasium envs ``MinAtar/<Game>-v1`` (the minimal action set;
@@ -21,13 +21,16 @@ thread (``time.thread_time``: both sides run on this one thread, and on a shared
 time the process waits for a core) and as wall-clock time. Reported per game: both rates and ours /
 reference in each (the target is 5x at 1,024 envs, one thread). ``--inference-mode`` runs our side under
 ``torch.inference_mode()`` (cheaper tensor operations; its tensors cannot be changed in place or saved for
-backward outside that mode), to show what a caller that steps environments that way gets. Timings are
+backward outside that mode), to show what a caller that steps environments that way gets. The process runs
+with the batched engines' allocator settings (:func:`moerl.core.cpu_allocator.keep_freed_memory`: freed
+memory stays in the heap instead of being page-faulted in anew each step), as training runs the games; they
+are process-wide, so the reference runs under them too; ``--malloc-defaults`` keeps glibc's defaults. Timings are
 comparable only within one run of this script (shared, noisy machines); the JSON records the machine, torch,
 gymnasium and minatar versions and the settings.
 
     python benchmarks/minatar_dynamics.py [--games asterix,breakout,freeway,seaquest,space_invaders]
         [--envs 1024] [--steps 100] [--ref-steps 10] [--rounds 5] [--warmup 50] [--inference-mode]
-        [--out /tmp/minatar_dynamics.json]
+        [--malloc-defaults] [--out /tmp/minatar_dynamics.json]
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ import time
 import numpy as np
 import torch
 
+from moerl.core.cpu_allocator import keep_freed_memory
 from moerl.core.seed_streams import SeedStreams
 from moerl.rl.envs.minatar.asterix import Asterix
-from moerl.rl.envs.minatar.base import where_state
+from moerl.rl.envs.minatar.base import put_rows_
 from moerl.rl.envs.minatar.breakout import Breakout
 from moerl.rl.envs.minatar.freeway import Freeway
 from moerl.rl.envs.minatar.seaquest import Seaquest
@@ -81,8 +85,9 @@ class Ours:
             action = self.minimal[self.actions[self.t % len(self.actions)]]
             self.t += 1
             nxt, _, terminal = game.step(self.state, action, streams.uniform(game.draws_per_step, dtype=torch.float64))
-            fresh = game.reset(streams.uniform(game.draws_per_reset, dtype=torch.float64))
-            self.state = where_state(terminal, fresh, nxt)
+            u_reset = streams.uniform(game.draws_per_reset, dtype=torch.float64)
+            ended = terminal.nonzero().squeeze(1)
+            self.state = put_rows_(nxt, ended, game.reset(u_reset.index_select(0, ended))) if len(ended) else nxt
             self.obs = game.observe(self.state)
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
@@ -147,9 +152,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=50, help="vector steps of each side before timing")
     p.add_argument("--device", default="cpu", help="where ours runs (the reference is numpy on the CPU)")
     p.add_argument("--inference-mode", action="store_true", help="run ours under torch.inference_mode()")
+    p.add_argument("--malloc-defaults", action="store_true",
+                   help="keep glibc's allocator defaults (not the batched engines' keep_freed_memory)")
     p.add_argument("--out", default="/tmp/minatar_dynamics.json")
     args = p.parse_args()
     torch.set_num_threads(1)
+    kept = False if args.malloc_defaults else keep_freed_memory()
     rows = []
     for name in args.games.split(","):
         row = measure(name, args)
@@ -160,6 +168,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     versions = {pkg: importlib.metadata.version(pkg) for pkg in ("gymnasium", "minatar", "numpy")}
     out = {"device": device, "threads": 1, "torch": torch.__version__, **versions, "sticky_action_prob": 0.0,
+           "allocator": "keep_freed_memory" if kept else "glibc defaults",
            "reference": "gymnasium.vector.SyncVectorEnv of gymnasium.make('MinAtar/<Game>-v1', sticky_action_prob=0)",
            "settings": vars(args), "rows": rows}
     with open(args.out, "w") as f:
@@ -171,7 +180,7 @@ def main() -> None:
         print(f"| {r['game']} | {r['envs']:,} | {r['ours_steps_per_s_cpu']:,} | {r['reference_steps_per_s_cpu']:,} "
               f"| {r['ratio_cpu']} | {'yes' if r['meets_target'] else 'no'} | {r['ratio_wall']} |")
     print("(env steps per second of CPU time of the one thread both run on; the last column the same ratio in "
-          "wall-clock time)")
+          f"wall-clock time; allocator: {out['allocator']})")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ import torch
 from moerl.core.seed_streams import SeedStreams
 from moerl.rl.envs.batched import BatchStep, SpecBatch, schedule_table
 from moerl.rl.envs.minatar.asterix import Asterix
-from moerl.rl.envs.minatar.base import GRID, BatchedGame, State, where_state
+from moerl.rl.envs.minatar.base import GRID, BatchedGame, State, put_rows_
 from moerl.rl.envs.minatar.breakout import Breakout
 from moerl.rl.envs.minatar.freeway import Freeway
 from moerl.rl.envs.minatar.games import NUM_FULL_ACTIONS
@@ -226,9 +226,9 @@ class BatchedMinAtarSuite(SpecBatch):
             u_reset = u[:, self.reset_slot:self.reset_slot + game.draws_per_reset]
             state = self._states[t]
             if state is not None and np.array_equal(old, new):  # the same members, some restarting: in place
-                rows = self._rows[t]
-                fresh = game.reset(u_reset.index_select(0, rows))
-                self._states[t] = where_state(mask.index_select(0, rows), fresh, state)
+                local = torch.as_tensor(np.flatnonzero(restart[new]), device=self.device)  # rows in the game
+                fresh = game.reset(u_reset.index_select(0, self._rows[t].index_select(0, local)))
+                self._states[t] = put_rows_(state, local, fresh)  # the state is the last step's output: ours
                 continue
             self._members[t] = new
             self._rows[t] = torch.as_tensor(new, device=self.device)
@@ -317,6 +317,8 @@ class BatchedMinAtarSuite(SpecBatch):
             u_step = u[:, self.step_slot:self.step_slot + game.draws_per_step]
             if len(self._members[t]) == n:  # every env in this game: no gather, no scatter
                 self._states[t], reward, terminated = game.step(state, full, u_step)
+                # a game may return its state's own terminal flags, which the restart below overwrites in place
+                terminated = terminated.clone()
                 break
             rows = self._rows[t]
             self._states[t], r, term = game.step(state, full.index_select(0, rows), u_step.index_select(0, rows))

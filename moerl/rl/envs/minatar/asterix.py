@@ -54,14 +54,13 @@ INIT_MOVE_INTERVAL = 5
 _PLAYER, _ENEMY, _TRAIL, _GOLD = range(4)
 _CELLS = GRID * GRID
 _CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
+_ROWS: dict[torch.device, torch.Tensor] = {}
 
 
-def _consts(n: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Constant tensors for N = ``n`` environments (made once; a few kept)."""
-    key = (n, device)
-    if key not in _CONSTS:
-        if len(_CONSTS) >= 16:
-            _CONSTS.clear()
+def _rows_table(device: torch.device) -> torch.Tensor:
+    """The observation's rows by entity-slot key (below), made once per device: it does not depend on N, and a
+    suite whose games' batch sizes change from step to step (MTRL) must not rebuild it per batch size."""
+    if device not in _ROWS:
         # A row of the observation (its four channels' cells, channels-first) by the key of the entity slot in
         # it, ``((alive * 2 + gold) * 2 + right) * 12 + column + 1`` (a column in -1..10); key 0, a dead slot,
         # also stands for rows 0 and 9. The player is set apart.
@@ -73,8 +72,18 @@ def _consts(n: int, device: torch.device) -> dict[str, torch.Tensor]:
                     back = col - (1 if right else -1)
                     if 0 <= back < GRID:
                         rows[1, gold, right, col + 1, _TRAIL, back] = 1
+        _ROWS[device] = rows.view(-1, 4 * GRID).to(device)
+    return _ROWS[device]
+
+
+def _consts(n: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Constant tensors for N = ``n`` environments (made once; a few kept)."""
+    key = (n, device)
+    if key not in _CONSTS:
+        if len(_CONSTS) >= 16:
+            _CONSTS.clear()
         _CONSTS[key] = {
-            "rows": rows.view(-1, 4 * GRID).to(device),
+            "rows": _rows_table(device),
             "edge": torch.zeros(n, 1, dtype=torch.int64, device=device),
             "slot_rows": torch.arange(1, SLOTS + 1, device=device)[:, None].expand(SLOTS, n).contiguous(),
             # per action (MinAtar's full set): column move, row move

@@ -20,6 +20,9 @@ Conventions every game follows:
   by the game), used or not in a given step. A uniform ``u`` becomes an integer in ``[0, n)`` as
   ``floor(u * n)`` in float64 (:func:`uniform_to_int`), a Bernoulli(p) as ``u < p``: the stand-in gives the
   reference the same mappings, so both sides decide alike.
+* **Ownership**: :meth:`BatchedGame.step` and :meth:`BatchedGame.reset` return tensors of their own (never
+  the input state's, never a cached constant), so a caller may write into them: :func:`put_rows_` restarts
+  the environments that ended in place (tested for every game).
 * **Observation**: ``(N, 10, 10, C)`` bool, the game's channels in :attr:`GameSpec.channels` order (MinAtar's),
   possibly a permuted view of memory laid out otherwise (channels-first, say).
 * **Difficulty ramping** (MinAtar's default: enemies speed up as the game goes on) is a constructor flag;
@@ -105,6 +108,17 @@ def where_state(mask: torch.Tensor, a: State, b: State) -> State:
         x ^= other
         out[key] = x.view(torch.bool) if dtype == torch.bool else x
     return out
+
+
+def put_rows_(state: State, rows: torch.Tensor, fresh: State) -> State:
+    """Write ``fresh`` (the states of ``len(rows)`` environments) into ``state`` at ``rows`` ``(M,)`` int64, in
+    place; returns ``state``. Why: a step ends only a few of N episodes, and a restart that writes their rows
+    touches M rows where :func:`where_state` (a fresh state for all N, then a selection) passes over every
+    tensor of all N several times; ``state`` must be the caller's own (a step's or reset's output). A step
+    may return its state's own ``terminal`` tensor as its third value: read or copy it before a restart."""
+    for key, value in state.items():
+        value.index_copy_(0, rows, fresh[key])
+    return state
 
 
 def sticky(action: torch.Tensor, last_action: torch.Tensor, u: torch.Tensor, prob: float) -> torch.Tensor:

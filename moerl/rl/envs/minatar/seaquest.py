@@ -67,7 +67,7 @@ side and row, used on steps that spawn a diver.
 
 **Layout** (for speed: on one CPU thread the time goes to the number of tensor operations far more than to
 their size): the state is a few packed tensors, not one per field, so that a spawn writes all of an enemy's
-fields in one select and :func:`~moerl.rl.envs.minatar.base.where_state` and :meth:`Seaquest.reset` touch
+fields in one select and :func:`~moerl.rl.envs.minatar.base.put_rows_` and :meth:`Seaquest.reset` touch
 six tensors (torpedoes and divers share one, so that a step appends to both, and compacts both, in one
 pass). :func:`fields` gives the named fields (views). Packed tensors are stored slot-major (their memory is
 ``(fields, slots, N)``; the state tensor is a permuted view with N leading), so one field of all slots is a
@@ -132,6 +132,7 @@ _SINK = _OXYGEN * GRID * GRID + (GRID - 1) * GRID
 _CELLS = GRID * GRID
 _I8, _U8, _I64 = torch.int8, torch.uint8, torch.int64
 _CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
+_TABLES: dict[torch.device, dict[str, torch.Tensor]] = {}
 # The observation's marks table: sections by object (keys in each: see ``_tables``) -> two cells to set.
 _MARK_SUB = 0  # (row * 10 + column) * 2 + facing right
 _MARK_TORPEDO = _MARK_SUB + 2 * _CELLS  # (alive * 10 + row) * 12 + column + 1
@@ -140,8 +141,18 @@ _MARK_ENEMY = _MARK_DIVER + 4 * GRID * (GRID + 2)  # (((alive * 2 + sub) * 2 + r
 _MARK_KEYS = _MARK_ENEMY + 8 * GRID * (GRID + 2)
 
 
+def _device_tables(device: torch.device) -> dict[str, torch.Tensor]:
+    """The lookup tables (:func:`_tables`) on ``device``, made once per device: they do not depend on N, and
+    making them takes ~0.1 s (Python loops), which a suite whose games' batch sizes change from step to step
+    (MTRL: the environments in each game) must not pay per batch size."""
+    if device not in _TABLES:
+        _TABLES[device] = {name: value.to(device) for name, value in _tables().items()}
+    return _TABLES[device]
+
+
 def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Constant tensors for N = ``n`` environments and ``k`` enemy slots (made once; a few kept)."""
+    """Constant tensors for N = ``n`` environments and ``k`` enemy slots (made once; a few kept), with the
+    lookup tables of :func:`_device_tables`."""
     key = (n, k, device)
     if key not in _CONSTS:
         if len(_CONSTS) >= 16:
@@ -158,7 +169,6 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
             # (k, N): k - slot, whose largest value over the free slots marks the first free slot
             "first": torch.arange(k, 0, -1, dtype=_I8, device=device)[:, None].expand(k, n).contiguous(),
             "slot": torch.arange(2, dtype=_I8, device=device)[None, :, None].expand(2, 2, n).contiguous(),
-            "sub": torch.tensor(_SUB_START, dtype=_I64, device=device)[:, None].expand(len(_SUB_START), n).contiguous(),
             # the draws: sides and kind (slots 0, 1, 3) are u < these; a spawn column is 9 * (1 - side)
             "draws": torch.tensor([[0.5, 1 / 3, 0.0, 0.5, 0.0]], dtype=torch.float64, device=device),
             "nine": torch.full((1, 5), GRID - 1, dtype=_I8, device=device),
@@ -175,7 +185,7 @@ def _consts(n: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
                                      dtype=torch.float32, device=device)[:, :, None],
             "slot_base": torch.tensor([[0] + [_MARK_TORPEDO + 1] * 2 + [_MARK_DIVER + 1] * 2 + [_MARK_ENEMY + 1] * k],
                                       dtype=torch.float32, device=device),
-            **{name: value.to(device) for name, value in _tables().items()},
+            **_device_tables(device),
         }
     return _CONSTS[key]
 
@@ -341,10 +351,9 @@ class Seaquest:
 
     def reset(self, u: torch.Tensor) -> State:
         n, dev = u.shape[0], u.device
-        c = _consts(n, self.max_enemies, dev)
         no = torch.zeros(2, n, dtype=torch.bool, device=dev)
         return {
-            "sub": c["sub"].clone().t(),
+            "sub": torch.tensor(_SUB_START, dtype=_I64, device=dev)[:, None].expand(len(_SUB_START), n).clone().t(),
             "enemies": _packed((len(ENEMY_FIELDS), self.max_enemies), n, _I8, dev),
             "objects": _packed((len(OBJECT_FIELDS), TORPEDO_SLOTS + DIVER_SLOTS), n, _I8, dev),
             "bullets": torch.zeros(n, 2, GRID, GRID, dtype=torch.bool, device=dev),
