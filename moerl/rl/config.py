@@ -353,10 +353,9 @@ def memory_needs(config: DQNRunConfig, obs_dim: int = 64, seeds: int = 1,
     MinAtar suites' bytes are stored as such, 1); the online and target networks' weights
     and Adam's two moments; one update's inputs and activations (forward and backward of the online network,
     forward of the target): the router's weights of every token for every slot, and the hidden activations of
-    every slot and token. ``obs_dim`` is an upper bound on
-    our suites' observation size unless the caller knows the real one. With the conv torso, ``middle`` and
-    ``all`` route one token per conv position (MinAtar's 10 x 10 grids: :data:`CONV_POSITIONS`), not
-    ``network.tokens``.
+    every slot and token. ``obs_dim`` is an upper bound on our suites' observation size unless the caller knows
+    the real one. With the conv torso, ``middle`` and ``all`` route one token per conv position (MinAtar's
+    10 x 10 grids: :data:`CONV_POSITIONS`), not ``network.tokens``.
     """
     net, d = config.network, config.dqn
     capacity = capacity if capacity is not None else d.buffer_size
