@@ -3,7 +3,8 @@
 For each config (env x network) the SB3 path trains seeds 0-9 one after another (``--engine sb3``) and the
 batched engine trains them together (``--engine batched``), both with moerl's defaults and the env's default
 budget (``--timesteps`` overrides it for a quicker look; say so when reporting). The score of a run is its
-final greedy normalised return per task (``results.json``: ``final_eval``); per engine we report rliable's
+final greedy normalised return per task (``results.json``: ``final_eval``; a run pinned to one task by
+``env_kwargs.fixed_task``: that task's alone); per engine we report rliable's
 interquartile mean over runs x tasks with a 95% stratified-bootstrap CI, and the CI of the difference of
 the IQMs (SB3 minus batched; an interval containing 0 means no difference detected).
 
@@ -75,7 +76,11 @@ def run_config(out: Path, config: str, engine: str, seeds: list[int], timesteps:
 
 
 def scores(paths: list[Path]) -> np.ndarray:
-    """(runs, tasks) final normalised returns (plain Gymnasium ids: by the game's bounds, e.g. 0-500)."""
+    """(runs, tasks) final normalised returns (plain Gymnasium ids: by the game's bounds, e.g. 0-500). A run
+    pinned to one task (``env_kwargs.fixed_task``) is scored on that task alone: the others, evaluated too,
+    were never trained and would only add near-zero scores to both sides."""
+    import yaml
+
     from moerl.rl.envs.attributes import normalized_return
     from moerl.rl.envs.games import GAMES
 
@@ -84,9 +89,13 @@ def scores(paths: list[Path]) -> np.ndarray:
     for path in paths:
         results = json.loads((path / "results.json").read_text())
         final = results["final_eval"]
+        tasks = sorted(final)
+        fixed = (yaml.safe_load((path / "config.yaml").read_text()).get("env_kwargs") or {}).get("fixed_task")
+        if fixed is not None:
+            tasks = [list(final)[int(fixed)] if str(fixed).isdigit() else str(fixed)]
         rows.append([final[t]["normalized"] if final[t]["normalized"] is not None
                      else normalized_return(final[t]["mean_return"], bounds[results["env_id"]])
-                     for t in sorted(final)])
+                     for t in tasks])
     return np.asarray(rows, dtype=float)
 
 
