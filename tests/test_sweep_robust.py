@@ -213,6 +213,7 @@ def test_a_stopped_ray_sweep_stops_its_trainers_before_ray_ends_their_workers(tm
     assert record["stopped_by"] == "SIGTERM" and sorted(j["status"] for j in record["jobs"]) == ["interrupted", "not started"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH needs Python 3.11")
 def test_children_train_the_launchs_moerl_not_a_checkout_in_the_working_directory(tmp_path):
     """``python -m`` puts the working directory first on the import path: a sweep launched from a folder that
     holds another ``moerl`` (a checkout being edited beside a frozen install) used to start its children on
@@ -226,9 +227,10 @@ def test_children_train_the_launchs_moerl_not_a_checkout_in_the_working_director
     (shadow / "__main__.py").write_text("raise SystemExit('shadow moerl imported')\n")
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "shadowed", "seeds": "0", "base": TINY}))
-    # The launch runs the installed moerl (-P: not the folder's), as the console script `moerl` would.
-    proc = subprocess.run([sys.executable, "-P", "-m", "moerl", "sweep", str(path), "--workers", "1"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    # The launch runs the installed moerl (not the folder's), as the console script `moerl` would.
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    proc = subprocess.run([sys.executable, "-m", "moerl", "sweep", str(path), "--workers", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
     logs = "".join(p.read_text() for p in (tmp_path / "runs" / "shadowed").rglob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
     assert "shadow moerl imported" not in logs

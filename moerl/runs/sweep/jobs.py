@@ -136,19 +136,19 @@ def set_aside_unaccounted(plans: list[JobPlan]) -> list[tuple[Path, Path]]:
     return moved
 
 
-#: How a launch starts ``moerl`` in a child: this interpreter, ``-P`` so that the child's working directory is not
-#: put first on its import path (``python -m`` would do that, and a checkout of moerl in that directory would
-#: shadow the code the launch runs); :func:`child_env` points the child at the launch's own ``moerl``.
-MOERL = (sys.executable, "-P", "-m", "moerl")
+#: How a launch starts ``moerl`` in a child (with :func:`child_env`).
+MOERL = (sys.executable, "-m", "moerl")
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a launch's child: one torch thread, unbuffered output, and the folder that holds
-    the ``moerl`` this process imported first on ``PYTHONPATH``, so that a child trains the very code its
-    launch planned with (an editable install, a frozen checkout or site-packages alike)."""
+    """The environment of a launch's child: one torch thread, unbuffered output, ``PYTHONSAFEPATH`` so that the
+    child's working directory is not put first on its import path (``python -m`` would do that, and a
+    checkout of moerl in that directory would shadow the code the launch runs; Python 3.11+, ignored by
+    3.10), and the folder that holds this process's ``moerl`` first on ``PYTHONPATH``, so that a child trains
+    the very code its launch planned with (an editable install, a frozen checkout or site-packages alike)."""
     home = str(Path(__file__).resolve().parents[3])  # this file is <home>/moerl/runs/sweep/jobs.py
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1",
             "PYTHONPATH": home + (os.pathsep + path if path else "")}
 
 
