@@ -21,6 +21,17 @@ def _sb3_logs_in_the_session_tmp(tmp_path_factory):
     os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
 
 
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (scripts are not a package: loaded from their file)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def read_tb_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """All scalar series in the TensorBoard event files under ``log_dir`` (read with EventAccumulator)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

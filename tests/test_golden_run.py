@@ -7,23 +7,13 @@ numerics (the record's ``results``), so a change that moves numerics says which 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "golden_run.py"
+from tests.conftest import load_script
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("golden_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-golden = _script()
+golden = load_script("golden_run")
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,10 @@ pinned to one task (``env_kwargs.fixed_task``) that task's alone (checked on rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from moerl.cli import main
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "validate_batched_engine.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("validate_batched_engine", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_a_pinned_run_is_scored_on_its_task_alone(tmp_path):
@@ -25,7 +15,7 @@ def test_a_pinned_run_is_scored_on_its_task_alone(tmp_path):
             "--no-progress", "-q", "--logdir", str(tmp_path)]
     assert main(["train", *tiny, "--run-name", "all"]) == 0
     assert main(["train", *tiny, "--run-name", "pinned", "--set", "env_kwargs.fixed_task=2"]) == 0
-    scores = _script().scores
+    scores = load_script("validate_batched_engine").scores
     final = {name: json.loads((tmp_path / name / "results.json").read_text())["final_eval"]
              for name in ("all", "pinned")}
     whole = scores([tmp_path / "all"])
