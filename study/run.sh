@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Resume the seed-001 study (issue 24) on this machine: a frozen install of the study's commit, the finished
+# runs kept in this folder put back, and two lanes of sweeps (one worker each) started in the background.
+#
+#   bash study/run.sh                # from the repository root; prints where the logs go
+#   bash study/save.sh               # later: keep what finished (then commit study/)
+#
+# STUDY_HOME (default: ../study-work beside the repository) holds the checkout of the commit, its venv, the
+# live run directories and the lanes' logs; nothing there is committed. Lanes: A trains the seeds 0-9 sweeps,
+# B the seeds 10-19 sweeps, each in the order written below (most informative first).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+commit=$(cat "$repo/study/COMMIT")
+home=${STUDY_HOME:-$repo/../study-work}
+mkdir -p "$home"
+home=$(cd "$home" && pwd)
+if [ ! -d "$home/code" ]; then
+  git -C "$repo" worktree add --detach "$home/code" "$commit"
+fi
+if [ ! -x "$home/venv/bin/moerl" ]; then
+  python3 -m venv "$home/venv"
+  "$home/venv/bin/pip" install -q torch==2.13.0
+  "$home/venv/bin/pip" install -q -c "$home/code/constraints.txt" "$home/code[stats]"
+fi
+built=$("$home/venv/bin/python" -c "import json, importlib.resources as r; print(json.loads(r.files('moerl').joinpath('_build_info.json').read_text())['commit'])")
+[ "$built" = "$commit" ] || { echo "study/run.sh: $home/venv has moerl of $built, not $commit" >&2; exit 2; }
+for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mountaincar-seeds10-19; do
+  if [ -d "$repo/study/$commit/paper-$sweep" ]; then
+    "$home/venv/bin/python" "$repo/scripts/study_archive.py" restore "$repo/study/$commit/paper-$sweep" \
+      "$home/runs/paper-$sweep"
+  fi
+done
+lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
+  local log=$1; shift
+  (cd "$home" && nohup setsid bash -c '
+    . venv/bin/activate
+    for f in "$@"; do
+      echo "== $(date -u +%FT%TZ) start $f"
+      moerl sweep code/configs/paper/$f.yaml --workers 1 --logdir runs/paper-$f
+      echo "== $(date -u +%FT%TZ) end $f rc=$?"
+    done' lane "$@" >> "$log" 2>&1 &)
+}
+lane "$home/laneA.log" full-cartpole full-mountaincar
+lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19
+echo "study/run.sh: two lanes started from $commit; logs $home/laneA.log, $home/laneB.log"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Keep the study's finished runs in study/<commit>/ (see study/README.md); then commit study/.
+# To stop the lanes first (each running group checkpoints; its runs are not finished, so not kept):
+#   pkill -TERM -f "moerl sweep code/configs/paper/full-"
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+commit=$(cat "$repo/study/COMMIT")
+home=${STUDY_HOME:-$repo/../study-work}
+for dir in "$home"/runs/paper-*; do
+  [ -d "$dir" ] || continue
+  python3 "$repo/scripts/study_archive.py" save "$dir" "$repo/study/$commit/$(basename "$dir")"
+done
