@@ -329,3 +329,67 @@ def test_learning_curves_reads_plain_gymnasium_runs_and_labels_ppo(tmp_path):
     cells = sorted(tuple(c.strip() for c in line.split("|")[1:4]) for line in summary)
     assert cells == [("CartPole-v1", "dense (ppo) [ppo.shared_network=False]", "1"),
                      ("CartPole-v1", "dense (ppo) [ppo.shared_network=True]", "1")]
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory):
+    """A study of two sweep files (seeds 0-1 and 2-3 of the same grid, as the seed-001 study's halves), run
+    once, with a docs page whose one block spans both."""
+    root = tmp_path_factory.mktemp("check-two")
+    for name, seeds in (("a", "0-1"), ("b", "2-3")):
+        (root / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "logdir": f"runs/{name}", "seeds": seeds, "base": TINY,
+            "settings": [{"env": "cartpole-crl"}],
+            "variants": [{"arch": "dense"}, {"arch": "big", "router": "softmoe"}]}))
+        done = subprocess.run([sys.executable, "-m", "moerl", "sweep", f"{name}.yaml"], cwd=root,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    (root / "page.md").write_text("# Study\n\n<!-- results: a.yaml+b.yaml -->\n<!-- /results -->\n")
+    written = _check(root, "page.md", "--write", "--only", "a.yaml+b.yaml", "--runs", "runs/a", "--runs", "runs/b")
+    assert written.returncode == 0, written.stdout + written.stderr
+    return root
+
+
+def test_a_block_of_two_sweeps_reports_both_and_a_rerun_of_both_matches(two_sweeps):
+    text = (two_sweeps / "page.md").read_text()
+    assert "`moerl sweep a.yaml` and `moerl sweep b.yaml`" in text
+    # four seeds per variant: both sweeps' runs are in the one report
+    assert re.search(r"\| dense \| 4 \|", text) and re.search(r"\| big/softmoe \| 4 \|", text), text
+    same = _check(two_sweeps, "page.md")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "rerunning a.yaml" in same.stdout and "rerunning b.yaml" in same.stdout
+    assert "matches what its command produces, exactly" in same.stdout
+
+
+def test_a_rerun_of_one_variant_is_compared_with_the_kept_runs(two_sweeps, tmp_path):
+    import shutil
+
+    kept = tmp_path / "kept"
+    for name in ("a", "b"):
+        shutil.copytree(two_sweeps / "runs" / name, kept / name)
+    args = ("page.md", "--only", "a.yaml+b.yaml", "--runs", str(kept / "a"), "--runs", str(kept / "b"))
+    done = _check(two_sweeps, *args, "--rerun-variant", "dense")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("every run equal bit for bit") == 2  # a.yaml's and b.yaml's dense runs
+    assert "big" not in "".join(line for line in done.stdout.splitlines() if "rerunning" in line)
+    assert "matches what its command produces, exactly" in done.stdout
+
+    # a kept run whose evaluation differs from what the code computes now fails the check
+    run = next((kept / "b").glob("*_dense-*_s3"))
+    (run / "eval.csv").write_text((run / "eval.csv").read_text().replace(",1\n", ",2\n", 1))
+    done = _check(two_sweeps, *args, "--rerun-variant", "dense")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 2 runs differ" in done.stdout and "the numerics changed since they ran" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rerun-variant", "dense"], "--rerun-variant needs --runs"),
+    (["--runs", "runs/a"], "--runs names 1 folders for the 2 sweep files of 'a.yaml+b.yaml'"),
+    (["--runs", "runs/a", "--runs", "runs/b", "--rerun-variant", "wide"],
+     "--rerun-variant 'wide' is not a variant of 'a.yaml' (its variants: dense, big:softmoe)"),
+])
+def test_bad_study_checks_exit_2_with_one_line(two_sweeps, args, message):
+    before = (two_sweeps / "page.md").read_text()
+    done = _check(two_sweeps, "page.md", "--only", "a.yaml+b.yaml", *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (two_sweeps / "page.md").read_text() == before
