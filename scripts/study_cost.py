@@ -12,6 +12,10 @@ the core time one env step of one run costs in a batch, evaluation and writing i
 (the SB3 engine) is its own batch. The times are wall-clock seconds of a one-thread process: on a machine
 shared with other work they include waiting for a core, so they bound the core time from above.
 
+Per sweep folder, its wall time as well: the sum of its launches' ``seconds`` (``sweep.json`` of each
+launch, kept as ``.sweep/launches/*.json`` by ``scripts/study_archive.py``; a live logdir holds its last
+launch's only), beside the core time of its finished batches.
+
 Why a script: ``moerl report`` compares results; this reads the cost of producing them, which the study issue
 asks for beside them.
 """
@@ -78,6 +82,27 @@ def table(found: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def launches(folder: Path) -> list[dict]:
+    """The launch records of a sweep folder: the kept ones of an archive, else its last ``sweep.json``."""
+    kept = sorted((folder / ".sweep" / "launches").glob("*.json"))
+    paths = kept or ([folder / "sweep.json"] if (folder / "sweep.json").is_file() else [])
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def sweep_lines(folders: list[str], found: dict[str, dict]) -> list[str]:
+    """Per folder: its finished batches' runs and core hours, and its launches' wall hours."""
+    lines = []
+    for folder in map(Path, folders):
+        names = {p.name for p in folder.iterdir() if (p / "status.json").is_file()} if folder.is_dir() else set()
+        mine = [b for leader, b in found.items() if leader in names]
+        records = launches(folder)
+        wall = sum(float(r.get("seconds") or 0.0) for r in records)
+        lines.append(f"{folder}: {sum(len(b['members']) for b in mine)} runs in {len(mine)} finished batches, "
+                     f"{sum(b['seconds'] for b in mine) / 3600:.2f} core hours; {len(records)} launch(es), "
+                     f"{wall / 3600:.2f} wall hours")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="run folders or folders holding runs (a sweep's logdir)")
@@ -88,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     found, skipped, partial = batches(args.folders)
     print(table(found))
+    print("")
+    print("\n".join(sweep_lines(args.folders, found)))
     if skipped or partial:
         print(f"({skipped} folder(s) skipped: not finished moe-dqn runs; {partial} batch(es) left out: not all "
               "their members finished)")

@@ -81,6 +81,11 @@ def test_archived_runs_are_read_by_the_report_and_the_cost_script(swept):
     found, _, partial = cost.batches([str(archive)])
     assert partial == 0 and len(found) == 2  # one batch per variant
     assert found == cost.batches([str(logdir)])[0]
+    wall = json.loads((logdir / "sweep.json").read_text())["seconds"]
+    core = sum(b["seconds"] for b in found.values())
+    assert cost.sweep_lines([str(archive)], found) == [
+        f"{archive}: 4 runs in 2 finished batches, {core / 3600:.2f} core hours; 1 launch(es), "
+        f"{wall / 3600:.2f} wall hours"]
 
 
 def test_a_restored_sweep_trains_nothing_and_only_what_is_missing(swept, capsys):
