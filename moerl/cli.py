@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", help="run directories written by 'moerl train', or folders of them")
     rep.add_argument("--out", help="DIR (a name without a suffix, or an existing folder): write DIR/report.md and "
                                    "its PNG figures; FILE.md: the Markdown alone; any other suffix is refused")
+    rep.add_argument("--curves", metavar="VARIANTS", help="the variants the evaluation-curve figures draw, by their "
+                                                          "report labels, comma-separated (e.g. dense,big/softmoe; "
+                                                          "default: all); needs --out DIR")
 
     runs = sub.add_parser("runs", help="one table of the runs below folders: status, config differences, final numbers")
     runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR",
@@ -239,7 +242,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from moerl.report import report
 
-    text, skipped = report(args.run_dirs, args.out)
+    curves = [v.strip() for v in args.curves.split(",") if v.strip()] if args.curves is not None else None
+    text, skipped = report(args.run_dirs, args.out, curves)
     for path, why in skipped:
         print(f"moerl: skipped {path}: {_one_line(why)}", file=sys.stderr)
     print(text)

@@ -38,15 +38,24 @@ def _is_file_target(out: str) -> bool:
     return False
 
 
-def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+def report(paths: list[str], out: str | None = None,
+           curves: list[str] | None = None) -> tuple[str, list[tuple[str, str]]]:
     """The Markdown report over ``paths`` and the skipped paths with their reasons.
 
     ``out``: ``DIR`` writes ``DIR/report.md`` and the figures (``DIR/*.png``), built in a temporary folder
     beside it and renamed, so a failure leaves nothing half-written; ``FILE.md`` writes the Markdown alone.
     Without ``out`` (or with ``FILE.md``) the report has no figures, and says how to get them.
+    ``curves``: the variant labels the evaluation-curve figures draw (None: all); a study with eleven variants
+    draws an unreadable figure, and the claims compare a few. Refused without figures to draw, or with a
+    label no group of the runs has.
     """
     file_target = check_output_path(out) if out and _is_file_target(out) else None
     dir_target = check_output_dir(out) if out and file_target is None else None
+    if curves is not None and dir_target is None:
+        raise ConfigError("--curves chooses what the figures draw: it needs --out DIR (a folder for report.md and "
+                          "its figures)")
+    if curves is not None and not curves:
+        raise ConfigError("--curves needs at least one variant label, e.g. dense,big/softmoe")
     supervised, sup_skipped = report_supervised.load_supervised(paths)
     runs, skipped = load_runs(paths, required=not supervised)
     taken = {str(r.path.resolve()) for r in supervised} | {str(Path(p).resolve()) for p, _ in sup_skipped}
@@ -67,12 +76,18 @@ def report(paths: list[str], out: str | None = None) -> tuple[str, list[tuple[st
         text += "\n\n" + report_supervised.markdown(supervised)
     text += "\n\n" + stacks
     studies = build_studies(groups)
+    if curves is not None:
+        labels = sorted({g.label for g in groups})
+        unknown = [c for c in curves if c not in labels]
+        if unknown:
+            raise ConfigError(f"--curves '{unknown[0]}' is not a variant of these runs; their variants: "
+                              f"{', '.join(labels)}")
     if dir_target is None:
         text += "\n\n" + study_markdown(studies, None)
         if file_target is not None:
             _write_file(file_target, text)
         return text, skipped
-    text += "\n\n" + _write_dir(studies, dir_target, text, supervised=supervised)
+    text += "\n\n" + _write_dir(studies, dir_target, text, supervised=supervised, curves=curves)
     return text, skipped
 
 
@@ -83,14 +98,14 @@ def _write_file(target: Path, text: str) -> None:
 
 
 def _write_dir(studies: list[Any], target: Path, head: str, studies_section: bool = True,
-               supervised: list[Any] | None = None) -> str:
+               supervised: list[Any] | None = None, curves: list[str] | None = None) -> str:
     """``target/report.md`` and its figures: the MoE DQN studies' and, for routing runs among
     ``supervised``, the learning curves and routing maps (:mod:`moerl.routing.figures`)."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        body = study_markdown(studies, tmp) if studies_section else ""
+        body = study_markdown(studies, tmp, curves) if studies_section else ""
         if supervised:
             from moerl.routing.figures import routing_figures
             from moerl.runs.supervised_report import group_variants

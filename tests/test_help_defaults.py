@@ -62,6 +62,7 @@ DESCRIBED = {
     ("sweep", "--device"): "default: each config's",
     ("sweep", "--logdir"): "default: the sweep file's logdir",
     ("sweep", "--address"): "default: RAY_ADDRESS",
+    ("report", "--curves"): "default: all",
 }
 
 

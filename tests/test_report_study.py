@@ -363,3 +363,41 @@ def test_task_specialisation_measures_how_task_specific_the_experts_are(big_wins
     _, _, text = big_wins
     row = next(line for line in text.splitlines() if line.startswith("| big/softmoe | big |"))
     assert row == f"| big/softmoe | big | {len(HIGH)} | {expected:.3f} [{expected:.3f}, {expected:.3f}] |"
+
+
+def test_curves_chooses_the_variants_the_evaluation_curves_draw(big_wins, tmp_path, capsys, monkeypatch):
+    from moerl.rl.report import figures
+
+    paths, _, _ = big_wins
+    drawn: dict[str, list[str]] = {}
+    save = figures._save
+
+    def recording_save(fig, out, name):
+        drawn[name] = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        return save(fig, out, name)
+
+    monkeypatch.setattr(figures, "_save", recording_save)
+    assert main(["report", *paths, "--out", str(tmp_path / "all")]) == 0
+    curves = next(name for name in drawn if name.endswith("eval-curves.png"))
+    assert drawn[curves] == ["dense (n=4)", "big/softmoe (n=4)"]  # the study's order: dense first
+    drawn.clear()
+    assert main(["report", *paths, "--out", str(tmp_path / "one"), "--curves", "dense"]) == 0
+    assert drawn[curves] == ["dense (n=4)"]
+    text = (tmp_path / "one" / "report.md").read_text()
+    assert f"]({curves})" in text and "big/softmoe" in text  # the tables keep every variant
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--curves", "dense"], "--curves chooses what the figures draw: it needs --out DIR"),
+    (["--curves", "wide", "--out", "REP"], "--curves 'wide' is not a variant of these runs; their variants: "
+                                           "big/softmoe, dense"),
+    (["--curves", ",", "--out", "REP"], "--curves needs at least one variant label"),
+])
+def test_bad_curves_are_refused_in_one_line_and_nothing_is_written(big_wins, tmp_path, capsys, args, message):
+    paths, _, _ = big_wins
+    args = [str(tmp_path / "rep") if a == "REP" else a for a in args]
+    assert main(["report", *paths, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

@@ -80,8 +80,11 @@ def _curves(group: Group, task: str) -> tuple[np.ndarray, np.ndarray] | None:
     return steps, values
 
 
-def eval_curves(study: EnvStudy, out: Path) -> str | None:
-    if not any(r.eval_rows for g in study.groups for r in g.runs):
+def eval_curves(study: EnvStudy, out: Path, curves: list[str] | None = None) -> str | None:
+    """Per task, the greedy evaluation over training of each variant (``curves``: of those labels only, in
+    the study's order), mean and 95% CI over seeds, with the CRL task switches."""
+    chosen = [g for g in study.groups if curves is None or g.label in curves]
+    if not any(r.eval_rows for g in chosen for r in g.runs):
         return None
     plt = _plt()
     colors = _colors([g.label for g in study.groups])
@@ -90,7 +93,7 @@ def eval_curves(study: EnvStudy, out: Path) -> str | None:
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
     normalised = all(g.label in study.scores for g in study.groups)
-    plotted = [g for g in study.groups if any(r.eval_rows for r in g.runs)]
+    plotted = [g for g in chosen if any(r.eval_rows for r in g.runs)]
     for ax, task in zip(axes.flat, study.tasks, strict=False):
         for g in plotted:
             c = _curves(g, task)
@@ -236,10 +239,11 @@ def usage_heatmap(study: EnvStudy, group: Group, out: Path) -> str | None:
     return _save(fig, out, f"{slug(study.title)}-usage-{slug(group.label)}.png")
 
 
-def write_all(study: EnvStudy, out: Path) -> dict[str, str | None]:
-    """Every figure of ``study`` into ``out``: name of the figure kind -> file name (None: no data)."""
+def write_all(study: EnvStudy, out: Path, curves: list[str] | None = None) -> dict[str, str | None]:
+    """Every figure of ``study`` into ``out``: name of the figure kind -> file name (None: no data);
+    ``curves``: the variants the evaluation curves draw (None: all)."""
     files: dict[str, str | None] = {
-        "eval curves": eval_curves(study, out),
+        "eval curves": eval_curves(study, out, curves),
         "aggregates": aggregates(study, out),
         "improvement": improvement(study, out),
         "profiles": profiles(study, out),

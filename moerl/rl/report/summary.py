@@ -139,9 +139,10 @@ def _image(files: dict[str, str | None], kind: str, alt: str, missing: str) -> s
     return f"![{alt}]({name})" if name else f"_{missing}_"
 
 
-def study_markdown(studies: list[Any], figures_dir: Path | None) -> str:
+def study_markdown(studies: list[Any], figures_dir: Path | None, curves: list[str] | None = None) -> str:
     """The study sections (per env: aggregates, curves, dormant neurons, expert usage, CRL metrics) and the
-    claims; figures go to ``figures_dir`` (None: no figures, the text says how to get them)."""
+    claims; figures go to ``figures_dir`` (None: no figures, the text says how to get them); ``curves``: the
+    variants the evaluation curves draw (None: all)."""
     from moerl.rl.report import claims as report_claims
     from moerl.rl.report import figures as report_figures
     from moerl.rl.report import stats as stats
@@ -153,7 +154,7 @@ def study_markdown(studies: list[Any], figures_dir: Path | None) -> str:
         lines += ["_Aggregate scores, probabilities of improvement, profiles and claims need rliable "
                   "(pip install 'moerl[stats]')._", ""]
     for study in studies:
-        files = report_figures.write_all(study, figures_dir) if figures_dir is not None else {}
+        files = report_figures.write_all(study, figures_dir, curves) if figures_dir is not None else {}
         lines += _env_section(study, files, figures_dir is not None)
     if stats.have_rliable():
         lines.append(report_claims.markdown(report_claims.claims(studies)))
@@ -193,7 +194,8 @@ def _env_section(study: Any, files: dict[str, str | None], figures: bool) -> lis
                    "no probability-of-improvement figure (needs dense runs and 2+ seeds per variant)")
     lines += image("profiles", f"{study.title} performance profiles", "no performance profiles")
     lines += ["### Evaluation curves", ""]
-    lines += image("eval curves", f"{study.title} evaluation curves", "no eval.csv in these runs")
+    lines += image("eval curves", f"{study.title} evaluation curves",
+                   "no evaluation curves (no eval.csv in these runs, or none of the variants --curves names)")
     lines += ["### Dormant neurons", ""]
     if study.dormant:
         rows = []
