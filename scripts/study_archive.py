@@ -67,7 +67,7 @@ def copy_run(run: Path, target: Path, names: tuple[str, ...] | None = None) -> b
 def save(logdir: Path, archive: Path) -> tuple[int, int, int]:
     """``(saved, already there, unfinished left out)``; the launch record too (see the module docstring)."""
     if not logdir.is_dir():
-        raise SystemExit(f"study_archive: '{logdir}' is not a directory")
+        raise NotADirectoryError(logdir)
     runs = finished_runs(logdir)
     unfinished = sum(1 for p in logdir.glob("*/status.json")) - len(runs)
     saved = sum(copy_run(run, archive / run.name, KEPT) for run in runs)
@@ -84,7 +84,7 @@ def save(logdir: Path, archive: Path) -> tuple[int, int, int]:
 def restore(archive: Path, logdir: Path) -> tuple[int, int]:
     """``(restored, already there)``: every archived run copied into ``logdir`` where it is missing."""
     if not archive.is_dir():
-        raise SystemExit(f"study_archive: '{archive}' is not a directory")
+        raise NotADirectoryError(archive)
     runs = finished_runs(archive)
     logdir.mkdir(parents=True, exist_ok=True)
     restored = sum(copy_run(run, logdir / run.name) for run in runs)
@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("archive", type=Path)
     p.add_argument("logdir", type=Path)
     args = parser.parse_args(argv)
+    source = args.logdir if args.command == "save" else args.archive
+    if not source.is_dir():
+        print(f"study_archive: '{source}' is not a folder", file=sys.stderr)
+        return 2
     if args.command == "save":
         saved, there, unfinished = save(args.logdir, args.archive)
         print(f"study_archive: saved {saved} finished runs to {args.archive} ({there} already there, "

@@ -115,3 +115,13 @@ def test_a_restored_sweep_trains_nothing_and_only_what_is_missing(swept, capsys)
     assert (gone / "model.zip").is_file()
     untouched = {k: v for k, v in before.items() if "_big_" in k}
     assert untouched and all(after[k] == v for k, v in untouched.items())
+
+
+def test_a_missing_source_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
+    archive_mod = load_script("study_archive")
+    for command in (["save", str(tmp_path / "nowhere"), str(tmp_path / "out")],
+                    ["restore", str(tmp_path / "nowhere"), str(tmp_path / "out")]):
+        assert archive_mod.main(command) == 2
+        err = capsys.readouterr().err
+        assert err == f"study_archive: '{tmp_path / 'nowhere'}' is not a folder\n"
+        assert list(tmp_path.iterdir()) == []
