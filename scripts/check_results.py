@@ -29,7 +29,9 @@ every sweep file from nothing (all its settings and seeds: the same groups as in
 with the kept runs of the same names: results (but for timings), evaluation, metric and usage tables. Equal
 bit for bit is required when the kept runs' CPU capability is this machine's; on another CPU the rerun
 diverges by float rounding, and the count of equal runs and the difference of the variant's mean score are
-printed, not failed.
+printed, not failed. A sweep whose runs are kept in the repository (``study/<commit in study/COMMIT>/<sweep
+name>/``, see ``scripts/study_archive.py``) is checked that way by default: its block from the kept runs,
+and its first variant (the dense baseline) rerun.
 
 The check reruns the sweep from nothing in a temporary folder (``moerl sweep FILE --logdir TMP``, the batched
 engine is deterministic for a given config, seed list and device), reports it, and exits 1 with a diff when
@@ -72,6 +74,8 @@ JOIN = "+"
 #: The files of a run compared between a rerun and the kept run, and the results keys that are timings.
 RUN_FILES = ("eval.csv", "metrics.csv", "eval_usage.csv", "schedule.json")
 TIMINGS = ("train_seconds", "steps_per_second")
+#: Where a study's finished runs are kept (``study/COMMIT`` names the commit they ran on).
+KEPT_ROOT = Path("study")
 #: The files searched for blocks when none is named: the README and the docs pages.
 DEFAULT_FILES = ("README.md", "docs/*.md")
 STACK_PREFIX = "> stack:"
@@ -257,6 +261,25 @@ def variant_only(sweep_file: str, variant: str, folder: Path) -> Path:
     return path
 
 
+def kept_runs(sweep_file: str) -> str | None:
+    """The folder keeping ``sweep_file``'s finished runs in the repository, or None (module docstring)."""
+    from moerl.runs.sweep.spec import load_sweep
+
+    commit = KEPT_ROOT / "COMMIT"
+    if not commit.is_file():
+        return None
+    folder = KEPT_ROOT / commit.read_text().strip() / load_sweep(sweep_file).name
+    return str(folder) if folder.is_dir() else None
+
+
+def first_variant(sweep_file: str) -> str:
+    """The sweep file's first variant as ``arch`` or ``arch:router`` (its baseline, by the study's order)."""
+    import yaml
+
+    first = (yaml.safe_load(Path(sweep_file).read_text()).get("variants") or [{}])[0]
+    return f"{first.get('arch')}{':' + first['router'] if first.get('router') else ''}"
+
+
 def _run_content(run: Path) -> dict[str, object]:
     """What must be equal between a rerun and a kept run: results without timings, and :data:`RUN_FILES`."""
     import json
@@ -378,7 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         for path, block in blocks:
             sweep_file = block["sweep"]
             if sweep_file not in reports:
-                if args.runs:
+                kept_all = [kept_runs(one) for one in sweep_file.split(JOIN)] if not args.runs else []
+                if kept_all and all(kept_all):
+                    variant = args.rerun_variant or first_variant(sweep_file.split(JOIN)[0])
+                    print(f"[check_results] the runs of {sweep_file} are kept in {', '.join(kept_all)}: the block is "
+                          f"checked from them, and their {variant} runs are rerun", flush=True)
+                    runs = list(kept_all)
+                    for one, kept in zip(sweep_file.split(JOIN), runs, strict=True):
+                        failed += not rerun_matches(one, variant, kept, Path(tmp), args.workers)
+                elif args.runs:
                     runs = list(args.runs)
                     if args.rerun_variant and not args.write:
                         for one, kept in zip(sweep_file.split(JOIN), runs, strict=True):

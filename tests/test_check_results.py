@@ -393,3 +393,20 @@ def test_bad_study_checks_exit_2_with_one_line(two_sweeps, args, message):
     done = _check(two_sweeps, "page.md", "--only", "a.yaml+b.yaml", *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert (two_sweeps / "page.md").read_text() == before
+
+
+def test_a_study_kept_in_the_repository_is_checked_from_its_kept_runs(two_sweeps, tmp_path):
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(two_sweeps, root, ignore=shutil.ignore_patterns("runs"))
+    (root / "study").mkdir()
+    (root / "study" / "COMMIT").write_text("abc123\n")
+    for name in ("a", "b"):  # the sweeps' names: where study_archive keeps their runs
+        shutil.copytree(two_sweeps / "runs" / name, root / "study" / "abc123" / name)
+    done = _check(root, "page.md")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "are kept in study/abc123/a, study/abc123/b" in done.stdout
+    assert done.stdout.count("every run equal bit for bit") == 2  # the first variant, dense, rerun per sweep
+    assert "rerunning the dense runs of a.yaml" in done.stdout and "rerunning a.yaml into" not in done.stdout
+    assert "matches what its command produces, exactly" in done.stdout
