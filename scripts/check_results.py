@@ -27,11 +27,13 @@ A study too long to rerun for a check is checked in two parts: ``--runs`` names 
 the block must equal the digest of those runs, and ``--rerun-variant dense`` reruns that variant's runs of
 every sweep file from nothing (all its settings and seeds: the same groups as in the study) and compares them
 with the kept runs of the same names: results (but for timings), evaluation, metric and usage tables. Equal
-bit for bit is required when the kept runs' CPU capability is this machine's; on another CPU the rerun
+bit for bit is required when the kept runs ran on this kind of CPU; on another CPU the rerun
 diverges by float rounding, and the count of equal runs and the difference of the variant's mean score are
 printed, not failed. A sweep whose runs are kept in the repository (``study/<commit in study/COMMIT>/<sweep
 name>/``, see ``scripts/study_archive.py``) is checked that way by default: its block from the kept runs,
-and its first variant (the dense baseline) rerun.
+and its first variant (the dense baseline) rerun. "This kind of CPU" here is torch's CPU capability and the
+CPU model, as the runs' ``stack.json`` record them (an Intel and an AMD machine with AVX-512 round
+differently).
 
 The check reruns the sweep from nothing in a temporary folder (``moerl sweep FILE --logdir TMP``, the batched
 engine is deterministic for a given config, seed list and device), reports it, and exits 1 with a diff when
@@ -301,7 +303,7 @@ def _score(run: Path) -> float:
 def rerun_matches(sweep_file: str, variant: str, kept: str, tmp: Path, workers: str | None) -> bool:
     """Rerun ``variant``'s runs of ``sweep_file`` from nothing and compare them with the kept runs of the same
     names in ``kept`` (module docstring); print the outcome and say whether it passed."""
-    from moerl.runs.provenance import cpu_capability
+    from moerl.runs.provenance import cpu_capability, cpu_model
 
     folder = tmp / f"rerun-{Path(sweep_file).stem}"
     folder.mkdir()
@@ -318,22 +320,23 @@ def rerun_matches(sweep_file: str, variant: str, kept: str, tmp: Path, workers: 
         return False
     import json
 
-    kept_caps = {json.loads((Path(kept) / p.name / "stack.json").read_text())[0].get("cpu_capability")
-                 for p in fresh}
-    here = cpu_capability()
+    def kind(stack: dict) -> str:  # what bit-identical numbers need: torch's capability and the CPU model
+        return f"{stack.get('cpu_capability')} on {stack.get('cpu_model')}"
+
+    kept_kinds = {kind(json.loads((Path(kept) / p.name / "stack.json").read_text())[0]) for p in fresh}
+    here = kind({"cpu_capability": cpu_capability(), "cpu_model": cpu_model()})
     equal = [p.name for p in fresh if _run_content(p) == _run_content(Path(kept) / p.name)]
     if len(equal) == len(fresh):
-        print(f"[check_results] {label}: every run equal bit for bit (CPU capability {here})")
+        print(f"[check_results] {label}: every run equal bit for bit (CPU {here})")
         return True
     delta = sum(_score(p) - _score(Path(kept) / p.name) for p in fresh) / len(fresh)
     differs = f"{len(fresh) - len(equal)} of {len(fresh)} runs differ (mean score difference {delta:+.3f})"
-    if kept_caps == {here}:
-        print(f"[check_results] {label}: {differs} although the kept runs' CPU capability is this machine's "
-              f"({here}): the numerics changed since they ran")
+    if kept_kinds == {here}:
+        print(f"[check_results] {label}: {differs} although the kept runs ran on this kind of CPU ({here}): the "
+              "numerics changed since they ran")
         return False
-    print(f"[check_results] {label}: {differs}; the kept runs ran on CPU capability "
-          f"{', '.join(sorted(map(str, kept_caps)))}, this machine has {here}: not compared exactly (shown, not "
-          "failed)")
+    print(f"[check_results] {label}: {differs}; the kept runs ran on {', '.join(sorted(kept_kinds))}, this "
+          f"machine is {here}: not compared exactly (shown, not failed)")
     return True
 
 

@@ -2,7 +2,7 @@
 
 Why an estimate: no GPU was lent to this project, and ``moerl sweep FILE --dry-run`` prices a sweep from a
 timing on *this* machine only. The studies this is for (``configs/paper/minatar.yaml``) are bound by their
-updates (a MinAtar DQN run at 64 seeds spends ~96% of its CPU time in them, README "MinAtar"), so their FLOPs
+updates (a MinAtar DQN run at 64 seeds spends ~96% of its CPU time in them, README "Task suites", MinAtar's "Speed of the dynamics"), so their FLOPs
 say most of what a faster device would change.
 
 Per job of the sweep (its configs resolved as ``moerl sweep`` resolves them): the FLOPs of one update of one
