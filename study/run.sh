@@ -3,12 +3,18 @@
 # runs kept in this folder put back, and two lanes of sweeps (one worker each) started in the background.
 #
 #   bash study/run.sh                # from the repository root; prints where the logs go
+#   bash study/run.sh --prepare      # everything but starting the lanes (checkout, venv, runs restored)
 #   bash study/save.sh               # later: keep what finished (then commit study/)
 #
 # STUDY_HOME (default: ../study-work beside the repository) holds the checkout of the commit, its venv, the
 # live run directories and the lanes' logs; nothing there is committed. Lanes: A trains the seeds 0-9 sweeps,
 # B the seeds 10-19 sweeps, each in the order written below (most informative first).
 set -euo pipefail
+case "${1:-}" in
+  "") start=1 ;;
+  --prepare) start=0 ;;
+  *) echo "study/run.sh: unknown argument '$1' (valid: --prepare, or nothing)" >&2; exit 2 ;;
+esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
 commit=$(cat "$repo/study/COMMIT")
 home=${STUDY_HOME:-$repo/../study-work}
@@ -22,7 +28,7 @@ if [ ! -x "$home/venv/bin/moerl" ]; then
   "$home/venv/bin/pip" install -q torch==2.13.0
   "$home/venv/bin/pip" install -q -c "$home/code/constraints.txt" "$home/code[stats]"
 fi
-built=$("$home/venv/bin/python" -c "import json, importlib.resources as r; print(json.loads(r.files('moerl').joinpath('_build_info.json').read_text())['commit'])")
+built=$(cd "$home" && venv/bin/python -c "import json, importlib.resources as r; print(json.loads(r.files('moerl').joinpath('_build_info.json').read_text())['commit'])")
 [ "$built" = "$commit" ] || { echo "study/run.sh: $home/venv has moerl of $built, not $commit" >&2; exit 2; }
 for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mountaincar-seeds10-19; do
   if [ -d "$repo/study/$commit/paper-$sweep" ]; then
@@ -40,6 +46,10 @@ lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
     done' lane "$@" >> "$log" 2>&1 &)
 }
+if [ "$start" = 0 ]; then
+  echo "study/run.sh: prepared $home from $commit; run it again without --prepare to start the lanes"
+  exit 0
+fi
 lane "$home/laneA.log" full-cartpole full-mountaincar
 lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19
 echo "study/run.sh: two lanes started from $commit; logs $home/laneA.log, $home/laneB.log"
