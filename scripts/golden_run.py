@@ -16,15 +16,17 @@ and mountaincar-crl for a few hundred steps, 2 seeds each, on the batched engine
 * ``digest``: a hash of everything the run computed: final weights, every loss, every episode, the greedy
   evaluation after training. Bit-identical only on the same software stack and kind of CPU.
 
-``tests/golden/study-numerics.json`` holds the record, the CPU it was made on (torch's CPU capability, the CPU
-model and its AMX flags: BLAS kernels differ by shape on CPUs with AMX) and which results it stands for.
-``tests/test_golden_run.py`` reruns it: on that kind of CPU everything must match bit for bit; on another, the
-warm-up episodes exactly and the first losses within float32 tolerance (the initial weights to the last bit and
-later steps may differ there: vectorised maths and BLAS kernels round differently, and a greedy action at a
-near-tie flips with rounding).
+``tests/golden/study-numerics.json`` holds one record per kind of CPU it was made on (torch's CPU capability,
+the CPU model and its AMX and AVX-512 flags: BLAS kernels differ by shape on CPUs with AMX) and which results
+the records stand for. ``tests/test_golden_run.py`` reruns it: on a kind of CPU that has a record, everything
+must match that record bit for bit; on another, the first record's warm-up episodes exactly and its first
+losses within float32 tolerance (the initial weights to the last bit and later steps may differ there:
+vectorised maths and BLAS kernels round differently, and a greedy action at a near-tie flips with rounding).
+CI machines are of several kinds, and the study runs on whichever machine a session has: a record per kind is
+what lets CI check the study's numerics bit for bit on more of them.
 
     python scripts/golden_run.py            # compare with the record, exit 1 on a difference
-    python scripts/golden_run.py --write    # rewrite the record (a change that moves numerics, on purpose)
+    python scripts/golden_run.py --write    # (re)write this CPU kind's record, keeping the other kinds'
 
 When it fails on the recorded CPU, the change moved the study's numerics: the record's ``results`` name the
 runs computed with the old numerics; rerun them (their commands are there) or say in the change which results
@@ -145,6 +147,14 @@ def differences(recorded: dict[str, Any], now: dict[str, Any], same_cpu: bool) -
     return out
 
 
+def records_of(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a record file, one per kind of CPU (a file written before there were several holds its
+    one record at the top level)."""
+    if "records" in data:
+        return list(data["records"])
+    return [{k: data[k] for k in ("cpu", "torch", "numpy", "runs") if k in data}] if "runs" in data else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the record from this run")
@@ -154,20 +164,28 @@ def main(argv: list[str] | None = None) -> int:
     now = run_all()
     if args.write:
         old = json.loads(path.read_text()) if path.is_file() else {}
-        record = {"cpu": cpu_kind(), "torch": torch.__version__, "numpy": np.__version__,
-                  "results": old.get("results", []), "runs": now}
+        record = {"cpu": cpu_kind(), "torch": torch.__version__, "numpy": np.__version__, "runs": now}
+        others = [r for r in records_of(old) if r.get("cpu") != record["cpu"]]
+        data = {"results": old.get("results", []), "records": [*others, record]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"golden_run: wrote {path} ({len(now)} runs) on {record['cpu']}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+        print(f"golden_run: wrote the record of {record['cpu']} to {path} ({len(now)} runs; "
+              f"{len(others)} other kind(s) of CPU kept)")
         return 0
     if not path.is_file():
         print(f"golden_run: no record at '{path}' (write one with --write)", file=sys.stderr)
         return 2
-    record = json.loads(path.read_text())
-    same_cpu = record["cpu"] == cpu_kind()
+    data = json.loads(path.read_text())
+    records = records_of(data)
+    mine = [r for r in records if r["cpu"] == cpu_kind()]
+    same_cpu = bool(mine)
+    record = mine[0] if mine else records[0]
     problems = differences(record["runs"], now, same_cpu)
-    how = ("bit for bit (the recorded kind of CPU)" if same_cpu else
-           f"warm-up episodes and first losses only: this CPU {cpu_kind()} is not the record's {record['cpu']}")
+    how = ("bit for bit (this kind of CPU has a record)" if same_cpu else
+           f"warm-up episodes and first losses only: this CPU {cpu_kind()} is none of the records' "
+           f"{[r['cpu']['model'] for r in records]}")
     if not problems:
         print(f"golden_run: {len(now)} runs match the record, {how}")
         return 0
@@ -175,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"  {problem}")
     print("Results computed with the recorded numerics (rerun them, or say in the change which predate it):")
-    for result in record.get("results", []):
+    for result in data.get("results", []):
         print(f"  - {result}")
     return 1
 
