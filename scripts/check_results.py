@@ -233,7 +233,7 @@ def sweep_logdir(sweep_file: str) -> str:
     from moerl.runs.sweep.spec import load_sweep
 
     try:
-        return " ".join(str(load_sweep(f).logdir) for f in sweep_file.split(JOIN))
+        return " --runs ".join(str(load_sweep(f).logdir) for f in sweep_file.split(JOIN))
     except ConfigError as e:
         print(f"check_results: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -353,6 +353,7 @@ def two_sweeps(tmp_path_factory):
 def test_a_block_of_two_sweeps_reports_both_and_a_rerun_of_both_matches(two_sweeps):
     text = (two_sweeps / "page.md").read_text()
     assert "`moerl sweep a.yaml` and `moerl sweep b.yaml`" in text
+    assert "--only a.yaml+b.yaml --runs runs/a --runs runs/b`" in text  # the command that writes it
     # four seeds per variant: both sweeps' runs are in the one report
     assert re.search(r"\| dense \| 4 \|", text) and re.search(r"\| big/softmoe \| 4 \|", text), text
     same = _check(two_sweeps, "page.md")
