@@ -410,8 +410,12 @@ def check_member_configs(configs: list[Any]) -> None:
     from moerl.core.config import leaf_keys
 
     own = engine_of(configs[0]).member_keys()
-    first = to_dict(configs[0])
-    for config in configs[1:]:
+    distinct: list[Any] = []  # the seeds of one config are equal configs: each distinct one is checked once
+    for config in configs:
+        if not any(config == seen for seen in distinct):
+            distinct.append(config)
+    first = to_dict(distinct[0])
+    for config in distinct[1:]:
         other = to_dict(config)
         for key in sorted(leaf_keys(first) | leaf_keys(other)):
             if any(key == k or key.startswith(f"{k}.") for k in own):
@@ -449,17 +453,27 @@ def train_members(configs: list[Any], seeds: list[int], logdir: str, run_names: 
     """
     from moerl.rl.config import engine_device, resolve_env, run_label
 
-    configs = [dataclasses.replace(c) for c in configs]  # budgets and capacities are resolved below
     engine = engine_of(configs[0])
-    bases, capacities = [], []
-    for config, name in zip(configs, run_names, strict=True):
-        spec = suite_spec(resolve_env(config.env), config.env_kwargs)
-        bases.append(name or run_label(to_dict(config)))  # before the budget is resolved, as moerl sweep names it
-        capacities.append(engine_of(config).resolve(config, spec))
+    # budgets and capacities are resolved on copies, once per distinct (config, name): the seeds of one config
+    # share them, and building the suite and the label for each of thousands of seeds took minutes
+    resolved: dict[tuple[int, str | None], tuple[Any, str, int, Any]] = {}
+    copies, bases, capacities = [], [], []
+    for original, name in zip(configs, run_names, strict=True):
+        key = (id(original), name)
+        if key not in resolved:
+            config = dataclasses.replace(original)
+            spec = suite_spec(resolve_env(config.env), config.env_kwargs)
+            base = name or run_label(to_dict(config))  # before the budget is resolved, as moerl sweep names it
+            resolved[key] = (config, base, engine_of(config).resolve(config, spec), spec)
+        config, base, capacity, spec = resolved[key]
+        copies.append(dataclasses.replace(config))
+        bases.append(base)
+        capacities.append(capacity)
+    configs = copies
     check_member_configs(configs)
     order = sorted(range(len(configs)), key=lambda i: -configs[i].timesteps)  # stable: the largest budgets first
     configs, seeds, bases = [configs[i] for i in order], [seeds[i] for i in order], [bases[i] for i in order]
-    names_of_tasks = {suite_spec(resolve_env(c.env), c.env_kwargs).task_names for c in configs}
+    names_of_tasks = {member_spec.task_names for *_, member_spec in resolved.values()}
     if len(names_of_tasks) > 1:
         raise ConfigError(f"the members of one batch must share their tasks, got {sorted(names_of_tasks)}")
     engine.check_sizes(configs[0], spec, len(seeds), max(capacities))
