@@ -10,8 +10,8 @@ A results block in a Markdown file is delimited by two comments naming the sweep
 Its body is a digest of ``moerl report`` over the sweep's runs: per env and setting, the variants, the
 aggregate scores, the dormant-neuron, expert-specialisation and continual-metric tables, and the claims section; figures and the
 per-run table are left out. A block whose marker adds ``summary`` (``<!-- results: FILE summary -->``) holds
-one screen of it: the aggregate scores per env and setting and each claim's verdict, for the README; the full
-block lives in a ``docs/`` page. Both views are checked the same way, from one rerun of the sweep. Lines starting with ``> stack:`` name the commit and software stack the runs came
+one screen of it: one table of every variant's IQM per env and setting, and each claim's verdict, for the
+README; the full block lives in a ``docs/`` page. Both views are checked the same way, from one rerun of the sweep. Lines starting with ``> stack:`` name the commit and software stack the runs came
 from; they are shown, not compared (a new commit that computes the same numbers still matches).
 
     python scripts/check_results.py --write --only configs/paper/quick.yaml --runs runs/paper-quick
@@ -113,22 +113,44 @@ def digest(report_text: str, sweep_file: str, runs: str, view: str | None = None
 
 
 def summary(envs: list[str], claims: list[str]) -> tuple[list[str], list[str]]:
-    """One screen of a digest: per env and setting its aggregate-scores table (without the table's intro
-    line), and each claim's headline with its verdict (without the comparisons under it)."""
-    kept: list[str] = []
-    section = ""
+    """One screen of a digest: one table of every variant's IQM [95% CI] per env and setting (the aggregate
+    scores' first measure; the settings as columns), and each claim's headline with its verdict (without the
+    comparisons under it). A setting without aggregate scores (a single-task env) has no column."""
+    columns: list[str] = []
+    cells: dict[str, dict[str, tuple[str, str]]] = {}  # variant -> column -> (seeds, IQM [CI])
+    column, section = "", ""
     for line in envs:
         if line.startswith("#### "):
-            kept += [line, ""]
-            section = ""
+            column, section = setting_name(line[5:]), ""
         elif line.startswith("##### "):
             section = line[6:]
-        elif section == "Aggregate scores" and line.startswith("|"):
-            kept.append(line)
-        elif section == "Aggregate scores" and not line.strip() and kept and kept[-1].startswith("|"):
-            kept.append("")
+        elif section == "Aggregate scores" and line.startswith("| ") and not line.startswith("| variant |"):
+            variant, seeds, iqm = (c.strip() for c in line.strip("|").split("|")[:3])
+            if column not in columns:
+                columns.append(column)
+            cells.setdefault(variant, {})[column] = (seeds, iqm)
+    table: list[str] = []
+    if columns:
+        table = ["#### IQM of the final normalised greedy return [95% CI]", "",
+                 "| variant | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for variant, row in cells.items():
+            seeds = {row[c][0] for c in row}
+            counts = next(iter(seeds)) if len(seeds) == 1 else " / ".join(row[c][0] if c in row else "-"
+                                                                        for c in columns)
+            table.append(f"| {variant} | {counts} | " + " | ".join(row[c][1] if c in row else "-" for c in columns)
+                         + " |")
+        table.append("")
     headlines = [line for line in claims if re.match(r"\d+\. \*\*", line)]
-    return _squeeze(kept), (["#### Claims of the paper, checked on these runs", "", *headlines] if headlines else [])
+    return table, (["#### Claims of the paper, checked on these runs", "", *headlines] if headlines else [])
+
+
+def setting_name(heading: str) -> str:
+    """A report's env heading as a column name: ``cartpole-crl (crl, env_kwargs.order=reverse)`` ->
+    ``cartpole-crl, order=reverse``; ``cartpole-mtrl (mtrl)`` -> ``cartpole-mtrl`` (the setting kind is in the
+    env's name; an env_kwargs key is the env's own option)."""
+    name, _, rest = heading.partition(" (")
+    extra = [part.strip().removeprefix("env_kwargs.") for part in rest.removesuffix(")").split(",")[1:]]
+    return ", ".join([name, *[e for e in extra if e]])
 
 
 def _body(text: str) -> list[str]:

@@ -92,8 +92,12 @@ def test_a_docs_page_and_a_readme_summary_are_written_and_checked_from_one_rerun
         assert "##### Dormant neurons" in full and "##### Dormant neurons" not in summary
         assert "   - " in full and "   - " not in summary  # the claims' comparisons stay on the docs page
         aggregates = full.split("##### Aggregate scores", 1)[1]
-        table = [line for line in aggregates.splitlines() if line.startswith("| big/softmoe |")]
-        assert table[0] in summary and "#### cartpole-crl (crl)" in summary  # the aggregate scores, as in full
+        row = [line for line in aggregates.splitlines() if line.startswith("| big/softmoe |")][0]
+        variant, seeds, iqm = (c.strip() for c in row.strip("|").split("|")[:3])
+        # one table, a column per env and setting: each variant's IQM [CI] as in the full block, nothing else
+        table = [f"| {variant} | {seeds} | {iqm} |"]
+        assert table[0] in summary.splitlines() and "| variant | seeds | cartpole-crl |" in summary
+        assert "P(X > dense)" in full and "P(X > dense)" not in summary and "#### cartpole-crl" not in summary
         verdicts = [line for line in full.splitlines() if re.match(r"\d+\. \*\*", line)]
         assert verdicts and all(line in summary for line in verdicts)
 
@@ -184,6 +188,31 @@ def test_the_statistical_rules():
     assert check.capabilities(stack) == {"AVX2"}
     assert check.capabilities("> stack: moerl 0.1.0 @ abc; Python 3.11.7; torch 2.13.0+cpu: 4 run(s)") == {
         check.UNRECORDED}  # a block written before runs recorded their CPU: never compared exactly
+
+
+def test_the_summary_is_one_table_of_iqm_per_setting():
+    """Settings become columns (named by the env and its own options), variants rows; a variant missing from a
+    setting gets '-', seed counts that differ by setting are listed per column, and a single-task section
+    without aggregate scores gets no column; claims keep their headlines only."""
+    check = _script()
+    header = "| variant | seeds | IQM [95% CI] | Optimality gap [95% CI] | Mean [95% CI] | P(X > dense) [95% CI] |"
+    envs = ["#### CartPole-v1 (single)", "", "##### Dormant neurons", "", "| variant | seeds | x |", "| dense | 3 | 1 |",
+            "#### cartpole-crl (crl, env_kwargs.order=reverse)", "", "##### Aggregate scores", "", "intro line", "",
+            header, "|---|---|---|---|---|---|", "| big/softmoe | 20 | 0.588 [0.455, 0.715] | 0.430 [0.358, 0.501] | x | y |",
+            "| dense | 20 | 0.534 [0.415, 0.639] | 0.477 [0.420, 0.538] | x | (baseline) |", "",
+            "##### Dormant neurons", "", "| dense | 20 | 0.443 [0.418, 0.469] | (baseline) |",
+            "#### cartpole-mtrl (mtrl, ppo.shared_network=(default))", "", "##### Aggregate scores", "", header,
+            "|---|---|---|---|---|---|", "| dense | 10 | 0.998 [0.986, 1.000] | 0.065 [0.035, 0.098] | x | (baseline) |"]
+    claims = ["#### Claims of the paper, checked on these runs", "", "1. **Big beats.** Verdict: **unsettled**.",
+              "   - cartpole-crl: big/softmoe vs dense: ... -> unsettled"]
+    table, headlines = check.summary(envs, claims)
+    assert table == ["#### IQM of the final normalised greedy return [95% CI]", "",
+                     "| variant | seeds | cartpole-crl, order=reverse | cartpole-mtrl, ppo.shared_network=(default) |",
+                     "|---|---|---|---|",
+                     "| big/softmoe | 20 | 0.588 [0.455, 0.715] | - |",
+                     "| dense | 20 / 10 | 0.534 [0.415, 0.639] | 0.998 [0.986, 1.000] |", ""]
+    assert headlines == claims[:3]
+    assert check.summary(envs[:6], []) == ([], [])  # nothing with aggregate scores: no table, no claims
 
 
 @pytest.mark.parametrize("args, message", [
