@@ -99,6 +99,45 @@ def test_a_killed_group_resumes_as_one_batch(tmp_path):
     assert len(_finished(tmp_path / "killed")) == 6
 
 
+def test_a_job_split_over_two_groups_is_not_trained_twice_after_a_kill(tmp_path, capsys):
+    """Three jobs of two seeds in processes of three runs: the second job's seed 0 trains in the first group,
+    its seed 1 in the second. Killed in the first group, the relaunch resumes that batch (which finishes seed
+    0) and trains only seed 1 of the second job in a new group: seed 0 is neither trained again nor
+    overwritten."""
+    path = _write(tmp_path, "split", variants=[{"arch": "dense"}],
+                  base={**BASE, "timesteps": 3000, "checkpoint.every": 400, "eval.freq": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path), "--workers", "1", "--max-members",
+                             "3"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs = load_sweep(path).jobs
+    leader = jobs[0].run_dir(0)
+    deadline = time.time() + 240
+    while checkpoint_step(leader) is None:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
+        time.sleep(0.2)
+    trainer = json.loads((leader / "status.json").read_text())["pid"]
+    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(trainer, signal.SIGKILL)
+    proc.wait()
+    while _pid_alive(trainer):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    members = json.loads((leader / "status.json").read_text())["batch"]["members"]
+    split = jobs[1].run_dir(0).name
+    assert members == [jobs[0].run_dir(0).name, jobs[0].run_dir(1).name, split]
+    assert not jobs[1].run_dir(1).exists()  # the second group had not started
+
+    assert main(["sweep", str(path), "--workers", "1", "--max-members", "3", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    group = [line for line in plan.splitlines() if line.startswith("train   ")]
+    assert len(group) == 1 and "3 runs:" in group[0] and f"{jobs[1].name} (seeds 1)," in group[0], plan
+
+    assert main(["sweep", str(path), "--workers", "1", "--max-members", "3"]) == 0
+    assert len(_finished(tmp_path / "split")) == 6
+    status = json.loads((jobs[1].run_dir(0) / "status.json").read_text())
+    assert status["batch"]["leader"] == leader.name and "resumed_from" in status  # finished by the resume
+    assert json.loads((jobs[1].run_dir(1) / "status.json").read_text())["batch"]["leader"] == jobs[1].run_dir(1).name
+
+
 def test_a_setting_added_after_a_checkpoint_at_its_default_is_no_edit(tmp_path):
     """A batch checkpointed before a setting existed resumes when the member's config holds that setting at
     its default (what the run computed); any other value, or any other key the checkpoint lacks, is refused."""

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,7 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
     out: list[JobPlan] = []
     buckets: dict[str, list[JobPlan]] = {}
     resumed: set[Path] = set()
+    held = _held_by_resumes(plans)
     for plan in plans:
         if plan.action == "resume":
             leader = _leader(plan.job)
@@ -317,6 +318,11 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
                 continue  # another job of the same batch resumes it
             if leader is not None:
                 resumed.add(leader.resolve())
+        if plan.action == "train" and held:  # a job split over two batches: the resumed one finishes its part
+            seeds = tuple(s for s in plan.seeds if plan.job.run_dir(s).resolve() not in held)
+            if not seeds:
+                continue
+            plan = replace(plan, seeds=seeds)
         key = group_key(plan.job.config) if plan.action == "train" and plan.job.engine == "batched" else None
         if key is None:
             out.append(plan)
@@ -338,6 +344,26 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
             first_job, first_seeds = group[0]
             out.append(JobPlan(first_job, "train", first_seeds, None, group if len(group) > 1 else ()))
     return out
+
+
+def _held_by_resumes(plans: list[JobPlan]) -> set[Path]:
+    """The run directories of every batch a ``resume`` plan continues (its leader's ``batch.members``).
+
+    Why: a group splits a job's seeds over two processes; when the first is stopped, the job has runs in
+    the stopped batch and runs not yet started, so it plans ``train`` for all of them. Its runs in the
+    batch belong to that batch's resume: training them again in a new group would train them twice and
+    overwrite what the resume finished.
+    """
+    from moerl.runs.rundir import RunDir
+
+    held: set[Path] = set()
+    for plan in plans:
+        leader = _leader(plan.job) if plan.action == "resume" else None
+        if leader is None:
+            continue
+        members = (RunDir(leader).read_status().get("batch") or {}).get("members") or []
+        held |= {(leader.parent / name).resolve() for name in members}
+    return held
 
 
 def expand_outcome(plan: JobPlan, outcome: JobOutcome) -> list[JobOutcome]:
