@@ -365,6 +365,30 @@ def test_task_specialisation_measures_how_task_specific_the_experts_are(big_wins
     assert row == f"| big/softmoe | big | {len(HIGH)} | {expected:.3f} [{expected:.3f}, {expected:.3f}] |"
 
 
+def test_the_usage_heat_map_matches_each_seeds_experts_to_tasks_before_averaging():
+    """Two seeds that give each task an expert of its own, under different expert indices: averaged in index
+    order they look unspecialised (0.5 everywhere), matched first they show the diagonal; hardcoded's
+    identity stays in place, an unevaluated task is skipped and a spare expert goes last."""
+    from types import SimpleNamespace
+
+    from moerl.rl.report.usage import matched_order, usage_table
+
+    assert matched_order(np.eye(3)) == [0, 1, 2]
+    swapped = np.array([[0.1, 0.9], [0.8, 0.2]])
+    assert matched_order(swapped) == [1, 0]
+    spare = np.array([[0.6, 0.1, 0.3], [np.nan, np.nan, np.nan], [0.2, 0.7, 0.1]])
+    assert matched_order(spare) == [0, 1, 2]  # task 0 -> expert 0, task 2 -> expert 1, expert 2 left over
+
+    def run(usage):  # a Run as usage_table reads it: eval_usage rows of one last evaluation
+        rows = [{"step": "100", "task": task, "layer": "big", "expert": str(e), "usage": str(v)}
+                for task, row in zip(("a", "b"), usage, strict=True) for e, v in enumerate(row)]
+        return SimpleNamespace(usage_rows=rows)
+
+    group = SimpleNamespace(tasks=("a", "b"), runs=[run([[1.0, 0.0], [0.0, 1.0]]), run([[0.0, 1.0], [1.0, 0.0]])])
+    tasks, layers = usage_table(group)
+    assert tasks == ["a", "b"] and np.array_equal(layers["big"], np.eye(2))
+
+
 def test_curves_chooses_the_variants_the_evaluation_curves_draw(big_wins, tmp_path, capsys, monkeypatch):
     from moerl.rl.report import figures
 

@@ -225,16 +225,18 @@ def usage_heatmap(study: EnvStudy, group: Group, out: Path) -> str | None:
                                                       + 1.5, 0.9 + 0.55 * len(tasks)), squeeze=False)
     for ax, (layer, m) in zip(axes[0], layers.items(), strict=True):
         im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(m.shape[1]), [f"expert {e}" for e in range(m.shape[1])], fontsize=8, rotation=30)
+        ax.set_xticks(range(m.shape[1]), [f"of {tasks[e]}" if e < len(tasks) else "other"
+                                          for e in range(m.shape[1])], fontsize=8, rotation=30, ha="right")
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         for (i, j), v in np.ndenumerate(m):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
         ax.set_title(f"layer {layer}", fontsize=9)
-        ax.set_xlabel("expert")
+        ax.set_xlabel("expert, matched per seed to the task it serves most")
         fig.colorbar(im, ax=ax, fraction=0.05, label="mean router usage")
     axes[0][0].set_ylabel("evaluated task")
-    fig.suptitle(f"{study.title}, {group.label}: expert usage per task at the last evaluation "
-                 f"(mean over {len(group.runs)} seeds)", fontsize=10)
+    fig.suptitle(f"{study.title}, {group.label}: expert usage per task at the last evaluation\n"
+                 f"(mean over {len(group.runs)} seeds of each seed's experts matched to tasks; a diagonal: experts "
+                 "of their own)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out, f"{slug(study.title)}-usage-{slug(group.label)}.png")
 

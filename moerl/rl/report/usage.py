@@ -36,9 +36,35 @@ def last_usage(run: Run, tasks: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def matched_order(usage: np.ndarray) -> list[int]:
+    """The experts (columns of a tasks x experts ``usage``) reordered so that the i-th serves the i-th
+    evaluated task (a row not all NaN) most: greedily, the largest remaining cell assigns its expert to its task; experts left over follow by
+    total usage. A router's expert indices are arbitrary per seed (seed 0's expert 2 may do what seed 1's
+    expert 0 does), so usage averaged over seeds in index order hides any specialisation; matched first, a
+    diagonal shows it. Matching picks each task's largest cell, so the diagonal sits above an even share
+    even for a router that ignores the task (seed noise alone): read the heat map for the pattern and
+    :func:`task_specialisation` (which no ordering changes) for how strong it is. Greedy rather than an
+    optimal assignment: it needs no scipy (see the module
+    docstring), and it keeps ``hardcoded``'s one expert per task in its place.
+    """
+    cells = np.nan_to_num(usage, nan=-1.0)
+    order: dict[int, int] = {}  # task row -> expert
+    free_tasks = {t for t in range(cells.shape[0]) if np.isfinite(usage[t]).any()}  # the evaluated tasks
+    free_experts = set(range(cells.shape[1]))
+    while free_tasks and free_experts:
+        t, e = max(((t, e) for t in free_tasks for e in free_experts), key=lambda te: (cells[te], -te[0], -te[1]))
+        order[t] = e
+        free_tasks.discard(t)
+        free_experts.discard(e)
+    rest = sorted(free_experts, key=lambda e: (-cells[:, e].clip(min=0).sum(), e))
+    return [order[t] for t in sorted(order)] + rest
+
+
 def usage_table(group: Group) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    """``(tasks, {layer: tasks x experts})``: mean over seeds of the usage at each run's last evaluation."""
-    per_run = [last_usage(run, list(group.tasks)) for run in group.runs]
+    """``(tasks, {layer: tasks x experts})``: mean over seeds of the usage at each run's last evaluation,
+    each run's experts first put in :func:`matched_order` (column i: the expert that serves task i most)."""
+    per_run = [{layer: m[:, matched_order(m)] for layer, m in last_usage(run, list(group.tasks)).items()}
+               for run in group.runs]
     layers = sorted({layer for usage in per_run for layer in usage})
     if not layers:
         return None
