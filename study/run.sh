@@ -8,7 +8,7 @@
 #
 # STUDY_HOME (default: ../study-work beside the repository) holds the checkout of the commit, its venv, the
 # live run directories and the lanes' logs; nothing there is committed. Lanes: A trains the seeds 0-9 sweeps,
-# B the seeds 10-19 sweeps, each in the order written below (most informative first).
+# B the seeds 10-19 sweeps and then helps with A's, each in the order written below (most informative first).
 set -euo pipefail
 case "${1:-}" in
   "") start=1 ;;
@@ -30,7 +30,7 @@ if [ ! -x "$home/venv/bin/moerl" ]; then
 fi
 built=$(cd "$home" && venv/bin/python -c "import json, importlib.resources as r; print(json.loads(r.files('moerl').joinpath('_build_info.json').read_text())['commit'])")
 [ "$built" = "$commit" ] || { echo "study/run.sh: $home/venv has moerl of $built, not $commit" >&2; exit 2; }
-for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mountaincar-seeds10-19; do
+for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mountaincar-seeds10-19 full-classic; do
   if [ -d "$repo/study/$commit/paper-$sweep" ]; then
     "$home/venv/bin/python" "$repo/scripts/study_archive.py" restore "$repo/study/$commit/paper-$sweep" \
       "$home/runs/paper-$sweep"
@@ -44,12 +44,14 @@ lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
       echo "== $(date -u +%FT%TZ) start $f"
       moerl sweep code/configs/paper/$f.yaml --workers 1 --logdir runs/paper-$f
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
-    done' lane "$@" >> "$log" 2>&1 &)
+    done' moerl-study-lane "$@" >> "$log" 2>&1 &)
 }
 if [ "$start" = 0 ]; then
   echo "study/run.sh: prepared $home from $commit; run it again without --prepare to start the lanes"
   exit 0
 fi
-lane "$home/laneA.log" full-cartpole full-mountaincar
-lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19
+# A sweep holds a lock on its logdir: a lane that reaches a sweep the other lane is running gets "another moerl
+# sweep is running" (exit 2) and goes on to its next one, so neither lane idles while work is left.
+lane "$home/laneA.log" full-cartpole full-mountaincar full-classic
+lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19 full-mountaincar full-classic
 echo "study/run.sh: two lanes started from $commit; logs $home/laneA.log, $home/laneB.log"
