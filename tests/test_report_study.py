@@ -190,6 +190,25 @@ def test_a_verdict_is_settled_only_where_the_two_halves_of_the_seeds_agree(tmp_p
     assert line.endswith("-> unsettled") and _claim(split, 1) == "unsettled"
 
 
+def test_a_variant_without_halves_is_compared_on_the_seeds_both_sides_share(tmp_path, capsys):
+    """dense ran seeds 0-19, big/softmoe only 0-9: the comparison uses seeds 0-9 on both sides ("10 seeds"
+    means ten on each side). Dense's seeds 10-19 score far above the rest; counted, they would cancel big's
+    clear lead on the shared seeds."""
+    rng = np.random.default_rng(5)
+    dense = np.vstack([np.round(rng.uniform(0.2, 0.3, (10, 4)), 3), np.round(rng.uniform(0.95, 1.0, (10, 4)), 3)])
+    big = np.round(rng.uniform(0.6, 0.7, (10, 4)), 3)
+    root = tmp_path / "runs"
+    paths = [str(make_run(root, f"dense_s{s}", "dense", None, s, list(dense[s]))) for s in range(20)]
+    paths += [str(make_run(root, f"big_s{s}", "big", "softmoe", s, list(big[s]))) for s in range(10)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    line = next(x for x in text.splitlines() if "big/softmoe vs dense: IQM difference" in x)
+    assert line.endswith("[10 seeds] -> supported") and "seeds 0-9:" not in line, line
+    from moerl.rl.report import stats
+
+    (lo_point, _, _), = [stats.iqm_difference({"0": (big, dense[:10])})["0"]]
+    assert f"IQM difference {lo_point:.3f} [" in line  # the shared seeds' difference, not all of dense's
+
+
 def test_the_pre_registered_rules_on_intervals():
     from moerl.rl.report import claims as c
 

@@ -154,12 +154,17 @@ class _Comparer:
         return values
 
     def _subsets(self, x: Group, y: Group) -> list[set[int] | None]:
-        """All seeds, then the two halves where both sides have enough seeds in each."""
+        """All seeds, then the two halves where both sides have enough seeds in each; without halves, the
+        seeds both sides share (a 20-seed variant against a 10-seed one: seeds 0-9 on both sides, so that
+        "10 seeds" means ten on each side), or all seeds when they share too few."""
         halves = []
         for part in (lambda s: s < HALF, lambda s: s >= HALF):
             ok = all(sum(part(r.seed) for r in g.runs) >= MIN_SEEDS for g in (x, y))
             halves.append({r.seed for g in (x, y) for r in g.runs if part(r.seed)} if ok else None)
-        return [None, *halves] if all(h is not None for h in halves) else [None]
+        if all(h is not None for h in halves):
+            return [None, *halves]
+        shared = {r.seed for r in x.runs} & {r.seed for r in y.runs}
+        return [shared if len(shared) >= MIN_SEEDS else None]
 
     def _intervals(self, x: Group, y: Group, kind: str) -> tuple[list[Interval], Interval | None, int] | None:
         get = self._scores if kind == "iqm" else self._dormant
