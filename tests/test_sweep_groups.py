@@ -40,6 +40,23 @@ def _finished(logdir: Path) -> list[str]:
                   if (p / "status.json").is_file() and json.loads((p / "status.json").read_text())["status"] == "finished")
 
 
+def _kill_at_first_checkpoint(path: Path, leader: Path, *args: str) -> None:
+    """Launch ``moerl sweep path *args`` and SIGKILL it and its trainer once ``leader`` holds a checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path), *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while checkpoint_step(leader) is None:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
+        time.sleep(0.2)
+    trainer = json.loads((leader / "status.json").read_text())["pid"]
+    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(trainer, signal.SIGKILL)
+    proc.wait()
+    while _pid_alive(trainer):
+        assert time.time() < deadline
+        time.sleep(0.1)
+
+
 def test_a_sweep_trains_one_group_per_architecture_and_every_run_in_its_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = _write(tmp_path, "study")
@@ -71,21 +88,9 @@ def test_a_sweep_trains_one_group_per_architecture_and_every_run_in_its_director
 def test_a_killed_group_resumes_as_one_batch(tmp_path):
     path = _write(tmp_path, "killed", variants=[{"arch": "dense"}],
                   base={**BASE, "timesteps": 3000, "checkpoint.every": 400, "eval.freq": 1000})
-    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jobs = load_sweep(path).jobs
     leader = jobs[0].run_dir(0)
-    deadline = time.time() + 240
-    while checkpoint_step(leader) is None:
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
-        time.sleep(0.2)
-    trainer = json.loads((leader / "status.json").read_text())["pid"]
-    os.killpg(proc.pid, signal.SIGKILL)
-    os.kill(trainer, signal.SIGKILL)
-    proc.wait()
-    while _pid_alive(trainer):
-        assert time.time() < deadline
-        time.sleep(0.1)
+    _kill_at_first_checkpoint(path, leader)
     other = jobs[1].run_dir(0) / "config.yaml"  # a member beside the leader, of another config
     kept = other.read_text()
     other.write_text(kept.replace("gamma: 0.99", "gamma: 0.5"))
@@ -106,21 +111,9 @@ def test_a_job_split_over_two_groups_is_not_trained_twice_after_a_kill(tmp_path,
     overwritten."""
     path = _write(tmp_path, "split", variants=[{"arch": "dense"}],
                   base={**BASE, "timesteps": 3000, "checkpoint.every": 400, "eval.freq": 1000})
-    proc = subprocess.Popen([sys.executable, "-m", "moerl", "sweep", str(path), "--workers", "1", "--max-members",
-                             "3"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jobs = load_sweep(path).jobs
     leader = jobs[0].run_dir(0)
-    deadline = time.time() + 240
-    while checkpoint_step(leader) is None:
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a checkpoint"
-        time.sleep(0.2)
-    trainer = json.loads((leader / "status.json").read_text())["pid"]
-    os.killpg(proc.pid, signal.SIGKILL)
-    os.kill(trainer, signal.SIGKILL)
-    proc.wait()
-    while _pid_alive(trainer):
-        assert time.time() < deadline
-        time.sleep(0.1)
+    _kill_at_first_checkpoint(path, leader, "--workers", "1", "--max-members", "3")
     members = json.loads((leader / "status.json").read_text())["batch"]["members"]
     split = jobs[1].run_dir(0).name
     assert members == [jobs[0].run_dir(0).name, jobs[0].run_dir(1).name, split]
