@@ -38,8 +38,8 @@ def last_usage(run: Run, tasks: list[str]) -> dict[str, np.ndarray]:
 
 def matched_order(usage: np.ndarray) -> list[int]:
     """The experts (columns of a tasks x experts ``usage``) reordered so that the i-th serves the i-th
-    evaluated task (a row not all NaN) most: greedily, the largest remaining cell assigns its expert to its task; experts left over follow by
-    total usage. A router's expert indices are arbitrary per seed (seed 0's expert 2 may do what seed 1's
+    evaluated task (a row not all NaN) most: greedily, the largest remaining cell assigns its expert to its
+    task; experts left over follow by total usage. A router's expert indices are arbitrary per seed (seed 0's expert 2 may do what seed 1's
     expert 0 does), so usage averaged over seeds in index order hides any specialisation; matched first, a
     diagonal shows it. Matching picks each task's largest cell, so the diagonal sits above an even share
     even for a router that ignores the task (seed noise alone): read the heat map for the pattern and
