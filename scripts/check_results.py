@@ -31,7 +31,8 @@ bit for bit is required when the kept runs ran on this kind of CPU; on another C
 diverges by float rounding, and the count of equal runs and the difference of the variant's mean score are
 printed, not failed. A sweep whose runs are kept in the repository (``study/<commit in study/COMMIT>/<sweep
 name>/``, see ``scripts/study_archive.py``) is checked that way by default: its block from the kept runs,
-and its first variant (the dense baseline) rerun. "This kind of CPU" here is torch's CPU capability and the
+and its first variant (the dense baseline) rerun; a sweep file of such a block with no kept folder yet (a
+study whose later sweeps have not started) adds no runs to it and is not rerun. "This kind of CPU" here is torch's CPU capability and the
 CPU model, as the runs' ``stack.json`` record them (an Intel and an AMD machine with AVX-512 round
 differently).
 
@@ -422,23 +423,38 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     new_texts = dict(texts)
     reports: dict[str, str] = {}  # one report per sweep file: a README summary and its docs block share a rerun
+    reruns: dict[tuple[str, str, str], bool] = {}  # one variant rerun per sweep file, shared by the blocks of it
+
+    def rerun(one: str, variant: str, kept: str) -> bool:
+        if (one, variant, kept) not in reruns:
+            reruns[one, variant, kept] = rerun_matches(one, variant, kept, Path(tmp), args.workers)
+        return reruns[one, variant, kept]
+
     with tempfile.TemporaryDirectory(prefix="check-results-") as tmp:
         for path, block in blocks:
             sweep_file = block["sweep"]
             if sweep_file not in reports:
                 kept_all = [kept_runs(one) for one in sweep_file.split(JOIN)] if not args.runs else []
-                if kept_all and all(kept_all):
+                if any(kept_all):
                     variant = args.rerun_variant or first_variant(sweep_file.split(JOIN)[0])
-                    print(f"[check_results] the runs of {sweep_file} are kept in {', '.join(kept_all)}: the block is "
-                          f"checked from them, and their {variant} runs are rerun", flush=True)
-                    runs = list(kept_all)
-                    for one, kept in zip(sweep_file.split(JOIN), runs, strict=True):
-                        failed += not rerun_matches(one, variant, kept, Path(tmp), args.workers)
+                    print(f"[check_results] the runs of {sweep_file} are kept in "
+                          f"{', '.join(k for k in kept_all if k)}: the block is checked from them, and their "
+                          f"{variant} runs are rerun", flush=True)
+                    runs = []
+                    for one, kept in zip(sweep_file.split(JOIN), kept_all, strict=True):
+                        if kept is None:  # a sweep of the study not started: none of its runs in the block
+                            runs.append(str(Path(tmp) / f"not-started-{len(reports)}-{len(runs)}"))
+                            Path(runs[-1]).mkdir()
+                            print(f"[check_results] no runs of {one} are kept yet: the block has none of them",
+                                  flush=True)
+                            continue
+                        runs.append(kept)
+                        failed += not rerun(one, variant, kept)
                 elif args.runs:
                     runs = list(args.runs)
                     if args.rerun_variant and not args.write:
                         for one, kept in zip(sweep_file.split(JOIN), runs, strict=True):
-                            failed += not rerun_matches(one, args.rerun_variant, kept, Path(tmp), args.workers)
+                            failed += not rerun(one, args.rerun_variant, kept)
                 else:
                     runs = []
                     for one in sweep_file.split(JOIN):

@@ -7,7 +7,9 @@ The batched engine trains a sweep's runs of one variant as one process (a *batch
 settings), on one torch thread, so a batch's core time is its process time, and every member records the time
 its batch had run when the member finished (``train_seconds``, summed over the processes of a resumed run); a
 batch's time is therefore the largest ``train_seconds`` among its members (``status.json`` names each member's
-batch leader). Per variant: the batches' core time over the env steps of their members (``timesteps``), i.e.
+batch leader). A member stopped with its batch and trained again in a later one (a sweep resumed after a stop)
+finishes under the later batch; the earlier batch still counts, complete, with the time it spent on that member
+(work lost to the stop is part of what the study cost). Per suite and variant: the batches' core time over the env steps of their members (``timesteps``), i.e.
 the core time one env step of one run costs in a batch, evaluation and writing included. A run trained alone
 (the SB3 engine) is its own batch. The times are wall-clock seconds of a one-thread process: on a machine
 shared with other work they include waiting for a core, so they bound the core time from above.
@@ -29,10 +31,18 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def suite(env: str) -> str:
+    """The suite an env belongs to, by its name's first word: ``cartpole-crl`` and ``CartPole-v1`` are
+    ``cartpole``; parameters and step costs differ between suites (observation sizes, tasks), so rows never mix
+    them."""
+    return env.split("-")[0].lower()
+
+
 def batches(folders: list[str]) -> tuple[dict[str, dict], int, int]:
-    """``({leader: {"seconds", "steps", "variants": {variant: steps}, "parameters": {variant: n}}}, skipped,
-    partial)`` over the finished moe-dqn runs below ``folders``; a batch with members not finished (or not
-    below ``folders``) is left out and counted in ``partial``."""
+    """``({leader: {"seconds", "steps", "variants": {variant: steps}, "parameters": {variant: {n, ...}}}}, skipped,
+    partial)`` over the finished moe-dqn runs below ``folders``, variants named ``suite: variant``; a batch with
+    a member finished nowhere below ``folders`` (not in it, nor trained again by a later batch) is left out and
+    counted in ``partial``."""
     from moerl.core.errors import ConfigError
     from moerl.rl.report.data import load_runs
 
@@ -44,7 +54,7 @@ def batches(folders: list[str]) -> tuple[dict[str, dict], int, int]:
     for run in runs:
         status = json.loads((run.path / "status.json").read_text())
         leader = (status.get("batch") or {}).get("leader") or run.path.name
-        variant = run.arch if run.router is None else f"{run.arch}/{run.router}"
+        variant = suite(run.env) + ": " + (run.arch if run.router is None else f"{run.arch}/{run.router}")
         members = (status.get("batch") or {}).get("members") or [run.path.name]
         batch = out.setdefault(leader, {"seconds": 0.0, "steps": 0, "variants": defaultdict(int), "parameters": {},
                                         "members": set(members), "finished": set()})
@@ -53,27 +63,30 @@ def batches(folders: list[str]) -> tuple[dict[str, dict], int, int]:
         steps = int(run.results.get("timesteps") or 0)
         batch["steps"] += steps
         batch["variants"][variant] += steps
-        batch["parameters"][variant] = run.results.get("parameters")
-    partial = [leader for leader, batch in out.items() if batch["finished"] != batch["members"]]
+        if run.results.get("parameters") is not None:
+            batch["parameters"].setdefault(variant, set()).add(int(run.results["parameters"]))
+    finished = {run.path.name for run in runs}
+    partial = [leader for leader, batch in out.items() if not batch["members"] <= finished]
     for leader in partial:  # its time so far belongs to members not finished yet as well
         del out[leader]
     return out, len(skipped), len(partial)
 
 
 def table(found: dict[str, dict]) -> str:
-    """Per variant: runs' parameters, batches, core hours and core microseconds per member env step."""
-    per: dict[str, dict] = defaultdict(lambda: {"seconds": 0.0, "steps": 0, "batches": 0, "parameters": None})
+    """Per suite and variant: runs' parameters (each distinct count), batches, core hours and core microseconds
+    per member env step."""
+    per: dict[str, dict] = defaultdict(lambda: {"seconds": 0.0, "steps": 0, "batches": 0, "parameters": set()})
     for batch in found.values():
         for variant, steps in batch["variants"].items():
             row = per[variant]
             row["seconds"] += batch["seconds"] * steps / batch["steps"]  # a mixed batch is shared by its steps
             row["steps"] += steps
             row["batches"] += 1
-            row["parameters"] = batch["parameters"][variant]
-    lines = ["| variant | parameters | batches | member env steps | core hours | core us per member env step |",
+            row["parameters"] |= batch["parameters"].get(variant, set())
+    lines = ["| suite: variant | parameters | batches | member env steps | core hours | core us per member env step |",
              "|---|---|---|---|---|---|"]
     for variant, row in sorted(per.items()):
-        params = "-" if row["parameters"] is None else f"{row['parameters']:,}"
+        params = " / ".join(f"{n:,}" for n in sorted(row["parameters"])) or "-"
         lines.append(f"| {variant} | {params} | {row['batches']} | {row['steps']:,} | {row['seconds'] / 3600:.2f} | "
                      f"{1e6 * row['seconds'] / max(row['steps'], 1):.0f} |")
     total = sum(b["seconds"] for b in found.values())
@@ -95,9 +108,10 @@ def sweep_lines(folders: list[str], found: dict[str, dict]) -> list[str]:
     for folder in map(Path, folders):
         names = {p.name for p in folder.iterdir() if (p / "status.json").is_file()} if folder.is_dir() else set()
         mine = [b for leader, b in found.items() if leader in names]
+        runs = sum(len(b["finished"] & names) for b in mine)  # a member retrained by a later batch counts once
         records = launches(folder)
         wall = sum(float(r.get("seconds") or 0.0) for r in records)
-        lines.append(f"{folder}: {sum(len(b['members']) for b in mine)} runs in {len(mine)} finished batches, "
+        lines.append(f"{folder}: {runs} runs in {len(mine)} finished batches, "
                      f"{sum(b['seconds'] for b in mine) / 3600:.2f} core hours; {len(records)} launch(es), "
                      f"{wall / 3600:.2f} wall hours")
     return lines

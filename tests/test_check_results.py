@@ -295,7 +295,8 @@ def test_learning_curves_reads_raw_and_training_returns(tiny_study):
 
 def test_study_cost_reads_each_batch_once(tiny_study):
     """scripts/study_cost.py: a batch's time is its members' largest train_seconds, counted once, spread over
-    its env steps; a batch with a member not finished is left out."""
+    its env steps; a batch with a member not finished is left out, one whose member finished in a later batch
+    is not."""
     import json
     import shutil
 
@@ -311,7 +312,7 @@ def test_study_cost_reads_each_batch_once(tiny_study):
     assert done.returncode == 0, done.stderr
     assert f"All: {len(by_leader)} batches, {steps:,} member env steps, {seconds / 3600:.2f} core hours." in done.stdout
     dense = [r for rs in by_leader.values() for r in rs if r["arch"] == "dense"]
-    row = next(line for line in done.stdout.splitlines() if line.startswith("| dense |"))
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| cartpole: dense |"))
     assert f"| {sum(r['timesteps'] for r in dense):,} |" in row and f"| {dense[0]['parameters']:,} |" in row
 
     copy = tiny_study / "runs" / "partial"
@@ -323,6 +324,25 @@ def test_study_cost_reads_each_batch_once(tiny_study):
                               text=True)
         assert done.returncode == 0 and "1 batch(es) left out" in done.stdout
         assert f"All: {len(by_leader) - 1} batches" in done.stdout
+    finally:
+        shutil.rmtree(copy)
+
+    # a member trained again by a later batch (a sweep resumed after a stop) finishes there; its first batch
+    # still counts, complete, and the run once
+    copy = tiny_study / "runs" / "retrained"
+    shutil.copytree(tiny_study / "runs" / "tiny", copy)
+    try:
+        member = next(run for run in sorted(copy.glob("*_s*"))
+                      if json.loads((run / "status.json").read_text()).get("batch", {}).get("leader") not in
+                      (None, run.name))
+        status = json.loads((member / "status.json").read_text())
+        status["batch"] = {"leader": member.name, "members": [member.name]}  # now a batch of its own
+        (member / "status.json").write_text(json.dumps(status))
+        done = subprocess.run([sys.executable, str(script), "runs/retrained"], cwd=tiny_study, capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and " 0 batch(es) left out" in done.stdout
+        assert f"All: {len(by_leader) + 1} batches, {steps:,} member env steps" in done.stdout
+        assert f"runs/retrained: {len(runs)} runs in " in done.stdout
     finally:
         shutil.rmtree(copy)
     bad = subprocess.run([sys.executable, str(script), "nowhere"], cwd=tiny_study, capture_output=True, text=True)
@@ -440,3 +460,26 @@ def test_a_study_kept_in_the_repository_is_checked_from_its_kept_runs(two_sweeps
     assert done.stdout.count("every run equal bit for bit") == 2  # the first variant, dense, rerun per sweep
     assert "rerunning the dense runs of a.yaml" in done.stdout and "rerunning a.yaml into" not in done.stdout
     assert "matches what its command produces, exactly" in done.stdout
+
+    # a study whose second sweep has not started: its block holds the first's runs, and nothing is rerun for it
+    shutil.rmtree(root / "study" / "abc123" / "b")
+    (root / "empty").mkdir()
+    written = _check(root, "page.md", "--write", "--only", "a.yaml+b.yaml", "--runs", "study/abc123/a", "--runs",
+                     "empty")
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert re.search(r"\| dense \| 2 \|", (root / "page.md").read_text())
+    done = _check(root, "page.md")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no runs of b.yaml are kept yet" in done.stdout and done.stdout.count("every run equal bit for bit") == 1
+    assert "of b.yaml" not in done.stdout.replace("no runs of b.yaml", "")
+    assert "matches what its command produces, exactly" in done.stdout
+
+    # a second block over one of the same sweep files (a README summary beside a docs page): its runs rerun once
+    with (root / "page.md").open("a") as f:
+        f.write("\n<!-- results: a.yaml summary -->\n<!-- /results -->\n")
+    written = _check(root, "page.md", "--write", "--only", "a.yaml", "--runs", "study/abc123/a")
+    assert written.returncode == 0, written.stdout + written.stderr
+    done = _check(root, "page.md")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("rerunning the dense runs of a.yaml") == 1
+    assert done.stdout.count("matches what its command produces, exactly") == 2
