@@ -18,9 +18,9 @@ TASKS = ["cartpole-default", "cartpole-longheavy", "cartpole-lowgrav", "cartpole
 BLOCK = 1000
 
 
-def _config(arch: str, router: str | None, seed: int, order: str = "sequential") -> dict:
+def _config(arch: str, router: str | None, seed: int, order: str = "sequential", env: str = "cartpole-crl") -> dict:
     env_kwargs = {} if order == "sequential" else {"order": order}
-    return {"family": "moe-dqn", "env": "cartpole-crl", "env_kwargs": env_kwargs, "timesteps": 4 * BLOCK,
+    return {"family": "moe-dqn", "env": env, "env_kwargs": env_kwargs, "timesteps": 4 * BLOCK,
             "seed": seed, "device": "cpu", "engine": "sb3",
             "network": {"arch": arch, "router": router or "softmoe", "experts": 4, "hidden": 16},
             "dqn": {"learning_rate": 0.001}, "eval": {"freq": 500, "episodes": 2, "reference_runs": {}},
@@ -28,12 +28,13 @@ def _config(arch: str, router: str | None, seed: int, order: str = "sequential")
 
 
 def make_run(root: Path, name: str, arch: str, router: str | None, seed: int, finals: list[float],
-             dormant: float = 0.3, new_files: bool = True, order: str = "sequential") -> Path:
+             dormant: float = 0.3, new_files: bool = True, order: str = "sequential",
+             env: str = "cartpole-crl") -> Path:
     """A finished run directory with known final normalised scores (one per task), written by hand."""
     run = root / name
     (run / "tb").mkdir(parents=True)
     (run / "status.json").write_text(json.dumps({"status": "finished", "family": "moe-dqn", "seed": seed}))
-    (run / "config.yaml").write_text(yaml.safe_dump(_config(arch, router, seed, order)))
+    (run / "config.yaml").write_text(yaml.safe_dump(_config(arch, router, seed, order, env)))
     names = TASKS if order == "sequential" else TASKS[::-1]
     schedule = [{"block": i, "cycle": 0, "task_id": TASKS.index(t), "task_name": t, "start_step": i * BLOCK}
                 for i, t in enumerate(names)]
@@ -60,7 +61,7 @@ def make_run(root: Path, name: str, arch: str, router: str | None, seed: int, fi
                     for i, t in enumerate(TASKS):
                         for e in range(4):
                             w.writerow([step, t, "big", e, 0.7 if e == i else 0.1])
-    results = {"env": "cartpole-crl", "env_id": "moerl/CartPole-CRL-v0", "arch": arch,
+    results = {"env": env, "env_id": "moerl/CartPole-CRL-v0", "arch": arch,
                "router": router, "seed": seed, "timesteps": 4 * BLOCK, "engine": "sb3",
                "final_eval": {t: {"mean_return": 500 * v, "std_return": 1.0, "normalized": v, "episodes": 2}
                               for t, v in zip(TASKS, finals, strict=True)},
@@ -223,6 +224,17 @@ def test_the_pre_registered_rules_on_intervals():
     assert c.two_sided(down, (down, up)) == c.UNSETTLED and c.two_sided(up, (up, zero)) == c.DIFFERS
     assert c.suite_of("cartpole-crl") == c.suite_of("cartpole-mtrl") == "cartpole"
     assert c.suite_of("CartPole-v1") == "CartPole-v1"
+
+
+def test_a_suite_not_yet_compared_is_named_beside_one_that_is(big_wins, tmp_path, capsys):
+    """CartPole's big/softmoe beats dense; a second suite has only dense runs so far: its answer is "not enough
+    runs to tell", named, so that the first suite's verdict is not read as both suites'."""
+    paths, _, _ = big_wins
+    paths = paths + [str(make_run(tmp_path / "mc", f"mc_dense_s{s}", "dense", None, s, list(row),
+                                  env="mountaincar-crl")) for s, row in enumerate(LOW)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    assert _claim(text, 1) == "cartpole: holds; mountaincar: not enough runs to tell"
+    assert _claim(text, 2) == "not enough runs to tell"  # no suite has MTRL runs: nothing to name
 
 
 def test_task_order_is_compared_when_both_orders_ran(tmp_path, capsys):

@@ -22,7 +22,9 @@ effect, so this claim can hold or stay unsettled, never fail.
 
 **A claim's answer per suite** (the env's prefix: ``cartpole`` for ``cartpole-crl`` and ``cartpole-mtrl``)
 lists its comparisons; it *holds* when every comparison the claim needs is supported, *fails* when one is
-contradicted, and is *unsettled* otherwise. Claim 2 ("only Big") needs big/softmoe's comparison supported and
+contradicted, and is *unsettled* otherwise. Where some suite answers a claim, every other suite with runs
+of the setting the claim needs (CRL for claims 1, 3 and 6, MTRL for claim 2, any for 4 and 5) is named with
+"not enough runs to tell", so a half-run suite is never read as agreeing. Claim 2 ("only Big") needs big/softmoe's comparison supported and
 no other placement's (wide, the parameter-count control, has no router and is not a placement); it fails when
 big/softmoe's is contradicted or another placement's supported. The rules are per comparison: with dozens of
 comparisons across suites, some intervals exclude 0 by chance; no correction for multiple comparisons is
@@ -224,10 +226,13 @@ def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], 
     return HOLDS if verdicts == {SUPPORTED} else UNSETTLED
 
 
-def _by_suite(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None) -> str:
-    suites = list(dict.fromkeys(c.suite for c in comparisons))
-    if not suites:
+def _by_suite(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None,
+              present: Iterable[str] = ()) -> str:
+    """The claim's answer, per suite when several are ``present`` (suites with runs of the claim's setting)
+    or compared."""
+    if not comparisons:
         return UNTESTED
+    suites = list(dict.fromkeys([*present, *(c.suite for c in comparisons)]))
     answers = [(s, _answer([c for c in comparisons if c.suite == s], needed)) for s in suites]
     return answers[0][1] if len(answers) == 1 else "; ".join(f"{s}: {a}" for s, a in answers)
 
@@ -335,18 +340,22 @@ def _order_answer(tested: list[Comparison]) -> str:
     return HOLDS if any(c.verdict == DIFFERS for c in tested) else UNSETTLED
 
 
-#: Claim number -> (how its comparisons are found, how a suite's answer is made; None: the general rule).
+#: Claim number -> (how its comparisons are found, how a suite's answer is made (None: the general rule), the
+#: setting its runs need (None: any)).
 _RULES: tuple[tuple[Callable[[list[EnvStudy]], tuple[list[Comparison], list[str]]],
-                    Callable[[list[Comparison]], str] | None], ...] = (
-    (claim_big_in_crl, None), (claim_only_big_in_mtrl, _only_big), (claim_softmoe_over_topk, None),
-    (claim_dormant, None), (claim_hardcoded, None), (claim_task_order, _order_answer))
+                    Callable[[list[Comparison]], str] | None, str | None], ...] = (
+    (claim_big_in_crl, None, "crl"), (claim_only_big_in_mtrl, _only_big, "mtrl"),
+    (claim_softmoe_over_topk, None, "crl"), (claim_dormant, None, None), (claim_hardcoded, None, None),
+    (claim_task_order, _order_answer, "crl"))
 
 
 def claims(studies: list[EnvStudy]) -> list[Claim]:
     out = []
-    for number, ((find, needed), text) in enumerate(zip(_RULES, CLAIMS, strict=True), start=1):
+    for number, ((find, needed, setting), text) in enumerate(zip(_RULES, CLAIMS, strict=True), start=1):
         comparisons, notes = find(studies)
-        out.append(Claim(number, text, _by_suite(comparisons, needed), [c.line() for c in comparisons] + notes))
+        present = [suite_of(s.env) for s in studies if setting in (None, s.setting)]
+        out.append(Claim(number, text, _by_suite(comparisons, needed, present),
+                         [c.line() for c in comparisons] + notes))
     return out
 
 
