@@ -122,7 +122,7 @@ def test_eval_runs_and_report_read_a_ppo_run(crl_run, capsys, tmp_path):
                                        "cartpole-mirror"]
     assert main(["runs", str(crl_run.parent)]) == 0
     listing = capsys.readouterr().out
-    assert crl_run.name in listing and "finished" in listing and "avg perf" in listing
+    assert crl_run.name in listing and "| moe-dqn (ppo) | finished |" in listing and "avg perf" in listing
     assert main(["report", str(crl_run), "--out", str(tmp_path / "rep")]) == 0
     text = capsys.readouterr().out
     assert "big (ppo)" in text and "softmoe" in text

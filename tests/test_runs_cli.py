@@ -28,7 +28,8 @@ def _dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Real tiny runs: dense at two budgets, big/topk with another learning rate, a routing and a masked-experts
+    """Real tiny runs: dense at two budgets, big/topk with another learning rate, big/softmoe, a routing and a
+    masked-experts
     run; a killed and a failed copy; and what a script leaves beside runs (``table.md``, a folder of notes)."""
     root = tmp_path_factory.mktemp("study")
     log = ["--logdir", str(root)]
@@ -36,6 +37,7 @@ def study(tmp_path_factory):
     assert main(["train", *TINY, "--arch", "dense", "--timesteps", "900", *log]) == 0
     assert main(["train", *TINY, "--arch", "big", "--router", "topk", "--timesteps", "600",
                  "--set", "dqn.learning_rate=5e-4", *log]) == 0
+    assert main(["train", *TINY, "--arch", "big", "--router", "softmoe", "--timesteps", "600", *log]) == 0
     assert main(["train", "--env", "digits-mtl", "--algo", "wpl", "--epochs", "1", "--set", "samples_per_epoch=256",
                  "--set", "channels=4", "--set", "hidden=8", "--no-progress", *log]) == 0
     assert main(["train", "--env", "digits-split", "--arch", "masked-moe", "--mask", "lu", "--experts", "2",
@@ -58,7 +60,7 @@ def _names(root):
 
 def test_runs_that_differ_in_any_setting_get_different_readable_names(study):
     names = _names(study)
-    assert len(names) == 5 and not [n for n in names if re.search(r"-\d+$", n)]  # no silent -2
+    assert len(names) == 6 and not [n for n in names if re.search(r"-\d+$", n)]  # no silent -2
     dense = [n for n in names if n.startswith("cartpole-crl_dense")]
     assert len(dense) == 2 and all(re.fullmatch(rf"cartpole-crl_dense-{ID}_s0", n) for n in dense)  # no router
     assert any(re.fullmatch(rf"cartpole-crl_big_topk-{ID}_s0", n) for n in names)
@@ -90,11 +92,14 @@ def test_moerl_runs_lists_status_differences_and_final_numbers(study, capsys, mo
     assert main(["runs", str(study)]) == 0
     out, err = capsys.readouterr()
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in out.splitlines() if line.startswith(f"| {study}")}
-    assert len(rows) == 7
+    assert len(rows) == 8
     by_name = {path.rsplit("/", 1)[-1]: line for path, line in rows.items()}
     assert "| moe-dqn | killed |" in by_name["killed_s0"] and "| moe-dqn | failed |" in by_name["failed_s0"]
     topk = next(line for name, line in by_name.items() if "_big_topk-" in name)
     assert "| finished |" in topk and "dqn.learning_rate=0.0005" in topk and "avg perf " in topk
+    assert "network.router=topk" in topk and "network.topk" not in topk  # one topk run: nothing of it differs
+    softmoe = next(line for name, line in by_name.items() if "_big_softmoe-" in name)
+    assert "network.router=softmoe" in softmoe and "network.topk" not in softmoe and "slots" not in softmoe
     dense = [line for name, line in by_name.items() if "_dense-" in name]
     assert {"timesteps=600" in d for d in dense} == {True, False} and all("network.router" not in d for d in dense)
     wpl = next(line for name, line in by_name.items() if name.startswith("digits-mtl"))
@@ -102,7 +107,7 @@ def test_moerl_runs_lists_status_differences_and_final_numbers(study, capsys, mo
     masked = next(line for name, line in by_name.items() if name.startswith("digits-split"))
     results = json.loads(next(study.glob("digits-split*/results.json")).read_text())
     assert f"| masked-experts | finished | - | test acc {results['test']['mean_accuracy']:.3f} |" in masked
-    assert "7 runs: 1 failed, 5 finished, 1 killed" in out
+    assert "8 runs: 1 failed, 6 finished, 1 killed" in out
     assert err.count("\n") == 1 and "table.md" in err and "notes" in err  # named on one line
     monkeypatch.chdir(study)
     assert main(["runs"]) == 2  # the default folder runs/ does not exist here

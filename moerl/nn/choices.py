@@ -30,6 +30,9 @@ ROUTERS = Registry("router", {
     "topk": "softmax over all experts, keep the top k (no renormalisation); optional noise and balancing",
     "hardcoded": "expert = task id (no parameters); with arch big: independent per-task networks",
 })
+#: The router keys (``network.*``) that only one router reads; the others ignore them, so a listing that
+#: compares runs leaves them out of the runs of other routers.
+ROUTER_ONLY_KEYS = {"topk": ("topk", "noise_std", "balance_loss"), "softmoe": ("slots_per_expert", "normalize")}
 #: How the MoE layers of the ``hardcoded`` and ``topk`` routers compute their experts (``network.expert_compute``).
 EXPERT_COMPUTES = Registry("expert compute", {
     "auto": "routed where it applies (routers hardcoded and topk, updates not compiled), dense elsewhere "

@@ -2,12 +2,13 @@
 
 Why: a run's name says what it is (``<env>_<arch>[_<router>]-<config id>_s<seed>``), but not how it ended,
 how it differs from its neighbours or what it scored. This table reads each run's ``status.json``,
-``config.yaml`` and ``results.json`` and shows, per run: its family, its status (``finished``, ``running``,
-``interrupted``, ``killed`` for a process that died without a word, ``failed``, ``damaged`` for a status.json
-or a finished run's results.json that moerl cannot read, with what is wrong in the last column), the config
-keys that differ between the listed runs of its family (seed, device and data location left out: the name
-has the seed, the others do not change what a run computes), and its final numbers. Every family is listed;
-folders and files that are not runs are named on one line, not silently dropped.
+``config.yaml`` and ``results.json`` and shows, per run: its family (with its algorithm where that is not
+DQN: ``moe-dqn (ppo)``), its status (``finished``, ``running``, ``interrupted``, ``killed`` for a process that
+died without a word, ``failed``, ``damaged`` for a status.json or a finished run's results.json that moerl
+cannot read, with what is wrong in the last column), the config keys that differ between the listed runs of
+its family (seed, device and data location left out: the name has the seed, the others do not change what a
+run computes; so are the router keys its network never reads), and its final numbers. Every family is
+listed; folders and files that are not runs are named on one line, not silently dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from moerl.core.config import flatten
 from moerl.core.errors import ConfigError
-from moerl.nn.choices import ROUTED_ARCHS
+from moerl.nn.choices import ROUTED_ARCHS, ROUTER_ONLY_KEYS
 from moerl.runs.kinds import not_in_id
 from moerl.runs.results_check import results_problem
 from moerl.runs.rundir import RESULTS_FILE, STATUS_FILE, RunDir, find_run_dirs, run_state
@@ -80,15 +81,28 @@ def read_row(path: str) -> RunRow:
         config = flatten(run.read_config())
     except ConfigError:
         config = {}
-    if "network.arch" in config and config["network.arch"] not in ROUTED_ARCHS:
-        config = {k: v for k, v in config.items() if k not in ("network.router", "network.topk")}  # never read
+    config = {k: v for k, v in config.items() if k not in _unread(config)}
+    label = family  # the RL line's other algorithms are listed apart: their own keys differ
+    if family == "moe-dqn" and config.get("algo") not in (None, "dqn"):
+        label = f"{family} ({config['algo']})"
     final = "-"
     if state == "corrupt":
         final = str(status.get("error") or f"unreadable {STATUS_FILE}")
     elif state == "finished":
         final, damage = _finished_numbers(run, family)
         state = "corrupt" if damage else state
-    return RunRow(path, family, STATUS_WORDS.get(state, state), config, final)
+    return RunRow(path, label, STATUS_WORDS.get(state, state), config, final)
+
+
+def _unread(config: dict[str, Any]) -> set[str]:
+    """The router keys of ``config`` its network never reads: all of them without a router (dense, wide), the
+    other routers' own keys with one."""
+    if "network.arch" not in config:
+        return set()
+    if config["network.arch"] not in ROUTED_ARCHS:
+        return {"network.router", *(f"network.{k}" for keys in ROUTER_ONLY_KEYS.values() for k in keys)}
+    return {f"network.{k}" for router, keys in ROUTER_ONLY_KEYS.items() if router != config.get("network.router")
+            for k in keys}
 
 
 def _finished_numbers(run: RunDir, family: str) -> tuple[str, bool]:
@@ -105,10 +119,10 @@ def _finished_numbers(run: RunDir, family: str) -> tuple[str, bool]:
 
 
 def differing_keys(rows: Sequence[RunRow]) -> list[str]:
-    """Config keys whose values are not the same in every run of ``rows`` (a key some runs lack differs)."""
+    """Config keys whose values are not the same in every run of ``rows`` that has them (a key only some runs
+    have, such as a router's own keys, is compared among those: the runs without it never read it)."""
     keys = sorted({k for row in rows for k in row.config if not not_in_id(k)})
-    missing = object()
-    return [k for k in keys if len({repr(row.config.get(k, missing)) for row in rows}) > 1]
+    return [k for k in keys if len({repr(row.config[k]) for row in rows if k in row.config}) > 1]
 
 
 def list_runs(paths: Sequence[str]) -> tuple[list[RunRow], list[tuple[str, str]]]:
