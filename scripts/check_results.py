@@ -328,6 +328,10 @@ def rerun_matches(sweep_file: str, variant: str, kept: str, tmp: Path, workers: 
     names in ``kept`` (module docstring); print the outcome and say whether it passed."""
     from moerl.runs.provenance import cpu_capability, cpu_model
 
+    if not any((p / "results.json").is_file() for p in Path(kept).glob("*_s*")):  # hours of training for nothing
+        print(f"[check_results] {variant} of {sweep_file}: no finished runs in {kept} to compare a rerun with; "
+              "not rerun")
+        return False
     folder = tmp / f"rerun-{Path(sweep_file).stem}"
     folder.mkdir()
     logdir = folder / "runs"

@@ -431,6 +431,13 @@ def test_a_rerun_of_one_variant_is_compared_with_the_kept_runs(two_sweeps, tmp_p
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 of 2 runs differ" in done.stdout and "the numerics changed since they ran" in done.stdout
 
+    # an empty folder of kept runs: nothing to compare with, so nothing is trained
+    (tmp_path / "none").mkdir()
+    done = _check(two_sweeps, "page.md", "--only", "a.yaml+b.yaml", "--runs", str(kept / "a"), "--runs",
+                  str(tmp_path / "none"), "--rerun-variant", "dense")
+    assert done.returncode == 1 and "no finished runs in " in done.stdout and "rerunning the dense runs of b" not in \
+        done.stdout
+
 
 @pytest.mark.parametrize("args, message", [
     (["--rerun-variant", "dense"], "--rerun-variant needs --runs"),
