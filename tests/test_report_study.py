@@ -208,6 +208,24 @@ def test_a_variant_without_halves_is_compared_on_the_seeds_both_sides_share(tmp_
 
     (lo_point, _, _), = [stats.iqm_difference({"0": (big, dense[:10])})["0"]]
     assert f"IQM difference {lo_point:.3f} [" in line  # the shared seeds' difference, not all of dense's
+    # the claim holds only thanks to that one-sample comparison in a study built to settle it by halves: so
+    # labelled (seeds 0-3 studies, with no second half, say "holds" plain: test_claims_follow_the_data)
+    assert _claim(text, 1) == "holds (10 seeds)"
+
+
+def test_a_claim_on_the_second_half_of_seeds_alone_is_labelled_with_its_seed_count(tmp_path, capsys):
+    """Seeds 10-19 of both sides (a study whose first half has not run yet): big/softmoe beats dense, the
+    claim's answer says it stands on 10 seeds."""
+    rng = np.random.default_rng(6)
+    root = tmp_path / "runs"
+    paths = [str(make_run(root, f"dense_s{s}", "dense", None, s, list(rng.uniform(0.2, 0.3, 4))))
+             for s in range(10, 20)]
+    paths += [str(make_run(root, f"big_s{s}", "big", "softmoe", s, list(rng.uniform(0.6, 0.7, 4))))
+              for s in range(10, 20)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    line = next(x for x in text.splitlines() if "big/softmoe vs dense: IQM difference" in x)
+    assert line.endswith("[10 seeds] -> supported")
+    assert _claim(text, 1) == "holds (10 seeds)"
 
 
 def test_the_pre_registered_rules_on_intervals():

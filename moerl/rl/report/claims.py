@@ -24,7 +24,9 @@ effect, so this claim can hold or stay unsettled, never fail.
 lists its comparisons; it *holds* when every comparison the claim needs is supported, *fails* when one is
 contradicted, and is *unsettled* otherwise. Where some suite answers a claim, every other suite with runs
 of the setting the claim needs (CRL for claims 1, 3 and 6, MTRL for claim 2, any for 4 and 5) is named with
-"not enough runs to tell", so a half-run suite is never read as agreeing. Claim 2 ("only Big") needs big/softmoe's comparison supported and
+"not enough runs to tell", so a half-run suite is never read as agreeing. Where the runs include seeds
+10+ (the study's design), a claim that holds or fails only thanks to comparisons without halves (one side has
+not run both halves yet) says so with their seed count, "holds (10 seeds)": one sample, not an answer. Claim 2 ("only Big") needs big/softmoe's comparison supported and
 no other placement's (wide, the parameter-count control, has no router and is not a placement); it fails when
 big/softmoe's is contradicted or another placement's supported. The rules are per comparison: with dozens of
 comparisons across suites, some intervals exclude 0 by chance; no correction for multiple comparisons is
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -76,6 +78,9 @@ class Comparison:
     p_improve: Interval | None = None
     seeds: int = 0
     verdict: str = UNTESTED
+    #: Either side ran seeds of the second half (10+): the study is built to settle this comparison by its
+    #: halves, so without them (one side has not run them yet) its verdict is provisional.
+    late: bool = False
 
     def line(self) -> str:
         if self.whole is None:
@@ -193,6 +198,7 @@ class _Comparer:
         if got is None:
             return out
         ivs, out.p_improve, out.seeds = got
+        out.late = any(r.seed >= HALF for g in (x, y) for r in g.runs)
         out.whole = ivs[0]
         out.halves = (ivs[1], ivs[2]) if len(ivs) == 3 else None
         if rule == "two-sided":
@@ -214,16 +220,30 @@ def _moe(study: EnvStudy) -> list[Group]:
     return [g for g in study.groups if g.first.router is not None]
 
 
-def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None) -> str:
-    tested = [c for c in comparisons if c.whole is not None]
-    if not tested:
-        return UNTESTED
+def _rule(tested: list[Comparison], needed: Callable[[list[Comparison]], str] | None) -> str:
     if needed is not None:
         return needed(tested)
     verdicts = {c.verdict for c in tested}
     if CONTRADICTED in verdicts:
         return FAILS
     return HOLDS if verdicts == {SUPPORTED} else UNSETTLED
+
+
+def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None) -> str:
+    """The claim's answer from its comparisons; "holds" or "fails" that would not stand without comparisons
+    left unsettled by missing halves (a study with seeds 10+ where one side has not run them yet) carries their
+    seed count: "holds (10 seeds)", one sample, not an answer."""
+    tested = [c for c in comparisons if c.whole is not None]
+    if not tested:
+        return UNTESTED
+    verdict = _rule(tested, needed)
+    provisional = [c for c in tested if c.late and c.halves is None]
+    if verdict in (HOLDS, FAILS) and provisional:
+        unsure = {id(c) for c in provisional}
+        settled_only = [replace(c, verdict=UNSETTLED) if id(c) in unsure else c for c in tested]
+        if _rule(settled_only, needed) != verdict:
+            return f"{verdict} ({min(c.seeds for c in provisional)} seeds)"
+    return verdict
 
 
 def _by_suite(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None,
