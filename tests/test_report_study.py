@@ -213,6 +213,21 @@ def test_a_variant_without_halves_is_compared_on_the_seeds_both_sides_share(tmp_
     assert _claim(text, 1) == "holds (10 seeds)"
 
 
+def test_a_claim_resting_on_ten_seed_variants_of_a_twenty_seed_study_is_labelled(tmp_path, capsys):
+    """dense and big/softmoe ran seeds 0-19 and tie; middle/softmoe beats middle/topk on seeds 0-9 (variants
+    run on 10 seeds by design): claim 3 holds on that one 10-seed comparison, and says so."""
+    rng = np.random.default_rng(8)
+    root = tmp_path / "runs"
+    paths = [str(make_run(root, f"{arch}_s{s}", arch, router, s, list(rng.uniform(0.4, 0.5, 4))))
+             for arch, router in (("dense", None), ("big", "softmoe")) for s in range(20)]
+    paths += [str(make_run(root, f"middle_{router}_s{s}", "middle", router, s, list(rng.uniform(lo, lo + 0.1, 4))))
+              for router, lo in (("softmoe", 0.7), ("topk", 0.1)) for s in range(10)]
+    text = _report(paths, tmp_path / "rep", capsys)
+    line = next(x for x in text.splitlines() if "middle/softmoe vs middle/topk: IQM difference" in x)
+    assert line.endswith("[10 seeds] -> supported")
+    assert _claim(text, 3) == "holds (10 seeds)"
+
+
 def test_a_claim_on_the_second_half_of_seeds_alone_is_labelled_with_its_seed_count(tmp_path, capsys):
     """Seeds 10-19 of both sides (a study whose first half has not run yet): big/softmoe beats dense, the
     claim's answer says it stands on 10 seeds."""

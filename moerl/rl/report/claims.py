@@ -25,8 +25,9 @@ lists its comparisons; it *holds* when every comparison the claim needs is suppo
 contradicted, and is *unsettled* otherwise. Where some suite answers a claim, every other suite with runs
 of the setting the claim needs (CRL for claims 1, 3 and 6, MTRL for claim 2, any for 4 and 5) is named with
 "not enough runs to tell", so a half-run suite is never read as agreeing. Where the runs include seeds
-10+ (the study's design), a claim that holds or fails only thanks to comparisons without halves (one side has
-not run both halves yet) says so with their seed count, "holds (10 seeds)": one sample, not an answer. Claim 2 ("only Big") needs big/softmoe's comparison supported and
+10+ (the study's design), a claim that holds or fails only thanks to comparisons without halves (a 10-seed
+variant, or one side yet to run both halves) says so with their seed count, "holds (10 seeds)": one sample,
+not an answer. Claim 2 ("only Big") needs big/softmoe's comparison supported and
 no other placement's (wide, the parameter-count control, has no router and is not a placement); it fails when
 big/softmoe's is contradicted or another placement's supported. The rules are per comparison: with dozens of
 comparisons across suites, some intervals exclude 0 by chance; no correction for multiple comparisons is
@@ -78,9 +79,6 @@ class Comparison:
     p_improve: Interval | None = None
     seeds: int = 0
     verdict: str = UNTESTED
-    #: Either side ran seeds of the second half (10+): the study is built to settle this comparison by its
-    #: halves, so without them (one side has not run them yet) its verdict is provisional.
-    late: bool = False
 
     def line(self) -> str:
         if self.whole is None:
@@ -198,7 +196,6 @@ class _Comparer:
         if got is None:
             return out
         ivs, out.p_improve, out.seeds = got
-        out.late = any(r.seed >= HALF for g in (x, y) for r in g.runs)
         out.whole = ivs[0]
         out.halves = (ivs[1], ivs[2]) if len(ivs) == 3 else None
         if rule == "two-sided":
@@ -229,15 +226,18 @@ def _rule(tested: list[Comparison], needed: Callable[[list[Comparison]], str] | 
     return HOLDS if verdicts == {SUPPORTED} else UNSETTLED
 
 
-def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None) -> str:
-    """The claim's answer from its comparisons; "holds" or "fails" that would not stand without comparisons
-    left unsettled by missing halves (a study with seeds 10+ where one side has not run them yet) carries their
-    seed count: "holds (10 seeds)", one sample, not an answer."""
+def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None,
+            halved: bool = False) -> str:
+    """The claim's answer from its comparisons; in a suite with seeds 10+ (``halved``: a study built to settle by
+    halves),
+    "holds" or "fails" that would not stand without its comparisons that have no halves (a 10-seed variant, or
+    one side yet to run its second half) carries their seed count: "holds (10 seeds)", one sample, not an
+    answer."""
     tested = [c for c in comparisons if c.whole is not None]
     if not tested:
         return UNTESTED
     verdict = _rule(tested, needed)
-    provisional = [c for c in tested if c.late and c.halves is None]
+    provisional = [c for c in tested if c.halves is None] if halved else []
     if verdict in (HOLDS, FAILS) and provisional:
         unsure = {id(c) for c in provisional}
         settled_only = [replace(c, verdict=UNSETTLED) if id(c) in unsure else c for c in tested]
@@ -247,13 +247,13 @@ def _answer(comparisons: list[Comparison], needed: Callable[[list[Comparison]], 
 
 
 def _by_suite(comparisons: list[Comparison], needed: Callable[[list[Comparison]], str] | None = None,
-              present: Iterable[str] = ()) -> str:
+              present: Iterable[str] = (), halved: Iterable[str] = ()) -> str:
     """The claim's answer, per suite when several are ``present`` (suites with runs of the claim's setting)
     or compared."""
     if not comparisons:
         return UNTESTED
     suites = list(dict.fromkeys([*present, *(c.suite for c in comparisons)]))
-    answers = [(s, _answer([c for c in comparisons if c.suite == s], needed)) for s in suites]
+    answers = [(s, _answer([c for c in comparisons if c.suite == s], needed, s in set(halved))) for s in suites]
     return answers[0][1] if len(answers) == 1 else "; ".join(f"{s}: {a}" for s, a in answers)
 
 
@@ -371,10 +371,11 @@ _RULES: tuple[tuple[Callable[[list[EnvStudy]], tuple[list[Comparison], list[str]
 
 def claims(studies: list[EnvStudy]) -> list[Claim]:
     out = []
+    halved = {suite_of(s.env) for s in studies for g in s.groups for r in g.runs if r.seed >= HALF}
     for number, ((find, needed, setting), text) in enumerate(zip(_RULES, CLAIMS, strict=True), start=1):
         comparisons, notes = find(studies)
         present = [suite_of(s.env) for s in studies if setting in (None, s.setting)]
-        out.append(Claim(number, text, _by_suite(comparisons, needed, present),
+        out.append(Claim(number, text, _by_suite(comparisons, needed, present, halved),
                          [c.line() for c in comparisons] + notes))
     return out
 
