@@ -3,7 +3,8 @@ step and memory per run, on both engines (issue 24's cost item; training time pe
 themselves: ``scripts/study_cost.py``).
 
 For each variant (``--archs``, the study's 11 by default) on ``--env`` with the study's settings for it
-(``--block-steps``: the replay buffer holds one CRL block, as the study's runs do):
+(``--block-steps``: the CRL block, from which the replay capacity follows as in the study's runs,
+``default_capacity``: Dopamine's 50k, or one block where the block is shorter):
 
 * **parameters**: the online Q-network's (the target network doubles them in memory);
 * **greedy latency, SB3 engine**: ``MoEDQN.predict(obs, deterministic=True)`` on one observation, median over
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 import moerl  # noqa: F401  (registers the moerl/ envs)
+from moerl.rl.algos.dqn import default_capacity
 from moerl.rl.engine.batched_dqn import BatchedDQN
 from moerl.rl.envs.registration import resolve_env_id
 from moerl.rl.sb3.moe_dqn import MoEDQN
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="cartpole-crl")
     parser.add_argument("--archs", default=STUDY_ARCHS)
-    parser.add_argument("--block-steps", type=int, default=25000, help="replay capacity: one CRL block")
+    parser.add_argument("--block-steps", type=int, default=25000,
+                        help="the CRL block; the replay holds min(50k, one block), as the study's runs")
     parser.add_argument("--members", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=20, help="rounds of interleaved timing")
     parser.add_argument("--calls", type=int, default=50, help="calls per variant, engine and round")
@@ -131,12 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     facts: dict[str, dict[str, float]] = {}
     calls: dict[str, Callable[[], object]] = {}
     labels = [arch.replace(":", "/") for arch in args.archs.split(",")]
+    capacity = default_capacity(args.block_steps)
     for arch, label in zip(args.archs.split(","), labels, strict=True):
-        one, calls[f"{label} sb3"] = sb3_build(env_id, network_of(arch), args.block_steps)
-        many, calls[f"{label} batched"] = batched_build(env_id, network_of(arch), args.block_steps, args.members)
+        one, calls[f"{label} sb3"] = sb3_build(env_id, network_of(arch), capacity)
+        many, calls[f"{label} batched"] = batched_build(env_id, network_of(arch), capacity, args.members)
         facts[label] = {**one, **{f"batched_{k}": v for k, v in many.items()}}
     medians = interleaved_medians(calls, args.rounds, args.calls)
-    print(f"{args.env} ({env_id}), replay {args.block_steps:,}, batched at {args.members} members, one thread, "
+    print(f"{args.env} ({env_id}), blocks of {args.block_steps:,}, replay {capacity:,}, batched at {args.members} members, one thread, "
           f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}; latencies: medians "
           f"of {args.rounds} x {args.calls} calls per variant and engine, interleaved")
     print("| variant | parameters | greedy us/step, SB3 | greedy us/step per member, batched | online weights one "

@@ -53,9 +53,10 @@ class DQNHyperParams:
     #: ``learning_starts: 5000`` and epsilon 1 -> 0.1 over its first 100k frames, each a key here; the defaults
     #: stay dopamine's classic-control DQN's (above), which every run so far used.
     optimizer: str = "adam"
-    #: Replay capacity. None = dopamine's 50k, except on CRL suites where it is one block
-    #: (``block_steps``): a buffer larger than the whole schedule keeps every old task's data and
-    #: turns continual RL back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely).
+    #: Replay capacity. None = dopamine's 50k, or one block (``block_steps``) on a CRL suite whose blocks are
+    #: shorter: a buffer larger than the whole schedule keeps every old task's data and turns continual RL
+    #: back into multi-task RL (our 40k-step CartPole CRL fits in 50k entirely). Longer blocks keep 50k
+    #: (MountainCar's 60k blocks: the previous task's last samples leave the replay 50k steps into a block).
     buffer_size: int | None = None
     batch_size: int = 128
     learning_starts: int = 500
@@ -115,7 +116,8 @@ DEFAULT_BUFFER_SIZE = 50_000
 
 
 def default_capacity(crl_block_steps: int | None) -> int:
-    """Dopamine's 50k, or one block on a CRL suite (``crl_block_steps``; see :attr:`DQNHyperParams.buffer_size`)."""
+    """Dopamine's 50k, or one block where a CRL suite's ``crl_block_steps`` is shorter (see
+    :attr:`DQNHyperParams.buffer_size`)."""
     return min(DEFAULT_BUFFER_SIZE, crl_block_steps) if crl_block_steps else DEFAULT_BUFFER_SIZE
 
 

@@ -46,7 +46,8 @@ from moerl.rl.sb3.policy import MoEDQNPolicy
 
 _D = DQNHyperParams()
 def default_buffer_size(env: Any) -> int:
-    """Dopamine's 50k, or one CRL block when ``env`` is a CRL suite (see :attr:`DQNHyperParams.buffer_size`)."""
+    """Dopamine's 50k, or one CRL block when ``env`` is a CRL suite with shorter blocks (see
+    :attr:`DQNHyperParams.buffer_size`)."""
     if env is None:
         return default_capacity(None)
     info = suite_info(env)
@@ -108,7 +109,7 @@ class MoEDQN(DQN):
     :param env: the environment (a Gymnasium env, its id, or an SB3 VecEnv). moerl's task suites declare
         their layout (task one-hot, input bounds, valid actions), which the policy reads from here.
     :param learning_rate: Adam learning rate (constant or a schedule).
-    :param buffer_size: replay capacity; None = 50k, or one block on a CRL suite.
+    :param buffer_size: replay capacity; None = 50k, or one block on a CRL suite with shorter blocks.
     :param learning_starts: env steps of uniform random (valid) actions before learning starts.
     :param batch_size: minibatch size per gradient step.
     :param tau: soft update coefficient (1 = hard target updates, dopamine's and SB3's default).
