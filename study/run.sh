@@ -46,6 +46,11 @@ lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
     done' moerl-study-lane "$@" >> "$log" 2>&1 &)
 }
+sampler() {  # the batches' peak memory, every 30 s while a lane runs (scripts/study_memory.py)
+  (cd "$home" && nohup setsid bash -c '
+    while pgrep -f "moerl-study-[l]ane" > /dev/null; do "$1" "$2" sample "$3" || true; sleep 30; done
+    ' moerl-study-memory "$home/venv/bin/python" "$repo/scripts/study_memory.py" "$home" >> "$home/memory.log" 2>&1 &)
+}
 if [ "$start" = 0 ]; then
   echo "study/run.sh: prepared $home from $commit; run it again without --prepare to start the lanes"
   exit 0
@@ -54,4 +59,5 @@ fi
 # sweep is running" (exit 2) and goes on to its next one, so neither lane idles while work is left.
 lane "$home/laneA.log" full-cartpole full-mountaincar full-classic
 lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19 full-mountaincar full-classic
+pgrep -f "moerl-study-[m]emory" > /dev/null || sampler
 echo "study/run.sh: two lanes started from $commit; logs $home/laneA.log, $home/laneB.log"

@@ -10,3 +10,6 @@ for dir in "$home"/runs/paper-*; do
   [ -d "$dir" ] || continue
   python3 "$repo/scripts/study_archive.py" save "$dir" "$repo/study/$commit/$(basename "$dir")"
 done
+if [ -f "$home/memory.json" ]; then  # the batches' peak memory (scripts/study_memory.py), merged over machines
+  "$home/venv/bin/python" "$repo/scripts/study_memory.py" keep "$home/memory.json" "$repo/study/$commit/memory.json"
+fi
