@@ -16,6 +16,11 @@ case "${1:-}" in
   *) echo "study/run.sh: unknown argument '$1' (valid: --prepare, or nothing)" >&2; exit 2 ;;
 esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$start" = 1 ] && pgrep -f "moerl-study-[l]ane" > /dev/null; then
+  echo "study/run.sh: the study's lanes are already running (pgrep -af moerl-study-lane); a second pair would" \
+    "take the sweeps they have not reached yet and oversubscribe the cores" >&2
+  exit 2
+fi
 commit=$(cat "$repo/study/COMMIT")
 home=${STUDY_HOME:-$repo/../study-work}
 mkdir -p "$home"
