@@ -10,12 +10,13 @@ sweep-group GROUP.yaml``, or ``moerl train --resume RUN`` for a resumed batch), 
 set (``VmHWM`` in ``/proc/PID/status``: the most memory it has held, so a sample taken late in a process's life
 gives its peak up to then) and keeps, per process, the largest value seen with what the process trains: its
 members (runs) and their variants, read from the group file or the batch leader's ``status.json`` when the
-process is first seen. ``FILE`` (default ``STUDY_HOME/memory.json``) is rewritten atomically at every sample;
+process is first seen. A process gone at a later look is marked ``ended``: its peak is final (a batch stopped
+with its machine counts as ended at its next look, with the peak it had reached). ``FILE`` (default ``STUDY_HOME/memory.json``) is rewritten atomically at every sample;
 ``study/save.sh`` merges it into ``study/<commit>/memory.json`` (``keep``), so the records of every machine the
 study ran on are kept.
 
-``report`` gives, per suite and variant, the batches' peak resident memory and that peak over the batch's
-members: the memory one run of the study costs in a batch, the interpreter, torch and the batch's transients
+``report`` gives, per suite and variant, the ended batches' peak resident memory and that peak over the
+batch's members: the memory one run of the study costs in a batch, the interpreter, torch and the batch's transients
 shared among its members (so it falls as a batch grows; one run alone, as on the SB3 engine, pays all of it).
 ``benchmarks/variant_cost.py`` gives the other side: the bytes a run's own tensors hold.
 
@@ -100,6 +101,7 @@ def sample(home: Path, into: Path) -> dict:
     records."""
     records = json.loads(into.read_text()) if into.exists() else {}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    seen = set()
     for key, argv in processes_in(home):
         pid = int(key.split(":")[1].split("@")[0])
         try:
@@ -112,6 +114,10 @@ def sample(home: Path, into: Path) -> dict:
         record.setdefault("first_seen", now)
         record.update(last_seen=now, peak_kib=max(peak, record.get("peak_kib", 0)))
         records[key] = record
+        seen.add(key)
+    for key, record in records.items():  # gone since the last look: its peak is final
+        if key not in seen:
+            record["ended"] = True
     write(records, into)
     return records
 
@@ -123,30 +129,44 @@ def write(records: dict, into: Path) -> None:
     tmp.replace(into)
 
 
-def keep(source: Path, kept: Path) -> dict:
-    """``source``'s records merged into ``kept`` (a process in both keeps the larger peak and the later
-    ``last_seen``); returns the merged records."""
-    records = json.loads(kept.read_text()) if kept.exists() else {}
-    for key, record in json.loads(source.read_text()).items():
-        old = records.get(key)
+def merged(records: dict, more: dict) -> dict:
+    """``records`` with ``more`` merged in: a process in both keeps the larger peak, the earlier
+    ``first_seen``, the later ``last_seen``, and is ended if either says so."""
+    out = dict(records)
+    for key, record in more.items():
+        old = out.get(key)
         if old is not None:
             record = {**record, "first_seen": min(old["first_seen"], record["first_seen"]),
                       "last_seen": max(old["last_seen"], record["last_seen"]),
-                      "peak_kib": max(old["peak_kib"], record["peak_kib"])}
-        records[key] = record
+                      "peak_kib": max(old["peak_kib"], record["peak_kib"]),
+                      "ended": bool(old.get("ended") or record.get("ended"))}
+        out[key] = record
+    return out
+
+
+def keep(source: Path, kept: Path) -> dict:
+    """``source``'s records merged into ``kept`` (:func:`merged`); returns the merged records."""
+    records = merged(json.loads(kept.read_text()) if kept.exists() else {}, json.loads(source.read_text()))
     write(records, kept)
     return records
 
 
 def report(files: list[Path]) -> list[str]:
-    """Markdown rows per suite and variant over the records in ``files``: batches, members, peak MiB (range)
-    and MiB per member (range). A batch of several variants (never the study's groups, which hold one) would
+    """Markdown rows per suite and variant over the ended batches in ``files``: batches, members, peak MiB
+    (range) and MiB per member (range), then a line counting the batches still running (their peak is not yet
+    final, so they are left out). A batch of several variants (never the study's groups, which hold one) would
     count under each."""
+    records: dict = {}
+    for f in files:  # a process in several files (a live one and the kept one) counts once
+        records = merged(records, json.loads(f.read_text()))
     rows: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for f in files:
-        for record in json.loads(f.read_text()).values():
-            for variant in record["variants"]:
-                rows[variant].append((record["members"], record["peak_kib"] / 1024))
+    running = 0
+    for record in records.values():
+        if not record.get("ended"):
+            running += 1
+            continue
+        for variant in record["variants"]:
+            rows[variant].append((record["members"], record["peak_kib"] / 1024))
     out = ["| suite: variant | batches | members per batch | peak resident MiB per batch | MiB per member |",
            "|---|---|---|---|---|"]
     for variant in sorted(rows):
@@ -157,6 +177,8 @@ def report(files: list[Path]) -> list[str]:
         span = ", ".join(str(m) for m in members)
         out.append(f"| {variant} | {len(batches)} | {span} | {min(peaks):.0f}-{max(peaks):.0f} | "
                    f"{min(per):.1f}-{max(per):.1f} |")
+    if running:
+        out += ["", f"({running} batch(es) still running when last sampled: left out)"]
     return out
 
 

@@ -47,6 +47,10 @@ def test_a_sweep_groups_peak_memory_is_sampled_with_its_members_and_variant(tmp_
     assert record["target"].startswith("group-") and record["members"] == 6
     assert record["variants"] == ["cartpole: big/softmoe"]
     assert record["peak_kib"] > 50 * 1024  # an interpreter with torch loaded holds far more than 50 MiB
+    if not record.get("ended"):  # the group ended after the last look while the driver wrote its record
+        assert study_memory.report([into])[-1] == "(1 batch(es) still running when last sampled: left out)"
+        record = study_memory.sample(home, into)[key]
+    assert record["ended"]  # gone at a later look: its peak is final
     rows = study_memory.report([into])
     per_member = record["peak_kib"] / 1024 / 6
     assert rows[2] == (f"| cartpole: big/softmoe | 1 | 6 | {record['peak_kib'] / 1024:.0f}-"
@@ -58,16 +62,21 @@ def test_a_sweep_groups_peak_memory_is_sampled_with_its_members_and_variant(tmp_
                                      f"runs/study/{run.name}"], home)
     assert resumed == {"target": run.name, "members": 6, "variants": ["cartpole: big/softmoe"]}
 
-    # keep: another machine's records join; a process seen twice keeps its larger peak
+    # keep: another machine's records join; a process seen twice keeps its larger peak and stays ended
     kept = tmp_path / "kept.json"
     study_memory.keep(into, kept)
-    later = {key: {**record, "peak_kib": record["peak_kib"] + 1, "last_seen": "2099-01-01T00:00:00Z"},
-             "other-boot:1@2": {**record, "peak_kib": 1}}
+    later = {key: {**record, "peak_kib": record["peak_kib"] + 1, "last_seen": "2099-01-01T00:00:00Z",
+                   "ended": False},
+             "other-boot:1@2": {**record, "peak_kib": 1, "ended": False}}
     (tmp_path / "later.json").write_text(json.dumps(later))
     merged = study_memory.keep(tmp_path / "later.json", kept)
     assert merged[key]["peak_kib"] == record["peak_kib"] + 1 and merged[key]["first_seen"] == record["first_seen"]
-    assert merged[key]["last_seen"] == "2099-01-01T00:00:00Z" and set(merged) == {key, "other-boot:1@2"}
-    assert json.loads(kept.read_text()) == merged
+    assert merged[key]["last_seen"] == "2099-01-01T00:00:00Z" and merged[key]["ended"]
+    assert set(merged) == {key, "other-boot:1@2"} and json.loads(kept.read_text()) == merged
+    # a report over the kept file and a live one counts each process once, the running one not at all
+    rows = study_memory.report([kept, tmp_path / "later.json"])
+    assert rows[2].startswith("| cartpole: big/softmoe | 1 | 6 |")
+    assert rows[-1] == "(1 batch(es) still running when last sampled: left out)"
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
