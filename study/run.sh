@@ -51,9 +51,15 @@ lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
     done' moerl-study-lane "$@" >> "$log" 2>&1 &)
 }
-sampler() {  # the batches' peak memory, every 30 s while a lane runs (scripts/study_memory.py)
+sampler() {  # every 30 s while a lane runs: the batches' peak memory (scripts/study_memory.py), and the
+  # study's processes put at the lowest CPU priority (autogroup nice 19: each batch starts a session of its own,
+  # so a plain nice would not reach it), so that tests, CI and builds beside the study take the cores first
   (cd "$home" && nohup setsid bash -c '
-    while pgrep -f "moerl-study-[l]ane" > /dev/null; do "$1" "$2" sample "$3" || true; sleep 30; done
+    while pgrep -f "moerl-study-[l]ane" > /dev/null; do
+      "$1" "$2" sample "$3" || true
+      for p in $(pgrep -f "^$3/venv/bin/python"); do echo 19 > "/proc/$p/autogroup"; done 2> /dev/null
+      sleep 30
+    done
     ' moerl-study-memory "$home/venv/bin/python" "$repo/scripts/study_memory.py" "$home" >> "$home/memory.log" 2>&1 &)
 }
 if [ "$start" = 0 ]; then
