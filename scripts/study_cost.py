@@ -31,20 +31,13 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def suite(env: str) -> str:
-    """The suite an env belongs to, by its name's first word: ``cartpole-crl`` and ``CartPole-v1`` are
-    ``cartpole``; parameters and step costs differ between suites (observation sizes, tasks), so rows never mix
-    them."""
-    return env.split("-")[0].lower()
-
-
 def batches(folders: list[str]) -> tuple[dict[str, dict], int, int]:
     """``({leader: {"seconds", "steps", "variants": {variant: steps}, "parameters": {variant: {n, ...}}}}, skipped,
     partial)`` over the finished moe-dqn runs below ``folders``, variants named ``suite: variant``; a batch with
     a member finished nowhere below ``folders`` (not in it, nor trained again by a later batch) is left out and
     counted in ``partial``."""
     from moerl.core.errors import ConfigError
-    from moerl.rl.report.data import load_runs
+    from moerl.rl.report.data import load_runs, suite_variant
 
     try:
         runs, skipped = load_runs(folders)
@@ -54,7 +47,7 @@ def batches(folders: list[str]) -> tuple[dict[str, dict], int, int]:
     for run in runs:
         status = json.loads((run.path / "status.json").read_text())
         leader = (status.get("batch") or {}).get("leader") or run.path.name
-        variant = suite(run.env) + ": " + (run.arch if run.router is None else f"{run.arch}/{run.router}")
+        variant = suite_variant(run.env, run.arch, run.router)
         members = (status.get("batch") or {}).get("members") or [run.path.name]
         batch = out.setdefault(leader, {"seconds": 0.0, "steps": 0, "variants": defaultdict(int), "parameters": {},
                                         "members": set(members), "finished": set()})

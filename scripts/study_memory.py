@@ -38,7 +38,9 @@ import yaml
 
 
 def suite(env: str) -> str:
-    """``cartpole-crl`` -> ``cartpole`` (as ``scripts/study_cost.py`` names suites)."""
+    """``cartpole-crl`` -> ``cartpole``, as ``moerl.rl.report.data.suite_variant`` names suites. Written here
+    again, not imported: ``study/run.sh`` runs this script with the study's frozen install, whose moerl predates
+    that function (this script needs only yaml)."""
     return env.split("-")[0].lower()
 
 
@@ -77,11 +79,12 @@ def peak_kib(pid: int) -> int:
 
 
 def processes_in(home: Path) -> list[tuple[str, list[str]]]:
-    """``(key, argv)`` of every process whose working directory is ``home``; the key (this boot's id, the pid
+    """``(key, argv)`` of every process whose working directory is ``home`` (forked children still showing their
+    parent's command line left out); the key (this boot's id, the pid
     and its start time in clock ticks since boot) names one process even when a pid is reused or the study
     moves to another machine."""
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    out = []
+    found: dict[str, tuple[str, list[str], str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -89,11 +92,12 @@ def processes_in(home: Path) -> list[tuple[str, list[str]]]:
             if Path(os.readlink(entry / "cwd")) != home:
                 continue
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-            started = (entry / "stat").read_text().rsplit(")", 1)[1].split()[19]
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone, or not ours to read
             continue
-        out.append((f"{boot}:{entry.name}@{started}", argv))
-    return out
+        found[entry.name] = (f"{boot}:{entry.name}@{stat[19]}", argv, stat[1])
+    # A child the batch forks (to run a command) shows its parent's command line until it execs: not a batch
+    return [(key, argv) for key, argv, parent in found.values() if found.get(parent, (None, None))[1] != argv]
 
 
 def sample(home: Path, into: Path) -> dict:

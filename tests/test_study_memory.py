@@ -79,6 +79,42 @@ def test_a_sweep_groups_peak_memory_is_sampled_with_its_members_and_variant(tmp_
     assert rows[-1] == "(1 batch(es) still running when last sampled: left out)"
 
 
+def test_a_child_the_batch_forks_is_not_a_second_batch(tmp_path):
+    """Between fork and exec (the batch runs git for its provenance) a child shows the batch's command line; a
+    look in that window once recorded it as a second batch of the same group."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "forks.py").write_text(
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(30)\n"
+        "    os._exit(0)\n"
+        "print('forked', flush=True)\n"
+        "time.sleep(30)\n")
+    batch = subprocess.Popen([sys.executable, "forks.py", "sweep-group", "group-x.yaml"], cwd=home,
+                             stdout=subprocess.PIPE)
+    children: list[int] = []
+    try:
+        assert batch.stdout.readline() == b"forked\n"
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and p.name != str(batch.pid)
+                    and _cmdline(p).endswith("forks.py\0sweep-group\0group-x.yaml\0")]
+        assert len(children) == 1  # the child is there, with its parent's command line
+        found = study_memory.processes_in(home)
+        assert [int(key.split(":")[1].split("@")[0]) for key, _ in found] == [batch.pid]
+    finally:
+        for pid in children:
+            os.kill(pid, 9)
+        batch.kill()
+        batch.wait()
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert study_memory.main(["sample", str(tmp_path / "nowhere")]) == 2
     assert study_memory.main(["report", str(tmp_path / "missing.json")]) == 2

@@ -33,6 +33,18 @@ IGNORED_KEYS = ("seed", "device", "checkpoint.every", "logging.log_interval", "e
 #: Archs without a router: their ``network.router`` is never read.
 ROUTERLESS = ("dense", "wide")
 DORMANT_KEY = "moe/dormant/tau0.1/all"
+
+
+def variant_label(arch: str, router: str | None) -> str:
+    """How reports name a variant: ``dense``, ``wide`` (no router), or ``arch/router`` (``big/softmoe``)."""
+    return arch if arch in ROUTERLESS or router is None else f"{arch}/{router}"
+
+
+def suite_variant(env: str, arch: str, router: str | None) -> str:
+    """``cartpole: big/softmoe``: a variant within its suite, the suite being the env name's first word
+    (``cartpole-crl`` and ``CartPole-v1`` are ``cartpole``). Cost and memory tables key rows by it: parameters
+    and step costs differ between suites (observation sizes, tasks), so rows never mix them."""
+    return f"{env.split('-')[0].lower()}: {variant_label(arch, router)}"
 #: Keys in which a single-task reference run may differ from the continual run it serves (a pinned task has
 #: no schedule, so the schedule's keys do not matter; one reference serves every task order).
 REFERENCE_FREE_KEYS = ("env_kwargs.fixed_task", "timesteps", "dqn.buffer_size", "env_kwargs.order",
@@ -132,7 +144,7 @@ class Group:
     @property
     def base_label(self) -> str:
         run = self.first
-        label = run.arch if run.router is None else f"{run.arch}/{run.router}"
+        label = variant_label(run.arch, run.router)
         return label if run.algo == "dqn" else f"{label} ({run.algo})"
 
     @property
