@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Resume the seed-001 study (issue 24) on this machine: a frozen install of the study's commit, the finished
-# runs kept in this folder put back, and two lanes of sweeps (one worker each) started in the background.
+# runs kept in this folder put back, and one lane of sweeps (two workers) started in the background.
 #
 #   bash study/run.sh                # from the repository root; prints where the logs go
-#   bash study/run.sh --prepare      # everything but starting the lanes (checkout, venv, runs restored)
+#   bash study/run.sh --prepare      # everything but starting the lane (checkout, venv, runs restored)
 #   bash study/save.sh               # later: keep what finished (then commit study/)
 #
 # STUDY_HOME (default: ../study-work beside the repository) holds the checkout of the commit, its venv, the
-# live run directories and the lanes' logs; nothing there is committed. Lanes: A trains the seeds 0-9 sweeps,
-# B the seeds 10-19 sweeps and then helps with A's, each in the order written below (most informative first).
+# live run directories and the lane's log; nothing there is committed. One lane trains the sweeps in the order
+# written below (the most informative first), STUDY_WORKERS (default 2) groups at a time within each sweep.
 set -euo pipefail
 case "${1:-}" in
   "") start=1 ;;
   --prepare) start=0 ;;
   *) echo "study/run.sh: unknown argument '$1' (valid: --prepare, or nothing)" >&2; exit 2 ;;
 esac
+workers=${STUDY_WORKERS:-2}
+case "$workers" in
+  [1-9]|[1-9][0-9]) ;;
+  *) echo "study/run.sh: STUDY_WORKERS must be a whole number of workers from 1, got '$workers'" >&2; exit 2 ;;
+esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$start" = 1 ] && pgrep -f "moerl-study-[l]ane" > /dev/null; then
-  echo "study/run.sh: the study's lanes are already running (pgrep -af moerl-study-lane); a second pair would" \
-    "take the sweeps they have not reached yet and oversubscribe the cores" >&2
+  echo "study/run.sh: the study's lane is already running (pgrep -af moerl-study-lane); a second one would" \
+    "take the sweeps it has not reached yet and oversubscribe the cores" >&2
   exit 2
 fi
 commit=$(cat "$repo/study/COMMIT")
@@ -41,17 +46,18 @@ for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mounta
       "$home/runs/paper-$sweep"
   fi
 done
-lane() {  # one lane: its sweeps in order, one worker; a relaunch resumes
+lane() {  # the sweeps in order, each with $workers groups at a time; a relaunch resumes
   local log=$1; shift
   (cd "$home" && nohup setsid bash -c '
     . venv/bin/activate
+    workers=$1; shift
     for f in "$@"; do
       echo "== $(date -u +%FT%TZ) start $f"
-      moerl sweep code/configs/paper/$f.yaml --workers 1 --logdir runs/paper-$f
+      moerl sweep code/configs/paper/$f.yaml --workers "$workers" --logdir runs/paper-$f
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
-    done' moerl-study-lane "$@" >> "$log" 2>&1 &)
+    done' moerl-study-lane "$workers" "$@" >> "$log" 2>&1 &)
 }
-sampler() {  # every 30 s while a lane runs: the batches' peak memory (scripts/study_memory.py), and the
+sampler() {  # every 30 s while the lane runs: the batches' peak memory (scripts/study_memory.py), and the
   # study's processes put at the lowest CPU priority (autogroup nice 19: each batch starts a session of its own,
   # so a plain nice would not reach it), so that tests, CI and builds beside the study take the cores first
   (cd "$home" && nohup setsid bash -c '
@@ -66,9 +72,9 @@ if [ "$start" = 0 ]; then
   echo "study/run.sh: prepared $home from $commit; run it again without --prepare to start the lanes"
   exit 0
 fi
-# A sweep holds a lock on its logdir: a lane that reaches a sweep the other lane is running gets "another moerl
-# sweep is running" (exit 2) and goes on to its next one, so neither lane idles while work is left.
-lane "$home/laneA.log" full-cartpole full-mountaincar full-classic
-lane "$home/laneB.log" full-cartpole-seeds10-19 full-mountaincar-seeds10-19 full-mountaincar full-classic
+# One lane with two workers, not two lanes of one: a sweep locks its logdir, so two lanes can never share the
+# longest sweep (full-mountaincar) and one would go on to the mixed classic suite, which the study needs only
+# the first settings of. Two workers idle one core only while a sweep's last group trains.
+lane "$home/lane.log" full-cartpole full-cartpole-seeds10-19 full-mountaincar-seeds10-19 full-mountaincar full-classic
 pgrep -f "moerl-study-[m]emory" > /dev/null || sampler
-echo "study/run.sh: two lanes started from $commit; logs $home/laneA.log, $home/laneB.log"
+echo "study/run.sh: the lane started from $commit ($workers workers); log $home/lane.log"
