@@ -25,6 +25,11 @@ mc_runs=(--runs "$(kept full-mountaincar)" --runs "$(kept full-mountaincar-seeds
 python scripts/check_results.py docs/results-study.md --write --only "$CP" "${cp_runs[@]}"
 python scripts/check_results.py docs/results-study.md --write --only "$MC" "${mc_runs[@]}"
 python scripts/check_results.py README.md --write --only "$CP+$MC" "${cp_runs[@]}" "${mc_runs[@]}"
+# the mixed classic suite's first setting (its part), once it has kept runs and the page has its block
+CL=configs/paper/parts/full-classic-crl-sequential.yaml
+if [ -d "$S/paper-full-classic" ] && grep -q "<!-- results: $CL -->" docs/results-study.md; then
+  python scripts/check_results.py docs/results-study.md --write --only "$CL" --runs "$S/paper-full-classic"
+fi
 
 # figures: moerl report's file per setting -> the name the docs link to
 figures() {  # suite, curves, report folders...

@@ -5,6 +5,7 @@
 #   bash study/run.sh                # from the repository root; prints where the logs go
 #   bash study/run.sh --prepare      # everything but starting the lane (checkout, venv, runs restored)
 #   bash study/save.sh               # later: keep what finished (then commit study/)
+#   bash study/stop.sh               # stop the lane; running groups checkpoint
 #
 # STUDY_HOME (default: ../study-work beside the repository) holds the checkout of the commit, its venv, the
 # live run directories and the lane's log; nothing there is committed. One lane trains the sweeps in the order
@@ -46,14 +47,33 @@ for sweep in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mounta
       "$home/runs/paper-$sweep"
   fi
 done
-lane() {  # the sweeps in order, each with $workers groups at a time; a relaunch resumes
+# The parts of a sweep the study runs before the whole (configs/paper/parts/): copied beside the checkout,
+# and used only if the frozen install plans each of their runs exactly as the whole sweep of the study's
+# commit does (the same check as tests/test_sweep.py, on the frozen code), so the whole skips them later.
+mkdir -p "$home/parts"
+for part in "$repo"/configs/paper/parts/*.yaml; do
+  rm -f "$home/parts/$(basename "$part")"
+  "$home/venv/bin/python" - "$part" "$home/code/configs/paper" <<'EOF_PART' || exit 2
+import json, sys
+from pathlib import Path
+from moerl.runs.sweep.spec import load_sweep
+part = load_sweep(sys.argv[1])
+whole = load_sweep(Path(sys.argv[2]) / f"{part.name.removeprefix('paper-')}.yaml")
+runs = lambda s: {j.run_dir(x): json.dumps(j.config, sort_keys=True) for j in s.jobs for x in j.seeds}
+if part.logdir != whole.logdir or not runs(part) or any(runs(whole).get(r) != c for r, c in runs(part).items()):
+    sys.exit(f"study/run.sh: {sys.argv[1]} is not a part of {part.name} as the study's commit plans it")
+EOF_PART
+  cp "$part" "$home/parts/"
+done
+lane() {  # the sweep files (relative to $home) in order, each with $workers groups at a time, into the file's
+  # own logdir (runs/<name>); a relaunch resumes
   local log=$1; shift
   (cd "$home" && nohup setsid bash -c '
     . venv/bin/activate
     workers=$1; shift
     for f in "$@"; do
       echo "== $(date -u +%FT%TZ) start $f"
-      moerl sweep code/configs/paper/$f.yaml --workers "$workers" --logdir runs/paper-$f
+      moerl sweep "$f" --workers "$workers"
       echo "== $(date -u +%FT%TZ) end $f rc=$?"
     done' moerl-study-lane "$workers" "$@" >> "$log" 2>&1 &)
 }
@@ -74,7 +94,11 @@ if [ "$start" = 0 ]; then
 fi
 # One lane with two workers, not two lanes of one: a sweep locks its logdir, so two lanes can never share the
 # longest sweep (full-mountaincar) and one would go on to the mixed classic suite, which the study needs only
-# the first settings of. Two workers idle one core only while a sweep's last group trains.
-lane "$home/lane.log" full-cartpole full-cartpole-seeds10-19 full-mountaincar-seeds10-19 full-mountaincar full-classic
+# the first setting of (its part, before the whole). Two workers idle one core only while a sweep's last group
+# trains.
+paper=code/configs/paper
+lane "$home/lane.log" $paper/full-cartpole.yaml $paper/full-cartpole-seeds10-19.yaml \
+  $paper/full-mountaincar-seeds10-19.yaml $paper/full-mountaincar.yaml parts/full-classic-crl-sequential.yaml \
+  $paper/full-classic.yaml
 pgrep -f "moerl-study-[m]emory" > /dev/null || sampler
 echo "study/run.sh: the lane started from $commit ($workers workers); log $home/lane.log"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keep the study's finished runs in study/<commit>/ (see study/README.md); then commit study/.
 # To stop the lane first (each running group checkpoints; its runs are not finished, so not kept):
-#   pkill -f moerl-study-lane; pkill -TERM -f "moerl sweep code/configs/paper/full-"
+#   bash study/stop.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 commit=$(cat "$repo/study/COMMIT")

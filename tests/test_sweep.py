@@ -274,6 +274,21 @@ def test_the_paper_sweeps_are_valid_and_cover_the_study(path):
         assert len(studied) == 33 and all(len(job.seeds) == 10 for job in spec.jobs)
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "paper" / "parts").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_a_part_of_a_paper_sweep_trains_the_very_runs_of_the_whole(path):
+    """configs/paper/parts/X.yaml trains some of the runs of the sweep whose name and logdir it shares, as that
+    sweep would (same configs, seeds and run directories), so the whole, launched later, skips them."""
+    part = load_sweep(path)
+    whole = load_sweep(path.parents[1] / f"{part.name.removeprefix('paper-')}.yaml")
+    assert (part.name, part.logdir, part.engine) == (whole.name, whole.logdir, whole.engine)
+    runs_of = lambda spec: {job.run_dir(seed): json.dumps(job.config, sort_keys=True)  # noqa: E731
+                            for job in spec.jobs for seed in job.seeds}
+    part_runs, whole_runs = runs_of(part), runs_of(whole)
+    assert part_runs and len(part_runs) < len(whole_runs)
+    assert {run: whole_runs.get(run) for run in part_runs} == part_runs
+
+
 def test_report_takes_the_sweep_folder_and_names_what_is_not_a_run(local_sweep, capsys):
     _, logdir = local_sweep
     runs = sorted(str(p) for p in logdir.glob("*_s*"))
