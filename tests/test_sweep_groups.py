@@ -100,7 +100,12 @@ def test_a_killed_group_resumes_as_one_batch(tmp_path):
     other.write_text(kept)
     assert main(["sweep", str(path)]) == 0
     record = json.loads((tmp_path / "killed" / "sweep.json").read_text())
-    assert [j["action"] for j in record["jobs"]].count("resume") == 1  # one resume for the whole group
+    assert sorted(j["job"] for j in record["jobs"]) == sorted(job.job_id for job in jobs)  # every job recorded
+    group = {j["action"] for j in record["jobs"]}
+    assert len(group) == 1 and group.pop().startswith("resume (in group-")  # resumed as the group it was
+    logs = (tmp_path / "killed" / ".sweep" / "logs").glob("*.log")
+    assert sum(log.read_text().count(" --resume ") for log in logs) == 1  # by one process
+    assert "resumed_from" in json.loads((leader / "status.json").read_text())  # from its checkpoint
     assert len(_finished(tmp_path / "killed")) == 6
 
 
@@ -126,6 +131,10 @@ def test_a_job_split_over_two_groups_is_not_trained_twice_after_a_kill(tmp_path,
 
     assert main(["sweep", str(path), "--workers", "1", "--max-members", "3"]) == 0
     assert len(_finished(tmp_path / "split")) == 6
+    record = json.loads((tmp_path / "split" / "sweep.json").read_text())
+    assert sorted((j["job"], tuple(j["seeds"]), j["action"].split()[0]) for j in record["jobs"]) == sorted(
+        [(jobs[0].job_id, (0, 1), "resume"), (jobs[1].job_id, (0,), "resume"), (jobs[1].job_id, (1,), "train"),
+         (jobs[2].job_id, (0, 1), "train")])  # the split job once per batch it is in
     status = json.loads((jobs[1].run_dir(0) / "status.json").read_text())
     assert status["batch"]["leader"] == leader.name and "resumed_from" in status  # finished by the resume
     assert json.loads((jobs[1].run_dir(1) / "status.json").read_text())["batch"]["leader"] == jobs[1].run_dir(1).name

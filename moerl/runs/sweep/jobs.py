@@ -153,12 +153,14 @@ def child_env() -> dict[str, str]:
 
 
 def job_command(plan: JobPlan, config_file: Path, device: str | None) -> list[str]:
-    """The ``moerl train`` command line that carries out ``plan`` (run it with :func:`child_env`)."""
-    if plan.group:
-        return [*MOERL, "sweep-group", str(config_file), *(["--device", device] if device else [])]
+    """The ``moerl train`` command line that carries out ``plan`` (run it with :func:`child_env`). A resume,
+    of one job or of a group's batch, continues from the checkpoint; only a group that starts afresh is a
+    ``moerl sweep-group``."""
     cmd = [*MOERL, "train", "--no-progress"]
     if plan.action == "resume":
         return [*cmd, "--resume", str(plan.resume_from), *(["--device", device] if device else [])]
+    if plan.group:
+        return [*MOERL, "sweep-group", str(config_file), *(["--device", device] if device else [])]
     job = plan.job
     cmd += ["--config", str(config_file), "--logdir", job.logdir]
     if job.engine == "batched":
@@ -298,7 +300,8 @@ GROUP_FAMILY = "moe-dqn"
 def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str | None],
                 max_members: int) -> list[JobPlan]:
     """Merge the ``train`` plans whose configs can share a batch into group plans of at most ``max_members``
-    runs each; everything else is kept as it is, and a resume is planned once per batch.
+    runs each; everything else is kept as it is, and a resume is planned once per batch, as a group of the
+    batch's jobs when it holds several (so the launch lists and records every job, not only the first).
 
     Why: the batched engine's speed per run grows with the runs in a process (docs/batched-engine.md), and a
     study's runs of one architecture differ only in what the engine holds per member (seed, env settings,
@@ -309,15 +312,22 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
     """
     out: list[JobPlan] = []
     buckets: dict[str, list[JobPlan]] = {}
-    resumed: set[Path] = set()
     held = _held_by_resumes(plans)
+    resumes: dict[Path, int] = {}  # a resumed batch's leader -> its plan's index in ``out``
+    in_batch: dict[Path, dict[str, tuple[SweepJob, tuple[int, ...]]]] = {}  # leader -> its jobs and their seeds
     for plan in plans:
+        if plan.action in ("train", "resume") and held:
+            for seed in plan.seeds:
+                leader = held.get(plan.job.run_dir(seed).resolve())
+                if leader is not None:
+                    job, seeds = in_batch.setdefault(leader, {}).get(plan.job.job_id, (plan.job, ()))
+                    in_batch[leader][plan.job.job_id] = (job, (*seeds, seed))
         if plan.action == "resume":
             leader = _leader(plan.job)
-            if leader is not None and leader.resolve() in resumed:
+            if leader is not None and leader.resolve() in resumes:
                 continue  # another job of the same batch resumes it
             if leader is not None:
-                resumed.add(leader.resolve())
+                resumes[leader.resolve()] = len(out)
         if plan.action == "train" and held:  # a job split over two batches: the resumed one finishes its part
             seeds = tuple(s for s in plan.seeds if plan.job.run_dir(s).resolve() not in held)
             if not seeds:
@@ -343,11 +353,16 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
             group = tuple((job, tuple(seeds)) for job, seeds in members.values())
             first_job, first_seeds = group[0]
             out.append(JobPlan(first_job, "train", first_seeds, None, group if len(group) > 1 else ()))
+    for leader, index in resumes.items():  # a batch of several jobs resumes as the group it was: every job
+        members = tuple(in_batch.get(leader, {}).values())  # is listed and recorded, not only the first
+        if len(members) > 1:
+            out[index] = replace(out[index], group=members)
     return out
 
 
-def _held_by_resumes(plans: list[JobPlan]) -> set[Path]:
-    """The run directories of every batch a ``resume`` plan continues (its leader's ``batch.members``).
+def _held_by_resumes(plans: list[JobPlan]) -> dict[Path, Path]:
+    """The run directories of every batch a ``resume`` plan continues (its leader's ``batch.members``), each
+    with its batch's leader.
 
     Why: a group splits a job's seeds over two processes; when the first is stopped, the job has runs in
     the stopped batch and runs not yet started, so it plans ``train`` for all of them. Its runs in the
@@ -356,13 +371,13 @@ def _held_by_resumes(plans: list[JobPlan]) -> set[Path]:
     """
     from moerl.runs.rundir import RunDir
 
-    held: set[Path] = set()
+    held: dict[Path, Path] = {}
     for plan in plans:
         leader = _leader(plan.job) if plan.action == "resume" else None
         if leader is None:
             continue
         members = (RunDir(leader).read_status().get("batch") or {}).get("members") or []
-        held |= {(leader.parent / name).resolve() for name in members}
+        held |= {(leader.parent / name).resolve(): leader.resolve() for name in members}
     return held
 
 
