@@ -78,12 +78,17 @@ lane() {  # the sweep files (relative to $home) in order, each with $workers gro
     done' moerl-study-lane "$workers" "$@" >> "$log" 2>&1 &)
 }
 sampler() {  # every 30 s while the lane runs: the batches' peak memory (scripts/study_memory.py), and the
-  # study's processes put at the lowest CPU priority (autogroup nice 19: each batch starts a session of its own,
-  # so a plain nice would not reach it), so that tests, CI and builds beside the study take the cores first
+  # study's batches put at the lowest CPU priority (autogroup nice 19: each batch starts a session of its own,
+  # so a plain nice would not reach it), so that tests, CI and builds beside the study take the cores first.
+  # Only the batches (`moerl sweep-group` / `moerl train` children of the sweep, each in a session of its
+  # own): the nice of an autogroup is its whole session's, and the study's python run from a user's shell
+  # (save.sh, run.sh --prepare) would otherwise put that shell, and the tests it runs next, at nice 19 too.
   (cd "$home" && nohup setsid bash -c '
     while pgrep -f "moerl-study-[l]ane" > /dev/null; do
       "$1" "$2" sample "$3" || true
-      for p in $(pgrep -f "^$3/venv/bin/python"); do echo 19 > "/proc/$p/autogroup"; done 2> /dev/null
+      for p in $(pgrep -f "^$3/venv/bin/python[0-9.]* -m moerl (sweep-group|train) "); do
+        echo 19 > "/proc/$p/autogroup"
+      done 2> /dev/null
       sleep 30
     done
     ' moerl-study-memory "$home/venv/bin/python" "$repo/scripts/study_memory.py" "$home" >> "$home/memory.log" 2>&1 &)
