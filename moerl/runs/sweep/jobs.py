@@ -354,9 +354,9 @@ def group_plans(plans: list[JobPlan], group_key: Callable[[dict[str, Any]], str 
             first_job, first_seeds = group[0]
             out.append(JobPlan(first_job, "train", first_seeds, None, group if len(group) > 1 else ()))
     for leader, index in resumes.items():  # a batch of several jobs resumes as the group it was: every job
-        members = tuple(in_batch.get(leader, {}).values())  # is listed and recorded, not only the first
-        if len(members) > 1:
-            out[index] = replace(out[index], group=members)
+        batch_jobs = tuple(in_batch.get(leader, {}).values())  # is listed and recorded, not only the first
+        if len(batch_jobs) > 1:
+            out[index] = replace(out[index], group=batch_jobs)
     return out
 
 
