@@ -489,3 +489,20 @@ def test_bad_curves_are_refused_in_one_line_and_nothing_is_written(big_wins, tmp
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_variant_keeps_its_colour_whichever_variants_share_the_figure():
+    from moerl.rl.report.figures import SPARE_COLORS, VARIANT_COLORS, _colors
+
+    alone = _colors(["dense", "big/softmoe"])
+    crowded = _colors(["wide", "all/topk", "big/softmoe", "middle/softmoe", "dense", "final/topk"])
+    assert alone["big/softmoe"] == crowded["big/softmoe"] and alone["dense"] == crowded["dense"]
+    paper = list(VARIANT_COLORS)
+    assert len(set(_colors(paper).values())) == len(paper)  # the 11 variants are told apart
+    # Labels of one variant that differ in a config key, or labels of no paper variant: distinct spare colours.
+    both = _colors(["big/softmoe [lr=0.001]", "big/softmoe [lr=0.01]", "tiny/router", "big/softmoe (ppo)"])
+    assert len(set(both.values())) == 4
+    assert both["big/softmoe [lr=0.001]"] == alone["big/softmoe"]
+    assert both["big/softmoe [lr=0.01]"] == _colors(["x"])["x"]  # the first spare colour
+    many = _colors([f"v{i}" for i in range(2 * len(SPARE_COLORS))])  # more labels than colours: cycles
+    assert many["v0"] == many[f"v{len(SPARE_COLORS)}"]

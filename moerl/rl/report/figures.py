@@ -33,10 +33,28 @@ def _plt() -> Any:
     return plt
 
 
+#: tab20 entries of the seed-001 variants, fixed so that a variant has one colour in every figure of every
+#: suite and report, whichever other variants share the figure: one hue per placement (dark for softmoe,
+#: light for topk), hardcoded red, the routerless networks grey.
+VARIANT_COLORS = {"big/softmoe": 0, "big/topk": 1, "middle/softmoe": 2, "middle/topk": 3, "final/softmoe": 4,
+                  "final/topk": 5, "big/hardcoded": 6, "all/softmoe": 8, "all/topk": 9, "dense": 14, "wide": 15}
+#: The other tab20 entries, for labels without a fixed colour, in order of appearance.
+SPARE_COLORS = tuple(i for i in range(20) if i not in VARIANT_COLORS.values())
+
+
 def _colors(labels: list[str]) -> dict[str, Any]:
-    plt = _plt()
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+    """A colour per label: the variant's fixed colour (:data:`VARIANT_COLORS`, by the label before any
+    ``" [...]"`` or ``" (algo)"`` suffix) for the first label of each variant, spare colours for the rest."""
+    cmap = _plt().get_cmap("tab20")
+    spare = iter(SPARE_COLORS * (1 + len(labels) // len(SPARE_COLORS)))
+    taken: set[int] = set()
+    colors = {}
+    for label in labels:
+        fixed = VARIANT_COLORS.get(label.split(" ")[0])
+        index = fixed if fixed is not None and fixed not in taken else next(spare)
+        taken.add(index)
+        colors[label] = cmap(index)
+    return colors
 
 
 def _save(fig: Any, out: Path, name: str) -> str:
