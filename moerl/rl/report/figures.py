@@ -10,6 +10,7 @@ labelled, legends sit outside the data.
 
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def _colors(labels: list[str]) -> dict[str, Any]:
     """A colour per label: the variant's fixed colour (:data:`VARIANT_COLORS`, by the label before any
     ``" [...]"`` or ``" (algo)"`` suffix) for the first label of each variant, spare colours for the rest."""
     cmap = _plt().get_cmap("tab20")
-    spare = iter(SPARE_COLORS * (1 + len(labels) // len(SPARE_COLORS)))
+    spare = cycle(SPARE_COLORS)
     taken: set[int] = set()
     colors = {}
     for label in labels:
