@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     found, skipped, partial = batches(args.folders)
     print(table(found))
     print("")
-    print("\n".join(sweep_lines(args.folders, found)))
+    print("\n".join(f"- {line}" for line in sweep_lines(args.folders, found)))  # a Markdown list (the docs')
     if skipped or partial:
-        print(f"({skipped} folder(s) skipped: not finished moe-dqn runs; {partial} batch(es) left out: not all "
+        print(f"\n({skipped} folder(s) skipped: not finished moe-dqn runs; {partial} batch(es) left out: not all "
               "their members finished)")
     return 0
 

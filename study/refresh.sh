@@ -8,8 +8,8 @@
 #
 # It writes the study's result blocks (docs/results-study.md per suite, README.md's screen over both suites)
 # with scripts/check_results.py --write, redraws the figures the docs show (docs/study-cartpole/,
-# docs/study-mountaincar/) with moerl report, and prints the cost tables (scripts/study_cost.py,
-# scripts/study_memory.py) for the docs' "Cost" section. A sweep that has kept nothing yet reads as an empty
+# docs/study-mountaincar/) with moerl report, and rewrites the page's command outputs (its progress counts,
+# cost and memory tables: scripts/doc_outputs.py). A sweep that has kept nothing yet reads as an empty
 # folder (its block shows only the other sweep's runs), never as a rerun.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,11 +53,6 @@ figures() {  # suite, curves, report folders...
 figures cartpole dense,big/softmoe,big/topk,big/hardcoded "$S/paper-full-cartpole" "$S/paper-full-cartpole-seeds10-19"
 figures mountaincar dense,big/softmoe,big/hardcoded "$S/paper-full-mountaincar" "$S/paper-full-mountaincar-seeds10-19"
 
-echo "== cost (docs/results-study.md, section Cost)"
-folders=()
-for f in full-cartpole full-cartpole-seeds10-19 full-mountaincar full-mountaincar-seeds10-19 full-classic; do
-  [ -d "$S/paper-$f" ] && folders+=("$S/paper-$f")
-done
-python scripts/study_cost.py "${folders[@]}"
-if [ -f "$S/memory.json" ]; then python scripts/study_memory.py report "$S/memory.json"; fi
+# the command outputs the page quotes (progress counts, cost and memory tables): from the kept runs
+python scripts/doc_outputs.py --write docs/results-study.md
 git status --short docs README.md
