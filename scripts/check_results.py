@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"'{blocks[0][1]['sweep']}' (one per file, in its order)", file=sys.stderr)
             return 2
     failed = 0
-    new_texts = dict(texts)
+    written: dict[Path, dict[tuple[str, str | None], str]] = {}  # per file: (sweep, view) -> the new block
     reports: dict[str, str] = {}  # one report per sweep file: a README summary and its docs block share a rerun
     reruns: dict[tuple[str, str, str], bool] = {}  # one variant rerun per sweep file, shared by the blocks of it
 
@@ -471,12 +471,20 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{sweep_file}{' (summary)' if block['view'] else ''} in {path}"
             if args.write:
                 marker = f"<!-- results: {sweep_file}{' ' + block['view'] if block['view'] else ''} -->"
-                new_texts[path] = new_texts[path].replace(block.group(0), f"{marker}\n{fresh}<!-- /results -->")
+                written.setdefault(path, {})[sweep_file, block["view"]] = f"{marker}\n{fresh}<!-- /results -->"
                 print(f"[check_results] wrote the block of {label}")
                 continue
             failed += not _matches(label, path, block["body"], fresh, args)
-    for path, new_text in new_texts.items():
-        if new_text != texts[path]:
+    for path, new_blocks in written.items():
+        # the file as it is now, not as it was read: prose edited while the runs were reported is kept
+        current = path.read_text()
+        gone = set(new_blocks) - {(m["sweep"], m["view"]) for m in BLOCK.finditer(current)}
+        for sweep_file, view in sorted(gone, key=str):
+            print(f"check_results: the block of {sweep_file}{' (summary)' if view else ''} left {path} while its "
+                  "runs were reported: not written", file=sys.stderr)
+            failed += 1
+        new_text = BLOCK.sub(lambda m, new=new_blocks: new.get((m["sweep"], m["view"]), m.group(0)), current)
+        if new_text != current:
             tmp_path = path.with_name(f".{path.name}.tmp")
             tmp_path.write_text(new_text)
             tmp_path.replace(path)

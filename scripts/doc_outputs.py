@@ -65,14 +65,18 @@ def body(cmd: str, text: bool) -> str:
     return f"```bash\n{cmd}\n```\n\n{printed}\n"
 
 
-def rewrite(page: str) -> tuple[str, int]:
-    """``(page with every output block regenerated, how many blocks)``."""
-    found = BLOCK.findall(page)
+def blocks(page: str) -> dict[str, str]:
+    """Every output block of ``page`` as it should read, keyed by its opening comment."""
+    found = list(BLOCK.finditer(page))
     if len(found) != len(OPEN.findall(page)):
         raise BadInput("an '<!-- output: CMD -->' comment has no '<!-- /output -->' after it")
-    new = BLOCK.sub(lambda m: f"{m.group(0).splitlines()[0]}\n{body(m['cmd'], bool(m['text']))}<!-- /output -->",
-                    page)
-    return new, len(found)
+    return {(opening := m.group(0).splitlines()[0]): f"{opening}\n{body(m['cmd'], bool(m['text']))}<!-- /output -->"
+            for m in found}
+
+
+def put(page: str, new: dict[str, str]) -> str:
+    """``page`` with its blocks replaced by ``new``'s (by opening comment); others as they are."""
+    return BLOCK.sub(lambda m: new.get(m.group(0).splitlines()[0], m.group(0)), page)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,15 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(name)
             if not path.is_file():
                 raise BadInput(f"'{name}' is not a file")
-            old = path.read_text()
-            new, count = rewrite(old)
-            if count == 0:
+            generated = blocks(path.read_text())
+            if not generated:
                 raise BadInput(f"'{name}' holds no '<!-- output: CMD -->' block")
-            pages[path] = (old, new, count)
+            pages[path] = generated
     except BadInput as e:
         print(f"doc_outputs: {e}", file=sys.stderr)
         return 2
-    for path, (old, new, count) in pages.items():  # written only once every command of every page has run
+    for path, generated in pages.items():  # written only once every command of every page has run
+        old = path.read_text()  # as it is now: prose edited while the commands ran is kept
+        new, count = put(old, generated), len(generated)
         if old == new:
             print(f"{path}: {count} output block(s) match their commands")
         elif args.write:

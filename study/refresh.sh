@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # After study/save.sh: rewrite everything generated from the kept runs (see study/README.md), then read the
 # diff, update the prose that cites numbers (docs/results-study.md, README.md's study screen) and commit.
-# Edit those files only after it has ended: each --write reads its file at the start and writes it whole at
-# the end (minutes later), so an edit made in between is lost.
+# The prose may be edited while it runs: each --write puts its blocks into the file as it is when it writes.
 #
 #   bash study/refresh.sh            # from the repository root, in the environment of `pip install -e .[dev]`
 #

@@ -52,6 +52,32 @@ def test_the_written_block_holds_the_reports_tables_and_keeps_the_rest(tiny_stud
     assert "![" not in text  # figures are not part of the digest
 
 
+@pytest.mark.parametrize("edit", ["prose", "block removed"])
+def test_an_edit_made_while_the_runs_are_reported_is_kept(tiny_study, monkeypatch, capsys, edit):
+    """--write puts its blocks into the file as it is when it writes, not as it was read minutes before: a
+    sentence edited meanwhile stays; a block removed meanwhile is not written back (exit 1, one line)."""
+    check = _script()
+    page = tiny_study / f"race-{edit.replace(' ', '-')}.md"
+    page.write_text("intro\n\n<!-- results: tiny.yaml -->\nold\n<!-- /results -->\n\nold prose\n")
+    report_of = check.report_of
+
+    def edited_meanwhile(runs):  # the edit lands while the report is being made
+        text = page.read_text()
+        page.write_text(text.replace("old prose", "new prose") if edit == "prose" else "intro only\n")
+        return report_of(runs)
+
+    monkeypatch.setattr(check, "report_of", edited_meanwhile)
+    monkeypatch.chdir(tiny_study)
+    code = check.main([page.name, "--write", "--only", "tiny.yaml", "--runs", "runs/tiny"])
+    text = page.read_text()
+    if edit == "prose":
+        assert code == 0 and text.endswith("<!-- /results -->\n\nnew prose\n") and "\nold\n" not in text
+        assert "| big/softmoe |" in text
+    else:
+        assert code == 1 and text == "intro only\n"
+        assert "the block of tiny.yaml left" in capsys.readouterr().err
+
+
 def test_a_rerun_of_the_sweep_matches_the_block_and_a_changed_number_fails(tiny_study):
     same = _check(tiny_study)  # reruns tiny.yaml from nothing in a temporary folder
     assert same.returncode == 0, same.stdout + same.stderr

@@ -1,6 +1,7 @@
 """scripts/doc_outputs.py: the command outputs the docs quote are what their commands print, on the repository's
 own data; a stale block fails with a diff, bad input exits 2 and leaves the page as it was."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_a_missing_page_exits_2(tmp_path):
 def test_the_docs_quote_what_their_commands_print_on_the_kept_runs():
     """The study's cost, memory and progress blocks (docs/results-study.md) from the runs kept in study/."""
     pages = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-             if "<!-- output" in p.read_text()]
+             if re.search(r"^<!-- output", p.read_text(), re.MULTILINE)]
     assert ROOT / "docs" / "results-study.md" in pages
     done = _run(*map(str, pages))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr
