@@ -265,3 +265,28 @@ def test_eval_on_a_damaged_run_is_one_line(two_runs, tmp_path, damage, message, 
     assert main(["eval", str(run), "--episodes", "1"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["while the heartbeat thread starts", "while training"])
+def test_a_stop_at_any_moment_after_running_is_written_marks_the_run_interrupted(tmp_path, monkeypatch, where):
+    """A SIGTERM reaches a run's process as ``Terminated`` raised wherever the main thread is (rundir's
+    handler); from the moment "running" is written, no such moment may leave a dead process's run reading
+    "running". The exception is raised here where the handler would raise it: once as the heartbeat thread
+    starts (a moment a sweep stopping its children as they start hit on a loaded machine), once in the body."""
+    import threading
+
+    from moerl.runs import rundir
+
+    class StoppedAtStart(threading.Thread):
+        def start(self) -> None:
+            raise rundir.Terminated("terminated by SIGTERM")
+
+    if where == "while the heartbeat thread starts":
+        monkeypatch.setattr(rundir.threading, "Thread", StoppedAtStart)
+    run = RunDir.create(tmp_path, "stopped")
+    with pytest.raises(rundir.Terminated), rundir.running(run, "moe-dqn", seed=0):
+        assert run.read_status()["status"] == "running"
+        raise rundir.Terminated("terminated by SIGTERM")
+    status = run.read_status()
+    assert status["status"] == "interrupted" and "SIGTERM" in status["error"], status
+    assert run_state(status) == "interrupted"

@@ -523,25 +523,25 @@ def _marked_running(marked: RunningRuns, family: str, seeds: Sequence[int | None
         now = list(marked.active)
         return now, [seed_of[id(run)] for run in now]
 
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            for run in list(marked.active):
+                try:
+                    run.heartbeat()
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
+    marking = True
+    # One try from the first "running" to the end: a stop signal at any point in between (while marking, or
+    # while the heartbeat thread starts, which can take a while on a loaded machine) marks the runs interrupted.
     with _sigterm_interrupts():  # before the first "running" is written (see running_many)
         try:
             _mark_running(runs, family, seeds, device, resumed_from)
-        except KeyboardInterrupt as exc:  # a stop while marking: the runs read interrupted, not "running"
-            _mark_interrupted(runs, seeds, family, exc)
-            raise
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                for run in list(marked.active):
-                    try:
-                        run.heartbeat()
-                    except OSError:
-                        pass
-
-        thread = threading.Thread(target=beat, name="moerl-heartbeat", daemon=True)
-        thread.start()
-        try:
+            marking = False
+            thread.start()
             yield
         except KeyboardInterrupt as exc:
             stop.set()
@@ -549,14 +549,17 @@ def _marked_running(marked: RunningRuns, family: str, seeds: Sequence[int | None
             raise
         except BaseException as exc:
             stop.set()
-            for run, seed in zip(*active(), strict=True):
-                _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
+            if not marking:  # a failed marking has put the runs' files back itself (_mark_running)
+                for run, seed in zip(*active(), strict=True):
+                    _try_status(run, "failed", family=family, seed=seed, error=_one_line(exc))
             raise
         finally:
             stop.set()
-            thread.join()
-            for run in marked.active:
-                _refresh_threads(run)
+            if thread.ident is not None:
+                thread.join()
+            if not marking:
+                for run in marked.active:
+                    _refresh_threads(run)
         for run in marked.active:
             run.write_status("finished")
 
