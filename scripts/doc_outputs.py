@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if old == new:
             print(f"{path}: {count} output block(s) match their commands")
         elif args.write:
-            path.write_text(new)
+            tmp = path.with_name(f".{path.name}.tmp")  # replaced whole: never a half-written page
+            tmp.write_text(new)
+            tmp.replace(path)
             print(f"{path}: {count} output block(s) written")
         else:
             stale += 1
