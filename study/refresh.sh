@@ -54,4 +54,9 @@ figures mountaincar dense,big/softmoe,big/hardcoded "$S/paper-full-mountaincar" 
 
 # the command outputs the page quotes (progress counts, cost and memory tables): from the kept runs
 python scripts/doc_outputs.py --write docs/results-study.md
+for dir in "$S"/paper-*; do  # a sweep with kept runs that the cost block's command does not name yet
+  name=$(basename "$dir")
+  grep -q "^<!-- output: python scripts/study_cost.py .*\$S/$name " docs/results-study.md ||
+    echo "refresh: $S/$name is kept but the cost block's command (docs/results-study.md) does not name it: add \$S/$name"
+done
 git status --short docs README.md
