@@ -55,6 +55,7 @@ figures mountaincar dense,big/softmoe,big/hardcoded "$S/paper-full-mountaincar" 
 # the command outputs the page quotes (progress counts, cost and memory tables): from the kept runs
 python scripts/doc_outputs.py --write docs/results-study.md
 for dir in "$S"/paper-*; do  # a sweep with kept runs that the cost block's command does not name yet
+  compgen -G "$dir/*_s*" > /dev/null || continue  # a launch record alone: no run for study_cost.py yet
   name=$(basename "$dir")
   grep -q "^<!-- output: python scripts/study_cost.py .*\$S/$name " docs/results-study.md ||
     echo "refresh: $S/$name is kept but the cost block's command (docs/results-study.md) does not name it: add \$S/$name"
